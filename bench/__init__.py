@@ -1,0 +1,1 @@
+"""lensbench.bench: the harness (registry, tasks, runner, metrics, tracking, reports, CLI)."""
