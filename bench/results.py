@@ -84,6 +84,8 @@ def read_results(store: Path) -> list[Result]:
         except json.JSONDecodeError as error:
             if number == len(lines):
                 continue
-            raise ValueError(f"{store}: line {number} is not a JSON Result record: {error}") from None
+            raise ValueError(
+                f"{store}: line {number} is not a JSON Result record: {error}"
+            ) from None
         results.append(Result.from_dict(record))
     return results

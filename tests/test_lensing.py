@@ -6,7 +6,6 @@ import math
 import numpy as np
 import pytest
 import torch
-
 from lensbench.datasets import lensing
 
 lenstronomy = pytest.importorskip("lenstronomy", reason="lenstronomy is the test-only reference")
@@ -73,7 +72,7 @@ def test_sie_hessian_matches_lenstronomy_deflection_derivatives():
             torch.tensor(x), torch.tensor(y),
             *(torch.tensor(v, dtype=torch.float64) for v in (theta_e, q, phi)),
         )
-        for ours, ref in zip((fxx, fxy, fyy), reference):
+        for ours, ref in zip((fxx, fxy, fyy), reference, strict=True):
             np.testing.assert_allclose(ours.numpy(), ref, atol=1e-7, rtol=1e-6)
 
 
@@ -97,9 +96,10 @@ def test_sie_is_exact_at_q_one_and_finite_at_centre():
         assert torch.max(torch.abs(ax_q - expected_x)) < 5 * (1 - q)
     for dtype in (torch.float32, torch.float64):
         zero = torch.zeros(1, dtype=dtype)
-        outputs = lensing.sie_deflection(zero, zero, theta_e.to(dtype), torch.tensor(0.6, dtype=dtype),
+        q = torch.tensor(0.6, dtype=dtype)
+        outputs = lensing.sie_deflection(zero, zero, theta_e.to(dtype), q,
                                          torch.tensor(0.5, dtype=dtype))
-        outputs += lensing.sie_hessian(zero, zero, theta_e.to(dtype), torch.tensor(0.6, dtype=dtype),
+        outputs += lensing.sie_hessian(zero, zero, theta_e.to(dtype), q,
                                        torch.tensor(0.5, dtype=dtype))
         assert all(torch.all(torch.isfinite(o)) for o in outputs)
 
@@ -139,7 +139,8 @@ def test_invalid_axis_ratio_is_an_error():
 def test_magnification_of_sis_closed_form():
     # SIS: mu(r) = r / (r - theta_E) for the outer image.
     r = torch.tensor([1.5, 2.0, 4.0], dtype=torch.float64)
-    fxx, fxy, fyy = lensing.sie_hessian(r, torch.zeros_like(r), torch.tensor(1.0, dtype=torch.float64),
+    one = torch.tensor(1.0, dtype=torch.float64)
+    fxx, fxy, fyy = lensing.sie_hessian(r, torch.zeros_like(r), one,
                                         torch.tensor(1.0, dtype=torch.float64),
                                         torch.tensor(0.0, dtype=torch.float64))
     torch.testing.assert_close(lensing.magnification(fxx, fxy, fyy), r / (r - 1.0))
@@ -167,7 +168,8 @@ def test_sersic_radius_matches_lenstronomy_and_light_integrates_to_flux():
     yy, xx = torch.meshgrid(fine, fine, indexing="ij")
     for n in (0.7, 1.0, 2.5):
         amplitude = lensing.sersic_flux_to_amplitude(10.0, 0.6, n)
-        image = lensing.sersic_profile(xx, yy, torch.tensor(float(amplitude), dtype=torch.float64), 0.6,
+        amplitude_t = torch.tensor(float(amplitude), dtype=torch.float64)
+        image = lensing.sersic_profile(xx, yy, amplitude_t, 0.6,
                                        torch.tensor(n, dtype=torch.float64),
                                        torch.tensor(0.5, dtype=torch.float64),
                                        torch.tensor(0.3, dtype=torch.float64))

@@ -1,0 +1,143 @@
+"""Simulation configuration: every parameter distribution is data in one frozen dataclass.
+
+A config round-trips through JSON (it is written into every split's manifest), so a split can be
+remade exactly from its manifest and the seed.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+
+from lensbench.datasets.surveys import get_survey
+
+# Colours (band - reference band, AB) by band name. The lens is a passive early-type galaxy at
+# z ~ 0.5 (red); the source a star-forming galaxy at z ~ 1-2 (blue, nearly flat in f_nu); clumps of
+# star formation are bluer still. Per-object scatter is added on top (``colour_scatter``).
+LENS_COLOURS = {"u": 3.6, "g": 2.4, "r": 0.85, "i": 0.0, "z": -0.4, "y": -0.6, "Y": -0.6,
+                "VIS": 0.3}
+SOURCE_COLOURS = {"u": 0.45, "g": 0.2, "r": 0.1, "i": 0.0, "z": -0.05, "y": -0.1, "Y": -0.1,
+                  "VIS": 0.05}
+CLUMP_COLOURS = {"u": 0.0, "g": -0.15, "r": -0.1, "i": 0.0, "z": 0.05, "y": 0.1, "Y": 0.1,
+                 "VIS": -0.05}
+
+THETA_E_DISTRIBUTIONS = ("natural", "flat")
+LABELLINGS = ("metcalf", "clean")
+PSF_MODELS = ("survey", "moffat", "gaussian", "pixelised")
+
+
+@dataclass(frozen=True)
+class SimConfig:
+    """How a split of survey cutouts is simulated. Angles in arcsec, magnitudes AB in the
+    reference band (``reference_band``, default the survey's i or its only band)."""
+
+    survey: str = "hsc"
+    bands: tuple[str, ...] | None = None  # None: all bands of the survey
+    stamp_size: int | None = None  # None: the survey's default
+    supersample: int = 2
+    lens_fraction: float = 0.5
+    reference_band: str | None = None
+    # Lens population
+    theta_e_distribution: str = "natural"  # "natural" (velocity function x cross-section) or "flat"
+    theta_e_range: tuple[float, float] = (0.5, 3.0)
+    z_lens_range: tuple[float, float] = (0.2, 0.9)
+    z_source_max: float = 3.0
+    q_range: tuple[float, float] = (0.4, 1.0)
+    shear_sigma: float = 0.05  # per-component Gaussian width of the external shear
+    lens_offset_sigma: float = 0.05  # arcsec, lens centre about the stamp centre
+    lens_sersic_n_range: tuple[float, float] = (3.0, 5.5)
+    lens_r_eff_range: tuple[float, float] = (0.5, 2.0)
+    lens_mag_scatter: float = 0.3  # Faber-Jackson scatter, mag
+    # Source population
+    source_mag_range: tuple[float, float] = (22.5, 26.0)
+    source_r_eff_range: tuple[float, float] = (0.1, 0.5)
+    source_sersic_n_range: tuple[float, float] = (0.5, 2.0)
+    source_radius: float = 1.0  # source centres uniform in a disk of this radius, units of theta_E
+    mean_clumps: float = 2.0
+    max_clumps: int = 4
+    clump_flux_fraction_range: tuple[float, float] = (0.03, 0.10)
+    clump_r_eff_range: tuple[float, float] = (0.04, 0.08)
+    colour_scatter: float = 0.1
+    quad_fraction: float | None = None  # None: the natural mix; else the target share of quads
+    # Labels
+    labelling: str = "metcalf"  # "metcalf": any lensed source is a lens; "clean": cuts below
+    min_magnification: float = 3.0
+    min_arc_snr: float = 10.0
+    # Observation
+    psf_model: str = "survey"  # "survey" uses the preset's; or "moffat", "gaussian", "pixelised"
+    psf_fwhm_override: float | None = None  # arcsec, all bands (e.g. 0.18 for Metcalf's space set)
+    psf_file: str | None = None  # FITS with one kernel (or one HDU per band) for "pixelised"
+    noise: bool = True
+    shard_size: int = 1024
+    extra: dict = field(default_factory=dict)  # free-form tags recorded in the manifest
+
+    def __post_init__(self):
+        for name in ("theta_e_range", "z_lens_range", "q_range", "lens_sersic_n_range",
+                     "lens_r_eff_range", "source_mag_range", "source_r_eff_range",
+                     "source_sersic_n_range", "clump_flux_fraction_range", "clump_r_eff_range"):
+            value = tuple(getattr(self, name))
+            object.__setattr__(self, name, value)
+            if len(value) != 2 or not value[0] <= value[1]:
+                raise ValueError(f"SimConfig.{name} must be (low, high) with low <= high, "
+                                 f"got {value}")
+        if self.bands is not None:
+            object.__setattr__(self, "bands", tuple(self.bands))
+        self._validate()
+
+    def _validate(self):
+        survey = get_survey(self.survey)
+        for band in self.band_names:
+            survey.band(band)  # raises, naming the survey's bands
+        if self.theta_e_range[0] <= 0:
+            raise ValueError(f"SimConfig.theta_e_range: theta_E must be > 0 arcsec, "
+                             f"got {self.theta_e_range}")
+        if not (0 < self.q_range[0] and self.q_range[1] <= 1):
+            raise ValueError(f"SimConfig.q_range: the axis ratio q must lie in (0, 1], "
+                             f"got {self.q_range}")
+        choices = {"theta_e_distribution": THETA_E_DISTRIBUTIONS, "labelling": LABELLINGS,
+                   "psf_model": PSF_MODELS}
+        for name, allowed in choices.items():
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"SimConfig.{name} must be one of {allowed}, "
+                                 f"got {getattr(self, name)!r}")
+        if not 0 <= self.lens_fraction <= 1:
+            raise ValueError(
+                f"SimConfig.lens_fraction must lie in [0, 1], got {self.lens_fraction}")
+        if self.quad_fraction is not None and not 0 <= self.quad_fraction <= 1:
+            raise ValueError(f"SimConfig.quad_fraction must be None or in [0, 1], "
+                             f"got {self.quad_fraction}")
+        if self.supersample < 1 or self.stamp_size is not None and self.stamp_size < 8:
+            raise ValueError("SimConfig: supersample must be >= 1 and stamp_size >= 8")
+        if self.psf_model == "pixelised" and not self.psf_file:
+            raise ValueError("SimConfig.psf_model 'pixelised' needs psf_file (a FITS kernel)")
+        if self.z_source_max <= self.z_lens_range[1]:
+            raise ValueError("SimConfig.z_source_max must exceed the largest lens redshift")
+
+    @property
+    def band_names(self) -> tuple[str, ...]:
+        return self.bands if self.bands is not None else get_survey(self.survey).band_names
+
+    @property
+    def reference(self) -> str:
+        if self.reference_band is not None:
+            return self.reference_band
+        return "i" if "i" in self.band_names else self.band_names[len(self.band_names) // 2]
+
+    @property
+    def size(self) -> int:
+        return self.stamp_size or get_survey(self.survey).stamp_size
+
+    def to_dict(self) -> dict:
+        return json.loads(json.dumps(dataclasses.asdict(self)))
+
+    @classmethod
+    def from_dict(cls, record: dict) -> SimConfig:
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(record) - known)
+        if unknown:
+            raise ValueError(f"unknown SimConfig fields {unknown}; known fields: {sorted(known)}")
+        return cls(**record)
+
+    def replace(self, **changes) -> SimConfig:
+        return dataclasses.replace(self, **changes)
