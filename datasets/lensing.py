@@ -55,11 +55,15 @@ def sie_deflection(x, y, theta_e, q, phi, center_x=0.0, center_y=0.0):
     """
     _check_axis_ratio(q)
     xr, yr = _rotate(x - center_x, y - center_y, phi)
+    q = torch.as_tensor(q, dtype=xr.dtype, device=xr.device)
     f = torch.sqrt((1.0 - q) * (1.0 + q))
-    psi = torch.sqrt(q * q * xr * xr + yr * yr)
-    psi_safe = torch.where(psi > 0, psi, torch.ones_like(psi))
-    u = xr / psi_safe
-    v = yr / psi_safe
+    # psi = 0 only at the centre, where xr = yr = 0: clamping gives u = v = 0 there, alpha = 0.
+    psi = torch.sqrt(q * q * xr * xr + yr * yr).clamp_(min=torch.finfo(xr.dtype).tiny)
+    u, v = xr / psi, yr / psi
+    scale = theta_e * torch.sqrt(q)
+    if not torch.any(f <= _ROUND_LIMIT):  # the common case: one pass each, no series branch
+        amplitude = scale / f
+        return _rotate_back(amplitude * torch.atan(f * u), amplitude * torch.atanh(f * v), phi)
     f_safe = torch.where(f > _ROUND_LIMIT, f, torch.ones_like(f))
     zu2, zv2 = (f * u) ** 2, (f * v) ** 2
     atan_over_f = torch.where(
@@ -68,7 +72,6 @@ def sie_deflection(x, y, theta_e, q, phi, center_x=0.0, center_y=0.0):
     atanh_over_f = torch.where(
         f > _ROUND_LIMIT, torch.atanh(f * v) / f_safe, v * (1 + zv2 / 3 + zv2 * zv2 / 5)
     )
-    scale = theta_e * torch.sqrt(q)
     return _rotate_back(scale * atan_over_f, scale * atanh_over_f, phi)
 
 
@@ -145,3 +148,12 @@ def sersic_profile(x, y, amplitude, r_eff, n, q, phi, center_x=0.0, center_y=0.0
     xr, yr = _rotate(x - center_x, y - center_y, phi)
     radius = torch.sqrt(q * xr * xr + yr * yr / q)
     return amplitude * torch.exp(-b_n * ((radius / r_eff) ** (1.0 / n) - 1.0))
+
+
+def gaussian_profile(x, y, total_flux, half_light_radius, center_x=0.0, center_y=0.0):
+    """Circular Gaussian surface brightness (flux / arcsec^2) of given total flux and half-light
+    radius (arcsec; sigma = R_e / sqrt(2 ln 2)). Used for compact star-forming clumps: no rotation
+    or power, so ~3x cheaper than a Sersic on the same grid."""
+    sigma2 = half_light_radius**2 / (2.0 * math.log(2.0))
+    r2 = (x - center_x) ** 2 + (y - center_y) ** 2
+    return total_flux / (2.0 * math.pi * sigma2) * torch.exp(-0.5 * r2 / sigma2)

@@ -41,6 +41,12 @@ class Band:
         return self.zeropoint - 2.5 * math.log10(counts / self.exposure_s)
 
     @property
+    def electrons_per_nanomaggy(self) -> float:
+        """Electrons in the total exposure from 1 nanomaggy (AB 22.5): the factor between the
+        simulator's electrons and the calibrated flux units that images are stored in."""
+        return self.counts(22.5)
+
+    @property
     def sky_counts(self) -> float:
         """Sky electrons per pixel in the total exposure."""
         return self.counts(self.sky_mag) * self.pixel_scale**2

@@ -1,0 +1,164 @@
+"""Report figures: ROC curves, score histograms and per-epoch training curves.
+
+matplotlib only, through the object-oriented API (``Figure`` + ``FigureCanvasAgg``): nothing
+touches pyplot's global state or opens a window, so this is safe in worker processes and CI.
+Every function creates the parent directory of ``path``, writes a PNG and returns the path.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from numpy.typing import ArrayLike
+
+__all__ = ["plot_curves", "plot_roc_curves", "plot_score_histograms"]
+
+_DPI = 110
+_MIN_LOG_FPR = 1e-5
+
+
+def _new_figure(figsize: tuple[float, float] = (5.0, 4.0)) -> Figure:
+    fig = Figure(figsize=figsize, dpi=_DPI)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
+    out = Path(path)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.tight_layout()
+        fig.savefig(out, dpi=_DPI, format="png")
+    finally:
+        fig.clear()
+    return out
+
+
+def plot_roc_curves(
+    curves: Mapping[str, tuple[ArrayLike, ArrayLike]],
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    log_fpr: bool = True,
+) -> Path:
+    """Overlay ROC curves ``{method: (fpr, tpr)}`` with a chance diagonal; write a PNG.
+
+    With ``log_fpr`` the x axis is logarithmic from 1e-5 to 1 and false-positive rates are
+    clipped to >= 1e-5 (so the (0, 0) point and zero-FPR plateau show at the left edge).
+    """
+    if not curves:
+        raise ValueError("curves is empty: expected {method name: (fpr, tpr)}")
+    checked = {}
+    for name, pair in curves.items():
+        if len(pair) != 2:
+            raise ValueError(f"curve {name!r}: expected a (fpr, tpr) pair; got {len(pair)} items")
+        fpr = np.asarray(pair[0], dtype=np.float64).ravel()
+        tpr = np.asarray(pair[1], dtype=np.float64).ravel()
+        if fpr.shape != tpr.shape or fpr.size == 0:
+            raise ValueError(
+                f"curve {name!r}: fpr and tpr must be non-empty and the same length; "
+                f"got {fpr.size} and {tpr.size}"
+            )
+        checked[str(name)] = (fpr, tpr)
+
+    fig = _new_figure((5.2, 4.4))
+    ax = fig.add_subplot()
+    if log_fpr:
+        chance = np.logspace(np.log10(_MIN_LOG_FPR), 0.0, 200)
+    else:
+        chance = np.array([0.0, 1.0])
+    ax.plot(chance, chance, color="0.6", linestyle="--", linewidth=1.0, label="chance")
+    for name, (fpr, tpr) in checked.items():
+        x = np.clip(fpr, _MIN_LOG_FPR, None) if log_fpr else fpr
+        ax.plot(x, tpr, linewidth=1.5, label=name)
+    if log_fpr:
+        ax.set_xscale("log")
+        ax.set_xlim(_MIN_LOG_FPR, 1.0)
+    else:
+        ax.set_xlim(0.0, 1.0)
+    ax.set_ylim(0.0, 1.02)
+    ax.set_xlabel("false-positive rate")
+    ax.set_ylabel("true-positive rate")
+    ax.grid(True, which="major", alpha=0.3)
+    ax.legend(loc="lower right", fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_score_histograms(
+    y_true: ArrayLike,
+    scores: ArrayLike,
+    path: str | os.PathLike[str],
+    title: str | None = None,
+    bins: int | Sequence[float] = 40,
+) -> Path:
+    """Step histograms (density) of the scores of lenses (``y_true`` = 1) and non-lenses.
+
+    Both classes share the bin edges.  Non-finite scores are left out (and not counted in the
+    ``n=`` of the legend); a class with no finite score is listed in the legend but not drawn.
+    """
+    y = np.asarray(y_true).ravel()
+    s = np.asarray(scores, dtype=np.float64).ravel()
+    if y.shape != s.shape:
+        raise ValueError(f"y_true and scores must have the same length; got {y.size} and {s.size}")
+    if y.size == 0:
+        raise ValueError("y_true and scores are empty")
+    is_lens = y.astype(bool)
+    finite = np.isfinite(s)
+    if not finite.any():
+        raise ValueError("no finite scores to histogram")
+    edges = np.histogram_bin_edges(s[finite], bins=bins)
+
+    fig = _new_figure((5.2, 4.0))
+    ax = fig.add_subplot()
+    for mask, label, colour in (
+        (is_lens & finite, "lenses", "C3"),
+        (~is_lens & finite, "non-lenses", "C0"),
+    ):
+        values = s[mask]
+        text = f"{label} (n={values.size})"
+        if values.size:
+            ax.hist(values, bins=edges, density=True, histtype="step", linewidth=1.5,
+                    color=colour, label=text)
+        else:
+            ax.plot([], [], color=colour, label=text)
+    ax.set_xlabel("score")
+    ax.set_ylabel("density")
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
+
+
+def plot_curves(
+    curves: Mapping[str, Sequence[float]],
+    path: str | os.PathLike[str],
+    xlabel: str = "epoch",
+    ylabel: str | None = None,
+    title: str | None = None,
+) -> Path:
+    """Per-epoch curves ``{name: [value per epoch]}`` on one axis; x runs 1, 2, ..., n.
+
+    Curves may have different lengths; NaN values leave gaps.
+    """
+    if not curves:
+        raise ValueError("curves is empty: expected {name: [value per epoch]}")
+    fig = _new_figure((5.2, 3.8))
+    ax = fig.add_subplot()
+    for name, values in curves.items():
+        v = np.asarray(values, dtype=np.float64).ravel()
+        x = np.arange(1, v.size + 1)
+        ax.plot(x, v, marker="o" if v.size <= 30 else None, markersize=3, label=str(name))
+    ax.set_xlabel(xlabel)
+    if ylabel:
+        ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    ax.legend(fontsize=8)
+    if title:
+        ax.set_title(title)
+    return _save(fig, path)
