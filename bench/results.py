@@ -32,7 +32,7 @@ class Result:
     profile: str
     params: dict
     split_hashes: dict[str, str]
-    seed: int
+    seed: int  # the method's seed, derived from suite_seed
     status: str
     metrics: dict[str, float] = field(default_factory=dict)
     fit_time_s: float | None = None
@@ -44,6 +44,8 @@ class Result:
     started_at: str | None = None
     finished_at: str | None = None
     error: str | None = None
+    artifacts: dict[str, str] = field(default_factory=dict)  # name -> path under the workdir
+    suite_seed: int | None = None  # the `bench run --seed` every seed derives from
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

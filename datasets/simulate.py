@@ -149,15 +149,18 @@ def count_images(lens: dict, source_x, source_y) -> torch.Tensor:
     """Number of images (n, K) of K point sources per system (positions (n, K), arcsec).
 
     ``lens`` holds the LENS_KEYS as tensors of shape (n, 1, 1). Triangles of an image-plane grid
-    (+-2.5 theta_E) are mapped to the source plane; a source has as many images as mapped
+    (+-2.5 theta_E or wider) are mapped to the source plane; a source has as many images as mapped
     triangles containing it (Schneider, Ehlers & Falco 1992, sec. 6.1.1). Triangles within
     0.1 theta_E of the SIE's singular centre are skipped (they map onto the cut, and the images
     there are infinitely demagnified)."""
     dtype, device = source_x.dtype, source_x.device
-    u = torch.linspace(-IMAGE_GRID_HALF_WIDTH, IMAGE_GRID_HALF_WIDTH, IMAGE_GRID_POINTS,
-                       dtype=dtype, device=device)
-    v_unit, u_unit = torch.meshgrid(u, u, indexing="ij")
     theta = lens["theta_e"]
+    # Images lie within |beta| + theta_E (1 + |gamma|) of the centre: widen the grid if needed.
+    offset = torch.hypot(source_x - lens["lens_x"][:, :, 0], source_y - lens["lens_y"][:, :, 0])
+    half = max(IMAGE_GRID_HALF_WIDTH, 1.5 + float((offset / theta[:, :, 0]).max()))
+    points = math.ceil(IMAGE_GRID_POINTS * half / IMAGE_GRID_HALF_WIDTH) | 1
+    u = torch.linspace(-half, half, points, dtype=dtype, device=device)
+    v_unit, u_unit = torch.meshgrid(u, u, indexing="ij")
     bx, by = source_plane(u_unit * theta + lens["lens_x"], v_unit * theta + lens["lens_y"],
                           **lens)
     near = (u_unit**2 + v_unit**2) < IMAGE_GRID_HOLE**2

@@ -1,0 +1,46 @@
+"""The method contract (DESIGN.md): scikit-learn's estimator conventions plus three additions.
+
+- ``search_space``: a class attribute, plain data, naming the hyper-parameters Optuna may tune:
+  ``{"C": {"type": "float", "low": 1e-4, "high": 10.0, "log": True}, ...}``
+  (types "float", "int", "categorical" with "choices").
+- ``decline(info)``: a reason (str) not to run on a task, or None.
+- ``predict_score(X)``: one score per cutout (lens probability for lens finding).
+
+Methods that train in epochs leave ``history_`` (name -> list per epoch) for the tracker.
+No torch here: baselines never import it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from sklearn.base import BaseEstimator
+
+
+@dataclass(frozen=True)
+class TaskInfo:
+    """What a method may know about a task besides the arrays."""
+
+    name: str
+    kind: str  # "lens-finding"
+    bands: tuple[str, ...]
+    pixel_scale: float  # arcsec / pixel
+    image_shape: tuple[int, int, int]  # (bands, H, W)
+
+
+class Method(BaseEstimator):
+    """Base class of lensbench methods: get_params/set_params come from ``__init__``'s signature."""
+
+    search_space: dict = {}
+    kinds: tuple[str, ...] = ("lens-finding",)
+
+    def decline(self, info: TaskInfo) -> str | None:
+        if info.kind not in self.kinds:
+            return f"{type(self).__name__} does {', '.join(self.kinds)}, not {info.kind}"
+        return None
+
+    def fit(self, X, y, info: TaskInfo | None = None):  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def predict_score(self, X):  # pragma: no cover - interface
+        raise NotImplementedError

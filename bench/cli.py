@@ -1,0 +1,246 @@
+"""The `bench` command line: run suites, make and look at data, report, open the MLflow UI."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import sys
+from pathlib import Path
+
+DEFAULT_WORKDIR = Path(os.environ.get("LENSBENCH_WORKDIR", ".lensbench"))
+
+
+def _add_workdir(parser):
+    parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
+                        help="where splits, results.jsonl, run artefacts and the MLflow store "
+                             "live (default: $LENSBENCH_WORKDIR or ./.lensbench)")
+
+
+def _parse_value(text: str):
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError:
+        return text
+
+
+def _parse_params(items: list[str]) -> dict[str, dict]:
+    """``method.key=value`` items -> {method: {key: value}} (values parsed as JSON if possible)."""
+    params: dict[str, dict] = {}
+    for item in items or []:
+        name, sep, value = item.partition("=")
+        method, dot, key = name.partition(".")
+        if not sep or not dot:
+            raise SystemExit(f"--param {item!r}: expected METHOD.KEY=VALUE, e.g. "
+                             "pixel-logreg.C=0.1")
+        params.setdefault(method, {})[key] = _parse_value(value)
+    return params
+
+
+def cmd_run(args) -> int:
+    from lensbench.bench.runner import run_suite
+    from lensbench.bench.tasks import get_suite
+
+    suite = get_suite(args.suite)
+    methods = args.methods.split(",") if args.methods else None
+    tracker = None
+    if not args.no_tracking:
+        from lensbench.bench.tracking import MlflowTracker, default_tracking_uri
+
+        uri = args.tracking_uri or default_tracking_uri(args.workdir)
+        tracker = MlflowTracker(uri, experiment=f"lensbench-{suite.name}")
+        tracker.start_suite(suite.name, args.profile, args.seed,
+                            params={"methods": ",".join(methods or suite.methods_for(
+                                args.profile)), "resume": args.resume})
+    print(f"suite {suite.name} · profile {args.profile} · seed {args.seed} · workdir "
+          f"{args.workdir}")
+    status = "FINISHED"
+    try:
+        results = run_suite(suite, profile=args.profile, seed=args.seed, workdir=args.workdir,
+                            methods=methods, params=_parse_params(args.param),
+                            tracker=tracker, resume=args.resume)
+    except KeyboardInterrupt:
+        status = "KILLED"
+        print("interrupted: finished runs are in results.jsonl; rerun with --resume",
+              file=sys.stderr)
+        return 130
+    except BaseException:
+        status = "FAILED"
+        raise
+    finally:
+        if tracker is not None:
+            tracker.end_suite(status)
+    failed = [r for r in results if r.status == "failed"]
+    print(f"{len(results)} runs, {len(failed)} failed; results in "
+          f"{args.workdir / 'results.jsonl'}; `bench report --suite {suite.name}` writes the "
+          "leaderboard")
+    return 1 if failed and args.strict else 0
+
+
+def cmd_list(args) -> int:
+    from lensbench.bench.registry import METHODS
+    from lensbench.bench.tasks import SUITES
+
+    print("suites:")
+    for suite in SUITES.values():
+        print(f"  {suite.name:10} {suite.description}")
+        for task in suite.tasks:
+            sizes = ", ".join(f"{p} {tr}/{te}" for p, (tr, te) in task.sizes.items())
+            print(f"    task {task.name} v{task.version}: {task.description} [{sizes}]")
+        print(f"    methods: {', '.join(suite.methods_for('default'))}")
+    print("methods:")
+    for name, target in METHODS.items():
+        print(f"  {name:16} {target}")
+    return 0
+
+
+def cmd_report(args) -> int:
+    from lensbench.bench.report import write_report
+
+    paths = write_report(args.suite, workdir=args.workdir, out_dir=args.out,
+                         profile=args.profile, command=" ".join(["bench", *sys.argv[1:]]))
+    for path in paths:
+        print(f"wrote {path}")
+    return 0
+
+
+def cmd_ui(args) -> int:
+    import subprocess
+
+    from lensbench.bench.tracking import default_tracking_uri, mlflow_ui_command
+
+    uri = args.tracking_uri or default_tracking_uri(args.workdir)
+    command = mlflow_ui_command(uri, host=args.host, port=args.port)
+    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}")
+    return subprocess.call(command)
+
+
+def cmd_data_make(args) -> int:
+    from tqdm.auto import tqdm
+
+    from lensbench.datasets.config import SimConfig
+    from lensbench.datasets.simulate import make_split
+
+    overrides = {}
+    for item in args.set or []:
+        key, sep, value = item.partition("=")
+        if not sep:
+            raise SystemExit(f"--set {item!r}: expected KEY=VALUE (a SimConfig field)")
+        overrides[key] = _parse_value(value)
+    config = SimConfig.from_dict({**SimConfig(survey=args.preset).to_dict(), **overrides})
+    with tqdm(total=args.n, desc=f"simulate {args.preset}", unit="img") as bar:
+        out = make_split(config, args.n, args.seed, args.out, progress=bar.update,
+                         created_by="bench data make")
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_data_show(args) -> int:
+    import numpy as np
+
+    from lensbench.bench.runner import display_bands
+    from lensbench.datasets.gallery import save_gallery
+    from lensbench.datasets.storage import load_split
+
+    split = load_split(args.split, verify=True)
+    rows = np.arange(min(args.n, split.n))
+    images = split.images(rows)
+    bands, picked = display_bands(list(split.bands))
+    truth = split.truth
+    captions = []
+    for r in rows:
+        if truth["label"][r]:
+            captions.append(f"lens θE={truth['theta_e'][r]:.2f}\" n={truth['n_images'][r]}")
+        else:
+            captions.append("non-lens")
+    path = save_gallery(images[:, picked], bands, captions, args.out, ncols=args.ncols,
+                        title=f"{split.path.name}: {'/'.join(bands)} composites")
+    print(f"wrote {path}")
+    return 0
+
+
+def cmd_perf_sim(args) -> int:
+    from lensbench.bench.perf import simulation_throughput
+
+    result = simulation_throughput(args.n, args.lenstronomy_n, seed=args.seed)
+    print("\n".join(result.lines()))
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="bench", description="lensbench: strong-lensing ML "
+                                     "benchmarks with the field's figures of merit")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    run = sub.add_parser("run", help="run a suite: simulate splits, fit, score, track")
+    run.add_argument("--suite", required=True)
+    run.add_argument("--profile", default="default", choices=("smoke", "default", "challenge"))
+    run.add_argument("--seed", type=int, default=0, help="derives every method seed")
+    run.add_argument("--methods", help="comma-separated method names (default: the suite's)")
+    run.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
+                     help="set a method hyper-parameter (repeatable)")
+    run.add_argument("--resume", action="store_true",
+                     help="skip runs already done on the same splits with the same params")
+    run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
+                     "or a SQLite store in the workdir)")
+    run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
+    run.add_argument("--strict", action="store_true", help="exit 1 if any method failed")
+    _add_workdir(run)
+    run.set_defaults(func=cmd_run)
+
+    lst = sub.add_parser("list", help="suites, tasks and methods")
+    lst.set_defaults(func=cmd_list)
+
+    report = sub.add_parser("report", help="write reports/<suite>.md and .html from results")
+    report.add_argument("--suite", required=True)
+    report.add_argument("--profile", default="default")
+    report.add_argument("--out", type=Path, default=Path("reports"))
+    _add_workdir(report)
+    report.set_defaults(func=cmd_report)
+
+    ui = sub.add_parser("ui", help="open the MLflow UI on the tracking store")
+    ui.add_argument("--tracking-uri")
+    ui.add_argument("--host", default="127.0.0.1")
+    ui.add_argument("--port", type=int, default=5000)
+    _add_workdir(ui)
+    ui.set_defaults(func=cmd_ui)
+
+    data = sub.add_parser("data", help="make or look at a dataset split")
+    data_sub = data.add_subparsers(dest="data_command", required=True)
+    make = data_sub.add_parser("make", help="simulate a split to HDF5 shards + manifest")
+    make.add_argument("--preset", required=True, help="survey preset, e.g. hsc, kids, lsst-10yr")
+    make.add_argument("--n", type=int, required=True)
+    make.add_argument("--seed", type=int, required=True)
+    make.add_argument("--out", type=Path, required=True)
+    make.add_argument("--set", action="append", metavar="KEY=VALUE",
+                      help="override a SimConfig field, e.g. --set labelling=clean")
+    make.set_defaults(func=cmd_data_make)
+    show = data_sub.add_parser("show", help="draw a labelled gallery of colour composites")
+    show.add_argument("split", type=Path)
+    show.add_argument("--out", type=Path, required=True)
+    show.add_argument("--n", type=int, default=32)
+    show.add_argument("--ncols", type=int, default=8)
+    show.set_defaults(func=cmd_data_show)
+
+    perf = sub.add_parser("perf", help="throughput benchmarks")
+    perf_sub = perf.add_subparsers(dest="perf_command", required=True)
+    sim = perf_sub.add_parser("sim", help="simulator vs lenstronomy, band-images per second")
+    sim.add_argument("--n", type=int, default=2048, help="systems for lensbench")
+    sim.add_argument("--lenstronomy-n", type=int, default=64, help="systems for lenstronomy")
+    sim.add_argument("--seed", type=int, default=0)
+    sim.set_defaults(func=cmd_perf_sim)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return args.func(args)
+    except (KeyError, ValueError, FileNotFoundError) as error:
+        message = error.args[0] if isinstance(error, KeyError) and error.args else error
+        print(f"bench: error: {message}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

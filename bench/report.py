@@ -1,0 +1,152 @@
+"""`bench report`: the leaderboard of a suite in the form of Metcalf et al. (2019)'s results table,
+as Markdown and HTML, with a ROC overlay per task. Written only from the JSONL result store."""
+
+from __future__ import annotations
+
+import base64
+import html
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+
+import numpy as np
+
+from lensbench.bench.results import Result, read_results
+from lensbench.bench.runner import RESULTS_FILE, git_commit
+from lensbench.bench.tasks import get_suite
+
+COLUMNS = [("AUROC", "auroc"), ("TPR0", "tpr0"), ("TPR10", "tpr10"),
+           ("TPR@FPR1e-2", "tpr_fpr1e-2"), ("TPR@FPR1e-3", "tpr_fpr1e-3"),
+           ("TPR@FPR1e-4", "tpr_fpr1e-4"), ("ECE", "ece")]
+
+
+def latest_results(results: list[Result], suite: str, profile: str) -> list[Result]:
+    """The last record of each (run id, task) for this suite and profile."""
+    latest: dict[tuple[str, str], Result] = {}
+    for result in results:
+        if result.suite == suite and result.profile == profile:
+            latest[(result.run_id, result.task)] = result
+    return list(latest.values())
+
+
+def _fmt(value) -> str:
+    if value is None or (isinstance(value, float) and math.isnan(value)):
+        return "–"
+    return f"{value:.3f}"
+
+
+def task_table(results: list[Result]) -> list[str]:
+    ok = sorted((r for r in results if r.status == "ok"), key=lambda r: -r.metrics["auroc"])
+    header = ["method", *[name for name, _ in COLUMNS], "lenses / non-lenses", "train",
+              "fit time (s)"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in ok:
+        m = r.metrics
+        cells = [f"`{r.run_id}`", *[_fmt(m.get(key)) for _, key in COLUMNS],
+                 f"{int(m['n_lenses'])} / {int(m['n_nonlenses'])}", str(r.n_train),
+                 f"{r.fit_time_s:.1f}"]
+        lines.append("| " + " | ".join(cells) + " |")
+    for r in results:
+        if r.status != "ok":
+            reason = (r.error or "").strip().splitlines()[-1:] or [""]
+            lines.append(f"| `{r.run_id}` | {r.status}: {reason[0][:80]} |" + " |" *
+                         (len(header) - 2))
+    return lines
+
+
+def roc_figure(results: list[Result], workdir: Path, path: Path, title: str) -> Path | None:
+    from lensbench.bench.metrics import roc_points
+    from lensbench.bench.plots import plot_roc_curves
+
+    curves = {}
+    for r in sorted(results, key=lambda r: -r.metrics.get("auroc", 0)):
+        scores_path = r.artifacts.get("scores") if r.status == "ok" else None
+        if scores_path and (workdir / scores_path).exists():
+            data = np.load(workdir / scores_path)
+            roc = roc_points(data["labels"], data["scores"])
+            curves[f"{r.run_id} (AUROC {r.metrics['auroc']:.3f})"] = (roc.fpr, roc.tpr)
+    if not curves:
+        return None
+    return plot_roc_curves(curves, path, title=title)
+
+
+def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str = "default",
+                 command: str | None = None) -> list[Path]:
+    suite = get_suite(suite_name)
+    store = workdir / RESULTS_FILE
+    results = latest_results(read_results(store), suite.name, profile)
+    if not results:
+        raise ValueError(f"{store}: no results for suite {suite.name!r} and profile "
+                         f"{profile!r}; run `bench run --suite {suite.name} --profile {profile}`")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    seeds = sorted({r.suite_seed for r in results if r.suite_seed is not None})
+    commits = sorted({r.git_commit or "unknown" for r in results})
+    md = [f"# lensbench leaderboard: `{suite.name}` suite ({profile} profile)", "",
+          f"- written by: `{command or f'bench report --suite {suite.name}'}` on "
+          f"{datetime.now(UTC).date().isoformat()}, from `{store}`",
+          f"- produced by: `bench run --suite {suite.name} --profile {profile} --seed "
+          f"{','.join(map(str, seeds))}` (every method seed derives from it)",
+          f"- lensbench commit(s) of the runs: {', '.join(c[:12] for c in commits)}; report "
+          f"commit {(git_commit() or 'unknown')[:12]}",
+          "- metrics as defined by Metcalf et al. (2019): TPR0 and TPR10 depend on the number "
+          "of non-lenses, so it is given beside them; TPR at fixed FPR does not.", ""]
+    figures = []
+    for task in suite.tasks:
+        task_results = [r for r in results if r.task == task.name]
+        if not task_results:
+            continue
+        hashes = task_results[0].split_hashes
+        md += [f"## {task.name} (v{task.version})", "", task.description, "",
+               f"Splits: train `{hashes.get('train', '?')[:12]}`, test "
+               f"`{hashes.get('test', '?')[:12]}` (content hashes).", ""]
+        md += task_table(task_results)
+        figure = roc_figure(task_results, workdir, out_dir / f"{suite.name}-{task.name}-roc.png",
+                            f"{task.name} ({profile} profile)")
+        if figure is not None:
+            md += ["", f"![ROC curves]({figure.name})"]
+            figures.append(figure)
+        md.append("")
+    md_path = out_dir / f"{suite.name}.md"
+    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
+    html_path = out_dir / f"{suite.name}.html"
+    html_path.write_text(markdown_to_html("\n".join(md), out_dir), encoding="utf-8")
+    return [md_path, html_path, *figures]
+
+
+def markdown_to_html(text: str, folder: Path) -> str:
+    """A small converter for the report's own Markdown (headings, lists, tables, images); the
+    figures are embedded so the HTML file stands alone."""
+    body, table = [], []
+
+    def flush_table():
+        if table:
+            rows = [row for row in table if not set(row.replace("|", "")) <= set("-")]
+            cells = [[html.escape(c.strip().strip("`")) for c in row.strip("|").split("|")]
+                     for row in rows]
+            head = "".join(f"<th>{c}</th>" for c in cells[0])
+            rest = "".join("<tr>" + "".join(f"<td>{c}</td>" for c in row) + "</tr>"
+                           for row in cells[1:])
+            body.append(f"<table><thead><tr>{head}</tr></thead><tbody>{rest}</tbody></table>")
+            table.clear()
+
+    for line in text.splitlines():
+        if line.startswith("|"):
+            table.append(line)
+            continue
+        flush_table()
+        if line.startswith("#"):
+            level = len(line) - len(line.lstrip("#"))
+            body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
+        elif line.startswith("- "):
+            body.append(f"<li>{html.escape(line[2:])}</li>")
+        elif line.startswith("!["):
+            name = line[line.index("(") + 1: line.rindex(")")]
+            data = base64.b64encode((folder / name).read_bytes()).decode()
+            body.append(f'<img src="data:image/png;base64,{data}" width="560">')
+        elif line.strip():
+            body.append(f"<p>{html.escape(line)}</p>")
+    flush_table()
+    style = ("body{font-family:sans-serif;max-width:1100px;margin:2em auto}table{border-collapse:"
+             "collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}")
+    return (f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head>"
+            f"<body>{''.join(body)}</body></html>\n")

@@ -1,0 +1,282 @@
+"""The runner: every method on every task of a suite, one Result record per (method, task).
+
+Splits are made once per (task, version, profile) and reused by hash. One ``--seed`` derives every
+method seed. A failing method is recorded with its traceback and the suite goes on; ``resume``
+skips runs already recorded as ok or declined for the same split hashes and params.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import time
+import traceback
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from lensbench.baselines.contract import TaskInfo
+from lensbench.bench.metrics import binned_lens_finding_metrics, lens_finding_metrics, roc_points
+from lensbench.bench.registry import resolve_method
+from lensbench.bench.results import Result, append_result, canonical_run_id, read_results
+from lensbench.bench.tasks import Suite, Task
+from lensbench.datasets.storage import Split, load_split, split_is_complete
+
+RESULTS_FILE = "results.jsonl"
+# Subsets for the binned metrics: lens-only properties bin the lenses against all non-lenses.
+BINS = {
+    "theta_e": ([0.5, 1.0, 1.5, 2.0, np.inf], False),
+    "arc_snr": ([0.0, 5.0, 10.0, 20.0, 50.0, np.inf], False),
+}
+LENS_MAG_EDGES = [-np.inf, 19.0, 20.0, 21.0, np.inf]
+PREDICT_BATCH = 1024
+
+
+def derive_seed(root: int, *parts: str) -> int:
+    """A seed for one (method, task, ...) from the suite seed: stable across runs and machines."""
+    digest = hashlib.sha256(json.dumps([int(root), *parts]).encode()).digest()
+    return int.from_bytes(digest[:4], "little") & 0x7FFFFFFF
+
+
+def split_key(task: Task, role: str, n: int, seed: int) -> str:
+    payload = json.dumps({"config": task.config.to_dict(), "n": n, "seed": seed,
+                          "task": task.name, "version": task.version}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def ensure_split(task: Task, role: str, profile: str, workdir: Path, *, quiet: bool = False
+                 ) -> Split:
+    """The task's train or test split for ``profile``: loaded (hashes verified) if made before,
+    simulated and written atomically otherwise."""
+    from lensbench.datasets.simulate import make_split
+
+    n_train, n_test = task.size(profile)
+    n, seed = (n_train, task.train_seed) if role == "train" else (n_test, task.test_seed)
+    path = workdir / "splits" / f"{task.name}-v{task.version}-{role}-{n}-{split_key(task, role, n, seed)}"
+    if not split_is_complete(path):
+        from tqdm.auto import tqdm
+
+        with tqdm(total=n, desc=f"simulate {task.name} {role}", unit="img", disable=quiet,
+                  leave=False) as bar:
+            make_split(task.config, n, seed, path, progress=bar.update,
+                       created_by=f"lensbench task {task.name} v{task.version}")
+    return load_split(path, verify=True)
+
+
+def package_versions() -> dict[str, str]:
+    versions = {"python": platform.python_version()}
+    for name in ("lensbench", "numpy", "scikit-learn", "torch", "xgboost", "astropy", "mlflow"):
+        try:
+            versions[name] = metadata.version(name)
+        except metadata.PackageNotFoundError:
+            pass
+    return versions
+
+
+def git_commit() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                             timeout=10, cwd=Path(__file__).resolve().parent)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    return out.stdout.strip() or None if out.returncode == 0 else None
+
+
+def now() -> str:
+    return datetime.now(UTC).isoformat(timespec="seconds")
+
+
+def task_info(task: Task, split: Split) -> TaskInfo:
+    from lensbench.datasets.surveys import get_survey
+
+    return TaskInfo(name=task.name, kind=task.kind, bands=tuple(split.bands),
+                    pixel_scale=get_survey(task.config.survey).pixel_scale,
+                    image_shape=tuple(split.image_shape))
+
+
+def score_metrics(labels: np.ndarray, scores: np.ndarray, truth: dict, reference_band: str
+                  ) -> dict[str, float]:
+    """The task metrics plus the binned ones, flat: ``binned/<property>/<lo>-<hi>/<metric>``."""
+    metrics = dict(lens_finding_metrics(labels, scores))
+    binned = [(name, truth[name], edges, negatives) for name, (edges, negatives) in BINS.items()]
+    lens_mag = f"lens_mag_{reference_band}"
+    if lens_mag in truth:
+        binned.append(("lens_mag", truth[lens_mag], LENS_MAG_EDGES, True))
+    for name, values, edges, negatives in binned:
+        for row in binned_lens_finding_metrics(labels, scores, values, edges,
+                                               bin_negatives=negatives):
+            label = f"{row['lo']:g}-{row['hi']:g}"
+            for key in ("auroc", "tpr0", "tpr10", "n_lenses"):
+                metrics[f"binned/{name}/{label}/{key}"] = float(row[key])
+    return metrics
+
+
+@dataclass
+class RunOutcome:
+    result: Result
+    scores: np.ndarray | None
+    history: dict
+
+
+def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *,
+               suite: str, profile: str, seed: int) -> RunOutcome:
+    """Fit and score one method on one task; any exception becomes a failed Result."""
+    run_id = canonical_run_id(name, params)
+    method_seed = derive_seed(seed, name, task.name)
+    base = dict(run_id=run_id, method=name, task=task.name, suite=suite, profile=profile,
+                params=params, split_hashes={"train": train.content_hash,
+                                             "test": test.content_hash},
+                seed=method_seed, suite_seed=seed, versions=package_versions(), git_commit=git_commit(),
+                started_at=now(), n_train=train.n, n_test=test.n)
+    scores, history = None, {}
+    try:
+        cls = resolve_method(name)
+        init = dict(params)
+        if "random_state" in cls().get_params():
+            init.setdefault("random_state", method_seed)
+        method = cls(**init)
+        info = task_info(task, train)
+        reason = method.decline(info)
+        if reason:
+            result = Result(**base, status="declined", error=reason, finished_at=now())
+            return RunOutcome(result, None, {})
+        start = time.perf_counter()
+        method.fit(train.images(), train.truth[task.target], info=info)
+        fit_time = time.perf_counter() - start
+        start = time.perf_counter()
+        scores = np.concatenate([np.asarray(method.predict_score(batch), dtype=np.float64)
+                                 for batch in _image_batches(test)])
+        predict_time = time.perf_counter() - start
+        if scores.shape != (test.n,) or not np.isfinite(scores).all():
+            raise ValueError(f"{name}.predict_score returned shape {scores.shape} with "
+                             f"{int((~np.isfinite(scores)).sum())} non-finite values; expected "
+                             f"{test.n} finite scores")
+        metrics = score_metrics(test.truth[task.target], scores, test.truth,
+                                task.config.reference)
+        history = dict(getattr(method, "history_", {}) or {})
+        result = Result(**base, status="ok", metrics=metrics, fit_time_s=fit_time,
+                        predict_time_s=predict_time, finished_at=now())
+    except Exception:  # a failing method is recorded, the suite goes on
+        result = Result(**base, status="failed", error=traceback.format_exc(), finished_at=now())
+        scores = None
+    return RunOutcome(result, scores, history)
+
+
+def _image_batches(split: Split):
+    for start in range(0, split.n, PREDICT_BATCH):
+        yield split.images(np.arange(start, min(split.n, start + PREDICT_BATCH)))
+
+
+def _resume_key(result: Result) -> tuple:
+    return (result.run_id, result.task, json.dumps(result.split_hashes, sort_keys=True),
+            json.dumps(result.params, sort_keys=True, default=str))
+
+
+def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
+              methods: list[str] | None = None, params: dict[str, dict] | None = None,
+              tracker=None, resume: bool = False, log=print) -> list[Result]:
+    """Run ``methods`` (default: the suite's for this profile) on every task of ``suite``."""
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = workdir / RESULTS_FILE
+    names = list(methods or suite.methods_for(profile))
+    for name in names:
+        resolve_method(name)  # fail fast on typos, before any simulation
+    params = params or {}
+    done = set()
+    if resume:
+        done = {_resume_key(r) for r in read_results(store)
+                if r.status in ("ok", "declined") and r.suite == suite.name
+                and r.profile == profile}
+    results = []
+    for task in suite.tasks:
+        train = ensure_split(task, "train", profile, workdir)
+        test = ensure_split(task, "test", profile, workdir)
+        for name in names:
+            method_params = dict(params.get(name, {}))
+            probe = Result(run_id=canonical_run_id(name, method_params), method=name,
+                           task=task.name, suite=suite.name, profile=profile,
+                           params=method_params, split_hashes={"train": train.content_hash,
+                                                               "test": test.content_hash},
+                           seed=seed, status="ok")
+            if _resume_key(probe) in done:
+                log(f"skip {probe.run_id} on {task.name}: already done (--resume)")
+                continue
+            outcome = run_method(name, method_params, task, train, test, suite=suite.name,
+                                 profile=profile, seed=seed)
+            artifacts = {}
+            if outcome.scores is not None:
+                artifacts = write_artifacts(outcome, test, task, workdir)
+            outcome.result.artifacts = {k: str(v.relative_to(workdir)) for k, v in
+                                        artifacts.items()}
+            append_result(store, outcome.result)
+            if tracker is not None:
+                tracker.log_result(outcome.result, epoch_metrics=outcome.history,
+                                   artifacts=artifacts)
+            log(summary_line(outcome.result))
+            results.append(outcome.result)
+    return results
+
+
+def summary_line(result: Result) -> str:
+    if result.status == "ok":
+        m = result.metrics
+        return (f"{result.run_id:>24} on {result.task}: AUROC {m['auroc']:.3f}  TPR0 "
+                f"{m['tpr0']:.3f}  TPR10 {m['tpr10']:.3f}  ({int(m['n_nonlenses'])} non-lenses; "
+                f"fit {result.fit_time_s:.1f} s)")
+    reason = (result.error or "").strip().splitlines()[-1:] or [""]
+    return f"{result.run_id:>24} on {result.task}: {result.status.upper()} {reason[0]}"
+
+
+def write_artifacts(outcome: RunOutcome, test: Split, task: Task, workdir: Path
+                    ) -> dict[str, Path]:
+    """Scores, ROC curve, score histograms and a gallery of the worst mistakes of one run."""
+    from lensbench.bench.plots import plot_curves, plot_roc_curves, plot_score_histograms
+    from lensbench.datasets.gallery import save_gallery
+
+    result, scores = outcome.result, outcome.scores
+    labels = test.truth[task.target].astype(bool)
+    folder = workdir / "runs" / result.suite / task.name / _safe(result.run_id)
+    folder.mkdir(parents=True, exist_ok=True)
+    paths = {"scores": folder / "scores.npz"}
+    np.savez_compressed(paths["scores"], scores=scores, labels=labels,
+                        test_hash=np.array(test.content_hash))
+    roc = roc_points(labels, scores)
+    paths["roc"] = plot_roc_curves({result.run_id: (roc.fpr, roc.tpr)}, folder / "roc.png",
+                                   title=f"{result.run_id} on {task.name}")
+    paths["score_histograms"] = plot_score_histograms(labels, scores, folder / "scores.png",
+                                                      title=f"{result.run_id} on {task.name}")
+    false_positives = np.flatnonzero(~labels)[np.argsort(-scores[~labels])][:8]
+    missed_lenses = np.flatnonzero(labels)[np.argsort(scores[labels])][:8]
+    rows = np.concatenate([false_positives, missed_lenses])
+    if len(rows):
+        order = np.argsort(rows)  # h5py reads want increasing indices
+        images = np.empty((len(rows), *test.image_shape), dtype=np.float32)
+        images[order] = test.images(rows[order])
+        bands, picked = display_bands(test.bands)
+        captions = [("FP" if not labels[r] else f"lens {test.truth['theta_e'][r]:.2f}\"")
+                    + f" s={scores[r]:.2f}" for r in rows]
+        paths["mistakes"] = save_gallery(images[:, picked], bands, captions,
+                                         folder / "mistakes.png", ncols=8,
+                                         title="top: highest-scoring non-lenses; bottom: "
+                                               "lowest-scoring lenses")
+    if outcome.history:
+        paths["curves"] = plot_curves(outcome.history, folder / "curves.png")
+    return paths
+
+
+def display_bands(bands: list[str]) -> tuple[list[str], list[int]]:
+    """Bands for a colour composite: g, r, i where present, else the reddest three."""
+    if all(b in bands for b in ("g", "r", "i")):
+        chosen = ["g", "r", "i"]
+    else:
+        chosen = list(bands[-3:])
+    return chosen, [bands.index(b) for b in chosen]
+
+
+def _safe(run_id: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_.=," else "_" for c in run_id)

@@ -1,0 +1,102 @@
+"""Tasks, suites and profiles as frozen, versioned data.
+
+A Task names how its train and test splits are simulated (a `SimConfig` plus fixed split seeds,
+so every user gets the same splits), its target and metrics. Profiles set only the sizes. Bump a
+task's ``version`` whenever anything that changes its splits changes.
+"""
+
+from __future__ import annotations
+
+import difflib
+from dataclasses import dataclass, field
+
+from lensbench.datasets.config import SimConfig
+
+PROFILES = ("smoke", "default", "challenge")
+
+
+@dataclass(frozen=True)
+class Task:
+    name: str
+    version: int
+    description: str
+    config: SimConfig
+    sizes: dict[str, tuple[int, int]]  # profile -> (n_train, n_test)
+    kind: str = "lens-finding"
+    target: str = "label"
+    main_metric: str = "auroc"
+    metrics: tuple[str, ...] = ("auroc", "tpr0", "tpr10", "tpr_fpr1e-2", "tpr_fpr1e-3",
+                                "tpr_fpr1e-4", "ece")
+    train_seed: int = 1
+    test_seed: int = 2
+
+    def size(self, profile: str) -> tuple[int, int]:
+        if profile not in self.sizes:
+            raise KeyError(f"task {self.name!r} has no profile {profile!r}; "
+                           f"profiles: {', '.join(self.sizes)}")
+        return self.sizes[profile]
+
+
+@dataclass(frozen=True)
+class Suite:
+    name: str
+    description: str
+    tasks: tuple[Task, ...]
+    methods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # profile -> method names
+
+    def methods_for(self, profile: str) -> tuple[str, ...]:
+        return self.methods.get(profile, self.methods.get("default", ()))
+
+
+# Metcalf et al. (2019): ground set KiDS-like u,g,r,i 0.2"/px 101x101 with ~50% lenses; space set
+# VIS 0.1"/px, Gaussian PSF 0.18", 40% lenses. No cut on magnification or brightness.
+METCALF_GROUND = Task(
+    name="metcalf-ground", version=1,
+    description="Metcalf challenge ground set: KiDS-like u,g,r,i, 0.2\"/px, 101x101",
+    config=SimConfig(survey="kids", bands=("u", "g", "r", "i"), stamp_size=101,
+                     lens_fraction=0.5, labelling="metcalf"),
+    sizes={"smoke": (300, 300), "default": (3000, 3000), "challenge": (20_000, 100_000)})
+METCALF_SPACE = Task(
+    name="metcalf-space", version=1,
+    description="Metcalf challenge space set: Euclid VIS, 0.1\"/px, Gaussian PSF 0.18\", 101x101",
+    config=SimConfig(survey="euclid-vis", stamp_size=101, lens_fraction=0.4,
+                     psf_model="gaussian", psf_fwhm_override=0.18, labelling="metcalf"),
+    sizes={"smoke": (300, 300), "default": (3000, 3000), "challenge": (20_000, 100_000)})
+# HOLISMOKES (Canameras et al. 2021; Schuldt et al. 2021): HSC g,r,i,z 64x64 cutouts, lensed
+# sources with magnification >= 3 and visible arcs.
+HSC_LENSES = Task(
+    name="hsc-holismokes", version=1,
+    description="HSC Wide g,r,i,z 0.168\"/px 64x64, clean labels (mu >= 3, arc S/N >= 10)",
+    config=SimConfig(survey="hsc", bands=("g", "r", "i", "z"), stamp_size=64,
+                     lens_fraction=0.5, labelling="clean", min_magnification=3.0,
+                     min_arc_snr=10.0),
+    sizes={"smoke": (300, 300), "default": (4000, 4000), "challenge": (20_000, 100_000)})
+SMOKE_TASK = Task(
+    name="smoke-ground", version=1,
+    description="A tiny KiDS-like g,r,i 32x32 task that exercises the harness end to end",
+    config=SimConfig(survey="kids", bands=("g", "r", "i"), stamp_size=32, lens_fraction=0.5,
+                     theta_e_range=(0.8, 2.5), source_mag_range=(21.0, 23.0),
+                     shard_size=256),
+    sizes={"smoke": (256, 256), "default": (256, 256), "challenge": (256, 256)})
+
+REFERENCE_METHODS = ("random", "pixel-logreg")
+SUITES: dict[str, Suite] = {suite.name: suite for suite in (
+    Suite("metcalf", "Metcalf et al. (2019) lens-finding challenge, ground and space",
+          (METCALF_GROUND, METCALF_SPACE), {"default": REFERENCE_METHODS}),
+    Suite("hsc", "HOLISMOKES-style HSC lens finding", (HSC_LENSES,),
+          {"default": REFERENCE_METHODS}),
+    Suite("smoke", "End-to-end check of the harness in under a minute", (SMOKE_TASK,),
+          {"default": REFERENCE_METHODS}),
+)}
+
+
+def get_suite(name: str) -> Suite:
+    if name not in SUITES:
+        close = difflib.get_close_matches(name, list(SUITES), n=1)
+        hint = f" Did you mean {close[0]!r}?" if close else ""
+        raise KeyError(f"unknown suite {name!r}.{hint} Known suites: {', '.join(SUITES)}")
+    return SUITES[name]
+
+
+def all_tasks() -> dict[str, Task]:
+    return {task.name: task for suite in SUITES.values() for task in suite.tasks}
