@@ -4,11 +4,10 @@ construction) and logistic regression on pixel values (what a linear model sees)
 from __future__ import annotations
 
 import numpy as np
+from lensbench.baselines.contract import Method, TaskInfo
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
-
-from lensbench.baselines.contract import Method, TaskInfo
 
 
 class RandomScorer(Method):

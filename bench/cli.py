@@ -116,10 +116,9 @@ def cmd_ui(args) -> int:
 
 
 def cmd_data_make(args) -> int:
-    from tqdm.auto import tqdm
-
     from lensbench.datasets.config import SimConfig
     from lensbench.datasets.simulate import make_split
+    from tqdm.auto import tqdm
 
     overrides = {}
     for item in args.set or []:
@@ -137,7 +136,6 @@ def cmd_data_make(args) -> int:
 
 def cmd_data_show(args) -> int:
     import numpy as np
-
     from lensbench.bench.runner import display_bands
     from lensbench.datasets.gallery import save_gallery
     from lensbench.datasets.storage import load_split

@@ -10,7 +10,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
-
 from lensbench.bench.results import Result, read_results
 from lensbench.bench.runner import RESULTS_FILE, git_commit
 from lensbench.bench.tasks import get_suite

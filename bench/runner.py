@@ -19,7 +19,6 @@ from importlib import metadata
 from pathlib import Path
 
 import numpy as np
-
 from lensbench.baselines.contract import TaskInfo
 from lensbench.bench.metrics import binned_lens_finding_metrics, lens_finding_metrics, roc_points
 from lensbench.bench.registry import resolve_method
@@ -57,7 +56,8 @@ def ensure_split(task: Task, role: str, profile: str, workdir: Path, *, quiet: b
 
     n_train, n_test = task.size(profile)
     n, seed = (n_train, task.train_seed) if role == "train" else (n_test, task.test_seed)
-    path = workdir / "splits" / f"{task.name}-v{task.version}-{role}-{n}-{split_key(task, role, n, seed)}"
+    key = split_key(task, role, n, seed)
+    path = workdir / "splits" / f"{task.name}-v{task.version}-{role}-{n}-{key}"
     if not split_is_complete(path):
         from tqdm.auto import tqdm
 
@@ -131,8 +131,8 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
     base = dict(run_id=run_id, method=name, task=task.name, suite=suite, profile=profile,
                 params=params, split_hashes={"train": train.content_hash,
                                              "test": test.content_hash},
-                seed=method_seed, suite_seed=seed, versions=package_versions(), git_commit=git_commit(),
-                started_at=now(), n_train=train.n, n_test=test.n)
+                seed=method_seed, suite_seed=seed, versions=package_versions(),
+                git_commit=git_commit(), started_at=now(), n_train=train.n, n_test=test.n)
     scores, history = None, {}
     try:
         cls = resolve_method(name)

@@ -1,0 +1,206 @@
+"""The harness end to end: registry, method contract, runner, resume, CLI, splits and report."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+from sklearn.base import clone
+
+from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.bench import cli
+from lensbench.bench.registry import METHODS, resolve_method
+from lensbench.bench.results import read_results
+from lensbench.bench.runner import derive_seed, run_suite
+from lensbench.bench.tasks import SUITES, get_suite
+
+INFO = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
+                image_shape=(2, 20, 20))
+
+
+class Boom(Method):
+    """A method that always fails in fit: the runner must record it and go on."""
+
+    def __init__(self, random_state: int = 0):
+        self.random_state = random_state
+
+    def fit(self, X, y, info=None):
+        raise RuntimeError("boom: this method is broken on purpose")
+
+
+class Regressor(Method):
+    kinds = ("regression",)
+
+    def __init__(self, random_state: int = 0):
+        self.random_state = random_state
+
+
+def toy_images(n=120, seed=0):
+    """Lenses carry a ring of flux; non-lenses do not."""
+    rng = np.random.default_rng(seed)
+    y = (np.arange(n) % 2).astype(int)
+    yy, xx = np.mgrid[:20, :20] - 9.5
+    ring = np.exp(-0.5 * ((np.hypot(xx, yy) - 5) / 1.0) ** 2)
+    X = rng.normal(0, 1, (n, 2, 20, 20)).astype(np.float32)
+    X += (y[:, None, None, None] * 2.0 * ring).astype(np.float32)
+    return X, y
+
+
+def test_unknown_names_get_did_you_mean():
+    with pytest.raises(KeyError, match="Did you mean 'pixel-logreg'"):
+        resolve_method("pixel-logre")
+    with pytest.raises(KeyError, match="Did you mean 'metcalf'"):
+        get_suite("metcalff")
+
+
+@pytest.mark.parametrize("name", sorted(METHODS))
+def test_every_registered_method_follows_the_contract(name):
+    cls = resolve_method(name)
+    method = cls()
+    params = method.get_params()
+    # __init__ only stores its arguments: a clone has the same params and no fitted state.
+    assert clone(method).get_params() == params
+    assert set(cls.search_space) <= set(params), "search_space names unknown params"
+    for spec in cls.search_space.values():
+        assert spec["type"] in ("float", "int", "categorical")
+    assert method.decline(INFO) is None
+    X, y = toy_images()
+    before = set(vars(method))
+    assert method.fit(X[:80], y[:80], info=INFO) is method
+    learned = set(vars(method)) - before
+    assert learned and all(key.endswith("_") for key in learned)
+    scores = method.predict_score(X[80:])
+    assert scores.shape == (40,) and np.isfinite(scores).all()
+
+
+def test_reference_methods_are_honest():
+    from lensbench.bench.metrics import auroc
+
+    X, y = toy_images(600, seed=1)
+    random_scores = resolve_method("random")(random_state=3).fit(X, y).predict_score(X)
+    assert abs(auroc(y, random_scores) - 0.5) < 0.07
+    logreg = resolve_method("pixel-logreg")(crop=20).fit(X[:400], y[:400])
+    assert auroc(y[400:], logreg.predict_score(X[400:])) > 0.9
+
+
+def test_a_method_may_decline_with_a_reason():
+    assert "does regression, not lens-finding" in Regressor().decline(INFO)
+
+
+def test_seeds_derive_from_one_seed():
+    assert derive_seed(0, "random", "a") == derive_seed(0, "random", "a")
+    assert len({derive_seed(0, "random", "a"), derive_seed(1, "random", "a"),
+                derive_seed(0, "random", "b"), derive_seed(0, "pixel-logreg", "a")}) == 4
+
+
+@pytest.fixture(scope="module")
+def smoke_run(tmp_path_factory):
+    """One smoke-suite run through the real CLI with a failing method in the mix."""
+    workdir = tmp_path_factory.mktemp("work")
+    METHODS["boom"] = f"{__name__}:Boom"
+    try:
+        code = cli.main(["run", "--suite", "smoke", "--workdir", str(workdir), "--no-tracking",
+                         "--methods", "random,boom,pixel-logreg", "--seed", "5"])
+    finally:
+        del METHODS["boom"]
+    return workdir, code
+
+
+def test_smoke_suite_records_every_run_and_survives_a_failure(smoke_run):
+    workdir, code = smoke_run
+    assert code == 0
+    results = read_results(workdir / "results.jsonl")
+    by_method = {r.method: r for r in results}
+    assert set(by_method) == {"random", "boom", "pixel-logreg"}
+    assert by_method["boom"].status == "failed"
+    assert "boom: this method is broken on purpose" in by_method["boom"].error
+    assert "Traceback" in by_method["boom"].error
+    good = by_method["pixel-logreg"]
+    assert good.status == "ok" and good.metrics["auroc"] > by_method["random"].metrics["auroc"]
+    assert good.suite_seed == 5 and good.seed == derive_seed(5, "pixel-logreg", "smoke-ground")
+    assert good.n_test == 256 and good.metrics["n_lenses"] + good.metrics["n_nonlenses"] == 256
+    assert set(good.split_hashes) == {"train", "test"}
+    assert any(key.startswith("binned/theta_e/") for key in good.metrics)
+    for name in ("scores", "roc", "score_histograms", "mistakes"):
+        assert (workdir / good.artifacts[name]).exists(), name
+    assert good.versions["numpy"] and good.schema_version == 1
+
+
+def test_resume_skips_completed_runs_and_reuses_splits(smoke_run, capsys):
+    workdir, _ = smoke_run
+    splits = sorted(p.name for p in (workdir / "splits").iterdir())
+    before = len(read_results(workdir / "results.jsonl"))
+    results = run_suite(get_suite("smoke"), profile="default", seed=5, workdir=workdir,
+                        methods=["random", "pixel-logreg"], resume=True)
+    assert results == []  # both were ok: nothing rerun
+    assert len(read_results(workdir / "results.jsonl")) == before
+    assert sorted(p.name for p in (workdir / "splits").iterdir()) == splits
+    # Different params are a different run.
+    results = run_suite(get_suite("smoke"), profile="default", seed=5, workdir=workdir,
+                        methods=["pixel-logreg"], params={"pixel-logreg": {"C": 0.1}},
+                        resume=True)
+    assert [r.run_id for r in results] == ["pixel-logreg[C=0.1]"]
+
+
+def test_report_is_written_from_results(smoke_run, tmp_path):
+    workdir, _ = smoke_run
+    assert cli.main(["report", "--suite", "smoke", "--workdir", str(workdir), "--out",
+                     str(tmp_path)]) == 0
+    text = (tmp_path / "smoke.md").read_text()
+    assert "| `pixel-logreg` |" in text and "boom" in text and "failed" in text
+    assert "--seed 5" in text and "smoke-ground" in text
+    assert (tmp_path / "smoke-smoke-ground-roc.png").stat().st_size > 1000
+    assert "<table>" in (tmp_path / "smoke.html").read_text()
+
+
+def test_list_shows_suites_tasks_and_methods(capsys):
+    assert cli.main(["list"]) == 0
+    out = capsys.readouterr().out
+    for name in [*SUITES, *METHODS, "metcalf-ground", "metcalf-space", "hsc-holismokes"]:
+        assert name in out
+
+
+def test_metcalf_tasks_follow_the_challenge():
+    ground, space = get_suite("metcalf").tasks
+    assert ground.config.band_names == ("u", "g", "r", "i") and ground.config.size == 101
+    assert space.config.band_names == ("VIS",) and space.config.psf_fwhm_override == 0.18
+    for task in (ground, space):
+        assert task.size("challenge") == (20_000, 100_000)
+        assert task.config.labelling == "metcalf"
+    hsc = get_suite("hsc").tasks[0]
+    assert hsc.config.band_names == ("g", "r", "i", "z") and hsc.config.size == 64
+
+
+def test_data_make_show_and_corruption(tmp_path, capsys):
+    out = tmp_path / "split"
+    args = ["data", "make", "--preset", "hsc", "--n", "40", "--seed", "1", "--out", str(out),
+            "--set", "stamp_size=24", "--set", "shard_size=16"]
+    assert cli.main(args) == 0
+    manifest = json.loads((out / "manifest.json").read_text())
+    assert manifest["seed"] == 1 and manifest["counts"]["n"] == 40
+    assert len(manifest["shards"]) == 3 and manifest["config"]["survey"] == "hsc"
+    assert cli.main(["data", "show", str(out), "--out", str(tmp_path / "grid.png"),
+                     "--n", "12"]) == 0
+    assert (tmp_path / "grid.png").stat().st_size > 1000
+    # Same config and seed: identical bytes.
+    again = tmp_path / "again"
+    assert cli.main([*args[:-6], "--out", str(again), *args[-4:]]) == 0
+    for shard in manifest["shards"]:
+        assert (out / shard["file"]).read_bytes() == (again / shard["file"]).read_bytes()
+    # A flipped byte is refused with the file's name.
+    shard = out / manifest["shards"][1]["file"]
+    data = bytearray(shard.read_bytes())
+    data[len(data) // 2] ^= 0xFF
+    shard.write_bytes(bytes(data))
+    assert cli.main(["data", "show", str(out), "--out", str(tmp_path / "g2.png")]) == 2
+    assert manifest["shards"][1]["file"] in capsys.readouterr().err
+
+
+def test_cli_errors_are_clear(tmp_path, capsys):
+    assert cli.main(["run", "--suite", "metcalff", "--workdir", str(tmp_path),
+                     "--no-tracking"]) == 2
+    assert "Did you mean 'metcalf'" in capsys.readouterr().err
+    assert cli.main(["data", "make", "--preset", "hsc", "--n", "4", "--seed", "1", "--out",
+                     str(tmp_path / "x"), "--set", "q_range=[0.5, 1.5]"]) == 2
+    assert "axis ratio q must lie in (0, 1]" in capsys.readouterr().err
