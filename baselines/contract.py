@@ -6,7 +6,10 @@
 - ``decline(info)``: a reason (str) not to run on a task, or None.
 - ``predict_score(X)``: one score per cutout (lens probability for lens finding).
 
-Methods that train in epochs leave ``history_`` (name -> list per epoch) for the tracker.
+Methods that train in epochs accept ``fit(..., epoch_callback=None)`` and call
+``epoch_callback(epoch, {"train_loss": ..., "val_auroc": ...})`` after each epoch; the harness
+forwards these curves to the tracker (and Optuna may raise from it to prune a trial). Methods may
+instead leave ``history_`` (name -> list per epoch).
 No torch here: baselines never import it.
 """
 

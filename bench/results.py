@@ -46,6 +46,7 @@ class Result:
     error: str | None = None
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path under the workdir
     suite_seed: int | None = None  # the `bench run --seed` every seed derives from
+    data_files: dict[str, str] = field(default_factory=dict)  # real data used: name -> sha256
     schema_version: int = SCHEMA_VERSION
 
     def to_json(self) -> str:

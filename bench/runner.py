@@ -8,6 +8,7 @@ skips runs already recorded as ok or declined for the same split hashes and para
 from __future__ import annotations
 
 import hashlib
+import inspect
 import json
 import platform
 import subprocess
@@ -43,8 +44,12 @@ def derive_seed(root: int, *parts: str) -> int:
 
 
 def split_key(task: Task, role: str, n: int, seed: int) -> str:
+    from lensbench.datasets.simulate import SIMULATOR_VERSION
+
+    # The simulator version is in the key: a split made by older simulator code is never reused.
     payload = json.dumps({"config": task.config.to_dict(), "n": n, "seed": seed,
-                          "task": task.name, "version": task.version}, sort_keys=True)
+                          "task": task.name, "version": task.version,
+                          "simulator": SIMULATOR_VERSION}, sort_keys=True)
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
@@ -124,7 +129,8 @@ class RunOutcome:
 
 
 def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *,
-               suite: str, profile: str, seed: int) -> RunOutcome:
+               suite: str, profile: str, seed: int,
+               train_images: np.ndarray | None = None) -> RunOutcome:
     """Fit and score one method on one task; any exception becomes a failed Result."""
     run_id = canonical_run_id(name, params)
     method_seed = derive_seed(seed, name, task.name)
@@ -132,7 +138,9 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
                 params=params, split_hashes={"train": train.content_hash,
                                              "test": test.content_hash},
                 seed=method_seed, suite_seed=seed, versions=package_versions(),
-                git_commit=git_commit(), started_at=now(), n_train=train.n, n_test=test.n)
+                git_commit=git_commit(), started_at=now(), n_train=train.n, n_test=test.n,
+                data_files={**train.manifest.get("data_files", {}),
+                            **test.manifest.get("data_files", {})})
     scores, history = None, {}
     try:
         cls = resolve_method(name)
@@ -145,8 +153,12 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
         if reason:
             result = Result(**base, status="declined", error=reason, finished_at=now())
             return RunOutcome(result, None, {})
+        X = train.images() if train_images is None else train_images
+        fit_kwargs = {}
+        if "epoch_callback" in inspect.signature(method.fit).parameters:
+            fit_kwargs["epoch_callback"] = _collect_into(history)
         start = time.perf_counter()
-        method.fit(train.images(), train.truth[task.target], info=info)
+        method.fit(X, train.truth[task.target], info=info, **fit_kwargs)
         fit_time = time.perf_counter() - start
         start = time.perf_counter()
         scores = np.concatenate([np.asarray(method.predict_score(batch), dtype=np.float64)
@@ -158,13 +170,22 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
                              f"{test.n} finite scores")
         metrics = score_metrics(test.truth[task.target], scores, test.truth,
                                 task.config.reference)
-        history = dict(getattr(method, "history_", {}) or {})
+        if not history:
+            history.update(getattr(method, "history_", {}) or {})
         result = Result(**base, status="ok", metrics=metrics, fit_time_s=fit_time,
                         predict_time_s=predict_time, finished_at=now())
     except Exception:  # a failing method is recorded, the suite goes on
         result = Result(**base, status="failed", error=traceback.format_exc(), finished_at=now())
         scores = None
     return RunOutcome(result, scores, history)
+
+
+def _collect_into(history: dict):
+    """An epoch callback that appends each epoch's metrics to ``history`` (name -> list)."""
+    def callback(epoch: int, metrics: dict[str, float]) -> None:
+        for key, value in metrics.items():
+            history.setdefault(key, []).append(float(value))
+    return callback
 
 
 def _image_batches(split: Split):
@@ -196,6 +217,7 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
     for task in suite.tasks:
         train = ensure_split(task, "train", profile, workdir)
         test = ensure_split(task, "test", profile, workdir)
+        train_images = None  # read once per task, shared by its methods
         for name in names:
             method_params = dict(params.get(name, {}))
             probe = Result(run_id=canonical_run_id(name, method_params), method=name,
@@ -206,8 +228,10 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
             if _resume_key(probe) in done:
                 log(f"skip {probe.run_id} on {task.name}: already done (--resume)")
                 continue
+            if train_images is None:
+                train_images = train.images()
             outcome = run_method(name, method_params, task, train, test, suite=suite.name,
-                                 profile=profile, seed=seed)
+                                 profile=profile, seed=seed, train_images=train_images)
             artifacts = {}
             if outcome.scores is not None:
                 artifacts = write_artifacts(outcome, test, task, workdir)

@@ -28,6 +28,8 @@ from lensbench.datasets import lensing
 from lensbench.datasets.config import CLUMP_COLOURS, LENS_COLOURS, SOURCE_COLOURS, SimConfig
 from lensbench.datasets.surveys import Band, get_survey
 
+# Bump when a change to this module changes the images or truth of a given config and seed.
+SIMULATOR_VERSION = 1
 SPEED_OF_LIGHT_KM_S = 299_792.458
 ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
 # Choi, Park & Vogeley (2007) velocity dispersion function of early-type galaxies.

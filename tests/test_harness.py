@@ -6,14 +6,13 @@ import json
 
 import numpy as np
 import pytest
-from sklearn.base import clone
-
 from lensbench.baselines.contract import Method, TaskInfo
 from lensbench.bench import cli
 from lensbench.bench.registry import METHODS, resolve_method
 from lensbench.bench.results import read_results
 from lensbench.bench.runner import derive_seed, run_suite
 from lensbench.bench.tasks import SUITES, get_suite
+from sklearn.base import clone
 
 INFO = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
                 image_shape=(2, 20, 20))

@@ -8,8 +8,6 @@ import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-from scipy import stats
-
 from lensbench.datasets.config import SimConfig
 from lensbench.datasets.simulate import (
     LENS_KEYS,
@@ -20,6 +18,7 @@ from lensbench.datasets.simulate import (
     velocity_dispersion_for,
 )
 from lensbench.datasets.surveys import get_survey
+from scipy import stats
 
 SMALL = dict(survey="hsc", stamp_size=24, bands=("g", "i"))
 
@@ -35,9 +34,8 @@ def lens_tensors(n, **values):
 def test_noiseless_images_match_lenstronomy_pixel_for_pixel(tmp_path):
     """Same systems, same pixelised PSF: lens light + lensed source agree with lenstronomy."""
     pytest.importorskip("lenstronomy")
-    from lenstronomy.Data.psf import PSF
-
     from lensbench.bench.perf import PERF_CONFIG, lenstronomy_image_model, lenstronomy_kwargs
+    from lenstronomy.Data.psf import PSF
 
     kernel = psf_kernel("moffat", 0.7, 0.168, beta=3.5)
     path = tmp_path / "psf.fits"

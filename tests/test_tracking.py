@@ -6,11 +6,10 @@ from __future__ import annotations
 import math
 
 import pytest
-from mlflow.tracking import MlflowClient
-
 from lensbench.bench import cli
 from lensbench.bench.results import Result
 from lensbench.bench.tracking import MlflowTracker, default_tracking_uri, read_suite_runs
+from mlflow.tracking import MlflowClient
 
 
 def make_result(method, status="ok", **metrics):
