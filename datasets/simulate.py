@@ -451,11 +451,12 @@ class Simulator:
         denominator = (variance * mask).sum(dim=(2, 3)).clamp(min=1e-30).sqrt()
         return numerator / denominator
 
-    def _render(self, p, lensed: bool, generator: torch.Generator | None):
-        """Images (numpy float32; noisy when a generator is given) and the truth derived from the
-        noiseless ones (magnification, arc_snr)."""
+    def _render(self, p, lensed: bool, generator: torch.Generator | None, out: np.ndarray,
+                rows: np.ndarray):
+        """Render systems ``p`` into ``out[rows]`` (noisy when a generator is given; written in
+        place, chunk by chunk, to avoid copying whole image stacks) and return the truth derived
+        from the noiseless images: magnification (n,) and arc S/N per band (n, B)."""
         n = len(p["lens_x"])
-        images = np.empty((n, len(self.bands), self.size, self.size), dtype=np.float32)
         magnification = np.full(n, np.nan)
         arc_snr = np.full((n, len(self.bands)), np.nan)
         for lo in range(0, n, RENDER_CHUNK):
@@ -472,12 +473,13 @@ class Simulator:
             if generator is not None:
                 self.add_noise(expected, generator)
             expected /= self.electrons_per_nanomaggy
-            images[index] = expected.cpu().numpy()
-        return images, magnification, arc_snr
+            out[rows[index]] = expected.cpu().numpy()
+        return magnification, arc_snr
 
     # ----------------------------------------------------------------- public
     def simulate(self, n: int, seed: int, shard: int = 0):
-        """``n`` cutouts and their truth. Pure in (config, n, seed, shard)."""
+        """``n`` cutouts (float32 (n, B, H, W), nanomaggies) and their truth (dict of 1-D
+        arrays). Pure in (config, n, seed, shard)."""
         if n <= 0:
             raise ValueError(f"number of images must be positive, got {n}")
         sequence = np.random.SeedSequence([int(seed), int(shard)])
@@ -488,52 +490,54 @@ class Simulator:
             generator = torch.Generator(device=self.device)
             generator.manual_seed(int(noise_seed.generate_state(1, dtype=np.uint64)[0] >> 1))
         labels = rng.random(n) < self.config.lens_fraction
-        n_lenses = int(labels.sum())
-        parts = []  # (rows, (params, images, magnification, arc_snr))
-        if n_lenses:
-            parts.append((np.flatnonzero(labels), self._make_lenses(rng, n_lenses, generator)))
-        if n - n_lenses:
-            p = self._sample_systems(rng, n - n_lenses, lensed=False)
-            p["n_images"] = np.zeros(n - n_lenses, dtype=np.int64)
-            for key in ("source_x", "source_y"):
-                p[key] = np.full(n - n_lenses, np.nan)
-            rendered = self._render(p, lensed=False, generator=generator)
-            parts.append((np.flatnonzero(~labels), (p, *rendered)))
         images = np.empty((n, len(self.bands), self.size, self.size), dtype=np.float32)
+        parts = []  # (rows, params, magnification, arc_snr)
+        lens_rows, other_rows = np.flatnonzero(labels), np.flatnonzero(~labels)
+        if len(lens_rows):
+            parts.append((lens_rows, *self._make_lenses(rng, generator, images, lens_rows)))
+        if len(other_rows):
+            p = self._sample_systems(rng, len(other_rows), lensed=False)
+            p["n_images"] = np.zeros(len(other_rows), dtype=np.int64)
+            for key in ("source_x", "source_y"):
+                p[key] = np.full(len(other_rows), np.nan)
+            parts.append((other_rows, p,
+                          *self._render(p, False, generator, images, other_rows)))
         truth = {}
-        for rows, (p, part_images, magnification, arc_snr) in parts:
-            images[rows] = part_images
+        for rows, p, magnification, arc_snr in parts:
             for key, value in self._truth_columns(p, magnification, arc_snr).items():
                 truth.setdefault(key, np.empty(n, dtype=value.dtype))[rows] = value
         truth["label"] = labels.astype(np.int8)
         return images, truth
 
-    def _make_lenses(self, rng, n, generator):
-        """n lensed systems; in "clean" labelling, systems failing the magnification or arc-S/N
-        cut are replaced by new draws."""
+    def _make_lenses(self, rng, generator, out: np.ndarray, rows: np.ndarray):
+        """Lensed systems rendered into ``out[rows]``; in "clean" labelling, systems failing the
+        magnification or arc-S/N cut are replaced by new draws."""
         cfg = self.config
+        if cfg.labelling == "metcalf":  # no cuts: render straight into place
+            p = self._sample_systems(rng, len(rows), lensed=True)
+            self._place_sources(rng, p)
+            return (p, *self._render(p, True, generator, out, rows))
         kept = []
-        missing = n
+        filled = 0
         for _ in range(CLEAN_MAX_ROUNDS):
-            draw = missing if cfg.labelling == "metcalf" else 2 * missing + 8
+            missing = len(rows) - filled
+            draw = 2 * missing + 8
             p = self._sample_systems(rng, draw, lensed=True)
             self._place_sources(rng, p)
-            images, magnification, arc_snr = self._render(p, lensed=True, generator=generator)
-            ok = np.ones(draw, dtype=bool)
-            if cfg.labelling == "clean":
-                ok = ((magnification >= cfg.min_magnification)
-                      & (arc_snr.max(axis=1) >= cfg.min_arc_snr))
+            scratch = np.empty((draw, *out.shape[1:]), dtype=out.dtype)
+            magnification, arc_snr = self._render(p, True, generator, scratch, np.arange(draw))
+            ok = ((magnification >= cfg.min_magnification)
+                  & (arc_snr.max(axis=1) >= cfg.min_arc_snr))
             take = np.flatnonzero(ok)[:missing]
-            kept.append((_subset(p, take), images[take], magnification[take], arc_snr[take]))
-            missing -= len(take)
-            if missing == 0:
-                break
-        if missing:
-            raise ValueError(
-                f"clean labelling: fewer than 1 in {CLEAN_MAX_ROUNDS * 2} lenses pass "
-                f"min_magnification={cfg.min_magnification} and min_arc_snr={cfg.min_arc_snr} "
-                f"for survey {cfg.survey!r}; brighten source_mag_range or relax the cuts")
-        return _concatenate(kept)
+            out[rows[filled: filled + len(take)]] = scratch[take]
+            kept.append((_subset(p, take), magnification[take], arc_snr[take]))
+            filled += len(take)
+            if filled == len(rows):
+                return _concatenate(kept)
+        raise ValueError(
+            f"clean labelling: fewer than 1 in {CLEAN_MAX_ROUNDS * 2} lenses pass "
+            f"min_magnification={cfg.min_magnification} and min_arc_snr={cfg.min_arc_snr} "
+            f"for survey {cfg.survey!r}; brighten source_mag_range or relax the cuts")
 
     def _truth_columns(self, p, magnification, arc_snr) -> dict[str, np.ndarray]:
         theta_e = p["theta_e"]
@@ -588,7 +592,7 @@ def _concatenate(parts: list) -> tuple:
                                   for i in range(2)) for band in first[key]}
         else:
             p[key] = np.concatenate([part[0][key] for part in parts])
-    return (p, *(np.concatenate([part[i] for part in parts]) for i in (1, 2, 3)))
+    return (p, *(np.concatenate([part[i] for part in parts]) for i in (1, 2)))
 
 
 def _fast_fft_size(n: int) -> int:
