@@ -37,6 +37,14 @@ def _parse_params(items: list[str]) -> dict[str, dict]:
     return params
 
 
+def _merge_params(*sources: dict[str, dict]) -> dict[str, dict]:
+    merged: dict[str, dict] = {}
+    for source in sources:
+        for method, values in source.items():
+            merged.setdefault(method, {}).update(values)
+    return merged
+
+
 def cmd_run(args) -> int:
     from lensbench.bench.runner import run_suite
     from lensbench.bench.tasks import get_suite
@@ -57,7 +65,8 @@ def cmd_run(args) -> int:
     status = "FINISHED"
     try:
         results = run_suite(suite, profile=args.profile, seed=args.seed, workdir=args.workdir,
-                            methods=methods, params=_parse_params(args.param),
+                            methods=methods, params=_merge_params(
+                                _params_from_file(args.params), _parse_params(args.param)),
                             tracker=tracker, resume=args.resume)
     except KeyboardInterrupt:
         status = "KILLED"
@@ -75,6 +84,43 @@ def cmd_run(args) -> int:
           f"{args.workdir / 'results.jsonl'}; `bench report --suite {suite.name}` writes the "
           "leaderboard")
     return 1 if failed and args.strict else 0
+
+
+def _params_from_file(path: Path | None) -> dict[str, dict]:
+    """``{method: {param: value}}`` from a JSON file such as `bench tune`'s best_params.json."""
+    if path is None:
+        return {}
+    try:
+        data = json.loads(Path(path).read_text())
+    except (OSError, json.JSONDecodeError) as error:
+        raise ValueError(f"--params {path}: cannot read a JSON object of method params: "
+                         f"{error}") from None
+    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
+        raise ValueError(f"--params {path}: expected {{method: {{param: value}}}}, got "
+                         f"{type(data).__name__}")
+    return data
+
+
+def cmd_tune(args) -> int:
+    from lensbench.bench.tasks import get_suite
+    from lensbench.bench.tune import tune
+
+    suite = get_suite(args.suite)
+    tracker = None
+    if not args.no_tracking:
+        from lensbench.bench.tracking import MlflowTracker, default_tracking_uri
+
+        uri = args.tracking_uri or default_tracking_uri(args.workdir)
+        tracker = MlflowTracker(uri, experiment=f"lensbench-tune-{suite.name}")
+    outcome = tune(suite, args.task, args.method, trials=args.trials, workdir=args.workdir,
+                   profile=args.profile, seed=args.seed, study_name=args.study,
+                   storage=args.storage, timeout=args.timeout, n_jobs=args.n_jobs,
+                   pruner=args.pruner, tracker=tracker)
+    print(f"study {outcome.study_name}: {outcome.n_trials} trials, best validation value "
+          f"{outcome.best_value}, params {outcome.best_params}")
+    print(f"best params in {outcome.params_file}; use them with `bench run --suite "
+          f"{suite.name} --methods {args.method} --params {outcome.params_file}`")
+    return 0
 
 
 def cmd_list(args) -> int:
@@ -177,6 +223,8 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--methods", help="comma-separated method names (default: the suite's)")
     run.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
                      help="set a method hyper-parameter (repeatable)")
+    run.add_argument("--params", type=Path, metavar="FILE",
+                     help="JSON {method: {param: value}}, e.g. bench tune's best_params.json")
     run.add_argument("--resume", action="store_true",
                      help="skip runs already done on the same splits with the same params")
     run.add_argument("--tracking-uri", help="MLflow tracking URI (default: $MLFLOW_TRACKING_URI "
@@ -185,6 +233,25 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--strict", action="store_true", help="exit 1 if any method failed")
     _add_workdir(run)
     run.set_defaults(func=cmd_run)
+
+    tune = sub.add_parser("tune", help="tune a method with Optuna on the validation split")
+    tune.add_argument("--suite", required=True)
+    tune.add_argument("--task", required=True, help="task name or suffix, e.g. ground")
+    tune.add_argument("--method", required=True)
+    tune.add_argument("--trials", type=int, default=20, help="finished trials the study should "
+                      "hold; a rerun resumes up to this number")
+    tune.add_argument("--timeout", type=float, help="seconds for this invocation")
+    tune.add_argument("--study", help="study name (default suite.task.method.profile)")
+    tune.add_argument("--storage", help="Optuna RDB URL, e.g. postgresql://user@host/db "
+                      "(default: a journal file in the workdir)")
+    tune.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
+    tune.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
+    tune.add_argument("--profile", default="default", choices=("smoke", "default", "challenge"))
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--tracking-uri")
+    tune.add_argument("--no-tracking", action="store_true")
+    _add_workdir(tune)
+    tune.set_defaults(func=cmd_tune)
 
     lst = sub.add_parser("list", help="suites, tasks and methods")
     lst.set_defaults(func=cmd_list)

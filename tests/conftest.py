@@ -51,3 +51,49 @@ def mlflow_server(tmp_path_factory):
         except subprocess.TimeoutExpired:
             process.kill()
         log.close()
+
+
+def _postgres_bin(name: str) -> str:
+    """Debian's PostgreSQL binaries (apt package postgresql; .ci/run installs it)."""
+    import glob
+    import shutil
+
+    found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name)]
+    if not found or not found[-1]:
+        pytest.fail(f"PostgreSQL's {name} not found: install Debian's postgresql package "
+                    "(.ci/run does)")
+    return found[-1]
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on a free loopback port, in a throw-away data directory.
+    PostgreSQL refuses to run as root, so as root it runs as the `postgres` user."""
+    import os
+    import shutil
+
+    import tempfile
+    from pathlib import Path
+
+    # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
+    root = Path(tempfile.mkdtemp(prefix="lensbench-postgres-"))
+    data = root / "data"
+    as_user: list[str] = []
+    if os.geteuid() == 0:
+        as_user = ["runuser", "-u", "postgres", "--"]
+        shutil.chown(root, "postgres")
+    port = free_port()
+    subprocess.run([*as_user, _postgres_bin("initdb"), "-D", str(data), "-U", "lensbench",
+                    "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
+    log = root / "postgres.log"
+    subprocess.run([*as_user, _postgres_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w",
+                    "-o", f"-p {port} -k {root} -c listen_addresses=127.0.0.1", "start"],
+                   check=True, capture_output=True)
+    try:
+        subprocess.run([*as_user, _postgres_bin("createdb"), "-h", "127.0.0.1", "-p", str(port),
+                        "-U", "lensbench", "optuna"], check=True, capture_output=True)
+        yield f"postgresql://lensbench@127.0.0.1:{port}/optuna"
+    finally:
+        subprocess.run([*as_user, _postgres_bin("pg_ctl"), "-D", str(data), "-m", "fast", "-w",
+                        "stop"], capture_output=True)
+        shutil.rmtree(root, ignore_errors=True)
