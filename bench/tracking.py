@@ -2,8 +2,9 @@
 (method, task). The only module that imports mlflow.
 
 The JSONL store stays the source of truth, so a tracking failure (server down, disk full) is a
-warning, never fatal: after the first failure the tracker disables itself to avoid repeating
-long network time-outs.
+warning, never fatal. When the store cannot be reached at all the tracker disables itself, so a
+dead server costs one time-out rather than one per run; any other failure only loses the run
+being logged.
 """
 
 from __future__ import annotations
@@ -11,21 +12,29 @@ from __future__ import annotations
 import json
 import math
 import os
+import posixpath
 import re
 import sys
 import time
 import warnings
+from dataclasses import asdict
 from pathlib import Path
 
 from lensbench.bench.results import Result
 
-MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value
-MAX_TAG_LENGTH = 5000
-_METRIC_NAME = re.compile(r"[^A-Za-z0-9_\-. /:]")
+MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value (mlflow.utils.validation)
+MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
+MAX_KEY_LENGTH = 250  # MLflow's limit on a param, metric or tag key
+PARAMS_PER_BATCH = 100  # MLflow's log_batch limit on params
+METRICS_PER_BATCH = 1000  # MLflow's log_batch limit on metrics
+HTTP_TIMEOUT_S = "10"  # per request; MLflow's default is 120 s with 7 retries (minutes when down)
+# The characters MLflow accepts in a key on every OS (it also allows ':' except on Windows).
+_NOT_A_KEY_CHARACTER = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
 def default_tracking_uri(workdir: Path) -> str:
-    """$MLFLOW_TRACKING_URI when set, else an embedded SQLite store in the workdir."""
+    """$MLFLOW_TRACKING_URI when set, else an embedded SQLite store in the workdir, so tracking
+    works with no server and `bench ui` finds it again."""
     uri = os.environ.get("MLFLOW_TRACKING_URI", "").strip()
     if uri:
         return uri
@@ -35,17 +44,66 @@ def default_tracking_uri(workdir: Path) -> str:
 
 
 def mlflow_ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 5000) -> list[str]:
-    """argv that serves the MLflow UI on ``tracking_uri``."""
+    """argv that serves the MLflow UI on ``tracking_uri`` with this interpreter's mlflow."""
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
             "--host", host, "--port", str(port)]
 
 
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps its artefacts: beside a SQLite store's file, since MLflow's
+    own default is ./mlruns in whatever directory the process happens to run from. None (the
+    store's default) for servers and other stores."""
+    if not tracking_uri.startswith("sqlite:///"):
+        return None
+    database = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if not database or database == ":memory:":
+        return None
+    return (Path(database).resolve().parent / "mlartifacts" / metric_name(experiment)).as_uri()
+
+
 def metric_name(name: str) -> str:
-    return _METRIC_NAME.sub("_", name)
+    """A key MLflow accepts: bad characters become '_', and it must not look like a path that
+    normalises to another name ('a//b', '/a', '..'), which MLflow rejects."""
+    key = posixpath.normpath(_NOT_A_KEY_CHARACTER.sub("_", str(name))).lstrip("/")
+    while key.startswith("."):
+        key = key[1:]
+    return key[:MAX_KEY_LENGTH] or "_"
+
+
+def finite_float(value) -> float | None:
+    """``value`` as a float when it is a finite number (numpy scalars included), else None:
+    MLflow stores NaN, but a NaN metric is a missing one and would poison UI plots."""
+    if isinstance(value, bool | str) or value is None:
+        return None
+    try:
+        number = float(value)
+    except (TypeError, ValueError):
+        return None
+    return number if math.isfinite(number) else None
+
+
+def _plain(value):
+    """JSON fallback for a numpy scalar or array (``.tolist()``) or anything else (``str``)."""
+    return value.tolist() if hasattr(value, "tolist") else str(value)
+
+
+def is_unreachable(error: BaseException) -> bool:
+    """True when ``error`` (or what caused it) is a network failure: MLflow wraps the requests
+    ConnectionError/Timeout of a dead or hung server into an MlflowException."""
+    import requests
+
+    seen = set()
+    while error is not None and id(error) not in seen:
+        if isinstance(error, requests.RequestException | ConnectionError | TimeoutError):
+            return True
+        seen.add(id(error))
+        error = error.__cause__ or error.__context__
+    return False
 
 
 class MlflowTracker:
-    """Logs a suite to MLflow through an explicit client (no global fluent state)."""
+    """Logs a suite to MLflow through an explicit client (no global fluent state), so two
+    trackers or a user's own ``mlflow.start_run`` never interfere."""
 
     def __init__(self, tracking_uri: str, experiment: str):
         self.tracking_uri = tracking_uri
@@ -53,103 +111,101 @@ class MlflowTracker:
         self.parent_run_id: str | None = None
         self.enabled = True
         if tracking_uri.startswith("http"):
-            # Fail fast on a dead server instead of MLflow's minutes of retries.
+            # Fail fast on a dead server instead of MLflow's minutes of retries; setdefault so
+            # a user's own settings win.
             os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", "10")
+            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
         self._client = None
-        self._experiment_id = None
+        self._experiment_id: str | None = None
 
-    # ------------------------------------------------------------------ plumbing
-    def _guard(self, what: str, action):
-        if not self.enabled:
-            return None
-        try:
-            return action()
-        except Exception as error:  # tracking must never stop a benchmark
-            self.enabled = False
-            warnings.warn(f"MLflow tracking failed ({what}): {error}; results are still in "
-                          "the JSONL store", RuntimeWarning, stacklevel=3)
-            return None
-
-    def _connect(self):
-        if self._client is None:
-            from mlflow.tracking import MlflowClient
-
-            client = MlflowClient(tracking_uri=self.tracking_uri)
-            found = client.get_experiment_by_name(self.experiment)
-            self._experiment_id = (found.experiment_id if found is not None
-                                   else client.create_experiment(self.experiment))
-            self._client = client
-        return self._client
-
-    # ------------------------------------------------------------------ API
+    # ------------------------------------------------------------------ public API
     def start_suite(self, suite: str, profile: str, seed: int, params: dict | None = None
                     ) -> str | None:
+        """Open the parent run of a suite invocation; returns its run id (None if tracking
+        failed)."""
         def action():
-            client = self._connect()
-            run = client.create_run(
-                self._experiment_id, run_name=f"{suite}:{profile}:seed{seed}",
-                tags={"lensbench.suite": suite, "lensbench.profile": profile,
-                      "lensbench.seed": str(seed), "lensbench.kind": "suite"})
-            self.parent_run_id = run.info.run_id
-            self._log_params(run.info.run_id, {"suite": suite, "profile": profile,
-                                               "seed": seed, **(params or {})})
-            return self.parent_run_id
+            run_id = self._create_run(
+                f"{suite}:{profile}:seed{seed}",
+                {"lensbench.suite": suite, "lensbench.profile": profile,
+                 "lensbench.seed": str(seed), "lensbench.kind": "suite"})
+            self.parent_run_id = run_id
+            self._log_params(run_id, {"suite": suite, "profile": profile, "seed": seed,
+                                      **(params or {})})
+            return run_id
         return self._guard("start suite", action)
 
     def log_result(self, result: Result, epoch_metrics: dict[str, list[float]] | None = None,
                    artifacts: dict[str, Path] | None = None) -> str | None:
+        """Mirror one Result as a child run of the suite; returns its run id (None if tracking
+        failed). A run that fails half-way is closed as FAILED rather than left RUNNING."""
         def action():
-            from mlflow.entities import Metric
-
-            client = self._connect()
-            tags = {"lensbench.method": result.method, "lensbench.task": result.task,
-                    "lensbench.status": result.status, "lensbench.kind": "run"}
-            if self.parent_run_id:
-                tags["mlflow.parentRunId"] = self.parent_run_id
-            if result.error:
-                tags["lensbench.error"] = result.error[-MAX_TAG_LENGTH:]
-            run = client.create_run(self._experiment_id, run_name=f"{result.run_id} @ "
-                                    f"{result.task}", tags=tags)
-            run_id = run.info.run_id
-            params = {f"param.{k}": v for k, v in result.params.items()}
-            params |= {"method": result.method, "task": result.task, "seed": result.seed,
-                       "run_id": result.run_id, "n_train": result.n_train,
-                       "n_test": result.n_test}
-            params |= {f"split.{k}": v for k, v in result.split_hashes.items()}
-            self._log_params(run_id, params)
-            stamp = int(time.time() * 1000)
-            metrics = dict(result.metrics)
-            for key in ("fit_time_s", "predict_time_s"):
-                if getattr(result, key) is not None:
-                    metrics[key] = getattr(result, key)
-            finals = [Metric(metric_name(k), float(v), stamp, 0) for k, v in metrics.items()
-                      if isinstance(v, int | float) and math.isfinite(v)]
-            curves = [Metric(metric_name(f"epoch/{name}"), float(v), stamp, step)
-                      for name, values in (epoch_metrics or {}).items()
-                      for step, v in enumerate(values) if math.isfinite(v)]
-            for start in range(0, len(finals) + len(curves), 900):  # MLflow batch limit 1000
-                client.log_batch(run_id, metrics=(finals + curves)[start: start + 900])
-            client.log_text(run_id, json.dumps(json.loads(result.to_json()), indent=2),
-                            "result.json")
-            for path in (artifacts or {}).values():
-                client.log_artifact(run_id, str(path))
-            client.set_terminated(run_id, "FAILED" if result.status == "failed" else "FINISHED")
+            run_id = self._create_run(f"{result.run_id} @ {result.task}", self._result_tags(result))
+            try:
+                self._log_params(run_id, self._result_params(result))
+                self._log_metrics(run_id, self._final_metrics(result), epoch_metrics or {})
+                self._log_record(run_id, result)
+                self._log_files(run_id, artifacts or {})
+            except BaseException:
+                self._close_quietly(run_id)
+                raise
+            self._client.set_terminated(run_id, "FAILED" if result.status == "failed"
+                                        else "FINISHED")
             return run_id
         return self._guard(f"log {result.run_id} on {result.task}", action)
 
     def end_suite(self, status: str = "FINISHED") -> None:
+        """Close the parent run with ``status`` (FINISHED, FAILED or KILLED); idempotent."""
         if self.parent_run_id is None:
             return
-        self._guard("end suite", lambda: self._connect().set_terminated(self.parent_run_id,
-                                                                         status))
+        run_id, self.parent_run_id = self.parent_run_id, None
+        self._guard("end suite", lambda: self._connect().set_terminated(run_id, status))
 
-    def _log_params(self, run_id: str, params: dict) -> None:
-        from mlflow.entities import Param
+    # ------------------------------------------------------------------ tuning studies
+    def start_study(self, study_name: str, params: dict) -> str | None:
+        """Open the parent run of one `bench tune` invocation of an Optuna study."""
+        def action():
+            run_id = self._create_run(f"study {study_name}", {"lensbench.kind": "study",
+                                                              "lensbench.study": study_name})
+            self.parent_run_id = run_id
+            self._log_params(run_id, {"study": study_name, **params})
+            return run_id
+        return self._guard("start study", action)
 
-        items = [Param(str(k), str(v)[:MAX_PARAM_LENGTH]) for k, v in params.items()]
-        for start in range(0, len(items), 90):  # MLflow batch limit 100 params
-            self._connect().log_batch(run_id, params=items[start: start + 90])
+    def log_trial(self, number: int, params: dict, value: float | None, state: str,
+                  attributes: dict | None = None) -> str | None:
+        """A nested run per trial: its params, objective value, validation metrics and state."""
+        def action():
+            tags = {"lensbench.kind": "trial", "optuna.state": state,
+                    "optuna.trial": str(number)}
+            if self.parent_run_id:
+                tags["mlflow.parentRunId"] = self.parent_run_id
+            run_id = self._create_run(f"trial {number}", tags)
+            try:
+                self._log_params(run_id, params)
+                finals = {"value": value, **{f"val/{k}": v for k, v in
+                                             (attributes or {}).get("val_metrics", {}).items()}}
+                self._log_metrics(run_id, finals, {})
+            except BaseException:
+                self._close_quietly(run_id)
+                raise
+            self._client.set_terminated(run_id, "FAILED" if state == "FAIL" else "FINISHED")
+            return run_id
+        return self._guard(f"log trial {number}", action)
+
+    def end_study(self, figures: list[Path], best_params: dict, best_value: float | None,
+                  status: str = "FINISHED") -> None:
+        """Figures and best params on the study's parent run, then close it."""
+        if self.parent_run_id is None:
+            return
+        run_id, self.parent_run_id = self.parent_run_id, None
+
+        def action():
+            self._log_files(run_id, {path.name: path for path in figures})
+            self._client.log_text(run_id, json.dumps(best_params, indent=2, sort_keys=True),
+                                  "best_params.json")
+            self._log_metrics(run_id, {"best_value": best_value}, {})
+            self._client.set_terminated(run_id, status)
+        self._guard("end study", action)
 
     def __enter__(self) -> MlflowTracker:
         return self
@@ -161,16 +217,137 @@ class MlflowTracker:
             self.end_suite("KILLED" if issubclass(exc_type, KeyboardInterrupt) else "FAILED")
         return False
 
+    # ------------------------------------------------------------------ plumbing
+    def _guard(self, what: str, action):
+        """Run ``action``; any failure becomes a warning, because tracking must never stop a
+        benchmark. Disable the tracker when the store is unreachable."""
+        if not self.enabled:
+            return None
+        try:
+            return action()
+        except Exception as error:
+            if self._client is None or is_unreachable(error):
+                self.enabled = False
+            warnings.warn(f"MLflow tracking failed ({what}): {error}; results are still in "
+                          "the JSONL store", RuntimeWarning, stacklevel=3)
+            return None
+
+    def _connect(self):
+        """The client, created on first use with the experiment got or created by name."""
+        if self._client is None:
+            from mlflow.tracking import MlflowClient
+
+            client = MlflowClient(tracking_uri=self.tracking_uri)
+            self._experiment_id = self._experiment_id_in(client)
+            self._client = client
+        return self._client
+
+    def _experiment_id_in(self, client) -> str:
+        found = client.get_experiment_by_name(self.experiment)
+        if found is not None:
+            return found.experiment_id
+        try:
+            return client.create_experiment(
+                self.experiment, artifact_location=artifact_location(self.tracking_uri,
+                                                                     self.experiment))
+        except Exception:  # another process created it since we looked
+            found = client.get_experiment_by_name(self.experiment)
+            if found is None:
+                raise
+            return found.experiment_id
+
+    def _create_run(self, name: str, tags: dict[str, str]) -> str:
+        run = self._connect().create_run(self._experiment_id, run_name=name, tags=tags)
+        return run.info.run_id
+
+    def _result_tags(self, result: Result) -> dict[str, str]:
+        tags = {"lensbench.method": result.method, "lensbench.task": result.task,
+                "lensbench.status": result.status, "lensbench.kind": "run",
+                "lensbench.suite": result.suite, "lensbench.profile": result.profile}
+        tags |= {f"lensbench.split.{metric_name(k)}": str(v)
+                 for k, v in result.split_hashes.items()}
+        if self.parent_run_id:
+            tags["mlflow.parentRunId"] = self.parent_run_id
+        if result.error:
+            tags["lensbench.error"] = result.error[-MAX_TAG_LENGTH:]  # a traceback ends usefully
+        return tags
+
+    @staticmethod
+    def _result_params(result: Result) -> dict:
+        params = {f"param.{k}": v for k, v in result.params.items()}
+        params |= {"method": result.method, "task": result.task, "seed": result.seed,
+                   "run_id": result.run_id, "n_train": result.n_train,
+                   "n_test": result.n_test}
+        params |= {f"split.{k}": v for k, v in result.split_hashes.items()}
+        return params
+
+    @staticmethod
+    def _final_metrics(result: Result) -> dict:
+        metrics = dict(result.metrics)
+        for key in ("fit_time_s", "predict_time_s"):
+            if getattr(result, key) is not None:
+                metrics[key] = getattr(result, key)
+        return metrics
+
+    def _log_params(self, run_id: str, params: dict) -> None:
+        from mlflow.entities import Param
+
+        items = {metric_name(k): str(v)[:MAX_PARAM_LENGTH] for k, v in params.items()}
+        entities = [Param(key, value) for key, value in items.items()]
+        for start in range(0, len(entities), PARAMS_PER_BATCH):
+            self._client.log_batch(run_id, params=entities[start: start + PARAMS_PER_BATCH])
+
+    def _log_metrics(self, run_id: str, finals: dict, curves: dict[str, list[float]]) -> None:
+        """Final metrics at step 0; each per-epoch curve as ``epoch/<name>`` with step = epoch
+        index. Non-finite values are skipped."""
+        from mlflow.entities import Metric
+
+        stamp = int(time.time() * 1000)
+        entities = [Metric(metric_name(k), number, stamp, 0) for k, v in finals.items()
+                    if (number := finite_float(v)) is not None]
+        entities += [Metric(metric_name(f"epoch/{name}"), number, stamp, step)
+                     for name, values in curves.items() for step, v in enumerate(values)
+                     if (number := finite_float(v)) is not None]
+        for start in range(0, len(entities), METRICS_PER_BATCH):
+            self._client.log_batch(run_id, metrics=entities[start: start + METRICS_PER_BATCH])
+
+    def _log_record(self, run_id: str, result: Result) -> None:
+        """The Result record itself, so the run is self-describing in the UI."""
+        record = json.dumps(asdict(result), indent=2, sort_keys=True, default=_plain)
+        self._client.log_text(run_id, record, "result.json")
+
+    def _log_files(self, run_id: str, artifacts: dict[str, Path]) -> None:
+        """Each artefact file under its file name; a missing one is a warning, not a lost run."""
+        for name, path in artifacts.items():
+            if not Path(path).is_file():
+                warnings.warn(f"MLflow tracking skipped artefact {name!r}: {path} is not a file",
+                              RuntimeWarning, stacklevel=5)
+                continue
+            self._client.log_artifact(run_id, str(path))
+
+    def _close_quietly(self, run_id: str) -> None:
+        try:
+            self._client.set_terminated(run_id, "FAILED")
+        except Exception:  # the original failure is the one worth reporting
+            pass
+
 
 def read_suite_runs(tracking_uri: str, experiment: str) -> list[dict]:
-    """Every run of an experiment as plain dicts (for tests and tools)."""
+    """Every run of an experiment as plain dicts (run_id, name, parent_run_id, status, params,
+    metrics, tags), newest first; [] when the experiment does not exist."""
     from mlflow.tracking import MlflowClient
 
     client = MlflowClient(tracking_uri=tracking_uri)
     found = client.get_experiment_by_name(experiment)
     if found is None:
         return []
-    runs = client.search_runs([found.experiment_id], max_results=10_000)
+    runs, token = [], None
+    while True:
+        page = client.search_runs([found.experiment_id], max_results=1000, page_token=token)
+        runs += page
+        token = page.token
+        if not token:
+            break
     return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "parent_run_id": r.data.tags.get("mlflow.parentRunId"), "params": r.data.params,
              "metrics": r.data.metrics, "tags": r.data.tags} for r in runs]

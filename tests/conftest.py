@@ -71,7 +71,6 @@ def postgres_url():
     PostgreSQL refuses to run as root, so as root it runs as the `postgres` user."""
     import os
     import shutil
-
     import tempfile
     from pathlib import Path
 

@@ -3,12 +3,22 @@ MLflow's own client; failures are warnings."""
 
 from __future__ import annotations
 
+import json
 import math
+import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 from lensbench.bench import cli
 from lensbench.bench.results import Result
-from lensbench.bench.tracking import MlflowTracker, default_tracking_uri, read_suite_runs
+from lensbench.bench.tracking import (
+    MlflowTracker,
+    default_tracking_uri,
+    metric_name,
+    mlflow_ui_command,
+    read_suite_runs,
+)
 from mlflow.tracking import MlflowClient
 
 
@@ -19,28 +29,98 @@ def make_result(method, status="ok", **metrics):
                   error="Traceback: boom" if status == "failed" else None)
 
 
-def test_suite_is_a_parent_run_with_a_child_per_result(tmp_path):
-    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+@pytest.fixture(scope="module")
+def sqlite_store(tmp_path_factory):
+    """One SQLite store for the module: creating one runs MLflow's migrations (seconds)."""
+    return tmp_path_factory.mktemp("sqlite-store")
+
+
+@pytest.fixture
+def sqlite_uri(sqlite_store):
+    return f"sqlite:///{sqlite_store / 'mlflow.db'}"
+
+
+@pytest.fixture
+def experiment(request):
+    """A fresh experiment name per test, so tests sharing the store do not see each other."""
+    return request.node.name
+
+
+def test_suite_is_a_parent_run_with_a_child_per_result(tmp_path, sqlite_store, sqlite_uri,
+                                                       experiment):
+    uri = sqlite_uri
     artefact = tmp_path / "roc.png"
     artefact.write_bytes(b"\x89PNG fake")
-    with MlflowTracker(uri, "exp") as tracker:
-        parent = tracker.start_suite("toy-suite", "smoke", 3)
-        ok = tracker.log_result(make_result("good", auroc=0.9, tpr0=math.nan),
-                                epoch_metrics={"loss": [1.0, 0.5, 0.25]},
-                                artifacts={"roc": artefact})
-        failed = tracker.log_result(make_result("bad", status="failed"))
-    runs = {run["run_id"]: run for run in read_suite_runs(uri, "exp")}
+    with warnings.catch_warnings():
+        warnings.simplefilter("error", RuntimeWarning)  # nothing here may fail quietly
+        with MlflowTracker(uri, experiment) as tracker:
+            parent = tracker.start_suite("toy-suite", "smoke", 3, params={"methods": "a,b"})
+            ok = tracker.log_result(
+                make_result("good", auroc=0.9, tpr0=math.nan, ece=np.float32(0.25),
+                            **{"tpr@fpr=0.01": 0.5}),
+                epoch_metrics={"loss": [1.0, 0.5, 0.25]}, artifacts={"roc": artefact})
+            failed = tracker.log_result(make_result("bad", status="failed"))
+    runs = {run["run_id"]: run for run in read_suite_runs(uri, experiment)}
+    assert len(runs) == 3
     assert runs[parent]["parent_run_id"] is None and runs[parent]["status"] == "FINISHED"
+    assert runs[parent]["name"] == "toy-suite:smoke:seed3"
+    assert runs[parent]["params"]["methods"] == "a,b" and runs[parent]["params"]["seed"] == "3"
     assert runs[ok]["parent_run_id"] == parent and runs[failed]["parent_run_id"] == parent
+    assert runs[ok]["name"] == "good[C=0.1] @ toy"
+    assert runs[ok]["status"] == "FINISHED" and runs[failed]["status"] == "FAILED"
     assert runs[ok]["metrics"]["auroc"] == 0.9 and "tpr0" not in runs[ok]["metrics"]  # NaN
+    assert runs[ok]["metrics"]["ece"] == 0.25 and runs[ok]["metrics"]["tpr_fpr_0.01"] == 0.5
     assert runs[ok]["metrics"]["fit_time_s"] == 1.5
     assert runs[ok]["params"]["param.C"] == "0.1" and runs[ok]["params"]["split.test"] == "b"
-    assert runs[failed]["status"] == "FAILED"
+    assert runs[ok]["tags"]["lensbench.status"] == "ok"
     assert "boom" in runs[failed]["tags"]["lensbench.error"]
     client = MlflowClient(uri)
     history = client.get_metric_history(ok, "epoch/loss")
     assert [(m.step, m.value) for m in history] == [(0, 1.0), (1, 0.5), (2, 0.25)]
     assert {a.path for a in client.list_artifacts(ok)} == {"result.json", "roc.png"}
+    # beside the database, not in ./mlruns of whatever directory the tests run from
+    assert (sqlite_store / "mlartifacts" / experiment / ok / "artifacts" / "roc.png").is_file()
+    (tmp_path / "dl").mkdir()
+    record = Path(client.download_artifacts(ok, "result.json", str(tmp_path / "dl")))
+    assert Result.from_dict(json.loads(record.read_text())).run_id == "good[C=0.1]"
+
+
+def test_metric_names_become_keys_mlflow_accepts():
+    assert metric_name("tpr@fpr=1e-2") == "tpr_fpr_1e-2"
+    assert metric_name("epoch/val loss") == "epoch/val loss"
+    assert metric_name("/a//b") == "a/b" and metric_name("..") == "_"
+    assert len(metric_name("x" * 400)) == 250
+
+
+def test_a_half_logged_run_is_closed_failed_and_tracking_goes_on(sqlite_uri, experiment,
+                                                                 monkeypatch):
+    tracker = MlflowTracker(sqlite_uri, experiment)
+    parent = tracker.start_suite("s", "smoke", 0)
+
+    def broken_log_text(*args, **kwargs):
+        raise OSError("disk full")
+
+    monkeypatch.setattr(MlflowClient, "log_text", broken_log_text)
+    with pytest.warns(RuntimeWarning, match="disk full"):
+        assert tracker.log_result(make_result("first")) is None
+    monkeypatch.undo()
+    with pytest.warns(RuntimeWarning, match="skipped artefact 'roc'"):
+        second = tracker.log_result(make_result("second"), artifacts={"roc": "/no/such.png"})
+    tracker.end_suite()
+    tracker.end_suite()  # idempotent
+    runs = {run["name"]: run for run in read_suite_runs(sqlite_uri, experiment)}
+    assert runs["first[C=0.1] @ toy"]["status"] == "FAILED"  # not left RUNNING
+    assert runs["second[C=0.1] @ toy"]["status"] == "FINISHED"
+    assert runs["second[C=0.1] @ toy"]["run_id"] == second
+    assert runs["s:smoke:seed0"]["run_id"] == parent
+    assert runs["s:smoke:seed0"]["status"] == "FINISHED"
+
+
+def test_an_interrupt_kills_the_suite_run(sqlite_uri, experiment):
+    with pytest.raises(KeyboardInterrupt), MlflowTracker(sqlite_uri, experiment) as tracker:
+        tracker.start_suite("s", "smoke", 0)
+        raise KeyboardInterrupt
+    assert [run["status"] for run in read_suite_runs(sqlite_uri, experiment)] == ["KILLED"]
 
 
 def test_default_tracking_uri(tmp_path, monkeypatch):
@@ -50,14 +130,40 @@ def test_default_tracking_uri(tmp_path, monkeypatch):
     assert default_tracking_uri(tmp_path) == "http://example.invalid:5000"
 
 
-def test_a_dead_server_is_a_warning_not_an_error():
+def test_mlflow_ui_command():
+    command = mlflow_ui_command("sqlite:////w/mlflow.db", port=5123)
+    assert command[1:] == ["-m", "mlflow", "ui", "--backend-store-uri", "sqlite:////w/mlflow.db",
+                           "--host", "127.0.0.1", "--port", "5123"]
+
+
+def test_a_dead_server_is_a_warning_not_an_error(tmp_path):
     from conftest import free_port
 
     tracker = MlflowTracker(f"http://127.0.0.1:{free_port()}", "exp")
     with pytest.warns(RuntimeWarning, match="MLflow tracking failed"):
         assert tracker.start_suite("s", "smoke", 0) is None
-    assert tracker.log_result(make_result("x")) is None  # disabled after the first failure
-    tracker.end_suite()
+    assert not tracker.enabled
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # disabled: no second time-out, no second warning
+        assert tracker.log_result(make_result("x")) is None
+        tracker.end_suite()
+
+
+def test_tracker_against_a_real_mlflow_server(mlflow_server, tmp_path):
+    artefact = tmp_path / "curve.csv"
+    artefact.write_text("epoch,loss\n0,1.0\n")
+    with MlflowTracker(mlflow_server, "tracker-direct") as tracker:
+        parent = tracker.start_suite("toy-suite", "smoke", 5)
+        child = tracker.log_result(make_result("good", auroc=0.75),
+                                   epoch_metrics={"loss": [1.0, 0.5]},
+                                   artifacts={"curve": artefact})
+    runs = {run["run_id"]: run for run in read_suite_runs(mlflow_server, "tracker-direct")}
+    assert set(runs) == {parent, child}
+    assert runs[child]["parent_run_id"] == parent and runs[child]["metrics"]["auroc"] == 0.75
+    assert runs[parent]["status"] == runs[child]["status"] == "FINISHED"
+    client = MlflowClient(mlflow_server)
+    assert len(client.get_metric_history(child, "epoch/loss")) == 2
+    assert {a.path for a in client.list_artifacts(child)} == {"result.json", "curve.csv"}
 
 
 def test_smoke_suite_against_a_real_mlflow_server(mlflow_server, tmp_path):
