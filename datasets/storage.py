@@ -85,7 +85,8 @@ class SplitWriter:
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, config: dict, seed: int,
-                 bands: list[str], created_by: str = "") -> None:
+                 bands: list[str], created_by: str = "",
+                 data_files: dict[str, str] | None = None) -> None:
         self.out_dir = Path(out_dir)
         try:  # round-trip now so the hashed config equals what a reader sees in the manifest
             self.config = json.loads(_canonical(config))
@@ -98,6 +99,8 @@ class SplitWriter:
         if not self.bands:
             raise ValueError("bands must name at least one band")
         self.created_by = str(created_by)
+        # Real data files used (name -> sha256), recorded in the manifest for every Result.
+        self.data_files = {str(k): str(v) for k, v in sorted((data_files or {}).items())}
         self._tmp: Path | None = None
         self._shards: list[dict[str, Any]] = []
         self._columns: dict[str, np.dtype] | None = None
@@ -207,7 +210,8 @@ class SplitWriter:
             for v, c in sorted(self._label_counts.items()):
                 counts[f"n_label_{int(v) if isinstance(v, bool) else v}"] = c
         shas = [s["sha256"] for s in self._shards]
-        return {
+        extra = {"data_files": self.data_files} if self.data_files else {}
+        return extra | {
             "format": FORMAT,
             "format_version": FORMAT_VERSION,
             "config": self.config,
