@@ -73,6 +73,42 @@ def ensure_split(task: Task, role: str, profile: str, workdir: Path, *, quiet: b
     return load_split(path, verify=True)
 
 
+def ensure_real_lens_split(task: Task, workdir: Path) -> Split:
+    """The task's split of real known lenses and real non-lenses, made once (by key)."""
+    from lensbench.datasets.real import make_real_lens_split
+
+    spec = dict(task.real_lenses)
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    path = workdir / "splits" / f"{task.name}-v{task.version}-real-{key}"
+    if not split_is_complete(path):
+        make_real_lens_split(spec["survey"], spec["bands"], spec["stamp_size"], path,
+                             seed=spec["seed"], n_nonlenses=spec["n_nonlenses"],
+                             created_by=f"lensbench task {task.name} v{task.version}")
+    return load_split(path, verify=True)
+
+
+def threshold_at_fpr(labels: np.ndarray, scores: np.ndarray, fpr: float) -> float:
+    """The score a cutout must exceed so that at most ``fpr`` of the non-lenses do (ties at
+    the threshold are not counted as found)."""
+    negatives = np.sort(scores[~labels.astype(bool)])[::-1]
+    allowed = int(np.floor(fpr * len(negatives)))
+    return float(negatives[allowed]) if allowed < len(negatives) else -np.inf
+
+
+def real_lens_metrics(real_labels: np.ndarray, real_scores: np.ndarray, threshold: float
+                      ) -> dict[str, float]:
+    """How many known lenses score above the simulated test set's FPR-1e-3 threshold, how many
+    real non-lenses do, and each known lens's score."""
+    lens = real_labels.astype(bool)
+    metrics = {"real/known_lenses": float(lens.sum()),
+               "real/recovered_fpr1e-3": float((real_scores[lens] > threshold).sum()),
+               "real/nonlenses_above_fpr1e-3": float((real_scores[~lens] > threshold).sum()),
+               "real/threshold_fpr1e-3": threshold}
+    for number, score in enumerate(real_scores[lens]):
+        metrics[f"real/score/lens{number}"] = float(score)
+    return metrics
+
+
 def package_versions() -> dict[str, str]:
     versions = {"python": platform.python_version()}
     for name in ("lensbench", "numpy", "scikit-learn", "torch", "xgboost", "astropy", "mlflow"):
@@ -130,7 +166,8 @@ class RunOutcome:
 
 def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *,
                suite: str, profile: str, seed: int,
-               train_images: np.ndarray | None = None) -> RunOutcome:
+               train_images: np.ndarray | None = None, real: Split | None = None
+               ) -> RunOutcome:
     """Fit and score one method on one task; any exception becomes a failed Result."""
     run_id = canonical_run_id(name, params)
     method_seed = derive_seed(seed, name, task.name)
@@ -140,7 +177,8 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
                 seed=method_seed, suite_seed=seed, versions=package_versions(),
                 git_commit=git_commit(), started_at=now(), n_train=train.n, n_test=test.n,
                 data_files={**train.manifest.get("data_files", {}),
-                            **test.manifest.get("data_files", {})})
+                            **test.manifest.get("data_files", {}),
+                            **(real.manifest.get("data_files", {}) if real else {})})
     scores, history = None, {}
     try:
         cls = resolve_method(name)
@@ -170,6 +208,11 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
                              f"{test.n} finite scores")
         metrics = score_metrics(test.truth[task.target], scores, test.truth,
                                 task.config.reference)
+        if real is not None:
+            real_scores = np.concatenate([np.asarray(method.predict_score(batch), dtype=float)
+                                          for batch in _image_batches(real)])
+            threshold = threshold_at_fpr(test.truth[task.target], scores, 1e-3)
+            metrics |= real_lens_metrics(real.truth["label"], real_scores, threshold)
         if not history:
             history.update(getattr(method, "history_", {}) or {})
         result = Result(**base, status="ok", metrics=metrics, fit_time_s=fit_time,
@@ -218,6 +261,7 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
         train = ensure_split(task, "train", profile, workdir)
         test = ensure_split(task, "test", profile, workdir)
         train_images = None  # read once per task, shared by its methods
+        real = ensure_real_lens_split(task, workdir) if task.real_lenses else None
         for name in names:
             method_params = dict(params.get(name, {}))
             probe = Result(run_id=canonical_run_id(name, method_params), method=name,
@@ -231,7 +275,8 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
             if train_images is None:
                 train_images = train.images()
             outcome = run_method(name, method_params, task, train, test, suite=suite.name,
-                                 profile=profile, seed=seed, train_images=train_images)
+                                 profile=profile, seed=seed, train_images=train_images,
+                                 real=real)
             artifacts = {}
             if outcome.scores is not None:
                 artifacts = write_artifacts(outcome, test, task, workdir)

@@ -29,6 +29,9 @@ class Task:
                                 "tpr_fpr1e-4", "ece")
     train_seed: int = 1
     test_seed: int = 2
+    # Known real lenses scored beside the simulated test set (issue 4): SLACS HST lenses and real
+    # COSMOS non-lenses degraded to this survey; None for purely simulated tasks.
+    real_lenses: dict | None = None
 
     def size(self, profile: str) -> tuple[int, int]:
         if profile not in self.sizes:
@@ -71,6 +74,14 @@ HSC_LENSES = Task(
                      lens_fraction=0.5, labelling="clean", min_magnification=3.0,
                      min_arc_snr=10.0),
     sizes={"smoke": (300, 300), "default": (4000, 4000), "challenge": (20_000, 100_000)})
+REAL_HSC = Task(
+    name="real-hsc", version=1,
+    description="Trained on simulated HSC g,r,i,z 64x64 (clean labels); also scores the SLACS "
+                "lenses and COSMOS non-lenses degraded to HSC",
+    config=HSC_LENSES.config,
+    sizes={"smoke": (300, 300), "default": (4000, 4000), "challenge": (20_000, 100_000)},
+    real_lenses={"survey": "hsc", "bands": ("g", "r", "i", "z"), "stamp_size": 64,
+                 "n_nonlenses": 100, "seed": 3})
 SMOKE_TASK = Task(
     name="smoke-ground", version=1,
     description="A tiny KiDS-like g,r,i 32x32 task that exercises the harness end to end",
@@ -85,6 +96,8 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           (METCALF_GROUND, METCALF_SPACE), {"default": REFERENCE_METHODS}),
     Suite("hsc", "HOLISMOKES-style HSC lens finding", (HSC_LENSES,),
           {"default": REFERENCE_METHODS}),
+    Suite("real", "Are known lenses recovered? Real SLACS lenses through simulation-trained "
+          "finders", (REAL_HSC,), {"default": REFERENCE_METHODS}),
     Suite("smoke", "End-to-end check of the harness in under a minute", (SMOKE_TASK,),
           {"default": REFERENCE_METHODS}),
 )}

@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import socket
 import subprocess
 import sys
 import time
 import urllib.request
+from pathlib import Path
 
 import pytest
+
+# Real data comes from the shared mirror beside the repository (never downloaded in tests).
+_MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+if _MIRROR.is_dir():
+    os.environ.setdefault("LENSBENCH_DATA_DIR", str(_MIRROR))
 
 
 def free_port() -> int:

@@ -203,3 +203,29 @@ def test_cli_errors_are_clear(tmp_path, capsys):
     assert cli.main(["data", "make", "--preset", "hsc", "--n", "4", "--seed", "1", "--out",
                      str(tmp_path / "x"), "--set", "q_range=[0.5, 1.5]"]) == 2
     assert "axis ratio q must lie in (0, 1]" in capsys.readouterr().err
+
+
+def test_threshold_at_fpr_by_hand():
+    from lensbench.bench.runner import real_lens_metrics, threshold_at_fpr
+
+    labels = np.array([0] * 10 + [1, 1])
+    scores = np.array([0.1 * k for k in range(10)] + [0.95, 0.5])
+    # FPR 0.1 allows one of ten non-lenses above: the threshold is the second-highest (0.8).
+    assert threshold_at_fpr(labels, scores, 0.1) == pytest.approx(0.8)
+    assert threshold_at_fpr(labels, scores, 0.0) == pytest.approx(0.9)
+    metrics = real_lens_metrics(np.array([1, 1, 0]), np.array([0.95, 0.5, 0.85]), 0.8)
+    assert metrics["real/recovered_fpr1e-3"] == 1 and metrics["real/known_lenses"] == 2
+    assert metrics["real/nonlenses_above_fpr1e-3"] == 1
+    assert metrics["real/score/lens1"] == 0.5
+
+
+def test_real_suite_scores_known_lenses_and_names_its_files(tmp_path):
+    results = run_suite(get_suite("real"), profile="smoke", seed=0, workdir=tmp_path,
+                        methods=["pixel-logreg"], log=lambda _: None)
+    (result,) = results
+    assert result.status == "ok", result.error
+    assert result.metrics["real/known_lenses"] >= 5
+    assert 0 <= result.metrics["real/recovered_fpr1e-3"] <= result.metrics["real/known_lenses"]
+    # Every real file the run touched is named with its sha256.
+    assert result.data_files and all(len(h) == 64 for h in result.data_files.values())
+    assert any("slacs" in name for name in result.data_files)
