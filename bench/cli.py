@@ -151,14 +151,12 @@ def cmd_report(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    import subprocess
-
     from lensbench.bench.tracking import default_tracking_uri, mlflow_ui_command
 
     uri = args.tracking_uri or default_tracking_uri(args.workdir)
     command = mlflow_ui_command(uri, host=args.host, port=args.port)
-    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}")
-    return subprocess.call(command)
+    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
+    os.execv(command[0], command)  # become the UI, so signals reach it directly
 
 
 def cmd_data_make(args) -> int:

@@ -182,3 +182,37 @@ def test_smoke_suite_against_a_real_mlflow_server(mlflow_server, tmp_path):
         assert 0 <= child["metrics"]["auroc"] <= 1
         names = {a.path for a in client.list_artifacts(child["run_id"])}
         assert {"result.json", "roc.png", "scores.png", "mistakes.png"} <= names
+
+
+def test_bench_ui_serves_the_store(tmp_path):
+    """`bench ui` starts the MLflow UI on the workdir's store and answers on its port."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+    import urllib.request
+
+    from conftest import free_port
+
+    port = free_port()
+    environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    process = subprocess.Popen([sys.executable, "-m", "lensbench.bench.cli", "ui", "--workdir",
+                                str(tmp_path), "--port", str(port)], env=environment,
+                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                               start_new_session=True)  # its own group: stop the workers too
+    try:
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and process.poll() is None:
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
+                    assert r.status == 200
+                    break
+            except OSError:
+                time.sleep(0.5)
+        else:
+            pytest.fail(f"bench ui did not come up: {process.communicate(timeout=5)[0][-2000:]}")
+        assert (tmp_path / "mlflow.db").exists()
+    finally:
+        os.killpg(process.pid, signal.SIGTERM)
+        process.wait(timeout=30)
