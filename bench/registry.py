@@ -9,6 +9,11 @@ import importlib
 METHODS: dict[str, str] = {
     "random": "lensbench.baselines.reference:RandomScorer",
     "pixel-logreg": "lensbench.baselines.reference:PixelLogisticRegression",
+    "xgboost": "lensbench.baselines.catalog:GradientBoosting",
+    "catalog-nn": "lensbench.baselines.catalog:CatalogueNetwork",
+    "arcfinder": "lensbench.baselines.arcfinder:ArcFinder",
+    "pca": "lensbench.baselines.pca:PCALensFinder",
+    "hog-logreg": "lensbench.baselines.hog:HOGLogisticRegression",
 }
 
 
