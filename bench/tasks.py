@@ -91,13 +91,14 @@ SMOKE_TASK = Task(
     sizes={"smoke": (256, 256), "default": (256, 256), "challenge": (256, 256)})
 
 REFERENCE_METHODS = ("random", "pixel-logreg")
+BASELINES = ("xgboost", "catalog-nn", "arcfinder", "pca", "hog-logreg")
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("metcalf", "Metcalf et al. (2019) lens-finding challenge, ground and space",
-          (METCALF_GROUND, METCALF_SPACE), {"default": REFERENCE_METHODS}),
+          (METCALF_GROUND, METCALF_SPACE), {"default": REFERENCE_METHODS + BASELINES}),
     Suite("hsc", "HOLISMOKES-style HSC lens finding", (HSC_LENSES,),
-          {"default": REFERENCE_METHODS}),
+          {"default": REFERENCE_METHODS + BASELINES}),
     Suite("real", "Are known lenses recovered? Real SLACS lenses through simulation-trained "
-          "finders", (REAL_HSC,), {"default": REFERENCE_METHODS}),
+          "finders", (REAL_HSC,), {"default": REFERENCE_METHODS + BASELINES}),
     Suite("smoke", "End-to-end check of the harness in under a minute", (SMOKE_TASK,),
           {"default": REFERENCE_METHODS}),
 )}
