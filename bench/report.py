@@ -84,6 +84,11 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
     if not results:
         raise ValueError(f"{store}: no results for suite {suite.name!r} and profile "
                          f"{profile!r}; run `bench run --suite {suite.name} --profile {profile}`")
+    if all(task.kind == "photoz" for task in suite.tasks):
+        from lensbench.bench.photoz import write_photoz_report
+
+        return write_photoz_report(suite, results, store=store, workdir=workdir,
+                                   out_dir=out_dir, profile=profile, command=command)
     out_dir.mkdir(parents=True, exist_ok=True)
     seeds = sorted({r.suite_seed for r in results if r.suite_seed is not None})
     commits = sorted({r.git_commit or "unknown" for r in results})

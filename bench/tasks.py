@@ -32,6 +32,9 @@ class Task:
     # Known real lenses scored beside the simulated test set (issue 4): SLACS HST lenses and real
     # COSMOS non-lenses degraded to this survey; None for purely simulated tasks.
     real_lenses: dict | None = None
+    # Real photo-z catalogue (kind "photoz", issue 8): sample, split fractions, z bins and range;
+    # the split is drawn by train_seed, the profile subsample by test_seed (bench/photoz.py).
+    photoz: dict | None = None
 
     def size(self, profile: str) -> tuple[int, int]:
         if profile not in self.sizes:
@@ -89,6 +92,29 @@ SMOKE_TASK = Task(
                      theta_e_range=(0.8, 2.5), source_mag_range=(21.0, 23.0),
                      shard_size=256),
     sizes={"smoke": (256, 256), "default": (256, 256), "challenge": (256, 256)})
+# Photo-z (issue 8): real SDSS catalogues; sizes cap the (train, test) parts of the real split.
+PHOTOZ_METRICS = ("sigma_nmad", "outlier_frac", "bias_mean", "bias_median", "sigma_iqr",
+                  "outlier_frac_lsst")
+PHOTOZ_BOSS = Task(
+    name="photoz-boss", version=1,
+    description="SDSS-III BOSS DR10 ugriz model magnitudes -> spectroscopic z (ANNZ files, "
+                "de-duplicated; train/val/test 70/10/20% drawn by seed)",
+    config=SimConfig(), kind="photoz", target="z", main_metric="sigma_nmad",
+    metrics=PHOTOZ_METRICS, sizes={"smoke": (1500, 600), "default": (10**6, 10**6),
+                                   "challenge": (10**6, 10**6)},
+    photoz={"sample": "boss_dr10", "fractions": (0.7, 0.1, 0.2), "z_range": (0.0, 1.0),
+            "z_edges": (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)})
+PHOTOZ_MGS = Task(
+    name="photoz-mgs", version=1,
+    description="SDSS Main Galaxy Sample (MLZ files), z < 0.3; the published test file is the "
+                "test part, train/val drawn by seed from the train file",
+    config=SimConfig(), kind="photoz", target="z", main_metric="sigma_nmad",
+    metrics=PHOTOZ_METRICS, sizes={"smoke": (1500, 600), "default": (10**6, 10**6),
+                                   "challenge": (10**6, 10**6)},
+    photoz={"sample": "sdss_mgs", "fractions": (0.9, 0.1, 0.0), "z_range": (0.0, 0.3),
+            "z_edges": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)})
+PHOTOZ_METHODS = ("knn-photoz", "xgboost-photoz", "mlp-photoz", "netz-photoz",
+                  "netz-fusion-photoz")
 
 REFERENCE_METHODS = ("random", "pixel-logreg")
 BASELINES = ("xgboost", "catalog-nn", "arcfinder", "pca", "hog-logreg")
@@ -101,6 +127,9 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           "finders", (REAL_HSC,), {"default": REFERENCE_METHODS + BASELINES}),
     Suite("smoke", "End-to-end check of the harness in under a minute", (SMOKE_TASK,),
           {"default": REFERENCE_METHODS}),
+    Suite("photoz", "Photometric redshifts on real SDSS catalogues (BOSS DR10, MGS)",
+          (PHOTOZ_BOSS, PHOTOZ_MGS), {"default": PHOTOZ_METHODS,
+                                      "smoke": ("knn-photoz", "xgboost-photoz")}),
 )}
 
 

@@ -1,0 +1,253 @@
+"""NetZ-style photo-z CNN (Schuldt et al. 2021b; Pasquet et al. 2019) on simulated galaxy images
+whose band fluxes are real catalogue photometry, optionally fused with catalogue features.
+
+Inputs are the catalogue rows of the photoz suite (``X``: B magnitudes then B errors, bands
+``info.bands``); the method paints each galaxy itself with
+:func:`lensbench.datasets.photoz.render_photoz_images` (seeded by ``random_state`` and the rows,
+so the same rows give the same images), so the images carry the catalogue's real colour-redshift
+relation and their morphology carries none. Images are divided by each band's background sigma
+and asinh-stretched. The net predicts a mean and a log variance of the standardised z and is
+trained with the Gaussian negative log-likelihood (``predict_variance`` is its variance).
+
+``NetZPhotoz`` is images only; ``NetZFusionPhotoz`` (``fuse_catalogue=True``) also feeds the
+standardised magnitudes and colours (``baselines.photoz.PhotozFeatures``) into the head.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+from lensbench.baselines.contract import Method
+from lensbench.baselines.photoz import PhotozFeatures
+from torch import nn
+
+
+@contextlib.contextmanager
+def seeded(seed: int, num_threads: int | None = None):
+    """torch seeded by ``seed`` (global RNG restored afterwards) with ``num_threads`` threads."""
+    previous = torch.get_num_threads()
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(int(seed))
+        if num_threads:
+            torch.set_num_threads(int(num_threads))
+        try:
+            yield
+        finally:
+            torch.set_num_threads(previous)
+
+
+@dataclass(frozen=True)
+class NetZConfig:
+    in_bands: int = 4
+    channels: tuple[int, ...] = (8, 16, 32)
+    n_catalogue: int = 0  # catalogue features fused into the head (0: images only)
+    hidden: int = 128
+    dropout: float = 0.1
+
+
+def _block(c_in: int, c_out: int) -> nn.Sequential:
+    return nn.Sequential(nn.Conv2d(c_in, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                         nn.Conv2d(c_out, c_out, 3, padding=1), nn.BatchNorm2d(c_out), nn.ReLU(),
+                         nn.MaxPool2d(2))
+
+
+class NetZ(nn.Module):
+    """Conv blocks (2 x conv3x3 + BN + ReLU, max-pool) -> global average pool, concatenated
+    with an MLP embedding of the catalogue features when ``n_catalogue`` > 0 -> (mean, log var)."""
+
+    def __init__(self, config: NetZConfig):
+        super().__init__()
+        chans = (config.in_bands, *config.channels)
+        self.features = nn.Sequential(*[_block(a, b) for a, b in zip(chans[:-1], chans[1:],
+                                                                      strict=True)])
+        width = chans[-1]
+        self.catalogue = None
+        if config.n_catalogue:
+            self.catalogue = nn.Sequential(nn.Linear(config.n_catalogue, config.hidden),
+                                           nn.ReLU(), nn.Linear(config.hidden, config.hidden),
+                                           nn.ReLU())
+            width += config.hidden
+        self.head = nn.Sequential(nn.Linear(width, config.hidden), nn.ReLU(),
+                                  nn.Dropout(config.dropout), nn.Linear(config.hidden, 2))
+
+    def forward(self, images: torch.Tensor, catalogue: torch.Tensor | None = None
+                ) -> tuple[torch.Tensor, torch.Tensor]:
+        h = self.features(images).mean(dim=(2, 3))
+        if self.catalogue is not None:
+            h = torch.cat([h, self.catalogue(catalogue)], dim=1)
+        out = self.head(h)
+        return out[:, 0], out[:, 1].clamp(-12, 6)
+
+
+class NetZPhotoz(Method):
+    """Photo-z CNN on images painted from the catalogue photometry (NetZ-like)."""
+
+    kinds = ("photoz",)
+    search_space = {
+        "learning_rate": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
+        "epochs": {"type": "int", "low": 4, "high": 30},
+        "weight_decay": {"type": "float", "low": 1e-6, "high": 1e-3, "log": True},
+        "hidden": {"type": "int", "low": 32, "high": 256, "log": True},
+    }
+
+    def __init__(self, epochs: int = 10, batch_size: int = 256, learning_rate: float = 2e-3,
+                 weight_decay: float = 1e-4, hidden: int = 128, channels: tuple = (8, 16, 32),
+                 stamp_size: int = 16, fuse_catalogue: bool = False, num_threads: int = 2,
+                 device: str = "cpu", random_state: int = 0):
+        self.epochs = epochs
+        self.batch_size = batch_size
+        self.learning_rate = learning_rate
+        self.weight_decay = weight_decay
+        self.hidden = hidden
+        self.channels = channels
+        self.stamp_size = stamp_size
+        self.fuse_catalogue = fuse_catalogue
+        self.num_threads = num_threads
+        self.device = device
+        self.random_state = random_state
+
+    # ------------------------------------------------------------------ inputs
+    def _image_config(self):
+        from lensbench.datasets.photoz import ImageConfig
+
+        return ImageConfig(stamp_size=int(self.stamp_size))
+
+    def _images(self, X: np.ndarray) -> np.ndarray:
+        """Painted, noise-normalised, asinh-stretched images of catalogue rows (n, B, S, S)."""
+        from lensbench.datasets.photoz import image_noise_nanomaggies, render_photoz_images
+
+        X = np.asarray(X, dtype=np.float64)
+        digest = hashlib.sha256(np.ascontiguousarray(X).tobytes()).digest()
+        seed = (int(self.random_state) * 1_000_003 + int.from_bytes(digest[:4], "little")) \
+            % 2**31
+        config = self._image_config()
+        images, _ = render_photoz_images(X[:, :len(self.bands_)], self.bands_, seed, config)
+        noise = image_noise_nanomaggies(config).astype(np.float32)[None, :, None, None]
+        return np.arcsinh(images / noise).astype(np.float32)
+
+    def _inputs(self, X):
+        images = torch.as_tensor(self._images(X))
+        catalogue = None
+        if self.fuse_catalogue:
+            catalogue = torch.as_tensor(self.features_.transform(X), dtype=torch.float32)
+        return images, catalogue
+
+    # ------------------------------------------------------------------ fit / predict
+    def fit(self, X, y, info=None, validation=None, epoch_callback=None):
+        from lensbench.datasets.photoz import BANDS
+
+        X = np.asarray(X, dtype=np.float64)
+        y = np.asarray(y, dtype=np.float64)
+        self.bands_ = tuple(info.bands) if info is not None else BANDS
+        self.features_ = PhotozFeatures().fit(X)
+        self.z_mean_, self.z_scale_ = float(y.mean()), float(y.std() + 1e-9)
+        device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
+                              else ("cpu" if self.device == "auto" else self.device))
+        with seeded(self.random_state, self.num_threads):
+            images, catalogue = self._inputs(X)
+            target = torch.as_tensor((y - self.z_mean_) / self.z_scale_, dtype=torch.float32)
+            val = None
+            if validation is not None:
+                val_images, val_catalogue = self._inputs(validation[0])
+                val = (val_images, val_catalogue, np.asarray(validation[1], dtype=np.float64))
+            config = NetZConfig(in_bands=images.shape[1], channels=tuple(self.channels),
+                                n_catalogue=catalogue.shape[1] if catalogue is not None else 0,
+                                hidden=int(self.hidden))
+            self.config_ = config
+            net = NetZ(config).to(device)
+            optimizer = torch.optim.AdamW(net.parameters(), lr=self.learning_rate,
+                                          weight_decay=self.weight_decay)
+            steps = max(1, self.epochs * math.ceil(len(y) / self.batch_size))
+            schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.learning_rate,
+                                                           total_steps=steps)
+            generator = torch.Generator().manual_seed(int(self.random_state))
+            self.history_ = {"train_loss": []}
+            best, best_state = math.inf, None
+            for epoch in range(self.epochs):
+                net.train()
+                order = torch.randperm(len(y), generator=generator)
+                total = 0.0
+                for start in range(0, len(y), self.batch_size):
+                    rows = order[start:start + self.batch_size]
+                    flips = torch.randint(0, 8, (1,), generator=generator).item()
+                    batch = _dihedral(images[rows], flips).to(device)
+                    cat = catalogue[rows].to(device) if catalogue is not None else None
+                    mean, log_var = net(batch, cat)
+                    loss = nn.functional.gaussian_nll_loss(mean, target[rows].to(device),
+                                                           log_var.exp())
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    total += float(loss.detach()) * len(rows)
+                metrics = {"train_loss": total / len(y)}
+                self.history_["train_loss"].append(metrics["train_loss"])
+                if val is not None:
+                    self.net_ = net
+                    z_val = self._predict(val[0], val[1])[0]
+                    dz = (z_val - val[2]) / (1 + val[2])
+                    metrics["val_sigma_nmad"] = float(
+                        1.4826 * np.median(np.abs(dz - np.median(dz))))
+                    self.history_.setdefault("val_sigma_nmad", []).append(
+                        metrics["val_sigma_nmad"])
+                    if metrics["val_sigma_nmad"] < best:
+                        best = metrics["val_sigma_nmad"]
+                        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
+                if epoch_callback is not None:
+                    epoch_callback(epoch, metrics)
+            if best_state is not None:  # the best epoch on the validation part
+                net.load_state_dict(best_state)
+        self.net_ = net.eval()
+        return self
+
+    @torch.no_grad()
+    def _predict(self, images: torch.Tensor, catalogue: torch.Tensor | None
+                 ) -> tuple[np.ndarray, np.ndarray]:
+        net = self.net_.eval()
+        device = next(net.parameters()).device
+        means, variances = [], []
+        for start in range(0, len(images), 1024):
+            cat = catalogue[start:start + 1024].to(device) if catalogue is not None else None
+            mean, log_var = net(images[start:start + 1024].to(device), cat)
+            means.append(mean.cpu().numpy())
+            variances.append(log_var.exp().cpu().numpy())
+        mean = np.concatenate(means).astype(np.float64) * self.z_scale_ + self.z_mean_
+        return mean, np.concatenate(variances).astype(np.float64) * self.z_scale_ ** 2
+
+    def _predict_rows(self, X):
+        with seeded(self.random_state, self.num_threads):
+            return self._predict(*self._inputs(X))
+
+    def predict(self, X):
+        return self._predict_rows(X)[0]
+
+    def predict_score(self, X):
+        return self.predict(X)
+
+    def predict_variance(self, X):
+        return self._predict_rows(X)[1]
+
+
+class NetZFusionPhotoz(NetZPhotoz):
+    """NetZ with the catalogue magnitudes and colours fused into the head."""
+
+    def __init__(self, epochs: int = 10, batch_size: int = 256, learning_rate: float = 2e-3,
+                 weight_decay: float = 1e-4, hidden: int = 128, channels: tuple = (8, 16, 32),
+                 stamp_size: int = 16, fuse_catalogue: bool = True, num_threads: int = 2,
+                 device: str = "cpu", random_state: int = 0):
+        super().__init__(epochs=epochs, batch_size=batch_size, learning_rate=learning_rate,
+                         weight_decay=weight_decay, hidden=hidden, channels=channels,
+                         stamp_size=stamp_size, fuse_catalogue=fuse_catalogue,
+                         num_threads=num_threads, device=device, random_state=random_state)
+
+
+def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """One of the 8 rotations/flips of a batch (n, B, H, W)."""
+    if k >= 4:
+        x = x.flip(-1)
+    return torch.rot90(x, k % 4, dims=(-2, -1))
