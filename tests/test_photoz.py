@@ -1,0 +1,235 @@
+"""The photoz suite (issue 8): loaders' quirks, metrics by hand, methods against the mean, the
+CNN learning, and `bench run --suite photoz --profile smoke` through the CLI."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+from lensbench.baselines.contract import TaskInfo
+from lensbench.bench import photoz_metrics as pm
+from lensbench.datasets import photoz as P
+
+HEADER = "#F:MAG_U;F:MAGERR_U;F:MAG_G;F:MAGERR_G;F:MAG_R;F:MAGERR_R;F:MAG_I;F:MAGERR_I;" \
+         "F:MAG_Z;F:MAGERR_Z;D:Z\n"
+GOOD = "22.1,0.5,20.5,0.04,19.0,0.02,18.5,0.02,18.2,0.03,{z}\n"
+
+
+def _row(u=22.1, eu=0.5, g=20.5, eg=0.04, z=0.3):
+    return f"{u},{eu},{g},{eg},19.0,0.02,18.5,0.02,18.2,0.03,{z}\n"
+
+
+# ----------------------------------------------------------------------------- loaders
+def test_annz_reader_and_cleaning_count_every_drop(tmp_path):
+    a = tmp_path / "a.csv"
+    a.write_text(HEADER + _row(z=0.30) + _row(g=99.0) + _row(g=-99.0) + _row(eg=-1.0)
+                 + _row(eg=3.5) + _row(eu=5000.0, z=0.41) + _row(z=-0.01) + "1,2,3\n"
+                 + "1,2,3,4,5,6,7,8,9,10,abc\n" + _row(g=20.7, z=0.52) + "\n")
+    b = tmp_path / "b.csv"  # overlaps a: its first row is a's first row
+    b.write_text(HEADER + _row(z=0.30) + _row(g=20.6, z=0.33))
+    columns, rows, malformed = P.read_annz_csv(a)
+    assert columns[:2] == ["MAG_U", "MAGERR_U"] and columns[-1] == "Z"
+    assert rows.shape == (8, 11) and malformed == 2
+    cat = P.load_annz_catalogue([a, b], ["a.csv", "b.csv"])
+    assert cat.drops == {"malformed_row": 2, "sentinel_magnitude": 2, "sentinel_error": 1,
+                         "huge_error": 1, "spec_z_out_of_range": 1, "duplicate": 1}
+    # kept: a's z=0.30, the u-error-5000 row (u is not an error band), z=0.52, b's z=0.33
+    assert sorted(cat.z.tolist()) == [0.30, 0.33, 0.41, 0.52]
+    assert cat.origin.tolist().count(1) == 1
+
+
+def test_annz_reader_rejects_files_without_header(tmp_path):
+    path = tmp_path / "x.csv"
+    path.write_text(GOOD.format(z=0.2))
+    with pytest.raises(ValueError, match="header"):
+        P.read_annz_csv(path)
+
+
+def test_mgs_reader_uses_inputs_columns_not_the_short_header(tmp_path):
+    names = ("zs u g r i z u-g g-r r-i i-z eu eg er ei ez eu-g eg-r er-i ei-z").split()
+    inputs = tmp_path / "x.inputs"
+    inputs.write_text("#comment\nColumns : " + ",".join(names) + "   #all columns\n")
+    table = tmp_path / "x.train"
+    # the file's own header omits eu (18 names for 19 numbers), as SDSS_MGS.train does
+    table.write_text("#" + " ".join(n for n in names if n != "eu") + "\n"
+                     + "0.1 19 18 17 16.5 16.2 1 1 .5 .3 .06 .008 .006 .006 .012 .06 .01 .01 .01\n"
+                     + "0.2 19 18 17 99 16.2 1 1 .5 .3 .06 .008 .006 .006 .012 .06 .01 .01 .01\n")
+    columns = P.mgs_columns_from_inputs(inputs)
+    assert columns == tuple(names)
+    cat = P.load_mgs_tables([table], ["x.train"], columns)
+    assert len(cat) == 1 and cat.drops == {"sentinel_magnitude": 1}
+    np.testing.assert_allclose(cat.errs[0], [0.06, 0.008, 0.006, 0.006, 0.012])
+
+
+def test_real_boss_split_is_seeded_disjoint_and_reports_drops():
+    one = P.make_photoz_split("boss_dr10", seed=3)
+    again = P.make_photoz_split("boss_dr10", seed=3)
+    other = P.make_photoz_split("boss_dr10", seed=4)
+    assert one.meta["role_hashes"] == again.meta["role_hashes"]
+    assert one.meta["role_hashes"]["test"] != other.meta["role_hashes"]["test"]
+    keys = {role: {tuple(r) for r in np.hstack([p.mags, p.errs])}
+            for role, p in one.parts.items()}
+    assert not keys["test"] & (keys["train"] | keys["val"])
+    assert sum(one.meta["counts"].values()) == one.meta["n_kept"] > 20_000
+    assert one.meta["drops"]["duplicate"] > 0 and one.meta["drops"]["huge_error"] > 0
+    counts = one.meta["counts"]
+    assert abs(counts["test"] / one.meta["n_kept"] - 0.2) < 0.01
+
+
+def test_split_round_trip_and_tamper_detection(tmp_path):
+    split = P.make_photoz_split("sdss_mgs", seed=0)
+    assert split.meta["counts"]["test"] == 5000  # the published test file
+    folder = P.save_photoz_split(split, tmp_path / "s")
+    back = P.load_photoz_split(folder)
+    np.testing.assert_array_equal(back.parts["val"].z, split.parts["val"].z)
+    (folder / "split.npz").write_bytes((folder / "split.npz").read_bytes()[:-10] + b"0" * 10)
+    with pytest.raises(ValueError, match="sha256"):
+        P.load_photoz_split(folder)
+
+
+# ----------------------------------------------------------------------------- metrics
+def test_metrics_by_hand():
+    z_spec = np.array([0.0, 1.0, 0.5, 0.2, 1.0])
+    z_phot = np.array([0.1, 0.8, 0.5, 0.2, 1.5])
+    # dz = [0.1, -0.1, 0, 0, 0.25]; sorted [-0.1, 0, 0, 0.1, 0.25]; median 0
+    m = pm.photoz_metrics(z_phot, z_spec)
+    assert m["bias_mean"] == pytest.approx(0.05)
+    assert m["bias_median"] == pytest.approx(0.0)
+    # |dz - 0| = [0.1, 0.1, 0, 0, 0.25] -> median 0.1
+    assert m["sigma_nmad"] == pytest.approx(0.14826)
+    assert m["outlier_frac"] == pytest.approx(0.2)  # only 0.25 > 0.15
+    # percentiles (linear): P25 = 0, P75 = 0.1 -> sigma_IQR = 0.1/1.349 = 0.0741; cut 0.2224
+    assert m["sigma_iqr"] == pytest.approx(0.1 / 1.349)
+    assert m["outlier_frac_lsst"] == pytest.approx(0.2)
+    assert m["n"] == 5
+
+
+def test_lsst_outliers_floor_and_strict_threshold():
+    dz = np.array([0.0] * 8 + [0.07, -0.05, 0.15])
+    assert pm.outlier_fraction(dz) == 0.0  # |dz| = 0.15 is not > 0.15
+    # P25 = P75 = 0 -> sigma_IQR = 0, so the 0.06 floor applies: 0.07 and 0.15 are outliers
+    assert pm.sigma_iqr(dz) == 0.0
+    assert pm.lsst_outlier_fraction(dz) == pytest.approx(2 / 11)
+    # a wide core: sigma_IQR = 0.1/1.349 -> cut 0.222; only 0.3 is beyond it
+    wide = np.array([-0.05, -0.05, 0.05, 0.05, 0.3, -0.05, 0.05, 0.0])
+    q25, q75 = np.percentile(wide, [25, 75])
+    assert (q25, q75) == (-0.05, 0.05)
+    assert pm.lsst_outlier_fraction(wide) == pytest.approx(1 / 8)
+
+
+def test_binned_metrics_and_errors():
+    z_spec = np.array([0.1, 0.15, 0.5, 0.55])
+    z_phot = np.array([0.1, 0.36, 0.5, 0.55])  # dz = 0.21/1.15 = 0.18 for the second
+    rows = pm.binned_photoz_metrics(z_phot, z_spec, z_spec, [0.0, 0.3, 0.6, 1.0])
+    assert [r["n"] for r in rows] == [2, 2, 0]
+    assert rows[0]["outlier_frac"] == pytest.approx(0.5)
+    assert rows[1]["sigma_nmad"] == 0.0 and np.isnan(rows[2]["sigma_nmad"])
+    with pytest.raises(ValueError):
+        pm.photoz_metrics([0.1, 0.2], [0.1])
+    with pytest.raises(ValueError):
+        pm.photoz_metrics([np.nan], [0.1])
+    with pytest.raises(ValueError):
+        pm.binned_photoz_metrics(z_phot, z_spec, z_spec, [0.5, 0.1])
+
+
+# ----------------------------------------------------------------------------- methods
+@pytest.fixture(scope="module")
+def boss_small():
+    split = P.make_photoz_split("boss_dr10", seed=0)
+    rng = np.random.default_rng(0)
+    tr, te = split.parts["train"], split.parts["test"]
+    a = rng.choice(len(tr), 2500, replace=False)
+    b = rng.choice(len(te), 1000, replace=False)
+    X = lambda p, rows: np.hstack([p.mags[rows], p.errs[rows]])  # noqa: E731
+    return X(tr, a), tr.z[a], X(te, b), te.z[b]
+
+
+def _info():
+    return TaskInfo(name="t", kind="photoz", bands=P.BANDS, pixel_scale=float("nan"),
+                    image_shape=(5, 0, 0))
+
+
+@pytest.mark.parametrize("name,params", [
+    ("knn-photoz", {}),
+    ("xgboost-photoz", {"n_estimators": 300, "learning_rate": 0.1}),
+    ("mlp-photoz", {"n_members": 1, "max_iter": 60, "layers": 2}),
+])
+def test_catalogue_methods_beat_the_mean(boss_small, name, params):
+    from lensbench.bench.registry import resolve_method
+
+    X, y, Xt, yt = boss_small
+    method = resolve_method(name)(**params)
+    assert method.decline(_info()) is None
+    assert method.fit(X, y, info=_info()) is method
+    z = method.predict_score(Xt)
+    nmad = pm.photoz_metrics(z, yt)["sigma_nmad"]
+    baseline = pm.photoz_metrics(np.full_like(yt, y.mean()), yt)["sigma_nmad"]
+    assert z.shape == yt.shape and nmad < 0.5 * baseline
+    if hasattr(method, "predict_variance"):
+        assert (method.predict_variance(Xt) > 0).all()
+
+
+def test_photoz_methods_decline_lens_finding():
+    from lensbench.baselines.photoz import KNNPhotoz
+
+    info = TaskInfo(name="t", kind="lens-finding", bands=("g",), pixel_scale=0.2,
+                    image_shape=(1, 8, 8))
+    assert "photoz" in KNNPhotoz().decline(info)
+
+
+def test_netz_cnn_learns_on_a_tiny_set(boss_small):
+    from lensbench.deep.photoz import NetZFusionPhotoz, NetZPhotoz
+
+    X, y, Xt, yt = boss_small
+    for cls in (NetZPhotoz, NetZFusionPhotoz):
+        net = cls(epochs=4, stamp_size=12, channels=(8, 16), batch_size=128,
+                  random_state=1).fit(X[:1200], y[:1200], info=_info(),
+                                      validation=(Xt[:300], yt[:300]))
+        z = net.predict(Xt[300:])
+        nmad = pm.photoz_metrics(z, yt[300:])["sigma_nmad"]
+        baseline = pm.photoz_metrics(np.full_like(z, y[:1200].mean()), yt[300:])["sigma_nmad"]
+        assert nmad < 0.6 * baseline, (cls.__name__, nmad, baseline)
+        assert len(net.history_["train_loss"]) == 4
+        assert net.history_["train_loss"][-1] < net.history_["train_loss"][0]
+        np.testing.assert_array_equal(z, net.predict(Xt[300:]))  # same rows, same images
+
+
+def test_images_carry_the_catalogue_flux():
+    mags = np.array([[21.0, 19.0, 18.0, 17.5, 17.2], [21.0, 20.0, 19.0, 18.5, 18.2]])
+    config = P.ImageConfig(stamp_size=32)
+    images, truth = P.render_photoz_images(mags, P.BANDS, seed=0, config=config)
+    assert images.shape == (2, 4, 32, 32) and set(truth) >= {"r_eff", "q"}
+    flux = images.sum(axis=(2, 3))
+    expected = 10 ** (-0.4 * (mags[:, 1:] - 22.5))
+    np.testing.assert_allclose(flux, expected, rtol=0.1)
+
+
+# ----------------------------------------------------------------------------- end to end
+def test_cli_smoke_suite_end_to_end(tmp_path):
+    workdir, out = tmp_path / "work", tmp_path / "reports"
+    run = subprocess.run([sys.executable, "-m", "lensbench.bench.cli", "run", "--suite",
+                          "photoz", "--profile", "smoke", "--workdir", str(workdir),
+                          "--param", "xgboost-photoz.n_estimators=200",
+                          "--param", "xgboost-photoz.learning_rate=0.1"],
+                         capture_output=True, text=True, timeout=300)
+    assert run.returncode == 0, run.stderr[-3000:]
+    records = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()]
+    assert {(r["method"], r["task"]) for r in records} == {
+        (m, t) for m in ("knn-photoz", "xgboost-photoz") for t in ("photoz-boss", "photoz-mgs")}
+    for record in records:
+        assert record["status"] == "ok", record["error"]
+        assert 0 < record["metrics"]["sigma_nmad"] < 0.1
+        assert record["metrics"]["data/n_kept"] > 0
+        assert set(record["split_hashes"]) == {"train", "val", "test"}
+    assert (workdir / "mlruns").exists() or any(workdir.glob("mlflow*"))
+    report = subprocess.run([sys.executable, "-m", "lensbench.bench.cli", "report", "--suite",
+                             "photoz", "--profile", "smoke", "--workdir", str(workdir),
+                             "--out", str(out)], capture_output=True, text=True, timeout=120)
+    assert report.returncode == 0, report.stderr[-3000:]
+    text = (out / "photoz.md").read_text()
+    assert "sigma_NMAD" in text and "knn-photoz" in text and "--profile smoke" in text
+    assert (out / "photoz-photoz-boss-density.png").stat().st_size > 1000
+    assert (out / "photoz-photoz-boss-metrics-vs-z.png").exists()
