@@ -351,3 +351,44 @@ def read_suite_runs(tracking_uri: str, experiment: str) -> list[dict]:
     return [{"run_id": r.info.run_id, "name": r.info.run_name, "status": r.info.status,
              "parent_run_id": r.data.tags.get("mlflow.parentRunId"), "params": r.data.params,
              "metrics": r.data.metrics, "tags": r.data.tags} for r in runs]
+
+
+CHECKPOINT_SUFFIXES = (".pt", ".pth")
+
+
+def download_checkpoint(run_id: str, tracking_uri: str | None,
+                        dst: str | os.PathLike | None = None) -> Path:
+    """The checkpoint file logged as an artefact of MLflow run ``run_id``, downloaded to
+    ``dst`` (default: a temporary directory). The artefact is the one ``.pt``/``.pth`` file of
+    the run, or the one under (or named) ``checkpoint`` where the run holds several; anything
+    else is a ValueError naming what the run holds."""
+    import mlflow.artifacts
+    from mlflow.tracking import MlflowClient
+
+    client = MlflowClient(tracking_uri=tracking_uri)
+    try:
+        client.get_run(run_id)
+    except Exception as error:
+        store = tracking_uri or "the default tracking store"
+        raise ValueError(f"MLflow run {run_id} not found in {store} "
+                         f"({type(error).__name__})") from None
+    files, stack = [], [None]
+    while stack:
+        for info in client.list_artifacts(run_id, stack.pop()):
+            (stack if info.is_dir else files).append(info.path)
+    found = [p for p in files if p.lower().endswith(CHECKPOINT_SUFFIXES)]
+    if len(found) > 1:
+        keyed = [p for p in found if posixpath.basename(p).lower().startswith("checkpoint")
+                 or p.split("/")[0].lower() == "checkpoint"]
+        found = keyed or found
+    if len(found) != 1:
+        raise ValueError(f"MLflow run {run_id} has {len(found)} checkpoint artefacts "
+                         f"({found or 'none'}; artefacts: {files}); expected one .pt file")
+    if dst is None:
+        import tempfile
+
+        dst = tempfile.mkdtemp(prefix=f"lensbench-{run_id}-")
+    Path(dst).mkdir(parents=True, exist_ok=True)
+    local = mlflow.artifacts.download_artifacts(run_id=run_id, artifact_path=found[0],
+                                                dst_path=str(dst), tracking_uri=tracking_uri)
+    return Path(local)

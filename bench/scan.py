@@ -1,0 +1,660 @@
+"""`bench scan`: score real survey cutouts with a fitted CNN finder and rank them.
+
+A scan streams the cutouts in batches (only one batch of images per process is in memory,
+however many cutouts there are), appends every scored batch to ``<out>.partial`` (flushed and
+fsynced, so an interrupt loses at most the batch in flight) and bad cutouts to the side file
+``<out stem>.bad.csv`` with the reason. A rerun with the same model and cutouts skips every id
+already in either file, so no cutout is scored twice; the final ranked CSV is written to a
+temporary file and renamed into place.
+
+Inputs (``cutouts``):
+
+* a split directory (``manifest.json`` + HDF5 shards, :mod:`lensbench.datasets.storage`): one
+  cutout per row; id = the ``object_id`` truth column, else the manifest's ``ids``, else the row;
+* a folder of FITS cutouts, one file per object holding (B, H, W) (the layout of
+  :func:`lensbench.datasets.readers.read_fits_folder` without a pattern), id = the file name;
+* the Metcalf et al. (2019) layout (``image{SDSS_R,...,EUC_VIS}-<ID>.fits`` anywhere below;
+  :func:`lensbench.datasets.readers.read_metcalf`), one file per band, masked pixels (100) to 0.
+
+The CSV has columns ``rank, id, score, spread, source``: ``score`` the calibrated lens
+probability, ``spread`` the standard deviation of the committee members' scores (0 for one
+net), ``source`` a locator of the pixels (a FITS path, band paths joined by ``;``, or
+``<shard>.h5#<row>``) that :func:`read_locator` reads back (``bench inspect`` does).
+
+Scale-out: with ``workers`` > 1 or a ``scheduler`` address the batches are Dask tasks on a
+``distributed`` cluster (a LocalCluster by default). The checkpoint travels to the workers as
+bytes; the cutouts must be readable by every worker at the same path (a shared file system).
+Tasks are batches of the same ids as in a single-process scan and results are merged by score,
+ties by input order, so both give the same table.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import json
+import os
+import re
+import sys
+import tempfile
+import time
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+COLUMNS = ("rank", "id", "score", "spread", "source")
+BAD_COLUMNS = ("id", "source", "reason")
+_PARTIAL_COLUMNS = ("index", "id", "score", "spread", "source")
+STATE_FORMAT = "lensbench-scan/1"
+_FITS = re.compile(r"\.fits?(\.gz)?$", re.IGNORECASE)
+_METCALF_FILE = re.compile(r"image(SDSS_[UGRI]|EUC_VIS)-(\w+)\.fits(?:\.gz)?$", re.IGNORECASE)
+_METCALF_BANDS = {"SDSS_U": "u", "SDSS_G": "g", "SDSS_R": "r", "SDSS_I": "i", "EUC_VIS": "VIS"}
+_METCALF_ORDER = ("u", "g", "r", "i", "VIS")
+METCALF_MASK_VALUE = 100.0
+
+
+class BadCutout(ValueError):
+    """One cutout that cannot be scored (unreadable, wrong shape, NaN pixels, missing band)."""
+
+
+# --------------------------------------------------------------------------- inputs
+
+
+@dataclass(frozen=True)
+class Item:
+    """One cutout to score: its position in the input order, id and pixel locator."""
+
+    index: int
+    id: str
+    source: str
+
+
+def _sort_key(name: str):
+    return (0, int(name), "") if re.fullmatch(r"[+-]?\d+", name) else (1, 0, name)
+
+
+def _is_split(path: Path) -> bool:
+    return path.is_dir() and (path / "manifest.json").is_file()
+
+
+def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None
+               ) -> tuple[list[Item], str]:
+    """Every cutout under ``cutouts`` in a fixed order, and the layout ("split", "fits" or
+    "metcalf"). ``bands``: the model's bands, which pick and order the Metcalf band files."""
+    path = Path(cutouts).resolve()
+    if _is_split(path):
+        from lensbench.datasets.storage import load_split
+
+        split = load_split(path, verify=False)
+        ids = _split_ids(split)
+        items = []
+        index = 0
+        for shard in split.manifest["shards"]:
+            file = str(path / shard["file"])
+            for row in range(shard["n"]):
+                items.append(Item(index, ids[index], f"{file}#{row}"))
+                index += 1
+        return items, "split"
+    if not path.is_dir():
+        raise FileNotFoundError(f"{path}: neither a split directory (manifest.json) nor a "
+                                "folder of FITS cutouts")
+    metcalf: dict[str, dict[str, Path]] = {}
+    for file in path.rglob("image*"):
+        match = _METCALF_FILE.search(file.name)
+        if match and file.is_file():
+            key = str(int(match[2])) if match[2].isdigit() else match[2]
+            metcalf.setdefault(key, {})[_METCALF_BANDS[match[1].upper()]] = file
+    if metcalf:
+        present = {b for files in metcalf.values() for b in files}
+        wanted = [b for b in (bands or ()) if b in _METCALF_ORDER]
+        order = wanted or [b for b in _METCALF_ORDER if b in present]
+        items = []
+        for k, oid in enumerate(sorted(metcalf, key=_sort_key)):
+            files = metcalf[oid]
+            # a missing band stays in the locator as '<band>?', reported as bad when read
+            parts = [str(files[b]) if b in files else f"missing:{b}" for b in order]
+            items.append(Item(k, oid, ";".join(parts)))
+        return items, "metcalf"
+    files = sorted((f for f in path.iterdir() if f.is_file() and _FITS.search(f.name)),
+                   key=lambda f: _sort_key(_FITS.sub("", f.name)))
+    if not files:
+        raise FileNotFoundError(f"{path}: no FITS files (*.fits, *.fits.gz) and not a split")
+    return [Item(k, _FITS.sub("", f.name), str(f)) for k, f in enumerate(files)], "fits"
+
+
+def _split_ids(split) -> list[str]:
+    if "object_id" in split.truth:
+        return [str(int(v)) for v in split.truth["object_id"]]
+    ids = split.manifest.get("config", {}).get("ids")
+    if isinstance(ids, list) and len(ids) == split.n:
+        return [str(v) for v in ids]
+    return [str(i) for i in range(split.n)]
+
+
+def _read_fits_plane(path: str) -> np.ndarray:
+    from astropy.io import fits
+
+    try:
+        with fits.open(path, memmap=False) as hdul:
+            for hdu in hdul:
+                if (hdu.data is not None and getattr(hdu, "is_image", True)
+                        and hdu.data.ndim >= 2):
+                    return np.asarray(hdu.data, dtype=np.float32)
+    except Exception as error:  # a corrupt or truncated file is one bad cutout
+        raise BadCutout(f"unreadable FITS ({type(error).__name__}: {error})") from None
+    raise BadCutout("unreadable FITS (no image HDU with data)")
+
+
+def read_locator(source: str) -> np.ndarray:
+    """The (B, H, W) float32 pixels a ``source`` locator points at; BadCutout if unusable.
+
+    ``file.h5#row`` reads a row of a split shard; ``a.fits;b.fits;...`` stacks one plane per
+    band (Metcalf masked pixels, value 100, become 0); a single FITS path holds the cube."""
+    if (where := _h5_locator(source)) is not None:
+        image = next(_read_shard_rows(where[0], [(Item(0, "", source), where[1])]))[1]
+        if isinstance(image, Exception):
+            raise image
+    elif ";" in source or Path(source).name.lower().startswith("image") and _METCALF_FILE.search(
+            Path(source).name):
+        planes = []
+        for part in source.split(";"):
+            if part.startswith("missing:"):
+                raise BadCutout(f"missing band {part[len('missing:'):]}")
+            plane = _read_fits_plane(part)
+            if plane.ndim == 3 and plane.shape[0] == 1:
+                plane = plane[0]
+            if plane.ndim != 2:
+                raise BadCutout(f"{part}: shape {plane.shape}, expected one 2-D band plane")
+            planes.append(plane)
+        shapes = {p.shape for p in planes}
+        if len(shapes) != 1:
+            raise BadCutout(f"band planes of different shapes {sorted(shapes)}")
+        image = np.stack(planes)
+        image[image == METCALF_MASK_VALUE] = 0.0
+    else:
+        image = _read_fits_plane(source)
+        if image.ndim == 2:
+            image = image[None]
+    return image
+
+
+def _h5_locator(source: str) -> tuple[str, int] | None:
+    file, sep, row = source.rpartition("#")
+    return (file, int(row)) if sep and file.endswith(".h5") and row.isdigit() else None
+
+
+def _read_items(items: list[Item]) -> Iterator[tuple[Item, np.ndarray | Exception]]:
+    """(item, pixels or the exception reading them), in order. Rows of one split shard are read
+    with one open file and one slice per batch, not one open per cutout."""
+    k = 0
+    while k < len(items):
+        where = _h5_locator(items[k].source)
+        if where is None:
+            try:
+                yield items[k], read_locator(items[k].source)
+            except (BadCutout, OSError) as error:
+                yield items[k], error
+            k += 1
+            continue
+        group = [(items[k], where[1])]
+        k += 1
+        while k < len(items) and (nxt := _h5_locator(items[k].source)) and nxt[0] == where[0]:
+            group.append((items[k], nxt[1]))
+            k += 1
+        yield from _read_shard_rows(where[0], group)
+
+
+def _read_shard_rows(file: str, group: list[tuple[Item, int]]
+                     ) -> Iterator[tuple[Item, np.ndarray | Exception]]:
+    import h5py
+
+    try:
+        with h5py.File(file, "r") as f:
+            images = f["images"]
+            rows = [row for _, row in group]
+            lo, hi = min(rows), max(rows) + 1
+            if hi > images.shape[0]:
+                raise BadCutout(f"row {hi - 1} beyond the {images.shape[0]} rows of {file}")
+            if hi - lo <= 2 * len(rows):
+                block = np.asarray(images[lo:hi], dtype=np.float32)
+                pixels = [block[row - lo] for row in rows]
+            else:
+                pixels = [np.asarray(images[row], dtype=np.float32) for row in rows]
+    except (BadCutout, OSError, KeyError) as error:
+        reason = error if isinstance(error, BadCutout) else BadCutout(f"unreadable ({error})")
+        for item, _ in group:
+            yield item, reason
+        return
+    yield from zip((item for item, _ in group), pixels, strict=True)
+
+
+def load_batch(items: list[Item], image_shape: tuple[int, ...]
+               ) -> tuple[np.ndarray, list[Item], list[tuple[Item, str]]]:
+    """(images (n, B, H, W) float32 of the good items, the good items, [(bad item, reason)])."""
+    good, bad, images = [], [], []
+    for item, image in _read_items(items):
+        try:
+            if isinstance(image, Exception):
+                raise image
+            if image.shape != tuple(image_shape):
+                raise BadCutout(f"shape {image.shape}, the model expects {tuple(image_shape)}")
+            finite = np.isfinite(image)
+            if not finite.all():
+                raise BadCutout(f"{int((~finite).sum())} NaN/inf pixel(s)")
+        except BadCutout as error:
+            bad.append((item, str(error)))
+            continue
+        except OSError as error:
+            bad.append((item, f"unreadable ({error})"))
+            continue
+        good.append(item)
+        images.append(image)
+    stack = (np.stack(images) if images
+             else np.zeros((0, *image_shape), dtype=np.float32))
+    return stack, good, bad
+
+
+# --------------------------------------------------------------------------- model
+
+
+def resolve_model(model: str, tracking_uri: str | None = None,
+                  download_dir: str | os.PathLike | None = None) -> Path:
+    """A checkpoint file: ``model`` itself when it is a file, else an MLflow run id whose
+    checkpoint artefact is downloaded (see :func:`lensbench.bench.tracking.download_checkpoint`).
+    """
+    path = Path(model)
+    if path.is_file():
+        return path
+    if re.fullmatch(r"[0-9a-fA-F]{32}", str(model)):
+        from lensbench.bench.tracking import download_checkpoint
+
+        return download_checkpoint(str(model), tracking_uri, download_dir)
+    raise FileNotFoundError(f"--model {model!r}: no such checkpoint file, and not an MLflow run "
+                            "id (32 hex digits)")
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+_MODELS: dict[str, object] = {}  # per-process cache: checkpoint sha256 -> loaded method
+
+
+def model_from_bytes(blob: bytes, digest: str | None = None):
+    """The fitted method in checkpoint bytes, loaded once per process (workers reuse it)."""
+    from lensbench.deep.checkpoint import load_checkpoint
+
+    digest = digest or sha256_bytes(blob)
+    if digest not in _MODELS:
+        with tempfile.TemporaryDirectory(prefix="lensbench-scan-") as tmp:
+            file = Path(tmp) / f"{digest}.pt"
+            file.write_bytes(blob)
+            method = load_checkpoint(file)
+        method.device = "cpu" if method.device == "auto" else method.device
+        _MODELS.clear()  # one model per process at a time
+        _MODELS[digest] = method
+    return _MODELS[digest]
+
+
+def score_batch(blob: bytes, digest: str, items: list[Item], num_threads: int | None = None
+                ) -> tuple[list[tuple[int, str, float, float, str]], list[tuple[Item, str]]]:
+    """Read and score one batch: ([(index, id, score, spread, source)], [(bad item, reason)]).
+    Runs in the scanning process or on a Dask worker."""
+    import torch
+
+    method = model_from_bytes(blob, digest)
+    if num_threads:
+        torch.set_num_threads(int(num_threads))
+    images, good, bad = load_batch(items, method.image_shape_)
+    if not good:
+        return [], bad
+    with torch.inference_mode():
+        scores, spreads = method.predict_score_with_spread(images)
+    rows = [(it.index, it.id, float(s), float(d), it.source)
+            for it, s, d in zip(good, scores, spreads, strict=True)]
+    return rows, bad
+
+
+# --------------------------------------------------------------------------- resume files
+
+
+@dataclass(frozen=True)
+class ScanFiles:
+    out: Path
+    partial: Path
+    bad: Path
+    state: Path
+
+    @classmethod
+    def for_output(cls, out: str | os.PathLike) -> ScanFiles:
+        out = Path(out)
+        stem = out.name[:-4] if out.name.lower().endswith(".csv") else out.name
+        return cls(out, out.with_name(out.name + ".partial"),
+                   out.with_name(stem + ".bad.csv"), out.with_name(out.name + ".scan.json"))
+
+
+def _truncate_torn_line(path: Path) -> None:
+    """Drop a last line cut short by an interrupt (no trailing newline)."""
+    if not path.is_file() or path.stat().st_size == 0:
+        return
+    with open(path, "rb+") as f:
+        data = f.read()
+        if data.endswith(b"\n"):
+            return
+        f.truncate(data.rfind(b"\n") + 1)
+
+
+def _read_rows(path: Path, columns: tuple[str, ...]) -> list[dict]:
+    if not path.is_file():
+        return []
+    with open(path, newline="") as f:
+        reader = csv.DictReader(f)
+        if reader.fieldnames is None:
+            return []
+        if tuple(reader.fieldnames) != columns:
+            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {list(columns)}")
+        return list(reader)
+
+
+class _Appender:
+    """A CSV opened for appending, with a header when new; ``flush`` makes rows durable."""
+
+    def __init__(self, path: Path, columns: tuple[str, ...]):
+        _truncate_torn_line(path)
+        new = not path.is_file() or path.stat().st_size == 0
+        self.file = open(path, "a", newline="")
+        self.writer = csv.writer(self.file)
+        if new:
+            self.writer.writerow(columns)
+            self.flush()
+
+    def rows(self, rows: Iterable) -> None:
+        self.writer.writerows(rows)
+
+    def flush(self) -> None:
+        self.file.flush()
+        os.fsync(self.file.fileno())
+
+    def close(self) -> None:
+        self.file.close()
+
+
+def _check_state(files: ScanFiles, state: dict, restart: bool) -> None:
+    """Resume only the same scan (same model and cutouts); ``restart`` discards old progress."""
+    if restart:
+        for path in (files.partial, files.bad, files.state):
+            path.unlink(missing_ok=True)
+    if files.state.is_file():
+        old = json.loads(files.state.read_text())
+        for key in ("model_sha256", "cutouts"):
+            if old.get(key) != state[key]:
+                raise ValueError(
+                    f"{files.partial} holds an unfinished scan of a different {key.split('_')[0]}"
+                    f" ({old.get(key)!r}, now {state[key]!r}); pass --restart to discard it")
+    elif files.partial.is_file() or files.bad.is_file():
+        raise ValueError(f"{files.partial} or {files.bad} exists without {files.state.name}; "
+                         "pass --restart to discard it")
+    tmp = files.state.with_name(files.state.name + ".tmp")
+    tmp.write_text(json.dumps(state, indent=1))
+    tmp.replace(files.state)
+
+
+def _format(value: float) -> str:
+    return repr(float(value))
+
+
+def _write_atomic(path: Path, columns: tuple[str, ...], rows: Iterable) -> None:
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            writer = csv.writer(f)
+            writer.writerow(columns)
+            writer.writerows(rows)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+# --------------------------------------------------------------------------- scan
+
+
+@dataclass
+class ScanSummary:
+    out: Path
+    bad_file: Path
+    n_total: int
+    n_scored: int  # rows in the final table
+    n_bad: int
+    n_scored_now: int  # scored by this invocation (the rest came from a resumed scan)
+    seconds: float
+    layout: str
+
+    @property
+    def rate(self) -> float:
+        return self.n_scored_now / self.seconds if self.seconds > 0 else float("nan")
+
+
+def _batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
+    for start in range(0, len(items), batch_size):
+        yield items[start:start + batch_size]
+
+
+def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.PathLike, *,
+         batch_size: int = 512, workers: int = 1, scheduler: str | None = None,
+         threads_per_worker: int = 1, tracking_uri: str | None = None, restart: bool = False,
+         progress: bool = True, stop_after: int | None = None,
+         on_batch: Callable[[int], None] | None = None) -> ScanSummary:
+    """Score every cutout under ``cutouts`` with the checkpoint (or MLflow run) ``model`` and
+    write the ranked table to ``out``; see the module docstring. ``stop_after``: stop after
+    that many batches have been recorded (leaving a resumable partial scan; for tests and
+    time-boxed runs)."""
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    if workers < 1:
+        raise ValueError(f"workers must be >= 1, got {workers}")
+    files = ScanFiles.for_output(out)
+    files.out.parent.mkdir(parents=True, exist_ok=True)
+    checkpoint = resolve_model(str(model), tracking_uri, download_dir=files.out.parent)
+    blob = checkpoint.read_bytes()
+    digest = sha256_bytes(blob)
+    method = model_from_bytes(blob, digest)  # fail early on a bad checkpoint
+    items, layout = list_items(cutouts, bands=method.bands_)
+    _check_state(files, {"format": STATE_FORMAT, "model": str(model),
+                         "model_sha256": digest, "cutouts": str(Path(cutouts).resolve())},
+                 restart)
+    _truncate_torn_line(files.partial)
+    _truncate_torn_line(files.bad)
+    done = {row["id"] for row in _read_rows(files.partial, _PARTIAL_COLUMNS)}
+    done |= {row["id"] for row in _read_rows(files.bad, BAD_COLUMNS)}
+    todo = [item for item in items if item.id not in done]
+    scored_rows = bad_rows = 0
+    start = time.perf_counter()
+    partial, bad = _Appender(files.partial, _PARTIAL_COLUMNS), _Appender(files.bad, BAD_COLUMNS)
+    bar = _progress(len(items), len(items) - len(todo), progress)
+    try:
+        def record(rows, bad_items) -> None:
+            nonlocal scored_rows, bad_rows
+            partial.rows((i, oid, _format(s), _format(d), src) for i, oid, s, d, src in rows)
+            bad.rows((it.id, it.source, reason) for it, reason in bad_items)
+            partial.flush()
+            bad.flush()
+            scored_rows += len(rows)
+            bad_rows += len(bad_items)
+            if bar is not None:
+                bar.update(len(rows) + len(bad_items))
+
+        batches = _batches(todo, batch_size)
+        if stop_after is not None:
+            batches = _take(batches, stop_after)
+        if scheduler is None and workers == 1:
+            for batch in batches:
+                record(*score_batch(blob, digest, batch))
+                if on_batch is not None:
+                    on_batch(len(batch))
+        else:
+            _scan_dask(blob, digest, batches, record, workers=workers, scheduler=scheduler,
+                       threads_per_worker=threads_per_worker, on_batch=on_batch)
+    finally:
+        partial.close()
+        bad.close()
+        if bar is not None:
+            bar.close()
+    seconds = time.perf_counter() - start
+    rows = _read_rows(files.partial, _PARTIAL_COLUMNS)
+    bads = _read_rows(files.bad, BAD_COLUMNS)
+    n_bad = len({row["id"] for row in bads})
+    complete = len({row["id"] for row in rows}) + n_bad >= len(items)
+    if complete:
+        finish(files, rows, bads)
+    return ScanSummary(files.out if complete else files.partial, files.bad, len(items),
+                       len(rows), n_bad, scored_rows, seconds, layout)
+
+
+def _take(iterator: Iterator, n: int) -> Iterator:
+    for k, value in enumerate(iterator):
+        if k >= n:
+            return
+        yield value
+
+
+def finish(files: ScanFiles, rows: list[dict], bads: list[dict]) -> None:
+    """Write the ranked table (score descending, ties in input order) and the sorted bad list
+    atomically, then drop the resume files."""
+    ranked = sorted(rows, key=lambda r: (-float(r["score"]), int(r["index"])))
+    _write_atomic(files.out, COLUMNS, ((k + 1, r["id"], r["score"], r["spread"], r["source"])
+                                       for k, r in enumerate(ranked)))
+    _write_atomic(files.bad, BAD_COLUMNS, ((r["id"], r["source"], r["reason"]) for r in
+                                           sorted(bads, key=lambda r: _sort_key(r["id"]))))
+    files.partial.unlink(missing_ok=True)
+    files.state.unlink(missing_ok=True)
+
+
+def _progress(total: int, initial: int, enabled: bool):
+    if not enabled:
+        return None
+    from tqdm.auto import tqdm
+
+    return tqdm(total=total, initial=initial, desc="scan", unit="cutout", file=sys.stderr,
+                smoothing=0.1)
+
+
+def _scan_dask(blob: bytes, digest: str, batches: Iterator[list[Item]], record, *,
+               workers: int, scheduler: str | None, threads_per_worker: int,
+               on_batch=None) -> None:
+    """Batches as tasks on a Dask cluster, at most 2 per worker thread in flight (so memory
+    stays flat), recorded as they complete."""
+    from distributed import Client, LocalCluster, as_completed
+
+    cluster = None
+    if scheduler is None:
+        cluster = LocalCluster(n_workers=workers, threads_per_worker=threads_per_worker,
+                               processes=True, dashboard_address=None)
+        client = Client(cluster)
+    else:
+        client = Client(scheduler)
+    try:
+        slots = max(1, 2 * sum(client.nthreads().values()))
+        model = client.scatter(blob, broadcast=True)
+        pending = as_completed()
+        sizes = {}
+
+        def submit(batch) -> bool:
+            future = client.submit(score_batch, model, digest, batch, threads_per_worker,
+                                   pure=False)
+            sizes[future.key] = len(batch)
+            pending.add(future)
+            return True
+
+        in_flight = 0
+        for batch in batches:
+            submit(batch)
+            in_flight += 1
+            if in_flight >= slots:
+                break
+        for future in pending:
+            record(*future.result())
+            if on_batch is not None:
+                on_batch(sizes.pop(future.key))
+            future.release()
+            batch = next(batches, None)
+            if batch is not None:
+                submit(batch)
+    finally:
+        client.close()
+        if cluster is not None:
+            cluster.close()
+
+
+# --------------------------------------------------------------------------- benchmark
+
+
+def benchmark(n: int = 8192, worker_counts: tuple[int, ...] = (1, 2), batch_size: int = 512,
+              seed: int = 0, workdir: str | os.PathLike | None = None) -> list[str]:
+    """Cutouts/s of inference-only scans at 64x64x4 with the default ResNetFinder (width 16,
+    depth 1, crop 64), on an HDF5 split of ``n`` random cutouts, for each worker count (1 =
+    the single-process scan, k > 1 = a LocalCluster of k one-thread workers). Returns lines."""
+    from lensbench.datasets.storage import SplitWriter
+    from lensbench.deep.checkpoint import save_checkpoint
+    from lensbench.deep.methods import ResNetFinder
+
+    rng = np.random.default_rng(seed)
+    lines = []
+    with tempfile.TemporaryDirectory(prefix="lensbench-scan-bench-", dir=workdir) as tmp:
+        tmp = Path(tmp)
+        X = rng.normal(0.0, 1.0, (64, 4, 64, 64)).astype(np.float32)
+        y = np.repeat([0, 1], 32)
+        X[y == 1, :, 28:36, 28:36] += 5.0
+        method = ResNetFinder(max_epochs=1, device="cpu", random_state=seed).fit(X, y)
+        ckpt = save_checkpoint(method, tmp / "model.pt")
+        split = tmp / "split"
+        with SplitWriter(split, config={"kind": "scan-benchmark", "n": n}, seed=seed,
+                         bands=["g", "r", "i", "z"], created_by="scan benchmark") as writer:
+            for lo in range(0, n, 4096):
+                hi = min(n, lo + 4096)
+                writer.add_shard(rng.normal(0.0, 1.0, (hi - lo, 4, 64, 64)).astype(np.float32),
+                                 {"object_id": np.arange(lo, hi, dtype=np.int64)})
+        import torch
+
+        lines.append(f"scan benchmark: {n} cutouts 64x64x4, ResNetFinder(width=16, depth=1, "
+                     f"crop=64), batch {batch_size}, torch {torch.__version__}, "
+                     f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f}")
+        for workers in worker_counts:
+            stamps: list[tuple[float, int]] = []
+            summary = scan(ckpt, split, tmp / f"candidates-{workers}.csv",
+                           batch_size=batch_size, workers=workers, progress=False,
+                           on_batch=lambda size, log=stamps: log.append(
+                               (time.perf_counter(), size)))
+            # steady state: from the first finished batch to the last (no cluster start-up,
+            # model loading or first-call warm-up)
+            steady = (sum(size for _, size in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
+                      if len(stamps) > 1 else float("nan"))
+            mode = "single process" if workers == 1 else f"LocalCluster, {workers} workers"
+            lines.append(f"  {workers} worker(s) ({mode}): {steady:,.0f} cutouts/s steady, "
+                         f"{summary.rate:,.0f} cutouts/s end to end ({summary.n_scored_now} "
+                         f"in {summary.seconds:.2f} s incl. cluster start)")
+    return lines
+
+
+def main(argv: list[str] | None = None) -> int:
+    import argparse
+
+    parser = argparse.ArgumentParser(prog="python -m lensbench.bench.scan",
+                                     description="scan throughput benchmark")
+    parser.add_argument("--benchmark", action="store_true", required=True)
+    parser.add_argument("--n", type=int, default=8192)
+    parser.add_argument("--workers", default="1,2", help="comma-separated worker counts")
+    parser.add_argument("--batch-size", type=int, default=512)
+    args = parser.parse_args(argv)
+    counts = tuple(int(w) for w in args.workers.split(","))
+    for line in benchmark(args.n, counts, args.batch_size):
+        print(line, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
