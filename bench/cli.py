@@ -159,18 +159,52 @@ def cmd_ui(args) -> int:
     os.execv(command[0], command)  # become the UI, so signals reach it directly
 
 
-def cmd_data_make(args) -> int:
-    from lensbench.datasets.config import SimConfig
-    from lensbench.datasets.simulate import make_split
-    from tqdm.auto import tqdm
+def _parse_negatives(text: str) -> dict[str, float]:
+    """``CLASS=FRACTION,...`` (e.g. ``elliptical=0.5,spiral=0.2,ring=0.3``) or a JSON object."""
+    if text.lstrip().startswith("{"):
+        return json.loads(text)
+    shares = {}
+    for item in text.split(","):
+        name, sep, value = item.strip().partition("=")
+        try:
+            shares[name.strip()] = float(value)
+        except ValueError:
+            sep = ""
+        if not sep:
+            raise ValueError(f"--negatives {text!r}: expected CLASS=FRACTION,... e.g. "
+                             "elliptical=0.5,spiral=0.25,ring=0.25")
+    return shares
 
-    overrides = {}
+
+def make_config(args):
+    """The SimConfig of ``bench data make``: the preset's defaults, then ``--config`` (a JSON
+    object of SimConfig fields), then ``--negatives`` / ``--source-model``, then ``--set``."""
+    from lensbench.datasets.config import SimConfig
+
+    record = SimConfig(survey=args.preset).to_dict()
+    if args.config is not None:
+        loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        if not isinstance(loaded, dict):
+            raise ValueError(f"--config {args.config}: expected a JSON object of SimConfig "
+                             f"fields, got {type(loaded).__name__}")
+        record.update(loaded)
+    if args.negatives is not None:
+        record["negatives"] = _parse_negatives(args.negatives)
+    if args.source_model is not None:
+        record["source_model"] = args.source_model
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE (a SimConfig field)")
-        overrides[key] = _parse_value(value)
-    config = SimConfig.from_dict({**SimConfig(survey=args.preset).to_dict(), **overrides})
+        record[key] = _parse_value(value)
+    return SimConfig.from_dict(record)
+
+
+def cmd_data_make(args) -> int:
+    from lensbench.datasets.simulate import make_split
+    from tqdm.auto import tqdm
+
+    config = make_config(args)
     with tqdm(total=args.n, desc=f"simulate {args.preset}", unit="img") as bar:
         out = make_split(config, args.n, args.seed, args.out, progress=bar.update,
                          created_by="bench data make")
@@ -179,24 +213,47 @@ def cmd_data_make(args) -> int:
 
 
 def cmd_data_show(args) -> int:
+    """A gallery of the split. When its truth names the classes of non-lenses (splits made with
+    hard negatives or artefacts), one row per class (and artefact kind), ``--per-class`` each;
+    otherwise the first ``--n`` cutouts."""
     import numpy as np
     from lensbench.bench.runner import display_bands
-    from lensbench.datasets.gallery import save_gallery
+    from lensbench.datasets import negatives
+    from lensbench.datasets.gallery import grouped_layout, save_gallery
     from lensbench.datasets.storage import load_split
 
     split = load_split(args.split, verify=True)
-    rows = np.arange(min(args.n, split.n))
-    images = split.images(rows)
-    bands, picked = display_bands(list(split.bands))
     truth = split.truth
+    bands, picked = display_bands(list(split.bands))
+    by_class = "negative_class" in truth or "artefact_kind" in truth
+    if by_class:
+        groups = negatives.class_groups(truth, args.per_class)
+        rows = np.concatenate([group for _, group in groups])
+        ncols = min(args.ncols, args.per_class)
+        starts = np.cumsum([0] + [len(group) for _, group in groups])
+        layout = grouped_layout([range(a, b) for a, b in zip(starts[:-1], starts[1:],
+                                                            strict=True)], ncols)
+    else:
+        rows = np.arange(min(args.n, split.n))
+        ncols, layout = args.ncols, None
+    images = split.images(rows)[:, picked]
+    # Masked pixels hold MASK_VALUE (100 nMgy, as in the Metcalf data): drawn as 0 (black in
+    # that band) so they do not set the stretch of the whole panel.
+    images[images == negatives.MASK_VALUE] = 0.0
+    names = negatives.class_names(truth)
     captions = []
     for r in rows:
         if truth["label"][r]:
-            captions.append(f"lens θE={truth['theta_e'][r]:.2f}\" n={truth['n_images'][r]}")
+            extra = names[r][len("lens"):]
+            captions.append(f"lens θE={truth['theta_e'][r]:.2f}\" n={truth['n_images'][r]}"
+                            f"{extra}")
         else:
-            captions.append("non-lens")
-    path = save_gallery(images[:, picked], bands, captions, args.out, ncols=args.ncols,
-                        title=f"{split.path.name}: {'/'.join(bands)} composites")
+            captions.append(names[r])
+    title = f"{split.path.name}: {'/'.join(bands)} composites"
+    if by_class:
+        title += f", {args.per_class} per class (masked pixels drawn as 0)"
+    path = save_gallery(images, bands, captions, args.out, ncols=ncols, title=title,
+                        layout=layout)
     print(f"wrote {path}")
     return 0
 
@@ -277,12 +334,23 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--out", type=Path, required=True)
     make.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="override a SimConfig field, e.g. --set labelling=clean")
+    make.add_argument("--config", type=Path, metavar="FILE",
+                      help="JSON object of SimConfig fields, e.g. {\"negatives\": {\"ring\": "
+                           "0.5, \"elliptical\": 0.5}, \"source_model\": \"mix\"}")
+    make.add_argument("--negatives", metavar="CLASS=FRAC,...",
+                      help="shares of non-lens classes (elliptical, spiral, ring, merger, "
+                           "group, edge-on, cosmos, artefact), summing to 1")
+    make.add_argument("--source-model", choices=("sersic", "cosmos", "mix"),
+                      help="lensed sources: analytic Sersic, real COSMOS galaxies, or a mix "
+                           "(share: --set cosmos_fraction=F)")
     make.set_defaults(func=cmd_data_make)
     show = data_sub.add_parser("show", help="draw a labelled gallery of colour composites")
     show.add_argument("split", type=Path)
     show.add_argument("--out", type=Path, required=True)
     show.add_argument("--n", type=int, default=32)
     show.add_argument("--ncols", type=int, default=8)
+    show.add_argument("--per-class", type=int, default=6,
+                      help="cutouts per class when the split names its non-lens classes")
     show.set_defaults(func=cmd_data_show)
 
     perf = sub.add_parser("perf", help="throughput benchmarks")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import math
 from dataclasses import dataclass, field
 
 from lensbench.datasets.surveys import get_survey
@@ -21,10 +22,32 @@ SOURCE_COLOURS = {"u": 0.45, "g": 0.2, "r": 0.1, "i": 0.0, "z": -0.05, "y": -0.1
                   "VIS": 0.05}
 CLUMP_COLOURS = {"u": 0.0, "g": -0.15, "r": -0.1, "i": 0.0, "z": 0.05, "y": 0.1, "Y": 0.1,
                  "VIS": -0.05}
+# Hard negatives (``datasets/negatives.py``), (band - i) AB. Disks of late-type galaxies at
+# z ~ 0.3-0.5 (Sbc-like); star-forming rings, spiral arms and tidal tails (nearly flat in f_nu,
+# like the lensed sources they imitate: that is what makes them hard); stars (G/K dwarfs).
+DISK_COLOURS = {"u": 1.9, "g": 1.0, "r": 0.35, "i": 0.0, "z": -0.15, "y": -0.25, "Y": -0.25,
+                "VIS": 0.15}
+RING_COLOURS = {"u": 1.0, "g": 0.5, "r": 0.2, "i": 0.0, "z": -0.05, "y": -0.1, "Y": -0.1,
+                "VIS": 0.1}
+ARM_COLOURS = {"u": 0.8, "g": 0.4, "r": 0.15, "i": 0.0, "z": -0.05, "y": -0.1, "Y": -0.1,
+               "VIS": 0.07}
+STAR_COLOURS = {"u": 2.0, "g": 0.9, "r": 0.25, "i": 0.0, "z": -0.1, "y": -0.15, "Y": -0.15,
+                "VIS": 0.1}
 
 THETA_E_DISTRIBUTIONS = ("natural", "flat")
 LABELLINGS = ("metcalf", "clean")
 PSF_MODELS = ("survey", "moffat", "gaussian", "pixelised")
+SOURCE_MODELS = ("sersic", "cosmos", "mix")
+# Classes of non-lenses; ``negative_class`` in the truth indexes this tuple (-1 for lenses).
+NEGATIVE_CLASSES = ("elliptical", "spiral", "ring", "merger", "group", "edge-on", "cosmos",
+                    "artefact")
+# Kinds of artefact; ``artefact_kind`` in the truth indexes this tuple (-1 for none).
+ARTEFACT_KINDS = ("cosmic-ray", "saturated-star", "satellite-trail", "mask")
+# Fields added after simulator version 1, with their defaults (JSON types): at these values the
+# simulator's output is that of version 1, and ``SimConfig.to_dict`` omits them.
+ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
+                "negatives": {"elliptical": 1.0}, "lens_artefact_fraction": 0.0,
+                "saturation_level": 1.0e5}
 
 
 @dataclass(frozen=True)
@@ -60,6 +83,14 @@ class SimConfig:
     clump_r_eff_range: tuple[float, float] = (0.04, 0.08)
     colour_scatter: float = 0.1
     quad_fraction: float | None = None  # None: the natural mix; else the target share of quads
+    # "sersic" (analytic, with clumps), "cosmos" (real HST COSMOS stamps through the lens
+    # mapping; needs LENSBENCH_DATA_DIR) or "mix" (a share ``cosmos_fraction`` of real sources)
+    source_model: str = "sersic"
+    cosmos_fraction: float = 0.5
+    # Non-lenses: share of each class of NEGATIVE_CLASSES (fractions summing to 1)
+    negatives: dict = field(default_factory=lambda: {"elliptical": 1.0})
+    lens_artefact_fraction: float = 0.0  # share of lenses that also carry an artefact
+    saturation_level: float = 1.0e5  # full well, electrons per pixel per exposure (stars)
     # Labels
     labelling: str = "metcalf"  # "metcalf": any lensed source is a lens; "clean": cuts below
     min_magnification: float = 3.0
@@ -83,6 +114,10 @@ class SimConfig:
                                  f"got {value}")
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(self.bands))
+        if not isinstance(self.negatives, dict):
+            raise ValueError(f"SimConfig.negatives must be a dict of class -> fraction over "
+                             f"{NEGATIVE_CLASSES}, got {self.negatives!r}")
+        object.__setattr__(self, "negatives", dict(self.negatives))  # not the caller's dict
         self._validate()
 
     def _validate(self):
@@ -96,7 +131,7 @@ class SimConfig:
             raise ValueError(f"SimConfig.q_range: the axis ratio q must lie in (0, 1], "
                              f"got {self.q_range}")
         choices = {"theta_e_distribution": THETA_E_DISTRIBUTIONS, "labelling": LABELLINGS,
-                   "psf_model": PSF_MODELS}
+                   "psf_model": PSF_MODELS, "source_model": SOURCE_MODELS}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SimConfig.{name} must be one of {allowed}, "
@@ -107,12 +142,40 @@ class SimConfig:
         if self.quad_fraction is not None and not 0 <= self.quad_fraction <= 1:
             raise ValueError(f"SimConfig.quad_fraction must be None or in [0, 1], "
                              f"got {self.quad_fraction}")
+        for name in ("cosmos_fraction", "lens_artefact_fraction"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"SimConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if self.saturation_level <= 0:
+            raise ValueError(f"SimConfig.saturation_level must be > 0 electrons, "
+                             f"got {self.saturation_level}")
+        self._validate_negatives()
         if self.supersample < 1 or self.stamp_size is not None and self.stamp_size < 8:
             raise ValueError("SimConfig: supersample must be >= 1 and stamp_size >= 8")
         if self.psf_model == "pixelised" and not self.psf_file:
             raise ValueError("SimConfig.psf_model 'pixelised' needs psf_file (a FITS kernel)")
         if self.z_source_max <= self.z_lens_range[1]:
             raise ValueError("SimConfig.z_source_max must exceed the largest lens redshift")
+
+    def _validate_negatives(self):
+        unknown = sorted(set(self.negatives) - set(NEGATIVE_CLASSES))
+        if unknown:
+            raise ValueError(f"SimConfig.negatives: unknown class(es) {unknown}; valid classes "
+                             f"are {NEGATIVE_CLASSES}")
+        values = list(self.negatives.values())
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in values):
+            raise ValueError(f"SimConfig.negatives: fractions must be finite numbers >= 0, got "
+                             f"{self.negatives}")
+        if abs(sum(values) - 1.0) > 1e-6:
+            raise ValueError(f"SimConfig.negatives: fractions must sum to 1, got {sum(values):.6g} "
+                             f"for {self.negatives}; valid classes are {NEGATIVE_CLASSES}")
+
+    def __hash__(self) -> int:  # ``negatives`` is a dict: hash the JSON record instead
+        return hash(json.dumps(self.to_dict(), sort_keys=True))
+
+    @property
+    def negative_fractions(self) -> tuple[float, ...]:
+        """Share of each class of NEGATIVE_CLASSES among non-lenses, in that order."""
+        return tuple(float(self.negatives.get(name, 0.0)) for name in NEGATIVE_CLASSES)
 
     @property
     def band_names(self) -> tuple[str, ...]:
@@ -129,7 +192,14 @@ class SimConfig:
         return self.stamp_size or get_survey(self.survey).stamp_size
 
     def to_dict(self) -> dict:
-        return json.loads(json.dumps(dataclasses.asdict(self)))
+        """The fields as JSON types. Fields added after simulator version 1 (ADDED_FIELDS) are
+        left out while at their defaults, so the record of a config that does not use them (its
+        manifest, the runner's split key) is the same as before they existed."""
+        record = json.loads(json.dumps(dataclasses.asdict(self)))
+        for name, default in ADDED_FIELDS.items():
+            if record[name] == default:
+                del record[name]
+        return record
 
     @classmethod
     def from_dict(cls, record: dict) -> SimConfig:

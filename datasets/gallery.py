@@ -20,7 +20,7 @@ from astropy.visualization import LuptonAsinhStretch, ManualInterval, make_lupto
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
-__all__ = ["auto_lupton_parameters", "colour_composite", "save_gallery"]
+__all__ = ["auto_lupton_parameters", "colour_composite", "grouped_layout", "save_gallery"]
 
 _DPI = 110
 # LuptonAsinhStretch maps x to asinh(Q x / stretch) * frac / asinh(frac Q) with frac = 0.1, so
@@ -140,11 +140,14 @@ def save_gallery(
     ncols: int = 8,
     title: str | None = None,
     panel_size: float = 1.6,
+    layout: Sequence[int | None] | None = None,
 ) -> Path:
     """Write a PNG grid of colour composites of ``images`` (N, B, H, W), one caption per panel.
 
-    Each panel is scaled on its own (see :func:`colour_composite`).  Parent directories are
-    created.  Returns the path written.
+    Each panel is scaled on its own (see :func:`colour_composite`).  ``layout`` (optional) gives
+    the grid's panels in reading order: an image index, or None for an empty panel (e.g. from
+    :func:`grouped_layout`, to start each group on a new row); by default image i is panel i.
+    Parent directories are created.  Returns the path written.
     """
     images = np.asarray(images)
     if images.ndim != 4:
@@ -164,8 +167,13 @@ def save_gallery(
     if not panel_size > 0:
         raise ValueError(f"panel_size must be > 0; got {panel_size}")
 
-    ncols = min(ncols, n)
-    nrows = math.ceil(n / ncols)
+    if layout is None:
+        layout = list(range(n))
+    layout = list(layout)
+    if any(i is not None and not 0 <= i < n for i in layout):
+        raise ValueError(f"layout indices must lie in [0, {n}) or be None; got {layout}")
+    ncols = min(ncols, len(layout))
+    nrows = math.ceil(len(layout) / ncols)
     caption_h = 0.22  # inches of room for a one-line caption above each panel
     title_h = 0.35 if title else 0.0
     fig = Figure(
@@ -174,10 +182,11 @@ def save_gallery(
     FigureCanvasAgg(fig)
     try:
         axes = fig.subplots(nrows, ncols, squeeze=False)
-        for i, ax in enumerate(axes.ravel()):
+        for slot, ax in enumerate(axes.ravel()):
             ax.set_xticks([])
             ax.set_yticks([])
-            if i >= n:
+            i = layout[slot] if slot < len(layout) else None
+            if i is None:
                 ax.set_axis_off()
                 continue
             ax.imshow(colour_composite(images[i], bands), origin="lower", interpolation="nearest")
@@ -199,3 +208,15 @@ def save_gallery(
     finally:
         fig.clear()
     return out
+
+
+def grouped_layout(groups: Sequence[Sequence[int]], ncols: int) -> list[int | None]:
+    """Panels for :func:`save_gallery` with each group of image indices starting a new row of
+    ``ncols`` (a group longer than a row wraps); None marks the empty panels."""
+    if ncols < 1:
+        raise ValueError(f"ncols must be >= 1; got {ncols}")
+    layout: list[int | None] = []
+    for group in groups:
+        group = list(group)
+        layout += group + [None] * (-len(group) % ncols)
+    return layout

@@ -24,11 +24,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lensbench.datasets import lensing
+from lensbench.datasets import lensing, negatives
 from lensbench.datasets.config import CLUMP_COLOURS, LENS_COLOURS, SOURCE_COLOURS, SimConfig
 from lensbench.datasets.surveys import Band, get_survey
 
 # Bump when a change to this module changes the images or truth of a given config and seed.
+# (Real sources and hard negatives did not: at their defaults the output is that of version 1.)
 SIMULATOR_VERSION = 1
 SPEED_OF_LIGHT_KM_S = 299_792.458
 ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
@@ -56,6 +57,18 @@ TRUTH_DOC = {
     "n_images": "images of the source centre (triangle mapping)",
     "arc_snr_<band>, arc_snr": "S/N of the lensed source over its pixels above 1 sigma, per band "
                                "and in the best band",
+    # The five columns below exist only when the config uses real sources, hard negatives or
+    # artefacts (``Simulator.extended``); a split without them holds Sersic sources and
+    # elliptical non-lenses only, as simulator version 1 made them.
+    "source_is_real": "1 if the source is a real COSMOS galaxy (source_model cosmos/mix), else 0",
+    "cosmos_index": "index into CosmosSources().galaxies of the real source (lenses) or of the "
+                    "galaxy (cosmos negatives); -1 otherwise",
+    "negative_class": "index into config.NEGATIVE_CLASSES for non-lenses; -1 for lenses",
+    "artefact_kind": "index into config.ARTEFACT_KINDS; -1 for none",
+    "feature_radius": "ring radius (ring) or separation (merger) of a negative, arcsec; else NaN",
+    "lens_* of negatives": "the main component (disk of spirals and edge-ons, core of rings, first "
+                           "galaxy of mergers, central of groups; NaN for cosmos); lens_mag_<band> "
+                           "is the total of all parts but artefacts",
 }
 
 
@@ -200,6 +213,21 @@ class Simulator:
         self.reference_index = self.band_names.index(config.reference)
         self.kernels = self._psf_kernels()
         self._build_grids()
+        # A fourth component only when lenses may carry a PSF-convolved artefact (stars,
+        # trails); a non-lens artefact uses the elliptical's free slot 1.
+        self.n_components = 4 if config.lens_artefact_fraction > 0 else 3
+        self.artefact_slot = 3 if self.n_components == 4 else 1
+        self.default_negatives = config.negative_fractions[0] == 1.0
+        # Extra truth columns (source_is_real, cosmos_index, negative_class, artefact_kind,
+        # feature_radius) only when a feature added after version 1 is in use.
+        self.extended = (not self.default_negatives or config.source_model != "sersic"
+                         or config.lens_artefact_fraction > 0)
+        # Real stamps are box-filtered to the subpixel side before sampling (anti-aliasing).
+        self.smooth_to = self.pixel_scale / config.supersample
+        if config.lens_artefact_fraction > 0 or config.negatives.get("artefact", 0) > 0:
+            negatives.saturation_levels(self)  # fails early on a full well below the sky
+        self._cosmos = None  # CosmosSources, loaded on first use
+        self._clean_stamps: dict[int, np.ndarray] = {}
 
     # ----------------------------------------------------------------- set-up
     def _psf_kernels(self) -> list[np.ndarray]:
@@ -240,6 +268,64 @@ class Simulator:
                                           dtype=self.dtype, device=self.device)
 
     # ----------------------------------------------------------------- population
+    def draw_cosmos(self, rng: np.random.Generator, n: int):
+        """``n`` COSMOS galaxies (with replacement), each rotated by k x 90 degrees and flipped at
+        random: (indices into ``CosmosSources().galaxies`` (n,), stamps (list of (h, w) float64),
+        pixel scales (n,) arcsec, colours (n, B): catalogue magnitude in each band minus that in
+        the reference band). The catalogue is loaded on first use (needs LENSBENCH_DATA_DIR)."""
+        if n == 0:  # nothing drawn: the random stream is the same either way
+            return np.zeros(0, dtype=np.int64), [], np.zeros(0), np.zeros((0, len(self.bands)))
+        if self._cosmos is None:
+            from lensbench.datasets.real import CosmosSources
+
+            self._cosmos = CosmosSources()
+        galaxies = self._cosmos.galaxies
+        factor = self._cosmos.noise_correlation_factor
+        index = rng.integers(0, len(galaxies), n)
+        turns = rng.integers(0, 4, n)
+        flips = rng.random(n) < 0.5
+        stamps, scales, colours = [], np.empty(n), np.empty((n, len(self.band_names)))
+        ref = self.config.reference
+        for k, i in enumerate(index):
+            galaxy = galaxies[int(i)]
+            if int(i) not in self._clean_stamps:
+                self._clean_stamps[int(i)] = clean_stamp(galaxy.image, galaxy.noise_variance,
+                                                         factor)
+            image = np.rot90(self._clean_stamps[int(i)], int(turns[k]))
+            stamps.append(np.ascontiguousarray(image[:, ::-1] if flips[k] else image))
+            scales[k] = galaxy.pixel_scale
+            colours[k] = [galaxy.mags[b] - galaxy.mags[ref] for b in self.band_names]
+        return index, stamps, scales, colours
+
+    def _sample_real_sources(self, rng: np.random.Generator, p: dict) -> None:
+        """Replace the Sersic source of a share of the systems (all for "cosmos",
+        ``cosmos_fraction`` for "mix") by a COSMOS galaxy: no clumps, the catalogue's colours
+        about the reference-band magnitude already drawn."""
+        cfg = self.config
+        n = len(p["lens_x"])
+        real = (np.ones(n, dtype=bool) if cfg.source_model == "cosmos"
+                else rng.random(n) < cfg.cosmos_fraction)
+        rows = np.flatnonzero(real)
+        index, stamps, scales, colours = self.draw_cosmos(rng, len(rows))
+        p["source_is_real"] = real
+        p["cosmos_index"] = np.full(n, -1, dtype=np.int64)
+        p["cosmos_index"][rows] = index
+        p["_stamps"] = np.empty(n, dtype=object)
+        for k, row in enumerate(rows):
+            p["_stamps"][row] = stamps[k]
+        p["_stamp_scale"] = np.full(n, np.nan)
+        p["_stamp_scale"][rows] = scales
+        p["n_clumps"] = np.where(real, 0, p["n_clumps"])
+        p["clump_fraction"] = np.where(real[:, None], 0.0, p["clump_fraction"])
+        source_ref = p["_source_ref_mag"]
+        for b, name in enumerate(self.band_names):
+            f_main, f_clump = p["_source_flux_parts"][name]
+            f_real = 10 ** (-0.4 * colours[:, b])
+            f_main, f_clump = f_main.copy(), f_clump.copy()
+            f_main[rows], f_clump[rows] = f_real, 0.0
+            p["_source_flux_parts"][name] = (f_main, f_clump)
+            p[f"source_mag_{name}"] = source_ref - 2.5 * np.log10(f_main + f_clump)
+
     def _sample_lens_mass(self, rng: np.random.Generator, n: int) -> dict[str, np.ndarray]:
         cfg = self.config
         out = {key: np.empty(n) for key in ("sigma_v", "z_lens", "z_source", "theta_e")}
@@ -321,6 +407,8 @@ class Simulator:
         p["_source_flux_parts"] = total_flux_share
         p["_source_ref_mag"] = source_ref
         p["lensed"] = np.full(n, lensed)
+        if lensed and cfg.source_model != "sersic":
+            self._sample_real_sources(rng, p)
         if not lensed:
             for key in ("theta_e", "sigma_v", "z_source", "q", "phi", "gamma1", "gamma2"):
                 p[key] = np.full(n, np.nan) if key != "q" else p[key]
@@ -368,22 +456,38 @@ class Simulator:
         p["n_images"] = counts[rows, choice]
 
     def _render_components(self, p, index, lensed: bool) -> torch.Tensor:
-        """Unit-flux maps (lens, source, clumps) binned to pixels: (n, 3, H, W)."""
+        """Unit-flux maps (lens, source, clumps[, artefact]) binned to pixels: (n, C, H, W).
+        Non-lenses of other classes than the elliptical fill the slots with their own parts
+        (``negatives``)."""
         c, x, y = self._column, self.x_fine, self.y_fine
         n = len(index)
-        k, size = self.config.supersample, self.size
-        maps = torch.zeros((n, 3, size * k, size * k), dtype=self.dtype, device=self.device)
-        n_lens, r_lens = p["lens_sersic_n"][index], p["lens_r_eff"][index]
-        amplitude = lensing.sersic_flux_to_amplitude(1.0, r_lens, n_lens) * self.subpixel_area
-        maps[:, 0] = lensing.sersic_profile(
-            x, y, c(amplitude), c(r_lens), c(n_lens), c(p["lens_q_light"][index]),
-            c(p["lens_phi_light"][index]), c(p["lens_x"][index]), c(p["lens_y"][index]),
-            b_n=c(lensing.sersic_b(n_lens)))
+        k, size, slots = self.config.supersample, self.size, self.n_components
+        maps = torch.zeros((n, slots, size * k, size * k), dtype=self.dtype, device=self.device)
+        if not lensed and "negative_class" in p:
+            negatives.render_negatives(self, p, index, maps)
+        else:
+            n_lens, r_lens = p["lens_sersic_n"][index], p["lens_r_eff"][index]
+            amplitude = lensing.sersic_flux_to_amplitude(1.0, r_lens, n_lens) * self.subpixel_area
+            maps[:, 0] = lensing.sersic_profile(
+                x, y, c(amplitude), c(r_lens), c(n_lens), c(p["lens_q_light"][index]),
+                c(p["lens_phi_light"][index]), c(p["lens_x"][index]), c(p["lens_y"][index]),
+                b_n=c(lensing.sersic_b(n_lens)))
         if lensed:
-            bx, by = source_plane(x, y, **self._lens_columns(p, index))
+            self._render_source(p, index, maps)
+        if "artefact_kind" in p:
+            negatives.render_psf_artefacts(self, p, index, maps)
+        # Two single-axis sums: 4x faster than one sum over two strided axes (measured).
+        return maps.view(n, slots, size, k, size * k).sum(3).view(n, slots, size, size, k).sum(4)
+
+    def _render_source(self, p, index, maps: torch.Tensor) -> None:
+        """The lensed source (slot 1) and its clumps (slot 2), Sersic or real."""
+        c, x, y = self._column, self.x_fine, self.y_fine
+        bx, by = source_plane(x, y, **self._lens_columns(p, index))
+        sx, sy = p["source_x"][index], p["source_y"][index]
+        real = p["source_is_real"][index] if "source_is_real" in p else np.zeros(len(index), bool)
+        if not real.all():
             n_src, r_src = p["source_sersic_n"][index], p["source_r_eff"][index]
             amplitude = lensing.sersic_flux_to_amplitude(1.0, r_src, n_src) * self.subpixel_area
-            sx, sy = p["source_x"][index], p["source_y"][index]
             maps[:, 1] = lensing.sersic_profile(
                 bx, by, c(amplitude), c(r_src), c(n_src), c(p["source_q"][index]),
                 c(p["source_phi"][index]), c(sx), c(sy), b_n=c(lensing.sersic_b(n_src)))
@@ -396,24 +500,38 @@ class Simulator:
                 maps[:, 2] += lensing.gaussian_profile(
                     bx, by, c(weight), c(p["clump_r_eff"][index, j]),
                     c(sx + p["clump_dx"][index, j]), c(sy + p["clump_dy"][index, j]))
-        # Two single-axis sums: 4x faster than one sum over two strided axes (measured).
-        return maps.view(n, 3, size, k, size * k).sum(3).view(n, 3, size, size, k).sum(4)
+        if real.any():
+            from lensbench.datasets.real import lensed_source_image
+
+            select = np.flatnonzero(real)
+            rows = index[select]
+            chosen = torch.as_tensor(select, device=self.device)
+            maps[chosen, 1] = lensed_source_image(
+                list(p["_stamps"][rows]), p["_stamp_scale"][rows], bx[chosen], by[chosen],
+                sx[select], sy[select], subpixel_area=self.subpixel_area,
+                smooth_to=self.smooth_to)
+            maps[chosen, 2] = 0.0
 
     def _band_fluxes(self, p, index) -> np.ndarray:
-        """Electrons of each component in each band: (n, B, 3)."""
+        """Electrons of each component in each band: (n, B, C)."""
         n = len(index)
-        fluxes = np.zeros((n, len(self.bands), 3))
-        source_ref = p["_source_ref_mag"][index]
+        fluxes = np.zeros((n, len(self.bands), self.n_components))
         for b, band in enumerate(self.bands):
-            fluxes[:, b, 0] = band.counts(p[f"lens_mag_{band.name}"][index])
-            f_main, f_clump = p["_source_flux_parts"][band.name]
-            reference_counts = band.counts(source_ref)
-            fluxes[:, b, 1] = reference_counts * f_main[index]
-            fluxes[:, b, 2] = reference_counts * f_clump[index]
+            if "_component_mag" in p:  # non-lenses of the negative classes
+                fluxes[:, b, :3] = band.counts(p["_component_mag"][index, b])
+            else:
+                fluxes[:, b, 0] = band.counts(p[f"lens_mag_{band.name}"][index])
+            if p["lensed"][0]:
+                f_main, f_clump = p["_source_flux_parts"][band.name]
+                reference_counts = band.counts(p["_source_ref_mag"][index])
+                fluxes[:, b, 1] = reference_counts * f_main[index]
+                fluxes[:, b, 2] = reference_counts * f_clump[index]
+            if "artefact_mag" in p:
+                fluxes[:, b, self.artefact_slot] += band.counts(p["artefact_mag"][index, b])
         return fluxes
 
     def _convolve(self, components: torch.Tensor, fluxes: torch.Tensor) -> torch.Tensor:
-        """PSF-convolved band images (n, B, H, W) from component maps (n, 3, H, W): one FFT per
+        """PSF-convolved band images (n, B, H, W) from component maps (n, C, H, W): one FFT per
         component, bands combined in Fourier space (convolution is linear)."""
         size, length = self.size, self.fft_size
         spectra = torch.fft.rfft2(components, s=(length, length))
@@ -467,12 +585,17 @@ class Simulator:
             if lensed:
                 source_only = fluxes.clone()
                 source_only[:, :, 0] = 0
+                source_only[:, :, 3:] = 0
                 source = self._convolve(components, source_only)
                 magnification[index] = components[:, 1].sum(dim=(1, 2)).cpu().numpy()
                 arc_snr[index] = self._arc_snr(source, expected).cpu().numpy()
+            if "artefact_kind" in p:
+                negatives.add_cosmic_rays(self, p, index, expected)
             if generator is not None:
                 self.add_noise(expected, generator)
             expected /= self.electrons_per_nanomaggy
+            if "artefact_kind" in p:
+                negatives.apply_detector_effects(self, p, index, expected)
             out[rows[index]] = expected.cpu().numpy()
         return magnification, arc_snr
 
@@ -500,6 +623,8 @@ class Simulator:
             p["n_images"] = np.zeros(len(other_rows), dtype=np.int64)
             for key in ("source_x", "source_y"):
                 p[key] = np.full(len(other_rows), np.nan)
+            if not self.default_negatives:
+                negatives.sample_negatives(self, rng, p)
             parts.append((other_rows, p,
                           *self._render(p, False, generator, images, other_rows)))
         truth = {}
@@ -516,6 +641,7 @@ class Simulator:
         if cfg.labelling == "metcalf":  # no cuts: render straight into place
             p = self._sample_systems(rng, len(rows), lensed=True)
             self._place_sources(rng, p)
+            self._sample_lens_artefacts(rng, p)
             return (p, *self._render(p, True, generator, out, rows))
         kept = []
         filled = 0
@@ -524,6 +650,7 @@ class Simulator:
             draw = 2 * missing + 8
             p = self._sample_systems(rng, draw, lensed=True)
             self._place_sources(rng, p)
+            self._sample_lens_artefacts(rng, p)
             scratch = np.empty((draw, *out.shape[1:]), dtype=out.dtype)
             magnification, arc_snr = self._render(p, True, generator, scratch, np.arange(draw))
             ok = ((magnification >= cfg.min_magnification)
@@ -538,6 +665,11 @@ class Simulator:
             f"clean labelling: fewer than 1 in {CLEAN_MAX_ROUNDS * 2} lenses pass "
             f"min_magnification={cfg.min_magnification} and min_arc_snr={cfg.min_arc_snr} "
             f"for survey {cfg.survey!r}; brighten source_mag_range or relax the cuts")
+
+    def _sample_lens_artefacts(self, rng, p) -> None:
+        if self.config.lens_artefact_fraction > 0:
+            present = rng.random(len(p["lens_x"])) < self.config.lens_artefact_fraction
+            negatives.sample_artefacts(self, rng, p, present)
 
     def _truth_columns(self, p, magnification, arc_snr) -> dict[str, np.ndarray]:
         theta_e = p["theta_e"]
@@ -560,8 +692,12 @@ class Simulator:
         for b, name in enumerate(self.band_names):
             columns[f"arc_snr_{name}"] = arc_snr[:, b]
         lensed = bool(p["lensed"][0])
+        n = len(theta_e)
+        real = p.get("source_is_real", np.zeros(n, dtype=bool))
         for key in ("source_r_eff", "source_sersic_n", "source_q", "source_phi"):
-            columns[key] = p[key] if lensed else np.full(len(theta_e), np.nan)
+            columns[key] = np.where(real, np.nan, p[key]) if lensed else np.full(n, np.nan)
+        if self.extended:
+            columns["feature_radius"] = p.get("feature_radius", np.full(n, np.nan))
         for name in self.band_names:
             columns[f"lens_mag_{name}"] = p[f"lens_mag_{name}"]
             source = p[f"source_mag_{name}"]
@@ -570,7 +706,39 @@ class Simulator:
         columns["n_images"] = np.asarray(p["n_images"], dtype=np.int8)
         columns["n_clumps"] = np.asarray(p["n_clumps"] if lensed else 0 * p["n_clumps"],
                                          dtype=np.int8)
+        if not self.extended:
+            return columns
+        columns["source_is_real"] = np.asarray(real, dtype=np.int8)
+        columns["cosmos_index"] = np.asarray(p.get("cosmos_index", np.full(n, -1)),
+                                             dtype=np.int32)
+        negative = np.full(n, -1) if lensed else p.get("negative_class", np.zeros(n))
+        columns["negative_class"] = np.asarray(negative, dtype=np.int8)
+        columns["artefact_kind"] = np.asarray(p.get("artefact_kind", np.full(n, -1)),
+                                              dtype=np.int8)
         return columns
+
+
+def clean_stamp(image: np.ndarray, noise_variance: float, correlation_factor: float = 1.0,
+                threshold: float = 3.0, min_area: int = 15, grow: int = 3) -> np.ndarray:
+    """An HST stamp with the blank-sky noise set to zero: pixels outside the (``grow``-pixel
+    dilated) regions where the 5x5 box mean exceeds ``threshold`` sigma of that mean
+    (``noise_variance`` per pixel, times ``correlation_factor`` for sums), in regions of at least
+    ``min_area`` pixels. Rescaling a faint stamp to a bright source magnitude would otherwise
+    amplify its noise into a visible square patch (x2 the HSC sky noise at i = 22.5 for the
+    median COSMOS stamp). Noise on the galaxy itself stays."""
+    from scipy import ndimage
+
+    smoothed = ndimage.uniform_filter(image, size=5, mode="constant")
+    sigma = math.sqrt(noise_variance * correlation_factor) / 5.0
+    labels, count = ndimage.label(smoothed > threshold * sigma)
+    if count == 0:
+        return image
+    areas = ndimage.sum_labels(np.ones_like(image), labels, index=np.arange(1, count + 1))
+    keep = np.isin(labels, 1 + np.flatnonzero(areas >= min_area))
+    if not keep.any():
+        return image
+    mask = ndimage.binary_dilation(keep, iterations=grow)
+    return np.where(mask, image, 0.0)
 
 
 def _subset(p: dict, take: np.ndarray) -> dict:
