@@ -30,6 +30,7 @@ ties by input order, so both give the same table.
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import hashlib
 import json
@@ -459,11 +460,46 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
         raise ValueError(f"workers must be >= 1, got {workers}")
     files = ScanFiles.for_output(out)
     files.out.parent.mkdir(parents=True, exist_ok=True)
+    with _exclusive(files.out.with_name(files.out.name + ".lock")):
+        return _scan(files, model, cutouts, batch_size=batch_size, workers=workers,
+                     scheduler=scheduler, threads_per_worker=threads_per_worker,
+                     tracking_uri=tracking_uri, restart=restart, progress=progress,
+                     stop_after=stop_after, on_batch=on_batch)
+
+
+@contextlib.contextmanager
+def _exclusive(lock: Path):
+    """Hold an exclusive lock on ``lock`` (a second scan writing the same table would score
+    cutouts twice and interleave rows): ValueError at once if another process holds it."""
+    import fcntl
+
+    with open(lock, "a") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            raise ValueError(f"another scan is writing {lock.with_suffix('')} (lock "
+                             f"{lock}); wait for it or stop it first") from None
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
+def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
+          threads_per_worker, tracking_uri, restart, progress, stop_after, on_batch
+          ) -> ScanSummary:
     checkpoint = resolve_model(str(model), tracking_uri, download_dir=files.out.parent)
     blob = checkpoint.read_bytes()
     digest = sha256_bytes(blob)
     method = model_from_bytes(blob, digest)  # fail early on a bad checkpoint
     items, layout = list_items(cutouts, bands=method.bands_)
+    seen: dict[str, str] = {}
+    for item in items:
+        if item.id in seen:
+            raise ValueError(f"{cutouts}: id {item.id!r} names two cutouts ({seen[item.id]} "
+                             f"and {item.source}); ids must be unique to rank and resume")
+        seen[item.id] = item.source
+    del seen
     _check_state(files, {"format": STATE_FORMAT, "model": str(model),
                          "model_sha256": digest, "cutouts": str(Path(cutouts).resolve())},
                  restart)
@@ -508,11 +544,12 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
     rows = _read_rows(files.partial, _PARTIAL_COLUMNS)
     bads = _read_rows(files.bad, BAD_COLUMNS)
     n_bad = len({row["id"] for row in bads})
-    complete = len({row["id"] for row in rows}) + n_bad >= len(items)
+    n_scored = len({row["id"] for row in rows})
+    complete = n_scored + n_bad >= len(items)
     if complete:
         finish(files, rows, bads)
     return ScanSummary(files.out if complete else files.partial, files.bad, len(items),
-                       len(rows), n_bad, scored_rows, seconds, layout)
+                       n_scored, n_bad, scored_rows, seconds, layout)
 
 
 def _take(iterator: Iterator, n: int) -> Iterator:
@@ -525,7 +562,10 @@ def _take(iterator: Iterator, n: int) -> Iterator:
 def finish(files: ScanFiles, rows: list[dict], bads: list[dict]) -> None:
     """Write the ranked table (score descending, ties in input order) and the sorted bad list
     atomically, then drop the resume files."""
-    ranked = sorted(rows, key=lambda r: (-float(r["score"]), int(r["index"])))
+    unique = {}
+    for row in rows:  # the lock makes repeats impossible; keep the first one regardless
+        unique.setdefault(row["id"], row)
+    ranked = sorted(unique.values(), key=lambda r: (-float(r["score"]), int(r["index"])))
     _write_atomic(files.out, COLUMNS, ((k + 1, r["id"], r["score"], r["spread"], r["source"])
                                        for k, r in enumerate(ranked)))
     _write_atomic(files.bad, BAD_COLUMNS, ((r["id"], r["source"], r["reason"]) for r in
@@ -624,20 +664,51 @@ def benchmark(n: int = 8192, worker_counts: tuple[int, ...] = (1, 2), batch_size
                      f"crop=64), batch {batch_size}, torch {torch.__version__}, "
                      f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f}")
         for workers in worker_counts:
-            stamps: list[tuple[float, int]] = []
-            summary = scan(ckpt, split, tmp / f"candidates-{workers}.csv",
-                           batch_size=batch_size, workers=workers, progress=False,
-                           on_batch=lambda size, log=stamps: log.append(
-                               (time.perf_counter(), size)))
-            # steady state: from the first finished batch to the last (no cluster start-up,
-            # model loading or first-call warm-up)
-            steady = (sum(size for _, size in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
-                      if len(stamps) > 1 else float("nan"))
-            mode = "single process" if workers == 1 else f"LocalCluster, {workers} workers"
-            lines.append(f"  {workers} worker(s) ({mode}): {steady:,.0f} cutouts/s steady, "
-                         f"{summary.rate:,.0f} cutouts/s end to end ({summary.n_scored_now} "
-                         f"in {summary.seconds:.2f} s incl. cluster start)")
+            lines.append(_benchmark_one(ckpt, split, tmp / f"candidates-{workers}.csv",
+                                        workers, batch_size))
     return lines
+
+
+def _process_cpu_seconds() -> float:
+    """CPU seconds (user + system, all threads) of the calling process; runs on workers too."""
+    times = os.times()
+    return times.user + times.system
+
+
+def _benchmark_one(ckpt: Path, split: Path, out: Path, workers: int, batch_size: int) -> str:
+    """One benchmark line: steady wall-clock cutouts/s (first finished batch to last: no
+    start-up, model loading or warm-up), end to end, and cutouts per CPU-second of the scoring
+    processes (this process, or the Dask workers), which the machine's other load disturbs
+    less than wall-clock time does."""
+    stamps: list[tuple[float, int]] = []
+
+    def on_batch(size: int) -> None:
+        stamps.append((time.perf_counter(), size))
+
+    if workers == 1:
+        cpu = time.process_time()
+        summary = scan(ckpt, split, out, batch_size=batch_size, progress=False,
+                       on_batch=on_batch)
+        cpu = time.process_time() - cpu
+        mode = "single process"
+    else:
+        from distributed import Client, LocalCluster
+
+        with LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                          dashboard_address=None) as cluster, Client(cluster) as client:
+            client.run(lambda: __import__("torch").__version__)  # warm: torch imported
+            before = client.run(_process_cpu_seconds)
+            summary = scan(ckpt, split, out, batch_size=batch_size, progress=False,
+                           scheduler=cluster.scheduler_address, on_batch=on_batch)
+            after = client.run(_process_cpu_seconds)
+        cpu = sum(after[w] - before[w] for w in after)
+        mode = f"LocalCluster, {workers} one-thread workers"
+    steady = (sum(size for _, size in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
+              if len(stamps) > 1 else float("nan"))
+    return (f"  {workers} worker(s) ({mode}): {steady:,.0f} cutouts/s steady, "
+            f"{summary.rate:,.0f} cutouts/s end to end ({summary.n_scored_now} in "
+            f"{summary.seconds:.2f} s), {summary.n_scored_now / cpu:,.0f} cutouts per "
+            "CPU-second of scoring")
 
 
 def main(argv: list[str] | None = None) -> int:

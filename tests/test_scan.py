@@ -327,3 +327,22 @@ def test_split_ids_come_from_object_id(data):
     assert layout == "split" and [i.id for i in items] == [str(v) for v in
                                                             split.truth["object_id"]]
     assert items[45].source.endswith("shard-00001.h5#0")
+
+
+def test_a_second_scan_of_the_same_table_is_refused(data, tmp_path):
+    out = tmp_path / "c.csv"
+    with scan_module._exclusive(tmp_path / "c.csv.lock"):
+        with pytest.raises(ValueError, match="another scan is writing"):
+            scan(data["ckpt"], data["fits"], out, progress=False)
+    assert not out.exists()
+    scan(data["ckpt"], data["fits"], out, progress=False)  # free again
+    assert len(read_csv(out)) == 12
+
+
+def test_duplicate_ids_are_an_error_not_a_silent_skip(data, tmp_path):
+    folder = tmp_path / "dup"
+    folder.mkdir()
+    fits.writeto(folder / "a.fits", data["cubes"][0])
+    fits.writeto(folder / "a.fits.gz", data["cubes"][1])
+    with pytest.raises(ValueError, match="names two cutouts"):
+        scan(data["ckpt"], folder, tmp_path / "c.csv", progress=False)
