@@ -155,7 +155,7 @@ def _info():
 @pytest.mark.parametrize("name,params", [
     ("knn-photoz", {}),
     ("xgboost-photoz", {"n_estimators": 300, "learning_rate": 0.1}),
-    ("mlp-photoz", {"n_members": 1, "max_iter": 60, "layers": 2}),
+    ("mlp-photoz", {"n_members": 1, "max_iter": 30, "layers": 2, "hidden": 32}),
 ])
 def test_catalogue_methods_beat_the_mean(boss_small, name, params):
     from lensbench.bench.registry import resolve_method
@@ -185,16 +185,16 @@ def test_netz_cnn_learns_on_a_tiny_set(boss_small):
 
     X, y, Xt, yt = boss_small
     for cls in (NetZPhotoz, NetZFusionPhotoz):
-        net = cls(epochs=4, stamp_size=12, channels=(8, 16), batch_size=128,
-                  random_state=1).fit(X[:1200], y[:1200], info=_info(),
-                                      validation=(Xt[:300], yt[:300]))
-        z = net.predict(Xt[300:])
-        nmad = pm.photoz_metrics(z, yt[300:])["sigma_nmad"]
-        baseline = pm.photoz_metrics(np.full_like(z, y[:1200].mean()), yt[300:])["sigma_nmad"]
+        net = cls(epochs=3, stamp_size=12, channels=(8, 16), batch_size=128,
+                  random_state=1).fit(X[:1000], y[:1000], info=_info(),
+                                      validation=(Xt[:200], yt[:200]))
+        z = net.predict(Xt[200:600])
+        nmad = pm.photoz_metrics(z, yt[200:600])["sigma_nmad"]
+        baseline = pm.photoz_metrics(np.full_like(z, y[:1000].mean()), yt[200:600])["sigma_nmad"]
         assert nmad < 0.6 * baseline, (cls.__name__, nmad, baseline)
-        assert len(net.history_["train_loss"]) == 4
+        assert len(net.history_["train_loss"]) == 3
         assert net.history_["train_loss"][-1] < net.history_["train_loss"][0]
-        np.testing.assert_array_equal(z, net.predict(Xt[300:]))  # same rows, same images
+        np.testing.assert_array_equal(z, net.predict(Xt[200:600]))  # same rows, same images
 
 
 def test_images_carry_the_catalogue_flux():
