@@ -5,7 +5,8 @@ however many cutouts there are), appends every scored batch to ``<out>.partial``
 fsynced, so an interrupt loses at most the batch in flight) and bad cutouts to the side file
 ``<out stem>.bad.csv`` with the reason. A rerun with the same model and cutouts skips every id
 already in either file, so no cutout is scored twice; the final ranked CSV is written to a
-temporary file and renamed into place.
+temporary file and renamed into place. A lock (``<out>.lock``) refuses a second scan writing
+the same table at the same time.
 
 Inputs (``cutouts``):
 
@@ -293,7 +294,6 @@ def model_from_bytes(blob: bytes, digest: str | None = None):
             file = Path(tmp) / f"{digest}.pt"
             file.write_bytes(blob)
             method = load_checkpoint(file)
-        method.device = "cpu" if method.device == "auto" else method.device
         _MODELS.clear()  # one model per process at a time
         _MODELS[digest] = method
     return _MODELS[digest]
@@ -448,12 +448,12 @@ def _batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
 def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.PathLike, *,
          batch_size: int = 512, workers: int = 1, scheduler: str | None = None,
          threads_per_worker: int = 1, tracking_uri: str | None = None, restart: bool = False,
-         progress: bool = True, stop_after: int | None = None,
-         on_batch: Callable[[int], None] | None = None) -> ScanSummary:
+         progress: bool = True, on_batch: Callable[[int], None] | None = None
+         ) -> ScanSummary:
     """Score every cutout under ``cutouts`` with the checkpoint (or MLflow run) ``model`` and
-    write the ranked table to ``out``; see the module docstring. ``stop_after``: stop after
-    that many batches have been recorded (leaving a resumable partial scan; for tests and
-    time-boxed runs)."""
+    write the ranked table to ``out``; see the module docstring. ``on_batch(n)`` is called
+    after each batch of n cutouts is recorded (an exception there stops the scan, leaving it
+    resumable)."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if workers < 1:
@@ -464,7 +464,7 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
         return _scan(files, model, cutouts, batch_size=batch_size, workers=workers,
                      scheduler=scheduler, threads_per_worker=threads_per_worker,
                      tracking_uri=tracking_uri, restart=restart, progress=progress,
-                     stop_after=stop_after, on_batch=on_batch)
+                     on_batch=on_batch)
 
 
 @contextlib.contextmanager
@@ -486,8 +486,7 @@ def _exclusive(lock: Path):
 
 
 def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
-          threads_per_worker, tracking_uri, restart, progress, stop_after, on_batch
-          ) -> ScanSummary:
+          threads_per_worker, tracking_uri, restart, progress, on_batch) -> ScanSummary:
     checkpoint = resolve_model(str(model), tracking_uri, download_dir=files.out.parent)
     blob = checkpoint.read_bytes()
     digest = sha256_bytes(blob)
@@ -525,8 +524,6 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
                 bar.update(len(rows) + len(bad_items))
 
         batches = _batches(todo, batch_size)
-        if stop_after is not None:
-            batches = _take(batches, stop_after)
         if scheduler is None and workers == 1:
             for batch in batches:
                 record(*score_batch(blob, digest, batch))
@@ -550,13 +547,6 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
         finish(files, rows, bads)
     return ScanSummary(files.out if complete else files.partial, files.bad, len(items),
                        n_scored, n_bad, scored_rows, seconds, layout)
-
-
-def _take(iterator: Iterator, n: int) -> Iterator:
-    for k, value in enumerate(iterator):
-        if k >= n:
-            return
-        yield value
 
 
 def finish(files: ScanFiles, rows: list[dict], bads: list[dict]) -> None:
