@@ -379,9 +379,9 @@ def test_cosmos_sources_are_magnified_and_keep_the_catalogue_colours():
 def test_mix_fraction_is_honoured():
     config = SimConfig(**TINY, lens_fraction=1.0, source_model="mix", cosmos_fraction=0.3,
                        noise=False)
-    _, truth = Simulator(config).simulate(200, seed=16)
+    _, truth = Simulator(config).simulate(120, seed=16)
     real = truth["source_is_real"] == 1
-    assert stats.binomtest(int(real.sum()), 200, 0.3).pvalue > 1e-3
+    assert stats.binomtest(int(real.sum()), 120, 0.3).pvalue > 1e-3
     assert (truth["cosmos_index"][real] >= 0).all() and (truth["cosmos_index"][~real] == -1).all()
     assert np.isfinite(truth["source_r_eff"][~real]).all()
 
