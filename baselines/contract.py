@@ -10,6 +10,17 @@ Methods that train in epochs accept ``fit(..., epoch_callback=None)`` and call
 ``epoch_callback(epoch, {"train_loss": ..., "val_auroc": ...})`` after each epoch; the harness
 forwards these curves to the tracker (and Optuna may raise from it to prune a trial). Methods may
 instead leave ``history_`` (name -> list per epoch).
+
+Optional, used by the harness when present:
+
+- ``predict_score_with_spread(X)``: (scores, spread) where spread is the standard deviation of a
+  committee's member scores; stored beside the scores of the run.
+- ``diagnostics()``: a dict of floats describing the fitted method (temperature, validation ECE
+  before and after calibration, best epoch, fraction passing a pre-selection...), recorded with the
+  metrics of the run under ``diag/``.
+- a ``checkpoint_dir`` parameter: when the user leaves it unset, the harness points it at the run's
+  artefact folder and logs the file the method writes (``checkpoint_path_``) as the run's
+  ``checkpoint`` artefact.
 No torch here: baselines never import it.
 """
 

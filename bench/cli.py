@@ -8,6 +8,8 @@ import os
 import sys
 from pathlib import Path
 
+from lensbench.bench.tasks import PROFILES
+
 DEFAULT_WORKDIR = Path(os.environ.get("LENSBENCH_WORKDIR", ".lensbench"))
 
 
@@ -266,6 +268,42 @@ def cmd_perf_sim(args) -> int:
     return 0
 
 
+def cmd_scan(args) -> int:
+    from lensbench.bench.scan import scan
+
+    tracking_uri = args.tracking_uri
+    if tracking_uri is None and not Path(args.model).is_file():
+        from lensbench.bench.tracking import default_tracking_uri
+
+        tracking_uri = default_tracking_uri(args.workdir)
+    try:
+        summary = scan(args.model, args.cutouts, args.out, batch_size=args.batch_size,
+                       workers=args.workers, scheduler=args.scheduler,
+                       threads_per_worker=args.threads_per_worker, tracking_uri=tracking_uri,
+                       restart=args.restart, progress=not args.no_progress)
+    except KeyboardInterrupt:
+        print(f"interrupted: scored cutouts are kept in {args.out}.partial; rerun the same "
+              "command to resume", file=sys.stderr)
+        return 130
+    print(f"{summary.n_scored} of {summary.n_total} cutouts scored ({summary.layout}; "
+          f"{summary.n_scored_now} now at {summary.rate:,.0f}/s), {summary.n_bad} bad "
+          f"(listed in {summary.bad_file}); ranked table {summary.out}")
+    return 0
+
+
+def cmd_inspect(args) -> int:
+    from lensbench.bench.inspect_page import merge_grades, write_page
+
+    if args.merge is not None:
+        path, graded = merge_grades(args.candidates, args.merge, out=args.out)
+        print(f"{graded} graded candidates; wrote {path}")
+        return 0
+    out = args.out or args.candidates.with_suffix(".html")
+    path = write_page(args.candidates, out, top=args.top or None, per_page=args.per_page)
+    print(f"wrote {path}: open it in a browser, grade with A/B/C/N, export with E")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="lensbench: strong-lensing ML "
                                      "benchmarks with the field's figures of merit")
@@ -273,7 +311,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     run = sub.add_parser("run", help="run a suite: simulate splits, fit, score, track")
     run.add_argument("--suite", required=True)
-    run.add_argument("--profile", default="default", choices=("smoke", "default", "challenge"))
+    run.add_argument("--profile", default="default", choices=PROFILES)
     run.add_argument("--seed", type=int, default=0, help="derives every method seed")
     run.add_argument("--methods", help="comma-separated method names (default: the suite's)")
     run.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
@@ -301,7 +339,7 @@ def build_parser() -> argparse.ArgumentParser:
                       "(default: a journal file in the workdir)")
     tune.add_argument("--n-jobs", type=int, default=1, help="parallel trials in this process")
     tune.add_argument("--pruner", default="median", choices=("median", "hyperband", "none"))
-    tune.add_argument("--profile", default="default", choices=("smoke", "default", "challenge"))
+    tune.add_argument("--profile", default="default", choices=PROFILES)
     tune.add_argument("--seed", type=int, default=0)
     tune.add_argument("--tracking-uri")
     tune.add_argument("--no-tracking", action="store_true")
@@ -360,6 +398,43 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--lenstronomy-n", type=int, default=64, help="systems for lenstronomy")
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(func=cmd_perf_sim)
+
+    scan = sub.add_parser("scan", help="score real cutouts with a fitted CNN finder and rank "
+                          "them (resumable; Dask for scale-out)")
+    scan.add_argument("--model", required=True,
+                      help="a checkpoint file, or an MLflow run id whose checkpoint artefact "
+                           "is used")
+    scan.add_argument("--cutouts", type=Path, required=True,
+                      help="a folder of FITS cutouts (one (B, H, W) file per object, or the "
+                           "Metcalf layout) or a split directory (HDF5 shards + manifest)")
+    scan.add_argument("--out", type=Path, required=True, help="the ranked CSV to write")
+    scan.add_argument("--batch-size", type=int, default=512)
+    scan.add_argument("--workers", type=int, default=1,
+                      help="> 1: a local Dask cluster of this many worker processes")
+    scan.add_argument("--scheduler", metavar="ADDRESS",
+                      help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (the cutouts "
+                           "must be readable by every worker at the same path)")
+    scan.add_argument("--threads-per-worker", type=int, default=1)
+    scan.add_argument("--restart", action="store_true",
+                      help="discard an unfinished scan of OUT instead of resuming it")
+    scan.add_argument("--no-progress", action="store_true")
+    scan.add_argument("--tracking-uri", help="MLflow store of the run id (default: "
+                      "$MLFLOW_TRACKING_URI or the workdir's)")
+    _add_workdir(scan)
+    scan.set_defaults(func=cmd_scan)
+
+    inspect = sub.add_parser("inspect", help="grade scan candidates by eye in an HTML page, "
+                             "or merge the exported grades into the table")
+    inspect.add_argument("candidates", type=Path, help="the ranked CSV of `bench scan`")
+    inspect.add_argument("--out", type=Path,
+                         help="the page (default CANDIDATES.html); with --merge, where the "
+                              "graded table goes (default: CANDIDATES itself)")
+    inspect.add_argument("--merge", type=Path, metavar="GRADES_CSV",
+                         help="add the grades exported from the page as a grade column")
+    inspect.add_argument("--top", type=int, default=500,
+                         help="best-ranked candidates on the page (0: all)")
+    inspect.add_argument("--per-page", type=int, default=48)
+    inspect.set_defaults(func=cmd_inspect)
     return parser
 
 

@@ -14,6 +14,17 @@ METHODS: dict[str, str] = {
     "arcfinder": "lensbench.baselines.arcfinder:ArcFinder",
     "pca": "lensbench.baselines.pca:PCALensFinder",
     "hog-logreg": "lensbench.baselines.hog:HOGLogisticRegression",
+    "knn-photoz": "lensbench.baselines.photoz:KNNPhotoz",
+    "xgboost-photoz": "lensbench.baselines.photoz:XGBoostPhotoz",
+    "mlp-photoz": "lensbench.baselines.photoz:MLPPhotoz",
+    "netz-photoz": "lensbench.deep.photoz:NetZPhotoz",
+    "netz-fusion-photoz": "lensbench.deep.photoz:NetZFusionPhotoz",
+    "resnet": "lensbench.deep.methods:ResNetFinder",
+    "committee": "lensbench.deep.methods:CommitteeFinder",
+    "deeplens": "lensbench.deep.methods:DeepLensFinder",
+    "ae-bgmm": "lensbench.deep.autoencoder:AutoencoderBGMM",
+    "ae-outlier": "lensbench.deep.autoencoder:AutoencoderOutlier",
+    "two-step": "lensbench.deep.twostep:TwoStep",
 }
 
 

@@ -11,12 +11,16 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.bench.results import Result, read_results
-from lensbench.bench.runner import RESULTS_FILE, git_commit
+from lensbench.bench.runner import RESULTS_FILE, ROTATION_SUBSET, git_commit
 from lensbench.bench.tasks import get_suite
 
 COLUMNS = [("AUROC", "auroc"), ("TPR0", "tpr0"), ("TPR10", "tpr10"),
            ("TPR@FPR1e-2", "tpr_fpr1e-2"), ("TPR@FPR1e-3", "tpr_fpr1e-3"),
-           ("TPR@FPR1e-4", "tpr_fpr1e-4"), ("ECE", "ece")]
+           ("TPR@FPR1e-4", "tpr_fpr1e-4"), ("ECE", "ece"),
+           ("rot. mean abs(ds)", "rotation/mean_abs_change"),
+           ("rot. max abs(ds)", "rotation/max_abs_change"),
+           ("rot. TPR0 spread", "rotation/tpr0_spread"),
+           ("member spread", "committee_spread_mean")]
 
 
 def latest_results(results: list[Result], suite: str, profile: str) -> list[Result]:
@@ -100,7 +104,12 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
           f"- lensbench commit(s) of the runs: {', '.join(c[:12] for c in commits)}; report "
           f"commit {(git_commit() or 'unknown')[:12]}",
           "- metrics as defined by Metcalf et al. (2019): TPR0 and TPR10 depend on the number "
-          "of non-lenses, so it is given beside them; TPR at fixed FPR does not.", ""]
+          "of non-lenses, so it is given beside them; TPR at fixed FPR does not.",
+          f"- rotation columns: the first {ROTATION_SUBSET} test cutouts scored under the 8 "
+          "dihedral transforms (rotations by 90 deg and flips): mean and maximum |score change| "
+          "per cutout (averaged), and the spread of TPR0 across the transforms; 0 is a perfectly "
+          "invariant method. Member spread: the mean standard deviation of a committee's "
+          "member scores.", ""]
     figures = []
     for task in suite.tasks:
         task_results = [r for r in results if r.task == task.name]

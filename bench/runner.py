@@ -14,7 +14,7 @@ import platform
 import subprocess
 import time
 import traceback
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
@@ -162,13 +162,60 @@ class RunOutcome:
     result: Result
     scores: np.ndarray | None
     history: dict
+    spread: np.ndarray | None = None  # committee spread per test cutout, when the method has one
+    files: dict[str, Path] = field(default_factory=dict)  # files the method wrote (checkpoint)
+
+
+ROTATION_SUBSET = 1000  # test cutouts scored under all 8 dihedral transforms
+
+
+def rotation_metrics(method, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
+    """How far a method is from rotation invariance (Schaefer et al. 2018): over the 8 dihedral
+    transforms of each cutout, the mean and maximum |score change| from the untransformed score
+    (averaged over cutouts), and the spread (max - min) of TPR0 across the transforms."""
+    from lensbench.bench.metrics import tpr0
+
+    scores = []
+    for k in range(8):
+        turned = np.rot90(images, k % 4, axes=(-2, -1))
+        turned = np.ascontiguousarray(turned[..., ::-1] if k >= 4 else turned)
+        scores.append(np.asarray(method.predict_score(turned), dtype=np.float64))
+    scores = np.stack(scores)
+    change = np.abs(scores[1:] - scores[0])
+    tpr0s = [tpr0(labels, s) for s in scores] if 0 < labels.sum() < len(labels) else [np.nan]
+    return {"rotation/mean_abs_change": float(change.mean()),
+            "rotation/max_abs_change": float(change.max(axis=0).mean()),
+            "rotation/tpr0_spread": float(np.max(tpr0s) - np.min(tpr0s)),
+            "rotation/n_cutouts": float(images.shape[0])}
+
+
+def run_folder(workdir: Path, suite: str, task: str, run_id: str) -> Path:
+    """Where the artefacts of one (method, task) run go."""
+    return workdir / "runs" / suite / task / _safe(run_id)
+
+
+def predict_with_spread(method, split: Split) -> tuple[np.ndarray, np.ndarray | None]:
+    """Scores of every cutout of ``split`` in batches, plus the committee spread if the method
+    reports one."""
+    with_spread = hasattr(method, "predict_score_with_spread")
+    scores, spreads = [], []
+    for batch in _image_batches(split):
+        if with_spread:
+            score, spread = method.predict_score_with_spread(batch)
+            spreads.append(np.asarray(spread, dtype=np.float64))
+        else:
+            score = method.predict_score(batch)
+        scores.append(np.asarray(score, dtype=np.float64))
+    return np.concatenate(scores), (np.concatenate(spreads) if with_spread else None)
 
 
 def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *,
                suite: str, profile: str, seed: int,
-               train_images: np.ndarray | None = None, real: Split | None = None
-               ) -> RunOutcome:
-    """Fit and score one method on one task; any exception becomes a failed Result."""
+               train_images: np.ndarray | None = None, real: Split | None = None,
+               artifact_dir: Path | None = None) -> RunOutcome:
+    """Fit and score one method on one task; any exception becomes a failed Result. Methods
+    with a ``checkpoint_dir`` parameter the user left unset save their checkpoint in
+    ``artifact_dir``."""
     run_id = canonical_run_id(name, params)
     method_seed = derive_seed(seed, name, task.name)
     base = dict(run_id=run_id, method=name, task=task.name, suite=suite, profile=profile,
@@ -179,12 +226,15 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
                 data_files={**train.manifest.get("data_files", {}),
                             **test.manifest.get("data_files", {}),
                             **(real.manifest.get("data_files", {}) if real else {})})
-    scores, history = None, {}
+    scores, spread, history, files = None, None, {}, {}
     try:
         cls = resolve_method(name)
         init = dict(params)
-        if "random_state" in cls().get_params():
+        defaults = cls().get_params()
+        if "random_state" in defaults:
             init.setdefault("random_state", method_seed)
+        if "checkpoint_dir" in defaults and artifact_dir is not None:
+            init.setdefault("checkpoint_dir", str(artifact_dir))
         method = cls(**init)
         info = task_info(task, train)
         reason = method.decline(info)
@@ -198,9 +248,10 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
         start = time.perf_counter()
         method.fit(X, train.truth[task.target], info=info, **fit_kwargs)
         fit_time = time.perf_counter() - start
+        if getattr(method, "checkpoint_path_", None):
+            files["checkpoint"] = Path(method.checkpoint_path_)
         start = time.perf_counter()
-        scores = np.concatenate([np.asarray(method.predict_score(batch), dtype=np.float64)
-                                 for batch in _image_batches(test)])
+        scores, spread = predict_with_spread(method, test)
         predict_time = time.perf_counter() - start
         if scores.shape != (test.n,) or not np.isfinite(scores).all():
             raise ValueError(f"{name}.predict_score returned shape {scores.shape} with "
@@ -213,14 +264,21 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
                                           for batch in _image_batches(real)])
             threshold = threshold_at_fpr(test.truth[task.target], scores, 1e-3)
             metrics |= real_lens_metrics(real.truth["label"], real_scores, threshold)
+        if spread is not None:
+            metrics["committee_spread_mean"] = float(spread.mean())
+        subset = np.arange(min(test.n, ROTATION_SUBSET))
+        metrics |= rotation_metrics(method, test.images(subset), test.truth[task.target][subset])
+        if hasattr(method, "diagnostics"):
+            metrics |= {f"diag/{key}": float(value)
+                        for key, value in method.diagnostics().items()}
         if not history:
             history.update(getattr(method, "history_", {}) or {})
         result = Result(**base, status="ok", metrics=metrics, fit_time_s=fit_time,
                         predict_time_s=predict_time, finished_at=now())
     except Exception:  # a failing method is recorded, the suite goes on
         result = Result(**base, status="failed", error=traceback.format_exc(), finished_at=now())
-        scores = None
-    return RunOutcome(result, scores, history)
+        scores = spread = None
+    return RunOutcome(result, scores, history, spread, files)
 
 
 def _collect_into(history: dict):
@@ -245,12 +303,19 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
               methods: list[str] | None = None, params: dict[str, dict] | None = None,
               tracker=None, resume: bool = False, log=print) -> list[Result]:
     """Run ``methods`` (default: the suite's for this profile) on every task of ``suite``."""
+    if suite.tasks and all(task.kind == "photoz" for task in suite.tasks):
+        from lensbench.bench.photoz import run_photoz_suite
+
+        return run_photoz_suite(suite, profile=profile, seed=seed, workdir=workdir,
+                                methods=methods, params=params, tracker=tracker, resume=resume,
+                                log=log)
     workdir.mkdir(parents=True, exist_ok=True)
     store = workdir / RESULTS_FILE
     names = list(methods or suite.methods_for(profile))
     for name in names:
         resolve_method(name)  # fail fast on typos, before any simulation
-    params = params or {}
+    params = {name: {**suite.params_for(profile).get(name, {}), **(params or {}).get(name, {})}
+              for name in names}
     done = set()
     if resume:
         done = {_resume_key(r) for r in read_results(store)
@@ -258,6 +323,9 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
                 and r.profile == profile}
     results = []
     for task in suite.tasks:
+        if profile not in task.sizes:
+            log(f"task {task.name} has no {profile!r} profile: skipped")
+            continue
         train = ensure_split(task, "train", profile, workdir)
         test = ensure_split(task, "test", profile, workdir)
         train_images = None  # read once per task, shared by its methods
@@ -276,7 +344,8 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
                 train_images = train.images()
             outcome = run_method(name, method_params, task, train, test, suite=suite.name,
                                  profile=profile, seed=seed, train_images=train_images,
-                                 real=real)
+                                 real=real, artifact_dir=run_folder(
+                                     workdir, suite.name, task.name, probe.run_id))
             artifacts = {}
             if outcome.scores is not None:
                 artifacts = write_artifacts(outcome, test, task, workdir)
@@ -309,11 +378,12 @@ def write_artifacts(outcome: RunOutcome, test: Split, task: Task, workdir: Path
 
     result, scores = outcome.result, outcome.scores
     labels = test.truth[task.target].astype(bool)
-    folder = workdir / "runs" / result.suite / task.name / _safe(result.run_id)
+    folder = run_folder(workdir, result.suite, task.name, result.run_id)
     folder.mkdir(parents=True, exist_ok=True)
-    paths = {"scores": folder / "scores.npz"}
+    paths = {"scores": folder / "scores.npz", **outcome.files}
+    extra = {} if outcome.spread is None else {"committee_spread": outcome.spread}
     np.savez_compressed(paths["scores"], scores=scores, labels=labels,
-                        test_hash=np.array(test.content_hash))
+                        test_hash=np.array(test.content_hash), **extra)
     roc = roc_points(labels, scores)
     paths["roc"] = plot_roc_curves({result.run_id: (roc.fpr, roc.tpr)}, folder / "roc.png",
                                    title=f"{result.run_id} on {task.name}")

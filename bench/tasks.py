@@ -12,7 +12,9 @@ from dataclasses import dataclass, field
 
 from lensbench.datasets.config import SimConfig
 
-PROFILES = ("smoke", "default", "challenge")
+# "compare" (metcalf ground only): sized so that DeepLens trains in about an hour on 2 CPU cores,
+# with the same splits for every method.
+PROFILES = ("smoke", "default", "challenge", "compare")
 
 
 @dataclass(frozen=True)
@@ -49,9 +51,14 @@ class Suite:
     description: str
     tasks: tuple[Task, ...]
     methods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # profile -> method names
+    # profile -> method -> params the suite runs that method with (the user's params win)
+    params: dict[str, dict[str, dict]] = field(default_factory=dict)
 
     def methods_for(self, profile: str) -> tuple[str, ...]:
         return self.methods.get(profile, self.methods.get("default", ()))
+
+    def params_for(self, profile: str) -> dict[str, dict]:
+        return self.params.get(profile, {})
 
 
 # Metcalf et al. (2019): ground set KiDS-like u,g,r,i 0.2"/px 101x101 with ~50% lenses; space set
@@ -61,7 +68,8 @@ METCALF_GROUND = Task(
     description="Metcalf challenge ground set: KiDS-like u,g,r,i, 0.2\"/px, 101x101",
     config=SimConfig(survey="kids", bands=("u", "g", "r", "i"), stamp_size=101,
                      lens_fraction=0.5, labelling="metcalf"),
-    sizes={"smoke": (300, 300), "default": (3000, 3000), "challenge": (20_000, 100_000)})
+    sizes={"smoke": (300, 300), "default": (3000, 3000), "challenge": (20_000, 100_000),
+           "compare": (6000, 3000)})
 METCALF_SPACE = Task(
     name="metcalf-space", version=1,
     description="Metcalf challenge space set: Euclid VIS, 0.1\"/px, Gaussian PSF 0.18\", 101x101",
@@ -70,15 +78,23 @@ METCALF_SPACE = Task(
     sizes={"smoke": (300, 300), "default": (3000, 3000), "challenge": (20_000, 100_000)})
 # HOLISMOKES (Canameras et al. 2021; Schuldt et al. 2021): HSC g,r,i,z 64x64 cutouts, lensed
 # sources with magnification >= 3 and visible arcs.
+# Negatives after Canameras et al. (2021): red galaxies, spirals and random galaxies in similar
+# shares; rings, groups and mergers (their main false positives) weighted above their real
+# frequency; few artefacts (HSC coadds reject most cosmic rays). Half the sources are real COSMOS
+# galaxies.
+HSC_NEGATIVES = {"elliptical": 0.30, "spiral": 0.20, "merger": 0.10, "group": 0.10,
+                 "cosmos": 0.10, "edge-on": 0.08, "ring": 0.07, "artefact": 0.05}
 HSC_LENSES = Task(
-    name="hsc-holismokes", version=1,
-    description="HSC Wide g,r,i,z 0.168\"/px 64x64, clean labels (mu >= 3, arc S/N >= 10)",
+    name="hsc-holismokes", version=2,
+    description="HSC Wide g,r,i,z 0.168\"/px 64x64, clean labels (mu >= 3, arc S/N >= 10), "
+                "half the sources real COSMOS galaxies, hard negatives",
     config=SimConfig(survey="hsc", bands=("g", "r", "i", "z"), stamp_size=64,
                      lens_fraction=0.5, labelling="clean", min_magnification=3.0,
-                     min_arc_snr=10.0),
+                     min_arc_snr=10.0, source_model="mix", cosmos_fraction=0.5,
+                     negatives=HSC_NEGATIVES, lens_artefact_fraction=0.02),
     sizes={"smoke": (300, 300), "default": (4000, 4000), "challenge": (20_000, 100_000)})
 REAL_HSC = Task(
-    name="real-hsc", version=1,
+    name="real-hsc", version=2,
     description="Trained on simulated HSC g,r,i,z 64x64 (clean labels); also scores the SLACS "
                 "lenses and COSMOS non-lenses degraded to HSC",
     config=HSC_LENSES.config,
@@ -118,9 +134,18 @@ PHOTOZ_METHODS = ("knn-photoz", "xgboost-photoz", "mlp-photoz", "netz-photoz",
 
 REFERENCE_METHODS = ("random", "pixel-logreg")
 BASELINES = ("xgboost", "catalog-nn", "arcfinder", "pca", "hog-logreg")
+# The default CPU network (a committee of small ResNets) and the autoencoder + mixture detector;
+# DeepLens and the two-step chain run in the compare profile.
+DEEP_DEFAULT = ("committee", "ae-bgmm", "ae-outlier")
+COMPARE_METHODS = ("random", "xgboost", "committee", "deeplens", "two-step")
+# DeepLens's schedule (120 epochs, learning rate / 10 every 40) scaled to 12 epochs, on the same
+# central 64x64 pixels as the committee: about an hour of training on 2 CPU cores.
+COMPARE_PARAMS = {"deeplens": {"max_epochs": 12, "step_every": 4, "crop": 64}}
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("metcalf", "Metcalf et al. (2019) lens-finding challenge, ground and space",
-          (METCALF_GROUND, METCALF_SPACE), {"default": REFERENCE_METHODS + BASELINES}),
+          (METCALF_GROUND, METCALF_SPACE),
+          {"default": REFERENCE_METHODS + BASELINES + DEEP_DEFAULT, "compare": COMPARE_METHODS},
+          {"compare": COMPARE_PARAMS}),
     Suite("hsc", "HOLISMOKES-style HSC lens finding", (HSC_LENSES,),
           {"default": REFERENCE_METHODS + BASELINES}),
     Suite("real", "Are known lenses recovered? Real SLACS lenses through simulation-trained "

@@ -68,12 +68,28 @@ def validation_split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndar
 def make_storage(storage: str | None, workdir: Path):
     """An Optuna storage: an RDB URL as given, else a journal file in the workdir."""
     if storage:
-        return storage
+        return rdb_storage(storage)
     from optuna.storages import JournalStorage
     from optuna.storages.journal import JournalFileBackend
 
     workdir.mkdir(parents=True, exist_ok=True)
     return JournalStorage(JournalFileBackend(str(workdir / "optuna-journal.log")))
+
+
+def rdb_storage(url: str, attempts: int = 6):
+    """Optuna's RDB storage for ``url``. Workers that start together on an empty database race to
+    create its tables (one gets a duplicate-key error on alembic_version): a loser waits a random
+    moment and connects again, by which time the tables exist."""
+    import random
+    import time
+
+    for attempt in range(attempts):
+        try:
+            return optuna.storages.RDBStorage(url)
+        except Exception:  # sqlalchemy errors of the schema race; the last attempt re-raises
+            if attempt == attempts - 1:
+                raise
+            time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:

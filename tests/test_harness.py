@@ -53,20 +53,39 @@ def test_unknown_names_get_did_you_mean():
         get_suite("metcalff")
 
 
+# Nets whose default schedule takes minutes even on toy data train for fewer epochs here: the
+# contract, not the schedule, is under test.
+SHORT_SCHEDULES = {"deeplens": {"max_epochs": 1}, "ae-bgmm": {"max_epochs": 2},
+                   "ae-outlier": {"max_epochs": 2},
+                   "netz-photoz": {"epochs": 1, "stamp_size": 12},
+                   "netz-fusion-photoz": {"epochs": 1, "stamp_size": 12}}
+PHOTOZ_INFO = TaskInfo(name="t", kind="photoz", bands=("u", "g", "r", "i", "z"),
+                       pixel_scale=float("nan"), image_shape=(5, 0, 0))
+
+
+def toy_catalogue(n=120, seed=0):
+    """Five magnitudes and their errors, with a redshift that reddens g - r."""
+    rng = np.random.default_rng(seed)
+    z = rng.uniform(0.05, 0.7, n)
+    mags = 19.0 + rng.normal(0, 0.5, (n, 1)) + np.outer(z, [2.0, 1.5, 0.0, -0.3, -0.5])
+    return np.hstack([mags, np.full((n, 5), 0.05)]), z
+
+
 @pytest.mark.parametrize("name", sorted(METHODS))
 def test_every_registered_method_follows_the_contract(name):
     cls = resolve_method(name)
-    method = cls()
-    params = method.get_params()
+    params = cls().get_params()
+    method = cls(**SHORT_SCHEDULES.get(name, {}))
     # __init__ only stores its arguments: a clone has the same params and no fitted state.
-    assert clone(method).get_params() == params
+    assert clone(cls()).get_params() == params
     assert set(cls.search_space) <= set(params), "search_space names unknown params"
     for spec in cls.search_space.values():
         assert spec["type"] in ("float", "int", "categorical")
-    assert method.decline(INFO) is None
-    X, y = toy_images()
+    photoz = "photoz" in cls.kinds
+    assert method.decline(PHOTOZ_INFO if photoz else INFO) is None
+    X, y = toy_catalogue() if photoz else toy_images()
     before = set(vars(method))
-    assert method.fit(X[:80], y[:80], info=INFO) is method
+    assert method.fit(X[:80], y[:80], info=PHOTOZ_INFO if photoz else INFO) is method
     learned = set(vars(method)) - before
     assert learned and all(key.endswith("_") for key in learned)
     scores = method.predict_score(X[80:])
@@ -229,3 +248,35 @@ def test_real_suite_scores_known_lenses_and_names_its_files(tmp_path):
     # Every real file the run touched is named with its sha256.
     assert result.data_files and all(len(h) == 64 for h in result.data_files.values())
     assert any("slacs" in name for name in result.data_files)
+
+
+class CornerPixel(Method):
+    """Scores by one corner pixel: as far from rotation invariant as a method can be."""
+
+    def fit(self, X, y, info=None):
+        self.fitted_ = True
+        return self
+
+    def predict_score(self, X):
+        return np.asarray(X)[:, 0, 0, 0]
+
+
+class TotalFlux(CornerPixel):
+    def predict_score(self, X):
+        return np.asarray(X).sum(axis=(1, 2, 3))
+
+
+def test_rotation_metrics_separate_invariant_from_orientation_bound_methods():
+    from lensbench.bench.runner import rotation_metrics
+
+    X = np.zeros((4, 1, 3, 3))
+    X[:, 0, 0, 0] = 1.0  # a bright top-left corner: moved away by 6 of the 7 other transforms
+    y = np.array([0, 1, 0, 1])
+    bound = rotation_metrics(CornerPixel(), X, y)
+    # k = 0..7: identity, rot90, rot180, rot270, then each flipped left-right. The top-left
+    # pixel stays put only under the identity and one flipped rotation (the transpose).
+    assert bound["rotation/mean_abs_change"] == pytest.approx(6 / 7)
+    assert bound["rotation/max_abs_change"] == 1.0
+    invariant = rotation_metrics(TotalFlux(), X, y)
+    assert invariant["rotation/mean_abs_change"] == invariant["rotation/max_abs_change"] == 0
+    assert invariant["rotation/tpr0_spread"] == 0 and invariant["rotation/n_cutouts"] == 4

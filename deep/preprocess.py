@@ -1,0 +1,164 @@
+"""Image preprocessing and augmentation for the torch lens finders.
+
+Inputs are sky-subtracted cutouts in nanomaggies, float32 arrays (n, bands, H, W).
+
+* Masked pixels (the value 100 in the Metcalf et al. 2019 challenge data, or non-finite) -> 0.
+* Per-band noise normalisation: sigma_b = 1.4826 MAD of the stamp-border pixels of the training
+  set (robust to the lens galaxy and to bright neighbours), so pixels are in units of sky sigma.
+* Stretch (after augmentation, so flux scaling acts on linear fluxes): "none", "sqrt"
+  (sign(x) sqrt|x|, Canameras et al. 2020) or "asinh" (asinh(x / softening)).
+* Augmentation (torch, on a batch): the 8 dihedral transforms (rotations by 90 deg and flips,
+  Schaefer et al. 2018), sub-pixel shifts and zoom (bilinear resampling; DeepLens zooms by 0.9-1)
+  and a log-normal flux scaling.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+MASK_VALUE = 100.0
+STRETCHES = ("none", "sqrt", "asinh")
+
+
+def centre_crop(X, size: int | None):
+    """The central ``size`` x ``size`` pixels of (..., H, W) (all of it when size is None or
+    larger than the image)."""
+    if size is None:
+        return X
+    h, w = X.shape[-2:]
+    sh, sw = min(size, h), min(size, w)
+    top, left = (h - sh) // 2, (w - sw) // 2
+    return X[..., top: top + sh, left: left + sw]
+
+
+def clean(X: np.ndarray, mask_value: float | None = MASK_VALUE) -> np.ndarray:
+    """float32 copy with masked (== mask_value) and non-finite pixels set to 0."""
+    X = np.array(X, dtype=np.float32, copy=True)
+    bad = ~np.isfinite(X)
+    if mask_value is not None:
+        bad |= X == mask_value
+    X[bad] = 0.0
+    return X
+
+
+def border_noise(X: np.ndarray, width: int = 3) -> np.ndarray:
+    """Per-band robust sky sigma (1.4826 MAD) of the ``width``-pixel stamp borders, shape (B,)."""
+    n, b = X.shape[:2]
+    w = max(1, min(width, X.shape[-1] // 4, X.shape[-2] // 4))
+    edge = np.concatenate([X[:, :, :w].reshape(n, b, -1), X[:, :, -w:].reshape(n, b, -1),
+                           X[:, :, :, :w].reshape(n, b, -1), X[:, :, :, -w:].reshape(n, b, -1)],
+                          axis=2).transpose(1, 0, 2).reshape(b, -1)
+    med = np.median(edge, axis=1, keepdims=True)
+    sigma = 1.4826 * np.median(np.abs(edge - med), axis=1)
+    fallback = np.std(edge, axis=1)  # an all-zero border (e.g. fully masked) has MAD 0
+    sigma = np.where(sigma > 0, sigma, fallback)
+    return np.maximum(sigma, 1e-12).astype(np.float32)
+
+
+@dataclass
+class Preprocessor:
+    """Linear part (mask, crop, noise normalisation) in numpy; the stretch in torch."""
+
+    stretch: str = "asinh"
+    softening: float = 3.0  # asinh softening, in units of sky sigma
+    crop: int | None = None
+    mask_value: float | None = MASK_VALUE
+    noise: tuple[float, ...] | None = None  # learned per-band sky sigma (nanomaggies)
+
+    def __post_init__(self):
+        if self.stretch not in STRETCHES:
+            raise ValueError(f"stretch must be one of {STRETCHES}, got {self.stretch!r}")
+
+    def fit(self, X: np.ndarray) -> Preprocessor:
+        self.noise = tuple(float(s) for s in border_noise(clean(X, self.mask_value)))
+        return self
+
+    def normalise(self, X: np.ndarray) -> np.ndarray:
+        """Masked pixels to 0, centre crop, divide by the per-band noise: float32 (n, B, h, w)."""
+        if self.noise is None:
+            raise RuntimeError("Preprocessor.fit must be called before normalise")
+        X = np.asarray(X)
+        if X.ndim != 4 or X.shape[1] != len(self.noise):
+            raise ValueError(f"expected images (n, {len(self.noise)}, H, W), got {X.shape}")
+        X = clean(centre_crop(X, self.crop), self.mask_value)
+        return X / np.asarray(self.noise, dtype=np.float32)[None, :, None, None]
+
+    def apply_stretch(self, x: torch.Tensor) -> torch.Tensor:
+        if self.stretch == "sqrt":
+            return torch.sign(x) * torch.sqrt(torch.abs(x))
+        if self.stretch == "asinh":
+            return fast_asinh(x / self.softening)
+        return x
+
+    def state(self) -> dict:
+        return asdict(self)
+
+
+def fast_asinh(x: torch.Tensor) -> torch.Tensor:
+    """asinh(x) = sign(x) log1p(a + a (a / (1 + hypot(1, a)))), a = |x|: exact to rounding, no
+    overflow, and faster than torch.asinh on the CPU (measured: 12 vs 22 ms per 256x4x64x64
+    batch), which was 15% of the default network's training and inference time."""
+    a = x.abs()
+    return torch.copysign(torch.log1p(a + a * (a / (1 + torch.hypot(torch.ones_like(a), a)))), x)
+
+
+# --------------------------------------------------------------------------- dihedral group
+
+
+def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
+    """The k-th of the 8 dihedral transforms of the last two axes: rotate by k % 4 quarter turns,
+    then (k >= 4) flip left-right."""
+    if not 0 <= k < 8:
+        raise ValueError(f"dihedral index must be in 0..7, got {k}")
+    x = torch.rot90(x, k % 4, dims=(-2, -1))
+    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+
+
+def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Each image of a batch (n, B, H, W) through its own random dihedral transform."""
+    ks = torch.randint(0, 8, (len(x),), generator=generator)
+    out = torch.empty_like(x) if x.shape[-1] == x.shape[-2] else None
+    if out is None:  # non-square: only the transforms that keep the shape
+        ks = ks % 2 * 2 + (ks >= 4) * 4
+        out = torch.empty_like(x)
+    for k in ks.unique().tolist():
+        sel = (ks == k).to(x.device)
+        out[sel] = dihedral(x[sel], k)
+    return out
+
+
+@dataclass(frozen=True)
+class Augment:
+    """Random augmentation of a normalised batch (before the stretch)."""
+
+    dihedral: bool = True
+    shift: float = 0.5  # max sub-pixel shift, pixels (uniform in [-shift, shift] per axis)
+    zoom: tuple[float, float] = (1.0, 1.0)  # zoom factor range (DeepLens: 0.9-1)
+    flux_scale: float = 0.1  # sigma of the log-normal flux factor
+
+    def __call__(self, x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+        n = len(x)
+        if self.dihedral:
+            x = random_dihedral(x, generator)
+        lo, hi = self.zoom
+        if self.shift > 0 or hi != 1.0 or lo != 1.0:
+            h, w = x.shape[-2:]
+            scale = lo + (hi - lo) * torch.rand(n, generator=generator)
+            shift = (2 * torch.rand(n, 2, generator=generator) - 1) * self.shift
+            theta = torch.zeros(n, 2, 3)
+            # A zoom by z magnifies the image: sample the input on a grid shrunk by 1/z.
+            theta[:, 0, 0] = 1.0 / scale
+            theta[:, 1, 1] = 1.0 / scale
+            theta[:, 0, 2] = shift[:, 0] * 2.0 / w  # pixels -> normalised [-1, 1] coordinates
+            theta[:, 1, 2] = shift[:, 1] * 2.0 / h
+            grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+            x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
+                              align_corners=False)
+        if self.flux_scale > 0:
+            factor = torch.exp(self.flux_scale * torch.randn(n, generator=generator))
+            x = x * factor.to(x.device)[:, None, None, None]
+        return x
