@@ -111,6 +111,8 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
           "invariant method. Member spread: the mean standard deviation of a committee's "
           "member scores.", ""]
     figures = []
+    # reports/<suite>.md for the default profile, reports/<suite>-<profile>.md for the others
+    stem = suite.name if profile == "default" else f"{suite.name}-{profile}"
     for task in suite.tasks:
         task_results = [r for r in results if r.task == task.name]
         if not task_results:
@@ -125,15 +127,15 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
                    "the threshold that gives FPR 1e-3 on the simulated test set. The real "
                    "non-lenses are COSMOS field galaxies, much fainter than the SLACS lenses, so "
                    "brightness alone separates them: read the recovered count, not an AUROC."]
-        figure = roc_figure(task_results, workdir, out_dir / f"{suite.name}-{task.name}-roc.png",
+        figure = roc_figure(task_results, workdir, out_dir / f"{stem}-{task.name}-roc.png",
                             f"{task.name} ({profile} profile)")
         if figure is not None:
             md += ["", f"![ROC curves]({figure.name})"]
             figures.append(figure)
         md.append("")
-    md_path = out_dir / f"{suite.name}.md"
+    md_path = out_dir / f"{stem}.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    html_path = out_dir / f"{suite.name}.html"
+    html_path = out_dir / f"{stem}.html"
     html_path.write_text(markdown_to_html("\n".join(md), out_dir), encoding="utf-8")
     return [md_path, html_path, *figures]
 

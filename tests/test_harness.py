@@ -280,3 +280,28 @@ def test_rotation_metrics_separate_invariant_from_orientation_bound_methods():
     invariant = rotation_metrics(TotalFlux(), X, y)
     assert invariant["rotation/mean_abs_change"] == invariant["rotation/max_abs_change"] == 0
     assert invariant["rotation/tpr0_spread"] == 0 and invariant["rotation/n_cutouts"] == 4
+
+
+def test_profile_params_tasks_without_the_profile_and_report_names(tmp_path, monkeypatch):
+    import dataclasses
+
+    from lensbench.bench.tasks import SMOKE_TASK, Suite
+
+    compare_task = dataclasses.replace(SMOKE_TASK, name="with-compare",
+                                       sizes={"compare": (256, 256)})
+    suite = Suite("profiled", "a suite with a compare profile", (SMOKE_TASK, compare_task),
+                  {"compare": ("pixel-logreg",)}, {"compare": {"pixel-logreg": {"C": 0.5}}})
+    monkeypatch.setitem(SUITES, "profiled", suite)
+    lines = []
+    results = run_suite(suite, profile="compare", seed=1, workdir=tmp_path, log=lines.append)
+    # The task without a compare size is skipped, saying so; the suite's params are used.
+    assert any("smoke-ground has no 'compare' profile" in line for line in lines)
+    assert [(r.run_id, r.task) for r in results] == [("pixel-logreg[C=0.5]", "with-compare")]
+    # The user's params win over the suite's.
+    [result] = run_suite(suite, profile="compare", seed=1, workdir=tmp_path,
+                         params={"pixel-logreg": {"C": 2.0}}, log=lines.append)
+    assert result.params == {"C": 2.0}
+    assert cli.main(["report", "--suite", "profiled", "--profile", "compare", "--workdir",
+                     str(tmp_path), "--out", str(tmp_path / "reports")]) == 0
+    assert (tmp_path / "reports" / "profiled-compare.md").exists()
+    assert (tmp_path / "reports" / "profiled-compare-with-compare-roc.png").exists()
