@@ -26,11 +26,13 @@ STRETCHES = ("none", "sqrt", "asinh")
 
 def centre_crop(X, size: int | None):
     """The central ``size`` x ``size`` pixels of (..., H, W) (all of it when size is None or
-    larger than the image)."""
+    larger than the image). A crop is centred only when H - size is even, so otherwise it is one
+    pixel wider: a 64-pixel crop of a 101-pixel stamp is 65 pixels, and rotations and flips of the
+    stamp then map the crop onto itself (an off-centre crop broke the committee's invariance)."""
     if size is None:
         return X
     h, w = X.shape[-2:]
-    sh, sw = min(size, h), min(size, w)
+    sh, sw = min(size + (h - size) % 2, h), min(size + (w - size) % 2, w)
     top, left = (h - sh) // 2, (w - sw) // 2
     return X[..., top: top + sh, left: left + sw]
 

@@ -19,6 +19,7 @@ from lensbench.deep.preprocess import (
     Augment,
     Preprocessor,
     border_noise,
+    centre_crop,
     dihedral,
     fast_asinh,
 )
@@ -69,6 +70,14 @@ def test_border_noise_is_robust_and_masks_are_zeroed():
     Xn = pre.normalise(X)
     assert np.isfinite(Xn).all() and (Xn[0, 0, 0, :5] == 0).all() and Xn[1, 1, 3, 3] == 0
     assert np.allclose(border_noise(Xn), 1.0, rtol=0.05)
+
+
+@pytest.mark.parametrize("h,size", [(101, 64), (101, 65), (64, 64), (64, 33), (20, 101)])
+def test_centre_crop_commutes_with_the_dihedral_transforms(h, size):
+    x = torch.arange(h * h, dtype=torch.float32).reshape(1, 1, h, h)
+    for k in range(8):
+        assert torch.equal(centre_crop(dihedral(x, k), size), dihedral(centre_crop(x, size), k))
+    assert centre_crop(x, size).shape[-1] in (min(size, h), min(size + 1, h))
 
 
 def test_stretches():
@@ -412,3 +421,15 @@ def test_the_runner_records_spread_calibration_and_a_reloadable_checkpoint(tmp_p
     reloaded = load_checkpoint(checkpoint, expected_bands=("g", "r", "i"))
     test = ensure_split(get_suite("smoke").tasks[0], "test", "smoke", tmp_path, quiet=True)
     assert np.allclose(reloaded.predict_score(test.images()), saved["scores"])
+
+
+def test_full_dihedral_tta_makes_a_cropped_committee_rotation_invariant(toy):
+    from lensbench.bench.runner import rotation_metrics
+
+    X, y = toy
+    method = CommitteeFinder(members=2, tta="mean", crop=11, **FAST, random_state=2).fit(
+        X[:160], y[:160], info=INFO)  # 20 - 11 is odd: the crop is widened to stay centred
+    invariance = rotation_metrics(method, X[160:], y[160:])
+    assert invariance["rotation/max_abs_change"] < 1e-5
+    untransformed = ResNetFinder(crop=11, **FAST, random_state=2).fit(X[:160], y[:160], info=INFO)
+    assert rotation_metrics(untransformed, X[160:], y[160:])["rotation/max_abs_change"] > 1e-4
