@@ -110,6 +110,17 @@ def elliptical_model(red: np.ndarray, pixel_scale: float) -> tuple[np.ndarray, n
     return model.astype(np.float32), x, y
 
 
+def model_amplitude(image: np.ndarray, model: np.ndarray, inner: np.ndarray) -> np.ndarray:
+    """Least-squares amplitude (n,), clipped at 0, of ``model`` in ``image`` (both (n, H, W))
+    over the pixels where ``inner`` (n, H*W) holds: how much of a band the red-band lens model
+    explains near the lens centre, inside the arcs."""
+    n = len(image)
+    m_flat = model.reshape(n, -1) * inner
+    amplitude = ((image.reshape(n, -1) * m_flat).sum(1)
+                 / np.maximum((m_flat ** 2).sum(1), 1e-20))
+    return np.clip(amplitude, 0.0, None)
+
+
 def _sigmoid_margin(margin: np.ndarray) -> np.ndarray:
     """log(sigmoid(margin)), margins clipped to +-MARGIN_CLIP."""
     margin = np.clip(margin, -MARGIN_CLIP, MARGIN_CLIP)
@@ -183,10 +194,7 @@ class ArcFinder(Method):
         red, blue = X[:, red_i], X[:, blue_i]
         model_red, x, y = elliptical_model(red, scale)
         inner = (np.hypot(x, y) <= max(self.min_distance / scale, 1.5)).reshape(n, -1)
-        m_flat = model_red.reshape(n, -1) * inner
-        amplitude = ((blue.reshape(n, -1) * m_flat).sum(1)
-                     / np.maximum((m_flat ** 2).sum(1), 1e-20))
-        amplitude = np.clip(amplitude, 0.0, None)[:, None, None]
+        amplitude = model_amplitude(blue, model_red, inner)[:, None, None]
         res_blue = blue - amplitude * model_red
         res_red = red - model_red
         g = gaussian_matrix(h, self.smoothing), gaussian_matrix(w, self.smoothing)

@@ -88,6 +88,11 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
     if not results:
         raise ValueError(f"{store}: no results for suite {suite.name!r} and profile "
                          f"{profile!r}; run `bench run --suite {suite.name} --profile {profile}`")
+    if all(task.kind == "design" for task in suite.tasks):
+        from lensbench.bench.design import write_design_report
+
+        return write_design_report(suite, results, store=store, workdir=workdir,
+                                   out_dir=out_dir, profile=profile, command=command)
     if all(task.kind == "photoz" for task in suite.tasks):
         from lensbench.bench.photoz import write_photoz_report
 

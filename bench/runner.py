@@ -212,10 +212,12 @@ def predict_with_spread(method, split: Split) -> tuple[np.ndarray, np.ndarray | 
 def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *,
                suite: str, profile: str, seed: int,
                train_images: np.ndarray | None = None, real: Split | None = None,
-               artifact_dir: Path | None = None) -> RunOutcome:
+               artifact_dir: Path | None = None, rotation_subset: int = ROTATION_SUBSET
+               ) -> RunOutcome:
     """Fit and score one method on one task; any exception becomes a failed Result. Methods
     with a ``checkpoint_dir`` parameter the user left unset save their checkpoint in
-    ``artifact_dir``."""
+    ``artifact_dir``. The rotation metrics use the first ``rotation_subset`` test cutouts (none
+    when 0)."""
     run_id = canonical_run_id(name, params)
     method_seed = derive_seed(seed, name, task.name)
     base = dict(run_id=run_id, method=name, task=task.name, suite=suite, profile=profile,
@@ -266,8 +268,10 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
             metrics |= real_lens_metrics(real.truth["label"], real_scores, threshold)
         if spread is not None:
             metrics["committee_spread_mean"] = float(spread.mean())
-        subset = np.arange(min(test.n, ROTATION_SUBSET))
-        metrics |= rotation_metrics(method, test.images(subset), test.truth[task.target][subset])
+        subset = np.arange(min(test.n, rotation_subset))
+        if len(subset):
+            metrics |= rotation_metrics(method, test.images(subset),
+                                        test.truth[task.target][subset])
         if hasattr(method, "diagnostics"):
             metrics |= {f"diag/{key}": float(value)
                         for key, value in method.diagnostics().items()}
@@ -303,6 +307,12 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
               methods: list[str] | None = None, params: dict[str, dict] | None = None,
               tracker=None, resume: bool = False, log=print) -> list[Result]:
     """Run ``methods`` (default: the suite's for this profile) on every task of ``suite``."""
+    if suite.tasks and all(task.kind == "design" for task in suite.tasks):
+        from lensbench.bench.design import run_design_suite
+
+        return run_design_suite(suite, profile=profile, seed=seed, workdir=workdir,
+                                methods=methods, params=params, tracker=tracker, resume=resume,
+                                log=log)
     if suite.tasks and all(task.kind == "photoz" for task in suite.tasks):
         from lensbench.bench.photoz import run_photoz_suite
 

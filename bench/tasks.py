@@ -132,6 +132,27 @@ PHOTOZ_MGS = Task(
 PHOTOZ_METHODS = ("knn-photoz", "xgboost-photoz", "mlp-photoz", "netz-photoz",
                   "netz-fusion-photoz")
 
+# The design study (issue 11, bench/design.py): one fixed test set, HSC g,r,i,z,y 64x64 with the
+# hsc-holismokes mix, drawn once by its own seed; each variant of the training set (its config
+# overrides, band subset and preprocessing are in bench/design.py) is scored on it and on the real
+# known lenses. kind "design" routes the suite to bench/design.py; the methods see a lens-finding
+# task.
+DESIGN_HSC = Task(
+    name="design-hsc", version=1, kind="design",
+    description="Training-set design study: HSC g,r,i,z,y 0.168\"/px 64x64, test set with the "
+                "hsc-holismokes mix (clean labels, half COSMOS sources, hard negatives); "
+                "training sets varied one choice at a time",
+    config=HSC_LENSES.config.replace(bands=("g", "r", "i", "z", "y")),
+    sizes={"smoke": (160, 160), "default": (4000, 4000)}, train_seed=11, test_seed=12,
+    real_lenses={"survey": "hsc", "bands": ("g", "r", "i", "z", "y"), "stamp_size": 64,
+                 "n_nonlenses": 100, "seed": 3})
+# Default: the default committee (3 members, dihedral TTA) for at most 15 epochs, so the 13
+# variants x 4000 training images take about an hour on 2 CPU cores (estimated from the compare
+# profile's committee, ~1.2 ms per training image and epoch). Smoke: one tiny member, one epoch.
+DESIGN_PARAMS = {"default": {"committee": {"max_epochs": 15}},
+                 "smoke": {"committee": {"members": 1, "max_epochs": 1, "width": 8,
+                                         "tta": "none"}}}
+
 REFERENCE_METHODS = ("random", "pixel-logreg")
 BASELINES = ("xgboost", "catalog-nn", "arcfinder", "pca", "hog-logreg")
 # The default CPU network (a committee of small ResNets) and the autoencoder + mixture detector;
@@ -154,6 +175,9 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           "finders", (REAL_HSC,), {"default": REFERENCE_METHODS + BASELINES}),
     Suite("smoke", "End-to-end check of the harness in under a minute", (SMOKE_TASK,),
           {"default": REFERENCE_METHODS}),
+    Suite("design", "Which training-set choices matter? The default CPU network trained on "
+          "variants of the training set, all scored on one fixed test set and the real lenses",
+          (DESIGN_HSC,), {"default": ("committee",)}, DESIGN_PARAMS),
     Suite("photoz", "Photometric redshifts on real SDSS catalogues (BOSS DR10, MGS)",
           (PHOTOZ_BOSS, PHOTOZ_MGS), {"default": PHOTOZ_METHODS,
                                       "smoke": ("knn-photoz", "xgboost-photoz")}),

@@ -266,6 +266,8 @@ class MlflowTracker:
                 "lensbench.suite": result.suite, "lensbench.profile": result.profile}
         tags |= {f"lensbench.split.{metric_name(k)}": str(v)
                  for k, v in result.split_hashes.items()}
+        if "variant" in result.params:  # the design suite: one run per training-set variant
+            tags["lensbench.variant"] = str(result.params["variant"])
         if self.parent_run_id:
             tags["mlflow.parentRunId"] = self.parent_run_id
         if result.error:
