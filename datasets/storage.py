@@ -313,8 +313,13 @@ class Split:
         for k, file in enumerate(self._files):
             a, b = bounds[k], bounds[k + 1]
             if a < b:
+                rows = uniq[a:b] - self._starts[k]
                 with h5py.File(file, "r") as f:
-                    out[a:b] = f["images"][uniq[a:b] - self._starts[k]]
+                    if rows[-1] - rows[0] == b - a - 1:  # a contiguous run: one slice read,
+                        f["images"].read_direct(out, np.s_[rows[0]:rows[-1] + 1],
+                                                np.s_[a:b])  # far faster than a point list
+                    else:
+                        out[a:b] = f["images"][rows]
         return out if np.array_equal(uniq, idx) else out[inverse]
 
     def iter_batches(self, batch_size: int
