@@ -64,6 +64,33 @@ def task_table(results: list[Result]) -> list[str]:
     return lines
 
 
+# diag/* keys in the order and words of the report; "cnn_" keys are a chain's CNN's own.
+DIAGNOSTIC_NAMES = {"fraction_to_cnn": "fraction of test cutouts reaching the CNN",
+                    "train_fraction_to_cnn": "of training cutouts",
+                    "members": "members", "best_epoch_mean": "mean best epoch",
+                    "temperature": "temperature",
+                    "val_ece_before_calibration": "validation ECE before calibration",
+                    "val_ece_after_calibration": "after"}
+
+
+def diagnostics_lines(results: list[Result]) -> list[str]:
+    """What methods report about themselves (``diag/*``): calibration, committee size, the share
+    of cutouts a two-step chain passes to its CNN."""
+    lines = []
+    for r in sorted(results, key=lambda r: r.run_id):
+        diag = {k.removeprefix("diag/"): v for k, v in r.metrics.items() if k.startswith("diag/")}
+        order = list(DIAGNOSTIC_NAMES)
+        diag = dict(sorted(diag.items(), key=lambda kv: (
+            kv[0].startswith("cnn_"), order.index(kv[0].removeprefix("cnn_"))
+            if kv[0].removeprefix("cnn_") in order else len(order), kv[0])))
+        if r.status == "ok" and diag:
+            parts = [f"{DIAGNOSTIC_NAMES.get(k.removeprefix('cnn_'), k)}"
+                     f"{' (CNN)' if k.startswith('cnn_') else ''} {v:.3g}"
+                     for k, v in diag.items()]
+            lines.append(f"- `{r.run_id}`: " + "; ".join(parts))
+    return ["", "Method diagnostics:", "", *lines] if lines else []
+
+
 def roc_figure(results: list[Result], workdir: Path, path: Path, title: str) -> Path | None:
     from lensbench.bench.metrics import roc_points
     from lensbench.bench.plots import plot_roc_curves
@@ -127,6 +154,7 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
                f"Splits: train `{hashes.get('train', '?')[:12]}`, test "
                f"`{hashes.get('test', '?')[:12]}` (content hashes).", ""]
         md += task_table(task_results)
+        md += diagnostics_lines(task_results)
         if task.real_lenses:
             md += ["", "Known real lenses: SLACS HST lenses degraded to the survey, scored against "
                    "the threshold that gives FPR 1e-3 on the simulated test set. The real "

@@ -7,6 +7,7 @@ skips runs already recorded as ok or declined for the same split hashes and para
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import inspect
 import json
@@ -119,6 +120,7 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+@functools.cache  # the commit of the code this process runs, not of later commits made under it
 def git_commit() -> str | None:
     try:
         out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,

@@ -415,6 +415,10 @@ def test_the_runner_records_spread_calibration_and_a_reloadable_checkpoint(tmp_p
     assert result.status == "ok", result.error
     assert result.metrics["diag/members"] == 2 and result.metrics["diag/temperature"] > 0
     assert result.metrics["committee_spread_mean"] > 0
+    from lensbench.bench.report import diagnostics_lines
+
+    [line] = [x for x in diagnostics_lines([result]) if x.startswith("- ")]
+    assert line.startswith("- `committee[") and "members 2" in line and "temperature" in line
     saved = np.load(tmp_path / result.artifacts["scores"])
     assert saved["committee_spread"].shape == saved["scores"].shape
     checkpoint = tmp_path / result.artifacts["checkpoint"]
