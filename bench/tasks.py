@@ -172,9 +172,9 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           {"default": REFERENCE_METHODS + BASELINES + DEEP_DEFAULT, "compare": COMPARE_METHODS},
           {"compare": COMPARE_PARAMS}),
     Suite("hsc", "HOLISMOKES-style HSC lens finding", (HSC_LENSES,),
-          {"default": REFERENCE_METHODS + BASELINES}),
+          {"default": REFERENCE_METHODS + BASELINES + ("committee",)}),
     Suite("real", "Are known lenses recovered? Real SLACS lenses through simulation-trained "
-          "finders", (REAL_HSC,), {"default": REFERENCE_METHODS + BASELINES}),
+          "finders", (REAL_HSC,), {"default": REFERENCE_METHODS + BASELINES + ("committee",)}),
     Suite("smoke", "End-to-end check of the harness in under a minute", (SMOKE_TASK,),
           {"default": REFERENCE_METHODS}),
     Suite("design", "Which training-set choices matter? The default CPU network trained on "
