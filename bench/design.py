@@ -31,7 +31,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.bench.registry import resolve_method
-from lensbench.bench.results import Result, append_result, canonical_run_id, read_results
+from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.tasks import Suite, Task
 from lensbench.datasets.config import SimConfig
 
@@ -159,12 +159,14 @@ def run_design_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
     from lensbench.bench.runner import (
         RESULTS_FILE,
         _resume_key,
+        completed_runs,
         derive_seed,
         ensure_real_lens_split,
         ensure_split,
         git_commit,
         now,
         package_versions,
+        record_result,
         run_folder,
         run_method,
         summary_line,
@@ -177,11 +179,7 @@ def run_design_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
     names = list(methods or suite.methods_for(profile))
     classes = {name: resolve_method(name) for name in names}  # typos fail before simulating
     user = params or {}
-    done = set()
-    if resume:
-        done = {_resume_key(r) for r in read_results(store)
-                if r.status in ("ok", "declined") and r.suite == suite.name
-                and r.profile == profile}
+    done = completed_runs(store, suite.name, profile) if resume else set()
     results = []
     for task in suite.tasks:
         if profile not in task.sizes:
@@ -236,13 +234,9 @@ def run_design_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
                     result.run_id, result.params, result.split_hashes = run_id, record, hashes
                     if outcome.scores is not None:
                         artifacts = write_artifacts(outcome, test_view, train_task, workdir)
-                    result.artifacts = {k: str(v.relative_to(workdir))
-                                        for k, v in artifacts.items()}
-                append_result(store, result)
-                if tracker is not None:
-                    tracker.log_result(result, epoch_metrics=outcome.history if outcome else {},
-                                       artifacts=artifacts)
-                log(summary_line(result))
+                record_result(result, store=store, workdir=workdir, artifacts=artifacts,
+                              history=outcome.history if outcome else {}, tracker=tracker,
+                              log=log, line=summary_line(result))
                 results.append(result)
     return results
 

@@ -22,7 +22,7 @@ import numpy as np
 from lensbench.baselines.contract import TaskInfo
 from lensbench.bench.photoz_metrics import binned_photoz_metrics, photoz_metrics
 from lensbench.bench.registry import resolve_method
-from lensbench.bench.results import Result, append_result, canonical_run_id, read_results
+from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.tasks import Suite, Task
 
 MAG_BAND = "r"  # binned metrics by this band's magnitude
@@ -181,7 +181,7 @@ def run_photoz_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
                      methods: list[str] | None = None, params: dict[str, dict] | None = None,
                      tracker=None, resume: bool = False, log=print) -> list[Result]:
     """``run_suite`` for suites of photo-z tasks (same store, tracker, resume and seeds)."""
-    from lensbench.bench.runner import RESULTS_FILE, _resume_key
+    from lensbench.bench.runner import RESULTS_FILE, _resume_key, completed_runs, record_result
 
     workdir.mkdir(parents=True, exist_ok=True)
     store = workdir / RESULTS_FILE
@@ -189,11 +189,7 @@ def run_photoz_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
     for name in names:
         resolve_method(name)
     params = params or {}
-    done = set()
-    if resume:
-        done = {_resume_key(r) for r in read_results(store)
-                if r.status in ("ok", "declined") and r.suite == suite.name
-                and r.profile == profile}
+    done = completed_runs(store, suite.name, profile) if resume else set()
     results = []
     for task in suite.tasks:
         data = load_task_data(task, profile, workdir)
@@ -213,13 +209,9 @@ def run_photoz_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
             artifacts = {}
             if outcome.z_phot is not None:
                 artifacts = write_photoz_artifacts(outcome, data, task, workdir)
-            outcome.result.artifacts = {k: str(v.relative_to(workdir))
-                                        for k, v in artifacts.items()}
-            append_result(store, outcome.result)
-            if tracker is not None:
-                tracker.log_result(outcome.result, epoch_metrics=outcome.history,
-                                   artifacts=artifacts)
-            log(summary_line(outcome.result))
+            record_result(outcome.result, store=store, workdir=workdir, artifacts=artifacts,
+                          history=outcome.history, tracker=tracker, log=log,
+                          line=summary_line(outcome.result))
             results.append(outcome.result)
     return results
 

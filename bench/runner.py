@@ -305,6 +305,22 @@ def _resume_key(result: Result) -> tuple:
             json.dumps(result.params, sort_keys=True, default=str))
 
 
+def completed_runs(store: Path, suite: str, profile: str) -> set[tuple]:
+    """Resume keys of the runs of ``suite`` and ``profile`` that finished (ok or declined)."""
+    return {_resume_key(r) for r in read_results(store)
+            if r.status in ("ok", "declined") and r.suite == suite and r.profile == profile}
+
+
+def record_result(result: Result, *, store: Path, workdir: Path, artifacts: dict[str, Path],
+                  history: dict, tracker, log, line: str) -> None:
+    """Append one finished run to the store, mirror it to the tracker and print its line."""
+    result.artifacts = {k: str(v.relative_to(workdir)) for k, v in artifacts.items()}
+    append_result(store, result)
+    if tracker is not None:
+        tracker.log_result(result, epoch_metrics=history, artifacts=artifacts)
+    log(line)
+
+
 def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
               methods: list[str] | None = None, params: dict[str, dict] | None = None,
               tracker=None, resume: bool = False, log=print) -> list[Result]:
@@ -328,11 +344,7 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
         resolve_method(name)  # fail fast on typos, before any simulation
     params = {name: {**suite.params_for(profile).get(name, {}), **(params or {}).get(name, {})}
               for name in names}
-    done = set()
-    if resume:
-        done = {_resume_key(r) for r in read_results(store)
-                if r.status in ("ok", "declined") and r.suite == suite.name
-                and r.profile == profile}
+    done = completed_runs(store, suite.name, profile) if resume else set()
     results = []
     for task in suite.tasks:
         if profile not in task.sizes:
@@ -361,13 +373,9 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
             artifacts = {}
             if outcome.scores is not None:
                 artifacts = write_artifacts(outcome, test, task, workdir)
-            outcome.result.artifacts = {k: str(v.relative_to(workdir)) for k, v in
-                                        artifacts.items()}
-            append_result(store, outcome.result)
-            if tracker is not None:
-                tracker.log_result(outcome.result, epoch_metrics=outcome.history,
-                                   artifacts=artifacts)
-            log(summary_line(outcome.result))
+            record_result(outcome.result, store=store, workdir=workdir, artifacts=artifacts,
+                          history=outcome.history, tracker=tracker, log=log,
+                          line=summary_line(outcome.result))
             results.append(outcome.result)
     return results
 
