@@ -91,6 +91,20 @@ def diagnostics_lines(results: list[Result]) -> list[str]:
     return ["", "Method diagnostics:", "", *lines] if lines else []
 
 
+def known_lens_score_lines(results: list[Result]) -> list[str]:
+    """Each method's scores of the known lenses beside its FPR-1e-3 threshold."""
+    lines = []
+    for r in sorted((r for r in results if r.status == "ok"), key=lambda r: r.run_id):
+        scores = [v for k, v in sorted((int(k.removeprefix("real/score/lens")), v)
+                                       for k, v in r.metrics.items()
+                                       if k.startswith("real/score/lens"))]
+        if scores and "real/threshold_fpr1e-3" in r.metrics:
+            lines.append(f"- `{r.run_id}`: threshold {r.metrics['real/threshold_fpr1e-3']:.3g};"
+                         f" known-lens scores " + ", ".join(f"{v:.3g}" for v in scores))
+    return ["", "Scores of the known lenses (in the order of the real split):", "", *lines] \
+        if lines else []
+
+
 def roc_figure(results: list[Result], workdir: Path, path: Path, title: str) -> Path | None:
     from lensbench.bench.metrics import roc_points
     from lensbench.bench.plots import plot_roc_curves
@@ -160,6 +174,7 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
                    "the threshold that gives FPR 1e-3 on the simulated test set. The real "
                    "non-lenses are COSMOS field galaxies, much fainter than the SLACS lenses, so "
                    "brightness alone separates them: read the recovered count, not an AUROC."]
+            md += known_lens_score_lines(task_results)
         figure = roc_figure(task_results, workdir, out_dir / f"{stem}-{task.name}-roc.png",
                             f"{task.name} ({profile} profile)")
         if figure is not None:

@@ -305,3 +305,16 @@ def test_profile_params_tasks_without_the_profile_and_report_names(tmp_path, mon
                      str(tmp_path), "--out", str(tmp_path / "reports")]) == 0
     assert (tmp_path / "reports" / "profiled-compare.md").exists()
     assert (tmp_path / "reports" / "profiled-compare-with-compare-roc.png").exists()
+
+
+def test_report_lists_known_lens_scores_in_split_order():
+    from lensbench.bench.report import known_lens_score_lines
+    from lensbench.bench.results import Result
+
+    metrics = {f"real/score/lens{i}": i / 100 for i in range(12)}
+    metrics["real/threshold_fpr1e-3"] = 0.5
+    result = Result(run_id="m", method="m", task="t", suite="s", profile="default", params={},
+                    split_hashes={}, seed=0, status="ok", metrics=metrics)
+    [line] = [x for x in known_lens_score_lines([result]) if x.startswith("- ")]
+    assert line == ("- `m`: threshold 0.5; known-lens scores "
+                    + ", ".join(f"{i / 100:.3g}" for i in range(12)))
