@@ -422,23 +422,13 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
                         out_dir: Path, profile: str, command: str | None) -> list[Path]:
     """reports/design.md (design-<profile>.md for other profiles) and .html: per method, the
     variants table, the generated statement and a figure."""
-    from datetime import UTC, datetime
-
-    from lensbench.bench.report import markdown_to_html
-    from lensbench.bench.runner import git_commit
+    from lensbench.bench.report import provenance_lines, write_markdown_and_html
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = suite.name if profile == "default" else f"{suite.name}-{profile}"
-    seeds = sorted({r.suite_seed for r in results if r.suite_seed is not None})
-    commits = sorted({r.git_commit or "unknown" for r in results})
     task: Task = suite.tasks[0]
     md = [f"# lensbench design study: `{suite.name}` suite ({profile} profile)", "",
-          f"- written by: `{command or f'bench report --suite {suite.name}'}` on "
-          f"{datetime.now(UTC).date().isoformat()}, from `{store}`",
-          f"- produced by: `bench run --suite {suite.name} --profile {profile} --seed "
-          f"{','.join(map(str, seeds))}`",
-          f"- lensbench commit(s) of the runs: {', '.join(c[:12] for c in commits)}; report "
-          f"commit {(git_commit() or 'unknown')[:12]}",
+          *provenance_lines(suite.name, profile, results, store, command),
           f"- {task.description}. One test set for every variant, drawn once (seed "
           f"{task.test_seed}); the real known lenses (SLACS degraded to HSC g,r,i,z,y) are scored "
           "against the threshold that gives FPR 1e-3 on it. A variant trained on a band subset "
@@ -461,9 +451,8 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
         for row in rows:
             result, m = row.result, row.result.metrics
             if result.status != "ok":
-                reason = (result.error or "").strip().splitlines()[-1:] or [""]
                 md.append(f"| `{row.variant.name}` | {row.variant.choice} | {result.status}: "
-                          f"{reason[0][:80]} |" + " |" * (len(header) - 3))
+                          f"{result.error_line[:80]} |" + " |" * (len(header) - 3))
                 continue
             real = (f"{int(m['real/recovered_fpr1e-3'])} / {int(m['real/known_lenses'])}"
                     if "real/known_lenses" in m else "–")
@@ -484,8 +473,4 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
     md += [f"- `{v.name}` ({v.choice}): {v.description}"
            + ("" if v.name in run else f" (not run in the {profile} profile)") for v in VARIANTS]
     md.append("")
-    md_path = out_dir / f"{stem}.md"
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    html_path = out_dir / f"{stem}.html"
-    html_path.write_text(markdown_to_html("\n".join(md), out_dir), encoding="utf-8")
-    return [md_path, html_path, *figures]
+    return [*write_markdown_and_html(md, out_dir, stem), *figures]

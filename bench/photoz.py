@@ -222,8 +222,7 @@ def summary_line(result: Result) -> str:
         return (f"{result.run_id:>24} on {result.task}: sigma_NMAD {m['sigma_nmad']:.4f}  "
                 f"outliers {m['outlier_frac']:.4f}  bias {m['bias_mean']:+.4f}  (val sigma_NMAD "
                 f"{m['val/sigma_nmad']:.4f}; fit {result.fit_time_s:.1f} s)")
-    reason = (result.error or "").strip().splitlines()[-1:] or [""]
-    return f"{result.run_id:>24} on {result.task}: {result.status.upper()} {reason[0]}"
+    return f"{result.run_id:>24} on {result.task}: {result.status.upper()} {result.error_line}"
 
 
 def write_photoz_artifacts(outcome: PhotozOutcome, data: PhotozData, task: Task, workdir: Path
@@ -342,8 +341,7 @@ def photoz_table(results: list[Result]) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     for r in results:
         if r.status != "ok":
-            reason = (r.error or "").strip().splitlines()[-1:] or [""]
-            lines.append(f"| `{r.run_id}` | {r.status}: {reason[0][:80]} |"
+            lines.append(f"| `{r.run_id}` | {r.status}: {r.error_line[:80]} |"
                          + " |" * (len(header) - 2))
     return lines
 
@@ -386,22 +384,14 @@ def write_photoz_report(suite: Suite, results: list[Result], *, store: Path, wor
     """reports/<suite>.md and .html: per task the leaderboard, the goal check, the rows dropped
     when loading, metrics in bins of z_spec and magnitude, a density plot of z_phot against z_spec
     and metrics against z and magnitude."""
-    from datetime import UTC, datetime
 
-    from lensbench.bench.report import markdown_to_html
-    from lensbench.bench.runner import git_commit
+    from lensbench.bench.report import provenance_lines, write_markdown_and_html
 
     out_dir.mkdir(parents=True, exist_ok=True)
-    seeds = sorted({r.suite_seed for r in results if r.suite_seed is not None})
-    commits = sorted({r.git_commit or "unknown" for r in results})
     md = [f"# lensbench leaderboard: `{suite.name}` suite ({profile} profile)", "",
-          f"- written by: `{command or f'bench report --suite {suite.name}'}` on "
-          f"{datetime.now(UTC).date().isoformat()}, from `{store}`",
-          f"- produced by: `bench run --suite {suite.name} --profile {profile} --seed "
-          f"{','.join(map(str, seeds))}` (every method seed derives from it; the splits are "
-          "drawn by each task's fixed seed)",
-          f"- lensbench commit(s) of the runs: {', '.join(c[:12] for c in commits)}; report "
-          f"commit {(git_commit() or 'unknown')[:12]}",
+          *provenance_lines(suite.name, profile, results, store, command,
+                            " (every method seed derives from it; the splits are drawn by "
+                            "each task's fixed seed)"),
           "- dz = (z_phot - z_spec)/(1 + z_spec); sigma_NMAD = 1.4826 median|dz - median dz|; "
           "outliers: |dz| > 0.15; sigma_IQR = IQR(dz)/1.349; LSST outliers: |dz| > max(0.06, "
           "3 sigma_IQR). Methods are ranked by test sigma_NMAD; the 'val' columns are the "
@@ -450,8 +440,4 @@ def write_photoz_report(suite: Suite, results: list[Result], *, store: Path, wor
             figure = plot_metrics_vs(ok, prefix, out_dir / f"{stem}-metrics-{tag}.png", xlabel)
             md += [f"![metrics against {xlabel}]({figure.name})", ""]
             figures.append(figure)
-    md_path = out_dir / f"{suite.name}.md"
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    html_path = out_dir / f"{suite.name}.html"
-    html_path.write_text(markdown_to_html("\n".join(md), out_dir), encoding="utf-8")
-    return [md_path, html_path, *figures]
+    return [*write_markdown_and_html(md, out_dir, suite.name), *figures]

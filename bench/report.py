@@ -58,8 +58,7 @@ def task_table(results: list[Result]) -> list[str]:
         lines.append("| " + " | ".join(cells) + " |")
     for r in results:
         if r.status != "ok":
-            reason = (r.error or "").strip().splitlines()[-1:] or [""]
-            lines.append(f"| `{r.run_id}` | {r.status}: {reason[0][:80]} |" + " |" *
+            lines.append(f"| `{r.run_id}` | {r.status}: {r.error_line[:80]} |" + " |" *
                          (len(header) - 2))
     return lines
 
@@ -140,15 +139,9 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
         return write_photoz_report(suite, results, store=store, workdir=workdir,
                                    out_dir=out_dir, profile=profile, command=command)
     out_dir.mkdir(parents=True, exist_ok=True)
-    seeds = sorted({r.suite_seed for r in results if r.suite_seed is not None})
-    commits = sorted({r.git_commit or "unknown" for r in results})
     md = [f"# lensbench leaderboard: `{suite.name}` suite ({profile} profile)", "",
-          f"- written by: `{command or f'bench report --suite {suite.name}'}` on "
-          f"{datetime.now(UTC).date().isoformat()}, from `{store}`",
-          f"- produced by: `bench run --suite {suite.name} --profile {profile} --seed "
-          f"{','.join(map(str, seeds))}` (every method seed derives from it)",
-          f"- lensbench commit(s) of the runs: {', '.join(c[:12] for c in commits)}; report "
-          f"commit {(git_commit() or 'unknown')[:12]}",
+          *provenance_lines(suite.name, profile, results, store, command,
+                            " (every method seed derives from it)"),
           "- metrics as defined by Metcalf et al. (2019): TPR0 and TPR10 depend on the number "
           "of non-lenses, so it is given beside them; TPR at fixed FPR does not.",
           f"- rotation columns: the first {ROTATION_SUBSET} test cutouts scored under the 8 "
@@ -181,11 +174,29 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
             md += ["", f"![ROC curves]({figure.name})"]
             figures.append(figure)
         md.append("")
+    return [*write_markdown_and_html(md, out_dir, stem), *figures]
+
+
+def provenance_lines(suite: str, profile: str, results: list[Result], store: Path,
+                     command: str | None, seed_note: str = "") -> list[str]:
+    """The report lines naming the command, date, store, suite seed and commits behind it."""
+    seeds = sorted({r.suite_seed for r in results if r.suite_seed is not None})
+    commits = sorted({r.git_commit or "unknown" for r in results})
+    return [f"- written by: `{command or f'bench report --suite {suite}'}` on "
+            f"{datetime.now(UTC).date().isoformat()}, from `{store}`",
+            f"- produced by: `bench run --suite {suite} --profile {profile} --seed "
+            f"{','.join(map(str, seeds))}`{seed_note}",
+            f"- lensbench commit(s) of the runs: {', '.join(c[:12] for c in commits)}; report "
+            f"commit {(git_commit() or 'unknown')[:12]}"]
+
+
+def write_markdown_and_html(md: list[str], out_dir: Path, stem: str) -> list[Path]:
+    """``<stem>.md`` and ``<stem>.html`` (figures embedded) in ``out_dir``."""
     md_path = out_dir / f"{stem}.md"
     md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
     html_path = out_dir / f"{stem}.html"
     html_path.write_text(markdown_to_html("\n".join(md), out_dir), encoding="utf-8")
-    return [md_path, html_path, *figures]
+    return [md_path, html_path]
 
 
 def markdown_to_html(text: str, folder: Path) -> str:

@@ -49,6 +49,12 @@ class Result:
     data_files: dict[str, str] = field(default_factory=dict)  # real data used: name -> sha256
     schema_version: int = SCHEMA_VERSION
 
+    @property
+    def error_line(self) -> str:
+        """The last line of ``error`` (the exception message of a traceback), or ''."""
+        lines = (self.error or "").strip().splitlines()
+        return lines[-1] if lines else ""
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=True)
 

@@ -386,8 +386,7 @@ def summary_line(result: Result) -> str:
         return (f"{result.run_id:>24} on {result.task}: AUROC {m['auroc']:.3f}  TPR0 "
                 f"{m['tpr0']:.3f}  TPR10 {m['tpr10']:.3f}  ({int(m['n_nonlenses'])} non-lenses; "
                 f"fit {result.fit_time_s:.1f} s)")
-    reason = (result.error or "").strip().splitlines()[-1:] or [""]
-    return f"{result.run_id:>24} on {result.task}: {result.status.upper()} {reason[0]}"
+    return f"{result.run_id:>24} on {result.task}: {result.status.upper()} {result.error_line}"
 
 
 def write_artifacts(outcome: RunOutcome, test: Split, task: Task, workdir: Path
