@@ -4,7 +4,8 @@
   ``{"C": {"type": "float", "low": 1e-4, "high": 10.0, "log": True}, ...}``
   (types "float", "int", "categorical" with "choices").
 - ``decline(info)``: a reason (str) not to run on a task, or None.
-- ``predict_score(X)``: one score per cutout (lens probability for lens finding).
+- ``predict_score(X)``: one score per cutout (lens probability for lens finding, a redshift for
+  photo-z) or, for lens modeling, an (n, P) array of parameters in the order of ``info.targets``.
 
 Methods that train in epochs accept ``fit(..., epoch_callback=None)`` and call
 ``epoch_callback(epoch, {"train_loss": ..., "val_auroc": ...})`` after each epoch; the harness
@@ -18,6 +19,10 @@ Optional, used by the harness when present:
 - ``diagnostics()``: a dict of floats describing the fitted method (temperature, validation ECE
   before and after calibration, best epoch, fraction passing a pre-selection...), recorded with the
   metrics of the run under ``diag/``.
+- ``predict_variance(X)`` (regression): the predictive variance of each prediction, scored by the
+  coverage of its intervals; or ``predict_with_uncertainty(X)`` -> {"mean", "variance", "spread"}.
+- ``per_lens_fit = True`` (modeling): the method fits lens by lens and is slow, so the harness gives
+  it only the task's fit subset of test lenses.
 - a ``checkpoint_dir`` parameter: when the user leaves it unset, the harness points it at the run's
   artefact folder and logs the file the method writes (``checkpoint_path_``) as the run's
   ``checkpoint`` artefact.
@@ -36,10 +41,22 @@ class TaskInfo:
     """What a method may know about a task besides the arrays."""
 
     name: str
-    kind: str  # "lens-finding"
+    kind: str  # "lens-finding", "modeling", "photoz"
     bands: tuple[str, ...]
     pixel_scale: float  # arcsec / pixel
     image_shape: tuple[int, int, int]  # (bands, H, W)
+    survey: str | None = None  # preset name (PSF, noise) of simulated tasks; None for catalogues
+    # Regression tasks: the names of the columns of y, in order (modeling: LENS_MODEL_TARGETS).
+    targets: tuple[str, ...] = ()
+
+
+# The modeling task's targets (issue 7; conventions in REFERENCES.md): the SIE centre x, y (arcsec
+# from the stamp centre, x along image columns, y along rows), its complex ellipticity
+# e1, e2 = (1-q)/(1+q) (cos 2phi, sin 2phi), the Einstein radius theta_e (arcsec), and the external
+# shear gamma1, gamma2. Truth columns of the simulated splits, in the same order.
+LENS_MODEL_TARGETS = ("x", "y", "e1", "e2", "theta_e", "gamma1", "gamma2")
+TRUTH_COLUMNS = {"x": "lens_x", "y": "lens_y", "e1": "e1", "e2": "e2", "theta_e": "theta_e",
+                 "gamma1": "gamma1", "gamma2": "gamma2"}
 
 
 class Method(BaseEstimator):

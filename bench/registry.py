@@ -25,6 +25,11 @@ METHODS: dict[str, str] = {
     "ae-bgmm": "lensbench.deep.autoencoder:AutoencoderBGMM",
     "ae-outlier": "lensbench.deep.autoencoder:AutoencoderOutlier",
     "two-step": "lensbench.deep.twostep:TwoStep",
+    "prior-median": "lensbench.baselines.modeling:PriorMedian",
+    "xgboost-modeling": "lensbench.baselines.modeling:GradientBoostingModeling",
+    "resnet-regressor": "lensbench.deep.regression:ResNetRegressor",
+    "committee-regressor": "lensbench.deep.regression:CommitteeRegressor",
+    "lenstronomy-fit": "lensbench.baselines.lensfit:LenstronomyFitter",
 }
 
 

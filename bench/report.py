@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from lensbench.bench.results import Result, read_results
 from lensbench.bench.runner import RESULTS_FILE, ROTATION_SUBSET, git_commit
-from lensbench.bench.tasks import get_suite
+from lensbench.bench.tasks import get_suite, kind_handler
 
 COLUMNS = [("AUROC", "auroc"), ("TPR0", "tpr0"), ("TPR10", "tpr10"),
            ("TPR@FPR1e-2", "tpr_fpr1e-2"), ("TPR@FPR1e-3", "tpr_fpr1e-3"),
@@ -128,16 +128,10 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
     if not results:
         raise ValueError(f"{store}: no results for suite {suite.name!r} and profile "
                          f"{profile!r}; run `bench run --suite {suite.name} --profile {profile}`")
-    if all(task.kind == "design" for task in suite.tasks):
-        from lensbench.bench.design import write_design_report
-
-        return write_design_report(suite, results, store=store, workdir=workdir,
-                                   out_dir=out_dir, profile=profile, command=command)
-    if all(task.kind == "photoz" for task in suite.tasks):
-        from lensbench.bench.photoz import write_photoz_report
-
-        return write_photoz_report(suite, results, store=store, workdir=workdir,
-                                   out_dir=out_dir, profile=profile, command=command)
+    writer = kind_handler(suite, "write_report")
+    if writer is not None:
+        return writer(suite, results, store=store, workdir=workdir, out_dir=out_dir,
+                      profile=profile, command=command)
     out_dir.mkdir(parents=True, exist_ok=True)
     md = [f"# lensbench leaderboard: `{suite.name}` suite ({profile} profile)", "",
           *provenance_lines(suite.name, profile, results, store, command,
@@ -179,15 +173,31 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
 
 def provenance_lines(suite: str, profile: str, results: list[Result], store: Path,
                      command: str | None, seed_note: str = "") -> list[str]:
-    """The report lines naming the command, date, store, suite seed and commits behind it."""
+    """The report lines naming the command, date, store, suite seed and commits behind it. The
+    run command shows the methods and every parameter that differs from the suite's own, so a
+    reader can reproduce the runs exactly."""
     seeds = sorted({r.suite_seed for r in results if r.suite_seed is not None})
     commits = sorted({r.git_commit or "unknown" for r in results})
     return [f"- written by: `{command or f'bench report --suite {suite}'}` on "
             f"{datetime.now(UTC).date().isoformat()}, from `{store}`",
-            f"- produced by: `bench run --suite {suite} --profile {profile} --seed "
-            f"{','.join(map(str, seeds))}`{seed_note}",
+            f"- produced by: `{run_command(suite, profile, results, seeds)}`{seed_note}",
             f"- lensbench commit(s) of the runs: {', '.join(c[:12] for c in commits)}; report "
             f"commit {(git_commit() or 'unknown')[:12]}"]
+
+
+def run_command(suite_name: str, profile: str, results: list[Result], seeds: list[int]) -> str:
+    """The `bench run` command line that produced ``results``: ``--methods`` when they are not
+    the suite's defaults, ``--param`` for parameters other than the suite's."""
+    suite = get_suite(suite_name)
+    command = f"bench run --suite {suite_name} --profile {profile} --seed " \
+              f"{','.join(map(str, seeds))}"
+    methods = list(dict.fromkeys(r.method for r in results))
+    if set(methods) != set(suite.methods_for(profile)):
+        command += f" --methods {','.join(methods)}"
+    defaults = suite.params_for(profile)
+    options = {f"{r.method}.{key}={value}" for r in results for key, value in r.params.items()
+               if defaults.get(r.method, {}).get(key) != value}
+    return command + "".join(f" --param {option}" for option in sorted(options))
 
 
 def write_markdown_and_html(md: list[str], out_dir: Path, stem: str) -> list[Path]:

@@ -25,7 +25,7 @@ from lensbench.baselines.contract import TaskInfo
 from lensbench.bench.metrics import binned_lens_finding_metrics, lens_finding_metrics, roc_points
 from lensbench.bench.registry import resolve_method
 from lensbench.bench.results import Result, append_result, canonical_run_id, read_results
-from lensbench.bench.tasks import Suite, Task
+from lensbench.bench.tasks import Suite, Task, kind_handler
 from lensbench.datasets.storage import Split, load_split, split_is_complete
 
 RESULTS_FILE = "results.jsonl"
@@ -139,7 +139,7 @@ def task_info(task: Task, split: Split) -> TaskInfo:
 
     return TaskInfo(name=task.name, kind=task.kind, bands=tuple(split.bands),
                     pixel_scale=get_survey(task.config.survey).pixel_scale,
-                    image_shape=tuple(split.image_shape))
+                    image_shape=tuple(split.image_shape), survey=task.config.survey)
 
 
 def score_metrics(labels: np.ndarray, scores: np.ndarray, truth: dict, reference_band: str
@@ -325,18 +325,10 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
               methods: list[str] | None = None, params: dict[str, dict] | None = None,
               tracker=None, resume: bool = False, log=print) -> list[Result]:
     """Run ``methods`` (default: the suite's for this profile) on every task of ``suite``."""
-    if suite.tasks and all(task.kind == "design" for task in suite.tasks):
-        from lensbench.bench.design import run_design_suite
-
-        return run_design_suite(suite, profile=profile, seed=seed, workdir=workdir,
-                                methods=methods, params=params, tracker=tracker, resume=resume,
-                                log=log)
-    if suite.tasks and all(task.kind == "photoz" for task in suite.tasks):
-        from lensbench.bench.photoz import run_photoz_suite
-
-        return run_photoz_suite(suite, profile=profile, seed=seed, workdir=workdir,
-                                methods=methods, params=params, tracker=tracker, resume=resume,
-                                log=log)
+    runner = kind_handler(suite, "run_suite")
+    if runner is not None:
+        return runner(suite, profile=profile, seed=seed, workdir=workdir, methods=methods,
+                      params=params, tracker=tracker, resume=resume, log=log)
     workdir.mkdir(parents=True, exist_ok=True)
     store = workdir / RESULTS_FILE
     names = list(methods or suite.methods_for(profile))

@@ -8,6 +8,7 @@ task's ``version`` whenever anything that changes its splits changes.
 from __future__ import annotations
 
 import difflib
+import importlib
 from dataclasses import dataclass, field
 
 from lensbench.datasets.config import SimConfig
@@ -37,6 +38,9 @@ class Task:
     # Real photo-z catalogue (kind "photoz", issue 8): sample, split fractions, z bins and range;
     # the split is drawn by train_seed, the profile subsample by test_seed (bench/photoz.py).
     photoz: dict | None = None
+    # Lens modeling (kind "modeling", issue 7): how many test lenses the traditional fitter gets
+    # per profile (bench/modeling.py).
+    modeling: dict | None = None
 
     def size(self, profile: str) -> tuple[int, int]:
         if profile not in self.sizes:
@@ -108,6 +112,24 @@ SMOKE_TASK = Task(
                      theta_e_range=(0.8, 2.5), source_mag_range=(21.0, 23.0),
                      shard_size=256),
     sizes={"smoke": (256, 256), "default": (256, 256), "challenge": (256, 256)})
+# Lens modeling (issue 7, Schuldt et al. 2021): HSC g,r,i,z 64x64 lenses with lens light, clean
+# labels, half the sources real COSMOS galaxies; every cutout is a lens. The lens centre scatters
+# by 0.15" (about a pixel, as for cutouts centred on a catalogued galaxy), so locating it is part of
+# the task. ``modeling["fit_subset"]`` test lenses go to the slow traditional fitter.
+MODELING_HSC = Task(
+    name="modeling-hsc", version=1, kind="modeling", target="lens-model",
+    description="SIE + shear parameters (x, y, e1, e2, theta_E, gamma1, gamma2) of HSC g,r,i,z "
+                "0.168\"/px 64x64 lenses with lens light (clean labels: mu >= 3, arc S/N >= 10; "
+                "half the sources real COSMOS galaxies)",
+    config=HSC_LENSES.config.replace(lens_fraction=1.0, lens_offset_sigma=0.15,
+                                     lens_artefact_fraction=0.0),
+    main_metric="theta_e/half_width_68", metrics=(),
+    sizes={"smoke": (400, 100), "default": (12_000, 2000), "challenge": (60_000, 10_000)},
+    train_seed=21, test_seed=22,
+    real_lenses={"survey": "hsc", "bands": ("g", "r", "i", "z"), "stamp_size": 64,
+                 "n_nonlenses": 100, "seed": 3},
+    modeling={"fit_subset": {"smoke": 2, "default": 20, "challenge": 100}})
+MODELING_METHODS = ("prior-median", "xgboost-modeling", "committee-regressor", "lenstronomy-fit")
 # Photo-z (issue 8): real SDSS catalogues; sizes cap the (train, test) parts of the real split.
 PHOTOZ_METRICS = ("sigma_nmad", "outlier_frac", "bias_mean", "bias_median", "sigma_iqr",
                   "outlier_frac_lsst")
@@ -180,10 +202,39 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("design", "Which training-set choices matter? The default CPU network trained on "
           "variants of the training set, all scored on one fixed test set and the real lenses",
           (DESIGN_HSC,), {"default": ("committee",)}, DESIGN_PARAMS),
+    Suite("modeling", "Lens modeling: SIE + shear parameters regressed from HSC cutouts with "
+          "uncertainties, against a traditional lenstronomy fit",
+          (MODELING_HSC,), {"default": MODELING_METHODS, "smoke": ("prior-median",
+                                                                   "xgboost-modeling")},
+          {"smoke": {"xgboost-modeling": {"n_estimators": 50}}}),
     Suite("photoz", "Photometric redshifts on real SDSS catalogues (BOSS DR10, MGS)",
           (PHOTOZ_BOSS, PHOTOZ_MGS), {"default": PHOTOZ_METHODS,
                                       "smoke": ("knn-photoz", "xgboost-photoz")}),
 )}
+
+
+# Suites whose tasks are not lens finding run and report through their own module.
+KIND_HANDLERS = {
+    "design": {"run_suite": "lensbench.bench.design:run_design_suite",
+               "write_report": "lensbench.bench.design:write_design_report"},
+    "photoz": {"run_suite": "lensbench.bench.photoz:run_photoz_suite",
+               "write_report": "lensbench.bench.photoz:write_photoz_report"},
+    "modeling": {"run_suite": "lensbench.bench.modeling:run_modeling_suite",
+                 "write_report": "lensbench.bench.modeling:write_modeling_report"},
+}
+
+
+def kind_handler(suite: Suite, role: str):
+    """The ``role`` function ("run_suite" or "write_report") of the suite's task kind, or None
+    for lens finding (bench/runner.py and bench/report.py). A suite mixes no kinds."""
+    kinds = {task.kind for task in suite.tasks}
+    if len(kinds) > 1:
+        raise ValueError(f"suite {suite.name!r} mixes task kinds {sorted(kinds)}")
+    kind = kinds.pop() if kinds else "lens-finding"
+    if kind not in KIND_HANDLERS:
+        return None
+    module, function = KIND_HANDLERS[kind][role].split(":")
+    return getattr(importlib.import_module(module), function)
 
 
 def get_suite(name: str) -> Suite:

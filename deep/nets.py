@@ -54,15 +54,17 @@ class PreActBasic(nn.Module):
 
 
 class Head(nn.Module):
-    """Final BN-ELU, global average pool, one linear output (the logit)."""
+    """Final BN-ELU, global average pool, a linear map to ``outputs`` values: the logit (1, shape
+    (n,)) or, for regression, (n, outputs)."""
 
-    def __init__(self, channels: int):
+    def __init__(self, channels: int, outputs: int = 1):
         super().__init__()
         self.post = bn_elu(channels)
-        self.fc = nn.Linear(channels, 1)
+        self.fc = nn.Linear(channels, outputs)
 
     def forward(self, x):
-        return self.fc(self.post(x).mean(dim=(-2, -1))).squeeze(-1)
+        out = self.fc(self.post(x).mean(dim=(-2, -1)))
+        return out.squeeze(-1) if out.shape[-1] == 1 else out
 
 
 DEEPLENS_STAGES = ((16, 32), (32, 64), (64, 128), (128, 256), (256, 512))
@@ -94,9 +96,11 @@ class DeepLens(nn.Module):
 class ResNet(nn.Module):
     """A CPU-sized pre-activation ResNet: 3x3 stride-2 stem (``width`` filters), ``stages`` stages
     of ``depth`` basic units with widths width * 2**s (stride 2 at the start of stages >= 2),
-    global average pool, one logit. width=16, depth=1, stages=3: ~0.08 M parameters."""
+    global average pool, one logit (or ``outputs`` values, e.g. regression means and log
+    variances). width=16, depth=1, stages=3: ~0.08 M parameters."""
 
-    def __init__(self, in_channels: int, width: int = 16, depth: int = 1, stages: int = 3):
+    def __init__(self, in_channels: int, width: int = 16, depth: int = 1, stages: int = 3,
+                 outputs: int = 1):
         super().__init__()
         self.stem = nn.Conv2d(in_channels, width, 3, 2, 1, bias=False)
         blocks, c_in = [], width
@@ -106,7 +110,7 @@ class ResNet(nn.Module):
                 blocks.append(PreActBasic(c_in, c_out, 2 if (s > 0 and u == 0) else 1))
                 c_in = c_out
         self.blocks = nn.Sequential(*blocks)
-        self.head = Head(c_in)
+        self.head = Head(c_in, outputs)
 
     def forward(self, x):
         return self.head(self.blocks(self.stem(x)))

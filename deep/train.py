@@ -105,7 +105,12 @@ class TrainConfig:
 
 
 class Objective:
-    """Binary classification: BCE on the logit. Subclasses change the loss and the metrics."""
+    """Binary classification: BCE on the logit. Subclasses change the loss, the metrics and, when
+    augmentation changes the targets (regression of positions and orientations), ``augment``."""
+
+    def augment(self, augment: Augment, x: torch.Tensor, y: torch.Tensor,
+                generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+        return augment(x, generator), y
 
     def loss(self, net: nn.Module, x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
         return F.binary_cross_entropy_with_logits(net(x), y)
@@ -218,8 +223,8 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
         net.train()
         total, count = 0.0, 0
         for idx in _batches(len(x_all), cfg.batch_size, generator):
-            x = to_device(cfg.augment(x_all[idx], generator), device)
-            loss = objective.loss(net, pre.apply_stretch(x), y_all[idx].to(device))
+            x, y = objective.augment(cfg.augment, x_all[idx], y_all[idx], generator)
+            loss = objective.loss(net, pre.apply_stretch(to_device(x, device)), y.to(device))
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             optimizer.step()

@@ -6,13 +6,14 @@ import json
 
 import numpy as np
 import pytest
-from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.baselines.contract import LENS_MODEL_TARGETS, Method, TaskInfo
 from lensbench.bench import cli
 from lensbench.bench.registry import METHODS, resolve_method
 from lensbench.bench.results import read_results
 from lensbench.bench.runner import derive_seed, run_suite
 from lensbench.bench.tasks import SUITES, get_suite
 from sklearn.base import clone
+from test_modeling import toy_lens_models
 
 INFO = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
                 image_shape=(2, 20, 20))
@@ -58,7 +59,13 @@ def test_unknown_names_get_did_you_mean():
 SHORT_SCHEDULES = {"deeplens": {"max_epochs": 1}, "ae-bgmm": {"max_epochs": 2},
                    "ae-outlier": {"max_epochs": 2},
                    "netz-photoz": {"epochs": 1, "stamp_size": 12},
-                   "netz-fusion-photoz": {"epochs": 1, "stamp_size": 12}}
+                   "netz-fusion-photoz": {"epochs": 1, "stamp_size": 12},
+                   "resnet-regressor": {"max_epochs": 1, "width": 8},
+                   "committee-regressor": {"max_epochs": 1, "width": 8, "members": 2},
+                   "xgboost-modeling": {"n_estimators": 20}}
+MODELING_INFO = TaskInfo(name="t", kind="modeling", bands=("g", "r", "i", "z"),
+                         pixel_scale=0.168, image_shape=(4, 24, 24), survey="hsc",
+                         targets=LENS_MODEL_TARGETS)
 PHOTOZ_INFO = TaskInfo(name="t", kind="photoz", bands=("u", "g", "r", "i", "z"),
                        pixel_scale=float("nan"), image_shape=(5, 0, 0))
 
@@ -81,15 +88,18 @@ def test_every_registered_method_follows_the_contract(name):
     assert set(cls.search_space) <= set(params), "search_space names unknown params"
     for spec in cls.search_space.values():
         assert spec["type"] in ("float", "int", "categorical")
-    photoz = "photoz" in cls.kinds
-    assert method.decline(PHOTOZ_INFO if photoz else INFO) is None
-    X, y = toy_catalogue() if photoz else toy_images()
+    kind = cls.kinds[0]
+    info, (X, y) = {"photoz": (PHOTOZ_INFO, toy_catalogue()),
+                    "modeling": (MODELING_INFO, toy_lens_models())}.get(kind, (INFO, toy_images()))
+    assert method.decline(info) is None
     before = set(vars(method))
-    assert method.fit(X[:80], y[:80], info=PHOTOZ_INFO if photoz else INFO) is method
+    assert method.fit(X[:80], y[:80], info=info) is method
     learned = set(vars(method)) - before
     assert learned and all(key.endswith("_") for key in learned)
-    scores = method.predict_score(X[80:])
-    assert scores.shape == (40,) and np.isfinite(scores).all()
+    rows = 40 if kind != "modeling" or not getattr(method, "per_lens_fit", False) else 2
+    scores = method.predict_score(X[80:80 + rows])
+    shape = (rows, len(LENS_MODEL_TARGETS)) if kind == "modeling" else (rows,)
+    assert scores.shape == shape and np.isfinite(scores).all()
 
 
 def test_reference_methods_are_honest():

@@ -1,0 +1,120 @@
+"""Lens-model regression baselines for the ``modeling`` suite (issue 7; no torch).
+
+- ``PriorMedian`` ("prior-median"): predicts the training set's median of every parameter, with the
+  training variance as its uncertainty. The floor a method must beat: any error at or above the
+  prior's means the method has learned nothing about that parameter.
+- ``GradientBoostingModeling`` ("xgboost-modeling"): one multi-output XGBoost model on the
+  photometric, shape and texture features of :mod:`lensbench.baselines.features` (the same as the
+  ``xgboost`` lens finder: per-band centroids and moment ellipticities carry x, y, e1, e2; the
+  aperture photometry and Gabor texture carry the ring radius), early stopping on a held-out part
+  of the training set. Its uncertainty is homoscedastic: the variance of the held-out residuals.
+
+``y`` is (n, P) in the order of ``info.targets``; ``predict_score`` returns (n, P) and
+``predict_variance`` (n, P).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+from lensbench.baselines.common import task_geometry
+from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.baselines.features import all_features
+
+
+def _targets(y, info: TaskInfo | None) -> tuple[np.ndarray, tuple[str, ...]]:
+    Y = np.asarray(y, dtype=np.float64)
+    if Y.ndim != 2:
+        raise ValueError(f"modeling targets must be (n, P), got shape {Y.shape}")
+    names = tuple(info.targets) if info is not None and info.targets else tuple(
+        f"target{i}" for i in range(Y.shape[1]))
+    if len(names) != Y.shape[1]:
+        raise ValueError(f"{Y.shape[1]} target columns but the task names {names}")
+    return Y, names
+
+
+class PriorMedian(Method):
+    """Predicts the training median of each parameter (variance: the training variance)."""
+
+    kinds = ("modeling",)
+
+    def fit(self, X, y, info: TaskInfo | None = None):
+        Y, self.targets_ = _targets(y, info)
+        self.median_ = np.median(Y, axis=0)
+        self.variance_ = Y.var(axis=0)
+        return self
+
+    def predict_score(self, X):
+        return np.tile(self.median_, (len(X), 1))
+
+    def predict_variance(self, X):
+        return np.tile(self.variance_, (len(X), 1))
+
+
+class GradientBoostingModeling(Method):
+    """Multi-output XGBoost regression (hist trees) of standardised lens-model parameters on the
+    hand-made image features; trees chosen by early stopping on a held-out part."""
+
+    kinds = ("modeling",)
+    search_space = {
+        "learning_rate": {"type": "float", "low": 0.01, "high": 0.3, "log": True},
+        "max_depth": {"type": "int", "low": 3, "high": 10},
+        "min_child_weight": {"type": "float", "low": 0.1, "high": 20.0, "log": True},
+        "subsample": {"type": "float", "low": 0.5, "high": 1.0},
+        "colsample_bytree": {"type": "float", "low": 0.3, "high": 1.0},
+    }
+
+    def __init__(self, n_estimators: int = 2000, learning_rate: float = 0.05, max_depth: int = 6,
+                 min_child_weight: float = 1.0, subsample: float = 0.8,
+                 colsample_bytree: float = 0.8, early_stopping_rounds: int = 50,
+                 validation_fraction: float = 0.15, n_jobs: int = 2, random_state: int = 0):
+        self.n_estimators = n_estimators
+        self.learning_rate = learning_rate
+        self.max_depth = max_depth
+        self.min_child_weight = min_child_weight
+        self.subsample = subsample
+        self.colsample_bytree = colsample_bytree
+        self.early_stopping_rounds = early_stopping_rounds
+        self.validation_fraction = validation_fraction
+        self.n_jobs = n_jobs
+        self.random_state = random_state
+
+    def _features(self, X):
+        return all_features(X, self.pixel_scale_, self.bands_)[0]
+
+    def fit(self, X, y, info: TaskInfo | None = None):
+        from xgboost import XGBRegressor
+
+        Y, self.targets_ = _targets(y, info)
+        self.pixel_scale_, self.bands_ = task_geometry(X, info)
+        features, self.feature_names_ = all_features(X, self.pixel_scale_, self.bands_)
+        self.mean_, self.scale_ = Y.mean(axis=0), Y.std(axis=0) + 1e-12
+        Z = (Y - self.mean_) / self.scale_  # one tree ensemble, so the targets share a scale
+        order = np.random.default_rng(self.random_state).permutation(len(Y))
+        n_val = max(1, int(round(self.validation_fraction * len(Y))))
+        val, train = order[:n_val], order[n_val:]
+        self.model_ = XGBRegressor(
+            n_estimators=self.n_estimators, learning_rate=self.learning_rate,
+            max_depth=self.max_depth, min_child_weight=self.min_child_weight,
+            subsample=self.subsample, colsample_bytree=self.colsample_bytree,
+            tree_method="hist", n_jobs=self.n_jobs, random_state=self.random_state,
+            early_stopping_rounds=self.early_stopping_rounds)
+        self.model_.fit(features[train], Z[train], eval_set=[(features[val], Z[val])],
+                        verbose=False)
+        self.best_iteration_ = int(self.model_.best_iteration)
+        self.history_ = {"val_rmse": list(self.model_.evals_result()["validation_0"]["rmse"])}
+        residual = self._unscale(self.model_.predict(features[val])) - Y[val]
+        self.variance_ = residual.var(axis=0)
+        return self
+
+    def _unscale(self, Z):
+        return np.asarray(Z, dtype=np.float64).reshape(-1, len(self.targets_)) * self.scale_ \
+            + self.mean_
+
+    def predict_score(self, X):
+        return self._unscale(self.model_.predict(self._features(X)))
+
+    def predict_variance(self, X):
+        return np.tile(self.variance_, (len(X), 1))
+
+    def diagnostics(self) -> dict[str, float]:
+        return {"best_iteration": float(self.best_iteration_)}

@@ -1,0 +1,672 @@
+"""The ``modeling`` suite (issue 7): lens-model parameters regressed from survey cutouts, against
+a traditional fitter.
+
+The runner (:func:`run_modeling_suite`) and the report (:func:`write_modeling_report`) dispatch
+here for tasks of kind "modeling". Each method is fitted on the simulated training lenses (targets
+``info.targets``, truth columns ``TRUTH_COLUMNS``) and scored on the test lenses. Methods that fit
+lens by lens (``per_lens_fit = True``: the lenstronomy fitter) get only the task's ``fit_subset``
+test lenses (drawn once by the test seed); every method is also scored on that subset
+(``subset/...``), so the report compares accuracy and time per lens on the same lenses, measured in
+the same run. The known SLACS lenses (degraded to the survey) are modelled by every method and
+their predicted theta_E recorded beside the published one.
+
+Metrics per parameter p (error = predicted - true): ``p/bias_median``, ``p/half_width_68`` (half
+the 16th-84th percentile range of the error), ``p/rmse`` and, for methods with a predictive
+variance, ``p/coverage_68`` and ``p/coverage_95`` (fraction of |error| within 1 and 1.96 sigma);
+the same in bins of theta_E and arc S/N (``binned/theta_e/<lo>-<hi>/p/...``).
+"""
+
+from __future__ import annotations
+
+import inspect
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+from lensbench.baselines.contract import LENS_MODEL_TARGETS, TRUTH_COLUMNS, TaskInfo
+from lensbench.bench.registry import resolve_method
+from lensbench.bench.results import Result, canonical_run_id
+from lensbench.bench.tasks import Suite, Task
+from lensbench.datasets.storage import Split
+
+THETA_E_EDGES = (0.5, 0.8, 1.1, 1.5, 3.0)  # arcsec
+ARC_SNR_EDGES = (10.0, 30.0, 60.0, 120.0, np.inf)
+UNITS = {"x": "\"", "y": "\"", "theta_e": "\"", "e1": "", "e2": "", "gamma1": "", "gamma2": ""}
+# Goals of issue 7 (default profile), checked in the report for the best network.
+GOAL_HALF_WIDTH = {"theta_e": 0.10, "x": 0.10, "y": 0.10, "e1": 0.06, "e2": 0.06}
+GOAL_THETA_E_BIAS = 0.03
+GOAL_COVERAGE_68 = (0.63, 0.73)
+GOAL_MS_PER_LENS = 10.0
+
+
+# ----------------------------------------------------------------------------- metrics
+def parameter_metrics(pred: np.ndarray, true: np.ndarray, names: tuple[str, ...],
+                      variance: np.ndarray | None = None, prefix: str = "") -> dict[str, float]:
+    """Per parameter: median bias, 68% half width and RMSE of the error and, with a variance,
+    the coverage of the 68% and 95% Gaussian intervals. Rows with a NaN prediction (a failed
+    fit) are left out and counted in ``<prefix>n_failed``."""
+    pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
+    ok = np.isfinite(pred).all(axis=1)
+    metrics = {f"{prefix}n": float(ok.sum()), f"{prefix}n_failed": float((~ok).sum())}
+    if not ok.any():
+        return metrics
+    error = pred[ok] - true[ok]
+    sigma = None
+    if variance is not None:
+        sigma = np.sqrt(np.clip(np.asarray(variance, dtype=np.float64)[ok], 0, None))
+    for j, name in enumerate(names):
+        lo, hi = np.percentile(error[:, j], [16, 84])
+        metrics[f"{prefix}{name}/bias_median"] = float(np.median(error[:, j]))
+        metrics[f"{prefix}{name}/half_width_68"] = float((hi - lo) / 2)
+        metrics[f"{prefix}{name}/rmse"] = float(np.sqrt(np.mean(error[:, j] ** 2)))
+        if sigma is not None and np.isfinite(sigma[:, j]).all():
+            within = np.abs(error[:, j]) / np.maximum(sigma[:, j], 1e-300)
+            metrics[f"{prefix}{name}/coverage_68"] = float(np.mean(within <= 1.0))
+            metrics[f"{prefix}{name}/coverage_95"] = float(np.mean(within <= 1.959964))
+    return metrics
+
+
+def bin_label(lo: float, hi: float) -> str:
+    return f"{lo:g}-{hi:g}"
+
+
+def binned_parameter_metrics(pred, true, names, values, edges, prop: str) -> dict[str, float]:
+    """``parameter_metrics`` (bias and half width) in bins [lo, hi) of ``values``."""
+    metrics = {}
+    for lo, hi in zip(edges[:-1], edges[1:], strict=True):
+        rows = (values >= lo) & (values < hi)
+        label = f"binned/{prop}/{bin_label(lo, hi)}/"
+        metrics[label + "n"] = float(rows.sum())
+        if rows.sum() < 5:
+            continue
+        for key, value in parameter_metrics(pred[rows], true[rows], names).items():
+            if key.endswith(("bias_median", "half_width_68")):
+                metrics[label + key] = value
+    return metrics
+
+
+# ----------------------------------------------------------------------------- data
+@dataclass
+class ModelingData:
+    train: Split
+    test: Split
+    real: Split | None
+    targets: tuple[str, ...]
+    Y_train: np.ndarray
+    Y_test: np.ndarray
+    fit_subset: np.ndarray  # test rows the per-lens fitters model
+    real_lenses: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=int))
+
+    @property
+    def hashes(self) -> dict[str, str]:
+        hashes = {"train": self.train.content_hash, "test": self.test.content_hash}
+        if self.real is not None:
+            hashes["real"] = self.real.content_hash
+        return hashes
+
+
+def targets_of(split: Split, names: tuple[str, ...]) -> np.ndarray:
+    """(n, P) truth of ``split`` for the named targets."""
+    missing = [TRUTH_COLUMNS[n] for n in names if TRUTH_COLUMNS[n] not in split.truth]
+    if missing:
+        raise KeyError(f"split {split.path}: truth lacks {missing}, needed for the targets "
+                       f"{names}")
+    return np.stack([np.asarray(split.truth[TRUTH_COLUMNS[n]], dtype=np.float64)
+                     for n in names], axis=1)
+
+
+def load_modeling_data(task: Task, profile: str, workdir: Path) -> ModelingData:
+    from lensbench.bench.runner import ensure_real_lens_split, ensure_split
+
+    train = ensure_split(task, "train", profile, workdir)
+    test = ensure_split(task, "test", profile, workdir)
+    for split in (train, test):
+        if not np.all(split.truth["label"] == 1):
+            raise ValueError(f"split {split.path}: the modeling task takes lenses only")
+    real = ensure_real_lens_split(task, workdir) if task.real_lenses else None
+    n_fit = int(task.modeling["fit_subset"].get(profile, 0)) if task.modeling else 0
+    rng = np.random.default_rng(task.test_seed)
+    subset = np.sort(rng.choice(test.n, size=min(n_fit, test.n), replace=False))
+    lenses = np.flatnonzero(real.truth["label"] == 1) if real is not None else np.zeros(0, int)
+    return ModelingData(train, test, real, LENS_MODEL_TARGETS,
+                        targets_of(train, LENS_MODEL_TARGETS),
+                        targets_of(test, LENS_MODEL_TARGETS), subset, lenses)
+
+
+def task_info(task: Task, data: ModelingData) -> TaskInfo:
+    from lensbench.bench.runner import task_info as lens_task_info
+
+    base = lens_task_info(task, data.train)
+    return TaskInfo(name=base.name, kind=task.kind, bands=base.bands,
+                    pixel_scale=base.pixel_scale, image_shape=base.image_shape,
+                    survey=base.survey, targets=data.targets)
+
+
+# ----------------------------------------------------------------------------- running
+@dataclass
+class ModelingOutcome:
+    result: Result
+    rows: np.ndarray | None = None  # test rows predicted
+    pred: np.ndarray | None = None
+    variance: np.ndarray | None = None
+    real_pred: np.ndarray | None = None
+    real_variance: np.ndarray | None = None
+    history: dict = field(default_factory=dict)
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+def predict(method, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+    """(means (n, P), variances (n, P) or None) of a fitted method."""
+    if hasattr(method, "predict_with_uncertainty"):
+        out = method.predict_with_uncertainty(X)
+        return np.asarray(out["mean"], dtype=np.float64), np.asarray(out["variance"], float)
+    mean = np.asarray(method.predict_score(X), dtype=np.float64)
+    variance = None
+    if hasattr(method, "predict_variance"):
+        variance = np.asarray(method.predict_variance(X), dtype=np.float64)
+    return mean, variance
+
+
+def run_modeling_method(name: str, params: dict, task: Task, data: ModelingData, *, suite: str,
+                        profile: str, seed: int, artifact_dir: Path | None = None
+                        ) -> ModelingOutcome:
+    """Fit one method on the training lenses and score it on the test (or fit-subset) lenses and
+    the known real lenses; an exception becomes a failed Result."""
+    from lensbench.bench.runner import (
+        _collect_into,
+        derive_seed,
+        git_commit,
+        now,
+        package_versions,
+    )
+
+    run_id = canonical_run_id(name, params)
+    method_seed = derive_seed(seed, name, task.name)
+    data_files = {**data.train.manifest.get("data_files", {}),
+                  **(data.real.manifest.get("data_files", {}) if data.real else {})}
+    base = dict(run_id=run_id, method=name, task=task.name, suite=suite, profile=profile,
+                params=params, split_hashes=data.hashes, seed=method_seed, suite_seed=seed,
+                versions=package_versions(), git_commit=git_commit(), started_at=now(),
+                n_train=data.train.n, n_test=data.test.n, data_files=data_files)
+    outcome = ModelingOutcome(Result(**base, status="failed"))
+    try:
+        cls = resolve_method(name)
+        init = dict(params)
+        defaults = cls().get_params()
+        if "random_state" in defaults:
+            init.setdefault("random_state", method_seed)
+        if "checkpoint_dir" in defaults and artifact_dir is not None:
+            init.setdefault("checkpoint_dir", str(artifact_dir))
+        method = cls(**init)
+        info = task_info(task, data)
+        reason = method.decline(info)
+        if reason:
+            outcome.result = Result(**base, status="declined", error=reason, finished_at=now())
+            return outcome
+        kwargs = {}
+        if "epoch_callback" in inspect.signature(method.fit).parameters:
+            kwargs["epoch_callback"] = _collect_into(outcome.history)
+        start = time.perf_counter()
+        method.fit(data.train.images(), data.Y_train, info=info, **kwargs)
+        fit_time = time.perf_counter() - start
+        if getattr(method, "checkpoint_path_", None):
+            outcome.files["checkpoint"] = Path(method.checkpoint_path_)
+        per_lens = getattr(method, "per_lens_fit", False)
+        rows = data.fit_subset if per_lens else np.arange(data.test.n)
+        start = time.perf_counter()
+        pred, variance = predict(method, data.test.images(rows))
+        predict_time = time.perf_counter() - start
+        shape = (len(rows), len(data.targets))
+        if pred.shape != shape or (not per_lens and not np.isfinite(pred).all()):
+            raise ValueError(f"{name} predicted shape {pred.shape} with "
+                             f"{int((~np.isfinite(pred)).sum())} non-finite values; expected "
+                             f"{shape} finite parameters ({', '.join(data.targets)})")
+        truth = data.Y_test[rows]
+        metrics = parameter_metrics(pred, truth, data.targets, variance)
+        metrics["time_per_lens_ms"] = 1000.0 * predict_time / max(len(rows), 1)
+        # The same metrics on the fitter's subset, so every method is compared on those lenses.
+        in_subset = np.isin(rows, data.fit_subset)
+        metrics |= parameter_metrics(pred[in_subset], truth[in_subset], data.targets,
+                                     None if variance is None else variance[in_subset],
+                                     prefix="subset/")
+        values = {"theta_e": (truth[:, data.targets.index("theta_e")], THETA_E_EDGES),
+                  "arc_snr": (np.asarray(data.test.truth["arc_snr"], float)[rows],
+                              ARC_SNR_EDGES)}
+        for prop, (column, edges) in values.items():
+            metrics |= binned_parameter_metrics(pred, truth, data.targets, column, edges, prop)
+        if data.real is not None and len(data.real_lenses):
+            real_pred, real_var = predict(method, data.real.images(data.real_lenses))
+            metrics |= real_theta_e_metrics(real_pred, real_var, data)
+            outcome.real_pred, outcome.real_variance = real_pred, real_var
+        if hasattr(method, "diagnostics"):
+            metrics |= {f"diag/{k}": float(v) for k, v in method.diagnostics().items()}
+        if not outcome.history:
+            outcome.history.update(getattr(method, "history_", {}) or {})
+        outcome.result = Result(**base, status="ok", metrics=metrics, fit_time_s=fit_time,
+                                predict_time_s=predict_time, finished_at=now())
+        outcome.rows, outcome.pred, outcome.variance = rows, pred, variance
+    except Exception:  # a failing method is recorded, the suite goes on
+        outcome.result = Result(**base, status="failed", error=traceback.format_exc(),
+                                finished_at=now())
+    return outcome
+
+
+def real_theta_e_metrics(pred: np.ndarray, variance: np.ndarray | None, data: ModelingData
+                         ) -> dict[str, float]:
+    """Predicted against published theta_E of the known lenses: per lens, and the median of
+    predicted - published."""
+    j = data.targets.index("theta_e")
+    published = np.asarray(data.real.truth["theta_e"], dtype=np.float64)[data.real_lenses]
+    metrics = {}
+    for number, (guess, truth) in enumerate(zip(pred[:, j], published, strict=True)):
+        metrics[f"real/lens{number}/theta_e_published"] = float(truth)
+        metrics[f"real/lens{number}/theta_e_pred"] = float(guess)
+        if variance is not None:
+            metrics[f"real/lens{number}/theta_e_sigma"] = float(np.sqrt(max(variance[number, j],
+                                                                            0.0)))
+    ok = np.isfinite(pred[:, j])
+    if ok.any():
+        metrics["real/theta_e_median_error"] = float(np.median(pred[ok, j] - published[ok]))
+        metrics["real/theta_e_median_abs_error"] = float(np.median(np.abs(pred[ok, j]
+                                                                          - published[ok])))
+    return metrics
+
+
+def run_modeling_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
+                       methods: list[str] | None = None, params: dict[str, dict] | None = None,
+                       tracker=None, resume: bool = False, log=print) -> list[Result]:
+    """``run_suite`` for suites of modeling tasks (same store, tracker, resume and seeds)."""
+    from lensbench.bench.runner import (
+        RESULTS_FILE,
+        _resume_key,
+        completed_runs,
+        record_result,
+        run_folder,
+    )
+
+    workdir.mkdir(parents=True, exist_ok=True)
+    store = workdir / RESULTS_FILE
+    names = list(methods or suite.methods_for(profile))
+    for name in names:
+        resolve_method(name)
+    suite_params, params = suite.params_for(profile), params or {}
+    done = completed_runs(store, suite.name, profile) if resume else set()
+    results = []
+    for task in suite.tasks:
+        data = load_modeling_data(task, profile, workdir)
+        log(f"{task.name}: train {data.train.n}, test {data.test.n} lenses, fit subset "
+            f"{len(data.fit_subset)}, known real lenses {len(data.real_lenses)}")
+        for name in names:
+            method_params = {**suite_params.get(name, {}), **params.get(name, {})}
+            probe = Result(run_id=canonical_run_id(name, method_params), method=name,
+                           task=task.name, suite=suite.name, profile=profile,
+                           params=method_params, split_hashes=data.hashes, seed=seed,
+                           status="ok")
+            if _resume_key(probe) in done:
+                log(f"skip {probe.run_id} on {task.name}: already done (--resume)")
+                continue
+            folder = run_folder(workdir, suite.name, task.name, probe.run_id)
+            folder.mkdir(parents=True, exist_ok=True)
+            outcome = run_modeling_method(name, method_params, task, data, suite=suite.name,
+                                          profile=profile, seed=seed, artifact_dir=folder)
+            artifacts = dict(outcome.files)
+            if outcome.pred is not None:
+                artifacts |= write_modeling_artifacts(outcome, data, folder)
+            record_result(outcome.result, store=store, workdir=workdir, artifacts=artifacts,
+                          history=outcome.history, tracker=tracker, log=log,
+                          line=summary_line(outcome.result))
+            results.append(outcome.result)
+    return results
+
+
+def summary_line(result: Result) -> str:
+    if result.status != "ok":
+        return f"{result.run_id:>24} on {result.task}: {result.status.upper()} " \
+               f"{result.error_line}"
+    m = result.metrics
+    parts = [f"{name} {m.get(f'{name}/half_width_68', np.nan):.3f}"
+             for name in ("theta_e", "x", "e1", "gamma1")]
+    return (f"{result.run_id:>24} on {result.task}: 68% half widths " + ", ".join(parts)
+            + f"; {m['time_per_lens_ms']:.2f} ms/lens (fit {result.fit_time_s:.0f} s)")
+
+
+def write_modeling_artifacts(outcome: ModelingOutcome, data: ModelingData, folder: Path
+                             ) -> dict[str, Path]:
+    from lensbench.bench.plots import plot_curves
+
+    nan = np.full_like(outcome.pred, np.nan)
+    paths = {"predictions": folder / "predictions.npz"}
+    real = {}
+    if outcome.real_pred is not None:
+        real = {"real_pred": outcome.real_pred,
+                "real_variance": (outcome.real_variance if outcome.real_variance is not None
+                                  else np.full_like(outcome.real_pred, np.nan)),
+                "real_published_theta_e": np.asarray(data.real.truth["theta_e"],
+                                                     float)[data.real_lenses],
+                "real_object_index": np.asarray(data.real.truth["object_index"])[
+                    data.real_lenses]}
+    np.savez_compressed(paths["predictions"], rows=outcome.rows, pred=outcome.pred,
+                        true=data.Y_test[outcome.rows],
+                        variance=outcome.variance if outcome.variance is not None else nan,
+                        arc_snr=np.asarray(data.test.truth["arc_snr"], float)[outcome.rows],
+                        targets=np.array(data.targets), test_hash=np.array(
+                            data.test.content_hash), **real)
+    paths["predicted-vs-true"] = plot_predicted_vs_true(
+        outcome.pred, data.Y_test[outcome.rows], data.targets, outcome.result.run_id,
+        folder / "predicted-vs-true.png")
+    if outcome.history:
+        paths["curves"] = plot_curves(outcome.history, folder / "curves.png")
+    return paths
+
+
+# ----------------------------------------------------------------------------- plots
+def _figure(figsize):
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=figsize, dpi=100)
+    FigureCanvasAgg(fig)
+    return fig
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    try:
+        fig.tight_layout()
+        fig.savefig(path, format="png")
+    finally:
+        fig.clear()
+    return path
+
+
+def plot_predicted_vs_true(pred: np.ndarray, true: np.ndarray, names: tuple[str, ...],
+                           title: str, path: Path) -> Path:
+    """One panel per parameter: 2-d histogram (log counts) of predicted against true with the
+    1:1 line; a scatter when there are few lenses (the fitter's subset)."""
+    from matplotlib.colors import LogNorm
+
+    fig = _figure((3.0 * len(names), 3.2))
+    ok = np.isfinite(pred).all(axis=1)
+    for j, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), j + 1)
+        t, p = true[ok, j], pred[ok, j]
+        lo, hi = np.percentile(np.concatenate([t, p]) if len(t) else [0, 1], [0.5, 99.5])
+        if len(t) >= 200:
+            bins = np.linspace(lo, hi, 50)
+            ax.hist2d(t, p, bins=[bins, bins], norm=LogNorm(), cmap="viridis")
+        else:
+            ax.plot(t, p, "o", ms=3)
+        ax.plot([lo, hi], [lo, hi], "k-", lw=0.7)
+        ax.set_xlim(lo, hi)
+        ax.set_ylim(lo, hi)
+        unit = UNITS.get(name, "")
+        ax.set_xlabel(f"true {name} {unit}".strip())
+        ax.set_ylabel(f"predicted {name}")
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)
+
+
+def plot_binned(results: list[Result], prop: str, path: Path, xlabel: str,
+                names=("theta_e", "x", "e1", "gamma1")) -> Path:
+    """68% half width of the error of ``names`` in bins of ``prop``, one line per method."""
+    fig = _figure((3.6 * len(names), 3.3))
+    for j, name in enumerate(names):
+        ax = fig.add_subplot(1, len(names), j + 1)
+        for r in results:
+            bins = sorted({k.split("/")[2] for k in r.metrics
+                           if k.startswith(f"binned/{prop}/") and k.endswith("/n")},
+                          key=lambda label: float(label.split("-")[0]))
+            centres, values = [], []
+            for label in bins:
+                value = r.metrics.get(f"binned/{prop}/{label}/{name}/half_width_68")
+                if value is None:
+                    continue
+                lo, hi = (float(v) for v in label.split("-"))
+                centres.append(np.sqrt(lo * hi) if np.isfinite(hi) else 1.5 * lo)
+                values.append(value)
+            ax.plot(centres, values, "o-", ms=3, label=r.run_id)
+        ax.set_xscale("log")
+        ax.set_xlabel(xlabel)
+        ax.set_title(f"{name}: 68% half width {UNITS.get(name, '')}".strip(), fontsize=9)
+        if name in GOAL_HALF_WIDTH:
+            ax.axhline(GOAL_HALF_WIDTH[name], color="grey", ls="--", lw=0.7)
+    fig.axes[0].legend(fontsize=7)
+    return _save(fig, path)
+
+
+def plot_real_theta_e(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path
+                      ) -> Path:
+    """Predicted against published theta_E of the known lenses, one marker set per method."""
+    fig = _figure((4.6, 4.2))
+    ax = fig.add_subplot(1, 1, 1)
+    top = 0.5
+    for name, (published, pred, sigma) in panels.items():
+        ax.errorbar(published, pred, yerr=np.nan_to_num(sigma), fmt="o", ms=4, capsize=2,
+                    label=name)
+        top = max(top, np.nanmax(np.concatenate([published, pred])) * 1.15)
+    ax.plot([0, top], [0, top], "k-", lw=0.7)
+    ax.set_xlim(0, top)
+    ax.set_ylim(0, top)
+    ax.set_xlabel("published theta_E (\")")
+    ax.set_ylabel("predicted theta_E (\")")
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+# ----------------------------------------------------------------------------- report
+def _f(value, digits=3) -> str:
+    if value is None or not np.isfinite(value):
+        return "–"
+    return f"{value:.{digits}f}"
+
+
+def metric_table(results: list[Result], key: str, prefix: str = "", signed: bool = False,
+                 names=LENS_MODEL_TARGETS) -> list[str]:
+    lines = ["| method | " + " | ".join(f"{n} {UNITS[n]}".strip() for n in names) + " |",
+             "|" + "---|" * (len(names) + 1)]
+    for r in results:
+        cells = []
+        for n in names:
+            value = r.metrics.get(f"{prefix}{n}/{key}")
+            cells.append(f"{value:+.3f}" if signed and value is not None and np.isfinite(value)
+                         else _f(value))
+        lines.append(f"| `{r.run_id}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def coverage_table(results: list[Result]) -> list[str]:
+    names = LENS_MODEL_TARGETS
+    lines = ["| method | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    for r in results:
+        if f"{names[0]}/coverage_68" not in r.metrics:
+            continue
+        cells = [f"{_f(r.metrics.get(f'{n}/coverage_68'), 2)} / "
+                 f"{_f(r.metrics.get(f'{n}/coverage_95'), 2)}" for n in names]
+        lines.append(f"| `{r.run_id}` | " + " | ".join(cells) + " |")
+    return lines
+
+
+def per_lens(result: Result) -> bool:
+    """Whether a run modelled only the fit subset (a lens-by-lens fitter)."""
+    m = result.metrics
+    return m.get("n", 0) + m.get("n_failed", 0) < result.n_test
+
+
+def best_network(results: list[Result]) -> Result | None:
+    nets = [r for r in results if r.method.endswith("regressor")]
+    return min(nets, key=lambda r: r.metrics["theta_e/half_width_68"]) if nets else None
+
+
+def goal_lines(result: Result) -> list[str]:
+    m = result.metrics
+    checks = [(f"theta_E median |bias| {abs(m['theta_e/bias_median']):.3f}\" <= "
+               f"{GOAL_THETA_E_BIAS}\"", abs(m["theta_e/bias_median"]) <= GOAL_THETA_E_BIAS)]
+    for name, goal in GOAL_HALF_WIDTH.items():
+        value = m[f"{name}/half_width_68"]
+        checks.append((f"{name} 68% half width {value:.3f}{UNITS[name]} <= {goal}{UNITS[name]}",
+                       value <= goal))
+    lo, hi = GOAL_COVERAGE_68
+    for name in LENS_MODEL_TARGETS:
+        value = m.get(f"{name}/coverage_68", np.nan)
+        checks.append((f"{name} 68% coverage {value:.3f} in [{lo}, {hi}]", lo <= value <= hi))
+    checks.append((f"inference {m['time_per_lens_ms']:.2f} ms per lens <= {GOAL_MS_PER_LENS} ms "
+                   f"(CPU, every member and test-time transform included)",
+                   m["time_per_lens_ms"] <= GOAL_MS_PER_LENS))
+    return [f"Goals of issue 7 for `{result.run_id}`:", ""] + [
+        f"- {'yes' if passed else 'NO'}: {text}" for text, passed in checks]
+
+
+def subset_lines(results: list[Result]) -> list[str]:
+    """Every method on the traditional fitter's lenses, with time per lens and speed-up."""
+    fitters = [r for r in results if per_lens(r)]
+    if not fitters:
+        return []
+    fitter = fitters[0]
+    names = ("theta_e", "x", "y", "e1", "e2", "gamma1", "gamma2")
+    header = ["method", "lenses (failed)", *(f"{n} 68% half width" for n in names),
+              "time per lens"]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for r in results:
+        m = r.metrics
+        ms = m["time_per_lens_ms"]
+        when = f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.2f} ms"
+        lines.append(f"| `{r.run_id}` | {int(m.get('subset/n', 0))} "
+                     f"({int(m.get('subset/n_failed', 0))}) | "
+                     + " | ".join(_f(m.get(f"subset/{n}/half_width_68")) for n in names)
+                     + f" | {when} |")
+    net = best_network(results)
+    if net is not None:
+        ratio = fitter.metrics["time_per_lens_ms"] / net.metrics["time_per_lens_ms"]
+        lines += ["", f"Speed-up of `{net.run_id}` over `{fitter.run_id}` (time per lens, the "
+                      f"same run and machine): **{ratio:,.0f}x**."]
+    return lines
+
+
+def binned_table(results: list[Result], prop: str, name: str) -> list[str]:
+    ok = [r for r in results if any(k.startswith(f"binned/{prop}/") for k in r.metrics)]
+    if not ok:
+        return []
+    labels = sorted({k.split("/")[2] for k in ok[0].metrics
+                     if k.startswith(f"binned/{prop}/") and k.endswith("/n")},
+                    key=lambda label: float(label.split("-")[0]))
+    counts = [int(ok[0].metrics[f"binned/{prop}/{b}/n"]) for b in labels]
+    lines = ["| method | " + " | ".join(f"{b} (n={c})" for b, c in zip(labels, counts,
+                                                                          strict=True)) + " |",
+             "|" + "---|" * (len(labels) + 1)]
+    for r in ok:
+        lines.append(f"| `{r.run_id}` | " + " | ".join(
+            _f(r.metrics.get(f"binned/{prop}/{b}/{name}/half_width_68")) for b in labels) + " |")
+    return lines
+
+
+def real_lines(results: list[Result], workdir: Path) -> tuple[list[str], dict]:
+    from lensbench.datasets.real import load_slacs
+
+    panels, columns = {}, {}
+    for r in results:
+        path = workdir / r.artifacts.get("predictions", "missing")
+        if not path.is_file():
+            continue
+        with np.load(path) as data:
+            if "real_pred" not in data:
+                continue
+            j = list(data["targets"]).index("theta_e")
+            published = data["real_published_theta_e"]
+            sigma = np.sqrt(np.clip(data["real_variance"][:, j], 0, None))
+            panels[r.run_id] = (published, data["real_pred"][:, j], sigma)
+            columns[r.run_id] = (data["real_pred"][:, j], sigma)
+            index = data["real_object_index"]
+    if not panels:
+        return [], {}
+    lenses = load_slacs("198x198")
+    names = [lenses[int(k)].name for k in index]
+    published = next(iter(panels.values()))[0]
+    lines = ["| lens | published theta_E (\") | " + " | ".join(f"`{n}`" for n in columns)
+             + " |", "|" + "---|" * (len(columns) + 2)]
+    for i, lens in enumerate(names):
+        cells = []
+        for pred, sigma in columns.values():
+            cells.append(_f(pred[i], 2) + (f" ± {sigma[i]:.2f}" if np.isfinite(sigma[i]) else ""))
+        lines.append(f"| {lens} | {published[i]:.2f} | " + " | ".join(cells) + " |")
+    return lines, panels
+
+
+def write_modeling_report(suite: Suite, results: list[Result], *, store: Path, workdir: Path,
+                          out_dir: Path, profile: str, command: str | None) -> list[Path]:
+    """reports/<suite>.md and .html: per task the accuracy tables, the goal check, the comparison
+    with the traditional fitter on the same lenses (speed-up), binned accuracy, the known lenses
+    and the figures."""
+    from lensbench.bench.report import provenance_lines, write_markdown_and_html
+
+    out_dir.mkdir(parents=True, exist_ok=True)
+    stem = suite.name if profile == "default" else f"{suite.name}-{profile}"
+    md = [f"# lensbench leaderboard: `{suite.name}` suite ({profile} profile)", "",
+          *provenance_lines(suite.name, profile, results, store, command,
+                            " (every method seed derives from it; the splits are drawn by "
+                            "each task's fixed seeds)"),
+          "- Error = predicted - true. Half width: half the 16th-84th percentile range of the "
+          "error (Schuldt et al. 2021 quote theta_E 0.07 +0.29/-0.12\"); coverage: the fraction "
+          "of test lenses whose error lies within the method's 1 sigma (68%) and 1.96 sigma "
+          "(95%) intervals. x, y: SIE centre from the stamp centre; e1, e2 = (1-q)/(1+q) (cos "
+          "2phi, sin 2phi); gamma1, gamma2: external shear. `prior-median` predicts the "
+          "training median: the floor.", ""]
+    figures = []
+    for task in suite.tasks:
+        ok = [r for r in results if r.task == task.name and r.status == "ok"]
+        full = [r for r in ok if not per_lens(r)]
+        full.sort(key=lambda r: r.metrics["theta_e/half_width_68"])
+        md += [f"## {task.name} (v{task.version})", "", task.description, "",
+               "Splits (content hashes): " + ", ".join(
+                   f"{role} `{h[:12]}`" for role, h in (ok[0].split_hashes.items() if ok
+                                                        else [])) + ".", ""]
+        for r in results:
+            if r.task == task.name and r.status != "ok":
+                md += [f"- `{r.run_id}`: {r.status}: {r.error_line[:160]}"]
+        if not ok:
+            continue
+        md += ["", f"### Accuracy on the {ok[0].n_test} test lenses", "",
+               "68% half width of the error:", "", *metric_table(full, "half_width_68"), "",
+               "Median bias:", "", *metric_table(full, "bias_median", signed=True), "",
+               "RMSE:", "", *metric_table(full, "rmse"), "",
+               "Coverage of the 68% / 95% intervals:", "", *coverage_table(full), "",
+               "Time per lens (inference, CPU) and fit time: " + "; ".join(
+                   f"`{r.run_id}` {r.metrics['time_per_lens_ms']:.2f} ms, fit "
+                   f"{r.fit_time_s:.0f} s" for r in full) + ".", ""]
+        net = best_network(full)
+        if net is not None:
+            md += goal_lines(net) + [""]
+        sub = subset_lines([r for r in ok])
+        if sub:
+            md += [f"### Against traditional fitting ({int(ok[0].metrics.get('subset/n', 0))} "
+                   "test lenses)", "", *sub, ""]
+        for prop, xlabel, tag in (("theta_e", "true theta_E (arcsec)", "theta-e"),
+                                  ("arc_snr", "arc S/N", "arc-snr")):
+            md += [f"theta_E 68% half width (arcsec) in bins of {xlabel}:", "",
+                   *binned_table(full, prop, "theta_e"), ""]
+            figure = plot_binned(full, prop, out_dir / f"{stem}-{task.name}-binned-{tag}.png",
+                                 xlabel)
+            md += [f"![68% half widths in bins of {xlabel}]({figure.name})", ""]
+            figures.append(figure)
+        for r in full:
+            path = workdir / r.artifacts.get("predictions", "missing")
+            if r.method == "prior-median" or not path.is_file():
+                continue
+            with np.load(path) as data:
+                figure = plot_predicted_vs_true(
+                    data["pred"], data["true"], tuple(data["targets"]), r.run_id,
+                    out_dir / f"{stem}-{task.name}-{r.method}-predicted-vs-true.png")
+            md += [f"![predicted against true, {r.run_id}]({figure.name})", ""]
+            figures.append(figure)
+        lines, panels = real_lines([r for r in ok if r.method != "prior-median"], workdir)
+        if lines:
+            md += ["### Known SLACS lenses (HST F814W degraded to the survey)", "",
+                   "Predicted theta_E (± 1 sigma where the method gives one) against the "
+                   "published SIE Einstein radius (Auger et al. 2010 / Shajib et al. 2021):", "",
+                   *lines, ""]
+            figure = plot_real_theta_e(panels, out_dir / f"{stem}-{task.name}-slacs.png")
+            md += [f"![SLACS theta_E]({figure.name})", ""]
+            figures.append(figure)
+    return [*write_markdown_and_html(md, out_dir, stem), *figures]

@@ -1,0 +1,236 @@
+"""The modeling suite (issue 7): target transforms under the dihedral group, the Gaussian
+likelihood, the metrics against hand-worked cases, the regression net, checkpoints, provenance and
+the suite end to end through the CLI."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from lensbench.baselines.contract import LENS_MODEL_TARGETS, TaskInfo
+from lensbench.bench.modeling import binned_parameter_metrics, parameter_metrics
+from lensbench.deep.preprocess import dihedral
+from lensbench.deep.regression import (
+    GaussianRegression,
+    ResNetRegressor,
+    inverse_dihedral,
+    transform_targets,
+)
+
+PIXEL = 0.168
+INFO = TaskInfo(name="t", kind="modeling", bands=("g", "r", "i", "z"), pixel_scale=PIXEL,
+                image_shape=(4, 24, 24), survey="hsc", targets=LENS_MODEL_TARGETS)
+
+
+def grid(n: int):
+    """The simulator's grid: x along columns, y along rows, pixel centres (arcsec)."""
+    axis = ((np.arange(n) + 0.5) - n / 2) * PIXEL
+    return np.meshgrid(axis, axis, indexing="ij")[::-1]
+
+
+def blob(xx, yy, x0, y0, e1, e2, size):
+    """An elliptical Gaussian whose ellipticity (1-q)/(1+q) (cos 2phi, sin 2phi) is (e1, e2)."""
+    e, phi = np.hypot(e1, e2), 0.5 * np.arctan2(e2, e1)
+    q = (1 - e) / (1 + e)
+    c, s = np.cos(phi), np.sin(phi)
+    u = (xx - x0) * c + (yy - y0) * s
+    v = -(xx - x0) * s + (yy - y0) * c
+    return np.exp(-0.5 * (u**2 + (v / q) ** 2) / size**2)
+
+
+def moments(image, xx, yy):
+    """Centroid and the direction (cos 2phi, sin 2phi) of the second moments."""
+    f = image / image.sum()
+    x0, y0 = (f * xx).sum(), (f * yy).sum()
+    qxx, qyy = (f * (xx - x0) ** 2).sum(), (f * (yy - y0) ** 2).sum()
+    qxy = (f * (xx - x0) * (yy - y0)).sum()
+    chi = np.array([qxx - qyy, 2 * qxy])
+    return np.array([x0, y0]), chi / np.hypot(*chi)
+
+
+def toy_lens_models(n=120, size=24, seed=0):
+    """Four-band images of an elliptical blob whose centre, ellipticity and size (theta_E) are
+    the targets; the shear is noise the images do not show."""
+    rng = np.random.default_rng(seed)
+    xx, yy = grid(size)
+    Y = np.column_stack([rng.normal(0, 0.3, (n, 2)), rng.uniform(-0.3, 0.3, (n, 2)),
+                         rng.uniform(0.4, 1.0, n), rng.normal(0, 0.05, (n, 2))])
+    X = rng.normal(0, 0.05, (n, 4, size, size)).astype(np.float32)
+    for i, (x0, y0, e1, e2, theta, _, _) in enumerate(Y):
+        X[i] += (np.array([1.0, 2.0, 3.0, 3.5])[:, None, None]
+                 * blob(xx, yy, x0, y0, e1, e2, theta)).astype(np.float32)
+    return X, Y
+
+
+@pytest.mark.parametrize("k", range(8))
+def test_target_transforms_follow_the_image_transforms(k):
+    """Rotating and flipping a stamp moves its measured centroid and ellipticity exactly as
+    transform_targets moves the targets, and the inverse transform brings them back."""
+    xx, yy = grid(64)
+    x0, y0, e1, e2 = 0.4, -0.25, 0.135, 0.21
+    image = blob(xx, yy, x0, y0, e1, e2, 0.8)
+    turned = dihedral(torch.from_numpy(image)[None, None], k)[0, 0].numpy()
+    centre, direction = moments(turned, xx, yy)
+    Y = torch.tensor([[x0, y0, e1, e2, 1.3, 0.03, -0.02]], dtype=torch.float64)
+    moved = transform_targets(Y, torch.tensor([k]), LENS_MODEL_TARGETS)[0].numpy()
+    np.testing.assert_allclose(moved[:2], centre, atol=1e-9)
+    np.testing.assert_allclose(moved[2:4] / np.hypot(*moved[2:4]), direction, atol=1e-9)
+    assert moved[4] == 1.3  # theta_E is invariant
+    # Shear is spin 2 like the ellipticity.
+    shear = moved[5:] / np.hypot(*moved[5:])
+    expected = transform_targets(torch.tensor([[0, 0, 0.03, -0.02, 1, 0, 0]], dtype=torch.float64),
+                                 torch.tensor([k]), LENS_MODEL_TARGETS)[0, 2:4].numpy()
+    np.testing.assert_allclose(shear, expected / np.hypot(*expected), atol=1e-12)
+    back = transform_targets(torch.tensor(moved)[None], torch.tensor([inverse_dihedral(k)]),
+                             LENS_MODEL_TARGETS)
+    np.testing.assert_allclose(back.numpy(), Y.numpy(), atol=1e-12)
+
+
+def test_variances_are_permuted_not_signed():
+    var = torch.tensor([[1.0, 4.0, 0.1, 0.2, 0.5, 0.3, 0.4]], dtype=torch.float64)
+    turned = transform_targets(var, torch.tensor([1]), LENS_MODEL_TARGETS, variance=True)[0]
+    assert turned.tolist() == [4.0, 1.0, 0.1, 0.2, 0.5, 0.3, 0.4]  # x and y swap
+    flipped = transform_targets(var, torch.tensor([4]), LENS_MODEL_TARGETS, variance=True)[0]
+    assert flipped.tolist() == var[0].tolist()
+
+
+def test_gaussian_nll_matches_the_closed_form():
+    names = ("a", "b")
+    objective = GaussianRegression(names, mean=np.array([1.0, -2.0]), scale=np.array([2.0, 0.5]))
+    outputs = torch.tensor([[0.5, 0.0, np.log(0.25), 0.0]])
+    y = torch.tensor([[3.0, -2.5]])  # standardised: (1.0, -1.0)
+    z = np.array([1.0, -1.0])
+    mean, var = np.array([0.5, 0.0]), np.array([0.25, 1.0])
+    expected = np.mean(0.5 * (np.log(var) + (z - mean) ** 2 / var))
+    assert float(objective.nll(outputs, y)) == pytest.approx(expected, rel=1e-6)
+
+
+def test_parameter_metrics_on_a_hand_worked_case():
+    names = ("theta_e",)
+    true = np.zeros((5, 1))
+    pred = np.array([[-0.2], [-0.1], [0.0], [0.1], [0.4]])
+    sigma = np.array([0.1, 0.0625, 0.1, 0.2, 0.1])
+    m = parameter_metrics(pred, true, names, variance=sigma[:, None] ** 2)
+    assert m["theta_e/bias_median"] == pytest.approx(0.0)
+    lo, hi = np.percentile(pred[:, 0], [16, 84])  # numpy's linear interpolation, by hand below
+    assert (lo, hi) == pytest.approx((-0.2 + 0.64 * 0.1, 0.1 + 0.36 * 0.3))
+    assert m["theta_e/half_width_68"] == pytest.approx((hi - lo) / 2)
+    assert m["theta_e/rmse"] == pytest.approx(np.sqrt((0.04 + 0.01 + 0 + 0.01 + 0.16) / 5))
+    # |error| / sigma = 2, 1.6, 0, 0.5, 4: two within 1 sigma, three within 1.96 sigma.
+    assert m["theta_e/coverage_68"] == pytest.approx(2 / 5)
+    assert m["theta_e/coverage_95"] == pytest.approx(3 / 5)
+    failed = parameter_metrics(np.vstack([pred, [[np.nan]]]), np.zeros((6, 1)), names)
+    assert failed["n"] == 5 and failed["n_failed"] == 1
+    assert failed["theta_e/half_width_68"] == pytest.approx(m["theta_e/half_width_68"])
+    binned = binned_parameter_metrics(np.vstack([pred, pred]), np.zeros((10, 1)), names,
+                                      np.r_[np.full(5, 0.6), np.full(5, 2.0)], (0.5, 1.0, 3.0),
+                                      "theta_e")
+    assert binned["binned/theta_e/0.5-1/n"] == 5 and binned["binned/theta_e/1-3/n"] == 5
+    assert binned["binned/theta_e/1-3/theta_e/half_width_68"] == pytest.approx(
+        m["theta_e/half_width_68"])
+
+
+@pytest.fixture(scope="module")
+def trained():
+    X, Y = toy_lens_models(360, seed=1)
+    method = ResNetRegressor(width=8, members=2, max_epochs=12, lr=1e-2, batch_size=32,
+                             num_threads=1, random_state=0)
+    method.fit(X[:300], Y[:300], info=INFO)
+    return method, X[300:], Y[300:]
+
+
+def test_variances_are_calibrated_on_the_validation_split(trained):
+    method, _, _ = trained
+    X, Y = toy_lens_models(360, seed=1)
+    val = np.sort(np.random.default_rng(0).permutation(300)[:30])  # fit's validation rows
+    out = method.predict_with_uncertainty(X[val])
+    within = np.abs(out["mean"] - Y[val]) <= np.sqrt(out["variance"]) * (1 + 1e-9)
+    assert np.allclose(within.mean(axis=0), 0.7, atol=0.035)  # 21 of 30: the 68.27% quantile
+    assert not np.allclose(method.variance_scale_, 1.0)
+
+
+def test_the_regression_net_learns_positions_shapes_and_sizes(trained):
+    method, X, Y = trained
+    out = method.predict_with_uncertainty(X)
+    assert out["mean"].shape == Y.shape and (out["variance"] > 0).all()
+    error = np.abs(out["mean"] - Y)
+    prior = np.abs(Y - Y.mean(axis=0))
+    for j, name in enumerate(LENS_MODEL_TARGETS[:5]):
+        assert np.median(error[:, j]) < 0.6 * np.median(prior[:, j]), name
+    # The shear does not show in the images: no better than the prior, and the net says so.
+    assert np.median(error[:, 5]) > 0.7 * np.median(prior[:, 5])
+    assert np.median(np.sqrt(out["variance"][:, 5])) > 0.7 * Y[:, 5].std()
+    # Committee variance = (mean member variance + spread**2) x the calibration scale.
+    assert np.all(out["variance"] >= out["spread"] ** 2 * method.variance_scale_)
+
+
+def test_test_time_augmentation_makes_predictions_equivariant(trained):
+    """With the 8 transforms averaged, turning the stamp turns the prediction exactly."""
+    method, X, _ = trained
+    base = method.predict_score(X[:8])
+    for k in (1, 5):
+        turned = dihedral(torch.from_numpy(X[:8]), k).numpy()
+        expected = transform_targets(torch.from_numpy(base), torch.full((8,), k),
+                                     LENS_MODEL_TARGETS).numpy()
+        np.testing.assert_allclose(method.predict_score(turned), expected, atol=2e-4)
+
+
+def test_checkpoints_reload_identically_and_refuse_other_bands(trained, tmp_path):
+    method, X, _ = trained
+    path = method.save(tmp_path / "regressor.pt")
+    again = ResNetRegressor.load(path, info=INFO)
+    np.testing.assert_array_equal(again.predict_score(X[:10]), method.predict_score(X[:10]))
+    other = TaskInfo(**{**INFO.__dict__, "bands": ("g", "r", "i")})
+    with pytest.raises(ValueError, match=r"regressor\.pt: bands"):
+        ResNetRegressor.load(path, info=other)
+
+
+def test_targets_must_match_the_named_parameters():
+    X, Y = toy_lens_models(20)
+    with pytest.raises(ValueError, match="expected targets of shape"):
+        ResNetRegressor(max_epochs=1).fit(X, Y[:, :5], info=INFO)
+
+
+def test_the_report_names_the_params_the_runs_used():
+    from lensbench.bench.report import run_command
+    from lensbench.bench.results import Result
+
+    runs = [Result(run_id="committee", method="committee", task="design-hsc", suite="design",
+                   profile="default", params={"max_epochs": 5}, split_hashes={}, seed=1,
+                   suite_seed=0, status="ok")]
+    command = run_command("design", "default", runs, [0])
+    assert command == ("bench run --suite design --profile default --seed 0 "
+                       "--param committee.max_epochs=5")
+    runs[0].params = {"max_epochs": 15}  # the design suite's own default: not repeated
+    assert "--param" not in run_command("design", "default", runs, [0])
+
+
+@pytest.mark.slow
+def test_modeling_suite_end_to_end(tmp_path):
+    from lensbench.bench import cli
+    from lensbench.bench.results import read_results
+
+    workdir = tmp_path / "work"
+    args = ["run", "--workdir", str(workdir), "--suite", "modeling", "--profile", "smoke",
+            "--no-tracking", "--methods", "prior-median,xgboost-modeling,resnet-regressor",
+            "--param", "resnet-regressor.max_epochs=1", "--param", "resnet-regressor.width=8",
+            "--param", "resnet-regressor.tta=none", "--param", "xgboost-modeling.n_estimators=20"]
+    assert cli.main(args) == 0
+    results = {r.method: r for r in read_results(workdir / "results.jsonl")}
+    assert all(r.status == "ok" for r in results.values()), [r.error for r in results.values()]
+    prior = results["prior-median"].metrics
+    # The features locate the lens: xgboost beats the prior on x and theta_E.
+    assert results["xgboost-modeling"].metrics["x/half_width_68"] < prior["x/half_width_68"]
+    assert (results["xgboost-modeling"].metrics["theta_e/half_width_68"]
+            < prior["theta_e/half_width_68"])
+    for r in results.values():
+        assert r.metrics["real/lens0/theta_e_published"] > 0.5  # SLACS theta_E recorded
+        assert r.metrics["subset/n"] == 2
+    out = tmp_path / "reports"
+    assert cli.main(["report", "--workdir", str(workdir), "--suite", "modeling", "--profile",
+                     "smoke", "--out", str(out)]) == 0
+    text = (out / "modeling-smoke.md").read_text()
+    for needle in ("68% half width", "Coverage of the 68% / 95%", "Known SLACS lenses",
+                   "SDSSJ", "--param resnet-regressor.max_epochs=1"):
+        assert needle in text
+    assert (out / "modeling-smoke-modeling-hsc-slacs.png").stat().st_size > 1000
