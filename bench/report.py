@@ -10,6 +10,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 import numpy as np
+from lensbench.bench.registry import resolve_method
 from lensbench.bench.results import Result, read_results
 from lensbench.bench.runner import RESULTS_FILE, ROTATION_SUBSET, git_commit
 from lensbench.bench.tasks import get_suite, kind_handler
@@ -195,8 +196,12 @@ def run_command(suite_name: str, profile: str, results: list[Result], seeds: lis
     if set(methods) != set(suite.methods_for(profile)):
         command += f" --methods {','.join(methods)}"
     defaults = suite.params_for(profile)
-    options = {f"{r.method}.{key}={value}" for r in results for key, value in r.params.items()
-               if defaults.get(r.method, {}).get(key) != value}
+    options = set()
+    for r in results:
+        # Keys the method does not take (the design suite's variant annotations) are no option.
+        accepted = resolve_method(r.method)().get_params()
+        options |= {f"{r.method}.{key}={value}" for key, value in r.params.items()
+                    if key in accepted and defaults.get(r.method, {}).get(key) != value}
     return command + "".join(f" --param {option}" for option in sorted(options))
 
 

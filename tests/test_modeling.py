@@ -201,7 +201,8 @@ def test_the_report_names_the_params_the_runs_used():
     command = run_command("design", "default", runs, [0])
     assert command == ("bench run --suite design --profile default --seed 0 "
                        "--param committee.max_epochs=5")
-    runs[0].params = {"max_epochs": 15}  # the design suite's own default: not repeated
+    # The design suite's own default and its variant annotations are not options.
+    runs[0].params = {"max_epochs": 15, "variant": "flat-theta"}
     assert "--param" not in run_command("design", "default", runs, [0])
 
 
