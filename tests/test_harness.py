@@ -62,7 +62,9 @@ SHORT_SCHEDULES = {"deeplens": {"max_epochs": 1}, "ae-bgmm": {"max_epochs": 2},
                    "netz-fusion-photoz": {"epochs": 1, "stamp_size": 12},
                    "resnet-regressor": {"max_epochs": 1, "width": 8},
                    "committee-regressor": {"max_epochs": 1, "width": 8, "members": 2},
-                   "xgboost-modeling": {"n_estimators": 20}}
+                   "xgboost-modeling": {"n_estimators": 20},
+                   "lenstronomy-fit": {"n_particles": 6, "n_iterations": 3,
+                                       "simplex_iterations": 10}}
 MODELING_INFO = TaskInfo(name="t", kind="modeling", bands=("g", "r", "i", "z"),
                          pixel_scale=0.168, image_shape=(4, 24, 24), survey="hsc",
                          targets=LENS_MODEL_TARGETS)
