@@ -12,9 +12,12 @@ Input ``X``: (n, 2B) float array, the B magnitudes (AB) then their B errors, ban
 - ``mlp-photoz`` (:class:`MLPPhotoz`): an MLP (sklearn) for the mean, and a second regressor of
   log squared residuals on held-out rows for the predictive variance.
 
-Features (:class:`PhotozFeatures`): magnitudes and adjacent colours of the bands whose median
-training error is below ``max_median_error`` (BOSS u, median error ~1 mag, is left out; MGS u is
-kept), standardised on the training set.
+Features (:class:`PhotozFeatures`): magnitudes and adjacent colours (or, with
+``colours="all"``, every pair) of the bands whose median training error is below
+``max_median_error`` (BOSS u, median error ~1 mag, is left out; MGS u is kept), optionally their
+log errors, standardised on the training set. For xgboost, all colours and the errors changed
+nothing on BOSS (5-fold cross-validation on train + validation: sigma_NMAD 0.0191 with adjacent
+colours, all colours, or all colours without errors).
 """
 
 from __future__ import annotations
@@ -26,28 +29,52 @@ _LOG_CHI2_1_MEAN = -1.2703628454614782  # E[log x], x ~ chi^2_1: psi(1/2) + log 
 
 
 class PhotozFeatures:
-    """Magnitudes + adjacent colours of the well-measured bands, standardised (fit on train)."""
+    """Magnitudes, colours and (optionally) log10 errors of the well-measured bands, standardised
+    on the training rows.
 
-    def __init__(self, max_median_error: float = 0.5, with_errors: bool = False):
+    Columns, in order (``names_`` after ``fit``; B = the kept bands, in catalogue order):
+    the B magnitudes; the colours, either the B-1 adjacent ones (``colours="adjacent"``:
+    ``g-r, r-i, ...``) or all B(B-1)/2 pairs (``colours="all"``: ``g-r, g-i, ..., i-z``);
+    with ``with_errors`` the B log10 magnitude errors (errors clipped at 1e-3 mag).
+    A band is kept when its median training error is <= ``max_median_error`` (at least the two
+    best-measured bands are kept)."""
+
+    def __init__(self, max_median_error: float = 0.5, with_errors: bool = False,
+                 colours: str = "adjacent"):
         self.max_median_error = max_median_error
         self.with_errors = with_errors
+        self.colours = colours
 
-    def fit(self, X: np.ndarray) -> PhotozFeatures:
+    def fit(self, X: np.ndarray, bands: tuple[str, ...] | None = None) -> PhotozFeatures:
+        if self.colours not in ("adjacent", "all"):
+            raise ValueError(f"colours must be 'adjacent' or 'all', not {self.colours!r}")
         X = np.asarray(X, dtype=np.float64)
         n_bands = X.shape[1] // 2
         median_err = np.median(X[:, n_bands:], axis=0)
         self.bands_ = np.flatnonzero(median_err <= self.max_median_error)
         if len(self.bands_) < 2:
-            self.bands_ = np.argsort(median_err)[:2]
+            self.bands_ = np.sort(np.argsort(median_err)[:2])
+        label = [str(bands[b]) if bands is not None else f"m{b}" for b in self.bands_]
+        pairs = self._pairs(len(self.bands_))
+        self.names_ = [*label, *(f"{label[i]}-{label[j]}" for i, j in pairs)]
+        if self.with_errors:
+            self.names_ += [f"log10_err_{name}" for name in label]
         raw = self._raw(X)
         self.mean_, self.scale_ = raw.mean(0), raw.std(0) + 1e-9
         return self
+
+    def _pairs(self, n: int) -> list[tuple[int, int]]:
+        if self.colours == "adjacent":
+            return [(i, i + 1) for i in range(n - 1)]
+        return [(i, j) for i in range(n) for j in range(i + 1, n)]
 
     def _raw(self, X: np.ndarray) -> np.ndarray:
         X = np.asarray(X, dtype=np.float64)
         n_bands = X.shape[1] // 2
         mags = X[:, self.bands_]
-        parts = [mags, -np.diff(mags, axis=1)]
+        pairs = self._pairs(len(self.bands_))
+        colours = np.stack([mags[:, i] - mags[:, j] for i, j in pairs], axis=1)
+        parts = [mags, colours]
         if self.with_errors:
             parts.append(np.log10(np.clip(X[:, n_bands + self.bands_], 1e-3, None)))
         return np.hstack(parts)

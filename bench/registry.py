@@ -17,6 +17,7 @@ METHODS: dict[str, str] = {
     "knn-photoz": "lensbench.baselines.photoz:KNNPhotoz",
     "xgboost-photoz": "lensbench.baselines.photoz:XGBoostPhotoz",
     "mlp-photoz": "lensbench.baselines.photoz:MLPPhotoz",
+    "pdf-mlp-photoz": "lensbench.deep.photoz_pdf:PDFMLPPhotoz",
     "netz-photoz": "lensbench.deep.photoz:NetZPhotoz",
     "netz-fusion-photoz": "lensbench.deep.photoz:NetZFusionPhotoz",
     "resnet": "lensbench.deep.methods:ResNetFinder",

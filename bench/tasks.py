@@ -152,7 +152,7 @@ PHOTOZ_MGS = Task(
     photoz={"sample": "sdss_mgs", "fractions": (0.9, 0.1, 0.0), "z_range": (0.0, 0.3),
             "z_edges": (0.0, 0.05, 0.1, 0.15, 0.2, 0.3)})
 PHOTOZ_METHODS = ("knn-photoz", "xgboost-photoz", "mlp-photoz", "netz-photoz",
-                  "netz-fusion-photoz")
+                  "netz-fusion-photoz", "pdf-mlp-photoz")
 
 # The design study (issue 11, bench/design.py): one fixed test set, HSC g,r,i,z,y 64x64 with the
 # hsc-holismokes mix, drawn once by its own seed; each variant of the training set (its config

@@ -156,6 +156,7 @@ def _info():
     ("knn-photoz", {}),
     ("xgboost-photoz", {"n_estimators": 300, "learning_rate": 0.1}),
     ("mlp-photoz", {"n_members": 1, "max_iter": 30, "layers": 2, "hidden": 32}),
+    ("pdf-mlp-photoz", {"n_members": 1, "epochs": 20, "hidden": 64, "layers": 2}),
 ])
 def test_catalogue_methods_beat_the_mean(boss_small, name, params):
     from lensbench.bench.registry import resolve_method
@@ -170,6 +171,89 @@ def test_catalogue_methods_beat_the_mean(boss_small, name, params):
     assert z.shape == yt.shape and nmad < 0.5 * baseline
     if hasattr(method, "predict_variance"):
         assert (method.predict_variance(Xt) > 0).all()
+
+
+def test_features_have_the_documented_columns():
+    from lensbench.baselines.photoz import PhotozFeatures
+
+    rng = np.random.default_rng(0)
+    mags = rng.uniform(18, 22, (50, 5))
+    errs = np.column_stack([rng.uniform(0.8, 3.0, 50), rng.uniform(0.01, 0.2, (50, 4))])
+    X = np.hstack([mags, errs])
+    every = PhotozFeatures(max_median_error=0.5, with_errors=True, colours="all").fit(X, P.BANDS)
+    # u (median error > 0.5 mag) is left out: 4 magnitudes, 6 colours, 4 log errors
+    assert every.names_ == ["g", "r", "i", "z", "g-r", "g-i", "g-z", "r-i", "r-z", "i-z",
+                            "log10_err_g", "log10_err_r", "log10_err_i", "log10_err_z"]
+    raw = every._raw(X)
+    assert raw.shape == (50, 14)
+    np.testing.assert_allclose(raw[:, every.names_.index("g-z")], mags[:, 1] - mags[:, 4])
+    np.testing.assert_allclose(raw[:, -1], np.log10(errs[:, 4]))
+    F = every.transform(X)
+    np.testing.assert_allclose(F.mean(0), 0, atol=1e-9)
+    np.testing.assert_allclose(F.std(0), 1, atol=1e-6)
+    adjacent = PhotozFeatures(max_median_error=5.0).fit(X, P.BANDS)
+    assert adjacent.names_ == ["u", "g", "r", "i", "z", "u-g", "g-r", "r-i", "i-z"]
+    with pytest.raises(ValueError, match="colours"):
+        PhotozFeatures(colours="some").fit(X)
+
+
+def test_pdf_point_estimates_by_hand():
+    from lensbench.deep.photoz_pdf import pdf_median, pdf_mode
+
+    centres = np.arange(100) * 0.01 + 0.005
+    peak = np.exp(-0.5 * ((centres - 0.4137) / 0.03) ** 2)  # between two bin centres
+    second = 0.6 * np.exp(-0.5 * ((centres - 0.8) / 0.03) ** 2)
+    pdf = np.stack([peak, peak + second])
+    pdf /= pdf.sum(1, keepdims=True)
+    mode = pdf_mode(centres, pdf)
+    # the parabola through log p is exact for a Gaussian: the mode is found between the bins
+    np.testing.assert_allclose(mode, [0.4137, 0.4137], atol=1e-4)
+    median = pdf_median(centres, pdf)
+    assert median[0] == pytest.approx(0.4137, abs=2e-3)
+    # masses 1 : 0.6: the median is the 0.8/1 quantile of the first peak, pulled towards the
+    # second one; the mode is not
+    assert median[1] == pytest.approx(0.4137 + 0.8416 * 0.03, abs=2e-3)
+
+
+def _two_population_catalogue(n, seed):
+    """z follows g - r for 75% of the rows; the other 25%, with the same photometry, sit 0.35
+    higher (a degeneracy the colours cannot break): the conditional distribution has a main peak
+    and a secondary one, so its mean is pulled off the main peak and its mode is not."""
+    rng = np.random.default_rng(seed)
+    z0 = rng.uniform(0.1, 0.5, n)
+    z = z0 + 0.35 * (rng.random(n) < 0.25)
+    g = 20.0 + rng.normal(0, 0.5, n)
+    mags = np.column_stack([g + 1.0, g, g - 2.0 * z0, g - 2.5 * z0, g - 2.8 * z0])
+    mags[:, 2:] += rng.normal(0, 0.003, (n, 3))
+    return np.hstack([mags, np.full((n, 5), 0.02)]), z
+
+
+def test_pdf_mlp_mode_finds_the_main_peak_where_the_mean_does_not():
+    from lensbench.deep.photoz_pdf import PDFMLPPhotoz
+
+    X, y = _two_population_catalogue(4000, seed=0)
+    Xt, yt = _two_population_catalogue(1000, seed=1)
+    method = PDFMLPPhotoz(epochs=60, n_members=2, hidden=64, layers=2, point="mode",
+                          num_threads=1, random_state=0)
+    assert method.decline(_info()) is None
+    method.fit(X, y, info=_info(), validation=(Xt[:200], yt[:200]))
+    assert len(method.history_["train_loss"]) == 60
+    assert method.history_["train_loss"][-1] < method.history_["train_loss"][0]
+    dz = {}
+    for point in ("mode", "mean", "median", "regression", "blend"):
+        method.set_params(point=point)
+        dz[point] = (method.predict(Xt) - yt) / (1 + yt)
+    # the mode sits on the main population (75% of the rows), the mean ~0.09 above it
+    core = {point: np.mean(np.abs(d) < 0.02) for point, d in dz.items()}
+    assert core["mode"] > 0.65 and core["mean"] < 0.2, core
+    assert abs(np.median(dz["mode"])) < 0.01 and np.median(dz["mean"]) > 0.04
+    centres, pdf = method.predict_pdf(Xt[:50])
+    np.testing.assert_allclose(pdf.sum(1), 1.0, atol=1e-9)
+    assert centres.shape == (pdf.shape[1],) and (method.predict_variance(Xt[:50]) > 0).all()
+    # a seeded refit gives the same predictions
+    small = dict(epochs=3, n_members=2, hidden=16, num_threads=1, random_state=4)
+    one, two = (PDFMLPPhotoz(**small).fit(X[:500], y[:500]) for _ in range(2))
+    np.testing.assert_array_equal(one.predict(Xt[:50]), two.predict(Xt[:50]))
 
 
 def test_photoz_methods_decline_lens_finding():
