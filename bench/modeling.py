@@ -26,6 +26,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.baselines.contract import LENS_MODEL_TARGETS, TRUTH_COLUMNS, TaskInfo
+from lensbench.bench.plots import _new_figure, _save
 from lensbench.bench.registry import resolve_method
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.tasks import Suite, Task
@@ -362,33 +363,14 @@ def write_modeling_artifacts(outcome: ModelingOutcome, data: ModelingData, folde
 
 
 # ----------------------------------------------------------------------------- plots
-def _figure(figsize):
-    from matplotlib.backends.backend_agg import FigureCanvasAgg
-    from matplotlib.figure import Figure
-
-    fig = Figure(figsize=figsize, dpi=100)
-    FigureCanvasAgg(fig)
-    return fig
-
-
-def _save(fig, path: Path) -> Path:
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    try:
-        fig.tight_layout()
-        fig.savefig(path, format="png")
-    finally:
-        fig.clear()
-    return path
-
-
+# Figures are made by bench/plots.py's helpers (Agg canvas, tight layout, fixed dpi).
 def plot_predicted_vs_true(pred: np.ndarray, true: np.ndarray, names: tuple[str, ...],
                            title: str, path: Path) -> Path:
     """One panel per parameter: 2-d histogram (log counts) of predicted against true with the
     1:1 line; a scatter when there are few lenses (the fitter's subset)."""
     from matplotlib.colors import LogNorm
 
-    fig = _figure((3.0 * len(names), 3.2))
+    fig = _new_figure((3.0 * len(names), 3.2))
     ok = np.isfinite(pred).all(axis=1)
     for j, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), j + 1)
@@ -412,7 +394,7 @@ def plot_predicted_vs_true(pred: np.ndarray, true: np.ndarray, names: tuple[str,
 def plot_binned(results: list[Result], prop: str, path: Path, xlabel: str,
                 names=("theta_e", "x", "e1", "gamma1")) -> Path:
     """68% half width of the error of ``names`` in bins of ``prop``, one line per method."""
-    fig = _figure((3.6 * len(names), 3.3))
+    fig = _new_figure((3.6 * len(names), 3.3))
     for j, name in enumerate(names):
         ax = fig.add_subplot(1, len(names), j + 1)
         for r in results:
@@ -440,7 +422,7 @@ def plot_binned(results: list[Result], prop: str, path: Path, xlabel: str,
 def plot_real_theta_e(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path
                       ) -> Path:
     """Predicted against published theta_E of the known lenses, one marker set per method."""
-    fig = _figure((4.6, 4.2))
+    fig = _new_figure((4.6, 4.2))
     ax = fig.add_subplot(1, 1, 1)
     top = 0.5
     for name, (published, pred, sigma) in panels.items():
