@@ -199,7 +199,10 @@ def run_command(suite_name: str, profile: str, results: list[Result], seeds: lis
     options = set()
     for r in results:
         # Keys the method does not take (the design suite's variant annotations) are no option.
-        accepted = resolve_method(r.method)().get_params()
+        try:
+            accepted = resolve_method(r.method)().get_params()
+        except (KeyError, ImportError):  # a method no longer registered: keep all its params
+            accepted = r.params
         options |= {f"{r.method}.{key}={value}" for key, value in r.params.items()
                     if key in accepted and defaults.get(r.method, {}).get(key) != value}
     return command + "".join(f" --param {option}" for option in sorted(options))
