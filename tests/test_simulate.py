@@ -142,6 +142,24 @@ def test_same_config_and_seed_give_identical_arrays():
     assert not np.array_equal(a, c) and not np.array_equal(a, d)
 
 
+def test_worker_threads_give_the_same_arrays_as_one_thread():
+    # On 2 torch threads, chunks are rendered by two worker threads (noise still added in
+    # order); on 1, one after the other. The bytes must not depend on it.
+    previous = torch.get_num_threads()
+    results = []
+    try:
+        for threads in (2, 1):
+            torch.set_num_threads(threads)
+            simulator = Simulator(SimConfig(**SMALL))
+            results.append(simulator.simulate(100, seed=3))  # 4 chunks: the pipeline fills
+    finally:
+        torch.set_num_threads(previous)
+    (a, truth_a), (b, truth_b) = results
+    np.testing.assert_array_equal(a, b)
+    for key in truth_a:
+        np.testing.assert_array_equal(truth_a[key], truth_b[key])
+
+
 def test_truth_is_complete_and_consistent():
     simulator = Simulator(SimConfig(**SMALL, lens_fraction=0.5))
     images, truth = simulator.simulate(200, seed=1)
