@@ -177,6 +177,7 @@ def run_modeling_method(name: str, params: dict, task: Task, data: ModelingData,
     the known real lenses; an exception becomes a failed Result."""
     from lensbench.bench.runner import (
         _collect_into,
+        build_method,
         derive_seed,
         git_commit,
         now,
@@ -193,14 +194,7 @@ def run_modeling_method(name: str, params: dict, task: Task, data: ModelingData,
                 n_train=data.train.n, n_test=data.test.n, data_files=data_files)
     outcome = ModelingOutcome(Result(**base, status="failed"))
     try:
-        cls = resolve_method(name)
-        init = dict(params)
-        defaults = cls().get_params()
-        if "random_state" in defaults:
-            init.setdefault("random_state", method_seed)
-        if "checkpoint_dir" in defaults and artifact_dir is not None:
-            init.setdefault("checkpoint_dir", str(artifact_dir))
-        method = cls(**init)
+        method = build_method(name, params, method_seed, artifact_dir)
         info = task_info(task, data)
         reason = method.decline(info)
         if reason:

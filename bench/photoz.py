@@ -113,6 +113,7 @@ def run_photoz_method(name: str, params: dict, task: Task, data: PhotozData, *, 
     failed Result."""
     from lensbench.bench.runner import (
         _collect_into,
+        build_method,
         derive_seed,
         git_commit,
         now,
@@ -128,11 +129,7 @@ def run_photoz_method(name: str, params: dict, task: Task, data: PhotozData, *, 
                 data_files=dict(data.data_files))
     history: dict = {}
     try:
-        cls = resolve_method(name)
-        init = dict(params)
-        if "random_state" in cls().get_params():
-            init.setdefault("random_state", method_seed)
-        method = cls(**init)
+        method = build_method(name, params, method_seed)
         info = task_info(task, data)
         reason = method.decline(info)
         if reason:

@@ -232,14 +232,7 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
                             **(real.manifest.get("data_files", {}) if real else {})})
     scores, spread, history, files = None, None, {}, {}
     try:
-        cls = resolve_method(name)
-        init = dict(params)
-        defaults = cls().get_params()
-        if "random_state" in defaults:
-            init.setdefault("random_state", method_seed)
-        if "checkpoint_dir" in defaults and artifact_dir is not None:
-            init.setdefault("checkpoint_dir", str(artifact_dir))
-        method = cls(**init)
+        method = build_method(name, params, method_seed, artifact_dir)
         info = task_info(task, train)
         reason = method.decline(info)
         if reason:
@@ -285,6 +278,19 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
         result = Result(**base, status="failed", error=traceback.format_exc(), finished_at=now())
         scores = spread = None
     return RunOutcome(result, scores, history, spread, files)
+
+
+def build_method(name: str, params: dict, method_seed: int, artifact_dir: Path | None = None):
+    """The method ``name`` with ``params``; its ``random_state`` (if it has one) defaults to
+    ``method_seed`` and its ``checkpoint_dir`` (if it has one) to ``artifact_dir``."""
+    cls = resolve_method(name)
+    init = dict(params)
+    defaults = cls().get_params()
+    if "random_state" in defaults:
+        init.setdefault("random_state", method_seed)
+    if "checkpoint_dir" in defaults and artifact_dir is not None:
+        init.setdefault("checkpoint_dir", str(artifact_dir))
+    return cls(**init)
 
 
 def _collect_into(history: dict):
