@@ -16,7 +16,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
 
-__all__ = ["plot_curves", "plot_roc_curves", "plot_score_histograms"]
+__all__ = ["curve_panels", "plot_curves", "plot_roc_curves", "plot_score_histograms"]
 
 _DPI = 110
 _MIN_LOG_FPR = 1e-5
@@ -135,6 +135,22 @@ def plot_score_histograms(
     return _save(fig, path)
 
 
+def curve_panels(curves: Mapping[str, Sequence[float]]) -> dict[str, dict[str, Sequence[float]]]:
+    """Group curves ``{"member0/val_rmse_x": [...], "train_loss": [...]}`` into one panel per
+    quantity: ``{"rmse_x": {"member0 val": [...]}, "loss": {"train": [...]}}``. A committee's
+    members and a net's train/validation values of one quantity share a panel (and a scale)."""
+    panels: dict[str, dict[str, Sequence[float]]] = {}
+    for name, values in curves.items():
+        prefix, _, metric = str(name).rpartition("/")
+        split = ""
+        for part in ("train_", "val_"):
+            if metric.startswith(part):
+                split, metric = part[:-1], metric[len(part):]
+        label = " ".join(word for word in (prefix, split) if word) or metric
+        panels.setdefault(metric, {})[label] = values
+    return panels
+
+
 def plot_curves(
     curves: Mapping[str, Sequence[float]],
     path: str | os.PathLike[str],
@@ -142,23 +158,30 @@ def plot_curves(
     ylabel: str | None = None,
     title: str | None = None,
 ) -> Path:
-    """Per-epoch curves ``{name: [value per epoch]}`` on one axis; x runs 1, 2, ..., n.
-
-    Curves may have different lengths; NaN values leave gaps.
+    """Per-epoch curves ``{name: [value per epoch]}``, one panel per quantity (`curve_panels`);
+    x runs 1, 2, ..., n. ``ylabel`` labels a single panel; with several, each is titled by its
+    quantity. Curves may have different lengths; NaN values leave gaps.
     """
     if not curves:
         raise ValueError("curves is empty: expected {name: [value per epoch]}")
-    fig = _new_figure((5.2, 3.8))
-    ax = fig.add_subplot()
-    for name, values in curves.items():
-        v = np.asarray(values, dtype=np.float64).ravel()
-        x = np.arange(1, v.size + 1)
-        ax.plot(x, v, marker="o" if v.size <= 30 else None, markersize=3, label=str(name))
-    ax.set_xlabel(xlabel)
-    if ylabel:
-        ax.set_ylabel(ylabel)
-    ax.grid(True, alpha=0.3)
-    ax.legend(fontsize=8)
+    panels = curve_panels(curves)
+    columns = min(3, len(panels))
+    rows = -(-len(panels) // columns)
+    fig = _new_figure((3.6 * columns + 0.6, 2.8 * rows + 0.4))
+    for i, (metric, lines) in enumerate(panels.items()):
+        ax = fig.add_subplot(rows, columns, i + 1)
+        for label, values in lines.items():
+            v = np.asarray(values, dtype=np.float64).ravel()
+            ax.plot(np.arange(1, v.size + 1), v, marker="o" if v.size <= 30 else None,
+                    markersize=2.5, label=label)
+        ax.set_xlabel(xlabel)
+        if len(panels) == 1 and ylabel:
+            ax.set_ylabel(ylabel)
+        else:
+            ax.set_title(metric, fontsize=9)
+        ax.grid(True, alpha=0.3)
+        if len(lines) > 1:
+            ax.legend(fontsize=7)
     if title:
-        ax.set_title(title)
+        fig.suptitle(title)
     return _save(fig, path)

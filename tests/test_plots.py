@@ -7,7 +7,7 @@ import warnings
 import matplotlib.image as mpimg
 import numpy as np
 import pytest
-from lensbench.bench.plots import plot_curves, plot_roc_curves, plot_score_histograms
+from lensbench.bench.plots import curve_panels, plot_curves, plot_roc_curves, plot_score_histograms
 from lensbench.datasets.gallery import auto_lupton_parameters, colour_composite, save_gallery
 
 H = W = 24
@@ -228,3 +228,14 @@ def test_plot_curves(tmp_path):
     out = plot_curves({"train loss": [1.0, 0.7, 0.5, 0.45], "val loss": [1.1, 0.8, np.nan]},
                       tmp_path / "c" / "curves.png", ylabel="loss")
     _assert_png(out)
+    history = {f"member{m}/{key}": [1.0, 0.5] for m in range(3)
+               for key in ("train_loss", "val_loss", "val_rmse_x", "lr")}
+    _assert_png(plot_curves(history, tmp_path / "committee.png"))
+
+
+def test_curve_panels_group_members_and_splits_of_one_quantity():
+    panels = curve_panels({"member0/val_rmse_x": [1], "member1/val_rmse_x": [2],
+                           "member0/train_loss": [3], "member0/val_loss": [4], "lr": [5]})
+    assert panels == {"rmse_x": {"member0 val": [1], "member1 val": [2]},
+                      "loss": {"member0 train": [3], "member0 val": [4]},
+                      "lr": {"lr": [5]}}
