@@ -24,8 +24,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from datetime import datetime
 from functools import partial
 from pathlib import Path
 
@@ -288,13 +290,36 @@ def _scores(result: Result, workdir: Path):
         return data["labels"], data["scores"], str(data["test_hash"])
 
 
+def configuration(result: Result) -> str:
+    """The method and the user's parameters of a variant run: its run id without the variant
+    (``committee[max_epochs=5,variant=flat-theta]`` -> ``committee[max_epochs=5]``). Runs of one
+    configuration are compared with each other, never with another configuration's baseline."""
+    variant = result.params.get("variant")
+    run_id = result.run_id
+    for entry in (f"[variant={variant}]", f",variant={variant}", f"variant={variant},"):
+        run_id = run_id.replace(entry, "", 1)
+    return run_id
+
+
+def without_variant_params(result: Result) -> Result:
+    """The result with the parameters its variant set (e.g. ``stretch``) left out: what the
+    user's command chose, for the report's "produced by" line."""
+    variant = VARIANTS_BY_NAME.get(result.params.get("variant"))
+    if variant is None:
+        return result
+    params = {key: value for key, value in result.params.items()
+              if variant.method_params.get(key, object()) != value}
+    return dataclasses.replace(result, params=params)
+
+
 def design_rows(results: list[Result], workdir: Path) -> dict[str, list[Row]]:
-    """method -> rows in VARIANTS order, with deltas against that method's baseline."""
+    """configuration (`configuration`) -> rows in VARIANTS order, with deltas against that
+    configuration's baseline."""
     by_method: dict[str, list[Row]] = {}
     for variant in VARIANTS:
         for result in results:
             if result.params.get("variant") == variant.name:
-                by_method.setdefault(result.method, []).append(Row(variant, result))
+                by_method.setdefault(configuration(result), []).append(Row(variant, result))
     for rows in by_method.values():
         base = next((r for r in rows if r.variant.name == BASELINE), None)
         base_scores = _scores(base.result, workdir) if base else None
@@ -305,6 +330,16 @@ def design_rows(results: list[Result], workdir: Path) -> dict[str, list[Row]]:
                 continue
             row.delta = paired_bootstrap(mine[0], mine[1], base_scores[1])
     return by_method
+
+
+def run_time_line(rows: list[Row]) -> str:
+    """How long the variants took: the sum over runs of start to finish (training, scoring,
+    rotation and real-lens checks; the simulated splits, made once and cached, are not in it)."""
+    seconds = sum((datetime.fromisoformat(r.result.finished_at)
+                   - datetime.fromisoformat(r.result.started_at)).total_seconds()
+                  for r in rows if r.result.started_at and r.result.finished_at)
+    return (f"Run time: {seconds / 60:.1f} min for {len(rows)} variants on this machine (each "
+            "run from start to finish; making the simulated splits, once, is not included).")
 
 
 def _signed(value: float) -> str:
@@ -428,7 +463,8 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
     stem = suite.name if profile == "default" else f"{suite.name}-{profile}"
     task: Task = suite.tasks[0]
     md = [f"# lensbench design study: `{suite.name}` suite ({profile} profile)", "",
-          *provenance_lines(suite.name, profile, results, store, command),
+          *provenance_lines(suite.name, profile, [without_variant_params(r) for r in results],
+                            store, command),
           f"- {task.description}. One test set for every variant, drawn once (seed "
           f"{task.test_seed}); the real known lenses (SLACS degraded to HSC g,r,i,z,y) are scored "
           "against the threshold that gives FPR 1e-3 on it. A variant trained on a band subset "
@@ -463,8 +499,10 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
                 f"{int(m['n_lenses'])} / {int(m['n_nonlenses'])}",
                 f"`{result.split_hashes.get('train', '?')[:12]}`",
                 f"{result.fit_time_s:.1f}"]) + " |")
+        md += ["", f"- {run_time_line(rows)}"]
         md += ["", "### Which choices matter", "", *design_statement(rows), ""]
-        figure = plot_design(rows, out_dir / f"{stem}-{method}.png",
+        slug = re.sub(r"[^A-Za-z0-9_.-]+", "-", method).strip("-")  # a file name, no brackets
+        figure = plot_design(rows, out_dir / f"{stem}-{slug}.png",
                              f"{method} on {task.name} ({profile} profile)")
         figures.append(figure)
         md += [f"![variants]({figure.name})", ""]

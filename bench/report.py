@@ -188,24 +188,33 @@ def provenance_lines(suite: str, profile: str, results: list[Result], store: Pat
 
 def run_command(suite_name: str, profile: str, results: list[Result], seeds: list[int]) -> str:
     """The `bench run` command line that produced ``results``: ``--methods`` when they are not
-    the suite's defaults, ``--param`` for parameters other than the suite's."""
+    the suite's defaults, ``--param`` for parameters other than the suite's. Results run with
+    different parameters came from different commands: one is given for each, joined by "` and
+    `" (the report line quotes each)."""
     suite = get_suite(suite_name)
-    command = f"bench run --suite {suite_name} --profile {profile} --seed " \
-              f"{','.join(map(str, seeds))}"
-    methods = list(dict.fromkeys(r.method for r in results))
-    if set(methods) != set(suite.methods_for(profile)):
-        command += f" --methods {','.join(methods)}"
+    base = f"bench run --suite {suite_name} --profile {profile} --seed " \
+           f"{','.join(map(str, seeds))}"
     defaults = suite.params_for(profile)
-    options = set()
+    commands: dict[tuple[str, ...], list[str]] = {}  # the --param options -> their methods
     for r in results:
         # Keys the method does not take (the design suite's variant annotations) are no option.
         try:
             accepted = resolve_method(r.method)().get_params()
         except (KeyError, ImportError):  # a method no longer registered: keep all its params
             accepted = r.params
-        options |= {f"{r.method}.{key}={value}" for key, value in r.params.items()
-                    if key in accepted and defaults.get(r.method, {}).get(key) != value}
-    return command + "".join(f" --param {option}" for option in sorted(options))
+        options = tuple(sorted(f"{r.method}.{key}={value}" for key, value in r.params.items()
+                               if key in accepted
+                               and defaults.get(r.method, {}).get(key) != value))
+        methods = commands.setdefault(options, [])
+        if r.method not in methods:
+            methods.append(r.method)
+    lines = []
+    for options, methods in commands.items():
+        command = base
+        if set(methods) != set(suite.methods_for(profile)):
+            command += f" --methods {','.join(methods)}"
+        lines.append(command + "".join(f" --param {option}" for option in options))
+    return "` and `".join(lines)
 
 
 def write_markdown_and_html(md: list[str], out_dir: Path, stem: str) -> list[Path]:

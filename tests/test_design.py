@@ -20,12 +20,15 @@ from lensbench.bench.design import (
     VARIANTS_BY_NAME,
     Row,
     SplitView,
+    configuration,
+    design_rows,
     design_statement,
     paired_bootstrap,
     run_design_suite,
+    without_variant_params,
 )
 from lensbench.bench.registry import resolve_method
-from lensbench.bench.results import Result, read_results
+from lensbench.bench.results import Result, canonical_run_id, read_results
 from lensbench.bench.tasks import DESIGN_HSC, get_suite
 from lensbench.datasets.config import NEGATIVE_CLASSES, SimConfig
 from lensbench.datasets.lensing import sersic_profile
@@ -216,6 +219,28 @@ def _row(name: str, auroc: float, tpr10: float, delta=None, recovered=0.0) -> Ro
                     profile="default", params={"variant": name}, split_hashes={}, seed=0,
                     status="ok", metrics=metrics)
     return Row(VARIANTS_BY_NAME[name], result, delta or {})
+
+
+def test_runs_of_other_parameters_form_their_own_comparison(tmp_path):
+    def run(variant, user):
+        params = {**user, **VARIANTS_BY_NAME[variant].method_params,
+                  **VARIANTS_BY_NAME[variant].record()}
+        return Result(run_id=canonical_run_id("committee", {**user, "variant": variant}),
+                      method="committee", task="design-hsc", suite="design", profile="default",
+                      params=params, split_hashes={}, seed=1, status="ok")
+
+    runs = [run(v, user) for user in ({}, {"max_epochs": 5}, {"max_epochs": 5, "width": 8})
+            for v in (BASELINE, "stretch-sqrt")]
+    assert [configuration(r) for r in runs] == [
+        "committee", "committee", "committee[max_epochs=5]", "committee[max_epochs=5]",
+        "committee[max_epochs=5,width=8]", "committee[max_epochs=5,width=8]"]
+    rows = design_rows(runs, tmp_path)
+    assert {key: [row.variant.name for row in value] for key, value in rows.items()} == {
+        key: [BASELINE, "stretch-sqrt"] for key in
+        ("committee", "committee[max_epochs=5]", "committee[max_epochs=5,width=8]")}
+    # The stretch the variant set is not the user's parameter; the user's epochs are.
+    assert "stretch" not in without_variant_params(runs[3]).params
+    assert without_variant_params(runs[3]).params["max_epochs"] == 5
 
 
 def test_statement_ranks_variants_by_their_changes():

@@ -204,6 +204,13 @@ def test_the_report_names_the_params_the_runs_used():
     # The design suite's own default and its variant annotations are not options.
     runs[0].params = {"max_epochs": 15, "variant": "flat-theta"}
     assert "--param" not in run_command("design", "default", runs, [0])
+    # Runs with other parameters came from another command: both are named.
+    runs.append(Result(run_id="committee[max_epochs=5]", method="committee", task="design-hsc",
+                       suite="design", profile="default", params={"max_epochs": 5},
+                       split_hashes={}, seed=1, suite_seed=0, status="ok"))
+    assert run_command("design", "default", runs, [0]) == (
+        "bench run --suite design --profile default --seed 0` and `bench run --suite design "
+        "--profile default --seed 0 --param committee.max_epochs=5")
 
 
 @pytest.mark.slow
