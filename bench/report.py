@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 from lensbench.bench.registry import resolve_method
 from lensbench.bench.results import Result, read_results
-from lensbench.bench.runner import RESULTS_FILE, ROTATION_SUBSET, git_commit
+from lensbench.bench.runner import DIRTY, RESULTS_FILE, ROTATION_SUBSET, git_commit
 from lensbench.bench.tasks import get_suite, kind_handler
 
 COLUMNS = [("AUROC", "auroc"), ("TPR0", "tpr0"), ("TPR10", "tpr10"),
@@ -182,8 +182,13 @@ def provenance_lines(suite: str, profile: str, results: list[Result], store: Pat
     return [f"- written by: `{command or f'bench report --suite {suite}'}` on "
             f"{datetime.now(UTC).date().isoformat()}, from `{store}`",
             f"- produced by: `{run_command(suite, profile, results, seeds)}`{seed_note}",
-            f"- lensbench commit(s) of the runs: {', '.join(c[:12] for c in commits)}; report "
-            f"commit {(git_commit() or 'unknown')[:12]}"]
+            f"- lensbench commit(s) of the runs: {', '.join(map(short_commit, commits))}; "
+            f"report commit {short_commit(git_commit() or 'unknown')}"]
+
+
+def short_commit(commit: str) -> str:
+    """The first 12 digits of a commit, keeping its DIRTY mark."""
+    return commit[:12] + (DIRTY if commit.endswith(DIRTY) else "")
 
 
 def run_command(suite_name: str, profile: str, results: list[Result], seeds: list[int]) -> str:

@@ -120,14 +120,24 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
+DIRTY = "+dirty"
+
+
 @functools.cache  # the commit of the code this process runs, not of later commits made under it
 def git_commit() -> str | None:
+    """HEAD of the lensbench checkout, with DIRTY appended when tracked files differ from it
+    (the code that ran is then not exactly that commit's); None outside a git checkout."""
+    folder = Path(__file__).resolve().parent
     try:
-        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                             timeout=10, cwd=Path(__file__).resolve().parent)
+        head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
+                              timeout=10, cwd=folder)
+        if head.returncode != 0 or not head.stdout.strip():
+            return None
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
+                                 capture_output=True, text=True, timeout=10, cwd=folder)
     except (OSError, subprocess.SubprocessError):
         return None
-    return out.stdout.strip() or None if out.returncode == 0 else None
+    return head.stdout.strip() + (DIRTY if changed.stdout.strip() else "")
 
 
 def now() -> str:

@@ -4,6 +4,8 @@ the suite end to end through the CLI."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
@@ -211,6 +213,18 @@ def test_the_report_names_the_params_the_runs_used():
     assert run_command("design", "default", runs, [0]) == (
         "bench run --suite design --profile default --seed 0` and `bench run --suite design "
         "--profile default --seed 0 --param committee.max_epochs=5")
+
+
+def test_a_run_from_a_changed_checkout_is_marked_dirty_in_the_report():
+    from lensbench.bench.report import provenance_lines
+    from lensbench.bench.results import Result
+
+    runs = [Result(run_id="committee", method="committee", task="design-hsc", suite="design",
+                   profile="default", params={}, split_hashes={}, seed=1, status="ok",
+                   git_commit=commit) for commit in ("a" * 40 + "+dirty", "b" * 40)]
+    line = next(line for line in provenance_lines("design", "default", runs, Path("x"), None)
+                if "commit(s) of the runs" in line)
+    assert "aaaaaaaaaaaa+dirty, bbbbbbbbbbbb;" in line
 
 
 @pytest.mark.slow
