@@ -14,7 +14,7 @@ targets x, y, e1, e2, theta_e, gamma1, gamma2 (REFERENCES.md, "Lens modeling"). 
 centred on the stamp centre: its origin only shifts the source plane, not the images.
 
 Data model. Each band gets the survey preset's PSF as a PIXEL kernel
-(:func:`lensbench.datasets.simulate.psf_kernel`, as the simulator makes it), its background rms
+(:func:`lensbench.datasets.psf.psf_kernel`, as the simulator makes it), its background rms
 sqrt(N_exp RN^2 + sky) / (e- per nanomaggy), and ``exposure_time`` = e- per nanomaggy, so
 lenstronomy's variance bkg^2 + model / exposure_time is the simulator's noise in nanomaggies.
 Pixels within 0.8" of the starting centre are rendered with ``supersampling`` x
@@ -211,7 +211,7 @@ class LenstronomyFitter(Method):
         return None
 
     def fit(self, X, y, info: TaskInfo | None = None):
-        from lensbench.datasets.simulate import psf_kernel
+        from lensbench.datasets.psf import psf_kernel
         from lensbench.datasets.surveys import get_survey
 
         if info is None or info.survey is None:

@@ -414,13 +414,13 @@ def render_photoz_images(mags: np.ndarray, catalogue_bands: tuple[str, ...], see
 
     Each galaxy is an elliptical Sersic (``lensing.sersic_profile``) of total flux
     ``10^(-0.4 (m_b - 22.5))`` nanomaggies in band b (its catalogue magnitude), supersampled,
-    convolved with the band's PSF (``simulate.psf_kernel``), with Gaussian noise of variance
+    convolved with the band's PSF (``psf.psf_kernel``), with Gaussian noise of variance
     source electrons + sky electrons + N_exp RN^2 (``surveys.Band``). r_eff is log-normal with a
     median that shrinks with the r magnitude; n, q, phi uniform. None of it depends on z."""
     import torch
     import torch.nn.functional as F
     from lensbench.datasets.lensing import sersic_flux_to_amplitude, sersic_profile
-    from lensbench.datasets.simulate import psf_kernel
+    from lensbench.datasets.psf import psf_kernel
     from lensbench.datasets.surveys import get_survey
 
     survey = get_survey(config.survey).select(config.bands)

@@ -316,8 +316,8 @@ def rebin_flux(image: np.ndarray, in_scale: float, out_scale: float, out_shape: 
 
 
 def survey_psf_kernels(survey: Survey) -> list[np.ndarray]:
-    """The preset's analytic PSF kernel per band (``simulate.psf_kernel``), at its pixel scale."""
-    from lensbench.datasets.simulate import psf_kernel
+    """The preset's analytic PSF kernel per band (``psf.psf_kernel``), at its pixel scale."""
+    from lensbench.datasets.psf import psf_kernel
 
     return [psf_kernel(survey.psf_model, band.psf_fwhm, band.pixel_scale, survey.moffat_beta)
             for band in survey.bands]

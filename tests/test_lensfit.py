@@ -152,3 +152,18 @@ def test_bands_and_targets_come_from_the_task():
     assert len(fitter.kernels_) == 2 and fitter.theta_e_start_ == pytest.approx(1.7)
     with pytest.raises(ValueError, match="'y'"):
         LenstronomyFitter(bands=("y",)).fit(None, None, INFO)
+
+
+def test_the_fitter_and_its_psf_do_not_import_torch():
+    # The fitter is an optional extra beside lenstronomy: it must not pull torch in through the
+    # simulator's module (it did, for the PSF kernel).
+    import subprocess
+
+    code = ("import sys\n"
+            "from lensbench.baselines.lensfit import LenstronomyFitter\n"
+            "from lensbench.datasets.psf import psf_kernel\n"
+            "from lensbench.datasets.surveys import get_survey\n"
+            "psf_kernel('moffat', 0.7, 0.168, beta=3.5)\n"
+            "get_survey('hsc')\n"
+            "sys.exit(int('torch' in sys.modules))\n")
+    assert subprocess.run([sys.executable, "-c", code], timeout=120).returncode == 0

@@ -9,12 +9,12 @@ import pytest
 import torch
 from astropy.io import fits
 from lensbench.datasets.config import SimConfig
+from lensbench.datasets.psf import psf_kernel
 from lensbench.datasets.simulate import (
     LENS_KEYS,
     Simulator,
     count_images,
     einstein_radius,
-    psf_kernel,
     velocity_dispersion_for,
 )
 from lensbench.datasets.surveys import get_survey
