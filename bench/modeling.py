@@ -175,23 +175,14 @@ def run_modeling_method(name: str, params: dict, task: Task, data: ModelingData,
                         ) -> ModelingOutcome:
     """Fit one method on the training lenses and score it on the test (or fit-subset) lenses and
     the known real lenses; an exception becomes a failed Result."""
-    from lensbench.bench.runner import (
-        _collect_into,
-        build_method,
-        derive_seed,
-        git_commit,
-        now,
-        package_versions,
-    )
+    from lensbench.bench.runner import _collect_into, build_method, now, start_record
 
-    run_id = canonical_run_id(name, params)
-    method_seed = derive_seed(seed, name, task.name)
     data_files = {**data.train.manifest.get("data_files", {}),
                   **(data.real.manifest.get("data_files", {}) if data.real else {})}
-    base = dict(run_id=run_id, method=name, task=task.name, suite=suite, profile=profile,
-                params=params, split_hashes=data.hashes, seed=method_seed, suite_seed=seed,
-                versions=package_versions(), git_commit=git_commit(), started_at=now(),
-                n_train=data.train.n, n_test=data.test.n, data_files=data_files)
+    base = start_record(name, params, task, suite=suite, profile=profile, seed=seed,
+                        split_hashes=data.hashes, n_train=data.train.n, n_test=data.test.n,
+                        data_files=data_files)
+    method_seed = base["seed"]
     outcome = ModelingOutcome(Result(**base, status="failed"))
     try:
         method = build_method(name, params, method_seed, artifact_dir)

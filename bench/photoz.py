@@ -111,22 +111,12 @@ def run_photoz_method(name: str, params: dict, task: Task, data: PhotozData, *, 
                       profile: str, seed: int) -> PhotozOutcome:
     """Fit one method on the train part and score it on val and test; an exception becomes a
     failed Result."""
-    from lensbench.bench.runner import (
-        _collect_into,
-        build_method,
-        derive_seed,
-        git_commit,
-        now,
-        package_versions,
-    )
+    from lensbench.bench.runner import _collect_into, build_method, now, start_record
 
-    run_id = canonical_run_id(name, params)
-    method_seed = derive_seed(seed, name, task.name)
-    base = dict(run_id=run_id, method=name, task=task.name, suite=suite, profile=profile,
-                params=params, split_hashes=dict(data.hashes), seed=method_seed,
-                suite_seed=seed, versions=package_versions(), git_commit=git_commit(),
-                started_at=now(), n_train=data.n("train"), n_test=data.n("test"),
-                data_files=dict(data.data_files))
+    base = start_record(name, params, task, suite=suite, profile=profile, seed=seed,
+                        split_hashes=dict(data.hashes), n_train=data.n("train"),
+                        n_test=data.n("test"), data_files=dict(data.data_files))
+    method_seed = base["seed"]
     history: dict = {}
     try:
         method = build_method(name, params, method_seed)

@@ -221,6 +221,18 @@ def predict_with_spread(method, split: Split) -> tuple[np.ndarray, np.ndarray | 
     return np.concatenate(scores), (np.concatenate(spreads) if with_spread else None)
 
 
+def start_record(name: str, params: dict, task: Task, *, suite: str, profile: str, seed: int,
+                 split_hashes: dict, n_train: int, n_test: int, data_files: dict) -> dict:
+    """The fields every Result of one run shares, fixed when it starts (run id, the method's
+    seed derived from the suite seed, versions, commit, start time); the runners of every
+    suite kind add the status and what the run measured."""
+    return dict(run_id=canonical_run_id(name, params), method=name, task=task.name, suite=suite,
+                profile=profile, params=params, split_hashes=split_hashes,
+                seed=derive_seed(seed, name, task.name), suite_seed=seed,
+                versions=package_versions(), git_commit=git_commit(), started_at=now(),
+                n_train=n_train, n_test=n_test, data_files=data_files)
+
+
 def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *,
                suite: str, profile: str, seed: int,
                train_images: np.ndarray | None = None, real: Split | None = None,
@@ -230,16 +242,14 @@ def run_method(name: str, params: dict, task: Task, train: Split, test: Split, *
     with a ``checkpoint_dir`` parameter the user left unset save their checkpoint in
     ``artifact_dir``. The rotation metrics use the first ``rotation_subset`` test cutouts (none
     when 0)."""
-    run_id = canonical_run_id(name, params)
-    method_seed = derive_seed(seed, name, task.name)
-    base = dict(run_id=run_id, method=name, task=task.name, suite=suite, profile=profile,
-                params=params, split_hashes={"train": train.content_hash,
-                                             "test": test.content_hash},
-                seed=method_seed, suite_seed=seed, versions=package_versions(),
-                git_commit=git_commit(), started_at=now(), n_train=train.n, n_test=test.n,
-                data_files={**train.manifest.get("data_files", {}),
-                            **test.manifest.get("data_files", {}),
-                            **(real.manifest.get("data_files", {}) if real else {})})
+    base = start_record(
+        name, params, task, suite=suite, profile=profile, seed=seed,
+        split_hashes={"train": train.content_hash, "test": test.content_hash},
+        n_train=train.n, n_test=test.n,
+        data_files={**train.manifest.get("data_files", {}),
+                    **test.manifest.get("data_files", {}),
+                    **(real.manifest.get("data_files", {}) if real else {})})
+    method_seed = base["seed"]
     scores, spread, history, files = None, None, {}, {}
     try:
         method = build_method(name, params, method_seed, artifact_dir)
