@@ -5,7 +5,9 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import signal
 import sys
+import threading
 from pathlib import Path
 
 from lensbench.bench.tasks import PROFILES
@@ -47,6 +49,10 @@ def _merge_params(*sources: dict[str, dict]) -> dict[str, dict]:
     return merged
 
 
+def _interrupt(signum, frame):
+    raise KeyboardInterrupt(f"signal {signum}")
+
+
 def cmd_run(args) -> int:
     from lensbench.bench.runner import run_suite
     from lensbench.bench.tasks import get_suite
@@ -65,6 +71,12 @@ def cmd_run(args) -> int:
     print(f"suite {suite.name} · profile {args.profile} · seed {args.seed} · workdir "
           f"{args.workdir}")
     status = "FINISHED"
+    # `kill` (SIGTERM, what schedulers and timeouts send) stops a run like Ctrl-C does: the
+    # finished runs stay in results.jsonl and the MLflow suite run is marked KILLED, not left
+    # RUNNING.
+    previous_handler = None
+    if threading.current_thread() is threading.main_thread():
+        previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         results = run_suite(suite, profile=args.profile, seed=args.seed, workdir=args.workdir,
                             methods=methods, params=_merge_params(
@@ -79,6 +91,8 @@ def cmd_run(args) -> int:
         status = "FAILED"
         raise
     finally:
+        if previous_handler is not None:
+            signal.signal(signal.SIGTERM, previous_handler)
         if tracker is not None:
             tracker.end_suite(status)
     failed = [r for r in results if r.status == "failed"]

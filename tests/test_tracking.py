@@ -216,3 +216,25 @@ def test_bench_ui_serves_the_store(tmp_path):
     finally:
         os.killpg(process.pid, signal.SIGTERM)
         process.wait(timeout=30)
+
+
+def test_a_terminated_run_is_marked_killed_and_keeps_its_store(tmp_path):
+    # SIGTERM (a scheduler's or timeout's stop) takes the Ctrl-C path: exit 130, the MLflow
+    # suite run KILLED rather than left RUNNING, the message on how to resume.
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    process = subprocess.Popen(
+        [sys.executable, "-m", "lensbench.bench.cli", "run", "--suite", "smoke", "--workdir",
+         str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    first_line = process.stdout.readline()  # printed once the suite run is open in MLflow
+    assert first_line.startswith("suite smoke"), first_line + process.stderr.read()[-2000:]
+    time.sleep(1.0)
+    process.send_signal(signal.SIGTERM)
+    _, stderr = process.communicate(timeout=120)
+    assert process.returncode == 130, stderr[-2000:]
+    assert "rerun with --resume" in stderr
+    runs = read_suite_runs(f"sqlite:///{tmp_path.resolve()}/mlflow.db", "lensbench-smoke")
+    assert [run["status"] for run in runs if run["parent_run_id"] is None] == ["KILLED"]
