@@ -16,6 +16,7 @@ from lensbench.bench.design import (
     BASE_BANDS,
     BASELINE,
     PROFILE_VARIANTS,
+    ROTATION_SUBSET,
     VARIANTS,
     VARIANTS_BY_NAME,
     Row,
@@ -296,6 +297,9 @@ def test_design_suite_through_the_cli(tmp_path):
     for r in results:
         assert r.metrics["real/known_lenses"] >= 1 and "tpr_fpr1e-3" in r.metrics
         assert r.n_test == DESIGN_HSC.size("smoke")[1]
+        # Rotation invariance is measured for every variant (issue 11 point 2).
+        assert r.metrics["rotation/n_cutouts"] == min(r.n_test, ROTATION_SUBSET)
+        assert 0 <= r.metrics["rotation/mean_abs_change"] <= r.metrics["rotation/max_abs_change"]
     # One MLflow run per variant, tagged with it.
     client = MlflowClient(tracking_uri=uri)
     experiment = client.get_experiment_by_name("lensbench-design")
@@ -314,6 +318,7 @@ def test_design_suite_through_the_cli(tmp_path):
     assert (out / "design-smoke-committee.png").stat().st_size > 5000
     for name in names:
         assert f"| `{name}` |" in text
+    assert "rot. mean abs(ds) | rot. max abs(ds) | rot. TPR0 spread" in text
 
     # A method without a stretch declines that variant; --resume skips what is done.
     suite = get_suite("design")
