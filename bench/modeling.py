@@ -32,6 +32,8 @@ from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.tasks import Suite, Task
 from lensbench.datasets.storage import Split
 
+ROTATION_SUBSET = 500  # test lenses predicted under all 8 dihedral transforms
+
 THETA_E_EDGES = (0.5, 0.8, 1.1, 1.5, 3.0)  # arcsec
 ARC_SNR_EDGES = (10.0, 30.0, 60.0, 120.0, np.inf)
 UNITS = {"x": "\"", "y": "\"", "theta_e": "\"", "e1": "", "e2": "", "gamma1": "", "gamma2": ""}
@@ -158,6 +160,30 @@ class ModelingOutcome:
     files: dict[str, Path] = field(default_factory=dict)
 
 
+def equivariance_metrics(method, images: np.ndarray, targets: tuple[str, ...]
+                         ) -> dict[str, float]:
+    """How far a regressor is from equivariance under the 8 dihedral transforms (issue 11's
+    rotation check, for parameters): each transformed stamp's prediction is mapped back to the
+    stamp's own frame (the centre and the ellipticities turn with the image, theta_E does not;
+    `transform_targets`) and compared with the stamp's own prediction. Per parameter, the mean
+    and the maximum |change| over the 7 other transforms (the maximum averaged over stamps)."""
+    import torch
+    from lensbench.bench.runner import dihedral_images
+    from lensbench.deep.regression import inverse_dihedral, transform_targets
+
+    mapped = []
+    for k in range(8):
+        pred = torch.as_tensor(predict(method, dihedral_images(images, k))[0])
+        undo = torch.full((len(pred),), inverse_dihedral(k))
+        mapped.append(transform_targets(pred, undo, targets).numpy())
+    change = np.abs(np.stack(mapped[1:]) - mapped[0])  # (7, n, P)
+    metrics = {"rotation/n_cutouts": float(len(images))}
+    for j, name in enumerate(targets):
+        metrics[f"rotation/{name}/mean_abs_change"] = float(change[..., j].mean())
+        metrics[f"rotation/{name}/max_abs_change"] = float(change[..., j].max(axis=0).mean())
+    return metrics
+
+
 def predict(method, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     """(means (n, P), variances (n, P) or None) of a fitted method."""
     if hasattr(method, "predict_with_uncertainty"):
@@ -222,6 +248,10 @@ def run_modeling_method(name: str, params: dict, task: Task, data: ModelingData,
                               ARC_SNR_EDGES)}
         for prop, (column, edges) in values.items():
             metrics |= binned_parameter_metrics(pred, truth, data.targets, column, edges, prop)
+        rotation_rows = np.arange(0 if per_lens else min(data.test.n, ROTATION_SUBSET))
+        if len(rotation_rows):  # not for a per-lens fitter: 8 more fits per lens
+            metrics |= equivariance_metrics(method, data.test.images(rotation_rows),
+                                            data.targets)
         if data.real is not None and len(data.real_lenses):
             real_pred, real_var = predict(method, data.real.images(data.real_lenses))
             metrics |= real_theta_e_metrics(real_pred, real_var, data)
@@ -575,6 +605,21 @@ def real_lines(results: list[Result], workdir: Path) -> tuple[list[str], dict]:
     return lines, panels
 
 
+def rotation_table(results: list[Result]) -> list[str]:
+    """Methods x parameters: mean |change| (max) under the dihedral transforms."""
+    measured = [r for r in results if "rotation/n_cutouts" in r.metrics]
+    if not measured:
+        return []
+    targets = [t for t in LENS_MODEL_TARGETS
+               if f"rotation/{t}/mean_abs_change" in measured[0].metrics]
+    lines = ["| method | " + " | ".join(targets) + " |", "|" + "---|" * (len(targets) + 1)]
+    for r in measured:
+        cells = [f"{r.metrics[f'rotation/{t}/mean_abs_change']:.4f} "
+                 f"({r.metrics[f'rotation/{t}/max_abs_change']:.4f})" for t in targets]
+        lines.append(f"| `{r.run_id}` | " + " | ".join(cells) + " |")
+    return lines
+
+
 def write_modeling_report(suite: Suite, results: list[Result], *, store: Path, workdir: Path,
                           out_dir: Path, profile: str, command: str | None) -> list[Path]:
     """reports/<suite>.md and .html: per task the accuracy tables, the goal check, the comparison
@@ -617,6 +662,16 @@ def write_modeling_report(suite: Suite, results: list[Result], *, store: Path, w
                    f"`{r.run_id}` {r.metrics['time_per_lens_ms']:.2f} ms, fit "
                    f"{r.fit_time_s:.0f} s" for r in full) + ".", ""]
         md += [*goal_table(full), ""]
+        rotation = rotation_table(full)
+        if rotation:
+            md += ["### Rotation equivariance", "",
+                   f"The first {int(full[0].metrics['rotation/n_cutouts'])} test lenses under "
+                   "the 8 dihedral transforms (quarter turns and flips); each prediction is "
+                   "mapped back to the untransformed stamp's frame (the centre and the "
+                   "ellipticities turn with the image, theta_E does not) and compared with the "
+                   "untransformed stamp's. Each cell: the mean |change| and, in brackets, the "
+                   "maximum over the transforms averaged over stamps; 0 is an exactly "
+                   "equivariant method.", "", *rotation, ""]
         sub = subset_lines([r for r in ok])
         if sub:
             md += [f"### Against traditional fitting ({int(ok[0].metrics.get('subset/n', 0))} "

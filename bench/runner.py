@@ -181,17 +181,21 @@ class RunOutcome:
 ROTATION_SUBSET = 1000  # test cutouts scored under all 8 dihedral transforms
 
 
+def dihedral_images(images: np.ndarray, k: int) -> np.ndarray:
+    """The k-th dihedral transform of the last two axes, as ``deep.preprocess.dihedral`` (k % 4
+    quarter turns, then a left-right flip for k >= 4), in numpy for any method."""
+    turned = np.rot90(images, k % 4, axes=(-2, -1))
+    return np.ascontiguousarray(turned[..., ::-1] if k >= 4 else turned)
+
+
 def rotation_metrics(method, images: np.ndarray, labels: np.ndarray) -> dict[str, float]:
     """How far a method is from rotation invariance (Schaefer et al. 2018): over the 8 dihedral
     transforms of each cutout, the mean and maximum |score change| from the untransformed score
     (averaged over cutouts), and the spread (max - min) of TPR0 across the transforms."""
     from lensbench.bench.metrics import tpr0
 
-    scores = []
-    for k in range(8):
-        turned = np.rot90(images, k % 4, axes=(-2, -1))
-        turned = np.ascontiguousarray(turned[..., ::-1] if k >= 4 else turned)
-        scores.append(np.asarray(method.predict_score(turned), dtype=np.float64))
+    scores = [np.asarray(method.predict_score(dihedral_images(images, k)), dtype=np.float64)
+              for k in range(8)]
     scores = np.stack(scores)
     change = np.abs(scores[1:] - scores[0])
     tpr0s = [tpr0(labels, s) for s in scores] if 0 < labels.sum() < len(labels) else [np.nan]

@@ -88,6 +88,40 @@ def test_target_transforms_follow_the_image_transforms(k):
     np.testing.assert_allclose(back.numpy(), Y.numpy(), atol=1e-12)
 
 
+class MomentRegressor:
+    """Centroid and second moments of band 0 as (x, y, e1, e2, flux, 0, 0): exactly equivariant
+    under the dihedral transforms. ``broken`` drops y, which a rotation moves into x."""
+
+    def __init__(self, broken: bool = False):
+        self.broken = broken
+
+    def predict_score(self, X):
+        xx, yy = grid(X.shape[-1])
+        rows = []
+        for image in X[:, 0].astype(np.float64):
+            f = image / image.sum()
+            x0, y0 = (f * xx).sum(), (f * yy).sum()
+            chi = [(f * ((xx - x0) ** 2 - (yy - y0) ** 2)).sum(),
+                   2 * (f * (xx - x0) * (yy - y0)).sum()]
+            rows.append([x0, 0.0 if self.broken else y0, *chi, image.sum(), 0.0, 0.0])
+        return np.array(rows)
+
+
+def test_equivariance_metrics_are_zero_for_an_equivariant_method():
+    from lensbench.bench.modeling import equivariance_metrics
+
+    X, _ = toy_lens_models(6, size=24, seed=3)
+    X = np.clip(X, 0, None)  # positive weights for the moments
+    exact = equivariance_metrics(MomentRegressor(), X, LENS_MODEL_TARGETS)
+    assert exact["rotation/n_cutouts"] == 6
+    for name in LENS_MODEL_TARGETS:
+        assert exact[f"rotation/{name}/max_abs_change"] < 1e-9, name
+    broken = equivariance_metrics(MomentRegressor(broken=True), X, LENS_MODEL_TARGETS)
+    assert broken["rotation/x/mean_abs_change"] > 0.05
+    assert broken["rotation/x/max_abs_change"] >= broken["rotation/x/mean_abs_change"]
+    assert broken["rotation/theta_e/max_abs_change"] < 1e-9
+
+
 def test_variances_are_permuted_not_signed():
     var = torch.tensor([[1.0, 4.0, 0.1, 0.2, 0.5, 0.3, 0.4]], dtype=torch.float64)
     turned = transform_targets(var, torch.tensor([1]), LENS_MODEL_TARGETS, variance=True)[0]
@@ -256,3 +290,4 @@ def test_modeling_suite_end_to_end(tmp_path):
                    "SDSSJ", "--param resnet-regressor.max_epochs=1"):
         assert needle in text
     assert (out / "modeling-smoke-modeling-hsc-slacs.png").stat().st_size > 1000
+    assert "### Rotation equivariance" in text
