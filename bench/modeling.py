@@ -551,8 +551,9 @@ def subset_lines(results: list[Result]) -> list[str]:
     net = best_network(results)
     if net is not None:
         ratio = fitter.metrics["time_per_lens_ms"] / net.metrics["time_per_lens_ms"]
-        lines += ["", f"Speed-up of `{net.run_id}` over `{fitter.run_id}` (time per lens, the "
-                      f"same run and machine): **{ratio:,.0f}x**."]
+        lines += ["", f"Speed-up of `{net.run_id}` over `{fitter.run_id}` (time per lens, both "
+                      f"timed by this harness on one machine; runs started {net.started_at} and "
+                      f"{fitter.started_at}): **{ratio:,.0f}x**."]
     return lines
 
 
