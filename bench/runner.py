@@ -121,20 +121,24 @@ def package_versions() -> dict[str, str]:
 
 
 DIRTY = "+dirty"
+# What runs: a change elsewhere (reports/, README) does not make a run's code differ from HEAD.
+CODE_PATHS = ("bench", "baselines", "deep", "datasets", "pyproject.toml")
 
 
 @functools.cache  # the commit of the code this process runs, not of later commits made under it
 def git_commit() -> str | None:
-    """HEAD of the lensbench checkout, with DIRTY appended when tracked files differ from it
-    (the code that ran is then not exactly that commit's); None outside a git checkout."""
-    folder = Path(__file__).resolve().parent
+    """HEAD of the lensbench checkout, with DIRTY appended when tracked code (CODE_PATHS)
+    differs from it (the code that ran is then not exactly that commit's); None outside a git
+    checkout."""
+    root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
-                              timeout=10, cwd=folder)
+                              timeout=10, cwd=root)
         if head.returncode != 0 or not head.stdout.strip():
             return None
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"],
-                                 capture_output=True, text=True, timeout=10, cwd=folder)
+        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
+                                  *CODE_PATHS], capture_output=True, text=True, timeout=10,
+                                 cwd=root)
     except (OSError, subprocess.SubprocessError):
         return None
     return head.stdout.strip() + (DIRTY if changed.stdout.strip() else "")
