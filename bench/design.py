@@ -344,11 +344,6 @@ def run_time_line(rows: list[Row]) -> str:
             "run from start to finish; making the simulated splits, once, is not included).")
 
 
-def _rotation(metrics: dict, key: str) -> str:
-    value = metrics.get(f"rotation/{key}")
-    return "–" if value is None else f"{value:.3f}"
-
-
 def _signed(value: float) -> str:
     return f"{value:+.3f}"
 
@@ -464,7 +459,12 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
                         out_dir: Path, profile: str, command: str | None) -> list[Path]:
     """reports/design.md (design-<profile>.md for other profiles) and .html: per method, the
     variants table, the generated statement and a figure."""
-    from lensbench.bench.report import provenance_lines, write_markdown_and_html
+    from lensbench.bench.report import (
+        ROTATION_COLUMNS,
+        _fmt,
+        provenance_lines,
+        write_markdown_and_html,
+    )
 
     out_dir.mkdir(parents=True, exist_ok=True)
     stem = suite.name if profile == "default" else f"{suite.name}-{profile}"
@@ -493,7 +493,7 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
         md += [f"## {method}", ""]
         header = ["variant", "choice", "AUROC", "change in AUROC [95%]", "TPR0", "TPR10",
                   "change in TPR10 [95%]", "TPR@FPR1e-3", "known lenses > FPR1e-3",
-                  "rot. mean abs(ds)", "rot. max abs(ds)", "rot. TPR0 spread",
+                  *(title for title, _ in ROTATION_COLUMNS),
                   "lenses / non-lenses", "train split", "fit time (s)"]
         md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in rows:
@@ -508,8 +508,7 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
                 f"`{row.variant.name}`", row.variant.choice, f"{m['auroc']:.3f}",
                 _interval(row.delta.get("auroc")), f"{m['tpr0']:.3f}", f"{m['tpr10']:.3f}",
                 _interval(row.delta.get("tpr10")), f"{m['tpr_fpr1e-3']:.3f}", real,
-                *(_rotation(m, key) for key in ("mean_abs_change", "max_abs_change",
-                                                "tpr0_spread")),
+                *(_fmt(m.get(key)) for _, key in ROTATION_COLUMNS),
                 f"{int(m['n_lenses'])} / {int(m['n_nonlenses'])}",
                 f"`{result.split_hashes.get('train', '?')[:12]}`",
                 f"{result.fit_time_s:.1f}"]) + " |")

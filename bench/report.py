@@ -15,12 +15,13 @@ from lensbench.bench.results import Result, read_results
 from lensbench.bench.runner import DIRTY, RESULTS_FILE, ROTATION_SUBSET, git_commit
 from lensbench.bench.tasks import get_suite, kind_handler
 
+# (column title, metric key) of the rotation-invariance check, in every lens-finding table.
+ROTATION_COLUMNS = [("rot. mean abs(ds)", "rotation/mean_abs_change"),
+                    ("rot. max abs(ds)", "rotation/max_abs_change"),
+                    ("rot. TPR0 spread", "rotation/tpr0_spread")]
 COLUMNS = [("AUROC", "auroc"), ("TPR0", "tpr0"), ("TPR10", "tpr10"),
            ("TPR@FPR1e-2", "tpr_fpr1e-2"), ("TPR@FPR1e-3", "tpr_fpr1e-3"),
-           ("TPR@FPR1e-4", "tpr_fpr1e-4"), ("ECE", "ece"),
-           ("rot. mean abs(ds)", "rotation/mean_abs_change"),
-           ("rot. max abs(ds)", "rotation/max_abs_change"),
-           ("rot. TPR0 spread", "rotation/tpr0_spread"),
+           ("TPR@FPR1e-4", "tpr_fpr1e-4"), ("ECE", "ece"), *ROTATION_COLUMNS,
            ("member spread", "committee_spread_mean")]
 
 
