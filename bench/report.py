@@ -202,14 +202,17 @@ def run_command(suite_name: str, profile: str, results: list[Result], seeds: lis
            f"{','.join(map(str, seeds))}"
     defaults = suite.params_for(profile)
     commands: dict[tuple[str, ...], list[str]] = {}  # the --param options -> their methods
+    accepted: dict[str, dict | None] = {}  # method -> the params it takes (None: unknown)
     for r in results:
         # Keys the method does not take (the design suite's variant annotations) are no option.
-        try:
-            accepted = resolve_method(r.method)().get_params()
-        except (KeyError, ImportError):  # a method no longer registered: keep all its params
-            accepted = r.params
+        if r.method not in accepted:
+            try:
+                accepted[r.method] = resolve_method(r.method)().get_params()
+            except (KeyError, ImportError):  # a method no longer registered: keep all params
+                accepted[r.method] = None
+        takes = accepted[r.method] if accepted[r.method] is not None else r.params
         options = tuple(sorted(f"{r.method}.{key}={value}" for key, value in r.params.items()
-                               if key in accepted
+                               if key in takes
                                and defaults.get(r.method, {}).get(key) != value))
         methods = commands.setdefault(options, [])
         if r.method not in methods:
