@@ -41,6 +41,13 @@ def seeded(seed: int, num_threads: int | None = None):
             torch.set_num_threads(previous)
 
 
+def validation_sigma_nmad(z_phot: np.ndarray, z_spec: np.ndarray) -> float:
+    """sigma_NMAD of dz = (z_phot - z_spec)/(1 + z_spec), for the nets' per-epoch validation
+    (the harness scores runs with bench/photoz_metrics.py, which deep/ does not import)."""
+    dz = (np.asarray(z_phot, dtype=np.float64) - z_spec) / (1 + z_spec)
+    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
+
+
 @dataclass(frozen=True)
 class NetZConfig:
     in_bands: int = 4
@@ -190,9 +197,7 @@ class NetZPhotoz(Method):
                 if val is not None:
                     self.net_ = net
                     z_val = self._predict(val[0], val[1])[0]
-                    dz = (z_val - val[2]) / (1 + val[2])
-                    metrics["val_sigma_nmad"] = float(
-                        1.4826 * np.median(np.abs(dz - np.median(dz))))
+                    metrics["val_sigma_nmad"] = validation_sigma_nmad(z_val, val[2])
                     self.history_.setdefault("val_sigma_nmad", []).append(
                         metrics["val_sigma_nmad"])
                     if metrics["val_sigma_nmad"] < best:

@@ -47,7 +47,7 @@ import numpy as np
 import torch
 from lensbench.baselines.contract import Method
 from lensbench.baselines.photoz import PhotozFeatures
-from lensbench.deep.photoz import seeded
+from lensbench.deep.photoz import seeded, validation_sigma_nmad
 from torch import nn
 
 POINTS = ("mode", "median", "mean", "regression", "blend")
@@ -197,9 +197,9 @@ class PDFMLPPhotoz(Method):
             metrics = {"train_loss": total / n}
             if val is not None:
                 z = self._point(*self._outputs([net.eval()], val[0]))
-                dz = (z - val[1]) / (1 + val[1])
-                metrics["val_sigma_nmad"] = float(1.4826 * np.median(np.abs(dz - np.median(dz))))
-                metrics["val_outlier_frac"] = float(np.mean(np.abs(dz) > 0.15))
+                metrics["val_sigma_nmad"] = validation_sigma_nmad(z, val[1])
+                metrics["val_outlier_frac"] = float(np.mean(np.abs(z - val[1]) / (1 + val[1])
+                                                            > 0.15))
             if epoch_callback is not None:
                 epoch_callback(epoch, metrics)
             if not self.members_:  # the first member's curves
