@@ -315,5 +315,9 @@ def test_cli_smoke_suite_end_to_end(tmp_path):
     assert report.returncode == 0, report.stderr[-3000:]
     text = (out / "photoz.md").read_text()
     assert "sigma_NMAD" in text and "knn-photoz" in text and "--profile smoke" in text
+    # The goal of issue 8 is set on the BOSS test split: one goal line, in the BOSS section.
+    assert text.count("Goal (issue 8)") == 1
+    assert text.index("## photoz-boss") < text.index("Goal (issue 8)") < text.index(
+        "## photoz-mgs")
     assert (out / "photoz-photoz-boss-density.png").stat().st_size > 1000
     assert (out / "photoz-photoz-boss-metrics-vs-z.png").exists()
