@@ -106,6 +106,38 @@ def known_lens_score_lines(results: list[Result]) -> list[str]:
         if lines else []
 
 
+def compare_goal_lines(results: list[Result], workdir: Path) -> list[str]:
+    """The issue-6 goal of the compare profile, checked on the unrounded metrics, with 95%
+    stratified-bootstrap intervals of the committee's AUROC and TPR10 and of its paired change
+    against DeepLens (the test set is a few thousand cutouts, so the third decimal is noise)."""
+    from lensbench.bench.design import _scores, paired_bootstrap
+    from lensbench.bench.tasks import COMPARE_GOAL
+
+    ok = {r.method: r for r in results if r.status == "ok"}
+    method, peer = ok.get(COMPARE_GOAL["method"]), ok.get(COMPARE_GOAL["peer"])
+    if method is None or peer is None:
+        return []
+    m, p = method.metrics, peer.metrics
+    checks = [(f"TPR0 {m['tpr0']:.3f} > {p['tpr0']:.3f}", m["tpr0"] > p["tpr0"]),
+              (f"TPR10 {m['tpr10']:.3f} > {p['tpr10']:.3f}", m["tpr10"] > p["tpr10"]),
+              (f"AUROC {m['auroc']:.4f} >= {COMPARE_GOAL['min_auroc']}",
+               m["auroc"] >= COMPARE_GOAL["min_auroc"])]
+    lines = ["", f"Goal (issue 6): `{method.run_id}` against `{peer.run_id}`: "
+             + "; ".join(f"{text}: {'yes' if passed else 'NO'}" for text, passed in checks)]
+    own, other = _scores(method, workdir), _scores(peer, workdir)
+    if own is not None and other is not None and own[2] == other[2]:
+        alone = paired_bootstrap(own[0], own[1], None)
+        change = paired_bootstrap(own[0], own[1], other[1])
+        lines.append(
+            "95% bootstrap intervals (test set resampled within each class): "
+            + "; ".join(f"{key.upper()} {alone[key][1]:.4f} to {alone[key][2]:.4f}"
+                        for key in ("auroc", "tpr10"))
+            + f"; minus `{peer.run_id}`: "
+            + "; ".join(f"{key.upper()} {change[key][0]:+.4f} [{change[key][1]:+.4f}, "
+                        f"{change[key][2]:+.4f}]" for key in ("auroc", "tpr10")))
+    return lines
+
+
 def roc_figure(results: list[Result], workdir: Path, path: Path, title: str) -> Path | None:
     from lensbench.bench.metrics import roc_points
     from lensbench.bench.plots import plot_roc_curves
@@ -158,6 +190,8 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
                f"`{hashes.get('test', '?')[:12]}` (content hashes).", ""]
         md += task_table(task_results)
         md += diagnostics_lines(task_results)
+        if profile == "compare":
+            md += compare_goal_lines(task_results, workdir)
         if task.real_lenses:
             md += ["", "Known real lenses: SLACS HST lenses degraded to the survey, scored against "
                    "the threshold that gives FPR 1e-3 on the simulated test set. The real "

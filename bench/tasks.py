@@ -191,6 +191,9 @@ COMPARE_METHODS = ("random", "xgboost", "committee", "deeplens", "two-step")
 # up to 30 epochs (~30 min).
 COMPARE_PARAMS = {"deeplens": {"max_epochs": 12, "step_every": 4, "crop": 64},
                   "committee": {"members": 5, "max_epochs": 30}}
+# Goal of issue 6 on the compare profile's ground task: the committee beats the single DeepLens
+# on TPR0 and TPR10, with AUROC >= 0.98 (bench/report.py checks it).
+COMPARE_GOAL = {"method": "committee", "peer": "deeplens", "min_auroc": 0.98}
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("metcalf", "Metcalf et al. (2019) lens-finding challenge, ground and space",
           (METCALF_GROUND, METCALF_SPACE),

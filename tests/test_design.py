@@ -36,6 +36,7 @@ from lensbench.datasets.lensing import sersic_profile
 from lensbench.datasets.simulate import Simulator
 from lensbench.deep.preprocess import STRETCHES
 from scipy.ndimage import gaussian_filter
+from sklearn.metrics import roc_auc_score
 
 HARD = [NEGATIVE_CLASSES.index(c) for c in ("spiral", "ring", "merger", "group", "edge-on")]
 
@@ -333,3 +334,13 @@ def test_design_suite_through_the_cli(tmp_path):
 def test_design_task_is_routed_and_scores_real_lenses_in_every_band():
     assert DESIGN_HSC.kind == "design" and get_suite("design").tasks == (DESIGN_HSC,)
     assert DESIGN_HSC.real_lenses["bands"] == DESIGN_HSC.config.band_names
+
+
+def test_bootstrap_without_a_base_gives_the_metric_and_its_interval():
+    rng = np.random.default_rng(2)
+    labels = np.repeat([0, 1], 300)
+    scores = labels + rng.normal(0, 0.8, 600)
+    alone = paired_bootstrap(labels, scores, None, resamples=100)
+    observed, low, high = alone["auroc"]
+    assert observed == pytest.approx(roc_auc_score(labels, scores), abs=1e-12)
+    assert low < observed < high and high - low < 0.1

@@ -330,3 +330,31 @@ def test_report_lists_known_lens_scores_in_split_order():
     [line] = [x for x in known_lens_score_lines([result]) if x.startswith("- ")]
     assert line == ("- `m`: threshold 0.5; known-lens scores "
                     + ", ".join(f"{i / 100:.3g}" for i in range(12)))
+
+
+def test_compare_goal_is_checked_on_unrounded_metrics_with_intervals(tmp_path):
+    from lensbench.bench.metrics import auroc, tpr0, tpr10
+    from lensbench.bench.report import compare_goal_lines
+    from lensbench.bench.results import Result
+
+    rng = np.random.default_rng(0)
+    labels = np.repeat([0, 1], 500)
+    results = []
+    for method, spread in (("committee", 0.352), ("deeplens", 0.6)):
+        scores = labels + rng.normal(0, spread, len(labels))
+        path = tmp_path / f"{method}.npz"
+        np.savez(path, labels=labels, scores=scores, test_hash="abc")
+        results.append(Result(
+            run_id=method, method=method, task="t", suite="metcalf", profile="compare",
+            params={}, split_hashes={}, seed=0, status="ok", artifacts={"scores": path.name},
+            metrics={"auroc": auroc(labels, scores), "tpr0": tpr0(labels, scores),
+                     "tpr10": tpr10(labels, scores)}))
+    committee_auroc = results[0].metrics["auroc"]
+    assert 0.9795 < committee_auroc < 0.98  # prints as 0.980 at three decimals, still short
+    lines = compare_goal_lines(results, tmp_path)
+    goal = next(line for line in lines if line.startswith("Goal (issue 6)"))
+    assert "TPR10" in goal and f"AUROC {committee_auroc:.4f} >= 0.98: NO" in goal
+    intervals = next(line for line in lines if line.startswith("95% bootstrap"))
+    assert "minus `deeplens`: AUROC +" in intervals
+    # Without DeepLens there is nothing to compare against.
+    assert compare_goal_lines(results[:1], tmp_path) == []
