@@ -289,7 +289,8 @@ def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.nda
     return out
 
 
-def _scores(result: Result, workdir: Path):
+def stored_test_scores(result: Result, workdir: Path):
+    """(labels, scores, test-split hash) a run saved for its test set, or None."""
     path = result.artifacts.get("scores")
     if result.status != "ok" or not path or not (workdir / path).exists():
         return None
@@ -329,9 +330,9 @@ def design_rows(results: list[Result], workdir: Path) -> dict[str, list[Row]]:
                 by_method.setdefault(configuration(result), []).append(Row(variant, result))
     for rows in by_method.values():
         base = next((r for r in rows if r.variant.name == BASELINE), None)
-        base_scores = _scores(base.result, workdir) if base else None
+        base_scores = stored_test_scores(base.result, workdir) if base else None
         for row in rows:
-            mine = _scores(row.result, workdir)
+            mine = stored_test_scores(row.result, workdir)
             if (row is base or mine is None or base_scores is None
                     or mine[2] != base_scores[2]):
                 continue

@@ -110,7 +110,7 @@ def compare_goal_lines(results: list[Result], workdir: Path) -> list[str]:
     """The issue-6 goal of the compare profile, checked on the unrounded metrics, with 95%
     stratified-bootstrap intervals of the committee's AUROC and TPR10 and of its paired change
     against DeepLens (the test set is a few thousand cutouts, so the third decimal is noise)."""
-    from lensbench.bench.design import _scores, paired_bootstrap
+    from lensbench.bench.design import paired_bootstrap, stored_test_scores
     from lensbench.bench.tasks import COMPARE_GOAL
 
     ok = {r.method: r for r in results if r.status == "ok"}
@@ -124,7 +124,7 @@ def compare_goal_lines(results: list[Result], workdir: Path) -> list[str]:
                m["auroc"] >= COMPARE_GOAL["min_auroc"])]
     lines = ["", f"Goal (issue 6): `{method.run_id}` against `{peer.run_id}`: "
              + "; ".join(f"{text}: {'yes' if passed else 'NO'}" for text, passed in checks)]
-    own, other = _scores(method, workdir), _scores(peer, workdir)
+    own, other = stored_test_scores(method, workdir), stored_test_scores(peer, workdir)
     if own is not None and other is not None and own[2] == other[2]:
         alone = paired_bootstrap(own[0], own[1], None)
         change = paired_bootstrap(own[0], own[1], other[1])
