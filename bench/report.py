@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.bench.registry import resolve_method
-from lensbench.bench.results import Result, read_results
+from lensbench.bench.results import Result, canonical_run_id, read_results
 from lensbench.bench.runner import DIRTY, RESULTS_FILE, ROTATION_SUBSET, git_commit
 from lensbench.bench.tasks import get_suite, kind_handler
 
@@ -113,8 +113,17 @@ def compare_goal_lines(results: list[Result], workdir: Path) -> list[str]:
     from lensbench.bench.design import paired_bootstrap, stored_test_scores
     from lensbench.bench.tasks import COMPARE_GOAL
 
-    ok = {r.method: r for r in results if r.status == "ok"}
-    method, peer = ok.get(COMPARE_GOAL["method"]), ok.get(COMPARE_GOAL["peer"])
+    profile_params = get_suite("metcalf").params_for("compare")
+    ok = [r for r in results if r.status == "ok"]
+
+    def pick(name: str) -> Result | None:
+        # The run with the profile's own parameters when there is one (a leaderboard may also
+        # hold runs of other configurations), else the last run of that method.
+        runs = [r for r in ok if r.method == name]
+        configured = canonical_run_id(name, profile_params.get(name, {}))
+        return next((r for r in runs if r.run_id == configured), runs[-1] if runs else None)
+
+    method, peer = pick(COMPARE_GOAL["method"]), pick(COMPARE_GOAL["peer"])
     if method is None or peer is None:
         return []
     m, p = method.metrics, peer.metrics

@@ -358,3 +358,28 @@ def test_compare_goal_is_checked_on_unrounded_metrics_with_intervals(tmp_path):
     assert "minus `deeplens`: AUROC +" in intervals
     # Without DeepLens there is nothing to compare against.
     assert compare_goal_lines(results[:1], tmp_path) == []
+
+
+def test_compare_goal_uses_the_profiles_configured_run(tmp_path):
+    """A leaderboard may hold committee runs of several configurations; the goal line judges the
+    one with the compare profile's own parameters, whichever was run last."""
+    from lensbench.bench.report import compare_goal_lines
+    from lensbench.bench.results import Result, canonical_run_id
+    from lensbench.bench.tasks import get_suite
+
+    params = get_suite("metcalf").params_for("compare")
+
+    def result(method, run_id, tpr0):
+        return Result(run_id=run_id, method=method, task="t", suite="metcalf",
+                      profile="compare", params={}, split_hashes={}, seed=0, status="ok",
+                      metrics={"auroc": 0.99, "tpr0": tpr0, "tpr10": 0.9})
+
+    configured = canonical_run_id("committee", params["committee"])
+    results = [result("deeplens", canonical_run_id("deeplens", params["deeplens"]), 0.5),
+               result("committee", configured, 0.7),
+               result("committee", "committee[width=8]", 0.1)]
+    goal = next(x for x in compare_goal_lines(results, tmp_path) if x.startswith("Goal"))
+    assert f"`{configured}` against" in goal and "TPR0 0.700 > 0.500: yes" in goal
+    # Without the configured run, the last committee run is judged.
+    goal = next(x for x in compare_goal_lines(results[::2], tmp_path) if x.startswith("Goal"))
+    assert "`committee[width=8]` against" in goal and "TPR0 0.100 > 0.500: NO" in goal
