@@ -254,7 +254,10 @@ def run_command(suite_name: str, profile: str, results: list[Result], seeds: lis
             except (KeyError, ImportError):  # a method no longer registered: keep all params
                 accepted[r.method] = None
         takes = accepted[r.method] if accepted[r.method] is not None else r.params
-        options = tuple(sorted(f"{r.method}.{key}={value}" for key, value in r.params.items()
+        # A run made before the profile set a key ran with the method's own default for it.
+        ran_with = {**{key: takes[key] for key in defaults.get(r.method, {})
+                       if key not in r.params and key in takes}, **r.params}
+        options = tuple(sorted(f"{r.method}.{key}={value}" for key, value in ran_with.items()
                                if key in takes
                                and defaults.get(r.method, {}).get(key) != value))
         methods = commands.setdefault(options, [])

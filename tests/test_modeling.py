@@ -249,6 +249,23 @@ def test_the_report_names_the_params_the_runs_used():
         "--profile default --seed 0 --param committee.max_epochs=5")
 
 
+def test_a_run_older_than_a_profile_parameter_is_given_the_default_it_ran_with():
+    """The compare profile sets the committee's patience; a run recorded before that ran with
+    the method's own default, so its command must set it back."""
+    from lensbench.bench.report import run_command
+    from lensbench.bench.results import Result
+    from lensbench.deep.methods import CommitteeFinder
+
+    old = Result(run_id="committee[max_epochs=30,members=5]", method="committee",
+                 task="metcalf-ground", suite="metcalf", profile="compare",
+                 params={"max_epochs": 30, "members": 5}, split_hashes={}, seed=1,
+                 suite_seed=0, status="ok")
+    patience = CommitteeFinder().patience
+    assert run_command("metcalf", "compare", [old], [0]) == (
+        "bench run --suite metcalf --profile compare --seed 0 --methods committee "
+        f"--param committee.max_epochs=30 --param committee.patience={patience}")
+
+
 def test_a_run_from_a_changed_checkout_is_marked_dirty_in_the_report():
     from lensbench.bench.report import provenance_lines
     from lensbench.bench.results import Result
