@@ -186,9 +186,9 @@ BASELINES = ("xgboost", "catalog-nn", "arcfinder", "pca", "hog-logreg")
 DEEP_DEFAULT = ("committee", "ae-bgmm", "ae-outlier")
 COMPARE_METHODS = ("random", "xgboost", "committee", "deeplens", "two-step")
 # DeepLens's schedule (120 epochs, learning rate / 10 every 40) scaled to 12 epochs, on the same
-# central 64x64 pixels as the committee: about 45 min of training on 2 CPU cores (12,000 cutouts,
-# ~56 training images/s). The committee has five members as in Schaefer et al. (2018), trained for
-# 40 epochs without early stopping (~35 min), best epoch still chosen on validation. Chosen on the
+# central 64x64 pixels as the committee: 53 min of training on 2 CPU cores in the committed run
+# (12,000 cutouts). The committee has five members as in Schaefer et al. (2018), trained for
+# 40 epochs without early stopping (34 min), best epoch still chosen on validation. Chosen on the
 # validation split of the compare training set (one member, seed 7; the test split unread):
 # AUROC 0.9809 at 30 epochs with patience 6 (stopped at 26), 0.9816 at 30 epochs without,
 # 0.9832 at 40 (best epoch 39: the end of the cosine anneal is where it gains); width 24 (0.9801)
