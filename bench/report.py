@@ -106,14 +106,15 @@ def known_lens_score_lines(results: list[Result]) -> list[str]:
         if lines else []
 
 
-def compare_goal_lines(results: list[Result], workdir: Path) -> list[str]:
+def compare_goal_lines(results: list[Result], workdir: Path, profile_params: dict[str, dict]
+                       ) -> list[str]:
     """The issue-6 goal of the compare profile, checked on the unrounded metrics, with 95%
     stratified-bootstrap intervals of the committee's AUROC and TPR10 and of its paired change
-    against DeepLens (the test set is a few thousand cutouts, so the third decimal is noise)."""
+    against DeepLens (the test set is a few thousand cutouts, so the third decimal is noise).
+    ``profile_params``: the suite's parameters for the profile (method -> params)."""
     from lensbench.bench.design import paired_bootstrap, stored_test_scores
     from lensbench.bench.tasks import COMPARE_GOAL
 
-    profile_params = get_suite("metcalf").params_for("compare")
     ok = [r for r in results if r.status == "ok"]
 
     def pick(name: str) -> Result | None:
@@ -200,7 +201,7 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
         md += task_table(task_results)
         md += diagnostics_lines(task_results)
         if profile == "compare":
-            md += compare_goal_lines(task_results, workdir)
+            md += compare_goal_lines(task_results, workdir, suite.params_for(profile))
         if task.real_lenses:
             md += ["", "Known real lenses: SLACS HST lenses degraded to the survey, scored against "
                    "the threshold that gives FPR 1e-3 on the simulated test set. The real "
@@ -254,12 +255,11 @@ def run_command(suite_name: str, profile: str, results: list[Result], seeds: lis
             except (KeyError, ImportError):  # a method no longer registered: keep all params
                 accepted[r.method] = None
         takes = accepted[r.method] if accepted[r.method] is not None else r.params
+        suite_params = defaults.get(r.method, {})
         # A run made before the profile set a key ran with the method's own default for it.
-        ran_with = {**{key: takes[key] for key in defaults.get(r.method, {})
-                       if key not in r.params and key in takes}, **r.params}
+        ran_with = {**{key: takes[key] for key in suite_params if key in takes}, **r.params}
         options = tuple(sorted(f"{r.method}.{key}={value}" for key, value in ran_with.items()
-                               if key in takes
-                               and defaults.get(r.method, {}).get(key) != value))
+                               if key in takes and suite_params.get(key) != value))
         methods = commands.setdefault(options, [])
         if r.method not in methods:
             methods.append(r.method)

@@ -351,13 +351,13 @@ def test_compare_goal_is_checked_on_unrounded_metrics_with_intervals(tmp_path):
                      "tpr10": tpr10(labels, scores)}))
     committee_auroc = results[0].metrics["auroc"]
     assert 0.9795 < committee_auroc < 0.98  # prints as 0.980 at three decimals, still short
-    lines = compare_goal_lines(results, tmp_path)
+    lines = compare_goal_lines(results, tmp_path, {})
     goal = next(line for line in lines if line.startswith("Goal (issue 6)"))
     assert "TPR10" in goal and f"AUROC {committee_auroc:.4f} >= 0.98: NO" in goal
     intervals = next(line for line in lines if line.startswith("95% bootstrap"))
     assert "minus `deeplens`: AUROC +" in intervals
     # Without DeepLens there is nothing to compare against.
-    assert compare_goal_lines(results[:1], tmp_path) == []
+    assert compare_goal_lines(results[:1], tmp_path, {}) == []
 
 
 def test_compare_goal_uses_the_profiles_configured_run(tmp_path):
@@ -378,8 +378,10 @@ def test_compare_goal_uses_the_profiles_configured_run(tmp_path):
     results = [result("deeplens", canonical_run_id("deeplens", params["deeplens"]), 0.5),
                result("committee", configured, 0.7),
                result("committee", "committee[width=8]", 0.1)]
-    goal = next(x for x in compare_goal_lines(results, tmp_path) if x.startswith("Goal"))
+    lines = compare_goal_lines(results, tmp_path, params)
+    goal = next(x for x in lines if x.startswith("Goal"))
     assert f"`{configured}` against" in goal and "TPR0 0.700 > 0.500: yes" in goal
     # Without the configured run, the last committee run is judged.
-    goal = next(x for x in compare_goal_lines(results[::2], tmp_path) if x.startswith("Goal"))
+    lines = compare_goal_lines(results[::2], tmp_path, params)
+    goal = next(x for x in lines if x.startswith("Goal"))
     assert "`committee[width=8]` against" in goal and "TPR0 0.100 > 0.500: NO" in goal
