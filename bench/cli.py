@@ -140,7 +140,7 @@ def cmd_tune(args) -> int:
 
 
 def cmd_list(args) -> int:
-    from lensbench.bench.registry import METHODS
+    from lensbench.baselines.registry import METHODS
     from lensbench.bench.tasks import SUITES
 
     print("suites:")

@@ -32,7 +32,7 @@ from functools import partial
 from pathlib import Path
 
 import numpy as np
-from lensbench.bench.registry import resolve_method
+from lensbench.baselines.registry import resolve_method
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.tasks import Suite, Task
 from lensbench.datasets.config import SimConfig

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 from lensbench.baselines.contract import LENS_MODEL_TARGETS, TRUTH_COLUMNS, TaskInfo
 from lensbench.bench.plots import _new_figure, _save
-from lensbench.bench.registry import resolve_method
+from lensbench.baselines.registry import resolve_method
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.tasks import Suite, Task
 from lensbench.datasets.storage import Split

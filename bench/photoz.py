@@ -21,7 +21,7 @@ from pathlib import Path
 import numpy as np
 from lensbench.baselines.contract import TaskInfo
 from lensbench.bench.photoz_metrics import binned_photoz_metrics, photoz_metrics
-from lensbench.bench.registry import resolve_method
+from lensbench.baselines.registry import resolve_method
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.tasks import Suite, Task
 

@@ -23,7 +23,7 @@ from pathlib import Path
 import numpy as np
 from lensbench.baselines.contract import TaskInfo
 from lensbench.bench.metrics import binned_lens_finding_metrics, lens_finding_metrics, roc_points
-from lensbench.bench.registry import resolve_method
+from lensbench.baselines.registry import resolve_method
 from lensbench.bench.results import Result, append_result, canonical_run_id, read_results
 from lensbench.bench.tasks import Suite, Task, kind_handler
 from lensbench.datasets.storage import Split, load_split, split_is_complete

@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import optuna
 from lensbench.bench.metrics import lens_finding_metrics
-from lensbench.bench.registry import resolve_method
+from lensbench.baselines.registry import resolve_method
 from lensbench.bench.runner import derive_seed, ensure_split, task_info
 from lensbench.bench.tasks import Suite, Task
 

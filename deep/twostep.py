@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import numpy as np
 from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.baselines.registry import resolve_method
 from lensbench.deep.methods import as_images
 
 REJECTED_SCALE = 0.49
@@ -33,8 +34,6 @@ class TwoStep(Method):
 
     @staticmethod
     def _make(name: str, params: dict | None, random_state: int) -> Method:
-        from lensbench.bench.registry import resolve_method  # lazy: deep does not need bench
-
         cls = resolve_method(name)
         kwargs = dict(params or {})
         if "random_state" in cls().get_params():

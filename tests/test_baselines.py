@@ -19,7 +19,7 @@ from lensbench.baselines.features import (
 )
 from lensbench.baselines.pca import PCALensFinder
 from lensbench.bench.metrics import auroc
-from lensbench.bench.registry import resolve_method
+from lensbench.baselines.registry import resolve_method
 from lensbench.datasets.config import SimConfig
 from lensbench.datasets.simulate import Simulator
 

@@ -9,7 +9,7 @@ import pytest
 import torch
 from lensbench.baselines.contract import Method, TaskInfo
 from lensbench.bench.metrics import auroc, expected_calibration_error
-from lensbench.bench.registry import METHODS
+from lensbench.baselines.registry import METHODS
 from lensbench.deep import committee
 from lensbench.deep.autoencoder import AutoencoderBGMM, AutoencoderOutlier
 from lensbench.deep.checkpoint import load_checkpoint, save_checkpoint

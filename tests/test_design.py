@@ -28,7 +28,7 @@ from lensbench.bench.design import (
     run_design_suite,
     without_variant_params,
 )
-from lensbench.bench.registry import resolve_method
+from lensbench.baselines.registry import resolve_method
 from lensbench.bench.results import Result, canonical_run_id, read_results
 from lensbench.bench.tasks import DESIGN_HSC, get_suite
 from lensbench.datasets.config import NEGATIVE_CLASSES, SimConfig

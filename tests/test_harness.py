@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 from lensbench.baselines.contract import LENS_MODEL_TARGETS, Method, TaskInfo
 from lensbench.bench import cli
-from lensbench.bench.registry import METHODS, resolve_method
+from lensbench.baselines.registry import METHODS, resolve_method
 from lensbench.bench.results import read_results
 from lensbench.bench.runner import derive_seed, run_suite
 from lensbench.bench.tasks import SUITES, get_suite

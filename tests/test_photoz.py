@@ -159,7 +159,7 @@ def _info():
     ("pdf-mlp-photoz", {"n_members": 1, "epochs": 20, "hidden": 64, "layers": 2}),
 ])
 def test_catalogue_methods_beat_the_mean(boss_small, name, params):
-    from lensbench.bench.registry import resolve_method
+    from lensbench.baselines.registry import resolve_method
 
     X, y, Xt, yt = boss_small
     method = resolve_method(name)(**params)

@@ -12,7 +12,7 @@ import optuna
 import pytest
 from lensbench.baselines.contract import Method
 from lensbench.bench import cli, tune
-from lensbench.bench.registry import METHODS
+from lensbench.baselines.registry import METHODS
 from lensbench.bench.results import read_results
 from lensbench.bench.tasks import get_suite
 from lensbench.bench.tracking import read_suite_runs

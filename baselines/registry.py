@@ -1,5 +1,8 @@
 """One table of method names -> "module:Class", resolved lazily (importing a method's module only
-when it runs), with did-you-mean errors. Adding a method is one file plus one line here."""
+when it runs), with did-you-mean errors. Adding a method is one file plus one line here.
+
+The table is also the only way a name read from a file (a checkpoint, a results record) becomes a
+class: nothing outside it is ever imported."""
 
 from __future__ import annotations
 
@@ -33,10 +36,18 @@ METHODS: dict[str, str] = {
     "lenstronomy-fit": "lensbench.baselines.lensfit:LenstronomyFitter",
 }
 
+_NAMES = {target: name for name, target in METHODS.items()}
+
 
 def _did_you_mean(name: str, known) -> str:
     close = difflib.get_close_matches(name, list(known), n=1)
     return f" Did you mean {close[0]!r}?" if close else ""
+
+
+def registered_name(cls: type) -> str | None:
+    """The name ``cls`` is registered under, or None when it is not registered itself (a
+    subclass of a registered class is not)."""
+    return _NAMES.get(f"{cls.__module__}:{cls.__qualname__}")
 
 
 def resolve_method(name: str) -> type:
