@@ -77,7 +77,8 @@ class _AutoencoderMethod(Method):
                                self.preprocessor_, cfg, seed=int(self.random_state),
                                objective=Reconstruction(),
                                epoch_callback=_member_callback(self.history_, epoch_callback,
-                                                               0, 0))
+                                                               0, 0),
+                               label=f"{type(self).__name__} training")
         self.best_epoch_ = result.best_epoch
         z = self._raw_latents(Xn)
         self.latent_mean_ = z.mean(axis=0)

@@ -22,6 +22,7 @@ from lensbench.deep.committee import (
 )
 from lensbench.deep.nets import build_net
 from lensbench.deep.preprocess import Augment, Preprocessor, dihedral
+from lensbench.deep.progress import Progress
 from lensbench.deep.train import (
     Objective,
     TrainConfig,
@@ -104,7 +105,8 @@ class NetFinder(Method):
                 net = build_net(**config)
                 result = train_net(net, Xn[train_idx], y[train_idx], Xn[val_idx], y[val_idx],
                                    self.preprocessor_, cfg, seed=seed,
-                                   epoch_callback=callback)
+                                   epoch_callback=callback,
+                                   label=f"{type(self).__name__} member {m + 1}/{self.members}")
             offset += len(result.history["train_loss"])
             self.net_configs_.append(config)
             self.nets_.append(net)
@@ -142,13 +144,18 @@ class NetFinder(Method):
         ks = tta_transforms(Xn.shape, self.tta)
         rule = "mean" if self.tta == "none" else self.tta
         out = []
-        with deterministic(0, self.num_threads):
+        with (deterministic(0, self.num_threads),
+              Progress(len(self.nets_) * len(ks), f"{type(self).__name__} scoring {len(Xn)}",
+                       unit="pass") as progress):
             for net in self.nets_:
                 net.to(device, memory_format=torch.channels_last)
-                per_k = [predict_outputs(
-                    net, Xn, self.preprocessor_, _OBJECTIVE, device,
-                    transform=(lambda x, k=k: dihedral(x, k)) if k else None).double().numpy()
-                    for k in ks]
+                per_k = []
+                for k in ks:  # one pass per member and test-time transform
+                    per_k.append(predict_outputs(
+                        net, Xn, self.preprocessor_, _OBJECTIVE, device,
+                        transform=(lambda x, k=k: dihedral(x, k)) if k else None,
+                        progress=progress).double().numpy())
+                    progress.update()
                 out.append(combine_tta(np.stack(per_k), rule))
         return np.stack(out)
 

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from lensbench.baselines.contract import Method
 from lensbench.baselines.photoz import PhotozFeatures
+from lensbench.deep.progress import Progress
 from torch import nn
 
 
@@ -175,36 +176,41 @@ class NetZPhotoz(Method):
             generator = torch.Generator().manual_seed(int(self.random_state))
             self.history_ = {"train_loss": []}
             best, best_state = math.inf, None
-            for epoch in range(self.epochs):
-                net.train()
-                order = torch.randperm(len(y), generator=generator)
-                total = 0.0
-                for start in range(0, len(y), self.batch_size):
-                    rows = order[start:start + self.batch_size]
-                    flips = torch.randint(0, 8, (1,), generator=generator).item()
-                    batch = _dihedral(images[rows], flips).to(device)
-                    cat = catalogue[rows].to(device) if catalogue is not None else None
-                    mean, log_var = net(batch, cat)
-                    loss = nn.functional.gaussian_nll_loss(mean, target[rows].to(device),
-                                                           log_var.exp())
-                    optimizer.zero_grad()
-                    loss.backward()
-                    optimizer.step()
-                    schedule.step()
-                    total += float(loss.detach()) * len(rows)
-                metrics = {"train_loss": total / len(y)}
-                self.history_["train_loss"].append(metrics["train_loss"])
-                if val is not None:
-                    self.net_ = net
-                    z_val = self._predict(val[0], val[1])[0]
-                    metrics["val_sigma_nmad"] = validation_sigma_nmad(z_val, val[2])
-                    self.history_.setdefault("val_sigma_nmad", []).append(
-                        metrics["val_sigma_nmad"])
-                    if metrics["val_sigma_nmad"] < best:
-                        best = metrics["val_sigma_nmad"]
-                        best_state = {k: v.detach().clone() for k, v in net.state_dict().items()}
-                if epoch_callback is not None:
-                    epoch_callback(epoch, metrics)
+            with Progress(self.epochs, f"{type(self).__name__} training",
+                          unit="epoch") as progress:
+                for epoch in range(self.epochs):
+                    net.train()
+                    order = torch.randperm(len(y), generator=generator)
+                    total = 0.0
+                    for start in range(0, len(y), self.batch_size):
+                        rows = order[start:start + self.batch_size]
+                        flips = torch.randint(0, 8, (1,), generator=generator).item()
+                        batch = _dihedral(images[rows], flips).to(device)
+                        cat = catalogue[rows].to(device) if catalogue is not None else None
+                        mean, log_var = net(batch, cat)
+                        loss = nn.functional.gaussian_nll_loss(mean, target[rows].to(device),
+                                                               log_var.exp())
+                        optimizer.zero_grad()
+                        loss.backward()
+                        optimizer.step()
+                        schedule.step()
+                        total += float(loss.detach()) * len(rows)
+                        progress.alive(f"epoch {epoch + 1}: {start + len(rows)}/{len(y)} galaxies")
+                    metrics = {"train_loss": total / len(y)}
+                    self.history_["train_loss"].append(metrics["train_loss"])
+                    if val is not None:
+                        self.net_ = net
+                        z_val = self._predict(val[0], val[1])[0]
+                        metrics["val_sigma_nmad"] = validation_sigma_nmad(z_val, val[2])
+                        self.history_.setdefault("val_sigma_nmad", []).append(
+                            metrics["val_sigma_nmad"])
+                        if metrics["val_sigma_nmad"] < best:
+                            best = metrics["val_sigma_nmad"]
+                            best_state = {k: v.detach().clone()
+                                          for k, v in net.state_dict().items()}
+                    progress.update(**metrics)
+                    if epoch_callback is not None:
+                        epoch_callback(epoch, metrics)
             if best_state is not None:  # the best epoch on the validation part
                 net.load_state_dict(best_state)
         self.net_ = net.eval()

@@ -48,6 +48,7 @@ import torch
 from lensbench.baselines.contract import Method
 from lensbench.baselines.photoz import PhotozFeatures
 from lensbench.deep.photoz import seeded, validation_sigma_nmad
+from lensbench.deep.progress import Progress
 from torch import nn
 
 POINTS = ("mode", "median", "mean", "regression", "blend")
@@ -162,16 +163,18 @@ class PDFMLPPhotoz(Method):
         self.config_ = PDFMLPConfig(n_in=features.shape[1], n_bins=int(self.n_bins),
                                     hidden=int(self.hidden), layers=int(self.layers))
         self.members_, self.history_ = [], {"train_loss": []}
-        for member in range(max(1, int(self.n_members))):
+        n_members = max(1, int(self.n_members))
+        for member in range(n_members):
             seed = int(self.random_state) * 1009 + member
             with seeded(seed, self.num_threads):
                 net = self._train_member(features, soft, log1pz, seed,
                                          val if member == 0 else None,
-                                         epoch_callback if member == 0 else None)
+                                         epoch_callback if member == 0 else None,
+                                         f"{type(self).__name__} member {member + 1}/{n_members}")
             self.members_.append(net)
         return self
 
-    def _train_member(self, features, soft, log1pz, seed, val, epoch_callback) -> PDFMLP:
+    def _train_member(self, features, soft, log1pz, seed, val, epoch_callback, label) -> PDFMLP:
         net = PDFMLP(self.config_)
         optimizer = torch.optim.AdamW(net.parameters(), lr=self.learning_rate,
                                       weight_decay=self.weight_decay)
@@ -180,31 +183,34 @@ class PDFMLPPhotoz(Method):
         schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, self.learning_rate,
                                                        total_steps=steps)
         generator = torch.Generator().manual_seed(seed)
-        for epoch in range(int(self.epochs)):
-            net.train()
-            order = torch.randperm(n, generator=generator)
-            total = 0.0
-            for start in range(0, n, self.batch_size):
-                rows = order[start:start + self.batch_size]
-                logits, reg = net(features[rows])
-                loss = -(soft[rows] * torch.log_softmax(logits, 1)).sum(1).mean() \
-                    + (reg - log1pz[rows]).abs().mean() / self.label_sigma
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                schedule.step()
-                total += float(loss.detach()) * len(rows)
-            metrics = {"train_loss": total / n}
-            if val is not None:
-                z = self._point(*self._outputs([net.eval()], val[0]))
-                metrics["val_sigma_nmad"] = validation_sigma_nmad(z, val[1])
-                metrics["val_outlier_frac"] = float(np.mean(np.abs(z - val[1]) / (1 + val[1])
-                                                            > 0.15))
-            if epoch_callback is not None:
-                epoch_callback(epoch, metrics)
-            if not self.members_:  # the first member's curves
-                for key, value in metrics.items():
-                    self.history_.setdefault(key, []).append(value)
+        with Progress(int(self.epochs), label, unit="epoch") as progress:
+            for epoch in range(int(self.epochs)):
+                net.train()
+                order = torch.randperm(n, generator=generator)
+                total = 0.0
+                for start in range(0, n, self.batch_size):
+                    rows = order[start:start + self.batch_size]
+                    logits, reg = net(features[rows])
+                    loss = -(soft[rows] * torch.log_softmax(logits, 1)).sum(1).mean() \
+                        + (reg - log1pz[rows]).abs().mean() / self.label_sigma
+                    optimizer.zero_grad()
+                    loss.backward()
+                    optimizer.step()
+                    schedule.step()
+                    total += float(loss.detach()) * len(rows)
+                    progress.alive(f"epoch {epoch + 1}: {start + len(rows)}/{n} galaxies")
+                metrics = {"train_loss": total / n}
+                if val is not None:
+                    z = self._point(*self._outputs([net.eval()], val[0]))
+                    metrics["val_sigma_nmad"] = validation_sigma_nmad(z, val[1])
+                    metrics["val_outlier_frac"] = float(np.mean(np.abs(z - val[1]) / (1 + val[1])
+                                                                > 0.15))
+                progress.update(**metrics)
+                if epoch_callback is not None:
+                    epoch_callback(epoch, metrics)
+                if not self.members_:  # the first member's curves
+                    for key, value in metrics.items():
+                        self.history_.setdefault(key, []).append(value)
         return net.eval()
 
     # ------------------------------------------------------------------ predict

@@ -33,6 +33,7 @@ from lensbench.baselines.contract import Method, TaskInfo
 from lensbench.deep.methods import as_images, member_seeds
 from lensbench.deep.nets import build_net
 from lensbench.deep.preprocess import Augment, Preprocessor, dihedral
+from lensbench.deep.progress import Progress
 from lensbench.deep.train import (
     Objective,
     TrainConfig,
@@ -224,7 +225,8 @@ class ResNetRegressor(Method):
                 net = build_net(**config)
                 result = train_net(net, Xn[train_idx], Y[train_idx], Xn[val_idx], Y[val_idx],
                                    self.preprocessor_, cfg, seed=seed, objective=objective,
-                                   epoch_callback=callback)
+                                   epoch_callback=callback,
+                                   label=f"{type(self).__name__} member {m + 1}/{self.members}")
             self.net_configs_.append(config)
             self.nets_.append(net)
             self.best_epochs_.append(result.best_epoch)
@@ -251,13 +253,17 @@ class ResNetRegressor(Method):
         scale = torch.as_tensor(self.target_scale_, dtype=torch.float64)
         shift = torch.as_tensor(self.target_mean_, dtype=torch.float64)
         means, variances = [], []
-        with deterministic(int(self.random_state), self.num_threads):
+        with (deterministic(int(self.random_state), self.num_threads),
+              Progress(len(self.nets_) * len(ks), f"{type(self).__name__} predicting {len(Xn)}",
+                       unit="pass") as progress):
             for net in self.nets_:
                 net.to(device)
                 member_mean, member_var = 0.0, 0.0
-                for k in ks:
+                for k in ks:  # one pass per member and test-time transform
                     out = predict_outputs(net, Xn, self.preprocessor_, self.objective_, device,
-                                          transform=lambda x, k=k: dihedral(x, k)).double()
+                                          transform=lambda x, k=k: dihedral(x, k),
+                                          progress=progress).double()
+                    progress.update()
                     mean, log_var = self.objective_.split(out)
                     back = torch.full((len(out),), inverse_dihedral(k))
                     member_mean = member_mean + transform_targets(

@@ -22,6 +22,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lensbench.deep.preprocess import Augment, Preprocessor
+from lensbench.deep.progress import Progress
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
 from torch import nn
@@ -179,12 +180,15 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None):
 @torch.no_grad()
 def predict_outputs(net: nn.Module, X: np.ndarray, pre: Preprocessor, objective: Objective,
                     device: torch.device, batch_size: int = 512,
-                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None
-                    ) -> torch.Tensor:
-    """Objective outputs (logits, or reconstruction errors) of normalised images X, on CPU."""
+                    transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
+                    progress: Progress | None = None) -> torch.Tensor:
+    """Objective outputs (logits, or reconstruction errors) of normalised images X, on CPU.
+    ``progress``: told which images are done (``alive``) after each batch."""
     net.eval()
     out = []
     for start in range(0, len(X), batch_size):
+        if progress is not None and start:
+            progress.alive(f"{start}/{len(X)} images")
         x = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_size])).to(device)
         if transform is not None:
             x = transform(x)
@@ -202,9 +206,11 @@ def _improved(monitor: str, value: float, best: float | None) -> bool:
 def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: np.ndarray,
               y_val: np.ndarray, pre: Preprocessor, cfg: TrainConfig, *, seed: int,
               objective: Objective | None = None,
-              epoch_callback: EpochCallback | None = None) -> TrainResult:
+              epoch_callback: EpochCallback | None = None,
+              label: str = "training") -> TrainResult:
     """Train ``net`` in place on normalised images (``pre.normalise`` output); on return it holds
-    the weights of the best validation epoch (the last epoch without a validation set)."""
+    the weights of the best validation epoch (the last epoch without a validation set).
+    Progress (epochs, training loss, validation figures) goes to stderr under ``label``."""
     objective = objective or Objective()
     device = resolve_device(cfg.device)
     net.to(device, memory_format=CHANNELS_LAST)
@@ -215,43 +221,47 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
     history: dict[str, list[float]] = {}
     best_value, best_state, best_epoch, stale = None, None, 0, 0
     stopped_early = False
-    for epoch in range(cfg.max_epochs):
-        start = time.perf_counter()
-        lr = _lr_at(cfg, epoch)
-        for group in optimizer.param_groups:
-            group["lr"] = lr
-        net.train()
-        total, count = 0.0, 0
-        for idx in _batches(len(x_all), cfg.batch_size, generator):
-            x, y = objective.augment(cfg.augment, x_all[idx], y_all[idx], generator)
-            loss = objective.loss(net, pre.apply_stretch(to_device(x, device)), y.to(device))
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            total += float(loss.detach()) * len(idx)
-            count += len(idx)
-        metrics = {"train_loss": total / max(count, 1), "lr": lr}
-        if len(X_val):
-            outputs = predict_outputs(net, X_val, pre, objective, device, cfg.eval_batch_size)
-            metrics.update(objective.val_metrics(outputs, None, np.asarray(y_val)))
-        metrics["epoch_time_s"] = time.perf_counter() - start
-        for key, value in metrics.items():
-            history.setdefault(key, []).append(float(value))
-        if epoch_callback is not None:
-            epoch_callback(epoch, dict(metrics))
-        if not len(X_val):
-            best_epoch = epoch  # no validation: keep the last epoch
-            continue
-        monitor = cfg.monitor if cfg.monitor in metrics else "val_loss"
-        value = metrics[monitor]
-        if math.isfinite(value) and _improved(monitor, value, best_value):
-            best_value, best_epoch, stale = value, epoch, 0
-            best_state = copy.deepcopy(net.state_dict())
-        else:
-            stale += 1
-            if cfg.patience is not None and stale >= cfg.patience:
-                stopped_early = True
-                break
+    with Progress(cfg.max_epochs, label, unit="epoch") as progress:
+        for epoch in range(cfg.max_epochs):
+            start = time.perf_counter()
+            lr = _lr_at(cfg, epoch)
+            for group in optimizer.param_groups:
+                group["lr"] = lr
+            net.train()
+            total, count = 0.0, 0
+            for idx in _batches(len(x_all), cfg.batch_size, generator):
+                x, y = objective.augment(cfg.augment, x_all[idx], y_all[idx], generator)
+                loss = objective.loss(net, pre.apply_stretch(to_device(x, device)), y.to(device))
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * len(idx)
+                count += len(idx)
+                progress.alive(f"epoch {epoch + 1}: {count}/{len(x_all)} images")
+            metrics = {"train_loss": total / max(count, 1), "lr": lr}
+            if len(X_val):
+                outputs = predict_outputs(net, X_val, pre, objective, device, cfg.eval_batch_size,
+                                          progress=progress)
+                metrics.update(objective.val_metrics(outputs, None, np.asarray(y_val)))
+            metrics["epoch_time_s"] = time.perf_counter() - start
+            for key, value in metrics.items():
+                history.setdefault(key, []).append(float(value))
+            progress.update(**{k: v for k, v in metrics.items() if k not in ("lr", "epoch_time_s")})
+            if epoch_callback is not None:
+                epoch_callback(epoch, dict(metrics))
+            if not len(X_val):
+                best_epoch = epoch  # no validation: keep the last epoch
+                continue
+            monitor = cfg.monitor if cfg.monitor in metrics else "val_loss"
+            value = metrics[monitor]
+            if math.isfinite(value) and _improved(monitor, value, best_value):
+                best_value, best_epoch, stale = value, epoch, 0
+                best_state = copy.deepcopy(net.state_dict())
+            else:
+                stale += 1
+                if cfg.patience is not None and stale >= cfg.patience:
+                    stopped_early = True
+                    break
     if best_state is not None:
         net.load_state_dict(best_state)
     net.eval()
