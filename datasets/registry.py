@@ -13,6 +13,8 @@ Where files come from (``fetch``):
 * otherwise: pooch downloads the file once from its origin (a raw GitHub URL at the pinned
   commit) into ``$LENSBENCH_CACHE_DIR`` (default: the OS cache directory ``lensbench``) and
   checks the same sha256. Files without a public origin (derived tables) need the mirror.
+  With ``$LENSBENCH_NO_DOWNLOAD=1`` (the test suite sets it) only a file already in the cache is
+  used; nothing is downloaded.
 
 A missing or corrupt file is an error (:class:`DataFileError`) that names the file, the expected
 sha256 and the place that was searched.
@@ -31,6 +33,7 @@ from lensbench.datasets.storage import sha256_file
 
 DATA_DIR_ENV = "LENSBENCH_DATA_DIR"
 CACHE_DIR_ENV = "LENSBENCH_CACHE_DIR"
+NO_DOWNLOAD_ENV = "LENSBENCH_NO_DOWNLOAD"
 REGISTRY_FILE = "data_registry.json"
 
 # Origins of the mirror's folders: repository, pinned commit, how a mirror path maps to the path in
@@ -188,6 +191,46 @@ def data_dir() -> Path | None:
     return Path(value).expanduser() if value else None
 
 
+def _cache_dir() -> Path:
+    value = os.environ.get(CACHE_DIR_ENV)
+    if value:
+        return Path(value).expanduser()
+    import pooch
+
+    return Path(pooch.os_cache("lensbench"))
+
+
+def _cache_path(name: str) -> Path:
+    return _cache_dir() / name.replace("/", "__")
+
+
+def downloads_allowed() -> bool:
+    return os.environ.get(NO_DOWNLOAD_ENV, "") in ("", "0")
+
+
+def local_path(name: str) -> Path | None:
+    """Where ``fetch(name)`` would read the file without a download (the mirror when
+    ``$LENSBENCH_DATA_DIR`` is set, else the download cache), or None when it is not there.
+    Checks presence only (``fetch`` verifies the sha256)."""
+    _entry(name)
+    mirror = data_dir()
+    path = mirror / name if mirror is not None else _cache_path(name)
+    return path if path.is_file() else None
+
+
+def how_to_get(name: str) -> str:
+    """One sentence: how to make the registered file ``name`` available."""
+    entry = _entry(name)
+    mirror = data_dir()
+    if mirror is not None:
+        return f"${DATA_DIR_ENV}={mirror} lacks it: point ${DATA_DIR_ENV} at a complete mirror"
+    if entry["url"] is None:
+        return f"it has no public origin: set ${DATA_DIR_ENV} to a data mirror that holds it"
+    return (f"set ${DATA_DIR_ENV} to a data mirror, or download it once into {_cache_dir()} "
+            "with `python -c \"from lensbench.datasets import registry; "
+            f"registry.fetch('{name}')\"` (from {entry['url']})")
+
+
 def fetch(name: str) -> Path:
     """Local path of the registered file ``name``, its sha256 verified.
 
@@ -216,9 +259,11 @@ def _download(name: str, entry: dict) -> Path:
         raise DataFileError(f"data file {name!r} (sha256 {entry['sha256']}) has no public "
                             f"origin ({entry['origin']}); set ${DATA_DIR_ENV} to a mirror that "
                             "holds it")
+    if not downloads_allowed():
+        return _cached_without_download(name, entry)
     import pooch
 
-    cache_dir = Path(os.environ.get(CACHE_DIR_ENV) or pooch.os_cache("lensbench"))
+    cache_dir = _cache_dir()
     try:
         path = pooch.retrieve(entry["url"], known_hash=f"sha256:{entry['sha256']}",
                               fname=name.replace("/", "__"), path=cache_dir, progressbar=False)
@@ -231,6 +276,20 @@ def _download(name: str, entry: dict) -> Path:
                             f"downloaded from {entry['url']} into {cache_dir}: {e}; set "
                             f"${DATA_DIR_ENV} to a local mirror") from e
     return Path(path)
+
+
+def _cached_without_download(name: str, entry: dict) -> Path:
+    path = _cache_path(name)
+    if not path.is_file():
+        raise DataFileError(f"data file {name!r} (sha256 {entry['sha256']}) is not in the cache "
+                            f"{path.parent} and downloads are off (${NO_DOWNLOAD_ENV}); "
+                            f"{how_to_get(name)}")
+    actual = sha256_file(path)
+    if actual != entry["sha256"]:
+        raise DataFileError(f"data file {name!r} in the cache is corrupt: expected sha256 "
+                            f"{entry['sha256']}, file {path} has {actual}; downloads are off "
+                            f"(${NO_DOWNLOAD_ENV}), so it is not replaced")
+    return path
 
 
 def fetch_many(names_: list[str]) -> dict[str, Path]:

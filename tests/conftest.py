@@ -1,4 +1,10 @@
-"""Shared fixtures: a real MLflow tracking server on loopback."""
+"""Shared fixtures: what tests need from outside the repository (real-data files, Chromium,
+PostgreSQL, a real MLflow tracking server on loopback).
+
+A test that needs something outside gets it from one fixture here (``real_data``, ``chromium``,
+``postgres_url``). When it is missing the test is skipped with one line naming what is missing
+and how to get it; with ``LENSBENCH_REQUIRE_ALL=1`` (CI sets it) that line is a failure instead.
+"""
 
 from __future__ import annotations
 
@@ -13,10 +19,72 @@ from pathlib import Path
 
 import pytest
 
-# Real data comes from the shared mirror beside the repository (never downloaded in tests).
+# Real data comes from $LENSBENCH_DATA_DIR, else the shared mirror beside the repository, else
+# the download cache; tests never download (LENSBENCH_NO_DOWNLOAD). LENSBENCH_NO_MIRROR=1 hides
+# the shared mirror, to see what a machine without it does.
 _MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
-if _MIRROR.is_dir():
+if _MIRROR.is_dir() and os.environ.get("LENSBENCH_NO_MIRROR", "") in ("", "0"):
     os.environ.setdefault("LENSBENCH_DATA_DIR", str(_MIRROR))
+os.environ["LENSBENCH_NO_DOWNLOAD"] = "1"
+REQUIRE_ALL = os.environ.get("LENSBENCH_REQUIRE_ALL", "") not in ("", "0")
+
+
+def missing(what: str) -> None:
+    """Skip the test (fail it under LENSBENCH_REQUIRE_ALL=1) with one line saying what is
+    missing and how to get it."""
+    if REQUIRE_ALL:
+        pytest.fail(f"{what} (LENSBENCH_REQUIRE_ALL=1)", pytrace=False)
+    pytest.skip(what)
+
+
+class RealData:
+    """``real_data(name, ...)``: local paths of registered data files (a name ending in ``/``:
+    every registered data file in that folder, without its SOURCE notes); one name gives a
+    Path, several a ``{name: path}`` dict. ``real_data.mirror()``: the data mirror folder itself."""
+
+    def __call__(self, *names: str):
+        from lensbench.datasets import registry
+
+        expanded = [n for name in names for n in (
+            [f for f in registry.names(name) if not Path(f).name.startswith("SOURCE")]
+            if name.endswith("/") else [name])]
+        paths = {}
+        for name in expanded:
+            path = registry.local_path(name)
+            if path is None:
+                missing(f"needs the real-data file {name!r}: {registry.how_to_get(name)}")
+            paths[name] = path
+        return paths[expanded[0]] if len(names) == 1 and not names[0].endswith("/") else paths
+
+    def mirror(self) -> Path:
+        from lensbench.datasets import registry
+
+        mirror = registry.data_dir()
+        if mirror is None or not (mirror / "SHA256SUMS").is_file():
+            missing(f"needs the data mirror itself (a folder with SHA256SUMS): set "
+                    f"${registry.DATA_DIR_ENV} to it")
+        return mirror
+
+
+@pytest.fixture(scope="session")
+def real_data() -> RealData:
+    return RealData()
+
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+@pytest.fixture(scope="session")
+def chromium() -> str:
+    """Path of the Chromium that Playwright drives (Debian's chromium package; .ci/run installs
+    it), Playwright itself from the dev extra."""
+    import importlib.util
+
+    if importlib.util.find_spec("playwright") is None:
+        missing("needs Playwright: pip install -e '.[dev]'")
+    if not os.access(CHROMIUM, os.X_OK):
+        missing(f"needs Chromium at {CHROMIUM}: apt-get install chromium")
+    return CHROMIUM
 
 
 def free_port() -> int:
@@ -70,8 +138,7 @@ def _postgres_bin(name: str) -> str:
 
     found = sorted(glob.glob(f"/usr/lib/postgresql/*/bin/{name}")) or [shutil.which(name)]
     if not found or not found[-1]:
-        pytest.fail(f"PostgreSQL's {name} not found: install Debian's postgresql package "
-                    "(.ci/run does)")
+        missing(f"needs PostgreSQL's {name}: apt-get install postgresql")
     return found[-1]
 
 
@@ -84,6 +151,7 @@ def postgres_url():
     import tempfile
     from pathlib import Path
 
+    initdb = _postgres_bin("initdb")  # skips before anything is made when PostgreSQL is missing
     # Not under pytest's tmp dir: that is private to root, and the server runs as `postgres`.
     root = Path(tempfile.mkdtemp(prefix="lensbench-postgres-"))
     data = root / "data"
@@ -92,7 +160,7 @@ def postgres_url():
         as_user = ["runuser", "-u", "postgres", "--"]
         shutil.chown(root, "postgres")
     port = free_port()
-    subprocess.run([*as_user, _postgres_bin("initdb"), "-D", str(data), "-U", "lensbench",
+    subprocess.run([*as_user, initdb, "-D", str(data), "-U", "lensbench",
                     "--auth=trust", "-E", "UTF8"], check=True, capture_output=True)
     log = root / "postgres.log"
     subprocess.run([*as_user, _postgres_bin("pg_ctl"), "-D", str(data), "-l", str(log), "-w",
