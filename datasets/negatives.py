@@ -20,7 +20,7 @@ and mixes them into bands with per-band fluxes (one FFT per component). A negati
 slots with its own parts: slot 0 its red part (bulge, core, first galaxy), slots 1 and 2 its blue
 or secondary parts, each with a colour from the tables in ``config`` (``DISK_COLOURS``,
 ``RING_COLOURS``, ``ARM_COLOURS``, ``LENS_COLOURS``) plus ``colour_scatter``. PSF-convolved
-artefacts (stars, trails) get their own slot (``Simulator.artefact_slot``). For the
+artefacts (stars, trails) get their own slot (``Renderer.artefact_slot``). For the
 single-galaxy classes (elliptical, spiral, ring, edge-on, cosmos) the total reference-band
 magnitude is exactly the Faber-Jackson magnitude drawn for the elliptical (colour scatter moves the
 other bands only), so brightness says nothing about the class; mergers and groups add their
@@ -30,13 +30,19 @@ than they are, with their own angular sizes (compact, high surface brightness).
 
 Profiles are batched torch functions: parameters of shape (m, 1, 1) broadcast against image-plane
 coordinates (H, W) in arcsec. They return surface brightness (flux / arcsec^2); the renderers
-multiply by the subpixel area. Sampling is numpy, from the simulator's random stream.
+multiply by the subpixel area. Sampling is numpy, from the population's random stream.
+
+What each side reads of the simulator is narrow: the samplers a ``population.Population``
+(``config``, ``band_names``, ``reference_index``, ``size``, ``half_width``, ``draw_cosmos``), the
+renderers a ``render.Grid`` (the supersampled coordinates, pixel scale and size) plus the bands,
+artefact slot or saturation levels they are given.
 """
 
 from __future__ import annotations
 
 import math
 from collections.abc import Callable
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -50,6 +56,10 @@ from lensbench.datasets.config import (
     RING_COLOURS,
     STAR_COLOURS,
 )
+
+if TYPE_CHECKING:  # render and population import this module
+    from lensbench.datasets.population import Population
+    from lensbench.datasets.render import Grid
 
 MASK_VALUE = 100.0  # masked pixels, as in the Metcalf et al. (2019) challenge data
 COSMIC_RAY, SATURATED_STAR, SATELLITE_TRAIL, MASK = range(4)
@@ -147,14 +157,15 @@ def line_profile(x, y, flux_per_length, angle, width, center_x=0.0, center_y=0.0
 # Sizes: Sersic parts have r_eff >= 0.3" and clumps >= 0.1": the simulator samples profiles at
 # subpixel centres, and a cuspy core much smaller than that is over- or under-counted by up to
 # ~15% depending on where it falls (measured: n = 3.3, r_eff = 0.19" on 0.084" subpixels).
-def _colour_mags(sim, rng, ref_mag, table, n):
+def _colour_mags(population: Population, rng, ref_mag, table, n):
     """(n, B) magnitudes of a part whose reference-band magnitude is ``ref_mag`` and colours
     follow ``table`` (band - i), plus ``colour_scatter`` in the other bands (the reference band
     keeps ``ref_mag`` exactly, so the parts' shares of the reference flux hold)."""
-    ref = sim.config.reference
-    scatter = rng.normal(0, sim.config.colour_scatter, (n, len(sim.band_names)))
-    scatter[:, sim.reference_index] = 0.0
-    return np.stack([ref_mag + table[b] - table[ref] for b in sim.band_names], axis=1) + scatter
+    ref = population.config.reference
+    scatter = rng.normal(0, population.config.colour_scatter, (n, len(population.band_names)))
+    scatter[:, population.reference_index] = 0.0
+    mags = np.stack([ref_mag + table[b] - table[ref] for b in population.band_names], axis=1)
+    return mags + scatter
 
 
 def _share_mag(ref_mag, fraction):
@@ -162,19 +173,15 @@ def _share_mag(ref_mag, fraction):
         return ref_mag - 2.5 * np.log10(fraction)
 
 
-def _half_width(sim) -> float:
-    return 0.5 * sim.size * sim.pixel_scale
-
-
-def _sample_elliptical(sim, rng, n, p, select):
-    mags = np.full((n, len(sim.band_names), 3), np.inf)
-    mags[:, :, 0] = np.stack([p[f"lens_mag_{b}"] for b in sim.band_names], axis=1)
+def _sample_elliptical(population: Population, rng, n, p, select):
+    mags = np.full((n, len(population.band_names), 3), np.inf)
+    mags[:, :, 0] = np.stack([p[f"lens_mag_{b}"] for b in population.band_names], axis=1)
     return {"_component_mag": mags}
 
 
-def _sample_disk_galaxy(sim, rng, n, p, q_range, arms: bool):
+def _sample_disk_galaxy(population: Population, rng, n, p, q_range, arms: bool):
     """Bulge + exponential disk (+ arms): shared by ``spiral`` and ``edge-on``."""
-    ref = p[f"lens_mag_{sim.config.reference}"]
+    ref = p[f"lens_mag_{population.config.reference}"]
     # The half-light semi-major axis (0.8-1.8": 3.5-8 kpc at z = 0.3) is what a disk keeps
     # when inclined; the product-average radius of the profiles is that times sqrt(q).
     major = rng.uniform(0.8, 1.8, n)
@@ -191,28 +198,28 @@ def _sample_disk_galaxy(sim, rng, n, p, q_range, arms: bool):
         out["arm_sharpness"] = rng.uniform(2.0, 6.0, n)
         arm_share = rng.uniform(0.3, 0.6, n)
     disk = 1 - out["bulge_fraction"]
-    mags = np.full((n, len(sim.band_names), 3), np.inf)
+    mags = np.full((n, len(population.band_names), 3), np.inf)
     for slot, (share, table) in enumerate(((out["bulge_fraction"], LENS_COLOURS),
                                            (disk * (1 - arm_share), DISK_COLOURS),
                                            (disk * arm_share, ARM_COLOURS))):
-        mags[:, :, slot] = _colour_mags(sim, rng, _share_mag(ref, share), table, n)
+        mags[:, :, slot] = _colour_mags(population, rng, _share_mag(ref, share), table, n)
     out["_component_mag"] = mags
     out["_main"] = {"lens_r_eff": out["disk_r_eff"], "lens_sersic_n": np.ones(n),
                     "lens_q_light": out["disk_q"], "lens_phi_light": out["disk_phi"]}
     return out
 
 
-def _sample_spiral(sim, rng, n, p, select):
-    return _sample_disk_galaxy(sim, rng, n, p, (0.35, 1.0), arms=True)
+def _sample_spiral(population: Population, rng, n, p, select):
+    return _sample_disk_galaxy(population, rng, n, p, (0.35, 1.0), arms=True)
 
 
-def _sample_edge_on(sim, rng, n, p, select):
-    return _sample_disk_galaxy(sim, rng, n, p, (0.1, 0.25), arms=False)
+def _sample_edge_on(population: Population, rng, n, p, select):
+    return _sample_disk_galaxy(population, rng, n, p, (0.1, 0.25), arms=False)
 
 
-def _sample_ring(sim, rng, n, p, select):
-    ref = p[f"lens_mag_{sim.config.reference}"]
-    high = min(2.5, max(0.8, 0.8 * _half_width(sim)))
+def _sample_ring(population: Population, rng, n, p, select):
+    ref = p[f"lens_mag_{population.config.reference}"]
+    high = min(2.5, max(0.8, 0.8 * population.half_width))
     out = {"core_r_eff": rng.uniform(0.3, 0.7, n), "core_n": rng.uniform(2.5, 4.0, n),
            "core_q": rng.uniform(0.6, 1.0, n), "core_phi": rng.uniform(0, math.pi, n),
            "ring_radius": rng.uniform(0.8, high, n), "ring_width": rng.uniform(0.08, 0.25, n),
@@ -228,11 +235,11 @@ def _sample_ring(sim, rng, n, p, select):
         np.arange(MAX_RING_KNOTS)[None] < n_knots[:, None])
     out["knot_weight"] = weights / np.maximum(weights.sum(axis=1, keepdims=True), 1e-12)
     knot_share = np.where(n_knots > 0, knot_share, 0.0)
-    mags = np.full((n, len(sim.band_names), 3), np.inf)
+    mags = np.full((n, len(population.band_names), 3), np.inf)
     for slot, (share, table) in enumerate((
             (1 - ring_share, LENS_COLOURS), (ring_share * (1 - knot_share), RING_COLOURS),
             (ring_share * knot_share, ARM_COLOURS))):
-        mags[:, :, slot] = _colour_mags(sim, rng, _share_mag(ref, share), table, n)
+        mags[:, :, slot] = _colour_mags(population, rng, _share_mag(ref, share), table, n)
     out["_component_mag"] = mags
     out["feature_radius"] = out["ring_radius"]
     out["_main"] = {"lens_r_eff": out["core_r_eff"], "lens_sersic_n": out["core_n"],
@@ -240,9 +247,9 @@ def _sample_ring(sim, rng, n, p, select):
     return out
 
 
-def _sample_merger(sim, rng, n, p, select):
-    ref = p[f"lens_mag_{sim.config.reference}"]
-    high = min(2.5, max(0.8, 0.9 * _half_width(sim)))
+def _sample_merger(population: Population, rng, n, p, select):
+    ref = p[f"lens_mag_{population.config.reference}"]
+    high = min(2.5, max(0.8, 0.9 * population.half_width))
     separation = rng.uniform(0.8, high, n)
     direction = rng.uniform(0, 2 * math.pi, n)
     ux, uy = np.cos(direction), np.sin(direction)
@@ -258,24 +265,24 @@ def _sample_merger(sim, rng, n, p, select):
     b_mag = ref + rng.uniform(0.0, 1.5, n)
     tail_share = rng.uniform(0.15, 0.4, n)
     red_b = rng.random(n) < 0.5
-    mags = np.full((n, len(sim.band_names), 3), np.inf)
-    mags[:, :, 0] = _colour_mags(sim, rng, ref, LENS_COLOURS, n)
-    red = _colour_mags(sim, rng, _share_mag(b_mag, 1 - tail_share), LENS_COLOURS, n)
-    blue = _colour_mags(sim, rng, _share_mag(b_mag, 1 - tail_share), DISK_COLOURS, n)
+    mags = np.full((n, len(population.band_names), 3), np.inf)
+    mags[:, :, 0] = _colour_mags(population, rng, ref, LENS_COLOURS, n)
+    red = _colour_mags(population, rng, _share_mag(b_mag, 1 - tail_share), LENS_COLOURS, n)
+    blue = _colour_mags(population, rng, _share_mag(b_mag, 1 - tail_share), DISK_COLOURS, n)
     mags[:, :, 1] = np.where(red_b[:, None], red, blue)
-    mags[:, :, 2] = _colour_mags(sim, rng, _share_mag(b_mag, tail_share), ARM_COLOURS, n)
+    mags[:, :, 2] = _colour_mags(population, rng, _share_mag(b_mag, tail_share), ARM_COLOURS, n)
     out["_component_mag"] = mags
     out["feature_radius"] = separation
     out["_main"] = {"lens_x": out["a_x"], "lens_y": out["a_y"]}
     return out
 
 
-def _sample_group(sim, rng, n, p, select):
-    ref = p[f"lens_mag_{sim.config.reference}"]
+def _sample_group(population: Population, rng, n, p, select):
+    ref = p[f"lens_mag_{population.config.reference}"]
     k = MAX_GROUP_MEMBERS
     members = rng.integers(2, k + 1, n)  # besides the central galaxy: 3-5 in all
     present = np.arange(k)[None] < members[:, None]
-    limit = 0.85 * _half_width(sim)
+    limit = 0.85 * population.half_width
     radius = rng.uniform(min(0.8, 0.5 * limit), limit, (n, k))
     angle = rng.uniform(0, 2 * math.pi, (n, k))
     out = {"member_x": p["lens_x"][:, None] + np.clip(radius * np.cos(angle), -limit, limit),
@@ -287,19 +294,19 @@ def _sample_group(sim, rng, n, p, select):
     member_flux = 10 ** (-0.4 * rng.uniform(0.3, 2.0, (n, k))) * present  # relative to central
     total = member_flux.sum(axis=1)
     out["member_weight"] = member_flux / total[:, None]
-    mags = np.full((n, len(sim.band_names), 3), np.inf)
-    mags[:, :, 0] = np.stack([p[f"lens_mag_{b}"] for b in sim.band_names], axis=1)
-    mags[:, :, 1] = _colour_mags(sim, rng, ref - 2.5 * np.log10(total), LENS_COLOURS, n)
+    mags = np.full((n, len(population.band_names), 3), np.inf)
+    mags[:, :, 0] = np.stack([p[f"lens_mag_{b}"] for b in population.band_names], axis=1)
+    mags[:, :, 1] = _colour_mags(population, rng, ref - 2.5 * np.log10(total), LENS_COLOURS, n)
     out["_component_mag"] = mags
     out["n_members"] = members + 1
     return out
 
 
-def _sample_cosmos(sim, rng, n, p, select):
+def _sample_cosmos(population: Population, rng, n, p, select):
     """Real COSMOS galaxies for the selected rows; their catalogue colours, rescaled to the
     reference-band magnitude drawn for the elliptical."""
-    ref = p[f"lens_mag_{sim.config.reference}"]
-    index, stamps, scales, colours = sim.draw_cosmos(rng, int(select.sum()))
+    ref = p[f"lens_mag_{population.config.reference}"]
+    index, stamps, scales, colours = population.draw_cosmos(rng, int(select.sum()))
     out = {"cosmos_index": np.full(n, -1, dtype=np.int64), "_stamps": np.empty(n, dtype=object),
            "_stamp_scale": np.full(n, np.nan)}
     out["cosmos_index"][select] = index
@@ -307,7 +314,7 @@ def _sample_cosmos(sim, rng, n, p, select):
     rows = np.flatnonzero(select)
     for k, row in enumerate(rows):
         out["_stamps"][row] = stamps[k]
-    component = np.full((n, len(sim.band_names), 3), np.inf)
+    component = np.full((n, len(population.band_names), 3), np.inf)
     component[select, :, 0] = ref[select, None] + colours
     out["_component_mag"] = component
     nan = np.full(n, np.nan)
@@ -316,17 +323,17 @@ def _sample_cosmos(sim, rng, n, p, select):
     return out
 
 
-def _sample_artefact_class(sim, rng, n, p, select):
-    return _sample_elliptical(sim, rng, n, p, select)
+def _sample_artefact_class(population: Population, rng, n, p, select):
+    return _sample_elliptical(population, rng, n, p, select)
 
 
-def sample_artefacts(sim, rng, p: dict, present: np.ndarray) -> None:
+def sample_artefacts(population: Population, rng, p: dict, present: np.ndarray) -> None:
     """Draw an artefact (kind uniform over ARTEFACT_KINDS) for the systems where ``present``;
     adds ``artefact_kind`` (-1: none), ``artefact_mag`` (n, B: the PSF-convolved part's AB
     magnitudes, inf where none) and the geometry to ``p``."""
     n = len(present)
-    half = _half_width(sim)
-    bands = len(sim.band_names)
+    half = population.half_width
+    bands = len(population.band_names)
     kind = rng.integers(0, len(ARTEFACT_KINDS), n)
     a = {"artefact_kind": np.where(present, kind, -1),
          "artefact_band": rng.integers(0, bands, n),
@@ -338,8 +345,8 @@ def sample_artefacts(sim, rng, p: dict, present: np.ndarray) -> None:
          "cosmic_peak": rng.uniform(*COSMIC_RAY_PEAK_RANGE, n),
          "spike_fraction": rng.uniform(0.01, 0.05, n),
          "spike_length": rng.uniform(1.0, 3.0, n),
-         "mask_width": rng.uniform(0.1, 0.4, (n, 2)) * sim.size}
-    star_mag = _colour_mags(sim, rng, rng.uniform(*STAR_MAG_RANGE, n), STAR_COLOURS, n)
+         "mask_width": rng.uniform(0.1, 0.4, (n, 2)) * population.size}
+    star_mag = _colour_mags(population, rng, rng.uniform(*STAR_MAG_RANGE, n), STAR_COLOURS, n)
     trail_mag = rng.uniform(*TRAIL_MAG_RANGE, n)
     mags = np.full((n, bands), np.inf)
     star = a["artefact_kind"] == SATURATED_STAR
@@ -357,24 +364,24 @@ SAMPLERS: dict[str, Callable] = {
 }
 
 
-def sample_negatives(sim, rng: np.random.Generator, p: dict) -> None:
+def sample_negatives(population: Population, rng: np.random.Generator, p: dict) -> None:
     """Assign a class of NEGATIVE_CLASSES to each non-lens system in ``p`` (shares from
     ``SimConfig.negatives``) and draw its parts; adds ``negative_class``, ``_component_mag``
     (n, B, 3), ``feature_radius`` and the class parameters to ``p`` and overwrites the lens-light
     truth columns with each class's main component and the total magnitudes."""
     n = len(p["lens_x"])
-    fractions = np.asarray(sim.config.negative_fractions)
+    fractions = np.asarray(population.config.negative_fractions)
     classes = rng.choice(len(NEGATIVE_CLASSES), size=n, p=fractions / fractions.sum())
     p["negative_class"] = classes
     p["feature_radius"] = np.full(n, np.nan)
-    component = np.full((n, len(sim.band_names), 3), np.inf)
+    component = np.full((n, len(population.band_names), 3), np.inf)
     main = {key: p[key].copy() for key in ("lens_r_eff", "lens_sersic_n", "lens_q_light",
                                            "lens_phi_light", "lens_x", "lens_y")}
     for c, name in enumerate(NEGATIVE_CLASSES):
         select = classes == c
         if fractions[c] == 0:
             continue
-        drawn = SAMPLERS[name](sim, rng, n, p, select)
+        drawn = SAMPLERS[name](population, rng, n, p, select)
         component[select] = drawn.pop("_component_mag")[select]
         for key, value in drawn.pop("_main", {}).items():
             main[key][select] = value[select]
@@ -389,55 +396,55 @@ def sample_negatives(sim, rng: np.random.Generator, p: dict) -> None:
     p["_component_mag"] = component
     with np.errstate(divide="ignore"):
         total = -2.5 * np.log10((10 ** (-0.4 * component)).sum(axis=2))
-    for b, band in enumerate(sim.band_names):
+    for b, band in enumerate(population.band_names):
         p[f"lens_mag_{band}"] = total[:, b]
     artefact = classes == NEGATIVE_CLASSES.index("artefact")
     if artefact.any():
-        sample_artefacts(sim, rng, p, artefact)
+        sample_artefacts(population, rng, p, artefact)
 
 
 # ------------------------------------------------------------------------------------ rendering
-def _sersic_map(sim, r_eff, n, q, phi, cx, cy, weight=None):
+def _sersic_map(grid: Grid, r_eff, n, q, phi, cx, cy, weight=None):
     """Unit-flux (times ``weight``) elliptical Sersic per subpixel on the simulator's grid."""
-    c = sim._column
+    c = grid.column
     flux = 1.0 if weight is None else weight
-    amplitude = lensing.sersic_flux_to_amplitude(flux, r_eff, n) * sim.subpixel_area
-    return lensing.sersic_profile(sim.x_fine, sim.y_fine, c(amplitude), c(r_eff), c(n), c(q),
+    amplitude = lensing.sersic_flux_to_amplitude(flux, r_eff, n) * grid.subpixel_area
+    return lensing.sersic_profile(grid.x_fine, grid.y_fine, c(amplitude), c(r_eff), c(n), c(q),
                                   c(phi), c(cx), c(cy), b_n=c(lensing.sersic_b(n)))
 
 
-def _render_elliptical(sim, p, rows, maps):
-    maps[:, 0] = _sersic_map(sim, p["lens_r_eff"][rows], p["lens_sersic_n"][rows],
+def _render_elliptical(grid: Grid, p, rows, maps):
+    maps[:, 0] = _sersic_map(grid, p["lens_r_eff"][rows], p["lens_sersic_n"][rows],
                              p["lens_q_light"][rows], p["lens_phi_light"][rows],
                              p["lens_x"][rows], p["lens_y"][rows])
 
 
-def _render_disk_galaxy(sim, p, rows, maps):
+def _render_disk_galaxy(grid: Grid, p, rows, maps):
     """Bulge (slot 0) and exponential disk (slot 1), sharing the disk's position angle."""
     cx, cy = p["lens_x"][rows], p["lens_y"][rows]
-    maps[:, 0] = _sersic_map(sim, p["bulge_r_eff"][rows], p["bulge_n"][rows],
+    maps[:, 0] = _sersic_map(grid, p["bulge_r_eff"][rows], p["bulge_n"][rows],
                              p["bulge_q"][rows], p["disk_phi"][rows], cx, cy)
-    maps[:, 1] = _sersic_map(sim, p["disk_r_eff"][rows], np.ones(len(rows)), p["disk_q"][rows],
+    maps[:, 1] = _sersic_map(grid, p["disk_r_eff"][rows], np.ones(len(rows)), p["disk_q"][rows],
                              p["disk_phi"][rows], cx, cy)
 
 
-def _render_spiral(sim, p, rows, maps):
-    _render_disk_galaxy(sim, p, rows, maps)
-    c = sim._column
+def _render_spiral(grid: Grid, p, rows, maps):
+    _render_disk_galaxy(grid, p, rows, maps)
+    c = grid.column
     maps[:, 2] = spiral_arm_profile(
-        sim.x_fine, sim.y_fine, sim.subpixel_area, c(p["disk_r_eff"][rows]),
+        grid.x_fine, grid.y_fine, grid.subpixel_area, c(p["disk_r_eff"][rows]),
         c(p["disk_q"][rows]), c(p["disk_phi"][rows]), c(p["n_arms"][rows]),
         c(p["pitch"][rows]), c(p["arm_phase"][rows]), c(p["arm_sharpness"][rows]),
         c(p["lens_x"][rows]), c(p["lens_y"][rows]))
 
 
-def _render_ring(sim, p, rows, maps):
-    c = sim._column
+def _render_ring(grid: Grid, p, rows, maps):
+    c = grid.column
     cx, cy = p["lens_x"][rows], p["lens_y"][rows]
-    maps[:, 0] = _sersic_map(sim, p["core_r_eff"][rows], p["core_n"][rows], p["core_q"][rows],
+    maps[:, 0] = _sersic_map(grid, p["core_r_eff"][rows], p["core_n"][rows], p["core_q"][rows],
                              p["core_phi"][rows], cx, cy)
     radius, q, phi = p["ring_radius"][rows], p["ring_q"][rows], p["ring_phi"][rows]
-    maps[:, 1] = ring_profile(sim.x_fine, sim.y_fine, sim.subpixel_area, c(radius),
+    maps[:, 1] = ring_profile(grid.x_fine, grid.y_fine, grid.subpixel_area, c(radius),
                               c(p["ring_width"][rows]), c(q), c(phi), c(cx), c(cy))
     # Knots on the ring: the point at azimuth t of the disk plane, projected back to the sky.
     for j in range(MAX_RING_KNOTS):
@@ -449,43 +456,44 @@ def _render_ring(sim, p, rows, maps):
         kx = cx + u * np.cos(phi) - v * np.sin(phi)
         ky = cy + u * np.sin(phi) + v * np.cos(phi)
         maps[:, 2] += lensing.gaussian_profile(
-            sim.x_fine, sim.y_fine, c(weight * sim.subpixel_area), c(p["knot_r_eff"][rows, j]),
+            grid.x_fine, grid.y_fine, c(weight * grid.subpixel_area), c(p["knot_r_eff"][rows, j]),
             c(kx), c(ky))
 
 
-def _render_merger(sim, p, rows, maps):
-    c = sim._column
-    maps[:, 0] = _sersic_map(sim, p["lens_r_eff"][rows], p["lens_sersic_n"][rows],
+def _render_merger(grid: Grid, p, rows, maps):
+    c = grid.column
+    maps[:, 0] = _sersic_map(grid, p["lens_r_eff"][rows], p["lens_sersic_n"][rows],
                              p["lens_q_light"][rows], p["lens_phi_light"][rows], p["a_x"][rows],
                              p["a_y"][rows])
-    maps[:, 1] = _sersic_map(sim, p["b_r_eff"][rows], p["b_n"][rows], p["b_q"][rows],
+    maps[:, 1] = _sersic_map(grid, p["b_r_eff"][rows], p["b_n"][rows], p["b_q"][rows],
                              p["b_phi"][rows], p["b_x"][rows], p["b_y"][rows])
     maps[:, 2] = arc_segment_profile(
-        sim.x_fine, sim.y_fine, sim.subpixel_area, c(p["tail_radius"][rows]),
+        grid.x_fine, grid.y_fine, grid.subpixel_area, c(p["tail_radius"][rows]),
         c(p["tail_width"][rows]), c(p["tail_angle"][rows]), c(p["tail_extent"][rows]),
         c(p["b_x"][rows]), c(p["b_y"][rows]))
 
 
-def _render_group(sim, p, rows, maps):
-    _render_elliptical(sim, p, rows, maps)
+def _render_group(grid: Grid, p, rows, maps):
+    _render_elliptical(grid, p, rows, maps)
     for j in range(MAX_GROUP_MEMBERS):
         weight = p["member_weight"][rows, j]
         if not np.any(weight > 0):
             continue
-        maps[:, 1] += _sersic_map(sim, p["member_r_eff"][rows, j], p["member_n"][rows, j],
+        maps[:, 1] += _sersic_map(grid, p["member_r_eff"][rows, j], p["member_n"][rows, j],
                                   p["member_q"][rows, j], p["member_phi"][rows, j],
                                   p["member_x"][rows, j], p["member_y"][rows, j], weight)
 
 
-def _render_cosmos(sim, p, rows, maps):
-    from lensbench.datasets.real import lensed_source_image
+def _render_cosmos(grid: Grid, p, rows, maps):
+    from lensbench.datasets.cosmos import lensed_source_image
 
     m = len(rows)
-    x = sim.x_fine.expand(m, -1, -1)
-    y = sim.y_fine.expand(m, -1, -1)
+    x = grid.x_fine.expand(m, -1, -1)
+    y = grid.y_fine.expand(m, -1, -1)
     maps[:, 0] = lensed_source_image(list(p["_stamps"][rows]), p["_stamp_scale"][rows], x, y,
                                      p["lens_x"][rows], p["lens_y"][rows],
-                                     subpixel_area=sim.subpixel_area, smooth_to=sim.smooth_to)
+                                     subpixel_area=grid.subpixel_area,
+                                     smooth_to=grid.subpixel_side)
 
 
 RENDERERS: dict[str, Callable] = {
@@ -495,25 +503,25 @@ RENDERERS: dict[str, Callable] = {
 }
 
 
-def render_negatives(sim, p, index, maps: torch.Tensor) -> None:
+def render_negatives(grid: Grid, p, index, maps: torch.Tensor) -> None:
     """Fill the supersampled unit-flux maps (n, C, Hf, Wf) of non-lens systems ``index``."""
     classes = p["negative_class"][index]
     for c in np.unique(classes):
         select = np.flatnonzero(classes == c)
         part = torch.zeros((len(select), 3, *maps.shape[2:]), dtype=maps.dtype,
                            device=maps.device)
-        RENDERERS[NEGATIVE_CLASSES[c]](sim, p, index[select], part)
+        RENDERERS[NEGATIVE_CLASSES[c]](grid, p, index[select], part)
         maps[torch.as_tensor(select, device=maps.device), :3] = part
 
 
-def render_psf_artefacts(sim, p, index, maps: torch.Tensor) -> None:
+def render_psf_artefacts(grid: Grid, slot: int, p, index, maps: torch.Tensor) -> None:
     """Saturated stars (a point source + four diffraction spikes, unit total flux) and satellite
-    trails (unit flux per arcsec of length) into ``maps[:, sim.artefact_slot]``."""
+    trails (unit flux per arcsec of length) into ``maps[:, slot]``."""
     kinds = p["artefact_kind"][index]
-    slot, c, x, y = sim.artefact_slot, sim._column, sim.x_fine, sim.y_fine
+    c, x, y = grid.column, grid.x_fine, grid.y_fine
     # Point-like cores of sigma = 1 subpixel, far below any PSF: narrower Gaussians, sampled at
     # subpixel centres, would not sum to their flux (2 exp(-2 pi^2 sigma^2) ripple, 6% at 0.42).
-    sub = sim.pixel_scale / sim.config.supersample
+    sub = grid.subpixel_side
     sigma = sub
     half_light = sub * math.sqrt(2 * math.log(2))
     star = np.flatnonzero(kinds == SATURATED_STAR)
@@ -527,16 +535,16 @@ def render_psf_artefacts(sim, p, index, maps: torch.Tensor) -> None:
         for turn in (0.0, 0.5 * math.pi):
             image += line_profile(x, y, c(density), c(p["artefact_angle"][rows] + turn),
                                   sigma, sx, sy, scale_length=c(length))
-        maps[torch.as_tensor(star, device=maps.device), slot] = image * sim.subpixel_area
+        maps[torch.as_tensor(star, device=maps.device), slot] = image * grid.subpixel_area
     trail = np.flatnonzero(kinds == SATELLITE_TRAIL)
     if len(trail):
         rows = index[trail]
         image = line_profile(x, y, 1.0, c(p["artefact_angle"][rows]), sigma,
                              c(p["artefact_x"][rows]), c(p["artefact_y"][rows]))
-        maps[torch.as_tensor(trail, device=maps.device), slot] = image * sim.subpixel_area
+        maps[torch.as_tensor(trail, device=maps.device), slot] = image * grid.subpixel_area
 
 
-def add_cosmic_rays(sim, p, index, expected: torch.Tensor) -> None:
+def add_cosmic_rays(grid: Grid, survey_bands, p, index, expected: torch.Tensor) -> None:
     """Cosmic-ray tracks into the expected electrons (n, B, H, W) of one band each, after the
     PSF: segments of 3-20 px with a Gaussian cross-section of sigma 0.3-0.9 px and a peak of
     10-100 background sigmas."""
@@ -544,36 +552,36 @@ def add_cosmic_rays(sim, p, index, expected: torch.Tensor) -> None:
     if not len(rows):
         return
     g = index[rows]
-    c = sim._column
-    axis = torch.arange(sim.size, dtype=sim.dtype, device=sim.device) + 0.5 - sim.size / 2
+    c = grid.column
+    axis = torch.arange(grid.size, dtype=grid.dtype, device=grid.device) + 0.5 - grid.size / 2
     py, px = torch.meshgrid(axis, axis, indexing="ij")  # pixel units
     sigma = c(p["cosmic_sigma_px"][g])
-    scale = sim.pixel_scale
+    scale = grid.pixel_scale
     track = line_profile(px, py, 1.0, c(p["artefact_angle"][g]), sigma,
                          c(p["artefact_x"][g] / scale), c(p["artefact_y"][g] / scale),
                          half_length=c(0.5 * p["cosmic_length_px"][g]))
     track = track * (math.sqrt(2 * math.pi) * sigma)  # unit peak
     bands = p["artefact_band"][g]
-    background = np.array([b.background_sigma for b in sim.bands])[bands]
+    background = np.array([b.background_sigma for b in survey_bands])[bands]
     peak = c(p["cosmic_peak"][g] * background)
     expected[torch.as_tensor(rows), torch.as_tensor(bands)] += track * peak
 
 
-def saturation_levels(sim) -> list[float]:
+def saturation_levels(saturation_level: float, bands, survey: str) -> list[float]:
     """Per band, the sky-subtracted value (nanomaggies) at which a saturated pixel is clipped:
     (full well x exposures - sky electrons) / electrons per nanomaggy. A full well below the
     sky of one exposure is a configuration error."""
-    levels = [(sim.config.saturation_level * b.n_exposures - b.sky_counts)
-              / b.electrons_per_nanomaggy for b in sim.bands]
-    low = [b.name for b, level in zip(sim.bands, levels, strict=True) if level <= 0]
+    levels = [(saturation_level * b.n_exposures - b.sky_counts)
+              / b.electrons_per_nanomaggy for b in bands]
+    low = [b.name for b, level in zip(bands, levels, strict=True) if level <= 0]
     if low:
-        raise ValueError(f"SimConfig.saturation_level={sim.config.saturation_level:g} electrons "
+        raise ValueError(f"SimConfig.saturation_level={saturation_level:g} electrons "
                          f"is below the sky of one exposure in band(s) {low} of survey "
-                         f"{sim.config.survey!r}")
+                         f"{survey!r}")
     return levels
 
 
-def apply_detector_effects(sim, p, index, images: torch.Tensor) -> None:
+def apply_detector_effects(grid: Grid, levels: list[float], p, index, images: torch.Tensor) -> None:
     """After noise, on images in nanomaggies (n, B, H, W): saturated stars clipped at the full
     well (``saturation_level`` electrons per pixel per exposure, all exposures alike, less the
     sky those electrons include: the images are sky subtracted; see ``saturation_levels``),
@@ -581,17 +589,17 @@ def apply_detector_effects(sim, p, index, images: torch.Tensor) -> None:
     kinds = p["artefact_kind"][index]
     star = np.flatnonzero(kinds == SATURATED_STAR)
     if len(star):
-        level = torch.tensor(saturation_levels(sim),
+        level = torch.tensor(levels,
                              dtype=images.dtype, device=images.device)[None, :, None, None]
         rows = torch.as_tensor(star, device=images.device)
         images[rows] = torch.minimum(images[rows], level)
     for row in np.flatnonzero(kinds == MASK):
         g = index[row]
         width, height = p["mask_width"][g]
-        col = (p["artefact_x"][g] / sim.pixel_scale + sim.size / 2)
-        line = (p["artefact_y"][g] / sim.pixel_scale + sim.size / 2)
-        c0, c1 = int(max(0, col - width / 2)), int(min(sim.size, col + width / 2) + 1)
-        r0, r1 = int(max(0, line - height / 2)), int(min(sim.size, line + height / 2) + 1)
+        col = (p["artefact_x"][g] / grid.pixel_scale + grid.size / 2)
+        line = (p["artefact_y"][g] / grid.pixel_scale + grid.size / 2)
+        c0, c1 = int(max(0, col - width / 2)), int(min(grid.size, col + width / 2) + 1)
+        r0, r1 = int(max(0, line - height / 2)), int(min(grid.size, line + height / 2) + 1)
         images[row, int(p["artefact_band"][g]), r0:r1, c0:c1] = MASK_VALUE
 
 

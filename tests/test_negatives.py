@@ -4,7 +4,6 @@ real COSMOS sources in the simulator."""
 from __future__ import annotations
 
 import math
-from pathlib import Path
 
 import numpy as np
 import pytest
@@ -16,18 +15,12 @@ from lensbench.datasets.config import (
     NEGATIVE_CLASSES,
     SimConfig,
 )
-from lensbench.datasets.real import lensed_source_image
+from lensbench.datasets.cosmos import lensed_source_image
 from lensbench.datasets.simulate import Simulator
 from scipy import stats
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 TINY = dict(survey="hsc", stamp_size=16, bands=("g", "i"))
 ALL_CLASSES = {name: 1 / len(NEGATIVE_CLASSES) for name in NEGATIVE_CLASSES}
-
-
-@pytest.fixture(autouse=True)
-def data_dir(monkeypatch):
-    monkeypatch.setenv("LENSBENCH_DATA_DIR", str(MIRROR))
 
 
 # ----------------------------------------------------------------------------- default unchanged
@@ -60,7 +53,8 @@ def test_negatives_code_path_renders_the_default_ellipticals():
     config = SimConfig(survey="hsc", stamp_size=24, bands=("g", "r", "i"), lens_fraction=0.3)
     default, truth = Simulator(config).simulate(24, seed=4)
     forced = Simulator(config)
-    forced.default_negatives, forced.extended = False, True
+    forced.population.hard_negatives = True
+    forced.extended = forced.renderer.extended = True
     images, forced_truth = forced.simulate(24, seed=4)
     np.testing.assert_allclose(images, default, rtol=1e-5, atol=1e-6)
     for key, value in truth.items():
@@ -295,7 +289,7 @@ def test_saturated_stars_are_clipped_at_the_full_well():
     images, truth = simulator.simulate(40, seed=12)
     stars = np.flatnonzero(truth["artefact_kind"] == negatives.SATURATED_STAR)
     assert len(stars) >= 3
-    levels = negatives.saturation_levels(simulator)
+    levels = simulator.renderer.saturation_levels()
     for b, band in enumerate(simulator.bands):
         # Full well x exposures less the sky electrons (the images are sky subtracted).
         level = (5.0e4 * band.n_exposures - band.sky_counts) / band.electrons_per_nanomaggy
@@ -321,17 +315,17 @@ def test_cosmos_stamps_are_rotated_and_flipped():
     """Each drawn stamp is one of the 8 orientations (k x 90 deg, mirrored or not) of its
     galaxy's cleaned stamp, and the draws use all of them."""
     simulator = Simulator(SimConfig(**TINY, source_model="cosmos"))
-    index, stamps, scales, colours = simulator.draw_cosmos(np.random.default_rng(2), 64)
+    index, stamps, scales, colours = simulator.population.draw_cosmos(np.random.default_rng(2), 64)
     seen = set()
     for i, stamp in zip(index, stamps, strict=True):
-        clean = simulator._clean_stamps[int(i)]
+        clean = simulator.population._clean_stamps[int(i)]
         matches = [(k, flip) for k in range(4) for flip in (False, True)
                    if stamp.shape == np.rot90(clean, k).shape and np.array_equal(
                        stamp, np.rot90(clean, k)[:, ::-1] if flip else np.rot90(clean, k))]
         assert matches
         seen.add(matches[0])
     assert len(seen) == 8
-    galaxies = simulator._cosmos.galaxies
+    galaxies = simulator.population._cosmos.galaxies
     assert (scales == [galaxies[i].pixel_scale for i in index]).all()
     np.testing.assert_allclose(colours[:, 0], [galaxies[i].mags["g"] - galaxies[i].mags["i"]
                                                for i in index])
@@ -357,7 +351,7 @@ def test_cosmos_sources_are_magnified_and_keep_the_catalogue_colours():
     assert (truth["magnification"] > 1.0).all()
     low, high = config.source_mag_range
     assert ((truth["source_mag_i"] >= low) & (truth["source_mag_i"] <= high)).all()
-    galaxies = simulator._cosmos.galaxies
+    galaxies = simulator.population._cosmos.galaxies
     catalogue = np.array([galaxies[i].mags["g"] - galaxies[i].mags["i"]
                           for i in truth["cosmos_index"]])
     np.testing.assert_allclose(truth["source_mag_g"] - truth["source_mag_i"], catalogue,
@@ -365,12 +359,12 @@ def test_cosmos_sources_are_magnified_and_keep_the_catalogue_colours():
     # Through the identity mapping (beta = theta) a stamp keeps its unit flux, to the point
     # sampling of grid_sample (bilinear at the 0.084" subpixels of a stamp box-filtered to that
     # width: ~1% per galaxy, unbiased).
-    _, stamps, scales, _ = simulator.draw_cosmos(np.random.default_rng(0), 6)
-    x = simulator.x_fine.expand(6, -1, -1)
-    y = simulator.y_fine.expand(6, -1, -1)
+    _, stamps, scales, _ = simulator.population.draw_cosmos(np.random.default_rng(0), 6)
+    x = simulator.renderer.grid.x_fine.expand(6, -1, -1)
+    y = simulator.renderer.grid.y_fine.expand(6, -1, -1)
     unlensed = lensed_source_image(stamps, scales, x, y, 0.0, 0.0,
-                                   subpixel_area=simulator.subpixel_area,
-                                   smooth_to=simulator.smooth_to)
+                                   subpixel_area=simulator.renderer.grid.subpixel_area,
+                                   smooth_to=simulator.renderer.grid.subpixel_side)
     totals = unlensed.sum(dim=(1, 2)).numpy()
     np.testing.assert_allclose(totals, 1.0, rtol=0.03)
     assert abs(totals.mean() - 1.0) < 0.01

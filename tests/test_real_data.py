@@ -11,7 +11,13 @@ import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-from lensbench.datasets import real, registry
+from lensbench.datasets import known_lenses, registry
+from lensbench.datasets.cosmos import (
+    COSMOS_CATALOGUE,
+    COSMOS_MAGS,
+    CosmosSources,
+    lensed_source_image,
+)
 from lensbench.datasets.readers import read_cutouts_to_split, read_fits_folder, read_metcalf
 from lensbench.datasets.storage import load_split
 from lensbench.datasets.surveys import get_survey
@@ -33,14 +39,14 @@ def mirror(monkeypatch):
 def cosmos():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(registry.DATA_DIR_ENV, str(MIRROR))
-        return real.CosmosSources()
+        return CosmosSources()
 
 
 @pytest.fixture(scope="module")
 def slacs():
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv(registry.DATA_DIR_ENV, str(MIRROR))
-        return real.load_slacs()
+        return known_lenses.load_slacs()
 
 
 # ------------------------------------------------------------------------------- registry
@@ -109,7 +115,7 @@ def test_cosmos_stamps_load_finite_with_positive_flux_and_catalogue_mags(cosmos)
         assert image.ndim == 2 and scale == pytest.approx(0.03) and "VIS" in mags
     stamps, scales, mags = cosmos.sample_batch(np.random.default_rng(1), 3, ["g", "i"])
     assert len(stamps) == 3 and scales.shape == (3,) and mags["g"].shape == (3,)
-    assert set(cosmos.data_files) >= {real.COSMOS_CATALOGUE, real.COSMOS_MAGS}
+    assert set(cosmos.data_files) >= {COSMOS_CATALOGUE, COSMOS_MAGS}
 
 
 def _centroid(image, x, y):
@@ -126,7 +132,7 @@ def test_identity_mapping_reproduces_flux_and_centroid(cosmos):
     axis = (torch.arange(n, dtype=torch.float64) + 0.5 - n / 2) * s + 0.013
     y, x = torch.meshgrid(axis, axis, indexing="ij")
     cx, cy = 0.31, -0.2
-    out = real.lensed_source_image(stamp, s, x[None], y[None], cx, cy, subpixel_area=s * s)
+    out = lensed_source_image(stamp, s, x[None], y[None], cx, cy, subpixel_area=s * s)
     assert out.shape == (1, n, n)
     assert float(out.sum()) == pytest.approx(1.0, abs=0.01)
     sy, sx = np.indices(stamp.shape)
@@ -139,14 +145,14 @@ def test_identity_mapping_reproduces_flux_and_centroid(cosmos):
     axis = (torch.arange(n, dtype=torch.float32) + 0.5 - n / 2) * sub
     y, x = torch.meshgrid(axis, axis, indexing="ij")
     bx, by = x.expand(3, n, n), y.expand(3, n, n)
-    out = real.lensed_source_image(stamps, [s] * 3, bx, by, torch.zeros(3), torch.zeros(3),
+    out = lensed_source_image(stamps, [s] * 3, bx, by, torch.zeros(3), torch.zeros(3),
                                    subpixel_area=sub * sub, smooth_to=sub)
     assert out.dtype == torch.float32 and out.shape == (3, n, n)
     np.testing.assert_allclose(out.sum(dim=(1, 2)).numpy(), 1.0, atol=0.03)
 
 
 def test_lensed_source_through_the_simulator_mapping_is_magnified(cosmos):
-    from lensbench.datasets.simulate import source_plane
+    from lensbench.datasets.lensing import source_plane
 
     n, sub = 96, 0.05
     axis = (torch.arange(n, dtype=torch.float64) + 0.5 - n / 2) * sub
@@ -154,7 +160,7 @@ def test_lensed_source_through_the_simulator_mapping_is_magnified(cosmos):
     col = lambda v: torch.tensor([v], dtype=torch.float64)[:, None, None]  # noqa: E731
     bx, by = source_plane(x[None], y[None], theta_e=col(1.0), q=col(0.8), phi=col(0.3),
                           gamma1=col(0.0), gamma2=col(0.0), lens_x=col(0.0), lens_y=col(0.0))
-    out = real.lensed_source_image(cosmos.galaxies[4].image, 0.03, bx, by, 0.05, 0.02,
+    out = lensed_source_image(cosmos.galaxies[4].image, 0.03, bx, by, 0.05, 0.02,
                                    subpixel_area=sub * sub)
     assert torch.all(torch.isfinite(out)) and float(out.sum()) > 2.0  # a source near the caustic
 
@@ -167,8 +173,8 @@ def test_slacs_lenses_have_theta_e_and_degrade_conserving_flux(slacs):
     for lens in slacs:
         assert 0.8 < lens.theta_e < 1.6 and lens.pixel_scale == pytest.approx(0.05)
         assert 15 < lens.mag_f814w < 19 and 0 <= lens.arcs.sum() < 0.35 * lens.image.sum()
-        planes = real.slacs_band_images(lens, bands)
-        out = real.degrade_image(planes, lens.pixel_scale, survey, bands=bands)
+        planes = known_lenses.slacs_band_images(lens, bands)
+        out = known_lenses.degrade_image(planes, lens.pixel_scale, survey, bands=bands)
         assert out.shape == (3, survey.stamp_size, survey.stamp_size) and out.dtype == np.float32
         np.testing.assert_allclose(out.sum(axis=(1, 2)), planes.sum(axis=(1, 2)), rtol=0.03)
         # red lens: g fainter than i
@@ -176,7 +182,7 @@ def test_slacs_lenses_have_theta_e_and_degrade_conserving_flux(slacs):
     # Rebinning alone is exact; a point at the centre stays centred.
     image = np.zeros((40, 40))
     image[19:21, 19:21] = 1.0
-    binned = real.rebin_flux(image, 0.05, 0.168, (11, 11))
+    binned = known_lenses.rebin_flux(image, 0.05, 0.168, (11, 11))
     assert binned.sum() == pytest.approx(4.0)
     assert np.unravel_index(binned.argmax(), binned.shape) == (5, 5)
 
@@ -185,19 +191,19 @@ def test_degraded_noise_matches_the_survey_background():
     band = get_survey("lsst-10yr").band("i")
     rng = np.random.default_rng(0)
     blank = np.zeros((1, 50, 50))
-    out = real.degrade_image(blank, 0.05, "lsst-10yr", bands=["i"], stamp_size=48, rng=rng)
+    out = known_lenses.degrade_image(blank, 0.05, "lsst-10yr", bands=["i"], stamp_size=48, rng=rng)
     sigma_nmgy = band.background_sigma / band.electrons_per_nanomaggy
     assert out.std() == pytest.approx(sigma_nmgy, rel=0.05)
     # Native noise above the target's over the whole stamp: nothing is added.
     wide = np.zeros((1, 260, 260))
-    out = real.degrade_image(wide, 0.05, "lsst-10yr", bands=["i"], stamp_size=48, rng=rng,
+    out = known_lenses.degrade_image(wide, 0.05, "lsst-10yr", bands=["i"], stamp_size=48, rng=rng,
                              native_variance=1e3)
     assert np.abs(out).max() < 1e-3 * sigma_nmgy
 
 
 def test_real_lens_split_pairs_slacs_with_cosmos(tmp_path):
-    out = real.make_real_lens_split("hsc", ["g", "r", "i"], 48, tmp_path / "real", seed=3,
-                                    n_nonlenses=12)
+    out = known_lenses.make_real_lens_split("hsc", ["g", "r", "i"], 48, tmp_path / "real",
+                                            seed=3, n_nonlenses=12)
     split = load_split(out)
     assert split.n == 17 and split.image_shape == (3, 48, 48)
     labels = split.truth["label"]
@@ -207,10 +213,10 @@ def test_real_lens_split_pairs_slacs_with_cosmos(tmp_path):
     images = split.images()
     assert np.all(np.isfinite(images))
     data_files = split.manifest["data_files"]
-    assert real.SLACS_TABLE in data_files and real.COSMOS_CATALOGUE in data_files
+    assert known_lenses.SLACS_TABLE in data_files and COSMOS_CATALOGUE in data_files
     assert all(registry.describe(k)["sha256"] == v for k, v in data_files.items())
-    again = real.make_real_lens_split("hsc", ["g", "r", "i"], 48, tmp_path / "again", seed=3,
-                                      n_nonlenses=12)
+    again = known_lenses.make_real_lens_split("hsc", ["g", "r", "i"], 48, tmp_path / "again",
+                                              seed=3, n_nonlenses=12)
     assert load_split(again).content_hash == split.content_hash
 
 

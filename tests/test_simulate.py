@@ -9,14 +9,10 @@ import pytest
 import torch
 from astropy.io import fits
 from lensbench.datasets.config import SimConfig
+from lensbench.datasets.lensing import LENS_KEYS, count_images
+from lensbench.datasets.population import einstein_radius, velocity_dispersion_for
 from lensbench.datasets.psf import psf_kernel
-from lensbench.datasets.simulate import (
-    LENS_KEYS,
-    Simulator,
-    count_images,
-    einstein_radius,
-    velocity_dispersion_for,
-)
+from lensbench.datasets.simulate import Simulator
 from lensbench.datasets.surveys import get_survey
 from scipy import stats
 
@@ -107,12 +103,12 @@ def test_point_source_depth_matches_closed_form(survey):
     generator = torch.Generator().manual_seed(0)
     n_draws = 1500
     for b, band in enumerate(simulator.bands):
-        kernel = torch.as_tensor(simulator.kernels[b], dtype=torch.float32)
-        depth = band.point_source_depth(simulator.n_eff_pixels[b])
+        kernel = torch.as_tensor(simulator.renderer.kernels[b], dtype=torch.float32)
+        depth = band.point_source_depth(simulator.renderer.n_eff_pixels[b])
         electrons = band.counts(depth)
         expected = torch.zeros((n_draws, len(simulator.bands), *kernel.shape))
         expected[:, b] = electrons * kernel
-        noisy = simulator.add_noise(expected, generator)[:, b]
+        noisy = simulator.renderer.add_noise(expected, generator)[:, b]
         estimate = (noisy * kernel).sum(dim=(1, 2)) / (kernel**2).sum()
         snr = float(estimate.mean() / estimate.std())
         assert float(estimate.mean()) == pytest.approx(electrons, rel=0.03)
@@ -125,7 +121,7 @@ def test_closed_form_depth_is_near_the_published_one(survey):
     """The presets are consistent: sky, zeropoint, exposure and PSF give the published 5-sigma
     depths to within 0.6 mag (REFERENCES.md: ~0.4 mag is typical)."""
     simulator = Simulator(SimConfig(survey=survey))
-    for band, n_eff in zip(simulator.bands, simulator.n_eff_pixels, strict=True):
+    for band, n_eff in zip(simulator.bands, simulator.renderer.n_eff_pixels, strict=True):
         assert abs(band.point_source_depth(n_eff) - band.depth_5sigma) < 0.6, band.name
 
 

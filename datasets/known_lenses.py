@@ -1,29 +1,13 @@
-"""Real observed galaxies for the simulator and the ``real-lenses`` split.
+"""Known lenses (SLACS, HST ACS F814W, 0.05"/px) and real non-lenses (COSMOS galaxies) observed
+with a survey preset: the ``real-lenses`` split.
 
-Two uses of HST imaging (files from the data registry, ``lensbench.datasets.registry``):
-
-1. **COSMOS real sources** (``cosmos_hst_f814w``, GalSim RealGalaxyCatalog format, 0.03"/px):
-   :class:`CosmosSources` loads the postage stamps and per-galaxy magnitudes;
-   :func:`lensed_source_image` paints a stamp through a lens mapping (bilinear interpolation of
-   the surface brightness at ray-traced source-plane positions,
-   ``torch.nn.functional.grid_sample``).
-   The HST PSF (FWHM ~0.1") is neglected: at ground resolution (PSF >= 0.6") a stamp counts as
-   deconvolved to first order. For Euclid VIS (0.17") this widens the effective PSF by ~15%.
-2. **Known lenses** (``slacs_hst_f814w`` + ``known_lens_tables``, 0.05"/px) and COSMOS galaxies as
-   non-lenses, degraded to a ground survey preset by :func:`degrade_image` and written as a split
-   by :func:`make_real_lens_split`.
-
-Conventions as in ``lensbench.datasets.simulate``: arcsec, x along columns and y along rows (row
-index increasing with y), the stamp centre at the array centre (a pixel corner for even sizes),
-images sky-subtracted in nanomaggies (1 nMgy = AB 22.5).
-
-Colours. HST gives one band (F814W, taken as i: F814W - i ~ 0.1 mag for these galaxies).
-COSMOS galaxies carry their own HSC g, r, i, z, y magnitudes from the catalogue
-(``*_fits.fits``): used as they are ("Y" takes y; "VIS" the mean r, i, z flux; "u" is g plus
-``SOURCE_COLOURS`` u - g). SLACS cutouts are split into lens light and arcs (below), and scaled
-from i to each band with ``config.LENS_COLOURS`` (lens; a passive early type at z ~ 0.5, so g and u
-are ~1 mag redder than SLACS lenses at z ~ 0.2) and ``config.SOURCE_COLOURS`` (arcs), the tables
-the simulator uses; both can be overridden.
+SLACS cutouts (``slacs_hst_f814w`` + ``known_lens_tables`` of the data registry) are split into
+lens light and arcs (:func:`split_arcs`) and scaled from i to each band with
+``config.LENS_COLOURS`` (lens; a passive early type at z ~ 0.5, so g and u are ~1 mag redder than
+SLACS lenses at z ~ 0.2) and ``config.SOURCE_COLOURS`` (arcs), the tables the simulator uses;
+both can be overridden. COSMOS galaxies (``lensbench.datasets.cosmos``) keep their catalogue
+magnitudes. Both are degraded to a survey preset by :func:`degrade_image` and written as a split
+by :func:`make_real_lens_split`. Conventions as in ``lensbench.datasets.cosmos``.
 
 Noise. The HST images carry their own noise, which after degradation is NOT negligible (one HST
 orbit reaches about the surface-brightness depth of a ground survey). The ground noise is
@@ -46,249 +30,21 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
-import torch
 from lensbench.datasets import registry
 from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
+from lensbench.datasets.cosmos import CosmosSources, cosmos_band_images
 from lensbench.datasets.surveys import Band, Survey, get_survey
 
 # Bump when a change here changes the images of a real-lenses split of a given config and seed.
 REAL_SPLIT_VERSION = 1
 
-COSMOS_DIR = "cosmos_hst_f814w"
-COSMOS_CATALOGUE = f"{COSMOS_DIR}/real_galaxy_catalog_26_extension_example.fits"
-COSMOS_MAGS = f"{COSMOS_DIR}/real_galaxy_catalog_26_extension_example_fits.fits"
-COSMOS_NOISE_CF = f"{COSMOS_DIR}/acs_I_unrot_sci_20_cf.fits"
 SLACS_DIR = "slacs_hst_f814w"
 SLACS_PARAMS = f"{SLACS_DIR}/slacs_params.csv"
 SLACS_TABLE = "known_lens_tables/slacs_auger2010_shajib2021.csv"
 SLACS_CUTOUTS = ("99x99", "198x198")
-CATALOGUE_BANDS = ("g", "r", "i", "z", "y")  # HSC magnitudes in the COSMOS catalogue
 ARCSEC_PER_DEG = 3600.0
 # theta_e_ref codes in the real-lenses truth
 THETA_E_FROM_AUGER_SHAJIB, THETA_E_FROM_SLACS_MATCH = 1, 2
-
-
-# ------------------------------------------------------------------------------------ COSMOS
-def _fits():
-    from astropy.io import fits
-
-    return fits
-
-
-def cosmos_band_magnitudes(catalogue_mags: dict[str, float], f814w: float) -> dict[str, float]:
-    """AB magnitudes of one COSMOS galaxy in every band name the survey presets use.
-
-    ``catalogue_mags``: HSC g, r, i, z, y from the catalogue (missing or non-finite ones are
-    replaced by ``f814w`` + the typical source colour, ``SOURCE_COLOURS``)."""
-    mags = {}
-    for band in CATALOGUE_BANDS:
-        value = catalogue_mags.get(band)
-        ok = value is not None and math.isfinite(value) and 10 < value < 40
-        mags[band] = float(value) if ok else f814w + SOURCE_COLOURS[band] - SOURCE_COLOURS["i"]
-    mags["Y"] = mags["y"]
-    flux = np.mean([10 ** (-0.4 * mags[b]) for b in ("r", "i", "z")])
-    mags["VIS"] = float(-2.5 * np.log10(flux))
-    mags["u"] = mags["g"] + SOURCE_COLOURS["u"] - SOURCE_COLOURS["g"]
-    mags["F814W"] = float(f814w)
-    return mags
-
-
-@dataclass
-class CosmosGalaxy:
-    """One COSMOS stamp: image (HST e-/s per pixel, float64, (h, w)), pixel scale (arcsec),
-    F814W magnitude, magnitudes by band, noise variance per pixel (same units as the image)."""
-
-    ident: int
-    image: np.ndarray
-    pixel_scale: float
-    f814w: float
-    mags: dict[str, float]
-    noise_variance: float
-    z_phot: float
-
-
-class CosmosSources:
-    """The COSMOS RealGalaxyCatalog stamps of the data registry (``cosmos_hst_f814w``).
-
-    ``sample(rng, n)`` draws galaxies (with replacement), each randomly rotated by a multiple of
-    90 degrees and flipped: ``[(image, pixel_scale, mags), ...]``. Galaxies with non-finite pixels
-    or a non-positive total flux are skipped and listed in ``problems``."""
-
-    def __init__(self) -> None:
-        fits = _fits()
-        paths = registry.fetch_many([COSMOS_CATALOGUE, COSMOS_MAGS, COSMOS_NOISE_CF])
-        with fits.open(paths[COSMOS_CATALOGUE]) as hdul:
-            cat = hdul[1].data
-            rows = {name: np.asarray(cat[name]) for name in cat.columns.names}
-        with fits.open(paths[COSMOS_MAGS]) as hdul:
-            extra = hdul[1].data
-            by_ident = {int(i): k for k, i in enumerate(extra["IDENT"])}
-            extra_cols = {name: np.asarray(extra[name]) for name in extra.columns.names}
-        with fits.open(paths[COSMOS_NOISE_CF]) as hdul:
-            cf = np.asarray(hdul[0].data, dtype=np.float64)
-        centre = cf[cf.shape[0] // 2, cf.shape[1] // 2]
-        # Variance of large-scale sums relative to white noise of the same pixel variance.
-        self.noise_correlation_factor = float(cf.sum() / centre) if centre > 0 else 1.0
-
-        files = sorted({COSMOS_CATALOGUE, COSMOS_MAGS, COSMOS_NOISE_CF}
-                       | {f"{COSMOS_DIR}/{_text(f)}" for f in rows["GAL_FILENAME"]})
-        self.data_files = registry.file_hashes(files)
-        images = {name: registry.fetch(name) for name in files if name.endswith(".fits")}
-        self.galaxies: list[CosmosGalaxy] = []
-        self.problems: list[str] = []
-        opened: dict[str, object] = {}
-        try:
-            for k in range(len(rows["IDENT"])):
-                ident = int(rows["IDENT"][k])
-                gal_file = f"{COSMOS_DIR}/{_text(rows['GAL_FILENAME'][k])}"
-                if gal_file not in opened:
-                    opened[gal_file] = fits.open(images[gal_file], memmap=False)
-                image = np.asarray(opened[gal_file][int(rows["GAL_HDU"][k])].data,
-                                   dtype=np.float64)
-                where = f"{gal_file} HDU {int(rows['GAL_HDU'][k])} (IDENT {ident})"
-                if image.ndim != 2 or not np.all(np.isfinite(image)):
-                    self.problems.append(f"{where}: not a finite 2-D image")
-                    continue
-                if image.sum() <= 0:
-                    self.problems.append(f"{where}: total flux {image.sum():.3g} <= 0")
-                    continue
-                j = by_ident.get(ident)
-                catalogue_mags = ({} if j is None else
-                                  {b: float(extra_cols[f"HSC_{b}"][j]) for b in CATALOGUE_BANDS})
-                f814w = float(rows["MAG"][k])
-                self.galaxies.append(CosmosGalaxy(
-                    ident=ident, image=image, pixel_scale=float(rows["PIXEL_SCALE"][k]),
-                    f814w=f814w, mags=cosmos_band_magnitudes(catalogue_mags, f814w),
-                    noise_variance=float(rows["NOISE_VARIANCE"][k]),
-                    z_phot=float(extra_cols["ZPHOT"][j]) if j is not None else math.nan))
-        finally:
-            for hdul in opened.values():
-                hdul.close()
-        if not self.galaxies:
-            raise ValueError(f"no usable COSMOS galaxy in {COSMOS_CATALOGUE}: {self.problems}")
-
-    def __len__(self) -> int:
-        return len(self.galaxies)
-
-    def sample(self, rng: np.random.Generator, n: int
-               ) -> list[tuple[np.ndarray, float, dict[str, float]]]:
-        """``n`` random galaxies: (image (h, w) float64 in HST e-/s, pixel scale in arcsec,
-        magnitudes by band), each rotated by k x 90 degrees and flipped at random."""
-        return [self._oriented(self.galaxies[int(i)], rng)[:3]
-                for i in rng.integers(0, len(self.galaxies), n)]
-
-    def sample_batch(self, rng: np.random.Generator, n: int, bands: Sequence[str]
-                     ) -> tuple[list[np.ndarray], np.ndarray, dict[str, np.ndarray]]:
-        """For the simulator: ``(stamps, pixel_scales (n,), {band: magnitudes (n,)})`` of ``n``
-        random oriented galaxies; pass ``stamps``/``pixel_scales`` to :func:`lensed_source_image`
-        and scale its unit-flux output by ``10 ** (-0.4 * (mag - ZP))``."""
-        drawn = self.sample(rng, n)
-        stamps = [d[0] for d in drawn]
-        scales = np.array([d[1] for d in drawn])
-        mags = {b: np.array([d[2][b] for d in drawn]) for b in bands}
-        return stamps, scales, mags
-
-    @staticmethod
-    def _oriented(galaxy: CosmosGalaxy, rng: np.random.Generator):
-        image = np.rot90(galaxy.image, int(rng.integers(4)))
-        if rng.random() < 0.5:
-            image = image[:, ::-1]
-        return np.ascontiguousarray(image), galaxy.pixel_scale, dict(galaxy.mags), galaxy
-
-
-def _text(value) -> str:
-    return value.decode() if isinstance(value, bytes) else str(value).strip()
-
-
-# ------------------------------------------------------------------------------------ lensing
-def _stack_stamps(stamps, n: int, dtype, device):
-    """Zero-pad stamps to a common (H, W); return (n, 1, H, W) tensor and the stamp centres'
-    offsets from the padded array centres in pixels (n,), (n,) (0 or -0.5)."""
-    if isinstance(stamps, (np.ndarray, torch.Tensor)) and np.ndim(stamps) in (2, 3):
-        t = torch.as_tensor(np.asarray(stamps) if isinstance(stamps, np.ndarray) else stamps,
-                            dtype=dtype, device=device)
-        if t.ndim == 2:
-            t = t[None]
-        t = t.expand(n, -1, -1) if t.shape[0] == 1 else t
-        if t.shape[0] != n:
-            raise ValueError(f"{t.shape[0]} stamps for {n} systems")
-        zeros = torch.zeros(n, dtype=dtype, device=device)
-        return t[:, None], zeros, zeros
-    stamps = list(stamps)
-    if len(stamps) == 1:
-        stamps = stamps * n
-    if len(stamps) != n:
-        raise ValueError(f"{len(stamps)} stamps for {n} systems")
-    height = max(np.shape(s)[0] for s in stamps)
-    width = max(np.shape(s)[1] for s in stamps)
-    out = torch.zeros((n, 1, height, width), dtype=dtype, device=device)
-    off_x, off_y = torch.zeros(n, dtype=dtype), torch.zeros(n, dtype=dtype)
-    for k, s in enumerate(stamps):
-        h, w = np.shape(s)
-        top, left = (height - h) // 2, (width - w) // 2
-        out[k, 0, top:top + h, left:left + w] = torch.as_tensor(np.asarray(s), dtype=dtype)
-        off_y[k] = top + h / 2 - height / 2
-        off_x[k] = left + w / 2 - width / 2
-    return out, off_x.to(device), off_y.to(device)
-
-
-def _per_system(value, n: int, dtype, device) -> torch.Tensor:
-    t = torch.as_tensor(value, dtype=dtype, device=device).reshape(-1)
-    if t.numel() == 1:
-        t = t.expand(n)
-    if t.numel() != n:
-        raise ValueError(f"expected a scalar or {n} values, got {t.numel()}")
-    return t[:, None, None]
-
-
-def lensed_source_image(stamp, stamp_pixel_scale, beta_x: torch.Tensor, beta_y: torch.Tensor,
-                        centre_x, centre_y, *, subpixel_area: float | None = None,
-                        smooth_to: float | None = None) -> torch.Tensor:
-    """Surface brightness of real source stamps at source-plane positions, unit total flux.
-
-    stamp: one image (h, w), a stack (n, h, w), or a list of n images of any sizes (zero-padded
-        about their centres), flux per pixel in any unit; each is normalised to unit total flux.
-    stamp_pixel_scale: arcsec per stamp pixel, scalar or (n,).
-    beta_x, beta_y: source-plane positions (arcsec) of the image-plane (sub)pixels, (n, Hs, Ws),
-        e.g. ``lensbench.datasets.simulate.source_plane`` on the simulator's supersampled grid
-        (beta = theta gives the unlensed source).
-    centre_x, centre_y: source-plane position (arcsec) of each stamp's centre, scalar or (n,).
-    subpixel_area: arcsec^2 of one image-plane (sub)pixel. None: return the surface brightness in
-        (unit flux) / arcsec^2; given: flux per subpixel (SB x area), i.e. what the simulator's
-        unit-flux component maps hold, summing to the magnification.
-    smooth_to: arcsec; if larger than the stamp pixel, the stamp is first box-filtered to about
-        this width (anti-aliasing when the source plane is sampled more coarsely than the stamp).
-
-    Bilinear interpolation (``grid_sample``, zeros outside the stamp) conserves surface
-    brightness, as lensing does. Returns (n, Hs, Ws) in the dtype/device of ``beta_x``.
-    """
-    if beta_x.shape != beta_y.shape or beta_x.ndim != 3:
-        raise ValueError(f"beta_x, beta_y must both be (n, Hs, Ws), got {tuple(beta_x.shape)} "
-                         f"and {tuple(beta_y.shape)}")
-    n, dtype, device = beta_x.shape[0], beta_x.dtype, beta_x.device
-    images, off_x, off_y = _stack_stamps(stamp, n, dtype, device)
-    scale = _per_system(stamp_pixel_scale, n, dtype, device)
-    totals = images.sum(dim=(1, 2, 3), keepdim=True)
-    if torch.any(totals <= 0):
-        raise ValueError("every stamp needs a positive total flux")
-    images = images / totals / scale[:, None] ** 2  # surface brightness, unit flux / arcsec^2
-    if smooth_to is not None:
-        width = int(round(float(smooth_to) / float(scale.min())))
-        width += 1 - width % 2  # odd: keeps the centre
-        if width > 1:
-            pad = width // 2
-            box = torch.full((1, 1, width, width), 1.0 / width**2, dtype=dtype, device=device)
-            images = torch.nn.functional.conv2d(images, box, padding=2 * pad)
-    height, width_px = images.shape[-2:]
-    cx = _per_system(centre_x, n, dtype, device) + off_x[:, None, None] * scale
-    cy = _per_system(centre_y, n, dtype, device) + off_y[:, None, None] * scale
-    # align_corners=False: -1 and +1 are the outer edges of the first and last pixels.
-    gx = (beta_x - cx) / (0.5 * width_px * scale)
-    gy = (beta_y - cy) / (0.5 * height * scale)
-    grid = torch.stack([gx, gy], dim=-1)
-    out = torch.nn.functional.grid_sample(images, grid, mode="bilinear", padding_mode="zeros",
-                                          align_corners=False)[:, 0]
-    return out * subpixel_area if subpixel_area is not None else out
 
 
 # ------------------------------------------------------------------------------------ degrading
@@ -532,7 +288,8 @@ def load_slacs(cutout: str = "198x198") -> list[SlacsLens]:
     """The SLACS lenses of the data registry with a cutout of size ``cutout`` ("99x99" or
     "198x198") and an Einstein radius in the tables; background and noise from the 198x198
     cutout's border."""
-    fits = _fits()
+    from astropy.io import fits
+
     if cutout not in SLACS_CUTOUTS:
         raise ValueError(f"cutout must be one of {SLACS_CUTOUTS}, got {cutout!r}")
     params = slacs_parameters()
@@ -578,13 +335,6 @@ def slacs_band_images(lens: SlacsLens, bands: Sequence[str], *,
     light, arcs = lens.lens_light, lens.arcs
     return np.stack([light * _colour_factor(lens_colours, b)
                      + arcs * _colour_factor(source_colours, b) for b in bands])
-
-
-def cosmos_band_images(galaxy_image: np.ndarray, mags: dict[str, float], bands: Sequence[str]
-                       ) -> np.ndarray:
-    """(B, h, w) nMgy: a COSMOS stamp scaled to its magnitude in each band."""
-    unit = galaxy_image / galaxy_image.sum()
-    return np.stack([unit * 10 ** (-0.4 * (mags[b] - 22.5)) for b in bands])
 
 
 # ------------------------------------------------------------------------------------ split
