@@ -39,22 +39,34 @@ def missing(what: str) -> None:
 
 class RealData:
     """``real_data(name, ...)``: local paths of registered data files (a name ending in ``/``:
-    every registered data file in that folder, without its SOURCE notes); one name gives a
-    Path, several a ``{name: path}`` dict. ``real_data.mirror()``: the data mirror folder itself."""
+    every registered data file in that folder, without its SOURCE notes; a name of ``GROUPS``:
+    the files a part of lensbench reads); one file name gives a Path, anything else a
+    ``{name: path}`` dict. ``real_data.mirror()``: the data mirror folder itself."""
+
+    GROUPS = {
+        "cosmos": ("cosmos_hst_f814w/",),  # COSMOS sources and hard negatives
+        "slacs": ("slacs_hst_f814w/", "known_lens_tables/slacs_auger2010_shajib2021.csv"),
+        "photoz": ("photoz_sdss_boss_dr10/", "photoz_sdss_mgs/"),
+    }
 
     def __call__(self, *names: str):
         from lensbench.datasets import registry
 
-        expanded = [n for name in names for n in (
-            [f for f in registry.names(name) if not Path(f).name.startswith("SOURCE")]
-            if name.endswith("/") else [name])]
+        def files(name: str) -> list[str]:
+            if name in self.GROUPS:
+                return [f for part in self.GROUPS[name] for f in files(part)]
+            if name.endswith("/"):
+                return [f for f in registry.names(name) if not Path(f).name.startswith("SOURCE")]
+            return [name]
+
+        expanded = [f for name in names for f in files(name)]
         paths = {}
         for name in expanded:
             path = registry.local_path(name)
             if path is None:
                 missing(f"needs the real-data file {name!r}: {registry.how_to_get(name)}")
             paths[name] = path
-        return paths[expanded[0]] if len(names) == 1 and not names[0].endswith("/") else paths
+        return paths[expanded[0]] if len(names) == 1 and names[0] == expanded[0] else paths
 
     def mirror(self) -> Path:
         from lensbench.datasets import registry

@@ -19,7 +19,6 @@ from lensbench.deep.checkpoint import load_checkpoint, save_checkpoint
 from lensbench.deep.methods import ResNetFinder
 
 SHAPE = (4, 32, 32)
-CHROMIUM = "/usr/bin/chromium"
 
 
 def _images(rng, n):
@@ -233,7 +232,7 @@ def test_model_given_as_an_mlflow_run_id(data, tmp_path):
                  str(data["fits"]), "--out", str(tmp_path / "x.csv")]) == 2
 
 
-def test_inspect_page_grades_with_the_keyboard_in_headless_chromium(data, tmp_path):
+def test_inspect_page_grades_with_the_keyboard_in_headless_chromium(data, tmp_path, chromium):
     from playwright.sync_api import sync_playwright
 
     candidates = tmp_path / "candidates.csv"
@@ -247,7 +246,7 @@ def test_inspect_page_grades_with_the_keyboard_in_headless_chromium(data, tmp_pa
 
     with sync_playwright() as p:
         browser = p.chromium.launch(
-            executable_path=CHROMIUM, headless=True,
+            executable_path=chromium, headless=True,
             args=["--no-sandbox", "--disable-gpu", "--disable-background-networking",
                   "--disable-component-update", "--disable-sync", "--no-first-run"])
         try:
