@@ -24,6 +24,7 @@ import numpy as np
 import torch
 from lensbench.baselines.contract import Method
 from lensbench.baselines.photoz import PhotozFeatures
+from lensbench.baselines.transforms import dihedral
 from lensbench.deep.progress import Progress
 from torch import nn
 
@@ -185,7 +186,7 @@ class NetZPhotoz(Method):
                     for start in range(0, len(y), self.batch_size):
                         rows = order[start:start + self.batch_size]
                         flips = torch.randint(0, 8, (1,), generator=generator).item()
-                        batch = _dihedral(images[rows], flips).to(device)
+                        batch = dihedral(images[rows], flips).to(device)
                         cat = catalogue[rows].to(device) if catalogue is not None else None
                         mean, log_var = net(batch, cat)
                         loss = nn.functional.gaussian_nll_loss(mean, target[rows].to(device),
@@ -255,10 +256,3 @@ class NetZFusionPhotoz(NetZPhotoz):
                          weight_decay=weight_decay, hidden=hidden, channels=channels,
                          stamp_size=stamp_size, fuse_catalogue=fuse_catalogue,
                          num_threads=num_threads, device=device, random_state=random_state)
-
-
-def _dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """One of the 8 rotations/flips of a batch (n, B, H, W)."""
-    if k >= 4:
-        x = x.flip(-1)
-    return torch.rot90(x, k % 4, dims=(-2, -1))

@@ -19,6 +19,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 import torch.nn.functional as F
+from lensbench.baselines.transforms import dihedral
 
 MASK_VALUE = 100.0
 STRETCHES = ("none", "sqrt", "asinh")
@@ -111,26 +112,25 @@ def fast_asinh(x: torch.Tensor) -> torch.Tensor:
 # --------------------------------------------------------------------------- dihedral group
 
 
-def dihedral(x: torch.Tensor, k: int) -> torch.Tensor:
-    """The k-th of the 8 dihedral transforms of the last two axes: rotate by k % 4 quarter turns,
-    then (k >= 4) flip left-right."""
-    if not 0 <= k < 8:
-        raise ValueError(f"dihedral index must be in 0..7, got {k}")
-    x = torch.rot90(x, k % 4, dims=(-2, -1))
-    return torch.flip(x, dims=(-1,)) if k >= 4 else x
+# The transforms and their indices are ``lensbench.baselines.transforms``'s (one convention for
+# every module); ``dihedral`` is imported from there.
+
+
+def dihedral_each(x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
+    """Image i of a batch (n, ...) through dihedral transform ``ks[i]``."""
+    out = torch.empty_like(x)
+    for k in ks.unique().tolist():
+        sel = (ks == k).to(x.device)
+        out[sel] = dihedral(x[sel], k)
+    return out
 
 
 def random_dihedral(x: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
     """Each image of a batch (n, B, H, W) through its own random dihedral transform."""
     ks = torch.randint(0, 8, (len(x),), generator=generator)
-    out = torch.empty_like(x) if x.shape[-1] == x.shape[-2] else None
-    if out is None:  # non-square: only the transforms that keep the shape
+    if x.shape[-1] != x.shape[-2]:  # non-square: only the transforms that keep the shape
         ks = ks % 2 * 2 + (ks >= 4) * 4
-        out = torch.empty_like(x)
-    for k in ks.unique().tolist():
-        sel = (ks == k).to(x.device)
-        out[sel] = dihedral(x[sel], k)
-    return out
+    return dihedral_each(x, ks)
 
 
 @dataclass(frozen=True)
