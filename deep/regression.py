@@ -18,9 +18,9 @@ a variance for every SIE + shear parameter, trained with the Gaussian negative l
   68.27% of the validation lenses (the regression analogue of temperature scaling).
 
 Image axes: ``images[..., row, col]`` with x along columns and y along rows (the simulator's
-grid), so :func:`lensbench.deep.preprocess.dihedral` index k (k % 4 quarter turns by
+grid), so :func:`lensbench.baselines.transforms.dihedral` index k (k % 4 quarter turns by
 ``torch.rot90``, then a left-right flip when k >= 4) maps a point (x, y) to (y, -x) per quarter
-turn and x -> -x on a flip.
+turn and x -> -x on a flip (``transforms.dihedral_point``).
 """
 
 from __future__ import annotations
@@ -30,9 +30,10 @@ from pathlib import Path
 import numpy as np
 import torch
 from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.baselines.transforms import dihedral, inverse_dihedral
 from lensbench.deep.methods import as_images, member_seeds
 from lensbench.deep.nets import build_net
-from lensbench.deep.preprocess import Augment, Preprocessor, dihedral
+from lensbench.deep.preprocess import Augment, Preprocessor, dihedral_each
 from lensbench.deep.progress import Progress
 from lensbench.deep.train import (
     Objective,
@@ -49,12 +50,6 @@ SPIN_PAIRS = {("x", "y"): 1, ("e1", "e2"): 2, ("gamma1", "gamma2"): 2}
 _COS = (1, 0, -1, 0)  # cos(m pi/2) and sin(m pi/2) for integer m, exact
 _SIN = (0, 1, 0, -1)
 LOG_VAR_BOUNDS = (-14.0, 6.0)  # standardised units: sigma from 1e-3 to 20 standard deviations
-
-
-def inverse_dihedral(k: int) -> int:
-    """The index of the inverse of dihedral transform k (a rotation is undone by the opposite
-    rotation; a flipped transform is a reflection, its own inverse)."""
-    return (4 - k) % 4 if k < 4 else k
 
 
 def transform_targets(Y: torch.Tensor, ks: torch.Tensor, names: tuple[str, ...],
@@ -92,11 +87,7 @@ def random_dihedral_pairs(x: torch.Tensor, y: torch.Tensor, names: tuple[str, ..
                           generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
     """Each stamp of a batch through its own random dihedral transform, its targets with it."""
     ks = torch.randint(0, 8, (len(x),), generator=generator)
-    out = torch.empty_like(x)
-    for k in ks.unique().tolist():
-        sel = ks == k
-        out[sel] = dihedral(x[sel], k)
-    return out, transform_targets(y, ks, names)
+    return dihedral_each(x, ks), transform_targets(y, ks, names)
 
 
 class GaussianRegression(Objective):
