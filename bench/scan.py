@@ -284,16 +284,14 @@ def sha256_bytes(data: bytes) -> str:
 _MODELS: dict[str, object] = {}  # per-process cache: checkpoint sha256 -> loaded method
 
 
-def model_from_bytes(blob: bytes, digest: str | None = None):
-    """The fitted method in checkpoint bytes, loaded once per process (workers reuse it)."""
+def model_from_bytes(blob: bytes, digest: str | None = None, name: str = "checkpoint"):
+    """The fitted method in checkpoint bytes (read from the file ``name``, which errors name),
+    loaded once per process (workers reuse it)."""
     from lensbench.deep.checkpoint import load_checkpoint
 
     digest = digest or sha256_bytes(blob)
     if digest not in _MODELS:
-        with tempfile.TemporaryDirectory(prefix="lensbench-scan-") as tmp:
-            file = Path(tmp) / f"{digest}.pt"
-            file.write_bytes(blob)
-            method = load_checkpoint(file)
+        method = load_checkpoint(name, data=blob)
         _MODELS.clear()  # one model per process at a time
         _MODELS[digest] = method
     return _MODELS[digest]
@@ -490,7 +488,7 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     checkpoint = resolve_model(str(model), tracking_uri, download_dir=files.out.parent)
     blob = checkpoint.read_bytes()
     digest = sha256_bytes(blob)
-    method = model_from_bytes(blob, digest)  # fail early on a bad checkpoint
+    method = model_from_bytes(blob, digest, str(checkpoint))  # fail early on a bad one
     items, layout = list_items(cutouts, bands=method.bands_)
     seen: dict[str, str] = {}
     for item in items:

@@ -1,22 +1,275 @@
-"""Checkpoints of fitted CNN finders: weights plus everything needed to score again (class,
+"""Checkpoints of fitted CNN finders: weights plus everything needed to score again (method,
 params, bands, image shape, preprocessing statistics, temperature) in one torch file holding only
-plain data and tensors, so it loads with ``torch.load(weights_only=True)``."""
+plain data and tensors.
+
+What a checkpoint is trusted to do: nothing but hold numbers. It loads with
+``torch.load(weights_only=True)`` (containers, numbers, strings and tensors; no pickled objects),
+the method is named by its registered name (baselines/registry.py) and must be a class of the
+right kind, its ``params`` must be parameters that class takes, with values of the declared types,
+and every other field is type-checked before use. Anything else is refused with a ValueError that
+names the file and the field, so a checkpoint from an untrusted source can at worst give wrong
+scores. The helpers here are shared with the regressor checkpoints (deep/regression.py).
+"""
 
 from __future__ import annotations
 
-import importlib
+import inspect
+import io
+import math
+import re
+import types
+import typing
+from dataclasses import fields
 from pathlib import Path
 
 import torch
-from lensbench.deep.methods import NetFinder
-from lensbench.deep.nets import build_net
-from lensbench.deep.preprocess import Preprocessor
+from lensbench.baselines.registry import METHODS, registered_name, resolve_method
+from lensbench.deep.nets import NETS, build_net
+from lensbench.deep.preprocess import STRETCHES, Preprocessor
+from torch import nn
 
-FORMAT = "lensbench-deep-checkpoint/1"
+FORMAT = "lensbench-deep-checkpoint/2"
+# Format 1 named the class as "module:Class"; such files are still read when that string is
+# exactly the target of a registered method (and refused otherwise).
+FORMAT_1 = "lensbench-deep-checkpoint/1"
+CALIBRATION_KEYS = ("ece_before_", "ece_after_", "nll_before_", "nll_after_")
+_MISSING = object()
+_SCALARS = (type(None), bool, int, float, str)
 
 
-def _class_path(cls: type) -> str:
-    return f"{cls.__module__}:{cls.__qualname__}"
+# --------------------------------------------------------------------------- shared checks
+
+
+def refuse(path, field: str, expected: str, value=_MISSING) -> ValueError:
+    """The error for a field that is not what it should be (the caller raises it)."""
+    if value is _MISSING:
+        got = "it is missing"
+    else:
+        shown = repr(value)
+        got = f"got {type(value).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+    return ValueError(f"{path}: field {field!r}: expected {expected}, {got}")
+
+
+def read_payload(path, kind: str, data: bytes | None = None, hint: str = "") -> dict:
+    """The dict stored in the torch file ``path`` (or in ``data``, its bytes already read),
+    loaded weights-only; ``kind`` names what the file should be in the errors, ``hint`` is added
+    to the error of a file that does not load weights-only."""
+    try:
+        payload = torch.load(io.BytesIO(data) if data is not None else path, map_location="cpu",
+                             weights_only=True)
+    except FileNotFoundError:
+        raise
+    except Exception as error:
+        # torch's weights-only refusal is a long text advising to trust the file; only the
+        # pickled object it asked for is worth showing
+        text = str(error)
+        wanted = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        reason = (f"it holds a pickled Python object ({wanted.group(1)})" if wanted
+                  else text.strip().splitlines()[0] if text.strip() else type(error).__name__)
+        raise ValueError(f"{path}: not a {kind} that loads as weights only (plain data and "
+                         f"tensors): {reason}{hint}") from None
+    if not isinstance(payload, dict):
+        raise ValueError(f"{path}: not a {kind} (a {type(payload).__name__}, not a dict)")
+    return payload
+
+
+def registered_class(path, field: str, name, accepts: typing.Callable[[type], bool],
+                     kind: str) -> type:
+    """The class registered as ``name`` when ``accepts`` it; nothing outside the registry is
+    ever imported."""
+    if not isinstance(name, str) or name not in METHODS:
+        raise refuse(path, field, "a registered method name", name)
+    cls = resolve_method(name)
+    if not accepts(cls):
+        raise refuse(path, field, kind, name)
+    return cls
+
+
+def _is_plain(value) -> bool:
+    """Scalars, and lists/tuples/str-keyed dicts of plain values."""
+    if isinstance(value, _SCALARS):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return False
+
+
+def _matches(annotation, value) -> bool:
+    """Whether ``value`` (plain data) is of the ``annotation`` type; an int passes for a float
+    and an integral float for an int, as JSON and command lines write them."""
+    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
+    for option in typing.get_args(annotation) if union else (annotation,):
+        option = typing.get_origin(option) or option
+        if option is inspect.Parameter.empty:
+            return isinstance(value, _SCALARS)
+        if option is None or option is type(None):
+            if value is None:
+                return True
+        elif isinstance(value, bool):
+            if option is bool:
+                return True
+        elif option is float and isinstance(value, (int, float)):
+            return True
+        elif option is int and isinstance(value, float) and value.is_integer():
+            return True
+        elif isinstance(option, type) and isinstance(value, option) and _is_plain(value):
+            return True
+    return False
+
+
+def checked_params(path, cls: type, params) -> dict:
+    """``params`` when it is a dict of parameters ``cls.__init__`` takes, each of the type the
+    signature declares."""
+    signature = inspect.signature(cls.__init__)
+    hints = typing.get_type_hints(cls.__init__)
+    known = [name for name, p in signature.parameters.items()
+             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
+    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
+        raise refuse(path, "params", f"a dict of {cls.__name__} parameters",
+                     params if params is not None else _MISSING)
+    for key, value in params.items():
+        if key not in known:
+            raise ValueError(f"{path}: field 'params': {key!r} is not a parameter of "
+                             f"{cls.__name__} (it takes {', '.join(known)})")
+        annotation = hints.get(key, inspect.Parameter.empty)
+        if not _matches(annotation, value):
+            expected = getattr(annotation, "__name__", None) or str(annotation)
+            raise ValueError(f"{path}: field 'params': {key!r} must be {expected}, got "
+                             f"{type(value).__name__} {value!r:.60}")
+    return dict(params)
+
+
+def names(path, field: str, value, what: str, count: int | None = None) -> tuple[str, ...]:
+    """A list (or tuple) of ``count`` strings."""
+    if not isinstance(value, (list, tuple)) or not value or not all(
+            isinstance(v, str) for v in value):
+        raise refuse(path, field, f"a list of {what} (str)", value)
+    if count is not None and len(value) != count:
+        raise refuse(path, field, f"{count} {what}", value)
+    return tuple(value)
+
+
+def image_shape(path, field: str, value, bands: int) -> tuple[int, int, int]:
+    """(bands, H, W) as 3 positive ints, the first the number of bands."""
+    if (not isinstance(value, (list, tuple)) or len(value) != 3
+            or not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in value)):
+        raise refuse(path, field, "3 positive ints (bands, height, width)", value)
+    if value[0] != bands:
+        raise refuse(path, field, f"{bands} bands first, as the bands field lists", value)
+    return tuple(value)
+
+
+def finite_numbers(path, field: str, value, count: int, positive: bool = False
+                   ) -> list[float]:
+    """``count`` finite numbers, from a list, a tuple or a 1-d tensor."""
+    if isinstance(value, torch.Tensor) and value.ndim == 1 and value.is_floating_point():
+        value = value.tolist()
+    ok = (isinstance(value, (list, tuple)) and len(value) == count
+          and all(isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v)
+                  and (v > 0 or not positive) for v in value))
+    if not ok:
+        sign = "positive " if positive else ""
+        raise refuse(path, field, f"{count} {sign}finite numbers", value)
+    return [float(v) for v in value]
+
+
+def epochs(path, field: str, value, count: int) -> list[int]:
+    if (not isinstance(value, (list, tuple)) or len(value) != count
+            or not all(isinstance(v, int) and not isinstance(v, bool) for v in value)):
+        raise refuse(path, field, f"a list of ints, one per member ({count})", value)
+    return list(value)
+
+
+def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
+    """The fitted :class:`Preprocessor` described by ``value`` (its ``state()``)."""
+    known = [f.name for f in fields(Preprocessor)]
+    if not isinstance(value, dict):
+        raise refuse(path, field, "a dict of Preprocessor settings", value)
+    for key in value:
+        if key not in known:
+            raise refuse(path, field, f"only the keys {', '.join(known)} (not {key!r})", value)
+    checks = {
+        "stretch": (lambda v: v in STRETCHES, f"one of {STRETCHES}"),
+        "softening": (lambda v: _finite(v) and v > 0, "a positive finite number"),
+        "crop": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
+                                        and v > 0), "a positive int or None"),
+        "mask_value": (lambda v: v is None or _finite(v), "a finite number or None"),
+        "noise": (lambda v: isinstance(v, (list, tuple)) and len(v) == bands
+                  and all(_finite(s) and s > 0 for s in v),
+                  f"{bands} positive finite numbers (one sky sigma per band)"),
+    }
+    for key, (ok, expected) in checks.items():
+        if (key in value or key == "noise") and not ok(value.get(key)):
+            raise refuse(path, field, f"{key!r}: {expected}", value.get(key, _MISSING))
+    settings = dict(value)
+    settings["noise"] = tuple(float(s) for s in value["noise"])
+    return Preprocessor(**settings)
+
+
+def _finite(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def net_configs(path, field: str, value, in_channels: int) -> list[dict]:
+    """Member network configurations: dicts naming a known architecture of
+    :func:`lensbench.deep.nets.build_net`, ``in_channels`` bands and plain keyword values."""
+    if not isinstance(value, (list, tuple)) or not value:
+        raise refuse(path, field, "a non-empty list of network configurations (dicts)", value)
+    for i, config in enumerate(value):
+        if not isinstance(config, dict) or not all(isinstance(k, str) for k in config):
+            raise refuse(path, field, f"member {i}: a dict", config)
+        if config.get("arch") not in NETS:
+            raise refuse(path, field, f"member {i}: 'arch' a known architecture "
+                         f"({', '.join(NETS)})", config.get("arch", _MISSING))
+        if config.get("in_channels") != in_channels:
+            raise refuse(path, field, f"member {i}: 'in_channels' {in_channels} (one per band)",
+                         config.get("in_channels", _MISSING))
+        if not _is_plain(config):
+            raise refuse(path, field, f"member {i}: plain numbers and strings", config)
+    return [dict(config) for config in value]
+
+
+def state_dicts(path, field: str, value, count: int) -> list[dict[str, torch.Tensor]]:
+    if not isinstance(value, (list, tuple)) or len(value) != count:
+        raise refuse(path, field, f"a list of {count} weight dicts, one per net config", value)
+    for i, state in enumerate(value):
+        if not isinstance(state, dict) or not all(
+                isinstance(k, str) and isinstance(v, torch.Tensor) for k, v in state.items()):
+            raise refuse(path, field, f"member {i}: a dict of tensors", state)
+    return list(value)
+
+
+def build_members(path, configs: list[dict], weights: list[dict]) -> list[nn.Module]:
+    """The member networks with their weights, in eval mode. Each configuration is first built on
+    the meta device (shapes only, no memory) and its parameter shapes compared with the stored
+    weights, so a configuration claiming a far larger network than the file holds allocates
+    nothing."""
+    nets = []
+    for i, (config, state) in enumerate(zip(configs, weights, strict=True)):
+        try:
+            with torch.device("meta"):
+                skeleton = build_net(**config)
+        except (TypeError, ValueError) as error:
+            raise ValueError(f"{path}: field 'net_configs': member {i} {config} does not fit "
+                             f"{config['arch']}: {error}") from None
+        needed = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
+        stored = {k: tuple(v.shape) for k, v in state.items()}
+        if needed != stored:
+            problem = next((f"{k} has shape {stored.get(k)}, the network needs {needed[k]}"
+                            for k in needed if stored.get(k) != needed[k]), None) or (
+                f"unexpected tensors {sorted(set(stored) - set(needed))[:3]}")
+            raise ValueError(f"{path}: member {i} weights do not fit "
+                             f"{architecture([config])}: {problem}")
+        net = build_net(**config)
+        net.load_state_dict(state)
+        nets.append(net.eval())
+    return nets
+
+
+# --------------------------------------------------------------------------- CNN finders
 
 
 def architecture(net_configs: list[dict]) -> str:
@@ -29,17 +282,26 @@ def architecture(net_configs: list[dict]) -> str:
     return " + ".join(parts)
 
 
-def save_checkpoint(method: NetFinder, path) -> Path:
-    """Write a fitted :class:`NetFinder` to ``path`` (parents created); returns the path."""
-    if not isinstance(method, NetFinder):
-        raise TypeError(f"checkpoints hold CNN finders (NetFinder), not {type(method).__name__}")
+def _is_cnn_finder(cls: type) -> bool:
+    # NetFinder (deep/methods.py) declares the format; checked by attribute because methods.py
+    # imports this module (a CNN finder saves its checkpoint when it is fitted).
+    return getattr(cls, "checkpoint_format", None) == FORMAT
+
+
+def save_checkpoint(method, path) -> Path:
+    """Write a fitted CNN finder (a registered NetFinder) to ``path`` (parents created);
+    returns the path."""
+    name = registered_name(type(method))
+    if name is None or not _is_cnn_finder(type(method)):
+        raise TypeError(f"checkpoints hold registered CNN finders (NetFinder), not "
+                        f"{type(method).__name__}")
     if not hasattr(method, "nets_"):
         raise ValueError(f"{type(method).__name__} is not fitted: nothing to save")
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     payload = {
         "format": FORMAT,
-        "class": _class_path(type(method)),
+        "method": name,
         "params": method.get_params(),
         "architecture": architecture(method.net_configs_),
         "bands": list(method.bands_),
@@ -50,8 +312,7 @@ def save_checkpoint(method: NetFinder, path) -> Path:
                     for net in method.nets_],
         "temperature": float(method.temperature_),
         "best_epochs": list(method.best_epochs_),
-        "calibration": {k: float(getattr(method, k)) for k in
-                        ("ece_before_", "ece_after_", "nll_before_", "nll_after_")
+        "calibration": {k: float(getattr(method, k)) for k in CALIBRATION_KEYS
                         if hasattr(method, k)},
     }
     tmp = path.with_suffix(path.suffix + ".tmp")
@@ -60,57 +321,70 @@ def save_checkpoint(method: NetFinder, path) -> Path:
     return path
 
 
-def load_checkpoint(path, expected_bands=None, expected_architecture: str | None = None
-                    ) -> NetFinder:
-    """The fitted method stored at ``path``.
+def load_checkpoint(path, expected_bands=None, expected_architecture: str | None = None, *,
+                    data: bytes | None = None):
+    """The fitted CNN finder stored at ``path``, every field checked (see the module docstring).
+    ``data``: the file's bytes when the caller has read them already (``path`` then only names
+    the file, in errors and as ``checkpoint_path_``).
 
     ``expected_bands`` (a sequence of band names) and ``expected_architecture`` (an architecture
     name such as ``"resnet"`` or a full description as :func:`architecture` writes it) must match
     the checkpoint, else ValueError naming the file and the mismatch."""
     path = Path(path)
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except FileNotFoundError:
-        raise
-    except Exception as error:
-        raise ValueError(f"{path}: not a readable lensbench checkpoint ({error})") from error
-    if not isinstance(payload, dict) or payload.get("format") != FORMAT:
-        raise ValueError(f"{path}: not a lensbench deep checkpoint (format "
-                         f"{payload.get('format') if isinstance(payload, dict) else None!r}, "
+    payload = read_payload(path, "lensbench deep checkpoint", data)
+    version = payload.get("format")
+    if version == FORMAT:
+        field, name = "method", payload.get("method", _MISSING)
+    elif version == FORMAT_1:
+        field, class_path = "class", payload.get("class", _MISSING)
+        name = {target: name for name, target in METHODS.items()}.get(class_path)
+        if name is None:
+            raise refuse(path, field, "the 'module:Class' of a registered method", class_path)
+    else:
+        raise ValueError(f"{path}: not a lensbench deep checkpoint (format {version!r}, "
                          f"expected {FORMAT!r})")
-    if expected_bands is not None and list(expected_bands) != list(payload["bands"]):
-        raise ValueError(f"{path}: checkpoint was trained on bands {payload['bands']}, "
+    cls = registered_class(path, field, name, _is_cnn_finder, "a CNN lens finder (NetFinder)")
+    params = checked_params(path, cls, payload.get("params"))
+    bands = names(path, "bands", payload.get("bands", _MISSING), "band names")
+    shape = image_shape(path, "image_shape", payload.get("image_shape", _MISSING), len(bands))
+    prep = preprocessor(path, "preprocessing", payload.get("preprocessing", _MISSING),
+                        len(bands))
+    configs = net_configs(path, "net_configs", payload.get("net_configs", _MISSING), len(bands))
+    weights = state_dicts(path, "weights", payload.get("weights", _MISSING), len(configs))
+    temperature = payload.get("temperature", _MISSING)
+    if not _finite(temperature) or temperature <= 0:
+        raise refuse(path, "temperature", "a positive finite number", temperature)
+    best = epochs(path, "best_epochs", payload.get("best_epochs", _MISSING), len(configs))
+    calibration = payload.get("calibration", {})
+    if not isinstance(calibration, dict) or not all(
+            k in CALIBRATION_KEYS and isinstance(v, (int, float)) and not isinstance(v, bool)
+            for k, v in calibration.items()):
+        raise refuse(path, "calibration", f"a dict of numbers under the keys "
+                     f"{', '.join(CALIBRATION_KEYS)}", calibration)
+
+    if expected_bands is not None and list(expected_bands) != list(bands):
+        raise ValueError(f"{path}: checkpoint was trained on bands {list(bands)}, "
                          f"expected {list(expected_bands)}")
-    arch = payload["architecture"]
+    arch = architecture(configs)
     if expected_architecture is not None:
-        names = {config["arch"] for config in payload["net_configs"]}
-        if expected_architecture != arch and {expected_architecture} != names:
+        archs = {config["arch"] for config in configs}
+        if expected_architecture != arch and {expected_architecture} != archs:
             raise ValueError(f"{path}: checkpoint architecture is {arch!r}, expected "
                              f"{expected_architecture!r}")
-    module_name, class_name = payload["class"].split(":")
-    cls = getattr(importlib.import_module(module_name), class_name)
-    method = cls(**payload["params"])
-    method.bands_ = tuple(payload["bands"])
-    method.image_shape_ = tuple(payload["image_shape"])
-    method.preprocessor_ = Preprocessor(**payload["preprocessing"])
-    method.net_configs_ = payload["net_configs"]
-    method.nets_ = []
-    for i, (config, weights) in enumerate(zip(method.net_configs_, payload["weights"],
-                                              strict=True)):
-        net = build_net(**config)
-        try:
-            net.load_state_dict(weights)
-        except RuntimeError as error:
-            raise ValueError(f"{path}: member {i} weights do not fit {architecture([config])}: "
-                             f"{str(error).splitlines()[0]}") from error
-        net.eval()
-        method.nets_.append(net)
-    method.temperature_ = payload["temperature"]
-    method.best_epochs_ = list(payload["best_epochs"])
-    method.best_epoch_ = method.best_epochs_[0]
+    nets = build_members(path, configs, weights)
+
+    method = cls(**params)
+    method.bands_ = bands
+    method.image_shape_ = shape
+    method.preprocessor_ = prep
+    method.net_configs_ = configs
+    method.nets_ = nets
+    method.temperature_ = float(temperature)
+    method.best_epochs_ = best
+    method.best_epoch_ = best[0]
     method.ece_before_ = method.ece_after_ = float("nan")
-    for key, value in payload["calibration"].items():
-        setattr(method, key, value)
+    for key, value in calibration.items():
+        setattr(method, key, float(value))
     method.history_ = {}
     method.checkpoint_path_ = str(path)
     return method

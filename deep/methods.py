@@ -15,6 +15,8 @@ from pathlib import Path
 import numpy as np
 import torch
 from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.deep.checkpoint import FORMAT as CHECKPOINT_FORMAT
+from lensbench.deep.checkpoint import save_checkpoint
 from lensbench.deep.committee import (
     combine_members,
     combine_tta,
@@ -59,6 +61,8 @@ def tta_transforms(shape: tuple[int, ...], rule: str) -> list[int]:
 class NetFinder(Method):
     """Shared machinery; subclasses define ``__init__`` (their defaults) and the hooks
     ``_archs``, ``_net_kwargs`` and ``_train_config``."""
+
+    checkpoint_format = CHECKPOINT_FORMAT  # what deep/checkpoint.py reads back into this class
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
@@ -114,8 +118,6 @@ class NetFinder(Method):
         self.best_epoch_ = self.best_epochs_[0]
         self._calibrate(Xn[val_idx], y[val_idx])
         if self.checkpoint_dir:
-            from lensbench.deep.checkpoint import save_checkpoint
-
             path = Path(self.checkpoint_dir) / f"{type(self).__name__}-{self._tag()}.pt"
             self.checkpoint_path_ = str(save_checkpoint(self, path))
         return self

@@ -30,7 +30,22 @@ from pathlib import Path
 import numpy as np
 import torch
 from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.baselines.registry import registered_name
 from lensbench.baselines.transforms import dihedral, inverse_dihedral
+from lensbench.deep.checkpoint import (
+    build_members,
+    checked_params,
+    epochs,
+    finite_numbers,
+    image_shape,
+    names,
+    net_configs,
+    preprocessor,
+    read_payload,
+    refuse,
+    registered_class,
+    state_dicts,
+)
 from lensbench.deep.methods import as_images, member_seeds
 from lensbench.deep.nets import build_net
 from lensbench.deep.preprocess import Augment, Preprocessor, dihedral_each
@@ -43,13 +58,13 @@ from lensbench.deep.train import (
     resolve_device,
     train_net,
 )
-from torch import nn
 
 # Pairs of targets that transform together: spin 1 (a position) or spin 2 (ellipticity, shear).
 SPIN_PAIRS = {("x", "y"): 1, ("e1", "e2"): 2, ("gamma1", "gamma2"): 2}
 _COS = (1, 0, -1, 0)  # cos(m pi/2) and sin(m pi/2) for integer m, exact
 _SIN = (0, 1, 0, -1)
 LOG_VAR_BOUNDS = (-14.0, 6.0)  # standardised units: sigma from 1e-3 to 20 standard deviations
+FORMAT = "lensbench-regressor-checkpoint/1"
 
 
 def transform_targets(Y: torch.Tensor, ks: torch.Tensor, names: tuple[str, ...],
@@ -284,42 +299,76 @@ class ResNetRegressor(Method):
 
     # ----------------------------------------------------------------- checkpoints
     def save(self, path: Path) -> Path:
-        """Weights, net configs, preprocessing and target scaling in one torch file."""
+        """Weights, net configs, preprocessing and target scaling in one torch file of plain data
+        and tensors (it loads weights-only; the checks on loading are those of
+        deep/checkpoint.py)."""
+        name = registered_name(type(self))
+        if name is None:
+            raise TypeError(f"checkpoints name their method by its registered name, and "
+                            f"{type(self).__name__} is not registered")
+        path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
-        blob = {"class": type(self).__name__, "params": self.get_params(),
-                "targets": self.targets_, "bands": self.bands_, "image_shape": self.image_shape_,
-                "target_mean": self.target_mean_, "target_scale": self.target_scale_,
-                "preprocessor": self.preprocessor_.state(), "net_configs": self.net_configs_,
-                "variance_scale": self.variance_scale_,
-                "state_dicts": [net.state_dict() for net in self.nets_],
-                "best_epochs": self.best_epochs_}
+        payload = {"format": FORMAT, "method": name, "params": self.get_params(),
+                   "targets": list(self.targets_), "bands": list(self.bands_),
+                   "image_shape": list(self.image_shape_),
+                   "target_mean": [float(v) for v in self.target_mean_],
+                   "target_scale": [float(v) for v in self.target_scale_],
+                   "preprocessor": self.preprocessor_.state(), "net_configs": self.net_configs_,
+                   "variance_scale": [float(v) for v in self.variance_scale_],
+                   "state_dicts": [{k: v.detach().cpu() for k, v in net.state_dict().items()}
+                                   for net in self.nets_],
+                   "best_epochs": [int(e) for e in self.best_epochs_]}
         tmp = path.with_suffix(".tmp")
-        torch.save(blob, tmp)
+        torch.save(payload, tmp)
         tmp.replace(path)  # atomic: an interrupted save leaves no truncated checkpoint
         return path
 
     @classmethod
     def load(cls, path: str | Path, info: TaskInfo | None = None) -> ResNetRegressor:
-        """The fitted regressor saved at ``path``; refused (naming the file) when ``info`` has
-        other bands or targets."""
-        blob = torch.load(path, map_location="cpu", weights_only=False)
+        """The fitted regressor saved at ``path``, every field checked; refused (naming the file)
+        when ``info`` has other bands or targets. Files written before this format pickled
+        numpy arrays: they do not load weights-only and are refused (refit the method)."""
+        path = Path(path)
+        payload = read_payload(path, "lensbench regressor checkpoint", hint=(
+            f"; regressor files written before the format {FORMAT!r} pickled numpy arrays: "
+            f"refit the method to get one that does"))
+        if payload.get("format") != FORMAT:
+            raise ValueError(f"{path}: not a lensbench regressor checkpoint (format "
+                             f"{payload.get('format')!r}, expected {FORMAT!r})")
+        method_cls = registered_class(path, "method", payload.get("method"),
+                                      lambda registered: issubclass(registered, cls),
+                                      f"a {cls.__name__}")
+        params = checked_params(path, method_cls, payload.get("params"))
+        targets = names(path, "targets", payload.get("targets"), "target names")
+        bands = names(path, "bands", payload.get("bands"), "band names")
         if info is not None:
-            for field, theirs in (("bands", tuple(info.bands)), ("targets", tuple(info.targets))):
-                if tuple(blob[field]) != theirs:
-                    raise ValueError(f"checkpoint {path}: {field} {tuple(blob[field])} do not "
-                                     f"match the task's {theirs}")
-        method = cls(**blob["params"])
-        method.targets_, method.bands_ = tuple(blob["targets"]), tuple(blob["bands"])
-        method.image_shape_ = tuple(blob["image_shape"])
-        method.target_mean_, method.target_scale_ = blob["target_mean"], blob["target_scale"]
-        method.preprocessor_ = Preprocessor(**blob["preprocessor"])
-        method.net_configs_, method.best_epochs_ = blob["net_configs"], blob["best_epochs"]
-        method.variance_scale_ = blob["variance_scale"]
-        method.nets_ = []
-        for config, state in zip(blob["net_configs"], blob["state_dicts"], strict=True):
-            net: nn.Module = build_net(**config)
-            net.load_state_dict(state)
-            method.nets_.append(net.eval())
+            for field, ours, theirs in (("bands", bands, tuple(info.bands)),
+                                        ("targets", targets, tuple(info.targets))):
+                if ours != theirs:
+                    raise ValueError(f"checkpoint {path}: {field} {ours} do not match the "
+                                     f"task's {theirs}")
+        shape = image_shape(path, "image_shape", payload.get("image_shape"), len(bands))
+        mean = finite_numbers(path, "target_mean", payload.get("target_mean"), len(targets))
+        scale = finite_numbers(path, "target_scale", payload.get("target_scale"), len(targets),
+                               positive=True)
+        variance_scale = finite_numbers(path, "variance_scale", payload.get("variance_scale"),
+                                        len(targets), positive=True)
+        prep = preprocessor(path, "preprocessor", payload.get("preprocessor"), len(bands))
+        configs = net_configs(path, "net_configs", payload.get("net_configs"), len(bands))
+        for i, config in enumerate(configs):
+            if config.get("outputs") != 2 * len(targets):
+                raise refuse(path, "net_configs", f"member {i}: 'outputs' {2 * len(targets)} "
+                             f"(a mean and a log variance per target)", config.get("outputs"))
+        weights = state_dicts(path, "state_dicts", payload.get("state_dicts"), len(configs))
+        best = epochs(path, "best_epochs", payload.get("best_epochs"), len(configs))
+        nets = build_members(path, configs, weights)
+
+        method = method_cls(**params)
+        method.targets_, method.bands_, method.image_shape_ = targets, bands, shape
+        method.target_mean_, method.target_scale_ = np.array(mean), np.array(scale)
+        method.variance_scale_ = np.array(variance_scale)
+        method.preprocessor_ = prep
+        method.net_configs_, method.best_epochs_, method.nets_ = configs, best, nets
         method.objective_ = GaussianRegression(method.targets_, method.target_mean_,
                                                method.target_scale_)
         return method
