@@ -9,7 +9,9 @@ being logged.
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
 import math
 import os
 import posixpath
@@ -28,6 +30,20 @@ MAX_KEY_LENGTH = 250  # MLflow's limit on a param, metric or tag key
 PARAMS_PER_BATCH = 100  # MLflow's log_batch limit on params
 METRICS_PER_BATCH = 1000  # MLflow's log_batch limit on metrics
 HTTP_TIMEOUT_S = "10"  # per request; MLflow's default is 120 s with 7 retries (minutes when down)
+# MLflow 3 opens an experiment tagged "custom_model_development" on its runs, not on the GenAI
+# overview (mlflow/server/js: ExperimentKind). MLflow >= 3.10 takes the kind from its
+# GenAI / Model training switch instead, which a URL sets: see runs_view_url.
+EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
+MODEL_TRAINING_KIND = "custom_model_development"
+# The UI's saved views ("Views" menu, "Share") are experiment tags with this prefix holding a
+# JSON envelope {name, createdAt, updatedAt, state}; ?viewStateShareKey=<id> opens one.
+SAVED_VIEW_TAG_PREFIX = "mlflow.sharedViewState."
+RUNS_VIEW_ID = "lensbench"
+RUNS_VIEW_NAME = "lensbench: compare methods"
+DIGEST_LENGTH = 12  # MLflow keeps at most 36 characters of a dataset digest; reports show 12
+# A split's role -> MLflow's dataset context (the real lenses are scored like a test set).
+DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "testing",
+                    "real": "testing"}
 # The characters MLflow accepts in a key on every OS (it also allows ':' except on Windows).
 _NOT_A_KEY_CHARACTER = re.compile(r"[^A-Za-z0-9_\-. /]")
 
@@ -49,16 +65,70 @@ def mlflow_ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 50
             "--host", host, "--port", str(port)]
 
 
-def artifact_location(tracking_uri: str, experiment: str) -> str | None:
-    """Where a new experiment keeps its artefacts: beside a SQLite store's file, since MLflow's
-    own default is ./mlruns in whatever directory the process happens to run from. None (the
-    store's default) for servers and other stores."""
+# MLflow's server imports starlette.middleware.wsgi, which starlette deprecates: one warning per
+# UI worker process, about MLflow's code, that a user can do nothing about.
+UI_WARNING_FILTER = "ignore:starlette.middleware.wsgi is deprecated:UserWarning"
+
+
+def mlflow_ui_environment(environ: dict[str, str]) -> dict[str, str]:
+    """``environ`` for the UI process: the user's PYTHONWARNINGS, then UI_WARNING_FILTER (a
+    later entry wins). The variable reaches the UI's worker processes, which a filter set here
+    would not."""
+    user = environ.get("PYTHONWARNINGS", "")
+    return {**environ, "PYTHONWARNINGS": ",".join(filter(None, [user, UI_WARNING_FILTER]))}
+
+
+def _sqlite_folder(tracking_uri: str) -> Path | None:
+    """The folder of a SQLite store's database file; None for other stores."""
     if not tracking_uri.startswith("sqlite:///"):
         return None
     database = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
     if not database or database == ":memory:":
         return None
-    return (Path(database).resolve().parent / "mlartifacts" / metric_name(experiment)).as_uri()
+    return Path(database).resolve().parent
+
+
+def artifact_location(tracking_uri: str, experiment: str) -> str | None:
+    """Where a new experiment keeps its artefacts: beside a SQLite store's file, since MLflow's
+    own default is ./mlruns in whatever directory the process happens to run from. None (the
+    store's default) for servers and other stores."""
+    folder = _sqlite_folder(tracking_uri)
+    if folder is None:
+        return None
+    return (folder / "mlartifacts" / metric_name(experiment)).as_uri()
+
+
+@contextlib.contextmanager
+def quiet_store_setup():
+    """Silence MLflow's and alembic's INFO lines while a store creates or migrates its tables
+    ("Creating initial MLflow database tables..."): routine, and they led a run's output."""
+    loggers = [logging.getLogger(name) for name in ("mlflow.store.db.utils", "alembic")]
+    levels = [logger.level for logger in loggers]
+    for logger in loggers:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        for logger, level in zip(loggers, levels, strict=True):
+            logger.setLevel(level)
+
+
+def create_sqlite_store(tracking_uri: str) -> None:
+    """Make a new SQLite store's tables, with MLflow's ``Default`` experiment (id 0) keeping its
+    artefacts beside the database (``mlartifacts/0``, created). Left to the client, Default
+    points at ./mlruns/0 of whatever directory the first process ran in, which never exists.
+    Nothing to do for an existing database or another kind of store."""
+    folder = _sqlite_folder(tracking_uri)
+    database = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
+    if folder is None or Path(database).exists():
+        return
+    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+
+    root = folder / "mlartifacts"
+    with quiet_store_setup():
+        store = SqlAlchemyStore(tracking_uri, root.as_uri())
+    store.engine.dispose()
+    (root / "0").mkdir(parents=True, exist_ok=True)
 
 
 def metric_name(name: str) -> str:
@@ -237,8 +307,10 @@ class MlflowTracker:
         if self._client is None:
             from mlflow.tracking import MlflowClient
 
+            create_sqlite_store(self.tracking_uri)
             client = MlflowClient(tracking_uri=self.tracking_uri)
-            self._experiment_id = self._experiment_id_in(client)
+            with quiet_store_setup():  # an existing store may still need a migration
+                self._experiment_id = self._experiment_id_in(client)
             self._client = client
         return self._client
 
