@@ -10,7 +10,7 @@ import sys
 import threading
 from pathlib import Path
 
-from lensbench.bench.tasks import PROFILES
+from lensbench.bench.tasks import PROFILES, SUITES
 
 DEFAULT_WORKDIR = Path(os.environ.get("LENSBENCH_WORKDIR", ".lensbench"))
 
@@ -167,12 +167,17 @@ def cmd_report(args) -> int:
 
 
 def cmd_ui(args) -> int:
-    from lensbench.bench.tracking import default_tracking_uri, mlflow_ui_command
+    from lensbench.bench.tracking import (
+        default_tracking_uri,
+        mlflow_ui_command,
+        mlflow_ui_environment,
+    )
 
     uri = args.tracking_uri or default_tracking_uri(args.workdir)
     command = mlflow_ui_command(uri, host=args.host, port=args.port)
     print(f"MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
-    os.execv(command[0], command)  # become the UI, so signals reach it directly
+    # Become the UI, so signals reach it directly.
+    os.execve(command[0], command, mlflow_ui_environment(dict(os.environ)))
 
 
 def _parse_negatives(text: str) -> dict[str, float]:
@@ -318,13 +323,16 @@ def cmd_inspect(args) -> int:
     return 0
 
 
+SUITE_HELP = f"one of: {', '.join(SUITES)} (`bench list` describes them)"
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="bench", description="lensbench: strong-lensing ML "
                                      "benchmarks with the field's figures of merit")
     sub = parser.add_subparsers(dest="command", required=True)
 
     run = sub.add_parser("run", help="run a suite: simulate splits, fit, score, track")
-    run.add_argument("--suite", required=True)
+    run.add_argument("--suite", required=True, metavar="SUITE", help=SUITE_HELP)
     run.add_argument("--profile", default="default", choices=PROFILES)
     run.add_argument("--seed", type=int, default=0, help="derives every method seed")
     run.add_argument("--methods", help="comma-separated method names (default: the suite's)")
@@ -342,7 +350,7 @@ def build_parser() -> argparse.ArgumentParser:
     run.set_defaults(func=cmd_run)
 
     tune = sub.add_parser("tune", help="tune a method with Optuna on the validation split")
-    tune.add_argument("--suite", required=True)
+    tune.add_argument("--suite", required=True, metavar="SUITE", help=SUITE_HELP)
     tune.add_argument("--task", required=True, help="task name or suffix, e.g. ground")
     tune.add_argument("--method", required=True)
     tune.add_argument("--trials", type=int, default=20, help="finished trials the study should "
@@ -364,7 +372,7 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_list)
 
     report = sub.add_parser("report", help="write reports/<suite>.md and .html from results")
-    report.add_argument("--suite", required=True)
+    report.add_argument("--suite", required=True, metavar="SUITE", help=SUITE_HELP)
     report.add_argument("--profile", default="default")
     report.add_argument("--out", type=Path, default=Path("reports"))
     _add_workdir(report)
