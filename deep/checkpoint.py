@@ -96,6 +96,23 @@ def _is_plain(value) -> bool:
     return False
 
 
+def _finite(value) -> bool:
+    return (isinstance(value, (int, float)) and not isinstance(value, bool)
+            and math.isfinite(value))
+
+
+def _ints(value):
+    """Every int in plain ``value``, nested or not."""
+    if isinstance(value, int) and not isinstance(value, bool):
+        yield value
+    elif isinstance(value, (list, tuple)):
+        for item in value:
+            yield from _ints(item)
+    elif isinstance(value, dict):
+        for item in value.values():
+            yield from _ints(item)
+
+
 def _matches(annotation, value) -> bool:
     """Whether ``value`` (plain data) is of the ``annotation`` type; an int passes for a float
     and an integral float for an int, as JSON and command lines write them."""
@@ -208,11 +225,6 @@ def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
     return Preprocessor(**settings)
 
 
-def _finite(value) -> bool:
-    return (isinstance(value, (int, float)) and not isinstance(value, bool)
-            and math.isfinite(value))
-
-
 def net_configs(path, field: str, value, in_channels: int) -> list[dict]:
     """Member network configurations: dicts naming a known architecture of
     :func:`lensbench.deep.nets.build_net`, ``in_channels`` bands and plain keyword values."""
@@ -243,16 +255,21 @@ def state_dicts(path, field: str, value, count: int) -> list[dict[str, torch.Ten
 
 
 def build_members(path, configs: list[dict], weights: list[dict]) -> list[nn.Module]:
-    """The member networks with their weights, in eval mode. Each configuration is first built on
-    the meta device (shapes only, no memory) and its parameter shapes compared with the stored
-    weights, so a configuration claiming a far larger network than the file holds allocates
-    nothing."""
+    """The member networks with their weights, in eval mode. A configuration claiming a far larger
+    network than the file holds allocates nothing and takes no time: every size in it (a width,
+    depth, stage count or output count of these architectures needs at least that many weights)
+    must be at most the number of stored weights, and it is first built on the meta device
+    (shapes only, no memory) to compare its parameter shapes with the stored ones."""
     nets = []
     for i, (config, state) in enumerate(zip(configs, weights, strict=True)):
+        stored_weights = sum(tensor.numel() for tensor in state.values())
+        if any(size > stored_weights for size in _ints(config)):
+            raise ValueError(f"{path}: member {i} weights do not fit {architecture([config])}: "
+                             f"a size in it exceeds the {stored_weights} stored weights")
         try:
             with torch.device("meta"):
                 skeleton = build_net(**config)
-        except (TypeError, ValueError) as error:
+        except Exception as error:  # any failure to build a plain configuration: it does not fit
             raise ValueError(f"{path}: field 'net_configs': member {i} {config} does not fit "
                              f"{config['arch']}: {error}") from None
         needed = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}

@@ -32,20 +32,7 @@ import torch
 from lensbench.baselines.contract import Method, TaskInfo
 from lensbench.baselines.registry import registered_name
 from lensbench.baselines.transforms import dihedral, inverse_dihedral
-from lensbench.deep.checkpoint import (
-    build_members,
-    checked_params,
-    epochs,
-    finite_numbers,
-    image_shape,
-    names,
-    net_configs,
-    preprocessor,
-    read_payload,
-    refuse,
-    registered_class,
-    state_dicts,
-)
+from lensbench.deep import checkpoint
 from lensbench.deep.methods import as_images, member_seeds
 from lensbench.deep.nets import build_net
 from lensbench.deep.preprocess import Augment, Preprocessor, dihedral_each
@@ -329,39 +316,42 @@ class ResNetRegressor(Method):
         when ``info`` has other bands or targets. Files written before this format pickled
         numpy arrays: they do not load weights-only and are refused (refit the method)."""
         path = Path(path)
-        payload = read_payload(path, "lensbench regressor checkpoint", hint=(
+        payload = checkpoint.read_payload(path, "lensbench regressor checkpoint", hint=(
             f"; regressor files written before the format {FORMAT!r} pickled numpy arrays: "
             f"refit the method to get one that does"))
         if payload.get("format") != FORMAT:
             raise ValueError(f"{path}: not a lensbench regressor checkpoint (format "
                              f"{payload.get('format')!r}, expected {FORMAT!r})")
-        method_cls = registered_class(path, "method", payload.get("method"),
-                                      lambda registered: issubclass(registered, cls),
-                                      f"a {cls.__name__}")
-        params = checked_params(path, method_cls, payload.get("params"))
-        targets = names(path, "targets", payload.get("targets"), "target names")
-        bands = names(path, "bands", payload.get("bands"), "band names")
+        get = payload.get
+        method_cls = checkpoint.registered_class(path, "method", get("method"),
+                                                 lambda found: issubclass(found, cls),
+                                                 f"a {cls.__name__}")
+        params = checkpoint.checked_params(path, method_cls, get("params"))
+        targets = checkpoint.names(path, "targets", get("targets"), "target names")
+        bands = checkpoint.names(path, "bands", get("bands"), "band names")
         if info is not None:
             for field, ours, theirs in (("bands", bands, tuple(info.bands)),
                                         ("targets", targets, tuple(info.targets))):
                 if ours != theirs:
                     raise ValueError(f"checkpoint {path}: {field} {ours} do not match the "
                                      f"task's {theirs}")
-        shape = image_shape(path, "image_shape", payload.get("image_shape"), len(bands))
-        mean = finite_numbers(path, "target_mean", payload.get("target_mean"), len(targets))
-        scale = finite_numbers(path, "target_scale", payload.get("target_scale"), len(targets),
-                               positive=True)
-        variance_scale = finite_numbers(path, "variance_scale", payload.get("variance_scale"),
-                                        len(targets), positive=True)
-        prep = preprocessor(path, "preprocessor", payload.get("preprocessor"), len(bands))
-        configs = net_configs(path, "net_configs", payload.get("net_configs"), len(bands))
+        n = len(targets)
+        shape = checkpoint.image_shape(path, "image_shape", get("image_shape"), len(bands))
+        mean = checkpoint.finite_numbers(path, "target_mean", get("target_mean"), n)
+        scale = checkpoint.finite_numbers(path, "target_scale", get("target_scale"), n,
+                                          positive=True)
+        variance_scale = checkpoint.finite_numbers(path, "variance_scale", get("variance_scale"),
+                                                   n, positive=True)
+        prep = checkpoint.preprocessor(path, "preprocessor", get("preprocessor"), len(bands))
+        configs = checkpoint.net_configs(path, "net_configs", get("net_configs"), len(bands))
         for i, config in enumerate(configs):
-            if config.get("outputs") != 2 * len(targets):
-                raise refuse(path, "net_configs", f"member {i}: 'outputs' {2 * len(targets)} "
-                             f"(a mean and a log variance per target)", config.get("outputs"))
-        weights = state_dicts(path, "state_dicts", payload.get("state_dicts"), len(configs))
-        best = epochs(path, "best_epochs", payload.get("best_epochs"), len(configs))
-        nets = build_members(path, configs, weights)
+            if config.get("outputs") != 2 * n:
+                raise checkpoint.refuse(path, "net_configs", f"member {i}: 'outputs' {2 * n} (a "
+                                        f"mean and a log variance per target)",
+                                        config.get("outputs"))
+        weights = checkpoint.state_dicts(path, "state_dicts", get("state_dicts"), len(configs))
+        best = checkpoint.epochs(path, "best_epochs", get("best_epochs"), len(configs))
+        nets = checkpoint.build_members(path, configs, weights)
 
         method = method_cls(**params)
         method.targets_, method.bands_, method.image_shape_ = targets, bands, shape

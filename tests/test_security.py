@@ -171,11 +171,14 @@ def test_tampered_field_types_are_refused_naming_the_field(finder_file, tmp_path
         load_checkpoint(crafted)
 
 
-def test_huge_claimed_network_is_refused_before_it_is_built(finder_file, tmp_path):
-    """A net config claiming a network far larger than its stored weights is refused from the
-    weights' shapes, without allocating the claimed network."""
+@pytest.mark.parametrize("size", [{"width": 10**6}, {"depth": 10**9}, {"width": 10_000}],
+                         ids=["width", "depth", "width-within-the-weight-count"])
+def test_huge_claimed_network_is_refused_before_it_is_built(finder_file, tmp_path, size):
+    """A net config claiming a network far larger than its stored weights is refused without
+    building the claimed network (10**9 residual units would take hours, a width of 10000 over
+    60 GB)."""
     payload = torch.load(finder_file, map_location="cpu", weights_only=True)
-    config = {**payload["net_configs"][0], "width": 10**6}
+    config = {**payload["net_configs"][0], **size}
     crafted = _tampered(finder_file, tmp_path / "ck.pt", net_configs=[config])
     with pytest.raises(ValueError, match=r"ck\.pt: member 0 weights do not fit resnet"):
         load_checkpoint(crafted)
