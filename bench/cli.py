@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import argparse
+import difflib
 import json
 import os
 import signal
 import sys
 import threading
+from inspect import signature
 from pathlib import Path
 
 from lensbench.bench.tasks import PROFILES, SUITES
@@ -19,6 +21,20 @@ def _add_workdir(parser):
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
                         help="where splits, results.jsonl, run artefacts and the MLflow store "
                              "live (default: $LENSBENCH_WORKDIR or ./.lensbench)")
+
+
+def int_at_least(minimum: int):
+    """An argparse ``type``: an integer >= ``minimum``, else the usage error naming the flag."""
+    def parse(text: str) -> int:
+        try:
+            value = int(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got "
+                                             f"{text!r}") from None
+        if value < minimum:
+            raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
 
 
 def _parse_value(text: str):
@@ -34,10 +50,43 @@ def _parse_params(items: list[str]) -> dict[str, dict]:
     for item in items or []:
         name, sep, value = item.partition("=")
         method, dot, key = name.partition(".")
-        if not sep or not dot:
-            raise SystemExit(f"--param {item!r}: expected METHOD.KEY=VALUE, e.g. "
+        if not (sep and dot and method and key):
+            raise ValueError(f"--param {item!r}: expected METHOD.KEY=VALUE, e.g. "
                              "pixel-logreg.C=0.1")
         params.setdefault(method, {})[key] = _parse_value(value)
+    return params
+
+
+def _did_you_mean(name: str, known) -> str:
+    """A close match among ``known``, ignoring case (``c`` for ``C``)."""
+    by_lower = {k.lower(): k for k in known}
+    close = difflib.get_close_matches(name.lower(), list(by_lower), n=1)
+    return f" Did you mean {by_lower[close[0]]!r}?" if close else ""
+
+
+def _check_params(params: dict[str, dict], names: list[str], flag: str) -> dict[str, dict]:
+    """``params`` ({method: {key: value}}, given with ``flag``) if every method is registered and
+    in this run (``names``) and every key is a parameter of its class; else ValueError naming
+    the parameter: a typo would otherwise run the method with its default, unnoticed."""
+    from lensbench.baselines.registry import resolve_method
+
+    for method, values in params.items():
+        where = f"{flag} {method}.{next(iter(values), '')}"
+        try:
+            cls = resolve_method(method)
+        except KeyError as error:
+            raise ValueError(f"{where}: {error.args[0]}") from None
+        if method not in names:
+            raise ValueError(f"{where}: method {method!r} is not in this run (methods: "
+                             f"{', '.join(names)})")
+        accepted = signature(cls).parameters
+        if any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
+            continue
+        for key in values:
+            if key not in accepted:
+                raise ValueError(f"{flag} {method}.{key}: {cls.__name__} ({method}) takes no "
+                                 f"parameter {key!r}.{_did_you_mean(key, accepted)} Its "
+                                 f"parameters: {', '.join(accepted)}")
     return params
 
 
@@ -54,11 +103,23 @@ def _interrupt(signum, frame):
 
 
 def cmd_run(args) -> int:
+    from lensbench.baselines.registry import resolve_method
     from lensbench.bench.runner import run_suite
     from lensbench.bench.tasks import get_suite
 
     suite = get_suite(args.suite)
     methods = args.methods.split(",") if args.methods else None
+    # Every method name and parameter is checked before any work (simulation, tracking).
+    names = list(methods or suite.methods_for(args.profile))
+    for name in names:
+        try:
+            resolve_method(name)
+        except KeyError as error:
+            raise ValueError(f"{'--methods' if methods else f'suite {suite.name}'}: "
+                             f"{error.args[0]}") from None
+    params = _merge_params(
+        _check_params(_params_from_file(args.params), names, f"--params {args.params}:"),
+        _check_params(_parse_params(args.param), names, "--param"))
     tracker = None
     if not args.no_tracking:
         from lensbench.bench.tracking import MlflowTracker, default_tracking_uri
@@ -79,9 +140,8 @@ def cmd_run(args) -> int:
         previous_handler = signal.signal(signal.SIGTERM, _interrupt)
     try:
         results = run_suite(suite, profile=args.profile, seed=args.seed, workdir=args.workdir,
-                            methods=methods, params=_merge_params(
-                                _params_from_file(args.params), _parse_params(args.param)),
-                            tracker=tracker, resume=args.resume)
+                            methods=methods, params=params, tracker=tracker,
+                            resume=args.resume)
     except KeyboardInterrupt:
         status = "KILLED"
         print("interrupted: finished runs are in results.jsonl; rerun with --resume",
@@ -304,6 +364,8 @@ def cmd_scan(args) -> int:
         print(f"interrupted: scored cutouts are kept in {args.out}.partial; rerun the same "
               "command to resume", file=sys.stderr)
         return 130
+    if (nothing := summary.nothing_scored()) is not None:
+        raise ValueError(nothing)  # rc 2: the input cannot be used with this model, as a bad flag
     print(f"{summary.n_scored} of {summary.n_total} cutouts scored ({summary.layout}; "
           f"{summary.n_scored_now} now at {summary.rate:,.0f}/s), {summary.n_bad} bad "
           f"(listed in {summary.bad_file}); ranked table {summary.out}")
@@ -430,13 +492,13 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a folder of FITS cutouts (one (B, H, W) file per object, or the "
                            "Metcalf layout) or a split directory (HDF5 shards + manifest)")
     scan.add_argument("--out", type=Path, required=True, help="the ranked CSV to write")
-    scan.add_argument("--batch-size", type=int, default=512)
-    scan.add_argument("--workers", type=int, default=1,
+    scan.add_argument("--batch-size", type=int_at_least(1), default=512)
+    scan.add_argument("--workers", type=int_at_least(1), default=1,
                       help="> 1: a local Dask cluster of this many worker processes")
     scan.add_argument("--scheduler", metavar="ADDRESS",
                       help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (the cutouts "
                            "must be readable by every worker at the same path)")
-    scan.add_argument("--threads-per-worker", type=int, default=1)
+    scan.add_argument("--threads-per-worker", type=int_at_least(1), default=1)
     scan.add_argument("--restart", action="store_true",
                       help="discard an unfinished scan of OUT instead of resuming it")
     scan.add_argument("--no-progress", action="store_true")
@@ -453,9 +515,9 @@ def build_parser() -> argparse.ArgumentParser:
                               "graded table goes (default: CANDIDATES itself)")
     inspect.add_argument("--merge", type=Path, metavar="GRADES_CSV",
                          help="add the grades exported from the page as a grade column")
-    inspect.add_argument("--top", type=int, default=500,
+    inspect.add_argument("--top", type=int_at_least(0), default=500,
                          help="best-ranked candidates on the page (0: all)")
-    inspect.add_argument("--per-page", type=int, default=48)
+    inspect.add_argument("--per-page", type=int_at_least(1), default=48)
     inspect.set_defaults(func=cmd_inspect)
     return parser
 

@@ -27,6 +27,7 @@ import hashlib
 import html
 import io
 import json
+import math
 import os
 import tempfile
 from pathlib import Path
@@ -63,11 +64,23 @@ def stamp_png(image: np.ndarray) -> str:
     return "data:image/png;base64," + base64.b64encode(buffer.getvalue()).decode("ascii")
 
 
-def _rank_key(row: dict, position: int):
+def _finite_or_none(text) -> float | None:
+    """A table cell as a finite float, else None (empty, non-numeric, NaN or infinite): the page
+    data must be strict JSON, which has no NaN or Infinity."""
     try:
-        return (int(row["rank"]), position)
+        value = float(text)
+    except (TypeError, ValueError):
+        return None
+    return value if math.isfinite(value) else None
+
+
+def _rank_key(row: dict, position: int):
+    """The table's rank, else best score first with unscorable rows last (never among them)."""
+    try:
+        return (0, int(row["rank"]), position)
     except (KeyError, TypeError, ValueError):
-        return (-float(row["score"]), position)
+        score = _finite_or_none(row["score"])
+        return (1, 0 if score is not None else 1, -(score or 0.0), position)
 
 
 def page_data(candidates: str | os.PathLike, top: int | None = 500) -> list[dict]:
@@ -83,8 +96,8 @@ def page_data(candidates: str | os.PathLike, top: int | None = 500) -> list[dict
     for position, k in enumerate(order):
         row = rows[k]
         record = {"id": row["id"], "rank": int(row.get("rank") or position + 1),
-                  "score": float(row["score"]),
-                  "spread": float(row["spread"]) if row.get("spread") else None,
+                  "score": _finite_or_none(row["score"]),
+                  "spread": _finite_or_none(row.get("spread")),
                   "grade": row.get("grade") or ""}
         try:
             record["img"] = stamp_png(read_locator(row["source"]))
@@ -103,15 +116,29 @@ def write_page(candidates: str | os.PathLike, out: str | os.PathLike, *, top: in
     records = page_data(candidates, top)
     digest = hashlib.sha256(candidates.read_bytes()).hexdigest()[:16]
     title = title or f"lensbench candidates: {candidates.name}"
-    data = json.dumps({"candidates": records, "perPage": per_page, "grades": list(GRADES),
-                       "keys": _KEYS, "storageKey": f"lensbench-grades:{digest}",
-                       "exportName": f"{candidates.stem}-grades.csv"})
-    page = (_TEMPLATE.replace("__TITLE__", html.escape(title))
-            .replace("__DATA__", data.replace("</", "<\\/")))
+    data = script_json({"candidates": records, "perPage": per_page, "grades": list(GRADES),
+                        "keys": _KEYS, "storageKey": f"lensbench-grades:{digest}",
+                        "exportName": f"{candidates.stem}-grades.csv"})
+    page = _TEMPLATE.replace("__TITLE__", html.escape(title)).replace("__DATA__", data)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     _write_text_atomic(out, page)
     return out
+
+
+# JSON escapes for text inside an HTML <script> element: "<" alone ("<!--", "</script") can end
+# or reinterpret the element, ">" and "&" can complete such a sequence, and U+2028/2029 end a line
+# in older JavaScript. The same set as jinja2's htmlsafe_json_dumps plus the line separators,
+# written here because the page needs no template engine.
+_SCRIPT_ESCAPES = {"<": "\\u003c", ">": "\\u003e", "&": "\\u0026", "\u2028": "\\u2028",
+                   "\u2029": "\\u2029"}
+
+
+def script_json(value) -> str:
+    """``value`` as strict JSON (ValueError on NaN or infinity) that is safe to embed in an HTML
+    script element whatever its strings hold."""
+    text = json.dumps(value, allow_nan=False)
+    return text.translate(str.maketrans(_SCRIPT_ESCAPES))
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
@@ -237,7 +264,8 @@ function render() {
              meta.appendChild(s); }
     meta.appendChild(document.createTextNode("#" + c.rank + " " + c.id));
     meta.appendChild(document.createElement("br"));
-    meta.appendChild(document.createTextNode("score " + c.score.toFixed(4) +
+    meta.appendChild(document.createTextNode("score " +
+        (c.score === null ? "n/a" : c.score.toFixed(4)) +
         (c.spread === null ? "" : " \u00b1 " + c.spread.toFixed(4))));
     card.appendChild(meta);
     card.addEventListener("click", () => { current = i; render(); });
@@ -272,7 +300,8 @@ function csvField(v) {
 function exportCsv() {
   const lines = ["id,rank,score,grade"];
   for (const c of C) if (grades[c.id])
-    lines.push([c.id, c.rank, c.score, grades[c.id]].map(csvField).join(","));
+    lines.push([c.id, c.rank, c.score === null ? "" : c.score, grades[c.id]]
+               .map(csvField).join(","));
   const blob = new Blob([lines.join("\r\n") + "\r\n"], {type: "text/csv"});
   const a = document.createElement("a");
   a.href = URL.createObjectURL(blob); a.download = DATA.exportName;

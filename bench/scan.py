@@ -2,11 +2,12 @@
 
 A scan streams the cutouts in batches (only one batch of images per process is in memory,
 however many cutouts there are), appends every scored batch to ``<out>.partial`` (flushed and
-fsynced, so an interrupt loses at most the batch in flight) and bad cutouts to the side file
-``<out stem>.bad.csv`` with the reason. A rerun with the same model and cutouts skips every id
-already in either file, so no cutout is scored twice; the final ranked CSV is written to a
-temporary file and renamed into place. A lock (``<out>.lock``) refuses a second scan writing
-the same table at the same time.
+fsynced, so an interrupt loses at most the batch in flight) and bad cutouts (unreadable, wrong
+shape, NaN or implausible pixels, see :data:`PIXEL_LIMIT_SIGMA`, or a non-finite score) to the
+side file ``<out stem>.bad.csv`` with the reason: every score in the table is finite. A rerun
+with the same model and cutouts skips every id already in either file, so no cutout is scored
+twice; the final ranked CSV is written to a temporary file and renamed into place. A lock
+(``<out>.lock``) refuses a second scan writing the same table at the same time.
 
 Inputs (``cutouts``):
 
@@ -35,13 +36,15 @@ import contextlib
 import csv
 import hashlib
 import json
+import math
 import os
 import re
 import sys
 import tempfile
 import time
+from collections import Counter
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -57,8 +60,20 @@ _METCALF_ORDER = ("u", "g", "r", "i", "VIS")
 METCALF_MASK_VALUE = 100.0
 
 
+# A pixel brighter than this many training sky sigma (the per-band noise the checkpoint stores,
+# deep.preprocess.Preprocessor) is not a measurement but a corrupt or wrongly scaled file: the
+# brightest pixel a survey records is bounded by the detector's full well (~1e5-2e5 e-) over a
+# sky noise of >~10 e- per exposure, under ~2e4 sigma, and coadding N <~ 1000 exposures raises
+# that by sqrt(N) to under ~6e5 sigma (observed: the HST SLACS lens stamps peak at 3e2-3e3 sigma).
+# 1e7 leaves a factor > 10 for a survey deeper than the training data. Such cutouts are refused
+# (bad list), not scored with a flag: the network never saw anything like them, so their score is
+# an extrapolation (a cutout of 1e30 everywhere scored 1.0, rank 1).
+PIXEL_LIMIT_SIGMA = 1e7
+
+
 class BadCutout(ValueError):
-    """One cutout that cannot be scored (unreadable, wrong shape, NaN pixels, missing band)."""
+    """One cutout that cannot be scored (unreadable, wrong shape, NaN or absurd pixels, missing
+    band)."""
 
 
 # --------------------------------------------------------------------------- inputs
@@ -232,9 +247,29 @@ def _read_shard_rows(file: str, group: list[tuple[Item, int]]
     yield from zip((item for item, _ in group), pixels, strict=True)
 
 
-def load_batch(items: list[Item], image_shape: tuple[int, ...]
+def _check_pixel_range(image: np.ndarray, noise, mask_value: float | None) -> None:
+    """BadCutout if a pixel (other than the mask value) is beyond ``PIXEL_LIMIT_SIGMA`` times
+    its band's training sky sigma ``noise``."""
+    sigma = np.asarray(noise, dtype=np.float64)[:, None, None]
+    ratio = np.abs(image.astype(np.float64)) / sigma
+    if mask_value is not None:
+        ratio[image == mask_value] = 0.0
+    beyond = ratio > PIXEL_LIMIT_SIGMA
+    if beyond.any():
+        band, row, col = np.unravel_index(np.argmax(ratio), ratio.shape)
+        raise BadCutout(f"{int(beyond.sum())} pixel(s) beyond {PIXEL_LIMIT_SIGMA:.0e} training "
+                        f"sky sigma (worst {float(image[band, row, col]):.3g} = "
+                        f"{ratio[band, row, col]:.3g} sigma in band {band}): not a plausible "
+                        "measurement")
+
+
+def load_batch(items: list[Item], image_shape: tuple[int, ...], noise=None,
+               mask_value: float | None = None
                ) -> tuple[np.ndarray, list[Item], list[tuple[Item, str]]]:
-    """(images (n, B, H, W) float32 of the good items, the good items, [(bad item, reason)])."""
+    """(images (n, B, H, W) float32 of the good items, the good items, [(bad item, reason)]).
+    ``noise``: the model's per-band training sky sigma, which sets the plausible pixel range
+    (:data:`PIXEL_LIMIT_SIGMA`; pixels equal to ``mask_value`` are exempt); None checks no
+    range."""
     good, bad, images = [], [], []
     for item, image in _read_items(items):
         try:
@@ -245,6 +280,8 @@ def load_batch(items: list[Item], image_shape: tuple[int, ...]
             finite = np.isfinite(image)
             if not finite.all():
                 raise BadCutout(f"{int((~finite).sum())} NaN/inf pixel(s)")
+            if noise is not None:
+                _check_pixel_range(image, noise, mask_value)
         except BadCutout as error:
             bad.append((item, str(error)))
             continue
@@ -306,13 +343,19 @@ def score_batch(blob: bytes, digest: str, items: list[Item], num_threads: int | 
     method = model_from_bytes(blob, digest)
     if num_threads:
         torch.set_num_threads(int(num_threads))
-    images, good, bad = load_batch(items, method.image_shape_)
+    images, good, bad = load_batch(items, method.image_shape_, method.preprocessor_.noise,
+                                   method.preprocessor_.mask_value)
     if not good:
         return [], bad
     with torch.inference_mode():
         scores, spreads = method.predict_score_with_spread(images)
-    rows = [(it.index, it.id, float(s), float(d), it.source)
-            for it, s, d in zip(good, scores, spreads, strict=True)]
+    rows = []
+    for it, score, spread in zip(good, scores, spreads, strict=True):
+        score, spread = float(score), float(spread)
+        if math.isfinite(score) and math.isfinite(spread):
+            rows.append((it.index, it.id, score, spread, it.source))
+        else:  # never ranked: NaN compares false with everything and scrambles the order
+            bad.append((it, f"score is not finite (score {score}, spread {spread})"))
     return rows, bad
 
 
@@ -432,6 +475,19 @@ class ScanSummary:
     n_scored_now: int  # scored by this invocation (the rest came from a resumed scan)
     seconds: float
     layout: str
+    complete: bool = True  # False: interrupted, ``out`` is the partial file
+    bad_reasons: dict[str, int] = field(default_factory=dict)  # reason -> cutouts, commonest first
+
+    def nothing_scored(self) -> str | None:
+        """The error of a finished scan in which every cutout was bad (the reasons counted),
+        else None."""
+        if not self.complete or self.n_scored or not self.n_bad:
+            return None
+        reasons = list(self.bad_reasons.items())
+        counted = "; ".join(f"{n} x {reason}" for reason, n in reasons[:3])
+        more = f"; {len(reasons) - 3} other reason(s)" if len(reasons) > 3 else ""
+        return (f"none of the {self.n_total} cutouts could be scored: {counted}{more} (all "
+                f"listed in {self.bad_file})")
 
     @property
     def rate(self) -> float:
@@ -543,8 +599,10 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     complete = n_scored + n_bad >= len(items)
     if complete:
         finish(files, rows, bads)
+    reasons = Counter({row["id"]: row["reason"] for row in bads}.values())
     return ScanSummary(files.out if complete else files.partial, files.bad, len(items),
-                       n_scored, n_bad, scored_rows, seconds, layout)
+                       n_scored, n_bad, scored_rows, seconds, layout, complete,
+                       dict(reasons.most_common()))
 
 
 def finish(files: ScanFiles, rows: list[dict], bads: list[dict]) -> None:
