@@ -106,8 +106,9 @@ def test_negative_fractions_are_honoured():
 
 
 # ----------------------------------------------------------------------------- every class
-def test_every_class_renders_finite_images_with_positive_flux():
+def test_every_class_renders_finite_images_with_positive_flux(real_data):
     """The gallery configuration of ``bench data show``: all classes at 1/8 each."""
+    real_data("cosmos")
     simulator = Simulator(SimConfig(survey="hsc", lens_fraction=0.0, negatives=ALL_CLASSES))
     images, truth = simulator.simulate(16, seed=5)
     assert images.shape == (16, 5, 64, 64) and np.isfinite(images).all()
@@ -128,10 +129,11 @@ def test_every_class_renders_finite_images_with_positive_flux():
                                                            ).all()
 
 
-def test_flux_totals_match_the_magnitude_drawn():
+def test_flux_totals_match_the_magnitude_drawn(real_data):
     """Single-galaxy classes keep the reference-band magnitude drawn for the elliptical (same
     seed, same stream up to the class draws); mergers and groups are brighter. A noiseless image
     holds the flux of its truth magnitudes, in every band, to the light beyond the stamp."""
+    real_data("cosmos")
     base = SimConfig(survey="hsc", stamp_size=48, bands=("g", "i"), lens_fraction=0.0,
                      noise=False, psf_fwhm_override=0.5)
     _, drawn = Simulator(base).simulate(8, seed=21)
@@ -311,9 +313,10 @@ def test_artefacts_on_lenses():
 
 
 # ----------------------------------------------------------------------------- COSMOS sources
-def test_cosmos_stamps_are_rotated_and_flipped():
+def test_cosmos_stamps_are_rotated_and_flipped(real_data):
     """Each drawn stamp is one of the 8 orientations (k x 90 deg, mirrored or not) of its
     galaxy's cleaned stamp, and the draws use all of them."""
+    real_data("cosmos")
     simulator = Simulator(SimConfig(**TINY, source_model="cosmos"))
     index, stamps, scales, colours = simulator.population.draw_cosmos(np.random.default_rng(2), 64)
     seen = set()
@@ -331,7 +334,8 @@ def test_cosmos_stamps_are_rotated_and_flipped():
                                                for i in index])
 
 
-def test_cosmos_source_lenses_are_deterministic():
+def test_cosmos_source_lenses_are_deterministic(real_data):
+    real_data("cosmos")
     config = SimConfig(**TINY, lens_fraction=1.0, source_model="cosmos")
     a, truth_a = Simulator(config).simulate(10, seed=14)
     b, truth_b = Simulator(config).simulate(10, seed=14)
@@ -342,7 +346,8 @@ def test_cosmos_source_lenses_are_deterministic():
     assert (truth_a["n_clumps"] == 0).all() and np.isnan(truth_a["source_r_eff"]).all()
 
 
-def test_cosmos_sources_are_magnified_and_keep_the_catalogue_colours():
+def test_cosmos_sources_are_magnified_and_keep_the_catalogue_colours(real_data):
+    real_data("cosmos")
     config = SimConfig(survey="hsc", stamp_size=48, bands=("g", "i"), lens_fraction=1.0,
                        source_model="cosmos", noise=False, theta_e_distribution="flat",
                        theta_e_range=(1.0, 1.5), source_radius=0.5)
@@ -370,7 +375,8 @@ def test_cosmos_sources_are_magnified_and_keep_the_catalogue_colours():
     assert abs(totals.mean() - 1.0) < 0.01
 
 
-def test_mix_fraction_is_honoured():
+def test_mix_fraction_is_honoured(real_data):
+    real_data("cosmos")
     config = SimConfig(**TINY, lens_fraction=1.0, source_model="mix", cosmos_fraction=0.3,
                        noise=False)
     _, truth = Simulator(config).simulate(120, seed=16)

@@ -64,7 +64,8 @@ def test_mgs_reader_uses_inputs_columns_not_the_short_header(tmp_path):
     np.testing.assert_allclose(cat.errs[0], [0.06, 0.008, 0.006, 0.006, 0.012])
 
 
-def test_real_boss_split_is_seeded_disjoint_and_reports_drops():
+def test_real_boss_split_is_seeded_disjoint_and_reports_drops(real_data):
+    real_data("photoz_sdss_boss_dr10/")
     one = P.make_photoz_split("boss_dr10", seed=3)
     again = P.make_photoz_split("boss_dr10", seed=3)
     other = P.make_photoz_split("boss_dr10", seed=4)
@@ -79,7 +80,8 @@ def test_real_boss_split_is_seeded_disjoint_and_reports_drops():
     assert abs(counts["test"] / one.meta["n_kept"] - 0.2) < 0.01
 
 
-def test_split_round_trip_and_tamper_detection(tmp_path):
+def test_split_round_trip_and_tamper_detection(tmp_path, real_data):
+    real_data("photoz_sdss_mgs/")
     split = P.make_photoz_split("sdss_mgs", seed=0)
     assert split.meta["counts"]["test"] == 5000  # the published test file
     folder = P.save_photoz_split(split, tmp_path / "s")
@@ -137,7 +139,8 @@ def test_binned_metrics_and_errors():
 
 # ----------------------------------------------------------------------------- methods
 @pytest.fixture(scope="module")
-def boss_small():
+def boss_small(real_data):
+    real_data("photoz_sdss_boss_dr10/")
     split = P.make_photoz_split("boss_dr10", seed=0)
     rng = np.random.default_rng(0)
     tr, te = split.parts["train"], split.parts["test"]
@@ -292,7 +295,8 @@ def test_images_carry_the_catalogue_flux():
 
 
 # ----------------------------------------------------------------------------- end to end
-def test_cli_smoke_suite_end_to_end(tmp_path):
+def test_cli_smoke_suite_end_to_end(tmp_path, real_data):
+    real_data("photoz")
     workdir, out = tmp_path / "work", tmp_path / "reports"
     run = subprocess.run([sys.executable, "-m", "lensbench.bench.cli", "run", "--suite",
                           "photoz", "--profile", "smoke", "--workdir", str(workdir),
@@ -313,11 +317,13 @@ def test_cli_smoke_suite_end_to_end(tmp_path):
                              "photoz", "--profile", "smoke", "--workdir", str(workdir),
                              "--out", str(out)], capture_output=True, text=True, timeout=120)
     assert report.returncode == 0, report.stderr[-3000:]
-    text = (out / "photoz.md").read_text()
+    # A profile other than the default gets its own report (photoz.md is the default's).
+    assert not (out / "photoz.md").exists()
+    text = (out / "photoz-smoke.md").read_text()
     assert "sigma_NMAD" in text and "knn-photoz" in text and "--profile smoke" in text
     # The goal of issue 8 is set on the BOSS test split: one goal line, in the BOSS section.
     assert text.count("Goal (issue 8)") == 1
     assert text.index("## photoz-boss") < text.index("Goal (issue 8)") < text.index(
         "## photoz-mgs")
-    assert (out / "photoz-photoz-boss-density.png").stat().st_size > 1000
-    assert (out / "photoz-photoz-boss-metrics-vs-z.png").exists()
+    assert (out / "photoz-smoke-photoz-boss-density.png").stat().st_size > 1000
+    assert (out / "photoz-smoke-photoz-boss-metrics-vs-z.png").exists()

@@ -22,40 +22,29 @@ from lensbench.datasets.readers import read_cutouts_to_split, read_fits_folder, 
 from lensbench.datasets.storage import load_split
 from lensbench.datasets.surveys import get_survey
 
-MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 SMALL = "slacs_hst_f814w/slacs_params.csv"
 
-pytestmark = pytest.mark.skipif(not (MIRROR / "SHA256SUMS").is_file(),
-                                reason=f"no data mirror at {MIRROR}")
 
-
-@pytest.fixture(autouse=True)
-def mirror(monkeypatch):
-    monkeypatch.setenv(registry.DATA_DIR_ENV, str(MIRROR))
-    return MIRROR
+@pytest.fixture(scope="module")
+def cosmos(real_data):
+    real_data("cosmos")
+    return CosmosSources()
 
 
 @pytest.fixture(scope="module")
-def cosmos():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(registry.DATA_DIR_ENV, str(MIRROR))
-        return CosmosSources()
-
-
-@pytest.fixture(scope="module")
-def slacs():
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(registry.DATA_DIR_ENV, str(MIRROR))
-        return known_lenses.load_slacs()
+def slacs(real_data):
+    real_data("slacs")
+    return known_lenses.load_slacs()
 
 
 # ------------------------------------------------------------------------------- registry
-def test_registry_matches_the_mirror_and_verifies_hashes():
+def test_registry_matches_the_mirror_and_verifies_hashes(real_data):
+    mirror = real_data.mirror()
     sums = {line.split()[1].removeprefix("./"): line.split()[0]
-            for line in (MIRROR / "SHA256SUMS").read_text().splitlines() if line.strip()}
+            for line in (mirror / "SHA256SUMS").read_text().splitlines() if line.strip()}
     assert set(registry.names()) == set(sums)
     for name in registry.names("slacs_hst_f814w/") + registry.names("cosmos_hst_f814w/"):
-        assert registry.fetch(name) == MIRROR / name
+        assert registry.fetch(name) == mirror / name
         assert registry.describe(name)["sha256"] == sums[name]
     info = registry.describe("cosmos_hst_f814w/real_galaxy_images_extension.fits")
     assert set(info) >= {"name", "origin", "sha256", "licence", "url"}
@@ -63,18 +52,19 @@ def test_registry_matches_the_mirror_and_verifies_hashes():
     assert info["url"].startswith("https://raw.githubusercontent.com/LSSTDESC/BlendingToolKit/")
 
 
-def test_registry_table_is_reproducible_from_the_mirror(tmp_path):
-    table = registry.build_registry_table(MIRROR, tmp_path / "t.json")
+def test_registry_table_is_reproducible_from_the_mirror(tmp_path, real_data):
+    table = registry.build_registry_table(real_data.mirror(), tmp_path / "t.json")
     packaged = json.loads((Path(registry.__file__).with_name(registry.REGISTRY_FILE))
                           .read_text())
     assert table["files"] == packaged["files"]
 
 
-def test_corrupt_mirror_file_is_an_error_naming_file_hash_and_mirror(tmp_path, monkeypatch):
+def test_corrupt_mirror_file_is_an_error_naming_file_hash_and_mirror(tmp_path, monkeypatch,
+                                                                     real_data):
     bad = tmp_path / "mirror"
     target = bad / SMALL
     target.parent.mkdir(parents=True)
-    shutil.copy(MIRROR / SMALL, target)
+    shutil.copy(real_data(SMALL), target)
     data = bytearray(target.read_bytes())
     data[10] ^= 0x01
     target.write_bytes(bytes(data))
@@ -97,7 +87,7 @@ def test_missing_mirror_file_and_unknown_name_are_clear_errors(tmp_path, monkeyp
 
 
 def test_mirror_only_file_without_mirror_names_the_variable(monkeypatch):
-    monkeypatch.delenv(registry.DATA_DIR_ENV)
+    monkeypatch.delenv(registry.DATA_DIR_ENV, raising=False)
     with pytest.raises(registry.DataFileError, match=registry.DATA_DIR_ENV):
         registry.fetch("known_lens_tables/slacs_auger2010_shajib2021.csv")
 
@@ -201,7 +191,8 @@ def test_degraded_noise_matches_the_survey_background():
     assert np.abs(out).max() < 1e-3 * sigma_nmgy
 
 
-def test_real_lens_split_pairs_slacs_with_cosmos(tmp_path):
+def test_real_lens_split_pairs_slacs_with_cosmos(tmp_path, real_data):
+    real_data("slacs", "cosmos")
     out = known_lenses.make_real_lens_split("hsc", ["g", "r", "i"], 48, tmp_path / "real",
                                             seed=3, n_nonlenses=12)
     split = load_split(out)
