@@ -182,6 +182,7 @@ def cmd_tune(args) -> int:
     from lensbench.bench.tune import tune
 
     suite = get_suite(args.suite)
+    fixed = _check_params(_parse_params(args.param), [args.method], "--param")  # before any work
     tracker = None
     if not args.no_tracking:
         from lensbench.bench.tracking import MlflowTracker, default_tracking_uri
@@ -189,11 +190,13 @@ def cmd_tune(args) -> int:
         uri = args.tracking_uri or default_tracking_uri(args.workdir)
         tracker = MlflowTracker(uri, experiment=f"lensbench-tune-{suite.name}")
     outcome = tune(suite, args.task, args.method, trials=args.trials, workdir=args.workdir,
-                   profile=args.profile, seed=args.seed, study_name=args.study,
+                   profile=args.profile, seed=args.seed, metric=args.metric,
+                   fixed_params=fixed.get(args.method, {}), study_name=args.study,
                    storage=args.storage, timeout=args.timeout, n_jobs=args.n_jobs,
                    pruner=args.pruner, tracker=tracker)
-    print(f"study {outcome.study_name}: {outcome.n_trials} trials, best validation value "
-          f"{outcome.best_value}, params {outcome.best_params}")
+    print(f"study {outcome.study_name}: {outcome.n_trials} trials, best validation "
+          f"{outcome.metric} ({outcome.direction}) {outcome.best_value}, params "
+          f"{outcome.best_params}")
     print(f"best params in {outcome.params_file}; use them with `bench run --suite "
           f"{suite.name} --methods {args.method} --params {outcome.params_file}`")
     return 0
@@ -298,7 +301,7 @@ def cmd_data_show(args) -> int:
     hard negatives or artefacts), one row per class (and artefact kind), ``--per-class`` each;
     otherwise the first ``--n`` cutouts."""
     import numpy as np
-    from lensbench.bench.runner import display_bands
+    from lensbench.bench.plots import display_bands
     from lensbench.datasets import negatives
     from lensbench.datasets.gallery import grouped_layout, save_gallery
     from lensbench.datasets.storage import load_split
@@ -415,6 +418,11 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--suite", required=True, metavar="SUITE", help=SUITE_HELP)
     tune.add_argument("--task", required=True, help="task name or suffix, e.g. ground")
     tune.add_argument("--method", required=True)
+    tune.add_argument("--metric", help="the validation metric to optimise, its direction taken "
+                      "from the task's kind (default: the kind's, e.g. auroc for lens finding, "
+                      "sigma_nmad for photo-z, theta_e/half_width_68 for modeling)")
+    tune.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
+                      help="fix a hyper-parameter in every trial, out of the search (repeatable)")
     tune.add_argument("--trials", type=int, default=20, help="finished trials the study should "
                       "hold; a rerun resumes up to this number")
     tune.add_argument("--timeout", type=float, help="seconds for this invocation")

@@ -185,3 +185,12 @@ def plot_curves(
     if title:
         fig.suptitle(title)
     return _save(fig, path)
+
+
+def display_bands(bands: list[str]) -> tuple[list[str], list[int]]:
+    """Bands for a colour composite: g, r, i where present, else the reddest three."""
+    if all(b in bands for b in ("g", "r", "i")):
+        chosen = ["g", "r", "i"]
+    else:
+        chosen = list(bands[-3:])
+    return chosen, [bands.index(b) for b in chosen]

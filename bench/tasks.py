@@ -8,7 +8,6 @@ task's ``version`` whenever anything that changes its splits changes.
 from __future__ import annotations
 
 import difflib
-import importlib
 from dataclasses import dataclass, field
 
 from lensbench.datasets.config import SimConfig
@@ -27,6 +26,8 @@ class Task:
     description: str
     config: SimConfig
     sizes: dict[str, tuple[int, int]]  # profile -> (n_train, n_test)
+    # The suite kind (bench/kinds.py: lens-finding, modeling, photoz, design) that makes its
+    # splits, scores its methods and writes its report section.
     kind: str = "lens-finding"
     target: str = "label"
     main_metric: str = "auroc"
@@ -38,11 +39,13 @@ class Task:
     # COSMOS non-lenses degraded to this survey; None for purely simulated tasks.
     real_lenses: dict | None = None
     # Real photo-z catalogue (kind "photoz", issue 8): sample, split fractions, z bins and range;
-    # the split is drawn by train_seed, the profile subsample by test_seed (bench/photoz.py).
+    # the split is drawn by train_seed, the profile subsample by test_seed (bench/suites/photoz.py).
     photoz: dict | None = None
     # Lens modeling (kind "modeling", issue 7): how many test lenses the traditional fitter gets
-    # per profile (bench/modeling.py).
+    # per profile (bench/suites/modeling.py).
     modeling: dict | None = None
+    # A goal the report checks the task's results against (the photoz kind: issue 8's).
+    goal: dict | None = None
 
     def size(self, profile: str) -> tuple[int, int]:
         if profile not in self.sizes:
@@ -59,6 +62,8 @@ class Suite:
     methods: dict[str, tuple[str, ...]] = field(default_factory=dict)  # profile -> method names
     # profile -> method -> params the suite runs that method with (the user's params win)
     params: dict[str, dict[str, dict]] = field(default_factory=dict)
+    # profile -> a goal the report checks that profile's results against (the kind reads it)
+    goals: dict[str, dict] = field(default_factory=dict)
 
     def methods_for(self, profile: str) -> tuple[str, ...]:
         return self.methods.get(profile, self.methods.get("default", ()))
@@ -143,7 +148,11 @@ PHOTOZ_BOSS = Task(
     metrics=PHOTOZ_METRICS, sizes={"smoke": (1500, 600), "default": (10**6, 10**6),
                                    "challenge": (10**6, 10**6)},
     photoz={"sample": "boss_dr10", "fractions": (0.7, 0.1, 0.2), "z_range": (0.0, 1.0),
-            "z_edges": (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)})
+            "z_edges": (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 1.0)},
+    # Goal of issue 8, set on the BOSS test split only (the MGS task has none): the best method
+    # by test sigma_NMAD, also against the reference method.
+    goal={"issue": "issue 8", "sigma_nmad": 0.017, "outlier_frac": 0.01,
+          "abs_bias_mean": 0.002, "reference": "knn-photoz"})
 PHOTOZ_MGS = Task(
     name="photoz-mgs", version=1,
     description="SDSS Main Galaxy Sample (MLZ files), z < 0.3; the published test file is the "
@@ -156,11 +165,10 @@ PHOTOZ_MGS = Task(
 PHOTOZ_METHODS = ("knn-photoz", "xgboost-photoz", "mlp-photoz", "netz-photoz",
                   "netz-fusion-photoz", "pdf-mlp-photoz")
 
-# The design study (issue 11, bench/design.py): one fixed test set, HSC g,r,i,z,y 64x64 with the
-# hsc-holismokes mix, drawn once by its own seed; each variant of the training set (its config
-# overrides, band subset and preprocessing are in bench/design.py) is scored on it and on the real
-# known lenses. kind "design" routes the suite to bench/design.py; the methods see a lens-finding
-# task.
+# The design study (issue 11, bench/suites/design.py): one fixed test set, HSC g,r,i,z,y 64x64
+# with the hsc-holismokes mix, drawn once by its own seed; each variant of the training set (its
+# config overrides, band subset and preprocessing are in bench/suites/design.py) is scored on it
+# and on the real known lenses. The methods see a lens-finding task.
 DESIGN_HSC = Task(
     name="design-hsc", version=1, kind="design",
     description="Training-set design study: HSC g,r,i,z,y 0.168\"/px 64x64, test set with the "
@@ -196,13 +204,14 @@ COMPARE_METHODS = ("random", "xgboost", "committee", "deeplens", "two-step")
 COMPARE_PARAMS = {"deeplens": {"max_epochs": 12, "step_every": 4, "crop": 64},
                   "committee": {"members": 5, "max_epochs": 40, "patience": None}}
 # Goal of issue 6 on the compare profile's ground task: the committee beats the single DeepLens
-# on TPR0 and TPR10, with AUROC >= 0.98 (bench/report.py checks it).
-COMPARE_GOAL = {"method": "committee", "peer": "deeplens", "min_auroc": 0.98}
+# on TPR0 and TPR10, with AUROC >= 0.98 (the metcalf suite's goal for the compare profile).
+COMPARE_GOAL = {"issue": "issue 6", "method": "committee", "peer": "deeplens",
+                "min_auroc": 0.98}
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (
     Suite("metcalf", "Metcalf et al. (2019) lens-finding challenge, ground and space",
           (METCALF_GROUND, METCALF_SPACE),
           {"default": REFERENCE_METHODS + BASELINES + DEEP_DEFAULT, "compare": COMPARE_METHODS},
-          {"compare": COMPARE_PARAMS}),
+          {"compare": COMPARE_PARAMS}, {"compare": COMPARE_GOAL}),
     Suite("hsc", "HOLISMOKES-style HSC lens finding", (HSC_LENSES,),
           {"default": REFERENCE_METHODS + BASELINES + ("committee",)}),
     Suite("real", "Are known lenses recovered? Real SLACS lenses through simulation-trained "
@@ -221,30 +230,6 @@ SUITES: dict[str, Suite] = {suite.name: suite for suite in (
           (PHOTOZ_BOSS, PHOTOZ_MGS), {"default": PHOTOZ_METHODS,
                                       "smoke": ("knn-photoz", "xgboost-photoz")}),
 )}
-
-
-# Suites whose tasks are not lens finding run and report through their own module.
-KIND_HANDLERS = {
-    "design": {"run_suite": "lensbench.bench.design:run_design_suite",
-               "write_report": "lensbench.bench.design:write_design_report"},
-    "photoz": {"run_suite": "lensbench.bench.photoz:run_photoz_suite",
-               "write_report": "lensbench.bench.photoz:write_photoz_report"},
-    "modeling": {"run_suite": "lensbench.bench.modeling:run_modeling_suite",
-                 "write_report": "lensbench.bench.modeling:write_modeling_report"},
-}
-
-
-def kind_handler(suite: Suite, role: str):
-    """The ``role`` function ("run_suite" or "write_report") of the suite's task kind, or None
-    for lens finding (bench/runner.py and bench/report.py). A suite mixes no kinds."""
-    kinds = {task.kind for task in suite.tasks}
-    if len(kinds) > 1:
-        raise ValueError(f"suite {suite.name!r} mixes task kinds {sorted(kinds)}")
-    kind = kinds.pop() if kinds else "lens-finding"
-    if kind not in KIND_HANDLERS:
-        return None
-    module, function = KIND_HANDLERS[kind][role].split(":")
-    return getattr(importlib.import_module(module), function)
 
 
 def get_suite(name: str) -> Suite:

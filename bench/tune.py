@@ -1,15 +1,20 @@
-"""`bench tune`: Optuna tuning of any registered method. The only module that imports optuna.
+"""`bench tune`: Optuna tuning of any registered method on a task of any kind. The only module
+that imports optuna.
 
-The search space is the method's own ``search_space`` declaration. The objective is the task's
-main metric on a VALIDATION split carved (stratified, by seed) out of the task's training split:
-the test split is never made or read while tuning. Epoch-based methods report every epoch and are
-pruned. Storage is an embedded journal file by default (safe for several processes on one
-machine, thanks to file locks) or any Optuna RDB URL (e.g. PostgreSQL for many machines);
-rerunning the same command resumes the study until it holds ``trials`` finished trials.
+The search space is the method's own ``search_space`` declaration, less the parameters the user
+fixes (``--param``). The task's kind (bench/kinds.py) says what the study sees: a part to fit and
+a VALIDATION part (carved by seed out of the training split, or the catalogue's own validation
+part); the test split is never made or read while tuning. The objective is a metric of the kind
+(its ``tune_metric`` unless ``--metric`` names another), minimised or maximised as the kind says.
+Epoch-based methods report every epoch and are pruned. Storage is an embedded journal file by
+default (safe for several processes on one machine, thanks to file locks) or any Optuna RDB URL
+(e.g. PostgreSQL for many machines); rerunning the same command resumes the study until it holds
+``trials`` finished trials.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
 import logging
 import time
@@ -18,13 +23,12 @@ from pathlib import Path
 
 import numpy as np
 import optuna
-from lensbench.bench.metrics import lens_finding_metrics
 from lensbench.baselines.registry import resolve_method
-from lensbench.bench.runner import derive_seed, ensure_split, task_info
+from lensbench.bench.kinds import MAXIMIZE, get_kind
+from lensbench.bench.runner import derive_seed
 from lensbench.bench.tasks import Suite, Task
 
 PRUNERS = ("median", "hyperband", "none")
-VALIDATION_FRACTION = 0.2
 
 
 def find_task(suite: Suite, name: str) -> Task:
@@ -53,16 +57,6 @@ def suggest(trial: optuna.Trial, space: dict) -> dict:
             raise ValueError(f"search space of {name!r}: unknown type {kind!r}; expected float, "
                              "int or categorical")
     return params
-
-
-def validation_split(labels: np.ndarray, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """Stratified (fit rows, validation rows) of the training split."""
-    from sklearn.model_selection import train_test_split
-
-    rows = np.arange(len(labels))
-    fit, val = train_test_split(rows, test_size=VALIDATION_FRACTION, stratify=labels,
-                                random_state=seed)
-    return np.sort(fit), np.sort(val)
 
 
 def make_storage(storage: str | None, workdir: Path):
@@ -105,6 +99,8 @@ def make_pruner(name: str) -> optuna.pruners.BasePruner:
 @dataclass
 class TuneOutcome:
     study_name: str
+    metric: str
+    direction: str
     best_value: float | None
     best_params: dict
     n_trials: int
@@ -112,56 +108,75 @@ class TuneOutcome:
 
 
 def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir: Path,
-         profile: str = "default", seed: int = 0, study_name: str | None = None,
+         profile: str = "default", seed: int = 0, metric: str | None = None,
+         fixed_params: dict | None = None, study_name: str | None = None,
          storage: str | None = None, timeout: float | None = None, n_jobs: int = 1,
          pruner: str = "median", tracker=None, log=print) -> TuneOutcome:
+    """Tune ``method_name`` on one task of ``suite``: ``trials`` finished trials in the study
+    (a rerun resumes it). ``fixed_params`` (the user's ``--param``) are set in every trial and
+    left out of the search; the suite's parameters for the profile are the base every trial
+    starts from. The best parameters (with the fixed ones) go to ``best_params.json``, which
+    ``bench run --params`` reads."""
     cls = resolve_method(method_name)
-    if not cls.search_space:
-        raise ValueError(f"method {method_name!r} declares no search_space; nothing to tune")
     task = find_task(suite, task_name)
-    study_name = study_name or f"{suite.name}.{task.name}.{method_name}.{profile}"
-    train = ensure_split(task, "train", profile, workdir)  # never the test split
-    images, labels = train.images(), train.truth[task.target]
-    fit_rows, val_rows = validation_split(labels, derive_seed(seed, "validation", task.name))
-    info = task_info(task, train)
+    kind = get_kind(task.kind)
+    metric = metric or kind.tune_metric
+    direction = kind.direction(metric)  # an unknown metric fails here, before any data
+    fixed = dict(fixed_params or {})
+    space = {name: spec for name, spec in cls.search_space.items() if name not in fixed}
+    if not space:
+        raise ValueError(f"method {method_name!r} declares no search_space"
+                         + (" beyond the fixed --param values" if cls.search_space else "")
+                         + "; nothing to tune")
+    base_params = {**suite.params_for(profile).get(method_name, {}), **fixed}
+    default_name = f"{suite.name}.{task.name}.{method_name}.{profile}"
+    study_name = study_name or (default_name if metric == kind.tune_metric
+                                else f"{default_name}.{metric}")
+    study_data = kind.study_data(task, profile, workdir,
+                                 derive_seed(seed, "validation", task.name))
+    reason = cls(**base_params).decline(study_data.info)
+    if reason:
+        raise ValueError(f"method {method_name!r} declines task {task.name!r}: {reason}")
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=study_name, storage=make_storage(storage, workdir), direction="maximize",
+        study_name=study_name, storage=make_storage(storage, workdir), direction=direction,
         load_if_exists=True, pruner=make_pruner(pruner),
         sampler=optuna.samplers.TPESampler(seed=derive_seed(seed, "sampler", study_name)))
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
                 optuna.trial.TrialState.FAIL)
 
     def objective(trial: optuna.Trial) -> float:
-        params = suggest(trial, cls.search_space)
-        init = dict(params)
+        init = {**base_params, **suggest(trial, space)}
         if "random_state" in cls().get_params():
             init["random_state"] = derive_seed(seed, method_name, task.name, str(trial.number))
         method = cls(**init)
 
         def report(epoch: int, metrics: dict) -> None:
-            value = metrics.get(f"val_{task.main_metric}")
+            value = metrics.get(f"val_{metric}")
             if value is not None and np.isfinite(value):
                 trial.report(float(value), epoch)
                 if trial.should_prune():
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
-        kwargs = {}
-        import inspect
-
-        if "epoch_callback" in inspect.signature(method.fit).parameters:
+        accepted = inspect.signature(method.fit).parameters
+        kwargs = {key: value for key, value in study_data.fit_kwargs.items() if key in accepted}
+        if "epoch_callback" in accepted:
             kwargs["epoch_callback"] = report
         start = time.perf_counter()
-        method.fit(images[fit_rows], labels[fit_rows], info=info, **kwargs)
-        scores = np.asarray(method.predict_score(images[val_rows]), dtype=np.float64)
-        metrics = lens_finding_metrics(labels[val_rows], scores)
+        method.fit(study_data.X_fit, study_data.y_fit, info=study_data.info, **kwargs)
+        metrics = kind.validation_metrics(method, study_data)
         trial.set_user_attr("fit_time_s", time.perf_counter() - start)
         trial.set_user_attr("val_metrics", {k: float(v) for k, v in metrics.items()})
-        return float(metrics[task.main_metric])
+        value = float(metrics.get(metric, np.nan))
+        if not np.isfinite(value):
+            raise ValueError(f"validation {metric} is {metrics.get(metric, 'missing')} for "
+                             f"{method_name} with {init}")
+        return value
 
     def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        log(f"trial {trial.number}: {trial.state.name} value={trial.value} params={trial.params}")
+        log(f"trial {trial.number}: {trial.state.name} {metric}={trial.value} "
+            f"params={trial.params}")
         if tracker is not None:
             tracker.log_trial(trial.number, trial.params, trial.value, trial.state.name,
                               dict(trial.user_attrs))
@@ -170,7 +185,9 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
     if tracker is not None:
         tracker.start_study(study_name, {"suite": suite.name, "task": task.name,
                                          "method": method_name, "profile": profile,
-                                         "seed": seed, "trials": trials, "pruner": pruner})
+                                         "seed": seed, "trials": trials, "pruner": pruner,
+                                         "metric": metric, "direction": direction,
+                                         **{f"fixed.{k}": v for k, v in fixed.items()}})
     status = "FINISHED"
     try:
         if done < trials:
@@ -184,26 +201,30 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
         status = "KILLED"
         raise
     finally:
-        outcome = _write_outcome(study, method_name, workdir, study_name)
+        outcome = _write_outcome(study, method_name, fixed, metric, direction, workdir,
+                                 study_name)
         if tracker is not None:
             tracker.end_study(_figures(study, workdir / "tune" / _safe(study_name)),
                               outcome.best_params, outcome.best_value, status)
     return outcome
 
 
-def _write_outcome(study: optuna.Study, method_name: str, workdir: Path, study_name: str
-                   ) -> TuneOutcome:
+def _write_outcome(study: optuna.Study, method_name: str, fixed: dict, metric: str,
+                   direction: str, workdir: Path, study_name: str) -> TuneOutcome:
+    """best_params.json: ``{method: {param: value}}``, the best trial's parameters with the
+    fixed ones, as ``bench run --params`` reads it (written atomically)."""
     complete = [t for t in study.get_trials(deepcopy=False)
                 if t.state == optuna.trial.TrialState.COMPLETE]
-    best = max(complete, key=lambda t: t.value) if complete else None
-    best_params = dict(best.params) if best else {}
+    pick = max if direction == MAXIMIZE else min
+    best = pick(complete, key=lambda t: t.value) if complete else None
+    best_params = {**fixed, **best.params} if best else {}
     folder = workdir / "tune" / _safe(study_name)
     folder.mkdir(parents=True, exist_ok=True)
     params_file = folder / "best_params.json"
     tmp = params_file.with_suffix(".json.tmp")
     tmp.write_text(json.dumps({method_name: best_params}, indent=2, sort_keys=True) + "\n")
     tmp.replace(params_file)  # atomic: never a half-written params file
-    return TuneOutcome(study_name, best.value if best else None, best_params,
+    return TuneOutcome(study_name, metric, direction, best.value if best else None, best_params,
                        len(study.get_trials(deepcopy=False)), params_file)
 
 

@@ -406,7 +406,8 @@ def test_deeplens_method_runs_tiny(toy):
 
 
 def test_the_runner_records_spread_calibration_and_a_reloadable_checkpoint(tmp_path):
-    from lensbench.bench.runner import ensure_split, run_suite
+    from lensbench.bench.runner import run_suite
+    from lensbench.bench.splits import ensure_split
     from lensbench.bench.tasks import get_suite
 
     params = {"committee": dict(members=2, max_epochs=2, patience=None, num_threads=1)}
@@ -415,7 +416,7 @@ def test_the_runner_records_spread_calibration_and_a_reloadable_checkpoint(tmp_p
     assert result.status == "ok", result.error
     assert result.metrics["diag/members"] == 2 and result.metrics["diag/temperature"] > 0
     assert result.metrics["committee_spread_mean"] > 0
-    from lensbench.bench.report import diagnostics_lines
+    from lensbench.bench.suites.lens_finding import diagnostics_lines
 
     [line] = [x for x in diagnostics_lines([result]) if x.startswith("- ")]
     assert line.startswith("- `committee[") and "members 2" in line and "temperature" in line
@@ -428,7 +429,7 @@ def test_the_runner_records_spread_calibration_and_a_reloadable_checkpoint(tmp_p
 
 
 def test_full_dihedral_tta_makes_a_cropped_committee_rotation_invariant(toy):
-    from lensbench.bench.runner import rotation_metrics
+    from lensbench.bench.suites.lens_finding import rotation_metrics
 
     X, y = toy
     method = CommitteeFinder(members=2, tta="mean", crop=11, **FAST, random_state=2).fit(

@@ -12,7 +12,9 @@ import pytest
 import torch
 from lensbench.baselines.lenslight import subtract_lens_light
 from lensbench.bench import cli
-from lensbench.bench.design import (
+from lensbench.bench.runner import run_suite
+from lensbench.bench.statistics import paired_bootstrap
+from lensbench.bench.suites.design import (
     BASE_BANDS,
     BASELINE,
     PROFILE_VARIANTS,
@@ -24,8 +26,6 @@ from lensbench.bench.design import (
     configuration,
     design_rows,
     design_statement,
-    paired_bootstrap,
-    run_design_suite,
     without_variant_params,
 )
 from lensbench.baselines.registry import resolve_method
@@ -323,8 +323,8 @@ def test_design_suite_through_the_cli(tmp_path):
 
     # A method without a stretch declines that variant; --resume skips what is done.
     suite = get_suite("design")
-    again = run_design_suite(suite, profile="smoke", seed=0, workdir=workdir,
-                             methods=["committee", "random"], resume=True, log=lambda _: None)
+    again = run_suite(suite, profile="smoke", seed=0, workdir=workdir,
+                      methods=["committee", "random"], resume=True, log=lambda _: None)
     assert {r.method for r in again} == {"random"}
     declined = [r for r in again if r.status == "declined"]
     assert [r.params["variant"] for r in declined] == ["stretch-sqrt"]

@@ -11,7 +11,7 @@ from lensbench.bench import cli
 from lensbench.baselines.registry import METHODS, resolve_method
 from lensbench.bench.results import read_results
 from lensbench.bench.runner import derive_seed, run_suite
-from lensbench.bench.tasks import SUITES, get_suite
+from lensbench.bench.tasks import COMPARE_GOAL, SUITES, get_suite
 from sklearn.base import clone
 from test_modeling import toy_lens_models
 
@@ -237,7 +237,7 @@ def test_cli_errors_are_clear(tmp_path, capsys):
 
 
 def test_threshold_at_fpr_by_hand():
-    from lensbench.bench.runner import real_lens_metrics, threshold_at_fpr
+    from lensbench.bench.suites.lens_finding import real_lens_metrics, threshold_at_fpr
 
     labels = np.array([0] * 10 + [1, 1])
     scores = np.array([0.1 * k for k in range(10)] + [0.95, 0.5])
@@ -279,7 +279,7 @@ class TotalFlux(CornerPixel):
 
 
 def test_rotation_metrics_separate_invariant_from_orientation_bound_methods():
-    from lensbench.bench.runner import rotation_metrics
+    from lensbench.bench.suites.lens_finding import rotation_metrics
 
     X = np.zeros((4, 1, 3, 3))
     X[:, 0, 0, 0] = 1.0  # a bright top-left corner: moved away by 6 of the 7 other transforms
@@ -320,7 +320,7 @@ def test_profile_params_tasks_without_the_profile_and_report_names(tmp_path, mon
 
 
 def test_report_lists_known_lens_scores_in_split_order():
-    from lensbench.bench.report import known_lens_score_lines
+    from lensbench.bench.suites.lens_finding import known_lens_score_lines
     from lensbench.bench.results import Result
 
     metrics = {f"real/score/lens{i}": i / 100 for i in range(12)}
@@ -334,7 +334,7 @@ def test_report_lists_known_lens_scores_in_split_order():
 
 def test_compare_goal_is_checked_on_unrounded_metrics_with_intervals(tmp_path):
     from lensbench.bench.metrics import auroc, tpr0, tpr10
-    from lensbench.bench.report import compare_goal_lines
+    from lensbench.bench.suites.lens_finding import compare_goal_lines
     from lensbench.bench.results import Result
 
     rng = np.random.default_rng(0)
@@ -351,19 +351,19 @@ def test_compare_goal_is_checked_on_unrounded_metrics_with_intervals(tmp_path):
                      "tpr10": tpr10(labels, scores)}))
     committee_auroc = results[0].metrics["auroc"]
     assert 0.9795 < committee_auroc < 0.98  # prints as 0.980 at three decimals, still short
-    lines = compare_goal_lines(results, tmp_path, {})
+    lines = compare_goal_lines(results, tmp_path, {}, COMPARE_GOAL)
     goal = next(line for line in lines if line.startswith("Goal (issue 6)"))
     assert "TPR10" in goal and f"AUROC {committee_auroc:.4f} >= 0.98: NO" in goal
     intervals = next(line for line in lines if line.startswith("95% bootstrap"))
     assert "minus `deeplens`: AUROC +" in intervals
     # Without DeepLens there is nothing to compare against.
-    assert compare_goal_lines(results[:1], tmp_path, {}) == []
+    assert compare_goal_lines(results[:1], tmp_path, {}, COMPARE_GOAL) == []
 
 
 def test_compare_goal_uses_the_profiles_configured_run(tmp_path):
     """A leaderboard may hold committee runs of several configurations; the goal line judges the
     one with the compare profile's own parameters, whichever was run last."""
-    from lensbench.bench.report import compare_goal_lines
+    from lensbench.bench.suites.lens_finding import compare_goal_lines
     from lensbench.bench.results import Result, canonical_run_id
     from lensbench.bench.tasks import get_suite
 
@@ -378,10 +378,10 @@ def test_compare_goal_uses_the_profiles_configured_run(tmp_path):
     results = [result("deeplens", canonical_run_id("deeplens", params["deeplens"]), 0.5),
                result("committee", configured, 0.7),
                result("committee", "committee[width=8]", 0.1)]
-    lines = compare_goal_lines(results, tmp_path, params)
+    lines = compare_goal_lines(results, tmp_path, params, COMPARE_GOAL)
     goal = next(x for x in lines if x.startswith("Goal"))
     assert f"`{configured}` against" in goal and "TPR0 0.700 > 0.500: yes" in goal
     # Without the configured run, the last committee run is judged.
-    lines = compare_goal_lines(results[::2], tmp_path, params)
+    lines = compare_goal_lines(results[::2], tmp_path, params, COMPARE_GOAL)
     goal = next(x for x in lines if x.startswith("Goal"))
     assert "`committee[width=8]` against" in goal and "TPR0 0.100 > 0.500: NO" in goal

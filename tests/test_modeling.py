@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from lensbench.baselines.contract import LENS_MODEL_TARGETS, TaskInfo
-from lensbench.bench.modeling import binned_parameter_metrics, parameter_metrics
+from lensbench.bench.suites.modeling import binned_parameter_metrics, parameter_metrics
 from lensbench.deep.preprocess import dihedral
 from lensbench.deep.regression import (
     GaussianRegression,
@@ -108,7 +108,7 @@ class MomentRegressor:
 
 
 def test_equivariance_metrics_are_zero_for_an_equivariant_method():
-    from lensbench.bench.modeling import equivariance_metrics
+    from lensbench.bench.suites.modeling import equivariance_metrics
 
     X, _ = toy_lens_models(6, size=24, seed=3)
     X = np.clip(X, 0, None)  # positive weights for the moments

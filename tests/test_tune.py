@@ -6,13 +6,14 @@ from __future__ import annotations
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import optuna
 import pytest
 from lensbench.baselines.contract import Method
+from lensbench.baselines.registry import METHODS, resolve_method
 from lensbench.bench import cli, tune
-from lensbench.baselines.registry import METHODS
 from lensbench.bench.results import read_results
 from lensbench.bench.tasks import get_suite
 from lensbench.bench.tracking import read_suite_runs
@@ -63,19 +64,45 @@ def test_search_space_types_and_errors():
         tune.find_task(get_suite("smoke"), "space")
 
 
-def test_tuning_prunes_records_failures_and_never_reads_the_test_split(tmp_path, monkeypatch,
+class SealedParts(dict):
+    """A photo-z split's parts with the test part sealed: reading it fails the test."""
+
+    def __getitem__(self, role):
+        if role == "test":
+            raise AssertionError("a tuning study read the photo-z test part")
+        return super().__getitem__(role)
+
+
+@pytest.fixture
+def loaded_splits(monkeypatch):
+    """The names of the simulated splits loaded (every kind's go through bench.splits), with the
+    test part of the real photo-z splits sealed."""
+    from lensbench.bench import splits
+    from lensbench.datasets import photoz
+
+    names = []
+    real_load, real_photoz = splits.load_split, photoz.ensure_photoz_split
+
+    def recording_load(path, *args, **kwargs):
+        names.append(Path(path).name)
+        return real_load(path, *args, **kwargs)
+
+    def sealed(*args, **kwargs):
+        split = real_photoz(*args, **kwargs)
+        names.append(f"photoz {split.name}, test part sealed")
+        split.parts = SealedParts(split.parts)
+        return split
+
+    monkeypatch.setattr(splits, "load_split", recording_load)
+    monkeypatch.setattr(photoz, "ensure_photoz_split", sealed)
+    return names
+
+
+def test_tuning_prunes_records_failures_and_never_reads_the_test_split(tmp_path, loaded_splits,
                                                                         toy_method):
-    roles = []
-    real_ensure = tune.ensure_split
-
-    def recording(task, role, *args, **kwargs):
-        roles.append(role)
-        return real_ensure(task, role, *args, **kwargs)
-
-    monkeypatch.setattr(tune, "ensure_split", recording)
     outcome = tune.tune(get_suite("smoke"), "ground", toy_method, trials=14, workdir=tmp_path,
                         pruner="median", tracker=None, log=lambda _: None)
-    assert roles == ["train"]
+    assert [name.split("-")[3] for name in loaded_splits] == ["train"]
     assert [p.name.split("-")[3] for p in (tmp_path / "splits").iterdir()] == ["train"]
     study = optuna.load_study(study_name=outcome.study_name, storage=tune.make_storage(
         None, tmp_path))
@@ -113,7 +140,7 @@ def test_cli_tune_logs_to_mlflow_and_hands_best_params_to_run(tmp_path, capsys):
 
 
 def test_two_workers_share_a_study_on_postgresql(postgres_url, tmp_path):
-    from lensbench.bench.runner import ensure_split
+    from lensbench.bench.splits import ensure_split
 
     task = get_suite("smoke").tasks[0]
     ensure_split(task, "train", "default", tmp_path, quiet=True)  # both workers reuse it
@@ -132,3 +159,68 @@ def test_two_workers_share_a_study_on_postgresql(postgres_url, tmp_path):
     # Every trial is recorded exactly once: each number was run by one worker only.
     assert sorted(numbers) == sorted(t.number for t in study.trials)
     assert len(set(numbers)) == len(numbers)
+
+
+# Every kind through the CLI on the smoke profile: a 2-trial study completes on the validation
+# part only, and its best_params.json is what `bench run --params` takes. The fixed --param
+# values keep the trials small (the design study's committee: one tiny member, one epoch).
+KIND_STUDIES = {
+    "lens-finding": ("smoke", "ground", "pixel-logreg", [], (), "auroc", "maximize"),
+    "photoz": ("photoz", "boss", "knn-photoz", [], ("photoz",), "sigma_nmad", "minimize"),
+    "modeling": ("modeling", "hsc", "xgboost-modeling",
+                 ["xgboost-modeling.n_estimators=20"], ("cosmos", "slacs"),
+                 "theta_e/half_width_68", "minimize"),
+    "design": ("design", "hsc", "committee",
+               ["committee.members=1", "committee.max_epochs=1", "committee.width=8",
+                "committee.tta=none"], ("cosmos", "slacs"), "auroc", "maximize"),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("kind", list(KIND_STUDIES))
+def test_every_kind_tunes_on_validation_only_and_hands_params_to_run(
+        kind, tmp_path, loaded_splits, monkeypatch, real_data, capsys):
+    suite, task, method, fixed, data, metric, direction = KIND_STUDIES[kind]
+    if data:
+        real_data(*data)
+    fixed_args = [arg for value in fixed for arg in ("--param", value)]
+    assert cli.main(["tune", "--suite", suite, "--task", task, "--method", method, "--trials",
+                     "2", "--profile", "smoke", "--no-tracking", "--workdir", str(tmp_path),
+                     *fixed_args]) == 0
+    out = capsys.readouterr().out
+    assert f"best validation {metric} ({direction})" in out
+    assert loaded_splits and not [n for n in loaded_splits if "-test-" in n]
+    assert not [p.name for p in (tmp_path / "splits").iterdir() if "-test-" in p.name]
+    (params_file,) = (tmp_path / "tune").glob("*/best_params.json")
+    best = json.loads(params_file.read_text())[method]
+    space = set(resolve_method(method).search_space)
+    assert space - {value.split("=")[0].split(".")[1] for value in fixed} <= set(best)
+    for value in fixed:  # the fixed values travel with the tuned ones
+        key, number = value.split(".", 1)[1].split("=")
+        assert str(best[key]) == number
+    if kind == "design":
+        # A design run trains every variant; the file passes the checks `bench run` makes.
+        checked = cli._check_params(cli._params_from_file(params_file), [method], "--params")
+        assert checked == {method: best}
+        return
+    monkeypatch.undo()  # the run reads the test split: unseal it
+    assert cli.main(["run", "--suite", suite, "--profile", "smoke", "--methods", method,
+                     "--params", str(params_file), "--workdir", str(tmp_path / "run"),
+                     "--no-tracking"]) == 0
+    results = read_results(tmp_path / "run" / "results.jsonl")
+    assert results and all(r.status == "ok" and r.params == best for r in results)
+
+
+def test_tune_metric_names_another_metric_of_the_kind_or_lists_them(tmp_path, capsys):
+    base = ["tune", "--suite", "smoke", "--task", "ground", "--method", "pixel-logreg",
+            "--trials", "1", "--no-tracking", "--workdir", str(tmp_path)]
+    assert cli.main([*base, "--metric", "sigma_nmad"]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench: error: ") and "no metric 'sigma_nmad'" in err
+    assert "auroc, tpr0, tpr10" in err and "ece" in err
+    assert not (tmp_path / "splits").exists()  # refused before any data was made
+    assert cli.main([*base, "--metric", "ece"]) == 0
+    assert "best validation ece (minimize)" in capsys.readouterr().out
+    study = optuna.load_study(study_name="smoke.smoke-ground.pixel-logreg.default.ece",
+                              storage=tune.make_storage(None, tmp_path))
+    assert study.direction == optuna.study.StudyDirection.MINIMIZE

@@ -1,4 +1,4 @@
-"""The design suite (issue 11): which training-set choices matter for a lens finder?
+"""The design-study kind (issue 11): which training-set choices matter for a lens finder?
 
 One method (the default CPU network, the committee, unless ``--methods`` names others) is trained
 on variants of the training set, one choice changed at a time against a baseline, and every
@@ -33,7 +33,16 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.baselines.registry import resolve_method
+from lensbench.bench.kinds import RunCase
 from lensbench.bench.results import Result, canonical_run_id
+from lensbench.bench.splits import ensure_real_lens_split, ensure_split
+from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap
+from lensbench.bench.suites.lens_finding import (
+    ROTATION_COLUMNS,
+    LensFinding,
+    LensFindingSplits,
+    stored_test_scores,
+)
 from lensbench.bench.tasks import Suite, Task
 from lensbench.datasets.config import SimConfig
 
@@ -45,7 +54,6 @@ BOOSTED_NEGATIVES = {"elliptical": 0.10, "spiral": 0.15, "ring": 0.20, "merger":
                      "group": 0.15, "edge-on": 0.15, "cosmos": 0.05, "artefact": 0.05}
 # Random galaxies only: the lens population without a source and real COSMOS field galaxies.
 RANDOM_NEGATIVES = {"elliptical": 0.5, "cosmos": 0.5}
-BOOTSTRAP_RESAMPLES = 200
 # Test cutouts scored under the 8 dihedral transforms for the rotation columns: fewer than the
 # other suites' 1000, as every variant pays for them (~10 s per 100 cutouts for the committee).
 ROTATION_SUBSET = 400
@@ -155,94 +163,101 @@ def _view(split, variant: Variant, pixel_scale: float) -> SplitView:
     return SplitView(split, variant.bands, transform)
 
 
-def run_design_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
-                     methods: list[str] | None = None, params: dict[str, dict] | None = None,
-                     tracker=None, resume: bool = False, log=print) -> list[Result]:
-    """Every method on every variant of the profile's training set; one Result per pair, all
-    scored on the task's one test split and its real-lens split."""
-    from lensbench.bench.runner import (
-        RESULTS_FILE,
-        _resume_key,
-        completed_runs,
-        derive_seed,
-        ensure_real_lens_split,
-        ensure_split,
-        git_commit,
-        now,
-        package_versions,
-        record_result,
-        run_folder,
-        run_method,
-        summary_line,
-        write_artifacts,
-    )
-    from lensbench.datasets.surveys import get_survey
+@dataclass
+class DesignSplits:
+    """The design task's fixed test split and real lenses; each variant adds its training
+    split (``Design.cases``)."""
 
-    workdir.mkdir(parents=True, exist_ok=True)
-    store = workdir / RESULTS_FILE
-    names = list(methods or suite.methods_for(profile))
-    classes = {name: resolve_method(name) for name in names}  # typos fail before simulating
-    user = params or {}
-    done = completed_runs(store, suite.name, profile) if resume else set()
-    results = []
-    for task in suite.tasks:
-        if profile not in task.sizes:
-            log(f"task {task.name} has no {profile!r} profile: skipped")
-            continue
-        # The methods see a lens-finding task (kind "design" only routes the suite here).
-        finder_task = dataclasses.replace(task, kind="lens-finding")
+    finder_task: Task  # the task as the methods see it: lens finding
+    test: object
+    real: object | None
+    pixel_scale: float
+
+
+class Design(LensFinding):
+    """Lens finding on variants of the training set: one run per (method, variant), all scored
+    on the task's one test split and its real-lens split."""
+
+    name = "design"
+    rotation_subset = ROTATION_SUBSET
+    report_title = "design study"
+    seed_note = ""
+
+    def splits(self, task: Task, profile: str, workdir: Path, log=print) -> DesignSplits:
+        from lensbench.datasets.surveys import get_survey
+
+        # The methods see a lens-finding task (the kind "design" is the study around them).
+        finder_task = dataclasses.replace(task, kind=self.info_kind)
         test = ensure_split(finder_task, "test", profile, workdir)
         real = ensure_real_lens_split(task, workdir) if task.real_lenses else None
-        pixel_scale = get_survey(task.config.survey).pixel_scale
+        return DesignSplits(finder_task, test, real, get_survey(task.config.survey).pixel_scale)
+
+    def cases(self, suite: Suite, task: Task, splits: DesignSplits, methods: list[str],
+              params: dict[str, dict], profile: str, workdir: Path):
+        """Every method on every variant of the profile's training set. The run id names the
+        user's parameters and the variant; the record adds what the variant is."""
+        test, real = splits.test, splits.real
         for variant in variants_for(profile):
-            train_task = dataclasses.replace(finder_task, config=variant.train_config(task.config))
+            train_task = dataclasses.replace(splits.finder_task,
+                                             config=variant.train_config(task.config))
             train = ensure_split(train_task, "train", profile, workdir)
-            train_view, test_view = (_view(s, variant, pixel_scale) for s in (train, test))
-            real_view = _view(real, variant, pixel_scale) if real is not None else None
+            views = LensFindingSplits(
+                *(_view(s, variant, splits.pixel_scale) if s is not None else None
+                  for s in (train, test, real)))
             hashes = {"train": train.content_hash, "test": test.content_hash,
                       **({"real": real.content_hash} if real is not None else {})}
-            train_images = None
-            for name in names:
+            for name in methods:
                 method_params = {**suite.params_for(profile).get(name, {}),
-                                 **user.get(name, {}), **variant.method_params}
-                run_id = canonical_run_id(name, {**user.get(name, {}), "variant": variant.name})
-                record = {**method_params, **variant.record()}
-                probe = Result(run_id=run_id, method=name, task=task.name, suite=suite.name,
-                               profile=profile, params=record, split_hashes=hashes, seed=seed,
-                               status="ok")
-                if _resume_key(probe) in done:
-                    log(f"skip {run_id}: already done (--resume)")
-                    continue
-                unknown = sorted(set(variant.method_params) - set(classes[name]().get_params()))
-                artifacts = {}
-                if unknown:
-                    result = Result(
-                        run_id=run_id, method=name, task=task.name, suite=suite.name,
-                        profile=profile, params=record, split_hashes=hashes,
-                        seed=derive_seed(seed, name, task.name), suite_seed=seed,
-                        status="declined", versions=package_versions(), git_commit=git_commit(),
-                        started_at=now(), finished_at=now(), n_train=train.n, n_test=test.n,
-                        error=f"{name} has no parameter {', '.join(unknown)}, which variant "
-                              f"{variant.name} sets")
-                    outcome = None
-                else:
-                    if train_images is None:
-                        train_images = train_view.images()
-                    outcome = run_method(
-                        name, method_params, train_task, train_view, test_view,
-                        suite=suite.name, profile=profile, seed=seed,
-                        train_images=train_images, real=real_view,
-                        artifact_dir=run_folder(workdir, suite.name, task.name, run_id),
-                        rotation_subset=ROTATION_SUBSET)
-                    result = outcome.result
-                    result.run_id, result.params, result.split_hashes = run_id, record, hashes
-                    if outcome.scores is not None:
-                        artifacts = write_artifacts(outcome, test_view, train_task, workdir)
-                record_result(result, store=store, workdir=workdir, artifacts=artifacts,
-                              history=outcome.history if outcome else {}, tracker=tracker,
-                              log=log, line=summary_line(result))
-                results.append(result)
-    return results
+                                 **params.get(name, {}), **variant.method_params}
+                unknown = sorted(set(variant.method_params)
+                                 - set(resolve_method(name)().get_params()))
+                yield RunCase(
+                    name, method_params, train_task, views, hashes, train.n, test.n,
+                    views.data_files,
+                    run_id=canonical_run_id(name, {**params.get(name, {}),
+                                                   "variant": variant.name}),
+                    record_params={**method_params, **variant.record()},
+                    declined=(f"{name} has no parameter {', '.join(unknown)}, which variant "
+                              f"{variant.name} sets") if unknown else None)
+
+    def study_train_split(self, task: Task, profile: str, workdir: Path):
+        """The baseline variant's training split, as the baseline's methods see it."""
+        from lensbench.datasets.surveys import get_survey
+
+        baseline = VARIANTS_BY_NAME[BASELINE]
+        finder_task = dataclasses.replace(task, kind=self.info_kind,
+                                          config=baseline.train_config(task.config))
+        train = ensure_split(finder_task, "train", profile, workdir)
+        return _view(train, baseline, get_survey(task.config.survey).pixel_scale)
+
+    def provenance_results(self, results: list[Result]) -> list[Result]:
+        return [without_variant_params(r) for r in results]
+
+    def report_notes(self, suite: Suite, profile: str) -> list[str]:
+        task = suite.tasks[0]
+        return [f"- {task.description}. One test set for every variant, drawn once (seed "
+                f"{task.test_seed}); the real known lenses (SLACS degraded to HSC g,r,i,z,y) are "
+                "scored against the threshold that gives FPR 1e-3 on it. A variant trained on a "
+                "band subset sees the test and real images in those bands; a lens-light variant "
+                "sees them with the lens light subtracted.",
+                "- Each variant changes one choice of the baseline. Variants that change only "
+                "bands or preprocessing train on the baseline's own training split (same content "
+                "hash), so they are paired comparisons; the others draw their own split from "
+                "their config. The method seed is the same for every variant.",
+                f"- Rotation columns: the first {ROTATION_SUBSET} test cutouts scored under the 8 "
+                "dihedral transforms: mean and maximum |score change| per cutout (averaged) and "
+                "the spread of TPR0 across the transforms; 0 is a perfectly invariant method "
+                "(\u2013: not measured in that run).",
+                "- Change = variant - baseline on the same test cutouts; [95% interval] from "
+                f"{BOOTSTRAP_RESAMPLES} paired, class-stratified bootstrap resamples of the test "
+                "set (it covers test-set noise, not the training seed's).", ""]
+
+    def report_section(self, suite: Suite, task: Task, results: list[Result], *, workdir: Path,
+                       out_dir: Path, stem: str, profile: str) -> tuple[list[str], list[Path]]:
+        """Per method, the variants table, the generated statement and a figure; then the
+        variants."""
+        return design_section(task, results, workdir=workdir, out_dir=out_dir, stem=stem,
+                              profile=profile)
 
 
 # --------------------------------------------------------------------------- the report
@@ -258,44 +273,6 @@ class Row:
 
     def metric(self, key: str) -> float:
         return float(self.result.metrics.get(key, np.nan))
-
-
-def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.ndarray | None,
-                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-                     ) -> dict[str, tuple[float, float, float]]:
-    """Change of AUROC and TPR10 from ``base_scores`` to ``scores`` on one test set: (observed
-    change, 2.5th and 97.5th percentile over ``resamples`` stratified resamples of the test set,
-    the same resample for both). With ``base_scores`` None: the metrics of ``scores`` themselves
-    and their intervals."""
-    from lensbench.bench.metrics import auroc, tpr10
-
-    labels = labels.astype(bool)
-    lens, other = np.flatnonzero(labels), np.flatnonzero(~labels)
-    rng = np.random.default_rng(seed)
-
-    def change(metric, rows):
-        value = metric(labels[rows], scores[rows])
-        return value if base_scores is None else value - metric(labels[rows], base_scores[rows])
-
-    out = {}
-    for key, metric in (("auroc", auroc), ("tpr10", tpr10)):
-        observed = change(metric, np.arange(len(labels)))
-        draws = []
-        for _ in range(resamples):
-            rows = np.concatenate([rng.choice(lens, len(lens)), rng.choice(other, len(other))])
-            draws.append(change(metric, rows))
-        low, high = np.percentile(draws, [2.5, 97.5])
-        out[key] = (float(observed), float(low), float(high))
-    return out
-
-
-def stored_test_scores(result: Result, workdir: Path):
-    """(labels, scores, test-split hash) a run saved for its test set, or None."""
-    path = result.artifacts.get("scores")
-    if result.status != "ok" or not path or not (workdir / path).exists():
-        return None
-    with np.load(workdir / path) as data:
-        return data["labels"], data["scores"], str(data["test_hash"])
 
 
 def configuration(result: Result) -> str:
@@ -461,39 +438,11 @@ def plot_design(rows: list[Row], path: Path, title: str) -> Path:
     return _save(fig, path)
 
 
-def write_design_report(suite: Suite, results: list[Result], *, store: Path, workdir: Path,
-                        out_dir: Path, profile: str, command: str | None) -> list[Path]:
-    """reports/design.md (design-<profile>.md for other profiles) and .html: per method, the
-    variants table, the generated statement and a figure."""
-    from lensbench.bench.report import (
-        ROTATION_COLUMNS,
-        _fmt,
-        provenance_lines,
-        write_markdown_and_html,
-    )
+def design_section(task: Task, results: list[Result], *, workdir: Path, out_dir: Path,
+                   stem: str, profile: str) -> tuple[list[str], list[Path]]:
+    from lensbench.bench.report import fmt
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = suite.name if profile == "default" else f"{suite.name}-{profile}"
-    task: Task = suite.tasks[0]
-    md = [f"# lensbench design study: `{suite.name}` suite ({profile} profile)", "",
-          *provenance_lines(suite.name, profile, [without_variant_params(r) for r in results],
-                            store, command),
-          f"- {task.description}. One test set for every variant, drawn once (seed "
-          f"{task.test_seed}); the real known lenses (SLACS degraded to HSC g,r,i,z,y) are scored "
-          "against the threshold that gives FPR 1e-3 on it. A variant trained on a band subset "
-          "sees the test and real images in those bands; a lens-light variant sees them with the "
-          "lens light subtracted.",
-          "- Each variant changes one choice of the baseline. Variants that change only bands "
-          "or preprocessing train on the baseline's own training split (same content hash), so "
-          "they are paired comparisons; the others draw their own split from their config. The "
-          "method seed is the same for every variant.",
-          f"- Rotation columns: the first {ROTATION_SUBSET} test cutouts scored under the 8 "
-          "dihedral transforms: mean and maximum |score change| per cutout (averaged) and the "
-          "spread of TPR0 across the transforms; 0 is a perfectly invariant method (\u2013: not "
-          "measured in that run).",
-          "- Change = variant - baseline on the same test cutouts; [95% interval] from "
-          f"{BOOTSTRAP_RESAMPLES} paired, class-stratified bootstrap resamples of the test set "
-          "(it covers test-set noise, not the training seed's).", ""]
+    md: list[str] = []
     figures = []
     for method, rows in sorted(design_rows(results, workdir).items()):
         md += [f"## {method}", ""]
@@ -514,7 +463,7 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
                 f"`{row.variant.name}`", row.variant.choice, f"{m['auroc']:.3f}",
                 _interval(row.delta.get("auroc")), f"{m['tpr0']:.3f}", f"{m['tpr10']:.3f}",
                 _interval(row.delta.get("tpr10")), f"{m['tpr_fpr1e-3']:.3f}", real,
-                *(_fmt(m.get(key)) for _, key in ROTATION_COLUMNS),
+                *(fmt(m.get(key)) for _, key in ROTATION_COLUMNS),
                 f"{int(m['n_lenses'])} / {int(m['n_nonlenses'])}",
                 f"`{result.split_hashes.get('train', '?')[:12]}`",
                 f"{result.fit_time_s:.1f}"]) + " |")
@@ -530,4 +479,4 @@ def write_design_report(suite: Suite, results: list[Result], *, store: Path, wor
     md += [f"- `{v.name}` ({v.choice}): {v.description}"
            + ("" if v.name in run else f" (not run in the {profile} profile)") for v in VARIANTS]
     md.append("")
-    return [*write_markdown_and_html(md, out_dir, stem), *figures]
+    return md, figures

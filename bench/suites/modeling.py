@@ -1,8 +1,7 @@
-"""The ``modeling`` suite (issue 7): lens-model parameters regressed from survey cutouts, against
+"""The lens-modeling kind (issue 7): lens-model parameters regressed from survey cutouts, against
 a traditional fitter.
 
-The runner (:func:`run_modeling_suite`) and the report (:func:`write_modeling_report`) dispatch
-here for tasks of kind "modeling". Each method is fitted on the simulated training lenses (targets
+Each method is fitted on the simulated training lenses (targets
 ``info.targets``, truth columns ``TRUTH_COLUMNS``) and scored on the test lenses. Methods that fit
 lens by lens (``per_lens_fit = True``: the lenstronomy fitter) get only the task's ``fit_subset``
 test lenses (drawn once by the test seed); every method is also scored on that subset
@@ -18,21 +17,21 @@ the same in bins of theta_E and arc S/N (``binned/theta_e/<lo>-<hi>/p/...``).
 
 from __future__ import annotations
 
-import inspect
 import time
-import traceback
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 from lensbench.baselines.contract import LENS_MODEL_TARGETS, TRUTH_COLUMNS, TaskInfo
+from lensbench.bench.kinds import MINIMIZE, Evaluation, RunCase, StudyData, SuiteKind
 from lensbench.bench.plots import _new_figure, _save
-from lensbench.baselines.registry import resolve_method
-from lensbench.bench.results import Result, canonical_run_id
+from lensbench.bench.results import Result
+from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.tasks import Suite, Task
 from lensbench.datasets.storage import Split
 
 ROTATION_SUBSET = 500  # test lenses predicted under all 8 dihedral transforms
+VALIDATION_FRACTION = 0.2  # of the training lenses, for tuning
 
 THETA_E_EDGES = (0.5, 0.8, 1.1, 1.5, 3.0)  # arcsec
 ARC_SNR_EDGES = (10.0, 30.0, 60.0, 120.0, np.inf)
@@ -121,8 +120,6 @@ def targets_of(split: Split, names: tuple[str, ...]) -> np.ndarray:
 
 
 def load_modeling_data(task: Task, profile: str, workdir: Path) -> ModelingData:
-    from lensbench.bench.runner import ensure_real_lens_split, ensure_split
-
     train = ensure_split(task, "train", profile, workdir)
     test = ensure_split(task, "test", profile, workdir)
     for split in (train, test):
@@ -138,28 +135,14 @@ def load_modeling_data(task: Task, profile: str, workdir: Path) -> ModelingData:
                         targets_of(test, LENS_MODEL_TARGETS), subset, lenses)
 
 
-def task_info(task: Task, data: ModelingData) -> TaskInfo:
-    from lensbench.bench.runner import task_info as lens_task_info
+def task_info(task: Task, train, targets: tuple[str, ...]) -> TaskInfo:
+    """The TaskInfo of a modeling task: the cutouts of ``train`` and the regression targets."""
+    from lensbench.bench.suites.lens_finding import image_task_info
 
-    base = lens_task_info(task, data.train)
-    return TaskInfo(name=base.name, kind=task.kind, bands=base.bands,
-                    pixel_scale=base.pixel_scale, image_shape=base.image_shape,
-                    survey=base.survey, targets=data.targets)
+    return image_task_info(task, train, targets=targets)
 
 
 # ----------------------------------------------------------------------------- running
-@dataclass
-class ModelingOutcome:
-    result: Result
-    rows: np.ndarray | None = None  # test rows predicted
-    pred: np.ndarray | None = None
-    variance: np.ndarray | None = None
-    real_pred: np.ndarray | None = None
-    real_variance: np.ndarray | None = None
-    history: dict = field(default_factory=dict)
-    files: dict[str, Path] = field(default_factory=dict)
-
-
 def equivariance_metrics(method, images: np.ndarray, targets: tuple[str, ...]
                          ) -> dict[str, float]:
     """How far a regressor is from equivariance under the 8 dihedral transforms (issue 11's
@@ -168,12 +151,12 @@ def equivariance_metrics(method, images: np.ndarray, targets: tuple[str, ...]
     `transform_targets`) and compared with the stamp's own prediction. Per parameter, the mean
     and the maximum |change| over the 7 other transforms (the maximum averaged over stamps)."""
     import torch
-    from lensbench.bench.runner import dihedral_images
+    from lensbench.baselines.transforms import dihedral
     from lensbench.deep.regression import inverse_dihedral, transform_targets
 
     mapped = []
     for k in range(8):
-        pred = torch.as_tensor(predict(method, dihedral_images(images, k))[0])
+        pred = torch.as_tensor(predict(method, dihedral(images, k))[0])
         undo = torch.full((len(pred),), inverse_dihedral(k))
         mapped.append(transform_targets(pred, undo, targets).numpy())
     change = np.abs(np.stack(mapped[1:]) - mapped[0])  # (7, n, P)
@@ -196,79 +179,6 @@ def predict(method, X: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
     return mean, variance
 
 
-def run_modeling_method(name: str, params: dict, task: Task, data: ModelingData, *, suite: str,
-                        profile: str, seed: int, artifact_dir: Path | None = None
-                        ) -> ModelingOutcome:
-    """Fit one method on the training lenses and score it on the test (or fit-subset) lenses and
-    the known real lenses; an exception becomes a failed Result."""
-    from lensbench.bench.runner import _collect_into, build_method, now, start_record
-
-    data_files = {**data.train.manifest.get("data_files", {}),
-                  **(data.real.manifest.get("data_files", {}) if data.real else {})}
-    base = start_record(name, params, task, suite=suite, profile=profile, seed=seed,
-                        split_hashes=data.hashes, n_train=data.train.n, n_test=data.test.n,
-                        data_files=data_files)
-    method_seed = base["seed"]
-    outcome = ModelingOutcome(Result(**base, status="failed"))
-    try:
-        method = build_method(name, params, method_seed, artifact_dir)
-        info = task_info(task, data)
-        reason = method.decline(info)
-        if reason:
-            outcome.result = Result(**base, status="declined", error=reason, finished_at=now())
-            return outcome
-        kwargs = {}
-        if "epoch_callback" in inspect.signature(method.fit).parameters:
-            kwargs["epoch_callback"] = _collect_into(outcome.history)
-        start = time.perf_counter()
-        method.fit(data.train.images(), data.Y_train, info=info, **kwargs)
-        fit_time = time.perf_counter() - start
-        if getattr(method, "checkpoint_path_", None):
-            outcome.files["checkpoint"] = Path(method.checkpoint_path_)
-        per_lens = getattr(method, "per_lens_fit", False)
-        rows = data.fit_subset if per_lens else np.arange(data.test.n)
-        start = time.perf_counter()
-        pred, variance = predict(method, data.test.images(rows))
-        predict_time = time.perf_counter() - start
-        shape = (len(rows), len(data.targets))
-        if pred.shape != shape or (not per_lens and not np.isfinite(pred).all()):
-            raise ValueError(f"{name} predicted shape {pred.shape} with "
-                             f"{int((~np.isfinite(pred)).sum())} non-finite values; expected "
-                             f"{shape} finite parameters ({', '.join(data.targets)})")
-        truth = data.Y_test[rows]
-        metrics = parameter_metrics(pred, truth, data.targets, variance)
-        metrics["time_per_lens_ms"] = 1000.0 * predict_time / max(len(rows), 1)
-        # The same metrics on the fitter's subset, so every method is compared on those lenses.
-        in_subset = np.isin(rows, data.fit_subset)
-        metrics |= parameter_metrics(pred[in_subset], truth[in_subset], data.targets,
-                                     None if variance is None else variance[in_subset],
-                                     prefix="subset/")
-        values = {"theta_e": (truth[:, data.targets.index("theta_e")], THETA_E_EDGES),
-                  "arc_snr": (np.asarray(data.test.truth["arc_snr"], float)[rows],
-                              ARC_SNR_EDGES)}
-        for prop, (column, edges) in values.items():
-            metrics |= binned_parameter_metrics(pred, truth, data.targets, column, edges, prop)
-        rotation_rows = np.arange(0 if per_lens else min(data.test.n, ROTATION_SUBSET))
-        if len(rotation_rows):  # not for a per-lens fitter: 8 more fits per lens
-            metrics |= equivariance_metrics(method, data.test.images(rotation_rows),
-                                            data.targets)
-        if data.real is not None and len(data.real_lenses):
-            real_pred, real_var = predict(method, data.real.images(data.real_lenses))
-            metrics |= real_theta_e_metrics(real_pred, real_var, data)
-            outcome.real_pred, outcome.real_variance = real_pred, real_var
-        if hasattr(method, "diagnostics"):
-            metrics |= {f"diag/{k}": float(v) for k, v in method.diagnostics().items()}
-        if not outcome.history:
-            outcome.history.update(getattr(method, "history_", {}) or {})
-        outcome.result = Result(**base, status="ok", metrics=metrics, fit_time_s=fit_time,
-                                predict_time_s=predict_time, finished_at=now())
-        outcome.rows, outcome.pred, outcome.variance = rows, pred, variance
-    except Exception:  # a failing method is recorded, the suite goes on
-        outcome.result = Result(**base, status="failed", error=traceback.format_exc(),
-                                finished_at=now())
-    return outcome
-
-
 def real_theta_e_metrics(pred: np.ndarray, variance: np.ndarray | None, data: ModelingData
                          ) -> dict[str, float]:
     """Predicted against published theta_E of the known lenses: per lens, and the median of
@@ -288,93 +198,6 @@ def real_theta_e_metrics(pred: np.ndarray, variance: np.ndarray | None, data: Mo
         metrics["real/theta_e_median_abs_error"] = float(np.median(np.abs(pred[ok, j]
                                                                           - published[ok])))
     return metrics
-
-
-def run_modeling_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
-                       methods: list[str] | None = None, params: dict[str, dict] | None = None,
-                       tracker=None, resume: bool = False, log=print) -> list[Result]:
-    """``run_suite`` for suites of modeling tasks (same store, tracker, resume and seeds)."""
-    from lensbench.bench.runner import (
-        RESULTS_FILE,
-        _resume_key,
-        completed_runs,
-        record_result,
-        run_folder,
-    )
-
-    workdir.mkdir(parents=True, exist_ok=True)
-    store = workdir / RESULTS_FILE
-    names = list(methods or suite.methods_for(profile))
-    for name in names:
-        resolve_method(name)
-    suite_params, params = suite.params_for(profile), params or {}
-    done = completed_runs(store, suite.name, profile) if resume else set()
-    results = []
-    for task in suite.tasks:
-        data = load_modeling_data(task, profile, workdir)
-        log(f"{task.name}: train {data.train.n}, test {data.test.n} lenses, fit subset "
-            f"{len(data.fit_subset)}, known real lenses {len(data.real_lenses)}")
-        for name in names:
-            method_params = {**suite_params.get(name, {}), **params.get(name, {})}
-            probe = Result(run_id=canonical_run_id(name, method_params), method=name,
-                           task=task.name, suite=suite.name, profile=profile,
-                           params=method_params, split_hashes=data.hashes, seed=seed,
-                           status="ok")
-            if _resume_key(probe) in done:
-                log(f"skip {probe.run_id} on {task.name}: already done (--resume)")
-                continue
-            folder = run_folder(workdir, suite.name, task.name, probe.run_id)
-            folder.mkdir(parents=True, exist_ok=True)
-            outcome = run_modeling_method(name, method_params, task, data, suite=suite.name,
-                                          profile=profile, seed=seed, artifact_dir=folder)
-            artifacts = dict(outcome.files)
-            if outcome.pred is not None:
-                artifacts |= write_modeling_artifacts(outcome, data, folder)
-            record_result(outcome.result, store=store, workdir=workdir, artifacts=artifacts,
-                          history=outcome.history, tracker=tracker, log=log,
-                          line=summary_line(outcome.result))
-            results.append(outcome.result)
-    return results
-
-
-def summary_line(result: Result) -> str:
-    if result.status != "ok":
-        return f"{result.run_id:>24} on {result.task}: {result.status.upper()} " \
-               f"{result.error_line}"
-    m = result.metrics
-    parts = [f"{name} {m.get(f'{name}/half_width_68', np.nan):.3f}"
-             for name in ("theta_e", "x", "e1", "gamma1")]
-    return (f"{result.run_id:>24} on {result.task}: 68% half widths " + ", ".join(parts)
-            + f"; {m['time_per_lens_ms']:.2f} ms/lens (fit {result.fit_time_s:.0f} s)")
-
-
-def write_modeling_artifacts(outcome: ModelingOutcome, data: ModelingData, folder: Path
-                             ) -> dict[str, Path]:
-    from lensbench.bench.plots import plot_curves
-
-    nan = np.full_like(outcome.pred, np.nan)
-    paths = {"predictions": folder / "predictions.npz"}
-    real = {}
-    if outcome.real_pred is not None:
-        real = {"real_pred": outcome.real_pred,
-                "real_variance": (outcome.real_variance if outcome.real_variance is not None
-                                  else np.full_like(outcome.real_pred, np.nan)),
-                "real_published_theta_e": np.asarray(data.real.truth["theta_e"],
-                                                     float)[data.real_lenses],
-                "real_object_index": np.asarray(data.real.truth["object_index"])[
-                    data.real_lenses]}
-    np.savez_compressed(paths["predictions"], rows=outcome.rows, pred=outcome.pred,
-                        true=data.Y_test[outcome.rows],
-                        variance=outcome.variance if outcome.variance is not None else nan,
-                        arc_snr=np.asarray(data.test.truth["arc_snr"], float)[outcome.rows],
-                        targets=np.array(data.targets), test_hash=np.array(
-                            data.test.content_hash), **real)
-    paths["predicted-vs-true"] = plot_predicted_vs_true(
-        outcome.pred, data.Y_test[outcome.rows], data.targets, outcome.result.run_id,
-        folder / "predicted-vs-true.png")
-    if outcome.history:
-        paths["curves"] = plot_curves(outcome.history, folder / "curves.png")
-    return paths
 
 
 # ----------------------------------------------------------------------------- plots
@@ -575,7 +398,7 @@ def binned_table(results: list[Result], prop: str, name: str) -> list[str]:
 
 
 def real_lines(results: list[Result], workdir: Path) -> tuple[list[str], dict]:
-    from lensbench.datasets.real import load_slacs
+    from lensbench.datasets.known_lenses import load_slacs
 
     panels, columns = {}, {}
     for r in results:
@@ -621,87 +444,220 @@ def rotation_table(results: list[Result]) -> list[str]:
     return lines
 
 
-def write_modeling_report(suite: Suite, results: list[Result], *, store: Path, workdir: Path,
-                          out_dir: Path, profile: str, command: str | None) -> list[Path]:
-    """reports/<suite>.md and .html: per task the accuracy tables, the goal check, the comparison
-    with the traditional fitter on the same lenses (speed-up), binned accuracy, the known lenses
-    and the figures."""
-    from lensbench.bench.report import provenance_lines, write_markdown_and_html
+def gaussian_nll(pred: np.ndarray, true: np.ndarray, variance: np.ndarray) -> float:
+    """Mean Gaussian negative log-likelihood of the truth under the predicted means and
+    variances, over lenses and parameters: it rewards small errors and honest uncertainties
+    together (a too-narrow sigma costs more than a wide one), what a posterior-estimating network
+    is for."""
+    variance = np.maximum(np.asarray(variance, dtype=np.float64), 1e-12)
+    error = np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64)
+    return float(np.mean(0.5 * (np.log(2 * np.pi * variance) + error ** 2 / variance)))
 
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = suite.name if profile == "default" else f"{suite.name}-{profile}"
-    md = [f"# lensbench leaderboard: `{suite.name}` suite ({profile} profile)", "",
-          *provenance_lines(suite.name, profile, results, store, command,
-                            " (every method seed derives from it; the splits are drawn by "
-                            "each task's fixed seeds)"),
-          "- Error = predicted - true. Half width: half the 16th-84th percentile range of the "
-          "error (Schuldt et al. 2021 quote theta_E 0.07 +0.29/-0.12\"); coverage: the fraction "
-          "of test lenses whose error lies within the method's 1 sigma (68%) and 1.96 sigma "
-          "(95%) intervals. x, y: SIE centre from the stamp centre; e1, e2 = (1-q)/(1+q) (cos "
-          "2phi, sin 2phi); gamma1, gamma2: external shear. `prior-median` predicts the "
-          "training median: the floor.", ""]
+
+# ----------------------------------------------------------------------------- the kind
+class Modeling(SuiteKind):
+    name = "modeling"
+    metric_directions = {**{f"{p}/{m}": MINIMIZE for p in LENS_MODEL_TARGETS
+                            for m in ("half_width_68", "rmse")}, "nll": MINIMIZE}
+    # The theta_E 68% half width: issue 7's headline figure (Schuldt et al. 2021 quote it);
+    # "nll" also judges the uncertainties of methods that give them.
+    tune_metric = "theta_e/half_width_68"
+    seed_note = (" (every method seed derives from it; the splits are drawn by each task's "
+                 "fixed seeds)")
+
+    def splits(self, task: Task, profile: str, workdir: Path, log=print) -> ModelingData:
+        data = load_modeling_data(task, profile, workdir)
+        log(f"{task.name}: train {data.train.n}, test {data.test.n} lenses, fit subset "
+            f"{len(data.fit_subset)}, known real lenses {len(data.real_lenses)}")
+        return data
+
+    def case(self, name: str, params: dict, task: Task, splits: ModelingData) -> RunCase:
+        data_files = {**splits.train.manifest.get("data_files", {}),
+                      **(splits.real.manifest.get("data_files", {}) if splits.real else {})}
+        return RunCase(name, params, task, splits, splits.hashes, splits.train.n,
+                       splits.test.n, data_files)
+
+    def task_info(self, task: Task, splits: ModelingData) -> TaskInfo:
+        return task_info(task, splits.train, splits.targets)
+
+    def training_data(self, task: Task, splits: ModelingData):
+        return splits.train.images(), splits.Y_train
+
+    def evaluate(self, method, task: Task, splits: ModelingData, name: str) -> Evaluation:
+        """The test lenses (the fit subset only for a lens-by-lens fitter) and the known real
+        lenses."""
+        data = splits
+        per_lens = getattr(method, "per_lens_fit", False)
+        rows = data.fit_subset if per_lens else np.arange(data.test.n)
+        start = time.perf_counter()
+        pred, variance = predict(method, data.test.images(rows))
+        predict_time = time.perf_counter() - start
+        shape = (len(rows), len(data.targets))
+        if pred.shape != shape or (not per_lens and not np.isfinite(pred).all()):
+            raise ValueError(f"{name} predicted shape {pred.shape} with "
+                             f"{int((~np.isfinite(pred)).sum())} non-finite values; expected "
+                             f"{shape} finite parameters ({', '.join(data.targets)})")
+        truth = data.Y_test[rows]
+        metrics = parameter_metrics(pred, truth, data.targets, variance)
+        metrics["time_per_lens_ms"] = 1000.0 * predict_time / max(len(rows), 1)
+        # The same metrics on the fitter's subset, so every method is compared on those lenses.
+        in_subset = np.isin(rows, data.fit_subset)
+        metrics |= parameter_metrics(pred[in_subset], truth[in_subset], data.targets,
+                                     None if variance is None else variance[in_subset],
+                                     prefix="subset/")
+        values = {"theta_e": (truth[:, data.targets.index("theta_e")], THETA_E_EDGES),
+                  "arc_snr": (np.asarray(data.test.truth["arc_snr"], float)[rows],
+                              ARC_SNR_EDGES)}
+        for prop, (column, edges) in values.items():
+            metrics |= binned_parameter_metrics(pred, truth, data.targets, column, edges, prop)
+        rotation_rows = np.arange(0 if per_lens else min(data.test.n, ROTATION_SUBSET))
+        if len(rotation_rows):  # not for a per-lens fitter: 8 more fits per lens
+            metrics |= equivariance_metrics(method, data.test.images(rotation_rows),
+                                            data.targets)
+        predictions = {"rows": rows, "pred": pred, "variance": variance, "real_pred": None,
+                       "real_variance": None}
+        if data.real is not None and len(data.real_lenses):
+            real_pred, real_var = predict(method, data.real.images(data.real_lenses))
+            metrics |= real_theta_e_metrics(real_pred, real_var, data)
+            predictions["real_pred"], predictions["real_variance"] = real_pred, real_var
+        return Evaluation(metrics, predict_time, predictions)
+
+    def write_artifacts(self, result: Result, evaluation: Evaluation, task: Task,
+                        splits: ModelingData, folder: Path) -> dict[str, Path]:
+        data, out = splits, evaluation.predictions
+        rows, pred = out["rows"], out["pred"]
+        nan = np.full_like(pred, np.nan)
+        paths = {"predictions": folder / "predictions.npz"}
+        real = {}
+        if out["real_pred"] is not None:
+            real = {"real_pred": out["real_pred"],
+                    "real_variance": (out["real_variance"] if out["real_variance"] is not None
+                                      else np.full_like(out["real_pred"], np.nan)),
+                    "real_published_theta_e": np.asarray(data.real.truth["theta_e"],
+                                                         float)[data.real_lenses],
+                    "real_object_index": np.asarray(data.real.truth["object_index"])[
+                        data.real_lenses]}
+        np.savez_compressed(paths["predictions"], rows=rows, pred=pred, true=data.Y_test[rows],
+                            variance=out["variance"] if out["variance"] is not None else nan,
+                            arc_snr=np.asarray(data.test.truth["arc_snr"], float)[rows],
+                            targets=np.array(data.targets), test_hash=np.array(
+                                data.test.content_hash), **real)
+        paths["predicted-vs-true"] = plot_predicted_vs_true(
+            pred, data.Y_test[rows], data.targets, result.run_id,
+            folder / "predicted-vs-true.png")
+        return paths
+
+    def summary_line(self, result: Result) -> str:
+        if result.status != "ok":
+            return super().summary_line(result)
+        m = result.metrics
+        parts = [f"{name} {m.get(f'{name}/half_width_68', np.nan):.3f}"
+                 for name in ("theta_e", "x", "e1", "gamma1")]
+        return (f"{result.run_id:>24} on {result.task}: 68% half widths " + ", ".join(parts)
+                + f"; {m['time_per_lens_ms']:.2f} ms/lens (fit {result.fit_time_s:.0f} s)")
+
+    # ------------------------------------------------------------------ tuning
+    def study_data(self, task: Task, profile: str, workdir: Path, seed: int) -> StudyData:
+        """A random ``VALIDATION_FRACTION`` of the training lenses (drawn by ``seed``) to judge,
+        the rest to fit; the test split is never made or read."""
+        from sklearn.model_selection import train_test_split
+
+        train = ensure_split(task, "train", profile, workdir)
+        images, targets = train.images(), targets_of(train, LENS_MODEL_TARGETS)
+        fit, val = train_test_split(np.arange(train.n), test_size=VALIDATION_FRACTION,
+                                    random_state=seed)
+        fit, val = np.sort(fit), np.sort(val)
+        return StudyData(task_info(task, train, LENS_MODEL_TARGETS), images[fit], targets[fit],
+                         images[val], targets[val])
+
+    def validation_metrics(self, method, study: StudyData) -> dict[str, float]:
+        pred, variance = predict(method, study.X_val)
+        targets = study.info.targets
+        metrics = parameter_metrics(pred, study.y_val, targets, variance)
+        if variance is not None:
+            metrics["nll"] = gaussian_nll(pred, study.y_val, variance)
+        return metrics
+
+    # ------------------------------------------------------------------ report
+    def report_notes(self, suite: Suite, profile: str) -> list[str]:
+        return ["- Error = predicted - true. Half width: half the 16th-84th percentile range of "
+                "the error (Schuldt et al. 2021 quote theta_E 0.07 +0.29/-0.12\"); coverage: the "
+                "fraction of test lenses whose error lies within the method's 1 sigma (68%) and "
+                "1.96 sigma (95%) intervals. x, y: SIE centre from the stamp centre; e1, e2 = "
+                "(1-q)/(1+q) (cos 2phi, sin 2phi); gamma1, gamma2: external shear. "
+                "`prior-median` predicts the training median: the floor.", ""]
+
+    def report_section(self, suite: Suite, task: Task, results: list[Result], *, workdir: Path,
+                       out_dir: Path, stem: str, profile: str) -> tuple[list[str], list[Path]]:
+        """The accuracy tables, the goal check, the comparison with the traditional fitter on
+        the same lenses (speed-up), binned accuracy, the known lenses and the figures."""
+        return modeling_section(task, results, workdir=workdir, out_dir=out_dir, stem=stem)
+
+
+def modeling_section(task: Task, results: list[Result], *, workdir: Path, out_dir: Path,
+                     stem: str) -> tuple[list[str], list[Path]]:
+    md: list[str] = []
     figures = []
-    for task in suite.tasks:
-        ok = [r for r in results if r.task == task.name and r.status == "ok"]
-        full = [r for r in ok if not per_lens(r)]
-        full.sort(key=lambda r: r.metrics["theta_e/half_width_68"])
-        md += [f"## {task.name} (v{task.version})", "", task.description, "",
-               "Splits (content hashes): " + ", ".join(
-                   f"{role} `{h[:12]}`" for role, h in (ok[0].split_hashes.items() if ok
-                                                        else [])) + ".", ""]
-        for r in results:
-            if r.task == task.name and r.status != "ok":
-                md += [f"- `{r.run_id}`: {r.status}: {r.error_line[:160]}"]
-        if not ok:
+    ok = [r for r in results if r.task == task.name and r.status == "ok"]
+    full = [r for r in ok if not per_lens(r)]
+    full.sort(key=lambda r: r.metrics["theta_e/half_width_68"])
+    md += [f"## {task.name} (v{task.version})", "", task.description, "",
+           "Splits (content hashes): " + ", ".join(
+               f"{role} `{h[:12]}`" for role, h in (ok[0].split_hashes.items() if ok
+                                                    else [])) + ".", ""]
+    for r in results:
+        if r.task == task.name and r.status != "ok":
+            md += [f"- `{r.run_id}`: {r.status}: {r.error_line[:160]}"]
+    if not ok:
+        return md, figures
+    md += ["", f"### Accuracy on the {ok[0].n_test} test lenses", "",
+           "68% half width of the error:", "", *metric_table(full, "half_width_68"), "",
+           "Median bias:", "", *metric_table(full, "bias_median", signed=True), "",
+           "RMSE:", "", *metric_table(full, "rmse"), "",
+           "Coverage of the 68% / 95% intervals:", "", *coverage_table(full), "",
+           "Time per lens (inference, CPU) and fit time: " + "; ".join(
+               f"`{r.run_id}` {r.metrics['time_per_lens_ms']:.2f} ms, fit "
+               f"{r.fit_time_s:.0f} s" for r in full) + ".", ""]
+    md += [*goal_table(full), ""]
+    rotation = rotation_table(full)
+    if rotation:
+        md += ["### Rotation equivariance", "",
+               f"The first {int(full[0].metrics['rotation/n_cutouts'])} test lenses under "
+               "the 8 dihedral transforms (quarter turns and flips); each prediction is "
+               "mapped back to the untransformed stamp's frame (the centre and the "
+               "ellipticities turn with the image, theta_E does not) and compared with the "
+               "untransformed stamp's. Each cell: the mean |change| and, in brackets, the "
+               "maximum over the transforms averaged over stamps; 0 is an exactly "
+               "equivariant method.", "", *rotation, ""]
+    sub = subset_lines([r for r in ok])
+    if sub:
+        md += [f"### Against traditional fitting ({int(ok[0].metrics.get('subset/n', 0))} "
+               "test lenses)", "", *sub, ""]
+    for prop, xlabel, tag in (("theta_e", "true theta_E (arcsec)", "theta-e"),
+                              ("arc_snr", "arc S/N", "arc-snr")):
+        md += [f"theta_E 68% half width (arcsec) in bins of {xlabel}:", "",
+               *binned_table(full, prop, "theta_e"), ""]
+        figure = plot_binned(full, prop, out_dir / f"{stem}-{task.name}-binned-{tag}.png",
+                             xlabel)
+        md += [f"![68% half widths in bins of {prop}]({figure.name})", ""]
+        figures.append(figure)
+    for r in full:
+        path = workdir / r.artifacts.get("predictions", "missing")
+        if r.method == "prior-median" or not path.is_file():
             continue
-        md += ["", f"### Accuracy on the {ok[0].n_test} test lenses", "",
-               "68% half width of the error:", "", *metric_table(full, "half_width_68"), "",
-               "Median bias:", "", *metric_table(full, "bias_median", signed=True), "",
-               "RMSE:", "", *metric_table(full, "rmse"), "",
-               "Coverage of the 68% / 95% intervals:", "", *coverage_table(full), "",
-               "Time per lens (inference, CPU) and fit time: " + "; ".join(
-                   f"`{r.run_id}` {r.metrics['time_per_lens_ms']:.2f} ms, fit "
-                   f"{r.fit_time_s:.0f} s" for r in full) + ".", ""]
-        md += [*goal_table(full), ""]
-        rotation = rotation_table(full)
-        if rotation:
-            md += ["### Rotation equivariance", "",
-                   f"The first {int(full[0].metrics['rotation/n_cutouts'])} test lenses under "
-                   "the 8 dihedral transforms (quarter turns and flips); each prediction is "
-                   "mapped back to the untransformed stamp's frame (the centre and the "
-                   "ellipticities turn with the image, theta_E does not) and compared with the "
-                   "untransformed stamp's. Each cell: the mean |change| and, in brackets, the "
-                   "maximum over the transforms averaged over stamps; 0 is an exactly "
-                   "equivariant method.", "", *rotation, ""]
-        sub = subset_lines([r for r in ok])
-        if sub:
-            md += [f"### Against traditional fitting ({int(ok[0].metrics.get('subset/n', 0))} "
-                   "test lenses)", "", *sub, ""]
-        for prop, xlabel, tag in (("theta_e", "true theta_E (arcsec)", "theta-e"),
-                                  ("arc_snr", "arc S/N", "arc-snr")):
-            md += [f"theta_E 68% half width (arcsec) in bins of {xlabel}:", "",
-                   *binned_table(full, prop, "theta_e"), ""]
-            figure = plot_binned(full, prop, out_dir / f"{stem}-{task.name}-binned-{tag}.png",
-                                 xlabel)
-            md += [f"![68% half widths in bins of {prop}]({figure.name})", ""]
-            figures.append(figure)
-        for r in full:
-            path = workdir / r.artifacts.get("predictions", "missing")
-            if r.method == "prior-median" or not path.is_file():
-                continue
-            with np.load(path) as data:
-                figure = plot_predicted_vs_true(
-                    data["pred"], data["true"], tuple(data["targets"]), r.run_id,
-                    out_dir / f"{stem}-{task.name}-{r.method}-predicted-vs-true.png")
-            md += [f"![predicted against true, {r.method}]({figure.name})", ""]
-            figures.append(figure)
-        lines, panels = real_lines([r for r in ok if r.method != "prior-median"], workdir)
-        if lines:
-            md += ["### Known SLACS lenses (HST F814W degraded to the survey)", "",
-                   "Predicted theta_E (± 1 sigma where the method gives one) against the "
-                   "published SIE Einstein radius (Auger et al. 2010 / Shajib et al. 2021):", "",
-                   *lines, ""]
-            figure = plot_real_theta_e(panels, out_dir / f"{stem}-{task.name}-slacs.png")
-            md += [f"![SLACS theta_E]({figure.name})", ""]
-            figures.append(figure)
-    return [*write_markdown_and_html(md, out_dir, stem), *figures]
+        with np.load(path) as data:
+            figure = plot_predicted_vs_true(
+                data["pred"], data["true"], tuple(data["targets"]), r.run_id,
+                out_dir / f"{stem}-{task.name}-{r.method}-predicted-vs-true.png")
+        md += [f"![predicted against true, {r.method}]({figure.name})", ""]
+        figures.append(figure)
+    lines, panels = real_lines([r for r in ok if r.method != "prior-median"], workdir)
+    if lines:
+        md += ["### Known SLACS lenses (HST F814W degraded to the survey)", "",
+               "Predicted theta_E (± 1 sigma where the method gives one) against the "
+               "published SIE Einstein radius (Auger et al. 2010 / Shajib et al. 2021):", "",
+               *lines, ""]
+        figure = plot_real_theta_e(panels, out_dir / f"{stem}-{task.name}-slacs.png")
+        md += [f"![SLACS theta_E]({figure.name})", ""]
+        figures.append(figure)
+    return md, figures

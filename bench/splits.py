@@ -1,0 +1,56 @@
+"""How a task's simulated splits are made and found again: once per (task, version, profile),
+under ``workdir/splits``, keyed by a hash of everything that makes them, verified when loaded.
+Used by the kinds whose splits are simulated (lens finding, modeling, the design study)."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+from pathlib import Path
+
+from lensbench.bench.tasks import Task
+from lensbench.datasets.storage import Split, load_split, split_is_complete
+
+
+def split_key(task: Task, role: str, n: int, seed: int) -> str:
+    from lensbench.datasets.simulate import SIMULATOR_VERSION
+
+    # The simulator version is in the key: a split made by older simulator code is never reused.
+    payload = json.dumps({"config": task.config.to_dict(), "n": n, "seed": seed,
+                          "task": task.name, "version": task.version,
+                          "simulator": SIMULATOR_VERSION}, sort_keys=True)
+    return hashlib.sha256(payload.encode()).hexdigest()[:12]
+
+
+def ensure_split(task: Task, role: str, profile: str, workdir: Path, *, quiet: bool = False
+                 ) -> Split:
+    """The task's train or test split for ``profile``: loaded (hashes verified) if made before,
+    simulated and written atomically otherwise."""
+    from lensbench.datasets.simulate import make_split
+
+    n_train, n_test = task.size(profile)
+    n, seed = (n_train, task.train_seed) if role == "train" else (n_test, task.test_seed)
+    key = split_key(task, role, n, seed)
+    path = workdir / "splits" / f"{task.name}-v{task.version}-{role}-{n}-{key}"
+    if not split_is_complete(path):
+        from tqdm.auto import tqdm
+
+        with tqdm(total=n, desc=f"simulate {task.name} {role}", unit="img", disable=quiet,
+                  leave=False) as bar:
+            make_split(task.config, n, seed, path, progress=bar.update,
+                       created_by=f"lensbench task {task.name} v{task.version}")
+    return load_split(path, verify=True)
+
+
+def ensure_real_lens_split(task: Task, workdir: Path) -> Split:
+    """The task's split of real known lenses and real non-lenses, made once (by key)."""
+    from lensbench.datasets.known_lenses import make_real_lens_split
+
+    spec = dict(task.real_lenses)
+    key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
+    path = workdir / "splits" / f"{task.name}-v{task.version}-real-{key}"
+    if not split_is_complete(path):
+        make_real_lens_split(spec["survey"], spec["bands"], spec["stamp_size"], path,
+                             seed=spec["seed"], n_nonlenses=spec["n_nonlenses"],
+                             created_by=f"lensbench task {task.name} v{task.version}")
+    return load_split(path, verify=True)

@@ -1,0 +1,38 @@
+"""Uncertainty of the benchmark's figures: the paired, class-stratified bootstrap of a finder's
+AUROC and TPR10 on one test set (used by the design study's changes against its baseline and by
+the compare profile's goal check)."""
+
+from __future__ import annotations
+
+import numpy as np
+
+BOOTSTRAP_RESAMPLES = 200
+
+
+def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.ndarray | None,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                     ) -> dict[str, tuple[float, float, float]]:
+    """Change of AUROC and TPR10 from ``base_scores`` to ``scores`` on one test set: (observed
+    change, 2.5th and 97.5th percentile over ``resamples`` stratified resamples of the test set,
+    the same resample for both). With ``base_scores`` None: the metrics of ``scores`` themselves
+    and their intervals."""
+    from lensbench.bench.metrics import auroc, tpr10
+
+    labels = labels.astype(bool)
+    lens, other = np.flatnonzero(labels), np.flatnonzero(~labels)
+    rng = np.random.default_rng(seed)
+
+    def change(metric, rows):
+        value = metric(labels[rows], scores[rows])
+        return value if base_scores is None else value - metric(labels[rows], base_scores[rows])
+
+    out = {}
+    for key, metric in (("auroc", auroc), ("tpr10", tpr10)):
+        observed = change(metric, np.arange(len(labels)))
+        draws = []
+        for _ in range(resamples):
+            rows = np.concatenate([rng.choice(lens, len(lens)), rng.choice(other, len(other))])
+            draws.append(change(metric, rows))
+        low, high = np.percentile(draws, [2.5, 97.5])
+        out[key] = (float(observed), float(low), float(high))
+    return out
