@@ -6,13 +6,12 @@ import argparse
 import difflib
 import json
 import os
-import signal
 import sys
-import threading
 from inspect import signature
 from pathlib import Path
 
 from lensbench.bench.tasks import PROFILES, SUITES
+from lensbench.datasets.interrupts import check_stop, stop_on_signals
 
 DEFAULT_WORKDIR = Path(os.environ.get("LENSBENCH_WORKDIR", ".lensbench"))
 
@@ -98,10 +97,6 @@ def _merge_params(*sources: dict[str, dict]) -> dict[str, dict]:
     return merged
 
 
-def _interrupt(signum, frame):
-    raise KeyboardInterrupt(f"signal {signum}")
-
-
 def cmd_run(args) -> int:
     from lensbench.baselines.registry import resolve_method
     from lensbench.bench.runner import run_suite
@@ -132,27 +127,23 @@ def cmd_run(args) -> int:
     print(f"suite {suite.name} · profile {args.profile} · seed {args.seed} · workdir "
           f"{args.workdir}")
     status = "FINISHED"
-    # `kill` (SIGTERM, what schedulers and timeouts send) stops a run like Ctrl-C does: the
-    # finished runs stay in results.jsonl and the MLflow suite run is marked KILLED, not left
-    # RUNNING.
-    previous_handler = None
-    if threading.current_thread() is threading.main_thread():
-        previous_handler = signal.signal(signal.SIGTERM, _interrupt)
+    # Ctrl-C and `kill` (SIGTERM, what schedulers and timeouts send; main() turns both into
+    # KeyboardInterrupt): the finished runs stay in results.jsonl and the MLflow suite run is
+    # marked KILLED, not left RUNNING.
     try:
         results = run_suite(suite, profile=args.profile, seed=args.seed, workdir=args.workdir,
                             methods=methods, params=params, tracker=tracker,
                             resume=args.resume)
+        check_stop()  # a stop whose KeyboardInterrupt a callback dropped after the last check
     except KeyboardInterrupt:
         status = "KILLED"
-        print("interrupted: finished runs are in results.jsonl; rerun with --resume",
+        print("bench: interrupted: finished runs are in results.jsonl; rerun with --resume",
               file=sys.stderr)
         return 130
     except BaseException:
         status = "FAILED"
         raise
     finally:
-        if previous_handler is not None:
-            signal.signal(signal.SIGTERM, previous_handler)
         if tracker is not None:
             tracker.end_suite(status)
     failed = [r for r in results if r.status == "failed"]
@@ -289,9 +280,14 @@ def cmd_data_make(args) -> int:
     from tqdm.auto import tqdm
 
     config = make_config(args)
-    with tqdm(total=args.n, desc=f"simulate {args.preset}", unit="img") as bar:
-        out = make_split(config, args.n, args.seed, args.out, progress=bar.update,
-                         created_by="bench data make")
+    try:
+        with tqdm(total=args.n, desc=f"simulate {args.preset}", unit="img") as bar:
+            out = make_split(config, args.n, args.seed, args.out, progress=bar.update,
+                             created_by="bench data make")
+    except KeyboardInterrupt:
+        print(f"bench: interrupted: {args.out} was left as it was; rerun the command to make "
+              "the split", file=sys.stderr)
+        return 130
     print(f"wrote {out}")
     return 0
 
@@ -533,7 +529,11 @@ def build_parser() -> argparse.ArgumentParser:
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
-        return args.func(args)
+        with stop_on_signals():
+            return args.func(args)
+    except KeyboardInterrupt:  # commands with something to say on it (run, scan) catch it
+        print("bench: interrupted", file=sys.stderr)
+        return 130
     except (KeyError, ValueError, FileNotFoundError) as error:
         message = error.args[0] if isinstance(error, KeyError) and error.args else error
         print(f"bench: error: {message}", file=sys.stderr)

@@ -19,8 +19,10 @@ import hashlib
 import json
 import operator
 import os
+import re
 import secrets
 import shutil
+import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -28,6 +30,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from lensbench.datasets.interrupts import check_stop, signals_deferred
 
 FORMAT = "lensbench-split"
 FORMAT_VERSION = 1
@@ -42,6 +45,51 @@ _REQUIRED_KEYS = ("config", "seed", "bands", "image_shape", "shards", "truth_col
 
 class SplitError(ValueError):
     """A split directory is missing, incomplete, corrupt or of the wrong format."""
+
+
+# A split being written lives in ``<split>.partial-<host>-<pid>-<random>``: host and pid say
+# whether its writer still runs, so a folder left by a killed writer can be removed later.
+_PARTIAL = re.compile(r".+\.partial-(?P<host>[A-Za-z0-9]+)-(?P<pid>\d+)-[a-z0-9_]+")
+_PARTIAL_CONTENT = re.compile(r"shard-\d{5}\.h5|manifest\.json(\.tmp)?")
+
+
+def _host() -> str:
+    return re.sub(r"[^A-Za-z0-9]", "", socket.gethostname().split(".")[0]) or "host"
+
+
+def _process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except (PermissionError, OverflowError):  # someone else's process; not a pid: keep
+        return True
+    return True
+
+
+def remove_stale_partials(folder: str | os.PathLike) -> list[Path]:
+    """Remove the partial split folders in ``folder`` whose writer, a process on this host, is
+    gone (killed, or interrupted while cleaning up); return them. A folder of a live writer, of
+    another host (a shared file system) or holding anything but shards and a manifest stays."""
+    removed = []
+    try:
+        entries = list(Path(folder).iterdir())
+    except (FileNotFoundError, NotADirectoryError):
+        return removed
+    host = _host()
+    for path in entries:
+        match = _PARTIAL.fullmatch(path.name)
+        if (match is None or match["host"] != host or _process_alive(int(match["pid"]))
+                or path.is_symlink() or not path.is_dir()):
+            continue
+        try:  # another writer may be removing it at the same time
+            ours = all(_PARTIAL_CONTENT.fullmatch(child.name) for child in path.iterdir())
+        except FileNotFoundError:
+            continue
+        if ours:
+            shutil.rmtree(path, ignore_errors=True)
+            removed.append(path)
+    return removed
 
 
 def sha256_file(path: str | os.PathLike) -> str:
@@ -79,9 +127,12 @@ def _looks_like_split(path: Path) -> bool:
 class SplitWriter:
     """Write a split atomically: ``with SplitWriter(...) as w: w.add_shard(images, truth)``.
 
-    Shards go to a hidden sibling ``<out_dir>.partial-<random>``; only a clean exit writes
-    the manifest and renames the directory to ``out_dir``. Any exception (KeyboardInterrupt
-    included) removes the partial directory and leaves ``out_dir`` untouched.
+    Shards go to a sibling ``<out_dir>.partial-<host>-<pid>-<random>``; only a clean exit
+    writes the manifest and renames the directory to ``out_dir``. Any exception
+    (KeyboardInterrupt included) removes the partial directory and leaves ``out_dir``
+    untouched; partial folders of writers that were killed are removed by the next writer in
+    the same folder. A stop signal (see ``interrupts``) is honoured before each shard and
+    before the commit, so an interrupted writer never commits.
     """
 
     def __init__(self, out_dir: str | os.PathLike, *, config: dict, seed: int,
@@ -110,8 +161,10 @@ class SplitWriter:
     def __enter__(self) -> SplitWriter:
         self._check_replaceable()
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
-        self._tmp = Path(tempfile.mkdtemp(prefix=f"{self.out_dir.name}.partial-",
-                                          dir=self.out_dir.parent))
+        remove_stale_partials(self.out_dir.parent)
+        self._tmp = Path(tempfile.mkdtemp(
+            prefix=f"{self.out_dir.name}.partial-{_host()}-{os.getpid()}-",
+            dir=self.out_dir.parent))
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:
@@ -120,8 +173,10 @@ class SplitWriter:
             if exc_type is None:
                 self._commit(tmp)
         finally:
-            # No-op after a successful rename; otherwise drops the partial directory.
-            shutil.rmtree(tmp, ignore_errors=True)
+            # No-op after a successful rename; otherwise drops the partial directory, in one
+            # piece: a second Ctrl-C waits for it.
+            with signals_deferred():
+                shutil.rmtree(tmp, ignore_errors=True)
         return False
 
     def _check_replaceable(self) -> None:
@@ -134,6 +189,7 @@ class SplitWriter:
         """Validate and write one shard of ``n`` rows: images (n, n_bands, H, W) float32."""
         if self._tmp is None:
             raise RuntimeError("add_shard() must be called inside `with SplitWriter(...)`")
+        check_stop()
         i = len(self._shards)
         where = f"shard {i}"
         if not isinstance(images, np.ndarray) or images.ndim != 4:
@@ -227,6 +283,7 @@ class SplitWriter:
         }
 
     def _commit(self, tmp: Path) -> None:
+        check_stop()
         if not self._shards:
             raise ValueError(f"{self.out_dir}: no shards were added; nothing to write")
         text = json.dumps(self._manifest(), sort_keys=True, indent=2, allow_nan=False) + "\n"

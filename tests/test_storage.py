@@ -11,6 +11,8 @@ from pathlib import Path
 import h5py
 import numpy as np
 import pytest
+from lensbench.datasets import storage
+from lensbench.datasets.interrupts import stop_on_signals, stop_requested
 from lensbench.datasets.storage import (
     MANIFEST,
     SplitError,
@@ -179,6 +181,59 @@ def test_exception_leaves_nothing(tmp_path, exc):
             raise exc("boom")
     assert siblings(tmp_path) == []
     assert not split_is_complete(out)
+
+
+def test_a_stop_signal_dropped_by_a_callback_still_stops_the_writer(tmp_path, capsys):
+    # A signal handler's KeyboardInterrupt raised inside a weakref callback (h5py frees its ids
+    # through them) is dropped by Python; the writer must still stop before committing.
+    import gc
+    import signal
+    import weakref
+
+    class Freed:
+        pass
+
+    out = tmp_path / "split"
+    with stop_on_signals(), pytest.raises(KeyboardInterrupt):
+        with SplitWriter(out, config=CONFIG, seed=1, bands=BANDS) as w:
+            images, truth = make_shards()[0]
+            w.add_shard(images, truth)
+            thing = Freed()
+            ref = weakref.ref(thing, lambda _: signal.raise_signal(signal.SIGTERM))
+            del thing
+            gc.collect()
+            assert ref() is None and stop_requested()  # the callback ran; its raise was lost
+    assert siblings(tmp_path) == []
+    assert "Exception ignored" not in capsys.readouterr().err
+    assert not stop_requested()  # the handlers and the flag are reset after the block
+
+
+def test_stale_partial_folders_of_dead_writers_are_removed(tmp_path):
+    import subprocess
+    import sys
+
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"],
+                          capture_output=True, text=True, check=True)
+    dead_pid = int(dead.stdout)
+    host = storage._host()
+
+    def partial(name: str, files=("shard-00000.h5",)) -> Path:
+        folder = tmp_path / name
+        folder.mkdir()
+        for file in files:
+            (folder / file).write_bytes(b"x")
+        return folder
+
+    stale = partial(f"a.partial-{host}-{dead_pid}-abc123_z", ("shard-00000.h5",
+                                                              "manifest.json.tmp"))
+    live = partial(f"b.partial-{host}-{os.getpid()}-abc123_z")
+    other_host = partial(f"c.partial-{host}x-{dead_pid}-abc123_z")
+    not_ours = partial(f"d.partial-{host}-{dead_pid}-abc123_z", ("notes.txt",))
+    write(tmp_path / "split", make_shards())
+    assert not stale.exists()
+    assert all(p.is_dir() for p in (live, other_host, not_ours))
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(
+        ["split", live.name, other_host.name, not_ours.name])
 
 
 def test_failed_overwrite_keeps_old_split(tmp_path):

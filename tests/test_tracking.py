@@ -231,7 +231,11 @@ def test_a_terminated_run_is_marked_killed_and_keeps_its_store(tmp_path):
          str(tmp_path)], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     first_line = process.stdout.readline()  # printed once the suite run is open in MLflow
     assert first_line.startswith("suite smoke"), first_line + process.stderr.read()[-2000:]
-    time.sleep(1.0)
+    # Signalled in the middle of the work: once the first split's first shard is written.
+    deadline = time.monotonic() + 300
+    while not list((tmp_path / "splits").glob("*.partial-*/shard-00000.h5")):
+        assert time.monotonic() < deadline and process.poll() is None, process.stderr.read()
+        time.sleep(0.002)
     process.send_signal(signal.SIGTERM)
     _, stderr = process.communicate(timeout=120)
     assert process.returncode == 130, stderr[-2000:]
