@@ -86,7 +86,8 @@ def _lenses(truth):
     return truth["label"].astype(bool)
 
 
-def test_theta_e_variant_draws_a_flatter_distribution():
+def test_theta_e_variant_draws_a_flatter_distribution(real_data):
+    real_data("cosmos")
     natural, flat = simulated_truth(BASELINE), simulated_truth("flat-theta")
     th_nat, th_flat = natural["theta_e"][_lenses(natural)], flat["theta_e"][_lenses(flat)]
     assert np.mean(th_flat > 1.75) > np.mean(th_nat > 1.75) + 0.1
@@ -95,7 +96,8 @@ def test_theta_e_variant_draws_a_flatter_distribution():
     assert hist_flat.std() / hist_flat.mean() < 0.7 * hist_nat.std() / hist_nat.mean()
 
 
-def test_negative_variants_change_the_non_lens_classes():
+def test_negative_variants_change_the_non_lens_classes(real_data):
+    real_data("cosmos")
     def hard_share(truth):
         classes = truth["negative_class"][~_lenses(truth)]
         return np.isin(classes, HARD).mean(), set(np.unique(classes).tolist())
@@ -110,7 +112,8 @@ def test_negative_variants_change_the_non_lens_classes():
     assert set(HARD) <= boosted_classes  # every hard class is there
 
 
-def test_quad_label_and_source_variants_change_the_lenses():
+def test_quad_label_and_source_variants_change_the_lenses(real_data):
+    real_data("cosmos")
     def lens_column(name, column):
         truth = simulated_truth(name)
         return truth[column][_lenses(truth)]
@@ -271,7 +274,8 @@ def test_statement_ranks_variants_by_their_changes():
     assert design_statement(rows[1:])[0].startswith("No statement")
 
 
-def test_design_suite_through_the_cli(tmp_path):
+def test_design_suite_through_the_cli(tmp_path, real_data):
+    real_data("cosmos", "slacs")
     from mlflow.tracking import MlflowClient
 
     workdir, out = tmp_path / "work", tmp_path / "reports"

@@ -279,7 +279,8 @@ def test_a_run_from_a_changed_checkout_is_marked_dirty_in_the_report():
 
 
 @pytest.mark.slow
-def test_modeling_suite_end_to_end(tmp_path):
+def test_modeling_suite_end_to_end(tmp_path, real_data):
+    real_data("cosmos", "slacs")
     from lensbench.bench import cli
     from lensbench.bench.results import read_results
 
