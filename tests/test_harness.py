@@ -250,7 +250,8 @@ def test_threshold_at_fpr_by_hand():
     assert metrics["real/score/lens1"] == 0.5
 
 
-def test_real_suite_scores_known_lenses_and_names_its_files(tmp_path):
+def test_real_suite_scores_known_lenses_and_names_its_files(tmp_path, real_data):
+    real_data("cosmos", "slacs")
     results = run_suite(get_suite("real"), profile="smoke", seed=0, workdir=tmp_path,
                         methods=["pixel-logreg"], log=lambda _: None)
     (result,) = results
