@@ -27,6 +27,7 @@ from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import Evaluation, RunCase, SuiteKind, kind_of
 from lensbench.bench.results import Result, append_result, read_results
 from lensbench.bench.tasks import Suite
+from lensbench.datasets.interrupts import check_stop
 
 RESULTS_FILE = "results.jsonl"
 
@@ -164,6 +165,7 @@ def collect_into(history: dict):
     def callback(epoch: int, metrics: dict[str, float]) -> None:
         for key, value in metrics.items():
             history.setdefault(key, []).append(float(value))
+        check_stop()  # between epochs
     return callback
 
 
@@ -187,6 +189,7 @@ def record_result(result: Result, *, store: Path, workdir: Path, artifacts: dict
     if tracker is not None:
         tracker.log_result(result, epoch_metrics=history, artifacts=artifacts)
     log(line)
+    check_stop()  # between methods, in every suite kind: the finished run is kept
 
 
 def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
@@ -207,6 +210,7 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
             continue
         splits = kind.splits(task, profile, workdir, log=log)
         for case in kind.cases(suite, task, splits, names, params or {}, profile, workdir):
+            check_stop()  # between methods (a skipped one included)
             probe = Result(run_id=case.run_id, method=case.method, task=case.task.name,
                            suite=suite.name, profile=profile, params=case.record_params,
                            split_hashes=case.split_hashes, seed=seed, status="ok")

@@ -21,6 +21,7 @@ from lensbench.bench.metrics import binned_lens_finding_metrics, lens_finding_me
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.tasks import Suite, Task
+from lensbench.datasets.interrupts import check_stop
 from lensbench.datasets.storage import Split
 
 # Subsets for the binned metrics: lens-only properties bin the lenses against all non-lenses.
@@ -148,6 +149,7 @@ def rotation_metrics(method, images: np.ndarray, labels: np.ndarray) -> dict[str
 
 def image_batches(split):
     for start in range(0, split.n, PREDICT_BATCH):
+        check_stop()  # between batches
         yield split.images(np.arange(start, min(split.n, start + PREDICT_BATCH)))
 
 
