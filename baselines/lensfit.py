@@ -52,13 +52,13 @@ median error 0.006", at most 0.14". The ellipticity is less certain (median |e e
 sources carry clumps a Sersic cannot follow, and SIE ellipticity trades with shear. The swarms
 draw from numpy's global random state (lenstronomy's choice): it is seeded with ``random_state``
 + the lens's index in the call and restored afterwards, so a rerun reproduces every fit. A fit
-that raises leaves NaN for that lens and counts in ``diagnostics()["failed_fits"]``."""
+that raises leaves NaN for that lens (the harness counts those as failed fits, and times the fits);
+scoring keeps no state."""
 
 from __future__ import annotations
 
 import contextlib
 import io
-import time
 import warnings
 
 import numpy as np
@@ -240,8 +240,6 @@ class LenstronomyFitter(Method):
                 :, self.targets_.index("theta_e")]
             if np.isfinite(column).any():
                 self.theta_e_start_ = float(np.clip(np.nanmedian(column), *SIE["theta_E"][2:]))
-        self.lens_times_: list[float] = []
-        self.failed_fits_ = 0
         return self
 
     def predict_score(self, X):
@@ -251,13 +249,11 @@ class LenstronomyFitter(Method):
         try:
             for k, image in enumerate(X):
                 np.random.seed(self.random_state + k)
-                started = time.perf_counter()
                 try:
                     fitted = self.fit_lens(image[self.band_index_])
                     out[k] = [fitted[name] for name in self.targets_]
                 except Exception:  # noqa: BLE001 - one failed fit must not stop the batch
-                    self.failed_fits_ += 1
-                self.lens_times_.append(time.perf_counter() - started)
+                    pass  # its row stays NaN: the harness counts failed fits and times them
         finally:
             np.random.set_state(state)
         return out
@@ -308,11 +304,3 @@ class LenstronomyFitter(Method):
         if simplex_iterations > 0:
             steps.append(["SIMPLEX", {"n_iterations": simplex_iterations}])
         return steps
-
-    def diagnostics(self) -> dict:
-        times = getattr(self, "lens_times_", [])
-        if not times:
-            return {}
-        return {"fit_time_per_lens_s": float(np.median(times)),
-                "fit_time_total_s": float(np.sum(times)),
-                "failed_fits": float(self.failed_fits_)}

@@ -3,6 +3,8 @@ construction) and logistic regression on pixel values (what a linear model sees)
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 from lensbench.baselines.contract import Method, TaskInfo
 from sklearn.linear_model import LogisticRegression
@@ -11,17 +13,24 @@ from sklearn.preprocessing import StandardScaler
 
 
 class RandomScorer(Method):
-    """Uniform random scores, independent of the image: the floor every method must beat."""
+    """Uniform random scores, independent of the label: the floor every method must beat.
+
+    Each cutout's score is drawn from a generator seeded by ``random_state`` and the cutout's
+    bytes, so scoring keeps no state (the contract), a cutout scores the same in any batch, and a
+    rotated cutout gets an unrelated score."""
 
     def __init__(self, random_state: int = 0):
         self.random_state = random_state
 
     def fit(self, X, y, info: TaskInfo | None = None):
-        self.rng_ = np.random.default_rng(self.random_state)
+        self.n_features_in_ = int(np.prod(np.shape(X)[1:]))
         return self
 
     def predict_score(self, X):
-        return self.rng_.random(len(X))
+        X = np.ascontiguousarray(X)
+        return np.array([np.random.default_rng(
+            [self.random_state, *np.frombuffer(hashlib.sha256(x.tobytes()).digest(), np.uint32)]
+        ).random() for x in X])
 
 
 def centre_crop(X: np.ndarray, size: int) -> np.ndarray:

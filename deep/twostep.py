@@ -4,7 +4,9 @@
 
 Scores keep one total ranking, independent of how the test set is batched: cutouts that pass get
 0.5 + 0.5 * (CNN score), cutouts that do not get 0.49 * (catalogue score), so every rejected
-cutout ranks below every CNN-scored one and rejected cutouts stay ordered by the catalogue.
+cutout ranks below every CNN-scored one and rejected cutouts stay ordered by the catalogue. The
+share of a set reaching the CNN is therefore the share of its scores >= 0.5; scoring keeps no
+count of it (``predict_score`` leaves the fitted method as it was, as the contract asks).
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ class TwoStep(Method):
         self.preselector_ = self._make(self.preselector, self.preselector_params,
                                        self.random_state).fit(X, y, info=info)
         self.pass_fraction_ = float(np.mean(self.preselector_.passes(X))) if len(X) else 0.0
-        self.n_scored_, self.n_to_cnn_ = 0, 0
         self.cnn_ = self._make(self.cnn, self.cnn_params, self.random_state + 1)
         self.cnn_.fit(X, y, info=info, epoch_callback=epoch_callback)
         self.history_ = dict(getattr(self.cnn_, "history_", {}) or {})
@@ -57,20 +58,15 @@ class TwoStep(Method):
         scores = REJECTED_SCALE * np.clip(
             np.asarray(self.preselector_.predict_score(X), dtype=np.float64), 0.0, 1.0)
         passed = np.asarray(self.preselector_.passes(X), dtype=bool)
-        # Counted over every predict call (the harness scores the test set in batches).
-        self.n_scored_ += len(X)
-        self.n_to_cnn_ += int(passed.sum())
         if passed.any():
             cnn = np.asarray(self.cnn_.predict_score(X[passed]), dtype=np.float64)
             scores[passed] = 0.5 + 0.5 * np.clip(cnn, 0.0, 1.0)
         return scores
 
     def diagnostics(self) -> dict[str, float]:
-        """Fractions of cutouts that reached the CNN (training set; everything scored since fit),
-        and the CNN's own diagnostics."""
+        """The fraction of training cutouts that reached the CNN, and the CNN's own
+        diagnostics."""
         out = {"train_fraction_to_cnn": self.pass_fraction_}
-        if self.n_scored_:
-            out["fraction_to_cnn"] = self.n_to_cnn_ / self.n_scored_
         if hasattr(self.cnn_, "diagnostics"):
             out |= {f"cnn_{k}": v for k, v in self.cnn_.diagnostics().items()}
         return out

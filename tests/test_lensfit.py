@@ -102,9 +102,6 @@ def test_fits_bright_lenses_and_follows_the_sign_conventions(lenses):
     assert flipped[x] == pytest.approx(-expected[0, x], abs=0.05)
     assert np.sign(flipped[e2]) == -np.sign(expected[0, e2]) == -np.sign(fitted[0, e2])
     assert flipped[[y, e1, theta_e]] == pytest.approx(fitted[0, [y, e1, theta_e]], abs=0.15)
-    diagnostics = fitter.diagnostics()
-    assert len(fitter.lens_times_) == 3 and diagnostics["failed_fits"] == 0
-    assert diagnostics["fit_time_total_s"] == pytest.approx(sum(fitter.lens_times_))
 
 
 def test_reruns_reproduce_and_leave_numpy_random_state_alone(lenses):
@@ -131,7 +128,6 @@ def test_a_failing_fit_gives_nan_for_that_lens_only(monkeypatch):
     scores = fitter.predict_score(np.stack([np.ones((4, 64, 64)), np.zeros((4, 64, 64))]))
     assert scores.dtype == np.float64 and scores.shape == (2, len(LENS_MODEL_TARGETS))
     assert (scores[0] == 0.5).all() and np.isnan(scores[1]).all()
-    assert fitter.diagnostics()["failed_fits"] == 1 and len(fitter.lens_times_) == 2
 
 
 def test_declines_without_lenstronomy_or_a_survey(monkeypatch):
