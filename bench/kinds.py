@@ -107,6 +107,10 @@ class SuiteKind:
     def splits(self, task: Task, profile: str, workdir: Path, log=print) -> Any:
         raise NotImplementedError
 
+    def n_cases(self, task: Task, methods: list[str], profile: str) -> int:
+        """How many runs ``cases`` will yield for the task (known before any split is made)."""
+        return len(methods)
+
     def cases(self, suite: Suite, task: Task, splits: Any, methods: list[str],
               params: dict[str, dict], profile: str, workdir: Path) -> Iterator[RunCase]:
         """The runs of one task: each method with the suite's parameters for the profile,

@@ -82,3 +82,22 @@ def test_scoring_with_test_time_augmentation_shows_its_passes(monkeypatch, capsy
     lines = [line for line in capsys.readouterr().err.splitlines() if "scoring" in line]
     assert lines and all(line.startswith("ResNetFinder scoring 48:") for line in lines)
     assert re.search(r" 8/8 ", lines[-1]), lines  # one pass per dihedral transform
+
+
+def test_run_suite_says_how_many_runs_it_will_do_and_how_many_are_left(tmp_path):
+    from lensbench.bench.runner import run_suite
+    from lensbench.bench.tasks import get_suite
+
+    lines: list[str] = []
+    methods = ["random", "pixel-logreg", "pca"]
+    run_suite(get_suite("smoke"), profile="smoke", seed=0, workdir=tmp_path, methods=methods,
+              log=lines.append)
+    assert lines[0] == "3 runs to do (smoke-ground: 3)"
+    left = [line for line in lines if line.endswith("runs left")]
+    assert left == ["2 of 3 runs left", "1 of 3 runs left"]
+    # Each count follows the line of the run it counts.
+    assert [lines[lines.index(line) - 1].split()[0] for line in left] == methods[:2]
+    lines.clear()
+    run_suite(get_suite("smoke"), profile="smoke", seed=0, workdir=tmp_path, methods=methods,
+              resume=True, log=lines.append)
+    assert lines[0] == "3 runs to do (smoke-ground: 3)" and not any("left" in x for x in lines)

@@ -192,6 +192,9 @@ class Design(LensFinding):
         real = ensure_real_lens_split(task, workdir) if task.real_lenses else None
         return DesignSplits(finder_task, test, real, get_survey(task.config.survey).pixel_scale)
 
+    def n_cases(self, task: Task, methods: list[str], profile: str) -> int:
+        return len(variants_for(profile)) * len(methods)
+
     def cases(self, suite: Suite, task: Task, splits: DesignSplits, methods: list[str],
               params: dict[str, dict], profile: str, workdir: Path):
         """Every method on every variant of the profile's training set. The run id names the
