@@ -204,6 +204,11 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
         resolve_method(name)  # fail fast on typos, before any simulation
     done = completed_runs(store, suite.name, profile) if resume else set()
     results = []
+    # How much work there is, then after each run how much is left: a suite runs for hours.
+    counts = {task.name: kind.n_cases(task, names, profile) for task in suite.tasks
+              if profile in task.sizes}
+    total, left = sum(counts.values()), sum(counts.values())
+    log(f"{total} runs to do ({', '.join(f'{name}: {n}' for name, n in counts.items())})")
     for task in suite.tasks:
         if profile not in task.sizes:
             log(f"task {task.name} has no {profile!r} profile: skipped")
@@ -214,6 +219,7 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
             probe = Result(run_id=case.run_id, method=case.method, task=case.task.name,
                            suite=suite.name, profile=profile, params=case.record_params,
                            split_hashes=case.split_hashes, seed=seed, status="ok")
+            left -= 1
             if resume_key(probe) in done:
                 log(f"skip {case.run_id} on {case.task.name}: already done (--resume)")
                 continue
@@ -233,4 +239,6 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
                           history=outcome.history, tracker=tracker, log=log,
                           line=kind.summary_line(outcome.result))
             results.append(outcome.result)
+            if left:
+                log(f"{left} of {total} runs left")
     return results
