@@ -14,7 +14,7 @@ from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import kind_of
 from lensbench.bench.results import Result, read_results
 from lensbench.bench.runner import DIRTY, RESULTS_FILE, git_commit
-from lensbench.bench.tasks import get_suite
+from lensbench.bench.tasks import DEFAULT_PROFILE, get_suite
 
 
 def latest_results(results: list[Result], suite: str, profile: str) -> list[Result]:
@@ -33,8 +33,8 @@ def fmt(value) -> str:
     return f"{value:.3f}"
 
 
-def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str = "default",
-                 command: str | None = None) -> list[Path]:
+def write_report(suite_name: str, *, workdir: Path, out_dir: Path,
+                 profile: str = DEFAULT_PROFILE, command: str | None = None) -> list[Path]:
     """reports/<suite>.md and .html (<suite>-<profile> for profiles other than the default) and
     their figures: the provenance of the runs, then each task's section as its kind writes it."""
     suite = get_suite(suite_name)
@@ -50,7 +50,7 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path, profile: str 
                             command, kind.seed_note),
           *kind.report_notes(suite, profile)]
     figures = []
-    stem = suite.name if profile == "default" else f"{suite.name}-{profile}"
+    stem = suite.name if profile == DEFAULT_PROFILE else f"{suite.name}-{profile}"
     for task in suite.tasks:
         lines, task_figures = kind.report_section(
             suite, task, [r for r in results if r.task == task.name], workdir=workdir,

@@ -26,7 +26,7 @@ import optuna
 from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import MAXIMIZE, get_kind
 from lensbench.bench.runner import derive_seed
-from lensbench.bench.tasks import Suite, Task
+from lensbench.bench.tasks import DEFAULT_PROFILE, Suite, Task
 
 PRUNERS = ("median", "hyperband", "none")
 
@@ -108,7 +108,7 @@ class TuneOutcome:
 
 
 def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir: Path,
-         profile: str = "default", seed: int = 0, metric: str | None = None,
+         profile: str = DEFAULT_PROFILE, seed: int = 0, metric: str | None = None,
          fixed_params: dict | None = None, study_name: str | None = None,
          storage: str | None = None, timeout: float | None = None, n_jobs: int = 1,
          pruner: str = "median", tracker=None, log=print) -> TuneOutcome:
