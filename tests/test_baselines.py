@@ -18,8 +18,8 @@ from lensbench.baselines.features import (
     catalogue_features,
 )
 from lensbench.baselines.pca import PCALensFinder
-from lensbench.bench.metrics import auroc
 from lensbench.baselines.registry import resolve_method
+from lensbench.bench.metrics import auroc
 from lensbench.datasets.config import SimConfig
 from lensbench.datasets.simulate import Simulator
 

@@ -11,7 +11,9 @@ import numpy as np
 import pytest
 import torch
 from lensbench.baselines.lenslight import subtract_lens_light
+from lensbench.baselines.registry import resolve_method
 from lensbench.bench import cli
+from lensbench.bench.results import Result, canonical_run_id, read_results
 from lensbench.bench.runner import run_suite
 from lensbench.bench.statistics import paired_bootstrap
 from lensbench.bench.suites.design import (
@@ -28,12 +30,11 @@ from lensbench.bench.suites.design import (
     design_statement,
     without_variant_params,
 )
-from lensbench.baselines.registry import resolve_method
-from lensbench.bench.results import Result, canonical_run_id, read_results
 from lensbench.bench.tasks import DESIGN_HSC, get_suite
 from lensbench.datasets.config import NEGATIVE_CLASSES, SimConfig
 from lensbench.datasets.lensing import sersic_profile
 from lensbench.datasets.simulate import Simulator
+from lensbench.datasets.storage import load_split
 from lensbench.deep.preprocess import STRETCHES
 from scipy.ndimage import gaussian_filter
 from sklearn.metrics import roc_auc_score
@@ -290,6 +291,10 @@ def test_design_suite_through_the_cli(tmp_path, real_data):
     # One test split and one real split for every variant.
     assert len({r.split_hashes["test"] for r in results}) == 1
     assert len({r.split_hashes["real"] for r in results}) == 1
+    # The real lenses are degraded in every band of the design task (variants pick from them).
+    [real] = [load_split(p) for p in (workdir / "splits").glob(f"{DESIGN_HSC.name}-*-real-*")]
+    assert tuple(real.bands) == DESIGN_HSC.config.band_names
+    assert real.images([0]).shape[1] == len(DESIGN_HSC.config.band_names) == 5
     by_name = {r.params["variant"]: r for r in results}
     base_train = by_name[BASELINE].split_hashes["train"]
     assert by_name["flat-theta"].split_hashes["train"] != base_train
@@ -333,11 +338,6 @@ def test_design_suite_through_the_cli(tmp_path, real_data):
     declined = [r for r in again if r.status == "declined"]
     assert [r.params["variant"] for r in declined] == ["stretch-sqrt"]
     assert "stretch" in declined[0].error
-
-
-def test_design_task_is_routed_and_scores_real_lenses_in_every_band():
-    assert DESIGN_HSC.kind == "design" and get_suite("design").tasks == (DESIGN_HSC,)
-    assert DESIGN_HSC.real_lenses["bands"] == DESIGN_HSC.config.band_names
 
 
 def test_bootstrap_without_a_base_gives_the_metric_and_its_interval():

@@ -102,11 +102,15 @@ def test_constant_image_does_not_crash(value):
 
 
 def test_non_finite_pixels_are_zeroed():
+    """NaN and +-inf pixels composite exactly as zeros would (and do not set the stretch)."""
     image = _single_band_image(3, 1, noise=1.0)
-    image[0, 0, 0] = np.nan
-    image[1, 1, 1] = np.inf
+    zeroed = image.copy()
+    zeroed[0, 0, 0] = zeroed[1, 1, 1] = zeroed[2, 5, 7] = 0.0
+    image[0, 0, 0], image[1, 1, 1], image[2, 5, 7] = np.nan, np.inf, -np.inf
     rgb = colour_composite(image, ["g", "r", "i"])
     assert rgb.dtype == np.uint8 and rgb.shape == (H, W, 3)
+    np.testing.assert_array_equal(rgb, colour_composite(zeroed, ["g", "r", "i"]))
+    assert rgb.max() > 200  # the blob, not an inf, set the scale
 
 
 def test_auto_normalisation_per_image():
