@@ -5,12 +5,22 @@ Result records are the source of truth of a benchmark; MLflow and the reports mi
 
 from __future__ import annotations
 
+import fcntl
 import json
 import os
+import warnings
 from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
 from pathlib import Path
 
+from lensbench.datasets.interrupts import signals_deferred
+
 SCHEMA_VERSION = 1
+
+
+class ResultsStoreWarning(UserWarning):
+    """A results store held a line that is not a Result record (skipped), or a torn last line
+    (moved aside before the next append)."""
 
 
 def canonical_run_id(name: str, params: dict) -> str:
@@ -70,31 +80,86 @@ class Result:
 
 
 def append_result(store: Path, result: Result) -> None:
-    """Append one record as a single line; flushed and fsynced so an interrupt loses at most it."""
+    """Append one record as a single line; flushed and fsynced so an interrupt loses at most it.
+    The line always starts a line of its own: a torn last line that an interrupted append left
+    is first moved to ``<store>.torn-<time>`` (with a warning), never glued to this record.
+    Appends are serialised by a lock on the store, so a line being written is never taken for
+    a torn one; Ctrl-C and SIGTERM wait until the line is written."""
     store.parent.mkdir(parents=True, exist_ok=True)
-    with open(store, "a", encoding="utf-8") as handle:
-        handle.write(result.to_json() + "\n")
+    line = (result.to_json() + "\n").encode("utf-8")
+    with signals_deferred(), open(store, "a+b") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)  # released when the file is closed
+        _end_with_a_newline(store, handle)
+        handle.write(line)
         handle.flush()
         os.fsync(handle.fileno())
 
 
+def _end_with_a_newline(store: Path, handle) -> None:
+    size = handle.seek(0, os.SEEK_END)
+    if size == 0:
+        return
+    handle.seek(size - 1)
+    if handle.read(1) == b"\n":
+        return
+    # Find the start of the torn line: the byte after the last newline (or the file start).
+    start, block = size, 1 << 16
+    while start > 0:
+        lo = max(0, start - block)
+        handle.seek(lo)
+        newline = handle.read(start - lo).rfind(b"\n")
+        if newline >= 0:
+            start = lo + newline + 1
+            break
+        start = lo
+    handle.seek(start)
+    tail = handle.read()
+    try:
+        whole = isinstance(json.loads(tail), dict)
+    except (json.JSONDecodeError, UnicodeDecodeError):
+        whole = False
+    if whole:  # the record was written, only its newline is missing: keep it in place
+        handle.write(b"\n")
+        return
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%S.%fZ")
+    quarantine = store.with_name(f"{store.name}.torn-{stamp}")
+    # Saved (and synced) before the store is cut: a crash in between duplicates, never loses.
+    with open(quarantine, "ab") as aside:
+        aside.write(tail)
+        aside.flush()
+        os.fsync(aside.fileno())
+    handle.truncate(start)
+    handle.flush()
+    os.fsync(handle.fileno())
+    warnings.warn(f"{store}: the last line was torn (an interrupted append: {len(tail)} bytes, "
+                  f"no newline); moved it to {quarantine} before appending",
+                  ResultsStoreWarning, stacklevel=3)
+
+
 def read_results(store: Path) -> list[Result]:
-    """Read every record of a JSONL store. A torn last line (a killed writer) is skipped;
-    a malformed line elsewhere is an error naming the file and line."""
+    """Read every record of a JSONL store. A line that is not a Result record (a torn line a
+    killed writer left, a hand edit) is skipped, and one warning names the file, each such line
+    and why; a record of another schema version is an error."""
     if not store.exists():
         return []
-    lines = store.read_text(encoding="utf-8").splitlines()
-    results = []
+    lines = store.read_text(encoding="utf-8", errors="replace").splitlines()
+    results, skipped = [], []
     for number, line in enumerate(lines, start=1):
         if not line.strip():
             continue
         try:
             record = json.loads(line)
         except json.JSONDecodeError as error:
-            if number == len(lines):
-                continue
-            raise ValueError(
-                f"{store}: line {number} is not a JSON Result record: {error}"
-            ) from None
-        results.append(Result.from_dict(record))
+            skipped.append(f"line {number} is not JSON ({error})")
+            continue
+        if not isinstance(record, dict):
+            skipped.append(f"line {number} is a JSON {type(record).__name__}, not an object")
+            continue
+        try:
+            results.append(Result.from_dict(record))
+        except TypeError as error:  # fields missing or unknown
+            skipped.append(f"line {number} is not a Result record ({error})")
+    if skipped:
+        warnings.warn(f"{store}: skipped {len(skipped)} line(s) that are not Result records: "
+                      + "; ".join(skipped), ResultsStoreWarning, stacklevel=2)
     return results

@@ -121,6 +121,62 @@ def test_resume_skips_completed_runs_and_reuses_splits(smoke_run, capsys):
     assert [r.run_id for r in results] == ["pixel-logreg[C=0.1]"]
 
 
+def test_a_torn_last_line_loses_no_record(smoke_run, tmp_path):
+    # A crash in the middle of an append leaves half a record and no newline: the next --resume
+    # must not glue its record onto it, and the report must name a bad line and go on.
+    import shutil
+    import warnings
+
+    from lensbench.bench.results import ResultsStoreWarning
+
+    workdir = tmp_path / "work"
+    shutil.copytree(smoke_run[0], workdir)
+    store = workdir / "results.jsonl"
+    lines = store.read_bytes().splitlines(keepends=True)
+    assert [json.loads(line)["method"] for line in lines] == ["random", "boom", "pixel-logreg"]
+    torn = lines[-1][:len(lines[-1]) // 2]
+    store.write_bytes(b"".join(lines[:-1]) + torn)
+
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        assert cli.main(["run", "--suite", "smoke", "--workdir", str(workdir), "--no-tracking",
+                         "--methods", "random,pixel-logreg", "--seed", "5", "--resume"]) == 0
+    messages = [str(w.message) for w in caught if w.category is ResultsStoreWarning]
+    assert len(messages) == 2, messages
+    assert "results.jsonl: skipped 1 line(s) that are not Result records: line 3 is not JSON" \
+        in messages[0]  # read by --resume
+    assert "the last line was torn" in messages[1]  # moved aside by the append
+    [aside] = workdir.glob("results.jsonl.torn-*")
+    assert aside.read_bytes() == torn
+    text = store.read_text()
+    assert text.endswith("\n") and text.startswith(b"".join(lines[:-1]).decode())
+    by_method = {r.method: r for r in read_results(store)}  # no warning: the store is clean
+    assert sorted(by_method) == ["boom", "pixel-logreg", "random"]
+    assert by_method["pixel-logreg"].status == "ok"
+
+    # A bad line in the middle (a hand edit) is named and skipped; the report is written.
+    good = store.read_text().splitlines(keepends=True)
+    store.write_text("".join([good[0], "{not json\n", *good[1:]]))
+    with pytest.warns(ResultsStoreWarning, match=r"results.jsonl: skipped 1 line.*line 2 is "
+                                                 r"not JSON"):
+        assert cli.main(["report", "--suite", "smoke", "--workdir", str(workdir), "--out",
+                         str(tmp_path / "report")]) == 0
+    assert "| `pixel-logreg` |" in (tmp_path / "report" / "smoke.md").read_text()
+
+
+def test_a_record_missing_only_its_newline_is_kept(tmp_path):
+    from lensbench.bench.results import Result, append_result
+
+    store = tmp_path / "results.jsonl"
+    first, second = (Result(run_id=name, method=name, task="t", suite="s", profile="p",
+                            params={}, split_hashes={}, seed=0, status="ok")
+                     for name in ("a", "b"))
+    store.write_text(first.to_json())  # cut just before its newline
+    append_result(store, second)
+    assert [r.run_id for r in read_results(store)] == ["a", "b"]
+    assert list(tmp_path.iterdir()) == [store]
+
+
 def test_report_is_written_from_results(smoke_run, tmp_path):
     workdir, _ = smoke_run
     assert cli.main(["report", "--suite", "smoke", "--workdir", str(workdir), "--out",
