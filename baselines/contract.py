@@ -1,4 +1,4 @@
-"""The method contract (DESIGN.md): scikit-learn's estimator conventions plus three additions.
+"""The method contract: scikit-learn's estimator conventions plus three additions.
 
 - ``search_space``: a class attribute, plain data, naming the hyper-parameters Optuna may tune:
   ``{"C": {"type": "float", "low": 1e-4, "high": 10.0, "log": True}, ...}``
@@ -50,8 +50,8 @@ class TaskInfo:
     targets: tuple[str, ...] = ()
 
 
-# The modeling task's targets (issue 7; conventions in REFERENCES.md): the SIE centre x, y (arcsec
-# from the stamp centre, x along image columns, y along rows), its complex ellipticity
+# The modeling task's targets (issue 7; docs/references.md, "Conventions"): the SIE centre x, y
+# (arcsec from the stamp centre, x along image columns, y along rows), its complex ellipticity
 # e1, e2 = (1-q)/(1+q) (cos 2phi, sin 2phi), the Einstein radius theta_e (arcsec), and the external
 # shear gamma1, gamma2. Truth columns of the simulated splits, in the same order.
 LENS_MODEL_TARGETS = ("x", "y", "e1", "e2", "theta_e", "gamma1", "gamma2")

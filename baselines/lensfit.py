@@ -10,7 +10,7 @@ sits at x = (i + 1/2 - W/2) p, y = (j + 1/2 - H/2) p arcsec from the stamp centr
 simulator's grid): lenstronomy's ``ra_at_xy_0`` and ``dec_at_xy_0`` are those of pixel [0, 0] and
 ``transform_pix2angle`` is diag(p, p) (not the usual east-left flip), so lenstronomy's x, y are
 ours. Its SIE ``center_x, center_y, e1, e2, theta_E`` and ``SHEAR gamma1, gamma2`` are the task's
-targets x, y, e1, e2, theta_e, gamma1, gamma2 (REFERENCES.md, "Lens modeling"). The shear is
+targets x, y, e1, e2, theta_e, gamma1, gamma2 (docs/references.md, "Conventions"). The shear is
 centred on the stamp centre: its origin only shifts the source plane, not the images.
 
 Data model. Each band gets the survey preset's PSF as a PIXEL kernel

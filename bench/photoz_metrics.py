@@ -1,4 +1,5 @@
-"""Photometric-redshift metrics as pure functions of (z_phot, z_spec) (REFERENCES.md).
+"""Photometric-redshift metrics as pure functions of (z_phot, z_spec) (definitions in
+docs/references.md, "Photometric-redshift metrics").
 
 dz = (z_phot - z_spec) / (1 + z_spec). Reported: mean and median bias of dz; sigma_NMAD =
 1.4826 median(|dz - median(dz)|); the outlier fraction |dz| > 0.15; sigma_IQR = IQR(dz) / 1.349

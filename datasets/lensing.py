@@ -7,7 +7,7 @@ position angles ``phi`` in radians (counter-clockwise from the x axis), in float
 (whatever the inputs are). We write these instead of calling lenstronomy because they run batched
 (a whole training set in one call, on CPU or GPU); ``bench perf sim`` measures the gain.
 
-Conventions are lenstronomy's and caustics' (REFERENCES.md): ellipticity
+Conventions are lenstronomy's and caustics' (docs/references.md, "Conventions"): ellipticity
 ``e1, e2 = (1-q)/(1+q) (cos 2phi, sin 2phi)``; the SIE Einstein radius is the product-average
 (intermediate-axis) one.
 """

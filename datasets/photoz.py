@@ -392,8 +392,9 @@ def ensure_photoz_split(sample: str, workdir: Path, seed: int, fractions=DEFAULT
 # ----------------------------------------------------------------------------- images
 @dataclass(frozen=True)
 class ImageConfig:
-    """How catalogue galaxies are painted. Defaults: DES g,r,i,z (0.263"/px; REFERENCES.md), the
-    nearest preset to SDSS imaging that lensbench has (there is no SDSS preset)."""
+    """How catalogue galaxies are painted. Defaults: DES g,r,i,z (0.263"/px; docs/references.md,
+    "Survey presets"), the nearest preset to SDSS imaging that lensbench has (there is no SDSS
+    preset)."""
 
     survey: str = "des"
     bands: tuple[str, ...] = ("g", "r", "i", "z")

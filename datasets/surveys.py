@@ -1,7 +1,7 @@
 """Survey presets (pixel scale, PSF, zeropoint, sky, exposure, detector) and their noise model.
 
 The figures live in ``surveys.json`` beside this module (data, not code branches); sources are in
-REFERENCES.md. Photometric conventions (REFERENCES.md, "Survey parameters"): the AB zeropoint ZP
+docs/references.md, "Survey presets", as are the photometric conventions: the AB zeropoint ZP
 gives 1 e-/s, so a source of magnitude m gives ``t 10^(-0.4 (m - ZP))`` electrons in the total
 exposure t; the sky gives ``t 10^(-0.4 (mu_sky - ZP)) p^2`` electrons per pixel of side p; the
 background standard deviation per pixel is ``sqrt(N_exp RN^2 + sky)`` electrons.

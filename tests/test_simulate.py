@@ -119,7 +119,7 @@ def test_point_source_depth_matches_closed_form(survey):
 @pytest.mark.parametrize("survey", ["hsc", "lsst-1visit", "lsst-10yr"])
 def test_closed_form_depth_is_near_the_published_one(survey):
     """The presets are consistent: sky, zeropoint, exposure and PSF give the published 5-sigma
-    depths to within 0.6 mag (REFERENCES.md: ~0.4 mag is typical)."""
+    depths to within 0.6 mag (docs/references.md: ~0.4 mag is typical)."""
     simulator = Simulator(SimConfig(survey=survey))
     for band, n_eff in zip(simulator.bands, simulator.renderer.n_eff_pixels, strict=True):
         assert abs(band.point_source_depth(n_eff) - band.depth_5sigma) < 0.6, band.name
