@@ -48,16 +48,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from lensbench.datasets.readers import (
+    METCALF_FILE,
+    METCALF_MASK_VALUE,
+    METCALF_ORDER,
+    metcalf_files,
+)
 
 COLUMNS = ("rank", "id", "score", "spread", "source")
 BAD_COLUMNS = ("id", "source", "reason")
 _PARTIAL_COLUMNS = ("index", "id", "score", "spread", "source")
 STATE_FORMAT = "lensbench-scan/1"
 _FITS = re.compile(r"\.fits?(\.gz)?$", re.IGNORECASE)
-_METCALF_FILE = re.compile(r"image(SDSS_[UGRI]|EUC_VIS)-(\w+)\.fits(?:\.gz)?$", re.IGNORECASE)
-_METCALF_BANDS = {"SDSS_U": "u", "SDSS_G": "g", "SDSS_R": "r", "SDSS_I": "i", "EUC_VIS": "VIS"}
-_METCALF_ORDER = ("u", "g", "r", "i", "VIS")
-METCALF_MASK_VALUE = 100.0
 
 
 # A pixel brighter than this many training sky sigma (the per-band noise the checkpoint stores,
@@ -117,16 +119,11 @@ def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None
     if not path.is_dir():
         raise FileNotFoundError(f"{path}: neither a split directory (manifest.json) nor a "
                                 "folder of FITS cutouts")
-    metcalf: dict[str, dict[str, Path]] = {}
-    for file in path.rglob("image*"):
-        match = _METCALF_FILE.search(file.name)
-        if match and file.is_file():
-            key = str(int(match[2])) if match[2].isdigit() else match[2]
-            metcalf.setdefault(key, {})[_METCALF_BANDS[match[1].upper()]] = file
+    metcalf = metcalf_files(path)
     if metcalf:
         present = {b for files in metcalf.values() for b in files}
-        wanted = [b for b in (bands or ()) if b in _METCALF_ORDER]
-        order = wanted or [b for b in _METCALF_ORDER if b in present]
+        wanted = [b for b in (bands or ()) if b in METCALF_ORDER]
+        order = wanted or [b for b in METCALF_ORDER if b in present]
         items = []
         for k, oid in enumerate(sorted(metcalf, key=_sort_key)):
             files = metcalf[oid]
@@ -173,7 +170,7 @@ def read_locator(source: str) -> np.ndarray:
         image = next(_read_shard_rows(where[0], [(Item(0, "", source), where[1])]))[1]
         if isinstance(image, Exception):
             raise image
-    elif ";" in source or Path(source).name.lower().startswith("image") and _METCALF_FILE.search(
+    elif ";" in source or Path(source).name.lower().startswith("image") and METCALF_FILE.search(
             Path(source).name):
         planes = []
         for part in source.split(";"):

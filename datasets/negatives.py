@@ -56,12 +56,13 @@ from lensbench.datasets.config import (
     RING_COLOURS,
     STAR_COLOURS,
 )
+from lensbench.datasets.readers import METCALF_MASK_VALUE
 
 if TYPE_CHECKING:  # render and population import this module
     from lensbench.datasets.population import Population
     from lensbench.datasets.render import Grid
 
-MASK_VALUE = 100.0  # masked pixels, as in the Metcalf et al. (2019) challenge data
+MASK_VALUE = METCALF_MASK_VALUE  # masked pixels, as in the Metcalf et al. (2019) challenge
 COSMIC_RAY, SATURATED_STAR, SATELLITE_TRAIL, MASK = range(4)
 MAX_GROUP_MEMBERS = 4  # besides the central galaxy
 MAX_RING_KNOTS = 4

@@ -38,7 +38,8 @@ METCALF_MASK_VALUE = 100.0
 METCALF_BANDS = {"SDSS_U": "u", "SDSS_G": "g", "SDSS_R": "r", "SDSS_I": "i", "EUC_VIS": "VIS"}
 METCALF_ORDER = ("u", "g", "r", "i", "VIS")
 METCALF_COLUMNS = ("Einstein_area", "numb_pix_lensed_image", "flux_lensed_image_in_sigma")
-_METCALF_FILE = re.compile(r"image(SDSS_[UGRI]|EUC_VIS)-(\w+)\.fits(?:\.gz)?$", re.IGNORECASE)
+# One band plane of one object: image<BAND>-<ID>.fits (Metcalf et al. 2019 layout).
+METCALF_FILE = re.compile(r"image(SDSS_[UGRI]|EUC_VIS)-(\w+)\.fits(?:\.gz)?$", re.IGNORECASE)
 
 
 @dataclass
@@ -286,6 +287,18 @@ def read_fits_folder(folder: str | os.PathLike, bands: Sequence[str], *,
                    used)
 
 
+def metcalf_files(root: str | os.PathLike) -> dict[str, dict[str, Path]]:
+    """The Metcalf et al. (2019) band files anywhere under ``root``: object id (integers without
+    leading zeros) -> band name (u, g, r, i, VIS) -> path; files visited in sorted order."""
+    objects: dict[str, dict[str, Path]] = {}
+    for path in sorted(Path(root).rglob("image*")):
+        match = METCALF_FILE.search(path.name)
+        if match and path.is_file():
+            band = METCALF_BANDS[match[1].upper()]
+            objects.setdefault(_normalise_id(match[2]), {})[band] = path
+    return objects
+
+
 def read_metcalf(root: str | os.PathLike, *, bands: Sequence[str] | None = None,
                  strict: bool = False, mask_value: float | None = METCALF_MASK_VALUE
                  ) -> Cutouts:
@@ -299,12 +312,7 @@ def read_metcalf(root: str | os.PathLike, *, bands: Sequence[str] | None = None,
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: not a directory")
     problems = _Problems(strict)
-    objects: dict[str, dict[str, Path]] = {}
-    for path in sorted(root.rglob("image*")):
-        match = _METCALF_FILE.search(path.name)
-        if match and path.is_file():
-            band = METCALF_BANDS[match[1].upper()]
-            objects.setdefault(_normalise_id(match[2]), {})[band] = path
+    objects = metcalf_files(root)
     present = {b for files in objects.values() for b in files}
     if bands is None:
         bands = [b for b in METCALF_ORDER if b in present]
