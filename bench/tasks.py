@@ -75,15 +75,19 @@ class Suite:
 
 # Metcalf et al. (2019): ground set KiDS-like u,g,r,i 0.2"/px 101x101 with ~50% lenses; space set
 # VIS 0.1"/px, Gaussian PSF 0.18", 40% lenses. No cut on magnification or brightness.
+# Version 2: same config, but version 1's bytes depended on the torch thread count (the
+# simulator before commit 3eec770): reports/metcalf.md came from 2-thread bytes (ground test split
+# ff8f48e2c324, reproduced with that code and 2 threads); today's code gives 889c0ac6b8ff with any
+# thread count. Version 2 is those thread-independent bytes (tests/test_golden_hashes.py).
 METCALF_GROUND = Task(
-    name="metcalf-ground", version=1,
+    name="metcalf-ground", version=2,
     description="Metcalf challenge ground set: KiDS-like u,g,r,i, 0.2\"/px, 101x101",
     config=SimConfig(survey="kids", bands=("u", "g", "r", "i"), stamp_size=101,
                      lens_fraction=0.5, labelling="metcalf"),
     sizes={"smoke": (300, 300), "default": (3000, 3000), "challenge": (20_000, 100_000),
            "compare": (12_000, 3000)})
 METCALF_SPACE = Task(
-    name="metcalf-space", version=1,
+    name="metcalf-space", version=2,
     description="Metcalf challenge space set: Euclid VIS, 0.1\"/px, Gaussian PSF 0.18\", 101x101",
     config=SimConfig(survey="euclid-vis", stamp_size=101, lens_fraction=0.4,
                      psf_model="gaussian", psf_fwhm_override=0.18, labelling="metcalf"),

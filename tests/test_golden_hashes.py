@@ -1,0 +1,113 @@
+"""A task's version pins its bytes (issue 24.3).
+
+For every task of every suite, a small split is made through the same code path as `bench run`
+(``ensure_split`` for simulated splits, ``ensure_real_lens_split`` for the known lenses,
+``load_task_data`` for the photo-z catalogues) and its content hash, the one the reports print,
+is compared with the table below, keyed by (task name, task version, simulator version; None for
+tasks the simulator does not make).
+
+IF THIS FAILS, YOU CHANGED A TASK'S BYTES: bump the task's ``version`` in bench/tasks.py (and
+``SIMULATOR_VERSION`` in datasets/simulate.py when the simulator's own output changed), regenerate
+the committed reports made from that task (`bench report --check` lists them), then add the new
+key and hashes to the table. Never change the hashes of an existing key.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import pytest
+from lensbench.bench.splits import ensure_real_lens_split, ensure_split
+from lensbench.bench.tasks import all_tasks
+from lensbench.datasets.simulate import SIMULATOR_VERSION
+
+# Cutouts per simulated split: more than one noise chunk (32 systems) and both classes.
+GOLDEN_N = 48
+GOLDEN_PROFILE = "golden"
+
+# (task, task version, simulator version or None) -> role -> sha256 content hash.
+GOLDEN_HASHES = {
+    ("design-hsc", 1, 1): {
+        "train": "b966f9834ecf1835d050a463ec72e141fc645272b66f825206ffa6cf51e10fbd",
+        "test": "3a54407c267348bf3e2cba3ca4cf714cd989e66b86a557ec309d35bf0081805a",
+        "real": "7b8dd6bc9fd72f256f6f068e315e4b7b041c7be69331032ac528451e5dbaa7d5"},
+    ("hsc-holismokes", 2, 1): {
+        "train": "d8b1e92ca9a73f17647cffd2ec76b8b4dbf1cc243a95cc7475875eef90a4a4aa",
+        "test": "41ade648676c4dc035bfce648a62802d04befe93d05d04259bf53f73eebcbd3a"},
+    ("metcalf-ground", 2, 1): {
+        "train": "fab571cfd6cc02ffb1d180f9ba377d2c1defabfaa8bf61a05fd43309d892f9e5",
+        "test": "4a33fb1c316789ae1d5efdcefe6e384cf9a8489842b6fa674a5bace6fefa9c83"},
+    ("metcalf-space", 2, 1): {
+        "train": "9e3ad2411a28fc956f3980580fe8e2f9fa05827fea4d0881ec673c7cb42620f4",
+        "test": "2b62247b842ae0fb10b41d8cdea0d3ab8ed9d13909428e787edc42357d6ff259"},
+    ("modeling-hsc", 1, 1): {
+        "train": "874eb29d3dbf2030f3bea3d002009c885eacdaac364542fea6ddae196a12b7b2",
+        "test": "0af12bdcbd25568631ac6f547f4b2b92fdbb1b025396163d4c4628306fb58079",
+        "real": "d10af2ad694772cf2e317df4fedb4a2f097132bccb013ce117b5fca00f1e7abf"},
+    ("photoz-boss", 1, None): {
+        "train": "7f798bc7171e732dce7787cf4a10c7692319b67dbf0b7888e627ef4c27dba13b",
+        "val": "cd7a87cf0c62ca85fd529166b4cf51245e8b8217f5802d1a15df7d1ba731a2e1",
+        "test": "703a85445e49e9a925684a478a4d4e65da08dbaef1eb45a9268e6824a6a0341f"},
+    ("photoz-mgs", 1, None): {
+        "train": "b0eb8492b57fc99ff5c201989ff07259cf3d96d29424ea637006743a04ef42c4",
+        "val": "e5c09bfac9c56c4aded1fd9c0241c63bfe8496a75a393360f899c75ae77ad6d8",
+        "test": "34efd288464e5dce9843102353e6c0ff594df5bb0a15eab4e2dcd22ed7580dab"},
+    ("real-hsc", 2, 1): {
+        "train": "d8b1e92ca9a73f17647cffd2ec76b8b4dbf1cc243a95cc7475875eef90a4a4aa",
+        "test": "41ade648676c4dc035bfce648a62802d04befe93d05d04259bf53f73eebcbd3a",
+        "real": "d10af2ad694772cf2e317df4fedb4a2f097132bccb013ce117b5fca00f1e7abf"},
+    ("smoke-ground", 1, 1): {
+        "train": "d5de1feb8af3077aa20b85c76d7bb578aed46ac6df9726fc7e67d471fc02392e",
+        "test": "5d7b841343c4fd9cec52fef3d0ffc3c558556411ec7e73bfc20b4c7705c302df"},
+}
+
+TASKS = sorted(all_tasks().values(), key=lambda task: task.name)
+
+
+def simulated(task) -> bool:
+    return task.kind != "photoz"
+
+
+def golden_key(task) -> tuple[str, int, int | None]:
+    return task.name, task.version, SIMULATOR_VERSION if simulated(task) else None
+
+
+def needs_cosmos(config) -> bool:
+    """Whether the simulator draws real COSMOS galaxies for this config (sources or
+    negatives)."""
+    return config.source_model != "sersic" or bool((config.negatives or {}).get("cosmos"))
+
+
+def split_hashes(task, workdir, real_data) -> dict[str, str]:
+    """The content hashes of a small split of ``task``, made the way `bench run` makes it."""
+    if not simulated(task):
+        from lensbench.bench.suites.photoz import load_task_data
+
+        real_data("photoz")
+        return load_task_data(task, "smoke", workdir).hashes
+    if needs_cosmos(task.config):
+        real_data("cosmos")
+    small = dataclasses.replace(task, sizes={GOLDEN_PROFILE: (GOLDEN_N, GOLDEN_N)})
+    hashes = {role: ensure_split(small, role, GOLDEN_PROFILE, workdir, quiet=True).content_hash
+              for role in ("train", "test")}
+    if task.real_lenses:
+        real_data("cosmos", "slacs")
+        hashes["real"] = ensure_real_lens_split(task, workdir).content_hash
+    return hashes
+
+
+@pytest.mark.parametrize("task", TASKS, ids=[task.name for task in TASKS])
+def test_a_task_version_pins_its_bytes(task, tmp_path, real_data):
+    key = golden_key(task)
+    hashes = split_hashes(task, tmp_path, real_data)
+    assert key in GOLDEN_HASHES, (
+        f"no golden hashes for {key} (task, version, simulator version): a new task or a bumped "
+        f"version; add {key!r}: {hashes!r} to GOLDEN_HASHES in {__file__}")
+    changed = {role: (GOLDEN_HASHES[key].get(role), new) for role, new in hashes.items()
+               if GOLDEN_HASHES[key].get(role) != new}
+    assert not changed, (
+        f"{task.name} v{task.version} (simulator v{SIMULATOR_VERSION}) no longer makes the bytes "
+        f"it made: {changed} (role: (golden, now)). Bump the task's version (and "
+        f"SIMULATOR_VERSION when the simulator's output changed), regenerate the reports that "
+        f"`bench report --check` lists, then add the new key to GOLDEN_HASHES")
+
