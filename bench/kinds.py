@@ -91,7 +91,6 @@ class StudyData:
     X_val: np.ndarray
     y_val: np.ndarray
     fit_kwargs: dict = field(default_factory=dict)  # passed when the method's fit takes them
-    extra: dict = field(default_factory=dict)  # kind-specific (e.g. the validation magnitudes)
 
 
 class SuiteKind:

@@ -34,6 +34,7 @@ from pathlib import Path
 import numpy as np
 from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import RunCase
+from lensbench.bench.report import fmt
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap
@@ -443,8 +444,6 @@ def plot_design(rows: list[Row], path: Path, title: str) -> Path:
 
 def design_section(task: Task, results: list[Result], *, workdir: Path, out_dir: Path,
                    stem: str, profile: str) -> tuple[list[str], list[Path]]:
-    from lensbench.bench.report import fmt
-
     md: list[str] = []
     figures = []
     for method, rows in sorted(design_rows(results, workdir).items()):

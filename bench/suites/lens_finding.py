@@ -18,6 +18,7 @@ from lensbench.baselines.contract import TaskInfo
 from lensbench.baselines.transforms import dihedral
 from lensbench.bench.kinds import MAXIMIZE, MINIMIZE, Evaluation, RunCase, StudyData, SuiteKind
 from lensbench.bench.metrics import binned_lens_finding_metrics, lens_finding_metrics, roc_points
+from lensbench.bench.report import fmt
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.tasks import Suite, Task
@@ -329,8 +330,6 @@ class LensFinding(SuiteKind):
 
 # ----------------------------------------------------------------------------- report parts
 def task_table(results: list[Result]) -> list[str]:
-    from lensbench.bench.report import fmt
-
     ok = sorted((r for r in results if r.status == "ok"), key=lambda r: -r.metrics["auroc"])
     real = any("real/known_lenses" in r.metrics for r in ok)
     header = ["method", *[name for name, _ in COLUMNS], "lenses / non-lenses", "train",
