@@ -36,6 +36,17 @@ def int_at_least(minimum: int):
     return parse
 
 
+def check_output_folder(path: Path, flag: str) -> None:
+    """Before any work: ``path`` (given by ``flag``) can be a folder to write in, with no file
+    in the way and, where it exists, write permission; else a ValueError naming the flag."""
+    existing = next(part for part in (path, *path.parents) if os.path.lexists(part))
+    if not existing.is_dir():
+        where = f"{path} is" if existing == path else f"{path}: {existing} is"
+        raise ValueError(f"{flag} {where} a file, not a folder")
+    if not os.access(existing, os.W_OK | os.X_OK):
+        raise ValueError(f"{flag} {path}: {existing} is not writable")
+
+
 def _parse_value(text: str):
     try:
         return json.loads(text)
@@ -103,6 +114,7 @@ def cmd_run(args) -> int:
     from lensbench.bench.tasks import get_suite
 
     suite = get_suite(args.suite)
+    check_output_folder(args.workdir, "--workdir")
     methods = args.methods.split(",") if args.methods else None
     # Every method name and parameter is checked before any work (simulation, tracking).
     names = list(methods or suite.methods_for(args.profile))
@@ -173,6 +185,7 @@ def cmd_tune(args) -> int:
     from lensbench.bench.tune import tune
 
     suite = get_suite(args.suite)
+    check_output_folder(args.workdir, "--workdir")
     fixed = _check_params(_parse_params(args.param), [args.method], "--param")  # before any work
     tracker = None
     if not args.no_tracking:
@@ -213,6 +226,7 @@ def cmd_list(args) -> int:
 def cmd_report(args) -> int:
     from lensbench.bench.report import write_report
 
+    check_output_folder(args.out, "--out")
     paths = write_report(args.suite, workdir=args.workdir, out_dir=args.out,
                          profile=args.profile, command=" ".join(["bench", *sys.argv[1:]]))
     for path in paths:
@@ -277,8 +291,14 @@ def make_config(args):
 
 def cmd_data_make(args) -> int:
     from lensbench.datasets.simulate import make_split
+    from lensbench.datasets.storage import check_replaceable
     from tqdm.auto import tqdm
 
+    check_output_folder(args.out, "--out")
+    try:
+        check_replaceable(args.out)
+    except FileExistsError as error:
+        raise ValueError(f"--out {error}") from None
     config = make_config(args)
     try:
         with tqdm(total=args.n, desc=f"simulate {args.preset}", unit="img") as bar:
@@ -455,8 +475,8 @@ def build_parser() -> argparse.ArgumentParser:
     data_sub = data.add_subparsers(dest="data_command", required=True)
     make = data_sub.add_parser("make", help="simulate a split to HDF5 shards + manifest")
     make.add_argument("--preset", required=True, help="survey preset, e.g. hsc, kids, lsst-10yr")
-    make.add_argument("--n", type=int, required=True)
-    make.add_argument("--seed", type=int, required=True)
+    make.add_argument("--n", type=int_at_least(1), required=True)
+    make.add_argument("--seed", type=int_at_least(0), required=True)
     make.add_argument("--out", type=Path, required=True)
     make.add_argument("--set", action="append", metavar="KEY=VALUE",
                       help="override a SimConfig field, e.g. --set labelling=clean")
@@ -473,9 +493,9 @@ def build_parser() -> argparse.ArgumentParser:
     show = data_sub.add_parser("show", help="draw a labelled gallery of colour composites")
     show.add_argument("split", type=Path)
     show.add_argument("--out", type=Path, required=True)
-    show.add_argument("--n", type=int, default=32)
-    show.add_argument("--ncols", type=int, default=8)
-    show.add_argument("--per-class", type=int, default=6,
+    show.add_argument("--n", type=int_at_least(1), default=32)
+    show.add_argument("--ncols", type=int_at_least(1), default=8)
+    show.add_argument("--per-class", type=int_at_least(1), default=6,
                       help="cutouts per class when the split names its non-lens classes")
     show.set_defaults(func=cmd_data_show)
 

@@ -124,6 +124,15 @@ def _looks_like_split(path: Path) -> bool:
     return (path / MANIFEST).is_file() or (path.is_dir() and not any(path.iterdir()))
 
 
+def check_replaceable(out_dir: str | os.PathLike) -> None:
+    """Raise FileExistsError unless writing a split to ``out_dir`` would replace only a split
+    (or an empty folder), never unrelated data."""
+    out_dir = Path(out_dir)
+    if os.path.lexists(out_dir) and not _looks_like_split(out_dir):
+        raise FileExistsError(f"{out_dir} exists and is not a lensbench split "
+                              f"(no {MANIFEST}); refusing to replace it")
+
+
 class SplitWriter:
     """Write a split atomically: ``with SplitWriter(...) as w: w.add_shard(images, truth)``.
 
@@ -159,7 +168,7 @@ class SplitWriter:
         self._label_counts: dict[Any, int] = {}
 
     def __enter__(self) -> SplitWriter:
-        self._check_replaceable()
+        check_replaceable(self.out_dir)
         self.out_dir.parent.mkdir(parents=True, exist_ok=True)
         remove_stale_partials(self.out_dir.parent)
         self._tmp = Path(tempfile.mkdtemp(
@@ -178,12 +187,6 @@ class SplitWriter:
             with signals_deferred():
                 shutil.rmtree(tmp, ignore_errors=True)
         return False
-
-    def _check_replaceable(self) -> None:
-        # Only ever replace a split (or an empty directory): never delete unrelated data.
-        if os.path.lexists(self.out_dir) and not _looks_like_split(self.out_dir):
-            raise FileExistsError(f"{self.out_dir} exists and is not a lensbench split "
-                                  f"(no {MANIFEST}); refusing to replace it")
 
     def add_shard(self, images: np.ndarray, truth: dict[str, np.ndarray]) -> None:
         """Validate and write one shard of ``n`` rows: images (n, n_bands, H, W) float32."""
@@ -295,7 +298,7 @@ class SplitWriter:
         os.replace(part, tmp / MANIFEST)
         _fsync(tmp)
 
-        self._check_replaceable()
+        check_replaceable(self.out_dir)
         out = self.out_dir
         old = None
         if os.path.lexists(out):

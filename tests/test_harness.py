@@ -132,7 +132,9 @@ def test_a_torn_last_line_loses_no_record(smoke_run, tmp_path):
     workdir = tmp_path / "work"
     shutil.copytree(smoke_run[0], workdir)
     store = workdir / "results.jsonl"
-    lines = store.read_bytes().splitlines(keepends=True)
+    # The fixture's own three runs (other tests may have appended theirs).
+    lines = [line for line in store.read_bytes().splitlines(keepends=True)
+             if json.loads(line)["run_id"] in ("random", "boom", "pixel-logreg")]
     assert [json.loads(line)["method"] for line in lines] == ["random", "boom", "pixel-logreg"]
     torn = lines[-1][:len(lines[-1]) // 2]
     store.write_bytes(b"".join(lines[:-1]) + torn)
@@ -175,6 +177,42 @@ def test_a_record_missing_only_its_newline_is_kept(tmp_path):
     append_result(store, second)
     assert [r.run_id for r in read_results(store)] == ["a", "b"]
     assert list(tmp_path.iterdir()) == [store]
+
+
+@pytest.mark.parametrize("argv, flag", [
+    (["data", "make", "--out", "{file}/sub"], "--out {file}/sub: {file} is a file"),
+    (["data", "make", "--out", "{file}"], "--out {file} is a file"),
+    (["data", "make", "--out", "{folder}"], "--out {folder} exists and is not a lensbench split"),
+    (["run", "--suite", "smoke", "--no-tracking", "--workdir", "{file}"], "--workdir {file}"),
+    (["report", "--suite", "smoke", "--out", "{file}/x"], "--out {file}/x: {file} is a file"),
+    (["data", "make", "--n", "-5"], "argument --n: expected an integer >= 1, got -5"),
+    (["data", "make", "--n", "0"], "argument --n: expected an integer >= 1, got 0"),
+    (["data", "make", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+])
+def test_bad_arguments_are_one_line_errors_naming_the_flag(argv, flag, tmp_path, capsys):
+    file = tmp_path / "a-file"
+    file.write_text("not a folder")
+    folder = tmp_path / "my-data"  # a folder that is not a split: never replaced
+    folder.mkdir()
+    (folder / "notes.txt").write_text("keep me")
+    if argv[:2] == ["data", "make"]:  # the other arguments valid
+        defaults = {"--preset": "hsc", "--n": "4", "--seed": "0", "--out": str(tmp_path / "s")}
+        for option, value in defaults.items():
+            if option not in argv:
+                argv = [*argv, option, value]
+    argv = [arg.format(file=file, folder=folder) for arg in argv]
+    if argv[0] in ("run", "report"):
+        argv += [] if "--workdir" in argv else ["--workdir", str(tmp_path / "work")]
+    try:
+        code = cli.main(argv)
+    except SystemExit as exit:  # argparse's usage errors
+        code = exit.code
+    err = capsys.readouterr().err
+    last = err.splitlines()[-1]
+    assert code == 2 and "Traceback" not in err, err
+    assert last.startswith("bench") and flag.format(file=file, folder=folder) in last, err
+    assert (folder / "notes.txt").read_text() == "keep me"
+    assert not (tmp_path / "s").exists() and not (tmp_path / "work").exists()
 
 
 def test_report_is_written_from_results(smoke_run, tmp_path):
