@@ -303,19 +303,21 @@ class SplitWriter:
         old = None
         if os.path.lexists(out):
             old = out.with_name(f"{out.name}.old-{secrets.token_hex(4)}")
-        try:
-            # Between the two renames out_dir is absent (= not complete), never half-written.
+        # A stop signal waits for the swap and the removal of the old split: never litter.
+        with signals_deferred():
+            try:
+                # Between the two renames out_dir is absent (= not complete), never half-written.
+                if old is not None:
+                    os.rename(out, old)
+                os.rename(tmp, out)
+            except BaseException:
+                if old is not None and old.exists() and not os.path.lexists(out):
+                    os.rename(old, out)
+                raise
+            _fsync(out.parent)
             if old is not None:
-                os.rename(out, old)
-            os.rename(tmp, out)
-        except BaseException:
-            if old is not None and old.exists() and not os.path.lexists(out):
-                os.rename(old, out)
-            raise
-        _fsync(out.parent)
-        if old is not None:
-            # The new split is committed; a leftover .old- directory is only litter.
-            shutil.rmtree(old, ignore_errors=True)
+                # The new split is committed; a leftover .old- directory is only litter.
+                shutil.rmtree(old, ignore_errors=True)
 
 
 class Split:
