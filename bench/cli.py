@@ -129,13 +129,21 @@ def cmd_run(args) -> int:
         _check_params(_parse_params(args.param), names, "--param"))
     tracker = None
     if not args.no_tracking:
+        from lensbench.bench.kinds import MINIMIZE, kind_of
         from lensbench.bench.tracking import MlflowTracker, default_tracking_uri
 
         uri = args.tracking_uri or default_tracking_uri(args.workdir)
-        tracker = MlflowTracker(uri, experiment=f"lensbench-{suite.name}")
+        tracker = MlflowTracker(uri, experiment=f"lensbench-{suite.name}",
+                                splits_dir=args.workdir / "splits")
+        # The MLflow runs view shows each task's main metric and headline metrics first.
+        main_metrics = list(dict.fromkeys(metric for task in suite.tasks
+                                          for metric in (task.main_metric, *task.metrics)))
         tracker.start_suite(suite.name, args.profile, args.seed,
                             params={"methods": ",".join(methods or suite.methods_for(
-                                args.profile)), "resume": args.resume})
+                                args.profile)), "resume": args.resume},
+                            main_metrics=main_metrics,
+                            lower_is_better=kind_of(suite).direction(main_metrics[0]) == MINIMIZE,
+                            task_versions={task.name: task.version for task in suite.tasks})
     print(f"suite {suite.name} · profile {args.profile} · seed {args.seed} · workdir "
           f"{args.workdir}")
     status = "FINISHED"
@@ -237,13 +245,26 @@ def cmd_report(args) -> int:
 def cmd_ui(args) -> int:
     from lensbench.bench.tracking import (
         default_tracking_uri,
+        latest_suite_experiment,
         mlflow_ui_command,
         mlflow_ui_environment,
+        runs_view_url,
     )
 
     uri = args.tracking_uri or default_tracking_uri(args.workdir)
     command = mlflow_ui_command(uri, host=args.host, port=args.port)
-    print(f"MLflow UI on http://{args.host}:{args.port} for {uri}", flush=True)
+    # A server listening on every interface is browsed on this machine's own address.
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::", "") else args.host
+    base_url = f"http://{host}:{args.port}"
+    print(f"MLflow UI on {base_url} for {uri}", flush=True)
+    try:
+        latest = latest_suite_experiment(uri)
+    except Exception as error:  # the UI still starts; it will report what is wrong
+        print(f"bench ui: cannot look up the latest suite in {uri}: {error}", file=sys.stderr)
+        latest = None
+    if latest is not None:
+        print(f"runs of the latest suite, main metrics first: {runs_view_url(base_url, *latest)}",
+              flush=True)
     # Become the UI, so signals reach it directly.
     os.execve(command[0], command, mlflow_ui_environment(dict(os.environ)))
 

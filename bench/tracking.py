@@ -31,7 +31,7 @@ PARAMS_PER_BATCH = 100  # MLflow's log_batch limit on params
 METRICS_PER_BATCH = 1000  # MLflow's log_batch limit on metrics
 HTTP_TIMEOUT_S = "10"  # per request; MLflow's default is 120 s with 7 retries (minutes when down)
 # MLflow 3 opens an experiment tagged "custom_model_development" on its runs, not on the GenAI
-# overview (mlflow/server/js: ExperimentKind). MLflow >= 3.10 takes the kind from its
+# overview (mlflow/server/js: ExperimentKind). The UI of MLflow 3.17 takes the kind from its
 # GenAI / Model training switch instead, which a URL sets: see runs_view_url.
 EXPERIMENT_KIND_TAG = "mlflow.experimentKind"
 MODEL_TRAINING_KIND = "custom_model_development"
@@ -63,6 +63,50 @@ def mlflow_ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 50
     """argv that serves the MLflow UI on ``tracking_uri`` with this interpreter's mlflow."""
     return [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", tracking_uri,
             "--host", host, "--port", str(port)]
+
+
+def runs_view_url(base_url: str, experiment_id: str, saved_view: bool = True) -> str:
+    """The MLflow UI's runs table of an experiment, in its Model training mode (MLflow 3.17
+    opens every experiment on the GenAI overview otherwise), with lensbench's saved view (the
+    (method, task) runs with their main metrics, best first) when the experiment holds one."""
+    query = "workflowType=machine_learning"
+    if saved_view:
+        query += f"&viewStateShareKey={RUNS_VIEW_ID}"
+    return f"{base_url.rstrip('/')}/#/experiments/{experiment_id}/runs?{query}"
+
+
+def runs_view_state(main_metrics: list[str], lower_is_better: bool = False) -> dict:
+    """The UI state of lensbench's saved view: the (method, task) runs only (which also lays
+    them out flat instead of folded under their suite run), the main metrics as the first
+    columns, then the datasets; sorted by the first main metric, best first."""
+    columns = [f"metrics.`{metric_name(m)}`" for m in dict.fromkeys(main_metrics)]
+    columns.append("attributes.`Dataset`")
+    state = {"selectedColumns": columns, "columnOrder": columns,
+             "searchFilter": "tags.`lensbench.kind` = 'run'"}
+    if main_metrics:
+        state |= {"orderByKey": columns[0], "orderByAsc": bool(lower_is_better)}
+    return state
+
+
+def latest_suite_experiment(tracking_uri: str) -> tuple[str, bool] | None:
+    """(id, whether it holds lensbench's saved view) of the experiment of the most recently
+    started suite in the store; None when the store holds no suite run."""
+    from mlflow.tracking import MlflowClient
+
+    create_sqlite_store(tracking_uri)
+    client = MlflowClient(tracking_uri=tracking_uri)
+    with quiet_store_setup():  # an existing store may still need a migration
+        experiments = client.search_experiments(filter_string="name LIKE 'lensbench-%'")
+    if not experiments:
+        return None
+    runs = client.search_runs([e.experiment_id for e in experiments],
+                              filter_string="tags.`lensbench.kind` = 'suite'",
+                              order_by=["attributes.start_time DESC"], max_results=1)
+    if not runs:
+        return None
+    experiment_id = runs[0].info.experiment_id
+    tags = next(e.tags for e in experiments if e.experiment_id == experiment_id)
+    return experiment_id, SAVED_VIEW_TAG_PREFIX + RUNS_VIEW_ID in tags
 
 
 # MLflow's server imports starlette.middleware.wsgi, which starlette deprecates: one warning per
@@ -175,9 +219,15 @@ class MlflowTracker:
     """Logs a suite to MLflow through an explicit client (no global fluent state), so two
     trackers or a user's own ``mlflow.start_run`` never interfere."""
 
-    def __init__(self, tracking_uri: str, experiment: str):
+    def __init__(self, tracking_uri: str, experiment: str, splits_dir: Path | None = None):
+        """``splits_dir``: where the suite's splits live (``<workdir>/splits``), so a run's
+        datasets name the manifest of each split it read."""
         self.tracking_uri = tracking_uri
         self.experiment = experiment
+        self.splits_dir = None if splits_dir is None else Path(splits_dir).resolve()
+        self.task_versions: dict[str, int] = {}
+        self._manifests: dict[str, Path] = {}  # content hash -> manifest.json, filled on demand
+        self._read_manifests: set[Path] = set()
         self.parent_run_id: str | None = None
         self.enabled = True
         if tracking_uri.startswith("http"):
@@ -189,11 +239,17 @@ class MlflowTracker:
         self._experiment_id: str | None = None
 
     # ------------------------------------------------------------------ public API
-    def start_suite(self, suite: str, profile: str, seed: int, params: dict | None = None
-                    ) -> str | None:
+    def start_suite(self, suite: str, profile: str, seed: int, params: dict | None = None, *,
+                    main_metrics: list[str] = (), lower_is_better: bool = False,
+                    task_versions: dict[str, int] | None = None) -> str | None:
         """Open the parent run of a suite invocation; returns its run id (None if tracking
-        failed)."""
+        failed). ``main_metrics`` (the kind's, the same key for every method) are the columns
+        of the experiment's saved runs view, sorted by the first (``lower_is_better``: lowest
+        first); ``task_versions`` (task -> version) name the runs' datasets."""
+        self.task_versions = dict(task_versions or {})
+
         def action():
+            self._save_runs_view(runs_view_state(list(main_metrics), lower_is_better))
             run_id = self._create_run(
                 f"{suite}:{profile}:seed{seed}",
                 {"lensbench.suite": suite, "lensbench.profile": profile,
@@ -213,6 +269,7 @@ class MlflowTracker:
             try:
                 self._log_params(run_id, self._result_params(result))
                 self._log_metrics(run_id, self._final_metrics(result), epoch_metrics or {})
+                self._log_datasets(run_id, result)
                 self._log_record(run_id, result)
                 self._log_files(run_id, artifacts or {})
             except BaseException:
@@ -317,11 +374,15 @@ class MlflowTracker:
     def _experiment_id_in(self, client) -> str:
         found = client.get_experiment_by_name(self.experiment)
         if found is not None:
+            if found.tags.get(EXPERIMENT_KIND_TAG) is None:  # made by an older lensbench
+                client.set_experiment_tag(found.experiment_id, EXPERIMENT_KIND_TAG,
+                                          MODEL_TRAINING_KIND)
             return found.experiment_id
         try:
             return client.create_experiment(
                 self.experiment, artifact_location=artifact_location(self.tracking_uri,
-                                                                     self.experiment))
+                                                                     self.experiment),
+                tags={EXPERIMENT_KIND_TAG: MODEL_TRAINING_KIND})
         except Exception:  # another process created it since we looked
             found = client.get_experiment_by_name(self.experiment)
             if found is None:
@@ -384,6 +445,63 @@ class MlflowTracker:
                      if (number := finite_float(v)) is not None]
         for start in range(0, len(entities), METRICS_PER_BATCH):
             self._client.log_batch(run_id, metrics=entities[start: start + METRICS_PER_BATCH])
+
+    def _save_runs_view(self, state: dict) -> None:
+        """Write lensbench's saved view of the runs table into the experiment (replacing an
+        older one): it is what runs_view_url opens, and the UI's "Views" menu lists it."""
+        stamp = int(time.time() * 1000)
+        envelope = {"name": RUNS_VIEW_NAME, "createdAt": stamp, "updatedAt": stamp,
+                    "state": json.dumps(state)}
+        self._connect().set_experiment_tag(self._experiment_id,
+                                           SAVED_VIEW_TAG_PREFIX + RUNS_VIEW_ID,
+                                           json.dumps(envelope))
+
+    def _log_datasets(self, run_id: str, result: Result) -> None:
+        """Each split the run read as an MLflow dataset input, so the runs table says which
+        data each method saw and runs on the same splits group together: named
+        ``<task>@v<version>/<role>``, its digest the start of the split's content hash, its
+        source the split's manifest, its context training/validation/testing. Built as
+        entities: mlflow.data's datasets are logged through the fluent active run, which this
+        tracker does not use."""
+        from mlflow.entities import Dataset, DatasetInput, InputTag
+        from mlflow.utils.mlflow_tags import MLFLOW_DATASET_CONTEXT
+
+        version = self.task_versions.get(result.task)
+        task = result.task if version is None else f"{result.task}@v{version}"
+        inputs = []
+        for role, content_hash in result.split_hashes.items():
+            manifest = self._manifest_of(content_hash)
+            if manifest is not None:
+                source_type, source = "local", {"uri": str(manifest)}
+            else:  # e.g. a photo-z part: a seeded subsample of a split, with no manifest
+                source_type, source = "code", {"tags": {"lensbench.task": result.task}}
+            dataset = Dataset(name=f"{task}/{role}", digest=str(content_hash)[:DIGEST_LENGTH],
+                              source_type=source_type, source=json.dumps(source))
+            tags = [InputTag("lensbench.role", role),
+                    InputTag("lensbench.content_hash", str(content_hash))]
+            if role in DATASET_CONTEXTS:
+                tags.append(InputTag(MLFLOW_DATASET_CONTEXT, DATASET_CONTEXTS[role]))
+            inputs.append(DatasetInput(dataset, tags))
+        if inputs:
+            self._client.log_inputs(run_id, datasets=inputs)
+
+    def _manifest_of(self, content_hash: str) -> Path | None:
+        """The manifest under ``splits_dir`` whose content_hash is ``content_hash``, if any.
+        Each manifest is read once; the folder is listed again only for a hash not seen yet
+        (a split made since)."""
+        if content_hash in self._manifests or self.splits_dir is None:
+            return self._manifests.get(content_hash)
+        for manifest in sorted(self.splits_dir.glob("*/manifest.json")):
+            if manifest in self._read_manifests:
+                continue
+            self._read_manifests.add(manifest)
+            try:
+                record = json.loads(manifest.read_text(encoding="utf-8"))
+            except (OSError, ValueError):  # provenance only: an unreadable one names nothing
+                continue
+            if isinstance(record, dict) and isinstance(record.get("content_hash"), str):
+                self._manifests[record["content_hash"]] = manifest
+        return self._manifests.get(content_hash)
 
     def _log_record(self, run_id: str, result: Result) -> None:
         """The Result record itself, so the run is self-describing in the UI."""

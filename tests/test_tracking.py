@@ -3,6 +3,7 @@ MLflow's own client; failures are warnings."""
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import math
 import warnings
@@ -13,11 +14,19 @@ import pytest
 from lensbench.bench import cli
 from lensbench.bench.results import Result
 from lensbench.bench.tracking import (
+    DIGEST_LENGTH,
+    EXPERIMENT_KIND_TAG,
+    MODEL_TRAINING_KIND,
+    RUNS_VIEW_ID,
+    RUNS_VIEW_NAME,
+    SAVED_VIEW_TAG_PREFIX,
     MlflowTracker,
     default_tracking_uri,
+    latest_suite_experiment,
     metric_name,
     mlflow_ui_command,
     read_suite_runs,
+    runs_view_url,
 )
 from mlflow.tracking import MlflowClient
 
@@ -242,3 +251,98 @@ def test_a_terminated_run_is_marked_killed_and_keeps_its_store(tmp_path):
     assert "rerun with --resume" in stderr
     runs = read_suite_runs(f"sqlite:///{tmp_path.resolve()}/mlflow.db", "lensbench-smoke")
     assert [run["status"] for run in runs if run["parent_run_id"] is None] == ["KILLED"]
+
+
+def test_experiments_open_on_the_runs_with_the_main_metrics_first(sqlite_uri, experiment):
+    """The experiment is marked model training and holds lensbench's saved runs view: the
+    (method, task) runs only, the main metrics as the first columns, best first."""
+    client = MlflowClient(sqlite_uri)
+    older = f"{experiment}-older"
+    client.create_experiment(older)  # as an older lensbench left it: no kind tag
+    MlflowTracker(sqlite_uri, older).start_suite("s", "smoke", 0)
+    assert client.get_experiment_by_name(older).tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+
+    tracker = MlflowTracker(sqlite_uri, experiment)
+    parent = tracker.start_suite("toy-suite", "smoke", 0,
+                                 main_metrics=["sigma_nmad", "tpr@fpr=0.01", "sigma_nmad"],
+                                 lower_is_better=True)
+    children = {tracker.log_result(make_result(name, sigma_nmad=value))
+                for name, value in (("a", 0.02), ("b", 0.01))}
+    tracker.end_suite()
+    found = client.get_experiment_by_name(experiment)
+    assert found.tags[EXPERIMENT_KIND_TAG] == MODEL_TRAINING_KIND
+    envelope = json.loads(found.tags[SAVED_VIEW_TAG_PREFIX + RUNS_VIEW_ID])
+    assert envelope["name"] == RUNS_VIEW_NAME and isinstance(envelope["createdAt"], int)
+    state = json.loads(envelope["state"])
+    assert state["selectedColumns"] == ["metrics.`sigma_nmad`", "metrics.`tpr_fpr_0.01`",
+                                        "attributes.`Dataset`"]
+    assert state["orderByKey"] == "metrics.`sigma_nmad`" and state["orderByAsc"] is True
+    # The view's filter is a search MLflow runs: it finds the children, not their suite run.
+    shown = client.search_runs([found.experiment_id], filter_string=state["searchFilter"],
+                               order_by=["metrics.sigma_nmad ASC"])
+    assert {run.info.run_id for run in shown} == children and parent not in children
+    assert [run.info.run_name for run in shown] == ["b[C=0.1] @ toy", "a[C=0.1] @ toy"]
+    # ... and a run name search finds a method or a task at once.
+    by_method = client.search_runs([found.experiment_id],
+                                   filter_string="attributes.run_name LIKE 'b[%'")
+    assert [run.info.run_name for run in by_method] == ["b[C=0.1] @ toy"]
+    by_tag = client.search_runs([found.experiment_id],
+                                filter_string="tags.`lensbench.method` = 'a'")
+    assert [run.info.run_name for run in by_tag] == ["a[C=0.1] @ toy"]
+
+
+def test_splits_are_logged_as_datasets(tmp_path, sqlite_uri, experiment):
+    """Each split is a dataset input: task, version and role as the name, the content hash as
+    the digest, the manifest as the source; runs on the same splits share them."""
+    splits = tmp_path / "splits"
+    for folder, content_hash in (("toy-v3-train-8-k1", "a" * 64), ("toy-v3-test-8-k2", "b" * 64)):
+        (splits / folder).mkdir(parents=True)
+        (splits / folder / "manifest.json").write_text(json.dumps({"content_hash": content_hash}))
+    (splits / "broken").mkdir()
+    (splits / "broken" / "manifest.json").write_text("{not json")  # names nothing, harms none
+    tracker = MlflowTracker(sqlite_uri, experiment, splits_dir=splits)
+    tracker.start_suite("toy-suite", "smoke", 0, task_versions={"toy": 3})
+    hashes = {"train": "a" * 64, "test": "b" * 64, "val": "c" * 64}
+    first, second = (tracker.log_result(dataclasses.replace(make_result(name),
+                                                            split_hashes=hashes))
+                     for name in ("first", "second"))
+    tracker.end_suite()
+    client = MlflowClient(sqlite_uri)
+    inputs = {run_id: client.get_run(run_id).inputs.dataset_inputs for run_id in (first, second)}
+    logged = {d.dataset.name: d for d in inputs[first]}
+    assert set(logged) == {"toy@v3/train", "toy@v3/test", "toy@v3/val"}
+    train = logged["toy@v3/train"]
+    assert train.dataset.digest == "a" * DIGEST_LENGTH and train.dataset.source_type == "local"
+    assert json.loads(train.dataset.source)["uri"] == str(splits / "toy-v3-train-8-k1" /
+                                                          "manifest.json")
+    contexts = {name: {t.key: t.value for t in d.tags}["mlflow.data.context"]
+                for name, d in logged.items()}
+    assert contexts == {"toy@v3/train": "training", "toy@v3/test": "testing",
+                        "toy@v3/val": "validation"}
+    assert {t.key: t.value for t in train.tags}["lensbench.content_hash"] == "a" * 64
+    assert logged["toy@v3/val"].dataset.source_type == "code"  # no manifest holds its hash
+    assert ({(d.dataset.name, d.dataset.digest) for d in inputs[first]}
+            == {(d.dataset.name, d.dataset.digest) for d in inputs[second]})
+
+
+def test_bench_ui_finds_the_latest_suite(tmp_path):
+    uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
+    assert latest_suite_experiment(uri) is None
+    client = MlflowClient(uri)
+    older = client.create_experiment("lensbench-older")  # a suite logged with no saved view
+    client.create_run(older, tags={"lensbench.kind": "suite"})
+    assert latest_suite_experiment(uri) == (older, False)
+    with MlflowTracker(uri, "lensbench-first") as tracker:
+        tracker.start_suite("first", "smoke", 0, main_metrics=["auroc"])
+    with MlflowTracker(uri, "lensbench-second") as tracker:
+        tracker.start_suite("second", "smoke", 0, main_metrics=["auroc"])
+    with MlflowTracker(uri, "lensbench-tune-second") as tracker:  # a study is no suite
+        tracker.start_study("study", {})
+        tracker.end_study([], {}, None)
+    second = MlflowClient(uri).get_experiment_by_name("lensbench-second").experiment_id
+    assert latest_suite_experiment(uri) == (second, True)
+    assert runs_view_url("http://h:1/", second) == (
+        f"http://h:1/#/experiments/{second}/runs?workflowType=machine_learning"
+        f"&viewStateShareKey={RUNS_VIEW_ID}")
+    assert runs_view_url("http://h:1", second, saved_view=False).endswith(
+        "/runs?workflowType=machine_learning")
