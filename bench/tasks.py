@@ -32,6 +32,8 @@ class Task:
     kind: str = "lens-finding"
     target: str = "label"
     main_metric: str = "auroc"
+    # The headline metrics (metric keys every method of the kind logs): the first columns of
+    # the MLflow runs view, after main_metric.
     metrics: tuple[str, ...] = ("auroc", "tpr0", "tpr10", "tpr_fpr1e-2", "tpr_fpr1e-3",
                                 "tpr_fpr1e-4", "ece")
     train_seed: int = 1
@@ -135,7 +137,8 @@ MODELING_HSC = Task(
                 "half the sources real COSMOS galaxies)",
     config=HSC_LENSES.config.replace(lens_fraction=1.0, lens_offset_sigma=0.15,
                                      lens_artefact_fraction=0.0),
-    main_metric="theta_e/half_width_68", metrics=(),
+    main_metric="theta_e/half_width_68",
+    metrics=("theta_e/half_width_68", "theta_e/coverage_68", "theta_e/bias_median"),
     sizes={"smoke": (400, 100), "default": (12_000, 2000), "challenge": (60_000, 10_000)},
     train_seed=21, test_seed=22,
     real_lenses={"survey": "hsc", "bands": ("g", "r", "i", "z"), "stamp_size": 64,
