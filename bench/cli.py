@@ -232,8 +232,17 @@ def cmd_list(args) -> int:
 
 
 def cmd_report(args) -> int:
-    from lensbench.bench.report import write_report
+    from lensbench.bench.report import check_reports, write_report
 
+    if args.check:
+        # One line per report; rc 1 when any was made from splits the current code no longer
+        # makes (or cannot be verified to be), so a CI step can run it.
+        checks = check_reports(args.out)
+        for path, reason in checks:
+            print(f"{path}: " + (f"stale: {reason}" if reason else "current"))
+        return 1 if any(reason for _, reason in checks) else 0
+    if not args.suite:
+        raise ValueError("bench report needs --suite SUITE (or --check)")
     check_output_folder(args.out, "--out")
     paths = write_report(args.suite, workdir=args.workdir, out_dir=args.out,
                          profile=args.profile, command=" ".join(["bench", *sys.argv[1:]]))
@@ -479,9 +488,12 @@ def build_parser() -> argparse.ArgumentParser:
     lst.set_defaults(func=cmd_list)
 
     report = sub.add_parser("report", help="write reports/<suite>.md and .html from results")
-    report.add_argument("--suite", required=True, metavar="SUITE", help=SUITE_HELP)
+    report.add_argument("--suite", metavar="SUITE", help=SUITE_HELP)
     report.add_argument("--profile", default="default")
     report.add_argument("--out", type=Path, default=Path("reports"))
+    report.add_argument("--check", action="store_true",
+                        help="write nothing: list the reports in --out made from splits the "
+                             "current code no longer makes (exit 1 if any)")
     _add_workdir(report)
     report.set_defaults(func=cmd_report)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 import base64
 import html
 import math
+import re
+import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -14,7 +16,7 @@ from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import kind_of
 from lensbench.bench.results import Result, read_results
 from lensbench.bench.runner import DIRTY, RESULTS_FILE, git_commit
-from lensbench.bench.tasks import DEFAULT_PROFILE, get_suite
+from lensbench.bench.tasks import DEFAULT_PROFILE, Suite, Task, all_tasks, get_suite
 
 
 def latest_results(results: list[Result], suite: str, profile: str) -> list[Result]:
@@ -71,7 +73,28 @@ def provenance_lines(suite: str, profile: str, results: list[Result], store: Pat
             f"{datetime.now(UTC).date().isoformat()}, from `{store}`",
             f"- produced by: `{run_command(suite, profile, results, seeds)}`{seed_note}",
             f"- lensbench commit(s) of the runs: {', '.join(map(short_commit, commits))}; "
-            f"report commit {short_commit(git_commit() or 'unknown')}"]
+            f"report commit {short_commit(git_commit() or 'unknown')}",
+            versions_line(get_suite(suite))]
+
+
+VERSIONS_LABEL = "- task versions: "
+
+
+def simulated(task: Task) -> bool:
+    """Whether the simulator makes the task's splits (photo-z tasks read real catalogues)."""
+    return task.photoz is None
+
+
+def versions_line(suite: Suite) -> str:
+    """The header line stating the versions that pin the bytes of the report's splits (each
+    task's, and the simulator's when it makes them); `bench report --check` reads it back."""
+    line = VERSIONS_LABEL + ", ".join(f"{task.name} v{task.version}" for task in suite.tasks)
+    if any(simulated(task) for task in suite.tasks):
+        from lensbench.datasets.simulate import SIMULATOR_VERSION
+
+        line += f"; simulator v{SIMULATOR_VERSION}"
+    return line + (" (a version pins its splits' bytes; `bench report --check` lists the reports "
+                   "made at versions the current code no longer has)")
 
 
 def short_commit(commit: str) -> str:
@@ -161,3 +184,117 @@ def markdown_to_html(text: str, folder: Path) -> str:
              "collapse}td,th{border:1px solid #ccc;padding:3px 8px;text-align:right}")
     return (f"<!doctype html><html><head><meta charset='utf-8'><style>{style}</style></head>"
             f"<body>{''.join(body)}</body></html>\n")
+
+
+# ----------------------------------------------------------------------------- bench report --check
+TITLE = re.compile(r"^# lensbench .*: `(?P<suite>[^`]+)` suite \((?P<profile>\S+) profile\)$")
+SECTION = re.compile(r"^## (?P<task>\S+) \(v(?P<version>\d+)\)$")
+ROLE_HASH = re.compile(r"(\w+) `([0-9a-f]{12})`")
+# Simulated cutouts (train + test) a check may remake to verify a header without a versions line:
+# a smoke profile is remade in seconds, a default one takes minutes.
+CHEAP_CUTOUTS = 1024
+
+
+def check_reports(folder: Path) -> list[tuple[Path, str | None]]:
+    """Every report (``*.md``) in ``folder`` with why it is stale, or None when the current code
+    still makes the splits it was made from."""
+    paths = sorted(folder.glob("*.md"))
+    if not paths:
+        raise FileNotFoundError(f"{folder}: no reports (*.md) to check")
+    return [(path, stale_reason(path)) for path in paths]
+
+
+def stale_reason(path: Path) -> str | None:
+    """Why the report at ``path`` was made from splits the current code no longer makes, or
+    None. With a versions line (tests/test_golden_hashes.py pins each version's bytes) its
+    versions are compared with the current ones; an older header is checked by its split hashes
+    when remaking them is cheap, and otherwise cannot be verified (stale)."""
+    lines = path.read_text(encoding="utf-8").splitlines()
+    title = TITLE.match(lines[0]) if lines else None
+    if title is None:
+        return "not a lensbench report: its first line names no suite and profile"
+    try:
+        suite = get_suite(title["suite"])
+    except KeyError:
+        return f"suite {title['suite']!r} no longer exists"
+    stated = next((line for line in lines if line.startswith(VERSIONS_LABEL)), None)
+    if stated is not None:
+        return stale_by_version(stated)
+    return stale_by_hash(suite, title["profile"], lines)
+
+
+def stale_by_version(line: str) -> str | None:
+    from lensbench.datasets.simulate import SIMULATOR_VERSION
+
+    tasks_part, _, simulator_part = line[len(VERSIONS_LABEL):].split(" (")[0].partition(";")
+    stated = {name: int(version) for name, version in re.findall(r"(\S+) v(\d+)", tasks_part)}
+    if not stated:
+        return f"its {VERSIONS_LABEL[2:].strip()} line names no task"
+    current = all_tasks()
+    reasons = [f"task {name} no longer exists" if name not in current else
+               f"{name} v{version}, now v{current[name].version}"
+               for name, version in stated.items()
+               if name not in current or current[name].version != version]
+    if any(simulated(current[name]) for name in stated if name in current):
+        simulator = re.search(r"simulator v(\d+)", simulator_part)
+        if simulator is None:
+            reasons.append("the header states no simulator version")
+        elif int(simulator[1]) != SIMULATOR_VERSION:
+            reasons.append(f"simulator v{simulator[1]}, now v{SIMULATOR_VERSION}")
+    return "; ".join(reasons) or None
+
+
+def stated_split_hashes(lines: list[str]) -> dict[str, tuple[int, dict[str, str]]]:
+    """task -> (version, role -> 12-digit content hash) from the sections of a report."""
+    stated: dict[str, tuple[int, dict[str, str]]] = {}
+    task = None
+    for line in lines:
+        if section := SECTION.match(line):
+            task = section["task"]
+            stated[task] = (int(section["version"]), {})
+        elif task is not None and line.startswith("Splits"):
+            stated[task][1].update(ROLE_HASH.findall(line))
+    return stated
+
+
+def stale_by_hash(suite: Suite, profile: str, lines: list[str]) -> str | None:
+    """A header without a versions line (written before the versions were pinned, when a version
+    did not yet fix its bytes): each task's split hashes against those the current code makes
+    at that profile, remade in a temporary folder when that is cheap."""
+    stated = stated_split_hashes(lines)
+    if not any(hashes for _, hashes in stated.values()):
+        return "cannot verify: the header states neither task versions nor split hashes"
+    current = all_tasks()
+    reasons = []
+    for name, (version, hashes) in stated.items():
+        task = current.get(name)
+        if task is None:
+            reasons.append(f"task {name} no longer exists")
+        elif task.version != version:
+            reasons.append(f"{name} v{version}, now v{task.version}")
+        elif profile not in task.sizes:
+            reasons.append(f"{name} has no profile {profile!r} now")
+        elif simulated(task) and sum(task.size(profile)) > CHEAP_CUTOUTS:
+            reasons.append(f"cannot verify {name}: the header states no versions and its "
+                           f"{profile} splits ({sum(task.size(profile))} cutouts) are too large "
+                           f"to remake for a check")
+        else:
+            reasons += changed_hashes(suite, task, profile, hashes)
+    return "; ".join(reasons) or None
+
+
+def changed_hashes(suite: Suite, task: Task, profile: str, stated: dict[str, str]) -> list[str]:
+    """The roles whose stated hash differs from the one the current code makes (the task's
+    splits remade by its kind in a temporary folder), or why that cannot be told."""
+    try:
+        with tempfile.TemporaryDirectory(prefix="lensbench-check-") as folder:
+            splits = kind_of(suite).splits(task, profile, Path(folder), log=lambda *_: None)
+            made = {role: value[:12] for role, value in getattr(splits, "hashes", {}).items()}
+    except (OSError, ValueError) as error:  # a missing real-data file, for one
+        message = str(error)  # a download error names its URL and cache: the start says enough
+        return [f"cannot verify {task.name}: "
+                f"{message if len(message) <= 160 else message[:160] + '...'}"]
+    if not made:
+        return [f"cannot verify {task.name}: its kind names no split hashes"]
+    return [f"{task.name} {role} split `{value}`, now `{made.get(role, 'not made')}`"
+            for role, value in stated.items() if made.get(role) != value]

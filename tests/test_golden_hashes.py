@@ -17,8 +17,12 @@ from __future__ import annotations
 import dataclasses
 
 import pytest
+from lensbench.bench import cli, tasks
+from lensbench.bench.report import simulated, write_report
+from lensbench.bench.runner import run_suite
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
-from lensbench.bench.tasks import all_tasks
+from lensbench.bench.tasks import all_tasks, get_suite
+from lensbench.datasets import simulate
 from lensbench.datasets.simulate import SIMULATOR_VERSION
 
 # Cutouts per simulated split: more than one noise chunk (32 systems) and both classes.
@@ -64,10 +68,6 @@ GOLDEN_HASHES = {
 TASKS = sorted(all_tasks().values(), key=lambda task: task.name)
 
 
-def simulated(task) -> bool:
-    return task.kind != "photoz"
-
-
 def golden_key(task) -> tuple[str, int, int | None]:
     return task.name, task.version, SIMULATOR_VERSION if simulated(task) else None
 
@@ -111,3 +111,74 @@ def test_a_task_version_pins_its_bytes(task, tmp_path, real_data):
         f"SIMULATOR_VERSION when the simulator's output changed), regenerate the reports that "
         f"`bench report --check` lists, then add the new key to GOLDEN_HASHES")
 
+
+
+def check(reports) -> tuple[int, dict[str, str]]:
+    """`bench report --check --out reports`: its exit code and its line for each report."""
+    import contextlib
+    import io
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = cli.main(["report", "--check", "--out", str(reports)])
+    lines = dict(line.split(": ", 1) for line in out.getvalue().splitlines())
+    return code, {str(path).rsplit("/", 1)[-1]: line for path, line in lines.items()}
+
+
+def test_report_check_lists_the_reports_made_from_splits_the_code_no_longer_makes(
+        tmp_path, monkeypatch):
+    workdir, reports = tmp_path / "work", tmp_path / "reports"
+    run_suite(get_suite("smoke"), profile="smoke", seed=0, workdir=workdir, methods=["random"],
+              log=lambda _: None)
+    report = next(path for path in write_report("smoke", workdir=workdir, out_dir=reports,
+                                                profile="smoke") if path.suffix == ".md")
+    text = report.read_text()
+    task = get_suite("smoke").tasks[0]
+    assert f"{task.name} v{task.version}; simulator v{SIMULATOR_VERSION}" in text
+    # The same report as written before the header stated versions: checked by its split
+    # hashes, the smoke splits being cheap to remake; one copy with a hash the code never made.
+    old_header = "\n".join(line for line in text.splitlines()
+                           if not line.startswith("- task versions: "))
+    (reports / "old-header.md").write_text(old_header)
+    train_hash = next(line for line in text.splitlines()
+                      if line.startswith("Splits")).split("`")[1]
+    (reports / "old-header-other-bytes.md").write_text(old_header.replace(train_hash,
+                                                                          "0123456789ab"))
+    code, lines = check(reports)
+    assert lines == {report.name: "current", "old-header.md": "current",
+                     "old-header-other-bytes.md": f"stale: {task.name} train split "
+                                                  f"`0123456789ab`, now `{train_hash}`"}
+    assert code == 1
+
+    (reports / "old-header-other-bytes.md").unlink()
+    assert check(reports) == (0, {report.name: "current", "old-header.md": "current"})
+
+    # A bumped task version makes both stale; so does a bumped simulator version.
+    bumped = dataclasses.replace(task, version=task.version + 1)
+    monkeypatch.setitem(tasks.SUITES, "smoke",
+                        dataclasses.replace(get_suite("smoke"), tasks=(bumped,)))
+    code, lines = check(reports)
+    assert code == 1
+    assert lines == {name: f"stale: {task.name} v{task.version}, now v{bumped.version}"
+                     for name in (report.name, "old-header.md")}
+    monkeypatch.undo()
+    monkeypatch.setattr(simulate, "SIMULATOR_VERSION", SIMULATOR_VERSION + 1)
+    code, lines = check(reports)
+    assert code == 1
+    assert lines[report.name] == (f"stale: simulator v{SIMULATOR_VERSION}, "
+                                  f"now v{SIMULATOR_VERSION + 1}")
+
+
+def test_report_check_counts_a_report_it_cannot_verify_as_stale(tmp_path):
+    """A header without versions whose splits are too large to remake for a check."""
+    reports = tmp_path / "reports"
+    reports.mkdir()
+    task = get_suite("hsc").tasks[0]
+    (reports / "hsc.md").write_text(
+        f"# lensbench leaderboard: `hsc` suite (default profile)\n\n"
+        f"## {task.name} (v{task.version})\n\nSplits: train `0123456789ab`, test "
+        f"`0123456789ab` (content hashes).\n")
+    code, lines = check(reports)
+    assert code == 1
+    assert lines["hsc.md"].startswith(f"stale: cannot verify {task.name}: the header states no "
+                                      f"versions and its default splits")
