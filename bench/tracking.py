@@ -65,6 +65,14 @@ def mlflow_ui_command(tracking_uri: str, host: str = "127.0.0.1", port: int = 50
             "--host", host, "--port", str(port)]
 
 
+def fail_fast_on_a_server(tracking_uri: str) -> None:
+    """For a tracking server: fail fast when it is dead instead of MLflow's minutes of
+    retries (setdefault, so a user's own settings win)."""
+    if tracking_uri.startswith("http"):
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
+        os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
+
+
 def runs_view_url(base_url: str, experiment_id: str, saved_view: bool = True) -> str:
     """The MLflow UI's runs table of an experiment, in its Model training mode (MLflow 3.17
     opens every experiment on the GenAI overview otherwise), with lensbench's saved view (the
@@ -93,6 +101,7 @@ def latest_suite_experiment(tracking_uri: str) -> tuple[str, bool] | None:
     started suite in the store; None when the store holds no suite run."""
     from mlflow.tracking import MlflowClient
 
+    fail_fast_on_a_server(tracking_uri)
     create_sqlite_store(tracking_uri)
     client = MlflowClient(tracking_uri=tracking_uri)
     with quiet_store_setup():  # an existing store may still need a migration
@@ -230,11 +239,7 @@ class MlflowTracker:
         self._read_manifests: set[Path] = set()
         self.parent_run_id: str | None = None
         self.enabled = True
-        if tracking_uri.startswith("http"):
-            # Fail fast on a dead server instead of MLflow's minutes of retries; setdefault so
-            # a user's own settings win.
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "0")
-            os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", HTTP_TIMEOUT_S)
+        fail_fast_on_a_server(tracking_uri)
         self._client = None
         self._experiment_id: str | None = None
 
