@@ -6,8 +6,10 @@ lens light and arcs (:func:`split_arcs`) and scaled from i to each band with
 ``config.LENS_COLOURS`` (lens; a passive early type at z ~ 0.5, so g and u are ~1 mag redder than
 SLACS lenses at z ~ 0.2) and ``config.SOURCE_COLOURS`` (arcs), the tables the simulator uses;
 both can be overridden. COSMOS galaxies (``lensbench.datasets.cosmos``) keep their catalogue
-magnitudes. Both are degraded to a survey preset by :func:`degrade_image` and written as a split
-by :func:`make_real_lens_split`. Conventions as in ``lensbench.datasets.cosmos``.
+magnitudes. Both are degraded to a survey preset by the public
+:func:`lensbench.datasets.degrade.degrade` (its docstring describes the noise matching) and
+written as a split by :func:`make_real_lens_split`. Conventions as in
+``lensbench.datasets.cosmos``.
 
 Noise. The HST images carry their own noise, which after degradation is NOT negligible (one HST
 orbit reaches about the surface-brightness depth of a ground survey). The ground noise is
@@ -33,7 +35,15 @@ import numpy as np
 from lensbench.datasets import registry
 from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
 from lensbench.datasets.cosmos import CosmosSources, cosmos_band_images
-from lensbench.datasets.surveys import Band, Survey, get_survey
+from lensbench.datasets.degrade import (
+    NANOMAGGY_ZEROPOINT,
+    border_noise,
+    colour_factor,
+    degrade,
+)
+from lensbench.datasets.degrade import degrade_image as degrade_image  # noqa: F401 (public)
+from lensbench.datasets.degrade import rebin_flux as rebin_flux  # noqa: F401 (public)
+from lensbench.datasets.surveys import get_survey
 
 # Bump when a change here changes the images of a real-lenses split of a given config and seed.
 REAL_SPLIT_VERSION = 1
@@ -45,116 +55,6 @@ SLACS_CUTOUTS = ("99x99", "198x198")
 ARCSEC_PER_DEG = 3600.0
 # theta_e_ref codes in the real-lenses truth
 THETA_E_FROM_AUGER_SHAJIB, THETA_E_FROM_SLACS_MATCH = 1, 2
-
-
-# ------------------------------------------------------------------------------------ degrading
-def _overlap_matrix(n_in: int, in_scale: float, n_out: int, out_scale: float) -> np.ndarray:
-    """(n_out, n_in): fraction of each input pixel falling in each output pixel, both grids
-    centred on 0 (exact area-weighted rebinning along one axis)."""
-    e_in = (np.arange(n_in + 1) - n_in / 2) * in_scale
-    e_out = (np.arange(n_out + 1) - n_out / 2) * out_scale
-    lo = np.maximum(e_out[:-1, None], e_in[None, :-1])
-    hi = np.minimum(e_out[1:, None], e_in[None, 1:])
-    return np.clip(hi - lo, 0, None) / in_scale
-
-
-def rebin_flux(image: np.ndarray, in_scale: float, out_scale: float, out_shape: tuple[int, int],
-               variance: bool = False) -> np.ndarray:
-    """Resample ``image`` (..., h, w) of flux per pixel (pixel side ``in_scale`` arcsec) onto a
-    grid of ``out_shape`` pixels of side ``out_scale`` with the same centre, by exact pixel-area
-    overlap: flux is conserved where the output grid covers the input. With ``variance`` the
-    input is a per-pixel variance of white noise and the squared weights are used."""
-    my = _overlap_matrix(image.shape[-2], in_scale, out_shape[0], out_scale)
-    mx = _overlap_matrix(image.shape[-1], in_scale, out_shape[1], out_scale)
-    if variance:
-        my, mx = my**2, mx**2
-    return my @ image @ mx.T
-
-
-def survey_psf_kernels(survey: Survey) -> list[np.ndarray]:
-    """The preset's analytic PSF kernel per band (``psf.psf_kernel``), at its pixel scale."""
-    from lensbench.datasets.psf import psf_kernel
-
-    return [psf_kernel(survey.psf_model, band.psf_fwhm, band.pixel_scale, survey.moffat_beta)
-            for band in survey.bands]
-
-
-def degrade_image(image: np.ndarray, pixel_scale: float, survey: str | Survey, *,
-                  bands: Sequence[str] | None = None, stamp_size: int | None = None,
-                  rng: np.random.Generator | None = None, native_variance=None,
-                  correlation_factor: float = 1.0) -> np.ndarray:
-    """Observe a high-resolution image as a ground survey does: (B, H, W) float32 nanomaggies.
-
-    image: (B, h, w) (or (h, w) for all bands) flux per pixel in nanomaggies per band, centred
-        on the stamp centre, pixel side ``pixel_scale`` arcsec.
-    Steps per band: exact flux-conserving rebinning to the survey pixel (:func:`rebin_flux`) on
-    a canvas wider than the stamp by the PSF half-width, convolution with the preset's PSF
-    (``scipy.signal.fftconvolve``), crop to ``stamp_size``. With ``rng``: noise as in the
-    simulator, in electrons of the total exposure (Poisson of source + sky as a Gaussian, read
-    noise per exposure), minus the variance the input already carries: ``native_variance`` per
-    input pixel (nMgy^2, scalar or (B,) or (B, h, w)), propagated as white noise times
-    ``correlation_factor``. Without ``rng`` the noise-free expectation is returned.
-    """
-    from scipy.signal import fftconvolve
-
-    survey = get_survey(survey) if isinstance(survey, str) else survey
-    if bands is not None:
-        survey = survey.select(bands)
-    size = stamp_size or survey.stamp_size
-    image = np.asarray(image, dtype=np.float64)
-    if image.ndim == 2:
-        image = np.broadcast_to(image, (len(survey.bands), *image.shape))
-    if image.shape[0] != len(survey.bands):
-        raise ValueError(f"image has {image.shape[0]} bands, survey selection has "
-                         f"{len(survey.bands)} ({list(survey.band_names)})")
-    kernels = survey_psf_kernels(survey)
-    pad = max(k.shape[0] for k in kernels) // 2
-    canvas = size + 2 * pad
-    out_scale = survey.pixel_scale
-    out = np.empty((len(survey.bands), size, size), dtype=np.float32)
-    variance_in = None
-    if rng is not None and native_variance is not None:
-        variance_in = np.broadcast_to(
-            np.asarray(native_variance, dtype=np.float64).reshape(
-                (-1, 1, 1) if np.ndim(native_variance) == 1 else np.shape(native_variance)),
-            image.shape)
-    for b, (band, kernel) in enumerate(zip(survey.bands, kernels, strict=True)):
-        binned = rebin_flux(image[b], pixel_scale, out_scale, (canvas, canvas))
-        expected = fftconvolve(binned, kernel, mode="same")[pad:pad + size, pad:pad + size]
-        if rng is None:
-            out[b] = expected
-            continue
-        out[b] = _add_noise(expected, band, rng, None if variance_in is None else
-                            _degraded_variance(variance_in[b], pixel_scale, out_scale, canvas,
-                                               kernel, pad, size) * correlation_factor)
-    return out
-
-
-def _degraded_variance(variance: np.ndarray, in_scale: float, out_scale: float, canvas: int,
-                       kernel: np.ndarray, pad: int, size: int) -> np.ndarray:
-    from scipy.signal import fftconvolve
-
-    binned = rebin_flux(variance, in_scale, out_scale, (canvas, canvas), variance=True)
-    return np.clip(fftconvolve(binned, kernel**2, mode="same"), 0, None)[pad:pad + size,
-                                                                         pad:pad + size]
-
-
-def _add_noise(expected_nmgy: np.ndarray, band: Band, rng: np.random.Generator,
-               native_variance_nmgy: np.ndarray | None) -> np.ndarray:
-    epn = band.electrons_per_nanomaggy
-    electrons = expected_nmgy * epn
-    target = np.clip(electrons, 0, None) + band.sky_counts + band.n_exposures * band.read_noise**2
-    if native_variance_nmgy is not None:
-        target = np.clip(target - native_variance_nmgy * epn**2, 0, None)
-    noisy = electrons + np.sqrt(target) * rng.standard_normal(electrons.shape)
-    return noisy / epn
-
-
-def _colour_factor(colours: dict[str, float], band: str) -> float:
-    """Flux in ``band`` per unit flux in i, for a colour table of (band - i) magnitudes."""
-    if band not in colours:
-        raise ValueError(f"no colour for band {band!r} in {sorted(colours)}")
-    return 10 ** (-0.4 * (colours[band] - colours["i"]))
 
 
 # ------------------------------------------------------------------------------------ SLACS
@@ -218,28 +118,6 @@ def slacs_parameters() -> dict[str, dict[str, float]]:
                           "z_source": _leading_float(row["z_source"]),
                           "q": _leading_float(row["q_SIE"]), "pa": _leading_float(row["PA"])}
     return out
-
-
-def _border(image: np.ndarray, width: int) -> list[np.ndarray]:
-    return [image[:width], image[-width:], image[:, :width].T, image[:, -width:].T]
-
-
-def _border_noise(image: np.ndarray, width: int = 12, block: int = 4
-                  ) -> tuple[float, float, float]:
-    """Median, robust per-pixel sigma and block-sum correlation factor of the image border."""
-    strips = _border(image, width)
-    pixels = np.concatenate([s.ravel() for s in strips])
-    median = float(np.median(pixels))
-    sigma = float(1.4826 * np.median(np.abs(pixels - median)))
-    sums = []
-    for s in strips:
-        s = s - median
-        h, w = (s.shape[0] // block) * block, (s.shape[1] // block) * block
-        sums.append(s[:h, :w].reshape(h // block, block, w // block, block).sum((1, 3)).ravel())
-    sums = np.concatenate(sums)
-    block_sigma = 1.4826 * np.median(np.abs(sums - np.median(sums)))
-    factor = (block_sigma / (block * sigma)) ** 2 if sigma > 0 else 1.0
-    return median, sigma, float(np.clip(factor, 1.0, 10.0))
 
 
 def _central_shape(image: np.ndarray, pixel_scale: float, radius: float = 1.0
@@ -313,7 +191,7 @@ def load_slacs(cutout: str = "198x198") -> list[SlacsLens]:
         zp_ab = (-2.5 * math.log10(float(header["PHOTFLAM"]))
                  - 5.0 * math.log10(float(header["PHOTPLAM"])) - 2.408)
         to_nmgy = 10 ** (-0.4 * (zp_ab - 22.5))
-        background, sigma, factor = _border_noise(wide)
+        background, sigma, factor = border_noise(wide)
         image = (data - background) * to_nmgy
         entry = params[lens]
         arcs = split_arcs(image, scale, entry["theta_e"], sigma * to_nmgy)
@@ -333,8 +211,8 @@ def slacs_band_images(lens: SlacsLens, bands: Sequence[str], *,
     lens_colours = lens_colours or LENS_COLOURS
     source_colours = source_colours or SOURCE_COLOURS
     light, arcs = lens.lens_light, lens.arcs
-    return np.stack([light * _colour_factor(lens_colours, b)
-                     + arcs * _colour_factor(source_colours, b) for b in bands])
+    return np.stack([light * colour_factor(lens_colours, b)
+                     + arcs * colour_factor(source_colours, b) for b in bands])
 
 
 # ------------------------------------------------------------------------------------ split
@@ -364,11 +242,10 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     images, rows = [], []
     for k, lens in enumerate(lenses):
         planes = slacs_band_images(lens, band_names)
-        variance = np.array([lens.noise_variance * _colour_factor(LENS_COLOURS, b) ** 2
-                             for b in band_names])
-        images.append(degrade_image(planes, lens.pixel_scale, chosen, stamp_size=size, rng=rng,
-                                    native_variance=variance,
-                                    correlation_factor=lens.correlation_factor))
+        images.append(degrade(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen,
+                              arc_image=lens.arcs, seed=rng, stamp_size=size,
+                              native_variance=lens.noise_variance,
+                              correlation_factor=lens.correlation_factor))
         rows.append({"label": 1, "theta_e": lens.theta_e, "theta_e_ref": lens.theta_e_ref,
                      "z_lens": lens.z_lens, "z_source": lens.z_source, "z_phot": math.nan,
                      "arc_fraction": float(lens.arcs.sum() / lens.image.sum()), "kind": 1,
@@ -380,9 +257,9 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         planes = cosmos_band_images(image, mags, band_names)
         unit_var = galaxy.noise_variance / galaxy.image.sum() ** 2
         variance = np.array([unit_var * 10 ** (-0.8 * (mags[b] - 22.5)) for b in band_names])
-        images.append(degrade_image(planes, scale, chosen, stamp_size=size, rng=rng,
-                                    native_variance=variance,
-                                    correlation_factor=sources.noise_correlation_factor))
+        images.append(degrade(planes, scale, NANOMAGGY_ZEROPOINT, chosen, seed=rng,
+                              stamp_size=size, native_variance=variance,
+                              correlation_factor=sources.noise_correlation_factor))
         rows.append({"label": 0, "theta_e": math.nan, "theta_e_ref": 0, "z_lens": math.nan,
                      "z_source": math.nan, "z_phot": galaxy.z_phot, "arc_fraction": 0.0,
                      "kind": 2, "object_index": int(k), **_mags(planes, band_names)})

@@ -1,0 +1,258 @@
+"""Render a high-resolution image (HST-like) as a ground survey observes it: :func:`degrade`.
+
+The public entry point for a user's own lens (``bench degrade`` is its command line) and the
+function the real suite renders its SLACS lenses and COSMOS non-lenses with
+(:func:`lensbench.datasets.known_lenses.make_real_lens_split`).
+
+Steps per band: flux-conserving rebinning to the survey pixel by exact pixel-area overlap
+(:func:`rebin_flux`), convolution with the preset's PSF, crop to the stamp, then noise.
+
+Colours. A one-band image (the survey band it stands for is ``image_band``, ``i`` for HST
+F814W) is scaled to each survey band by (band - i) colour tables: the lens light by
+``config.LENS_COLOURS`` and the arcs by ``config.SOURCE_COLOURS`` (the simulator's tables) when
+the image is split into lens light and arcs, else the whole image by the lens colours.
+
+Noise. The input carries its own noise, which after degradation is NOT negligible (one HST
+orbit reaches about the surface-brightness depth of a ground survey). The ground noise is
+therefore matched: only the variance missing to the survey's (Poisson of source + sky, read
+noise) is added, per pixel; the input's variance is propagated through rebinning and PSF
+convolution as white noise times a correlation factor (e.g. variance of 4x4 block sums over 16
+pixel variances, :func:`border_noise`).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
+from lensbench.datasets.surveys import Band, Survey, get_survey
+
+NANOMAGGY_ZEROPOINT = 22.5  # AB magnitude of 1 nanomaggy
+
+
+def to_nanomaggies(zero_point: float) -> float:
+    """Nanomaggies per count of an image whose AB zero point (magnitude of 1 count) is
+    ``zero_point``."""
+    return 10 ** (-0.4 * (zero_point - NANOMAGGY_ZEROPOINT))
+
+
+# ------------------------------------------------------------------------------------ rebinning
+def _overlap_matrix(n_in: int, in_scale: float, n_out: int, out_scale: float) -> np.ndarray:
+    """(n_out, n_in): fraction of each input pixel falling in each output pixel, both grids
+    centred on 0 (exact area-weighted rebinning along one axis)."""
+    e_in = (np.arange(n_in + 1) - n_in / 2) * in_scale
+    e_out = (np.arange(n_out + 1) - n_out / 2) * out_scale
+    lo = np.maximum(e_out[:-1, None], e_in[None, :-1])
+    hi = np.minimum(e_out[1:, None], e_in[None, 1:])
+    return np.clip(hi - lo, 0, None) / in_scale
+
+
+def rebin_flux(image: np.ndarray, in_scale: float, out_scale: float, out_shape: tuple[int, int],
+               variance: bool = False) -> np.ndarray:
+    """Resample ``image`` (..., h, w) of flux per pixel (pixel side ``in_scale`` arcsec) onto a
+    grid of ``out_shape`` pixels of side ``out_scale`` with the same centre, by exact pixel-area
+    overlap: flux is conserved where the output grid covers the input. With ``variance`` the
+    input is a per-pixel variance of white noise and the squared weights are used."""
+    my = _overlap_matrix(image.shape[-2], in_scale, out_shape[0], out_scale)
+    mx = _overlap_matrix(image.shape[-1], in_scale, out_shape[1], out_scale)
+    if variance:
+        my, mx = my**2, mx**2
+    return my @ image @ mx.T
+
+
+# ------------------------------------------------------------------------------------ noise
+def _border(image: np.ndarray, width: int) -> list[np.ndarray]:
+    return [image[:width], image[-width:], image[:, :width].T, image[:, -width:].T]
+
+
+def border_noise(image: np.ndarray, width: int = 12, block: int = 4
+                 ) -> tuple[float, float, float]:
+    """Median, robust per-pixel sigma (1.4826 MAD) and block-sum correlation factor (variance
+    of ``block`` x ``block`` sums over block**2 pixel variances, clipped to 1-10) of the
+    ``width``-pixel border of ``image``: the sky level and noise of a cutout whose border is
+    blank sky."""
+    strips = _border(image, width)
+    pixels = np.concatenate([s.ravel() for s in strips])
+    median = float(np.median(pixels))
+    sigma = float(1.4826 * np.median(np.abs(pixels - median)))
+    sums = []
+    for s in strips:
+        s = s - median
+        h, w = (s.shape[0] // block) * block, (s.shape[1] // block) * block
+        sums.append(s[:h, :w].reshape(h // block, block, w // block, block).sum((1, 3)).ravel())
+    sums = np.concatenate(sums)
+    block_sigma = 1.4826 * np.median(np.abs(sums - np.median(sums)))
+    factor = (block_sigma / (block * sigma)) ** 2 if sigma > 0 else 1.0
+    return median, sigma, float(np.clip(factor, 1.0, 10.0))
+
+
+def _degraded_variance(variance: np.ndarray, in_scale: float, out_scale: float, canvas: int,
+                       kernel: np.ndarray, pad: int, size: int) -> np.ndarray:
+    from scipy.signal import fftconvolve
+
+    binned = rebin_flux(variance, in_scale, out_scale, (canvas, canvas), variance=True)
+    return np.clip(fftconvolve(binned, kernel**2, mode="same"), 0, None)[pad:pad + size,
+                                                                         pad:pad + size]
+
+
+def _add_noise(expected_nmgy: np.ndarray, band: Band, rng: np.random.Generator,
+               native_variance_nmgy: np.ndarray | None) -> np.ndarray:
+    epn = band.electrons_per_nanomaggy
+    electrons = expected_nmgy * epn
+    target = np.clip(electrons, 0, None) + band.sky_counts + band.n_exposures * band.read_noise**2
+    if native_variance_nmgy is not None:
+        target = np.clip(target - native_variance_nmgy * epn**2, 0, None)
+    noisy = electrons + np.sqrt(target) * rng.standard_normal(electrons.shape)
+    return noisy / epn
+
+
+# ------------------------------------------------------------------------------------ observing
+def survey_psf_kernels(survey: Survey) -> list[np.ndarray]:
+    """The preset's analytic PSF kernel per band (``psf.psf_kernel``), at its pixel scale."""
+    from lensbench.datasets.psf import psf_kernel
+
+    return [psf_kernel(survey.psf_model, band.psf_fwhm, band.pixel_scale, survey.moffat_beta)
+            for band in survey.bands]
+
+
+def degrade_image(image: np.ndarray, pixel_scale: float, survey: str | Survey, *,
+                  bands: Sequence[str] | None = None, stamp_size: int | None = None,
+                  rng: np.random.Generator | None = None, native_variance=None,
+                  correlation_factor: float = 1.0) -> np.ndarray:
+    """Observe per-band nanomaggy planes as a ground survey does: (B, H, W) float32 nanomaggies.
+
+    image: (B, h, w) (or (h, w) for all bands) flux per pixel in nanomaggies per band, centred
+        on the stamp centre, pixel side ``pixel_scale`` arcsec.
+    Steps per band: exact flux-conserving rebinning to the survey pixel (:func:`rebin_flux`) on
+    a canvas wider than the stamp by the PSF half-width, convolution with the preset's PSF
+    (``scipy.signal.fftconvolve``), crop to ``stamp_size``. With ``rng``: noise as in the
+    simulator, in electrons of the total exposure (Poisson of source + sky as a Gaussian, read
+    noise per exposure), minus the variance the input already carries: ``native_variance`` per
+    input pixel (nMgy^2, scalar or (B,) or (B, h, w)), propagated as white noise times
+    ``correlation_factor``. Without ``rng`` the noise-free expectation is returned.
+    """
+    from scipy.signal import fftconvolve
+
+    survey = get_survey(survey) if isinstance(survey, str) else survey
+    if bands is not None:
+        survey = survey.select(bands)
+    size = stamp_size or survey.stamp_size
+    image = np.asarray(image, dtype=np.float64)
+    if image.ndim == 2:
+        image = np.broadcast_to(image, (len(survey.bands), *image.shape))
+    if image.shape[0] != len(survey.bands):
+        raise ValueError(f"image has {image.shape[0]} bands, survey selection has "
+                         f"{len(survey.bands)} ({list(survey.band_names)})")
+    kernels = survey_psf_kernels(survey)
+    pad = max(k.shape[0] for k in kernels) // 2
+    canvas = size + 2 * pad
+    out_scale = survey.pixel_scale
+    out = np.empty((len(survey.bands), size, size), dtype=np.float32)
+    variance_in = None
+    if rng is not None and native_variance is not None:
+        variance_in = np.broadcast_to(
+            np.asarray(native_variance, dtype=np.float64).reshape(
+                (-1, 1, 1) if np.ndim(native_variance) == 1 else np.shape(native_variance)),
+            image.shape)
+    for b, (band, kernel) in enumerate(zip(survey.bands, kernels, strict=True)):
+        binned = rebin_flux(image[b], pixel_scale, out_scale, (canvas, canvas))
+        expected = fftconvolve(binned, kernel, mode="same")[pad:pad + size, pad:pad + size]
+        if rng is None:
+            out[b] = expected
+            continue
+        out[b] = _add_noise(expected, band, rng, None if variance_in is None else
+                            _degraded_variance(variance_in[b], pixel_scale, out_scale, canvas,
+                                               kernel, pad, size) * correlation_factor)
+    return out
+
+
+def colour_factor(colours: dict[str, float], band: str, reference: str = "i") -> float:
+    """Flux in ``band`` per unit flux in ``reference``, for a colour table of (band - i)
+    magnitudes."""
+    for name in (band, reference):
+        if name not in colours:
+            raise ValueError(f"no colour for band {name!r} in {sorted(colours)}")
+    return 10 ** (-0.4 * (colours[band] - colours[reference]))
+
+
+def degrade(image: np.ndarray | None, pixel_scale: float, zero_point: float,
+            survey: str | Survey, bands: Sequence[str] | None = None, *,
+            arc_image: np.ndarray | None = None, lens_light_image: np.ndarray | None = None,
+            seed: int | np.random.Generator | None, stamp_size: int | None = None,
+            native_variance=None, correlation_factor: float = 1.0, image_band: str = "i",
+            lens_colours: dict[str, float] | None = None,
+            source_colours: dict[str, float] | None = None) -> np.ndarray:
+    """A high-resolution image observed with the survey preset ``survey`` (its ``bands``, or
+    all, in that order): (B, stamp, stamp) float32 nanomaggies per survey pixel.
+
+    image: sky-subtracted counts per pixel, centred on the object, pixel side ``pixel_scale``
+        arcsec, AB ``zero_point`` (magnitude of one count; 22.5 for nanomaggies). Either one
+        plane (h, w) in the band ``image_band`` stands for, scaled to every band by colour
+        tables (module docstring), or one plane per band (B, h, w), used as it is.
+    arc_image, lens_light_image: a split of a one-plane image into arcs and lens light (same
+        units and grid): the arcs get the source colours, the lens light the lens colours.
+        Either one is enough (the other is ``image`` minus it); with both, ``image`` may be
+        None.
+    seed: an int or a Generator for the survey noise; None gives the noise-free expectation.
+    native_variance: the input's own noise variance per pixel, in its units squared: a scalar
+        or an (h, w) map for one plane (scaled to each band as the lens light is), or per band
+        for (B, h, w); with ``correlation_factor`` (:func:`border_noise`) only the variance
+        missing to the survey's is added.
+    stamp_size: output side in pixels (default: the preset's).
+    """
+    preset = get_survey(survey) if isinstance(survey, str) else survey
+    chosen = preset.select(bands) if bands is not None else preset
+    band_names = list(chosen.band_names)
+    scale = to_nanomaggies(zero_point)
+    lens_colours = lens_colours or LENS_COLOURS
+    source_colours = source_colours or SOURCE_COLOURS
+    variance = None if native_variance is None else np.asarray(native_variance,
+                                                                dtype=np.float64)
+    if arc_image is None and lens_light_image is None:
+        if image is None:
+            raise ValueError("degrade needs an image (or arc and lens-light images)")
+        image = np.asarray(image, dtype=np.float64)
+        if image.ndim == 3:
+            if image.shape[0] != len(band_names):
+                raise ValueError(f"image has {image.shape[0]} planes, expected one per band "
+                                 f"{band_names} (or one plane)")
+            planes = image * scale
+            if variance is not None:
+                variance = variance * scale**2
+        elif image.ndim == 2:
+            flux = image * scale
+            planes = np.stack([flux * colour_factor(lens_colours, b, image_band)
+                               for b in band_names])
+        else:
+            raise ValueError(f"image has shape {image.shape}; expected (h, w) or (B, h, w)")
+    else:
+        arcs, light = _split(image, arc_image, lens_light_image)
+        arcs, light = arcs * scale, light * scale
+        planes = np.stack([light * colour_factor(lens_colours, b, image_band)
+                           + arcs * colour_factor(source_colours, b, image_band)
+                           for b in band_names])
+    if variance is not None and (image is None or np.ndim(image) == 2):
+        one_band = variance * scale**2
+        variance = np.array([one_band * colour_factor(lens_colours, b, image_band) ** 2
+                             for b in band_names])
+    rng = seed if isinstance(seed, np.random.Generator) or seed is None \
+        else np.random.default_rng(seed)
+    return degrade_image(planes, pixel_scale, chosen, stamp_size=stamp_size, rng=rng,
+                         native_variance=variance, correlation_factor=correlation_factor)
+
+
+def _split(image, arc_image, lens_light_image) -> tuple[np.ndarray, np.ndarray]:
+    """(arcs, lens light) as float64 planes of one shape."""
+    given = {name: np.asarray(a, dtype=np.float64) for name, a in
+             (("image", image), ("arc image", arc_image), ("lens-light image", lens_light_image))
+             if a is not None}
+    shapes = {a.shape for a in given.values()}
+    if len(shapes) != 1 or next(iter(shapes)).__len__() != 2:
+        raise ValueError("image, arc image and lens-light image must be single planes of one "
+                         f"shape, got {', '.join(f'{k} {a.shape}' for k, a in given.items())}")
+    if arc_image is None:
+        return given["image"] - given["lens-light image"], given["lens-light image"]
+    if lens_light_image is None:
+        return given["arc image"], given["image"] - given["arc image"]
+    return given["arc image"], given["lens-light image"]
