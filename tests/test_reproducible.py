@@ -1,0 +1,62 @@
+"""Same commit, same seed, same numbers (issue 24.5): two `bench run`s of the smoke suite, in two
+processes with two work folders, give identical metrics for every registered lens-finding method.
+
+Each method runs with the contract test's tiny parameters (one epoch, a committee of two, few
+trees), so both runs together take about a minute on 2 cores; the code paths are those of a full
+run (seeds derived from --seed, calibration, test-time augmentation, rotation metrics)."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import subprocess
+import sys
+
+from lensbench.baselines.registry import METHODS, resolve_method
+from test_contract import TINY
+
+LENS_FINDERS = sorted(name for name in METHODS if "lens-finding" in resolve_method(name).kinds)
+
+
+def run_smoke_suite(workdir, params_file) -> subprocess.Popen:
+    # One thread each: the two runs share the machine's cores without oversubscribing them.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    return subprocess.Popen(
+        [sys.executable, "-m", "lensbench.bench.cli", "run", "--suite", "smoke", "--profile",
+         "smoke", "--seed", "0", "--no-tracking", "--workdir", str(workdir), "--methods",
+         ",".join(LENS_FINDERS), "--params", str(params_file)],
+        stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=env)
+
+
+def records(workdir) -> dict[tuple[str, str], dict]:
+    lines = (workdir / "results.jsonl").read_text(encoding="utf-8").splitlines()
+    return {(record["method"], record["task"]): record for record in map(json.loads, lines)}
+
+
+def same(a, b) -> bool:
+    """Equal, NaN equal to NaN."""
+    return a == b or (isinstance(a, float) and isinstance(b, float) and math.isnan(a)
+                      and math.isnan(b))
+
+
+def test_two_processes_give_identical_metrics_for_every_lens_finder(tmp_path):
+    params_file = tmp_path / "tiny.json"
+    params_file.write_text(json.dumps({name: TINY.get(name, {}) for name in LENS_FINDERS}))
+    workdirs = [tmp_path / "first", tmp_path / "second"]
+    runs = [run_smoke_suite(workdir, params_file) for workdir in workdirs]
+    for run in runs:
+        output, _ = run.communicate(timeout=600)
+        assert run.returncode == 0, output[-3000:]
+    first, second = (records(workdir) for workdir in workdirs)
+    assert {method for method, _ in first} == set(LENS_FINDERS)
+    assert first.keys() == second.keys()
+    for key, record in first.items():
+        assert record["status"] == "ok", (key, record["error"])
+        other = second[key]
+        assert record["split_hashes"] == other["split_hashes"] and record["seed"] == other["seed"]
+        metrics, other_metrics = record["metrics"], other["metrics"]
+        assert metrics.keys() == other_metrics.keys(), key
+        differ = {name: (value, other_metrics[name]) for name, value in metrics.items()
+                  if not same(value, other_metrics[name])}
+        assert not differ, f"{key[0]} on {key[1]}: metrics differ between the two runs: {differ}"
