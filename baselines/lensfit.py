@@ -184,6 +184,7 @@ class LenstronomyFitter(Method):
     kinds = ("modeling",)
     search_space: dict = {}
     per_lens_fit = True  # seconds per lens: the harness gives it the task's fit subset only
+    persistence = None  # fit learns only starting values; each lens is fitted when predicted
 
     def __init__(self, n_particles: int = 40, n_iterations: int = 60,
                  simplex_iterations: int = 200, n_starts: int = 3, bands=None,

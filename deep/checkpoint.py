@@ -13,17 +13,16 @@ scores. The helpers here are shared with the regressor checkpoints (deep/regress
 
 from __future__ import annotations
 
-import inspect
 import io
 import math
 import re
-import types
-import typing
 from dataclasses import fields
 from pathlib import Path
 
 import torch
-from lensbench.baselines.registry import METHODS, registered_name, resolve_method
+from lensbench.baselines.persistence import _MISSING, checked_params, refuse, registered_class
+from lensbench.baselines.persistence import is_plain as _is_plain
+from lensbench.baselines.registry import METHODS, registered_name
 from lensbench.deep.nets import NETS, build_net
 from lensbench.deep.preprocess import STRETCHES, Preprocessor
 from torch import nn
@@ -33,21 +32,10 @@ FORMAT = "lensbench-deep-checkpoint/2"
 # exactly the target of a registered method (and refused otherwise).
 FORMAT_1 = "lensbench-deep-checkpoint/1"
 CALIBRATION_KEYS = ("ece_before_", "ece_after_", "nll_before_", "nll_after_")
-_MISSING = object()
-_SCALARS = (type(None), bool, int, float, str)
 
 
 # --------------------------------------------------------------------------- shared checks
-
-
-def refuse(path, field: str, expected: str, value=_MISSING) -> ValueError:
-    """The error for a field that is not what it should be (the caller raises it)."""
-    if value is _MISSING:
-        got = "it is missing"
-    else:
-        shown = repr(value)
-        got = f"got {type(value).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
-    return ValueError(f"{path}: field {field!r}: expected {expected}, {got}")
+# (refuse, checked_params and registered_class live in baselines/persistence.py, below torch)
 
 
 def read_payload(path, kind: str, data: bytes | None = None, hint: str = "") -> dict:
@@ -73,29 +61,6 @@ def read_payload(path, kind: str, data: bytes | None = None, hint: str = "") -> 
     return payload
 
 
-def registered_class(path, field: str, name, accepts: typing.Callable[[type], bool],
-                     kind: str) -> type:
-    """The class registered as ``name`` when ``accepts`` it; nothing outside the registry is
-    ever imported."""
-    if not isinstance(name, str) or name not in METHODS:
-        raise refuse(path, field, "a registered method name", name)
-    cls = resolve_method(name)
-    if not accepts(cls):
-        raise refuse(path, field, kind, name)
-    return cls
-
-
-def _is_plain(value) -> bool:
-    """Scalars, and lists/tuples/str-keyed dicts of plain values."""
-    if isinstance(value, _SCALARS):
-        return True
-    if isinstance(value, (list, tuple)):
-        return all(_is_plain(v) for v in value)
-    if isinstance(value, dict):
-        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
-    return False
-
-
 def _finite(value) -> bool:
     return (isinstance(value, (int, float)) and not isinstance(value, bool)
             and math.isfinite(value))
@@ -111,51 +76,6 @@ def _ints(value):
     elif isinstance(value, dict):
         for item in value.values():
             yield from _ints(item)
-
-
-def _matches(annotation, value) -> bool:
-    """Whether ``value`` (plain data) is of the ``annotation`` type; an int passes for a float
-    and an integral float for an int, as JSON and command lines write them."""
-    union = typing.get_origin(annotation) in (typing.Union, types.UnionType)
-    for option in typing.get_args(annotation) if union else (annotation,):
-        option = typing.get_origin(option) or option
-        if option is inspect.Parameter.empty:
-            return isinstance(value, _SCALARS)
-        if option is None or option is type(None):
-            if value is None:
-                return True
-        elif isinstance(value, bool):
-            if option is bool:
-                return True
-        elif option is float and isinstance(value, (int, float)):
-            return True
-        elif option is int and isinstance(value, float) and value.is_integer():
-            return True
-        elif isinstance(option, type) and isinstance(value, option) and _is_plain(value):
-            return True
-    return False
-
-
-def checked_params(path, cls: type, params) -> dict:
-    """``params`` when it is a dict of parameters ``cls.__init__`` takes, each of the type the
-    signature declares."""
-    signature = inspect.signature(cls.__init__)
-    hints = typing.get_type_hints(cls.__init__)
-    known = [name for name, p in signature.parameters.items()
-             if name != "self" and p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)]
-    if not isinstance(params, dict) or not all(isinstance(k, str) for k in params):
-        raise refuse(path, "params", f"a dict of {cls.__name__} parameters",
-                     params if params is not None else _MISSING)
-    for key, value in params.items():
-        if key not in known:
-            raise ValueError(f"{path}: field 'params': {key!r} is not a parameter of "
-                             f"{cls.__name__} (it takes {', '.join(known)})")
-        annotation = hints.get(key, inspect.Parameter.empty)
-        if not _matches(annotation, value):
-            expected = getattr(annotation, "__name__", None) or str(annotation)
-            raise ValueError(f"{path}: field 'params': {key!r} must be {expected}, got "
-                             f"{type(value).__name__} {value!r:.60}")
-    return dict(params)
 
 
 def names(path, field: str, value, what: str, count: int | None = None) -> tuple[str, ...]:
@@ -254,12 +174,14 @@ def state_dicts(path, field: str, value, count: int) -> list[dict[str, torch.Ten
     return list(value)
 
 
-def build_members(path, configs: list[dict], weights: list[dict]) -> list[nn.Module]:
-    """The member networks with their weights, in eval mode. A configuration claiming a far larger
-    network than the file holds allocates nothing and takes no time: every size in it (a width,
-    depth, stage count or output count of these architectures needs at least that many weights)
-    must be at most the number of stored weights, and it is first built on the meta device
-    (shapes only, no memory) to compare its parameter shapes with the stored ones."""
+def build_members(path, configs: list[dict], weights: list[dict], build=build_net
+                  ) -> list[nn.Module]:
+    """The member networks ``build(**config)`` with their weights, in eval mode. A
+    configuration claiming a far larger network than the file holds allocates nothing and takes
+    no time: every size in it (a width, depth, stage count or output count of these
+    architectures needs at least that many weights) must be at most the number of stored
+    weights, and it is first built on the meta device (shapes only, no memory) to compare its
+    parameter shapes with the stored ones."""
     nets = []
     for i, (config, state) in enumerate(zip(configs, weights, strict=True)):
         stored_weights = sum(tensor.numel() for tensor in state.values())
@@ -268,10 +190,10 @@ def build_members(path, configs: list[dict], weights: list[dict]) -> list[nn.Mod
                              f"a size in it exceeds the {stored_weights} stored weights")
         try:
             with torch.device("meta"):
-                skeleton = build_net(**config)
+                skeleton = build(**config)
         except Exception as error:  # any failure to build a plain configuration: it does not fit
             raise ValueError(f"{path}: field 'net_configs': member {i} {config} does not fit "
-                             f"{config['arch']}: {error}") from None
+                             f"{config.get('arch', build.__name__)}: {error}") from None
         needed = {k: tuple(v.shape) for k, v in skeleton.state_dict().items()}
         stored = {k: tuple(v.shape) for k, v in state.items()}
         if needed != stored:
@@ -280,7 +202,7 @@ def build_members(path, configs: list[dict], weights: list[dict]) -> list[nn.Mod
                 f"unexpected tensors {sorted(set(stored) - set(needed))[:3]}")
             raise ValueError(f"{path}: member {i} weights do not fit "
                              f"{architecture([config])}: {problem}")
-        net = build_net(**config)
+        net = build(**config)
         net.load_state_dict(state)
         nets.append(net.eval())
     return nets
@@ -295,7 +217,7 @@ def architecture(net_configs: list[dict]) -> str:
     for config in net_configs:
         kwargs = ",".join(f"{k}={v}" for k, v in config.items() if k not in ("arch",
                                                                              "in_channels"))
-        parts.append(f"{config['arch']}({kwargs})")
+        parts.append(f"{config.get('arch', 'net')}({kwargs})")
     return " + ".join(parts)
 
 

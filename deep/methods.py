@@ -66,6 +66,7 @@ class NetFinder(Method):
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
+    persistence = "net-finder"  # a model file holds that checkpoint (baselines/persistence.py)
         return [a.strip() for a in str(self.arch).split("+")]
 
     def _net_kwargs(self, arch: str) -> dict:

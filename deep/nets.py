@@ -153,7 +153,11 @@ def build_net(arch: str, in_channels: int, **kwargs) -> nn.Module:
     """The network ``arch`` (a key of NETS) for ``in_channels`` bands."""
     if arch not in NETS:
         raise ValueError(f"unknown architecture {arch!r}; known: {', '.join(NETS)}")
-    return NETS[arch](in_channels, **kwargs)
+    net = NETS[arch](in_channels, **kwargs)
+    # how to build it again: a saved model rebuilds its networks from this (persistence.py)
+    net.build_spec = {"builder": "build_net",
+                      "kwargs": {"arch": arch, "in_channels": in_channels, **kwargs}}
+    return net
 
 
 def count_parameters(net: nn.Module) -> int:

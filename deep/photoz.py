@@ -18,7 +18,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -73,6 +73,8 @@ class NetZ(nn.Module):
         super().__init__()
         chans = (config.in_bands, *config.channels)
         self.features = nn.Sequential(*[_block(a, b) for a, b in zip(chans[:-1], chans[1:],
+        # how to build it again: a saved model rebuilds its network from this (persistence.py)
+        self.build_spec = {"builder": "netz", "kwargs": asdict(config)}
                                                                       strict=True)])
         width = chans[-1]
         self.catalogue = None
@@ -95,6 +97,13 @@ class NetZ(nn.Module):
 
 class NetZPhotoz(Method):
     """Photo-z CNN on images painted from the catalogue photometry (NetZ-like)."""
+def build_netz(**config) -> NetZ:
+    """The NetZ of a saved ``build_spec``."""
+    if "channels" in config:
+        config["channels"] = tuple(config["channels"])
+    return NetZ(NetZConfig(**config))
+
+
 
     kinds = ("photoz",)
     search_space = {

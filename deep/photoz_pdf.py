@@ -41,7 +41,7 @@ galaxies; the test part never used), one member, 1 thread. sigma_NMAD / outliers
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import numpy as np
 import torch
@@ -69,6 +69,8 @@ class PDFMLP(nn.Module):
         super().__init__()
         layers, width = [], config.n_in
         for _ in range(config.layers):
+        # how to build it again: a saved model rebuilds its network from this (persistence.py)
+        self.build_spec = {"builder": "pdfmlp", "kwargs": asdict(config)}
             layers += [nn.Linear(width, config.hidden), nn.GELU()]
             width = config.hidden
         self.trunk = nn.Sequential(*layers)
@@ -82,6 +84,11 @@ class PDFMLP(nn.Module):
 
 def pdf_mode(centres: np.ndarray, pdf: np.ndarray) -> np.ndarray:
     """The peak of each row of ``pdf`` on the equally spaced ``centres``, refined to a fraction of
+def build_pdfmlp(**config) -> PDFMLP:
+    """The PDFMLP of a saved ``build_spec``."""
+    return PDFMLP(PDFMLPConfig(**config))
+
+
     a bin by the vertex of the parabola through log p of the highest bin and its neighbours."""
     n_bins = pdf.shape[1]
     rows = np.arange(len(pdf))

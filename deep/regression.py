@@ -132,6 +132,7 @@ class ResNetRegressor(Method):
     """A ResNet (or a committee of them) regressing lens-model parameters with uncertainties."""
 
     kinds = ("modeling",)
+    persistence = "net-regressor"  # saved as its own checkpoint (save/load below)
     search_space = {
         "lr": {"type": "float", "low": 3e-4, "high": 1e-2, "log": True},
         "width": {"type": "categorical", "choices": [16, 24, 32]},
@@ -311,12 +312,14 @@ class ResNetRegressor(Method):
         return path
 
     @classmethod
-    def load(cls, path: str | Path, info: TaskInfo | None = None) -> ResNetRegressor:
-        """The fitted regressor saved at ``path``, every field checked; refused (naming the file)
-        when ``info`` has other bands or targets. Files written before this format pickled
-        numpy arrays: they do not load weights-only and are refused (refit the method)."""
+    def load(cls, path: str | Path, info: TaskInfo | None = None, *,
+             data: bytes | None = None) -> ResNetRegressor:
+        """The fitted regressor saved at ``path`` (or in ``data``, its bytes, ``path`` then
+        naming it in errors), every field checked; refused (naming the file) when ``info`` has
+        other bands or targets. Files written before this format pickled numpy arrays: they do
+        not load weights-only and are refused (refit the method)."""
         path = Path(path)
-        payload = checkpoint.read_payload(path, "lensbench regressor checkpoint", hint=(
+        payload = checkpoint.read_payload(path, "lensbench regressor checkpoint", data, hint=(
             f"; regressor files written before the format {FORMAT!r} pickled numpy arrays: "
             f"refit the method to get one that does"))
         if payload.get("format") != FORMAT:
