@@ -421,6 +421,22 @@ def cmd_scan(args) -> int:
     return 0
 
 
+def cmd_degrade(args) -> int:
+    from lensbench.datasets.degrade import degrade_files
+
+    check_output_folder(args.out, "--out")
+    bands = [b.strip() for b in args.bands.split(",")] if args.bands else None
+    written = degrade_files(args.image, args.out, args.survey, bands,
+                            pixel_scale=args.pixel_scale, zero_point=args.zeropoint,
+                            arcs=args.arc, lens_lights=args.lens_light, rms=args.rms,
+                            noise_correlation=args.noise_correlation,
+                            subtract_sky=args.subtract_sky, seed=args.seed,
+                            stamp_size=args.stamp_size, per_band_files=args.per_band_files,
+                            image_band=args.image_band)
+    print(f"wrote {len(written)} file(s) to {args.out}")
+    return 0
+
+
 def cmd_inspect(args) -> int:
     from lensbench.bench.inspect_page import merge_grades, write_page
 
@@ -563,6 +579,40 @@ def build_parser() -> argparse.ArgumentParser:
                       "$MLFLOW_TRACKING_URI or the workdir's)")
     _add_workdir(scan)
     scan.set_defaults(func=cmd_scan)
+
+    degrade = sub.add_parser("degrade", help="render high-resolution images (HST) as a survey "
+                             "preset observes them, as the real suite does for SLACS")
+    degrade.add_argument("--image", action="append", required=True, metavar="FITS",
+                         help="a sky-subtracted high-resolution image centred on the object; "
+                              "repeat for several (one noise generator, in order)")
+    degrade.add_argument("--pixel-scale", type=float,
+                         help="arcsec/pixel of the images (default: their WCS)")
+    degrade.add_argument("--zeropoint", type=float,
+                         help="AB zero point of one unit of the image values (default: BUNIT, "
+                              "MAGZERO/PHOTZP/... or PHOTFLAM in the header)")
+    degrade.add_argument("--survey", required=True, help="a survey preset (hsc, lsst-10yr, ...)")
+    degrade.add_argument("--bands", help="comma-separated bands (default: all of the preset)")
+    degrade.add_argument("--stamp-size", type=int_at_least(8),
+                         help="output side in pixels (default: the preset's)")
+    degrade.add_argument("--arc", action="append", metavar="FITS",
+                         help="the arc light of each image (source colours); once per --image")
+    degrade.add_argument("--lens-light", action="append", metavar="FITS",
+                         help="the lens light of each image (lens colours); once per --image")
+    degrade.add_argument("--rms", action="append", type=float,
+                         help="the image's own per-pixel noise sigma, once per --image "
+                              "(default: measured on its border)")
+    degrade.add_argument("--noise-correlation", action="append", type=float,
+                         help="variance of 4x4 sums / 16 pixel variances of the image's noise, "
+                              "once per --image (default: measured on its border)")
+    degrade.add_argument("--subtract-sky", action="store_true",
+                         help="subtract the median of the image border first")
+    degrade.add_argument("--image-band", default="i",
+                         help="the survey band the image's filter stands for (default i: F814W)")
+    degrade.add_argument("--seed", type=int_at_least(0), default=0)
+    degrade.add_argument("--per-band-files", action="store_true",
+                         help="one science and one rms FITS per band instead of one cube")
+    degrade.add_argument("--out", type=Path, required=True, help="folder to write in")
+    degrade.set_defaults(func=cmd_degrade)
 
     inspect = sub.add_parser("inspect", help="grade scan candidates by eye in an HTML page, "
                              "or merge the exported grades into the table")

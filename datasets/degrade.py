@@ -22,7 +22,10 @@ pixel variances, :func:`border_noise`).
 
 from __future__ import annotations
 
+import os
+import tempfile
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
@@ -256,3 +259,159 @@ def _split(image, arc_image, lens_light_image) -> tuple[np.ndarray, np.ndarray]:
     if lens_light_image is None:
         return given["arc image"], given["image"] - given["arc image"]
     return given["arc image"], given["lens-light image"]
+
+
+# ------------------------------------------------------------------------------------ files
+def survey_sigma(expected: np.ndarray, survey: Survey) -> np.ndarray:
+    """(B, H, W) per-pixel noise sigma (nanomaggies) of the survey's noise model around the
+    noise-free ``expected`` image: Poisson of source + sky and read noise, as ``degrade`` draws
+    it (where the input's own noise exceeds that, the input's dominates instead)."""
+    out = np.empty(expected.shape, dtype=np.float32)
+    for b, band in enumerate(survey.bands):
+        epn = band.electrons_per_nanomaggy
+        variance = (np.clip(expected[b] * epn, 0, None) + band.sky_counts
+                    + band.n_exposures * band.read_noise**2)
+        out[b] = np.sqrt(variance) / epn
+    return out
+
+
+def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] | None = None,
+                  *, pixel_scale: float | None = None, zero_point: float | None = None,
+                  arcs: Sequence | None = None, lens_lights: Sequence | None = None,
+                  rms: Sequence[float | None] | None = None,
+                  noise_correlation: Sequence[float | None] | None = None,
+                  subtract_sky: bool = False, seed: int = 0, stamp_size: int | None = None,
+                  per_band_files: bool = False, image_band: str = "i") -> list[Path]:
+    """``bench degrade``: render each FITS image of ``images`` (in order, one noise generator
+    seeded by ``seed``, so a list reproduces a split that degrades them in turn) with
+    :func:`degrade` and write it to ``out_dir``; returns the files written.
+
+    Per image: zero point and pixel scale from the flags or the header (as
+    :mod:`lensbench.datasets.prepare` reads them), optional arc and lens-light images of the
+    same grid and units; its own noise sigma ``rms`` (in its units) and correlation factor, or
+    both measured on its border (:func:`border_noise`), whose median is subtracted first with
+    ``subtract_sky``. Output: ``<stem>_<band>.fits`` (science) and ``<stem>_<band>.rms.fits``
+    (noise sigma of the survey's model) per band with ``per_band_files``, else one cube
+    ``<stem>.fits`` (HDU 0 science, HDU "RMS"); nanomaggies (BUNIT, MAGZERO 22.5), FILTER,
+    SURVEY, PIXSCALE and, when the input has a celestial WCS, a WCS of the same orientation
+    centred on the input's centre."""
+    from astropy.io import fits
+    from lensbench.datasets.prepare import (
+        PreparationError,
+        pixel_scale_of,
+        read_plane,
+        zero_point_of,
+    )
+
+    preset = get_survey(survey)
+    chosen = preset.select(bands) if bands is not None else preset
+    n = len(images)
+    arcs, lens_lights = list(arcs or [None] * n), list(lens_lights or [None] * n)
+    rms, noise_correlation = list(rms or [None] * n), list(noise_correlation or [None] * n)
+    for name, values in (("--arc", arcs), ("--lens-light", lens_lights), ("--rms", rms),
+                         ("--noise-correlation", noise_correlation)):
+        if len(values) != n:
+            raise ValueError(f"{name} is given {len(values)} times for {n} --image files: give "
+                             "it once per image, in the same order, or not at all")
+    stems = [Path(p).name.split(".")[0] for p in images]
+    if len(set(stems)) != n:
+        raise ValueError(f"--image: two images share a name ({stems}); outputs are named after "
+                         "them")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    written = []
+    for k, path in enumerate(images):
+        data, header = read_plane(path, what="image")
+        zp, factor, _ = zero_point_of(header, str(path), zero_point)
+        scale, _ = pixel_scale_of(header, str(path), pixel_scale)
+        if scale is None:
+            raise PreparationError(f"{path}: no pixel scale (no WCS or PIXSCALE keyword); pass "
+                                   "--pixel-scale")
+        data = data * factor
+        sky, sigma, correlation = border_noise(data)
+        if subtract_sky:
+            data = data - sky
+        sigma = sigma if rms[k] is None else float(rms[k]) * factor
+        correlation = correlation if noise_correlation[k] is None else float(
+            noise_correlation[k])
+        parts = {}
+        for name, part in (("arc_image", arcs[k]), ("lens_light_image", lens_lights[k])):
+            if part is not None:
+                plane, _ = read_plane(part, what=name.replace("_", " "))
+                if plane.shape != data.shape:
+                    raise PreparationError(f"{part}: shape {plane.shape}, the image {path} has "
+                                           f"{data.shape}")
+                parts[name] = plane * factor - (sky if subtract_sky and name == "lens_light_image"
+                                                else 0.0)
+        kwargs = dict(stamp_size=stamp_size, native_variance=sigma**2,
+                      correlation_factor=correlation, image_band=image_band, **parts)
+        image = degrade(data, scale, zp, chosen, seed=rng, **kwargs)
+        sigma_map = survey_sigma(degrade(data, scale, zp, chosen, seed=None, **kwargs), chosen)
+        header_out = _output_header(header, scale, chosen, image.shape[-1], zp)
+        written += _write_outputs(fits, out_dir, stems[k], image, sigma_map, chosen,
+                                  header_out, per_band_files)
+    return written
+
+
+def _output_header(header, in_scale: float, survey: Survey, size: int, zero_point: float):
+    from astropy.io import fits
+
+    out = fits.Header()
+    out["BUNIT"] = ("nanomaggy", "sky-subtracted flux per pixel")
+    out["MAGZERO"] = (NANOMAGGY_ZEROPOINT, "AB magnitude of 1 nanomaggy")
+    out["SURVEY"] = survey.name
+    out["PIXSCALE"] = (survey.pixel_scale, "arcsec per pixel")
+    out["ZPINPUT"] = (zero_point, "AB zero point of the input image")
+    if header is not None and any(k in header for k in ("CD1_1", "CDELT1", "PC1_1")):
+        import warnings
+
+        from astropy.wcs import WCS, FITSFixedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            wcs = WCS(header, naxis=2)
+        if wcs.has_celestial:
+            ny, nx = int(header.get("NAXIS2", 0)), int(header.get("NAXIS1", 0))
+            centre = wcs.all_pix2world([[(nx - 1) / 2, (ny - 1) / 2]], 0)[0]
+            cd = wcs.pixel_scale_matrix * (survey.pixel_scale / in_scale)
+            out["CTYPE1"], out["CTYPE2"] = wcs.wcs.ctype[0], wcs.wcs.ctype[1]
+            out["CRPIX1"] = out["CRPIX2"] = (size + 1) / 2
+            out["CRVAL1"], out["CRVAL2"] = float(centre[0]), float(centre[1])
+            for i in range(2):
+                for j in range(2):
+                    out[f"CD{i + 1}_{j + 1}"] = float(cd[i, j])
+    return out
+
+
+def _write_outputs(fits, out_dir: Path, stem: str, image: np.ndarray, sigma: np.ndarray,
+                   survey: Survey, header, per_band_files: bool) -> list[Path]:
+    """Write atomically (temporary file, then rename): an interrupt leaves no torn FITS."""
+    def write(hdul, path: Path) -> Path:
+        handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+        os.close(handle)
+        try:
+            hdul.writeto(tmp, overwrite=True)
+            os.replace(tmp, path)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        return path
+
+    if not per_band_files:
+        head = header.copy()
+        head["BANDS"] = (",".join(survey.band_names), "band of each plane")
+        rms_head = head.copy()
+        rms_head["EXTNAME"] = "RMS"
+        return [write(fits.HDUList([fits.PrimaryHDU(image, head),
+                                    fits.ImageHDU(sigma, rms_head)]), out_dir / f"{stem}.fits")]
+    written = []
+    for b, band in enumerate(survey.band_names):
+        head = header.copy()
+        head["FILTER"] = band
+        written.append(write(fits.HDUList([fits.PrimaryHDU(image[b], head)]),
+                             out_dir / f"{stem}_{band}.fits"))
+        head["COMMENT"] = "noise sigma per pixel of the survey's noise model"
+        written.append(write(fits.HDUList([fits.PrimaryHDU(sigma[b], head)]),
+                             out_dir / f"{stem}_{band}.rms.fits"))
+    return written

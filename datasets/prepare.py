@@ -1,0 +1,514 @@
+"""Prepare a user's real cutout to a model's input contract: :func:`prepare_cutout`.
+
+A model (``baselines.persistence.ModelContract``) takes (bands, H, W) stamps in its band order,
+sky-subtracted nanomaggies (AB zero point 22.5) per pixel of its pixel scale, centred on the
+object. A survey delivers something else; this module turns it into that, and says what it
+did (:class:`Preparation`, one record per cutout). Inputs:
+
+* one FITS file per band (science image, optionally an rms or an inverse-variance weight map):
+  :func:`read_band_files`;
+* one multi-extension FITS file with one band per HDU (DES style) or one (bands, H, W) cube:
+  :func:`read_cutout`. Bands come from a map (``{"g": "SCI_G"}``: HDU name or index, or the
+  plane index of a cube), else from each HDU's FILTER / BAND keyword (a cube: BANDS = "g,r,i"),
+  else a cube with exactly the model's number of planes is taken in the model's order;
+* a (bands, H, W) array with its zero point and pixel scale given.
+
+Steps, per band:
+
+1. Units to nanomaggies: ``flux_nmgy = value * 10**(-0.4 * (ZP - 22.5))`` with the AB zero point
+   ZP of one unit of the stored values: a flag (``zero_point``) wins, else BUNIT nanomaggies (22.5),
+   else a MAGZERO / MAGZPT / MAGZP / PHOTZP / ZP / ZEROPT keyword, else HST's PHOTFLAM and PHOTPLAM
+   (the zero point of 1 e-/s; an image in counts, BUNIT without "/S", is divided by EXPTIME).
+   Nothing saying the zero point is an error: a guessed one shifts every flux.
+2. Pixel scale: a flag wins, else the WCS of the header (astropy; the pixel side is
+   sqrt |det CD|, so rotated frames are measured right), else a PIXSCALE / PIXSCAL1 / SECPIX
+   keyword. Nothing saying it, when the model needs resampling, is an error.
+3. Resampling, when the scales differ by more than 1e-6: flux-conserving, by exact pixel-area
+   overlap (:func:`lensbench.datasets.degrade.rebin_flux`, the rebinning the real suite renders
+   its known lenses with and tests). We use it rather than ``reproject`` because it keeps the
+   grid centred on the cutout centre and the orientation of the input: a lens finder trained
+   with dihedral augmentation does not care about the sky orientation, and matching the suite's
+   own rebinning means a cutout the suite made is resampled exactly as the suite resamples. The
+   output grid holds only pixels the input covers fully (no partial edge pixels).
+   An rms map is resampled as a variance (squared weights).
+4. Centring: cutouts are taken to be centred on the object (as a cutout service delivers them
+   around a catalogue position); the stamp is cut around the centre, or padded on every side.
+   Padding pixels get Gaussian noise of the sky sigma, from the rms map (its median over the
+   cutout border) or, without one, the sigma-clipped standard deviation of the cutout's border
+   (``astropy.stats.sigma_clipped_stats``). Zero padding would put a noiseless frame around the
+   object that no training image has (a real lens moved from 0.983 to 0.910 between the two).
+   The noise is drawn from a generator seeded by the cutout id (and ``seed``), so a rerun gives
+   the same pixels.
+
+A missing band, file or HDU is an error naming the file and the band.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import re
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, rebin_flux, to_nanomaggies
+
+ZERO_POINT_KEYWORDS = ("MAGZERO", "MAGZPT", "MAGZP", "PHOTZP", "ZP", "ZEROPT")
+PIXEL_SCALE_KEYWORDS = ("PIXSCALE", "PIXSCAL1", "SECPIX")
+BAND_KEYWORDS = ("FILTER", "BAND", "FILTNAM1")
+NANOMAGGY_UNITS = ("nanomaggy", "nanomaggies", "nmgy")
+SCALE_TOLERANCE = 1e-6  # relative: scales closer than this are the same (no resampling)
+BORDER_WIDTH = 4  # pixels of the border that give the sky sigma without an rms map
+ARCSEC_PER_DEG = 3600.0
+
+
+class PreparationError(ValueError):
+    """A cutout that cannot be prepared (missing band or file, no zero point, ...): the message
+    names the file and the band or keyword."""
+
+
+@dataclass(frozen=True)
+class ModelInputs:
+    """What a model takes: bands in order, pixel scale (arcsec; None if unknown) and stamp
+    (H, W)."""
+
+    bands: tuple[str, ...]
+    pixel_scale: float | None
+    stamp_shape: tuple[int, int]
+
+
+@dataclass
+class BandPlane:
+    """One band of a cutout as read: values as stored, where they came from, its header."""
+
+    band: str
+    data: np.ndarray
+    file: str  # "path" or "path[HDU]", for messages and the record
+    header: object = None  # astropy Header or None
+    rms: np.ndarray | None = None  # per-pixel sigma, in the units of ``data``
+    rms_file: str | None = None
+
+
+@dataclass
+class Preparation:
+    """What was done to one cutout (one row of the side table of ``bench scan``)."""
+
+    id: str
+    files: str = ""
+    zero_points: str = ""  # "g=30.0,r=30.0"
+    zero_point_from: str = ""  # "g=MAGZERO,r=--zeropoint"
+    pixel_scale_in: float = math.nan
+    pixel_scale_from: str = ""
+    scale_factor: float = 1.0  # input pixel / model pixel
+    resampling: str = "none"  # "none" or "rebin_flux"
+    input_shape: str = ""
+    crop_pixels: int = 0  # pixels cut off (all sides, one band)
+    padding_pixels: int = 0  # pixels of noise added (all sides, one band)
+    noise_source: str = "none"  # "rms map", "border sigma-clipped std" or "none"
+    noise_sigma: str = ""  # per band, nanomaggies
+    seed: int = 0
+    notes: list[str] = field(default_factory=list)
+
+    def row(self) -> dict[str, str]:
+        values = asdict(self)
+        values["notes"] = "; ".join(self.notes)
+        return {key: repr(v) if isinstance(v, float) else str(v) for key, v in values.items()}
+
+
+PREPARATION_COLUMNS = tuple(Preparation.__dataclass_fields__)
+
+
+# --------------------------------------------------------------------------- header facts
+
+
+def zero_point_of(header, where: str, flag: float | None = None) -> tuple[float, float, str]:
+    """(AB zero point, factor the values are multiplied by first, where the zero point came
+    from) of an image with ``header``; see the module docstring. PreparationError naming
+    ``where`` when nothing says it."""
+    if flag is not None:
+        return float(flag), 1.0, "--zeropoint"
+    header = header if header is not None else {}
+    unit = str(header.get("BUNIT", "")).strip().lower()
+    if unit in NANOMAGGY_UNITS:
+        return NANOMAGGY_ZEROPOINT, 1.0, "BUNIT"
+    for key in ZERO_POINT_KEYWORDS:
+        value = header.get(key)
+        if isinstance(value, (int, float)) and not isinstance(value, bool) \
+                and math.isfinite(value):
+            return float(value), 1.0, key
+    photflam, photplam = header.get("PHOTFLAM"), header.get("PHOTPLAM")
+    if isinstance(photflam, (int, float)) and isinstance(photplam, (int, float)) \
+            and photflam > 0 and photplam > 0:
+        # AB magnitude of 1 e-/s (STScI ACS zero points)
+        zero_point = -2.5 * math.log10(photflam) - 5.0 * math.log10(photplam) - 2.408
+        if "/s" in unit:
+            return zero_point, 1.0, "PHOTFLAM"
+        exptime = header.get("EXPTIME")
+        if not isinstance(exptime, (int, float)) or exptime <= 0:
+            raise PreparationError(f"{where}: BUNIT {unit or 'missing'!r} is counts, not "
+                                   "counts/s, and there is no EXPTIME to turn the PHOTFLAM zero "
+                                   "point (of 1 e-/s) into one for these values")
+        return zero_point, 1.0 / float(exptime), "PHOTFLAM/EXPTIME"
+    raise PreparationError(
+        f"{where}: nothing says the zero point (no BUNIT nanomaggies, no "
+        f"{'/'.join(ZERO_POINT_KEYWORDS)} or PHOTFLAM keyword); pass --zeropoint")
+
+
+def pixel_scale_of(header, where: str, flag: float | None = None
+                   ) -> tuple[float | None, str]:
+    """(pixel side in arcsec, where it came from) or (None, "unknown")."""
+    if flag is not None:
+        return float(flag), "--pixel-scale"
+    if header is None:
+        return None, "unknown"
+    if any(key in header for key in ("CD1_1", "CDELT1", "PC1_1")):
+        import warnings
+
+        from astropy.wcs import WCS, FITSFixedWarning
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FITSFixedWarning)
+            try:
+                wcs = WCS(header, naxis=2)
+            except Exception as error:  # a broken WCS is the file's fault: say so
+                raise PreparationError(f"{where}: unreadable WCS ({error})") from None
+        m = wcs.pixel_scale_matrix
+        area = abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])
+        sides = np.sqrt((m**2).sum(axis=0))  # per pixel axis, degrees
+        if area > 0:
+            if abs(sides[0] / sides[1] - 1) > 0.01:
+                raise PreparationError(f"{where}: pixels of {sides[0] * 3600:.4g}\" x "
+                                       f"{sides[1] * 3600:.4g}\" are not square")
+            return math.sqrt(area) * ARCSEC_PER_DEG, "WCS"
+    for key in PIXEL_SCALE_KEYWORDS:
+        value = header.get(key)
+        if isinstance(value, (int, float)) and value > 0:
+            return float(value), key
+    return None, "unknown"
+
+
+def band_of(header, bands: Sequence[str]) -> str | None:
+    """The model band a header's FILTER / BAND keyword names ("HSC-G", "g", "DECam r"), or
+    None."""
+    if header is None:
+        return None
+    for key in BAND_KEYWORDS:
+        value = header.get(key)
+        if not isinstance(value, str):
+            continue
+        tokens = [t for t in re.split(r"[^A-Za-z0-9]+", value.strip()) if t]
+        for token in reversed(tokens):  # "HSC-G": the band is the last token
+            for band in bands:
+                if token == band or token.lower() == band.lower():
+                    return band
+    return None
+
+
+# --------------------------------------------------------------------------- reading
+
+
+def _open(path: str | Path, band: str | None = None):
+    from astropy.io import fits
+
+    path = Path(path)
+    if not path.is_file():
+        raise PreparationError(f"{path}: no such file" + (f" (band {band})" if band else ""))
+    try:
+        return fits.open(path, memmap=False)
+    except Exception as error:  # a corrupt file is one bad cutout, named
+        raise PreparationError(f"{path}: unreadable FITS ({type(error).__name__}: "
+                               f"{error})") from None
+
+
+def _image_hdus(hdul) -> list[tuple[int, object]]:
+    return [(k, hdu) for k, hdu in enumerate(hdul)
+            if getattr(hdu, "is_image", False) and hdu.data is not None and hdu.data.ndim >= 2]
+
+
+def read_plane(path: str | Path, band: str | None = None, what: str = "image"
+               ) -> tuple[np.ndarray, object]:
+    """(the first 2-D image of a FITS file as float64, its header with the primary's keywords
+    it lacks); PreparationError naming the file (and ``band``)."""
+    with _open(path, band) as hdul:
+        hdus = _image_hdus(hdul)
+        if not hdus:
+            raise PreparationError(f"{path}: no {what} HDU with data"
+                                   + (f" (band {band})" if band else ""))
+        _, hdu = hdus[0]
+        data = np.asarray(hdu.data, dtype=np.float64)
+        header = hdu.header.copy()
+        if hdus[0][0] > 0:
+            header = _merged(hdul[0].header, header)
+    data = np.squeeze(data)
+    if data.ndim != 2:
+        raise PreparationError(f"{path}: {what} of shape {data.shape}, expected one 2-D plane"
+                               + (f" (band {band})" if band else ""))
+    return data, header
+
+
+def _merged(primary, extension):
+    """An extension header with the primary's keywords it lacks (zero points often sit in the
+    primary header of a multi-extension file)."""
+    merged = extension.copy()
+    for card in primary.cards:
+        if card.keyword and card.keyword not in merged and card.keyword not in (
+                "SIMPLE", "EXTEND", "NAXIS", "NAXIS1", "NAXIS2", "BITPIX", "COMMENT",
+                "HISTORY", ""):
+            merged[card.keyword] = card.value
+    return merged
+
+
+def read_band_files(files: Mapping[str, Mapping[str, str | Path | None]]) -> list[BandPlane]:
+    """Planes of a cutout delivered as one FITS file per band: ``files[band]`` holds ``sci``
+    and optionally ``rms`` (per-pixel sigma) or ``weight`` (inverse variance) paths."""
+    planes = []
+    for band, spec in files.items():
+        sci = spec.get("sci")
+        if not sci:
+            raise PreparationError(f"no science file for band {band}")
+        data, header = read_plane(sci, band)
+        rms, rms_file = None, None
+        if spec.get("rms"):
+            rms, _ = read_plane(spec["rms"], band, "rms")
+            rms_file = str(spec["rms"])
+        elif spec.get("weight"):
+            weight, _ = read_plane(spec["weight"], band, "weight")
+            with np.errstate(divide="ignore"):
+                rms = np.where(weight > 0, 1.0 / np.sqrt(np.clip(weight, 1e-300, None)), np.inf)
+            rms_file = str(spec["weight"])
+        if rms is not None and rms.shape != data.shape:
+            raise PreparationError(f"{rms_file}: shape {rms.shape}, the science image {sci} "
+                                   f"of band {band} has {data.shape}")
+        planes.append(BandPlane(band, data, str(sci), header, rms, rms_file))
+    return planes
+
+
+def parse_band_map(text: str | None) -> dict[str, str] | None:
+    """``"g=SCI_G,r=2"`` -> {"g": "SCI_G", "r": "2"}; ValueError naming ``--bands``."""
+    if not text:
+        return None
+    out = {}
+    for part in text.split(","):
+        band, sep, where = part.partition("=")
+        if not sep or not band.strip() or not where.strip():
+            raise ValueError(f"--bands {text!r}: expected band=HDU pairs such as g=1,r=SCI_R, "
+                             f"got {part!r}")
+        out[band.strip()] = where.strip()
+    return out
+
+
+def read_cutout(path: str | Path, bands: Sequence[str],
+                band_map: Mapping[str, str] | None = None) -> list[BandPlane]:
+    """The planes of ``bands`` in one FITS file: a multi-extension file with one band per HDU,
+    or a (bands, H, W) cube (see the module docstring for how bands are found)."""
+    path = Path(path)
+    with _open(path) as hdul:
+        hdus = _image_hdus(hdul)
+        if not hdus:
+            raise PreparationError(f"{path}: no image HDU with data")
+        primary = hdul[0].header
+        cube = [(k, h) for k, h in hdus if np.squeeze(h.data).ndim == 3]
+        if cube and len(hdus) == 1:
+            k, hdu = cube[0]
+            data = np.asarray(np.squeeze(hdu.data), dtype=np.float64)
+            return _cube_planes(path, data, hdu.header, bands, band_map)
+        planes = {}
+        if band_map:
+            for band in bands:
+                if band not in band_map:
+                    raise PreparationError(f"{path}: --bands maps no HDU to band {band} (the "
+                                           f"model needs {', '.join(bands)})")
+                where = band_map[band]
+                key = int(where) if where.isdigit() else where
+                try:
+                    hdu = hdul[key]
+                except (KeyError, IndexError):
+                    raise PreparationError(f"{path}: no HDU {where!r} for band {band}") from None
+                if hdu.data is None or np.squeeze(hdu.data).ndim != 2:
+                    raise PreparationError(f"{path}[{where}]: no 2-D image for band {band}")
+                planes[band] = (f"{path}[{where}]", hdu)
+        else:
+            for k, hdu in hdus:
+                band = band_of(hdu.header, bands) or (band_of(primary, bands)
+                                                      if len(hdus) == 1 else None)
+                if band is not None and band not in planes:
+                    planes[band] = (f"{path}[{hdu.name or k}]", hdu)
+            if len(hdus) == 1 and not planes and len(bands) == 1:
+                planes[bands[0]] = (str(path), hdus[0][1])
+        missing = [b for b in bands if b not in planes]
+        if missing:
+            found = [f"{hdu.name or k}: {hdu.header.get('FILTER', hdu.header.get('BAND'))!r}"
+                     for k, hdu in hdus]
+            raise PreparationError(f"{path}: no HDU for band {missing[0]} (image HDUs and their "
+                                   f"FILTER/BAND: {', '.join(found)}); pass --bands "
+                                   f"{missing[0]}=<HDU name or index>")
+        return [BandPlane(band, np.asarray(np.squeeze(planes[band][1].data), dtype=np.float64),
+                          planes[band][0], _merged(primary, planes[band][1].header))
+                for band in bands]
+
+
+def _cube_planes(path: Path, data: np.ndarray, header, bands: Sequence[str],
+                 band_map: Mapping[str, str] | None) -> list[BandPlane]:
+    names = None
+    if band_map:
+        index = {}
+        for band in bands:
+            where = band_map.get(band)
+            if where is None or not where.isdigit() or int(where) >= data.shape[0]:
+                raise PreparationError(f"{path}: --bands gives no plane (0-{data.shape[0] - 1})"
+                                       f" of the cube for band {band}")
+            index[band] = int(where)
+    else:
+        listed = header.get("BANDS")
+        if isinstance(listed, str):
+            names = [b.strip() for b in listed.split(",")]
+            missing = [b for b in bands if b not in names]
+            if missing:
+                raise PreparationError(f"{path}: the cube's BANDS {listed!r} has no band "
+                                       f"{missing[0]}")
+            index = {b: names.index(b) for b in bands}
+        elif data.shape[0] == len(bands):
+            index = {b: k for k, b in enumerate(bands)}
+        else:
+            raise PreparationError(f"{path}: a cube of {data.shape[0]} planes, no BANDS keyword, "
+                                   f"and the model needs {len(bands)} bands "
+                                   f"({', '.join(bands)}); pass --bands g=0,r=1,...")
+    return [BandPlane(b, data[index[b]], f"{path}[plane {index[b]}]", header) for b in bands]
+
+
+# --------------------------------------------------------------------------- preparing
+
+
+def cutout_seed(cutout_id: str, seed: int = 0) -> int:
+    """The noise seed of a cutout: the same id (and ``seed``) gives the same padding."""
+    digest = hashlib.sha256(f"{seed}:{cutout_id}".encode()).digest()
+    return int.from_bytes(digest[:8], "little")
+
+
+def border_sigma(image: np.ndarray, width: int = BORDER_WIDTH) -> float:
+    """Sky sigma of a cutout from its border: the 3-sigma-clipped standard deviation."""
+    from astropy.stats import sigma_clipped_stats
+
+    return float(sigma_clipped_stats(_edge(image, width), sigma=3.0)[2])
+
+
+def _fit_to_stamp(image: np.ndarray, shape: tuple[int, int]
+                  ) -> tuple[np.ndarray, tuple[tuple[int, int], tuple[int, int]]]:
+    """Centre-crop (B, h, w) ``image`` to at most ``shape``, and the padding (before, after)
+    still needed per axis to reach it."""
+    pads = []
+    for axis, want in ((1, shape[0]), (2, shape[1])):
+        have = image.shape[axis]
+        lo = max(have - want, 0) // 2
+        image = np.take(image, np.arange(lo, lo + min(have, want)), axis=axis)
+        extra = max(want - have, 0)
+        pads.append((extra // 2, extra - extra // 2))
+    return image, (pads[0], pads[1])
+
+
+def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
+                   zero_point: float | None = None, pixel_scale: float | None = None,
+                   band_map: Mapping[str, str] | None = None, seed: int = 0
+                   ) -> tuple[np.ndarray, Preparation]:
+    """(the (bands, H, W) float32 stamp in the model's contract, what was done).
+
+    cutout: a FITS path (multi-extension or cube, :func:`read_cutout`), a mapping band ->
+        {"sci": path, "rms": path, "weight": path} (:func:`read_band_files`), a list of
+        :class:`BandPlane`, or a (bands, H, W) array in the model's band order.
+    zero_point, pixel_scale: the ``--zeropoint`` and ``--pixel-scale`` flags (win over headers).
+    band_map: band -> HDU (name or index) or cube plane (``--bands``).
+    seed: mixed with ``cutout_id`` for the padding noise.
+    """
+    bands = tuple(model.bands)
+    if isinstance(cutout, (str, Path)):
+        planes = read_cutout(cutout, bands, band_map)
+    elif isinstance(cutout, Mapping):
+        missing = [b for b in bands if b not in cutout]
+        if missing:
+            named = ", ".join(str(s.get("sci")) for s in cutout.values())
+            raise PreparationError(f"cutout {cutout_id}: no file for band {missing[0]} "
+                                   f"(files: {named})")
+        planes = read_band_files({b: cutout[b] for b in bands})
+    elif isinstance(cutout, np.ndarray):
+        if cutout.ndim != 3 or cutout.shape[0] != len(bands):
+            raise PreparationError(f"cutout {cutout_id}: array of shape {cutout.shape}, "
+                                   f"expected ({len(bands)}, H, W) in the bands {bands}")
+        planes = [BandPlane(b, np.asarray(cutout[k], dtype=np.float64), f"array[{k}]")
+                  for k, b in enumerate(bands)]
+    else:
+        planes = list(cutout)
+    shapes = {p.data.shape for p in planes}
+    if len(shapes) != 1:
+        raise PreparationError(f"cutout {cutout_id}: bands of different shapes "
+                               + ", ".join(f"{p.band} {p.data.shape} ({p.file})"
+                                           for p in planes))
+    record = Preparation(id=cutout_id, files=";".join(p.file for p in planes),
+                         input_shape="x".join(map(str, planes[0].data.shape)),
+                         seed=cutout_seed(cutout_id, seed))
+    zps, sources, fluxes, rmses = [], [], [], []
+    for plane in planes:
+        zp, factor, source = zero_point_of(plane.header, f"{plane.file} (band {plane.band})",
+                                           zero_point)
+        unit = to_nanomaggies(zp) * factor
+        fluxes.append(plane.data * unit)
+        rmses.append(None if plane.rms is None else plane.rms * unit)
+        zps.append(f"{plane.band}={zp:g}")
+        sources.append(f"{plane.band}={source}")
+    record.zero_points, record.zero_point_from = ",".join(zps), ",".join(sources)
+    scales = [pixel_scale_of(p.header, p.file, pixel_scale) for p in planes]
+    known = {round(s, 9) for s, _ in scales if s is not None}
+    if len(known) > 1:
+        raise PreparationError(f"cutout {cutout_id}: bands at different pixel scales "
+                               + ", ".join(f"{p.band} {s}" for p, (s, _) in
+                                           zip(planes, scales, strict=True)))
+    scale_in, record.pixel_scale_from = scales[0]
+    flux = np.stack(fluxes)
+    rms = None if any(r is None for r in rmses) else np.stack(rmses)
+    if model.pixel_scale is not None and scale_in is None:
+        raise PreparationError(f"{planes[0].file}: no pixel scale (no WCS, no "
+                               f"{'/'.join(PIXEL_SCALE_KEYWORDS)} keyword); pass --pixel-scale")
+    if scale_in is not None and model.pixel_scale is None:
+        raise PreparationError(f"the model does not say its pixel scale (a bare torch "
+                               f"checkpoint); pass --model-pixel-scale to resample "
+                               f"{planes[0].file} ({scale_in:.4g}\"/pixel)")
+    if scale_in is not None:
+        record.pixel_scale_in = scale_in
+        record.scale_factor = scale_in / model.pixel_scale
+        if abs(record.scale_factor - 1.0) > SCALE_TOLERANCE:
+            n_out = tuple(int(math.floor(n * record.scale_factor + 1e-9))
+                          for n in flux.shape[1:])
+            flux = rebin_flux(flux, scale_in, model.pixel_scale, n_out)
+            if rms is not None:
+                rms = np.sqrt(rebin_flux(np.where(np.isfinite(rms), rms, 0.0) ** 2, scale_in,
+                                         model.pixel_scale, n_out, variance=True))
+            record.resampling = "rebin_flux"
+    resampled = flux.shape[1] * flux.shape[2]
+    flux, pads = _fit_to_stamp(flux, model.stamp_shape)
+    if rms is not None:
+        rms = _fit_to_stamp(rms, model.stamp_shape)[0]
+    before = flux.shape[1] * flux.shape[2]
+    record.crop_pixels = resampled - before
+    if any(sum(p) for p in pads):
+        rng = np.random.default_rng(record.seed)
+        if rms is not None:
+            sigmas = [float(np.median(_edge(r))) for r in rms]
+            record.noise_source = "rms map"
+        else:
+            sigmas = [border_sigma(f) for f in flux]
+            record.noise_source = "border sigma-clipped std"
+        out = np.empty((len(bands), *model.stamp_shape), dtype=np.float64)
+        for k, sigma in enumerate(sigmas):
+            out[k] = rng.normal(0.0, sigma, model.stamp_shape)
+            out[k, pads[0][0]:pads[0][0] + flux.shape[1],
+                   pads[1][0]:pads[1][0] + flux.shape[2]] = flux[k]
+        record.padding_pixels = int(out.shape[1] * out.shape[2] - before)
+        record.noise_sigma = ",".join(f"{b}={s:.4g}" for b, s in zip(bands, sigmas, strict=True))
+        flux = out
+    return flux.astype(np.float32), record
+
+
+def _edge(image: np.ndarray, width: int = BORDER_WIDTH) -> np.ndarray:
+    return np.concatenate([image[:width].ravel(), image[-width:].ravel(),
+                           image[:, :width].ravel(), image[:, -width:].ravel()])
