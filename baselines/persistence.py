@@ -557,7 +557,12 @@ class _StateReader:
 
     def arrays(self):
         if self._arrays is None:
-            self._arrays = np.load(io.BytesIO(self.read("arrays.npz")), allow_pickle=False)
+            try:
+                self._arrays = np.load(io.BytesIO(self.read("arrays.npz")), allow_pickle=False)
+                self._arrays.files  # noqa: B018 - reads the index: a bad archive fails here
+            except (ValueError, OSError, zipfile.BadZipFile) as error:
+                raise ValueError(f"{self.path}: arrays.npz: not numpy arrays without pickled "
+                                 f"objects: {error}") from None
         return self._arrays
 
     def decode(self, node, where: str):
@@ -585,7 +590,10 @@ class _StateReader:
             key = node.get("key")
             if not isinstance(key, str) or key not in self.arrays().files:
                 raise refuse(self.path, where, "the key of an array in arrays.npz", key)
-            array = self.arrays()[key]
+            try:
+                array = self.arrays()[key]
+            except ValueError as error:  # an object array: numpy refuses to unpickle it
+                raise ValueError(f"{self.path}: arrays.npz: {key}: {error}") from None
             return array if tag == "array" else array[()]
         if tag == "object":
             if node.get("class") not in _OBJECTS:
@@ -639,7 +647,7 @@ class _StateReader:
     def _module(self, node, where: str):
         import importlib
 
-        from lensbench.deep.checkpoint import build_members, read_payload
+        from lensbench.deep.checkpoint import build_members, read_payload, state_dicts
 
         builder, kwargs = node.get("builder"), node.get("kwargs")
         if builder not in _BUILDERS:
@@ -650,6 +658,7 @@ class _StateReader:
         build = getattr(importlib.import_module(module), name)
         state = read_payload(f"{self.path}:{node.get('file')}", "torch state dict",
                              self.read(self._member(node, where, "torch/")))
+        state = state_dicts(self.path, where, [state], 1)[0]
         net = build_members(self.path, [kwargs], [state], build=build)[0]
         return net.train(bool(node.get("training", False)))
 

@@ -5,11 +5,17 @@ file and the field."""
 
 from __future__ import annotations
 
+import functools
+import io
 import json
+import os
+import zipfile
+from collections import Counter
 
 import numpy as np
 import pytest
 from lensbench.baselines.persistence import (
+    ModelContract,
     family_of,
     load_model,
     make_contract,
@@ -68,3 +74,141 @@ def test_nothing_to_save_raises_a_clear_type_error(tmp_path):
     with pytest.raises(TypeError, match="nothing to save"):
         save_model(method, tmp_path / "m.lbmodel")
     assert not list(tmp_path.iterdir())
+
+
+# --------------------------------------------------------------------------- untrusted files
+
+
+def _knn_file(tmp_path):
+    info, make = TASKS["photoz"]
+    X, y = make()
+    method = resolve_method("knn-photoz")(n_neighbors=8).fit(X, y, info=info)
+    return save_model(method, tmp_path / "knn.lbmodel", make_contract(method, info)), X
+
+
+def _rewrite(path, replace: dict[str, bytes]):
+    """The model archive at ``path`` with members replaced (or added)."""
+    with zipfile.ZipFile(path) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    members |= replace
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    path.write_bytes(buffer.getvalue())
+
+
+def _members(path) -> dict[str, bytes]:
+    with zipfile.ZipFile(path) as archive:
+        return {name: archive.read(name) for name in archive.namelist()}
+
+
+def test_a_method_outside_the_registry_is_refused(tmp_path):
+    path, _ = _knn_file(tmp_path)
+    manifest = json.loads(_members(path)["manifest.json"])
+    _rewrite(path, {"manifest.json": json.dumps({**manifest, "method": "os:system"})})
+    with pytest.raises(ValueError, match=r"knn.lbmodel: field 'method': expected a registered"):
+        load_model(path)
+
+
+def test_parameters_the_class_does_not_take_are_refused(tmp_path):
+    path, _ = _knn_file(tmp_path)
+    manifest = json.loads(_members(path)["manifest.json"])
+    manifest["params"]["__class__"] = "x"
+    _rewrite(path, {"manifest.json": json.dumps(manifest)})
+    with pytest.raises(ValueError, match=r"field 'params': '__class__' is not a parameter"):
+        load_model(path)
+
+
+@pytest.mark.parametrize("payload", [functools.partial(len), os.system, Counter(a=1)])
+def test_a_skops_file_needing_other_than_sklearn_numpy_scipy_classes_is_refused(
+        tmp_path, payload):
+    import skops.io
+
+    path, _ = _knn_file(tmp_path)
+    member = next(name for name in _members(path) if name.startswith("sklearn/"))
+    _rewrite(path, {member: skops.io.dumps(payload)})
+    with pytest.raises(ValueError, match=r"needs the type .* not a scikit-learn, numpy or scipy "
+                                         r"class: refused"):
+        load_model(path)
+
+
+def test_pickled_arrays_are_refused(tmp_path):
+    path, _ = _knn_file(tmp_path)
+    buffer = io.BytesIO()
+    arrays = dict(np.load(io.BytesIO(_members(path)["arrays.npz"])))
+    arrays["a0"] = np.array([Counter(a=1)], dtype=object)
+    np.savez(buffer, **arrays)
+    _rewrite(path, {"arrays.npz": buffer.getvalue()})
+    with pytest.raises(ValueError, match=r"knn.lbmodel: arrays.npz"):
+        load_model(path)
+
+
+def test_a_pickled_torch_payload_is_refused(tmp_path):
+    import torch
+
+    info, make = TASKS["photoz"]
+    X, y = make()
+    method = resolve_method("pdf-mlp-photoz")(**TINY["pdf-mlp-photoz"]).fit(X, y, info=info)
+    path = save_model(method, tmp_path / "pdf.lbmodel")
+    member = next(name for name in _members(path) if name.startswith("torch/"))
+    buffer = io.BytesIO()
+    torch.save({"weight": functools.partial(len)}, buffer)
+    _rewrite(path, {member: buffer.getvalue()})
+    with pytest.raises(ValueError, match=r"pickled Python object \(functools.partial\)"):
+        load_model(path)
+    torch.save({"weight": Counter(a=1)}, buffer := io.BytesIO())  # loads weights-only
+    _rewrite(path, {member: buffer.getvalue()})
+    with pytest.raises(ValueError, match=r"pdf.lbmodel: field 'state.members_\[0\]': "
+                                         r"expected member 0: a dict of tensors"):
+        load_model(path)
+
+
+def test_a_network_claiming_other_shapes_than_its_weights_is_refused(tmp_path):
+    info, make = TASKS["photoz"]
+    X, y = make()
+    method = resolve_method("pdf-mlp-photoz")(**TINY["pdf-mlp-photoz"]).fit(X, y, info=info)
+    path = save_model(method, tmp_path / "pdf.lbmodel")
+    state = json.loads(_members(path)["state.json"])
+    node = state["items"]["members_"]["items"][0]
+    node["kwargs"]["hidden"] = 10**9  # would allocate gigabytes if built before the check
+    _rewrite(path, {"state.json": json.dumps(state)})
+    with pytest.raises(ValueError, match=r"pdf.lbmodel: member 0 weights do not fit"):
+        load_model(path)
+
+
+def test_a_bad_contract_field_is_named(tmp_path):
+    path, _ = _knn_file(tmp_path)
+    contract = json.loads(_members(path)["contract.json"])
+    _rewrite(path, {"contract.json": json.dumps({**contract, "bands": "ugriz"})})
+    with pytest.raises(ValueError, match=r"knn.lbmodel: field 'bands': expected a list"):
+        load_model(path)
+
+
+def test_not_a_model_file(tmp_path):
+    path = tmp_path / "x.lbmodel"
+    path.write_bytes(b"\x80\x04K\x01.")  # a pickle
+    with pytest.raises(ValueError, match=r"x.lbmodel: not a lensbench model file"):
+        load_model(path)
+
+
+def test_a_failed_save_leaves_the_previous_file_whole(tmp_path):
+    path, X = _knn_file(tmp_path)
+    before = path.read_bytes()
+    info, make = TASKS["photoz"]
+    broken = resolve_method("knn-photoz")(n_neighbors=8).fit(*make(), info=info)
+    broken.cache_ = object()  # nothing the model format can hold
+    with pytest.raises(TypeError, match=r"cache_: cannot save"):
+        save_model(broken, path)
+    assert path.read_bytes() == before
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["knn.lbmodel"]
+
+
+def test_the_contract_round_trips_as_json():
+    info, make = TASKS["modeling"]
+    method = resolve_method("prior-median")().fit(*make(), info=info)
+    contract = make_contract(method, info, task_version=1, split_hashes={"test": "cd" * 32},
+                             preprocessing={"sky": "subtracted"}, git_commit="abc")
+    assert ModelContract.from_json(contract.to_json()) == contract
+    assert contract.stamp_shape == info.image_shape and contract.units == "nanomaggies"
+    assert contract.targets == info.targets and contract.zero_point == 22.5
