@@ -60,6 +60,16 @@ GOLDEN_HASHES = {
         "train": "d8b1e92ca9a73f17647cffd2ec76b8b4dbf1cc243a95cc7475875eef90a4a4aa",
         "test": "41ade648676c4dc035bfce648a62802d04befe93d05d04259bf53f73eebcbd3a",
         "real": "d10af2ad694772cf2e317df4fedb4a2f097132bccb013ce117b5fca00f1e7abf"},
+    # v3 (issue 22.4): the real split gains 20 bright COSMOS early types (same train/test).
+    ("real-hsc", 3, 1): {
+        "train": "d8b1e92ca9a73f17647cffd2ec76b8b4dbf1cc243a95cc7475875eef90a4a4aa",
+        "test": "41ade648676c4dc035bfce648a62802d04befe93d05d04259bf53f73eebcbd3a",
+        "real": "2aedc9c6a09dfb843e6f55b5c422cb455e5c8dbe61839bd8d3ed3e79708dc091"},
+    # Issue 22.3: Euclid VIS, the SLACS lenses and non-lenses with F814W flux as VIS.
+    ("real-vis", 1, 1): {
+        "train": "4ab23dc3781db84a17bda2ba77f4cc57c1aab3ad5808300d52b5a7c6bbd26017",
+        "test": "f2c4d8242965bfc35cf5c72ee6a48348ed08d4d2251f7059e31d55bfd85d141c",
+        "real": "93a65df4c0d1e1be0623a6e5966ae592ce20b73e4b7fcb1eb844e018485106fd"},
     ("smoke-ground", 1, 1): {
         "train": "d5de1feb8af3077aa20b85c76d7bb578aed46ac6df9726fc7e67d471fc02392e",
         "test": "5d7b841343c4fd9cec52fef3d0ffc3c558556411ec7e73bfc20b4c7705c302df"},
@@ -182,3 +192,11 @@ def test_report_check_counts_a_report_it_cannot_verify_as_stale(tmp_path):
     assert code == 1
     assert lines["hsc.md"].startswith(f"stale: cannot verify {task.name}: the header states no "
                                       f"versions and its default splits")
+
+
+def test_report_needs_a_suite_or_check_and_check_needs_reports(tmp_path, capsys):
+    assert cli.main(["report", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == ("bench: error: bench report needs --suite SUITE (or "
+                                       "--check)\n")
+    assert cli.main(["report", "--check", "--out", str(tmp_path)]) == 2
+    assert capsys.readouterr().err == f"bench: error: {tmp_path}: no reports (*.md) to check\n"
