@@ -229,7 +229,7 @@ def stale_by_version(line: str) -> str | None:
     tasks_part, _, simulator_part = line[len(VERSIONS_LABEL):].split(" (")[0].partition(";")
     stated = {name: int(version) for name, version in re.findall(r"(\S+) v(\d+)", tasks_part)}
     if not stated:
-        return f"its {VERSIONS_LABEL[2:].strip()} line names no task"
+        return "its task versions line names no task"
     current = all_tasks()
     reasons = [f"task {name} no longer exists" if name not in current else
                f"{name} v{version}, now v{current[name].version}"
