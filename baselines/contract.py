@@ -21,6 +21,10 @@ Optional, used by the harness when present:
   metrics of the run under ``diag/``.
 - ``predict_variance(X)`` (regression): the predictive variance of each prediction, scored by the
   coverage of its intervals; or ``predict_with_uncertainty(X)`` -> {"mean", "variance", "spread"}.
+- ``predict_pdf(X)`` (photo-z; every registered photo-z method has it): p(z) of each galaxy on
+  the one shared redshift grid ``lensbench.baselines.photoz.PDF_GRID``, an (n, len(PDF_GRID))
+  array, non-negative, each row integrating to 1 by the trapezoid rule; scored with RAIL's
+  distribution metrics (PIT, CDE loss).
 - ``per_lens_fit = True`` (modeling): the method fits lens by lens and is slow, so the harness gives
   it only the task's fit subset of test lenses.
 - a ``checkpoint_dir`` parameter: when the user leaves it unset, the harness points it at the run's

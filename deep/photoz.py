@@ -7,7 +7,9 @@ Inputs are the catalogue rows of the photoz suite (``X``: B magnitudes then B er
 so the same rows give the same images), so the images carry the catalogue's real colour-redshift
 relation and their morphology carries none. Images are divided by each band's background sigma
 and asinh-stretched. The net predicts a mean and a log variance of the standardised z and is
-trained with the Gaussian negative log-likelihood (``predict_variance`` is its variance).
+trained with the Gaussian negative log-likelihood (``predict_variance`` is its variance;
+``predict_pdf`` that Gaussian on the shared grid ``baselines.photoz.PDF_GRID``, in z as the net
+predicts it).
 
 ``NetZPhotoz`` is images only; ``NetZFusionPhotoz`` (``fuse_catalogue=True``) also feeds the
 standardised magnitudes and colours (``baselines.photoz.PhotozFeatures``) into the head.
@@ -23,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from lensbench.baselines.contract import Method
-from lensbench.baselines.photoz import PhotozFeatures
+from lensbench.baselines.photoz import PhotozFeatures, gaussian_pdf
 from lensbench.baselines.transforms import dihedral
 from lensbench.deep.progress import Progress
 from torch import nn
@@ -71,10 +73,10 @@ class NetZ(nn.Module):
 
     def __init__(self, config: NetZConfig):
         super().__init__()
-        chans = (config.in_bands, *config.channels)
-        self.features = nn.Sequential(*[_block(a, b) for a, b in zip(chans[:-1], chans[1:],
         # how to build it again: a saved model rebuilds its network from this (persistence.py)
         self.build_spec = {"builder": "netz", "kwargs": asdict(config)}
+        chans = (config.in_bands, *config.channels)
+        self.features = nn.Sequential(*[_block(a, b) for a, b in zip(chans[:-1], chans[1:],
                                                                       strict=True)])
         width = chans[-1]
         self.catalogue = None
@@ -95,8 +97,6 @@ class NetZ(nn.Module):
         return out[:, 0], out[:, 1].clamp(-12, 6)
 
 
-class NetZPhotoz(Method):
-    """Photo-z CNN on images painted from the catalogue photometry (NetZ-like)."""
 def build_netz(**config) -> NetZ:
     """The NetZ of a saved ``build_spec``."""
     if "channels" in config:
@@ -104,6 +104,8 @@ def build_netz(**config) -> NetZ:
     return NetZ(NetZConfig(**config))
 
 
+class NetZPhotoz(Method):
+    """Photo-z CNN on images painted from the catalogue photometry (NetZ-like)."""
 
     kinds = ("photoz",)
     search_space = {
@@ -252,6 +254,10 @@ def build_netz(**config) -> NetZ:
 
     def predict_variance(self, X):
         return self._predict_rows(X)[1]
+
+    def predict_pdf(self, X):
+        """p(z) on ``PDF_GRID``: the Gaussian of the predicted mean and variance."""
+        return gaussian_pdf(*self._predict_rows(X))
 
 
 class NetZFusionPhotoz(NetZPhotoz):

@@ -20,7 +20,9 @@ sigma_NMAD measures; the regression (a conditional median) hedges between the pe
 two-peaked distribution and so has fewer |dz| > 0.15 outliers; "blend" takes both (chosen by
 5-fold cross-validation on the BOSS train + validation rows, never the test part).
 ``predict_variance``: the distribution's second moment about the point estimate.
-``predict_pdf(X)``: (bin centres, probabilities (n, n_bins)).
+``predict_pdf(X)``: the averaged distribution on the shared grid ``baselines.photoz.PDF_GRID``:
+the bins' densities (probability / width, at the bin centres, flat to the outer edges) linearly
+interpolated onto the grid, zero above the last bin, renormalised (``regrid_binned_pdf``).
 ``num_threads`` defaults to 1: the net is small, and on a busy 2-core machine a second torch
 thread made a fit on 80 rows take 24 s of CPU instead of 2.7 s (spinning OpenMP workers).
 
@@ -46,7 +48,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from lensbench.baselines.contract import Method
-from lensbench.baselines.photoz import PhotozFeatures
+from lensbench.baselines.photoz import PDF_GRID, PhotozFeatures, normalised_pdf
 from lensbench.deep.photoz import seeded, validation_sigma_nmad
 from lensbench.deep.progress import Progress
 from torch import nn
@@ -67,10 +69,10 @@ class PDFMLP(nn.Module):
 
     def __init__(self, config: PDFMLPConfig):
         super().__init__()
-        layers, width = [], config.n_in
-        for _ in range(config.layers):
         # how to build it again: a saved model rebuilds its network from this (persistence.py)
         self.build_spec = {"builder": "pdfmlp", "kwargs": asdict(config)}
+        layers, width = [], config.n_in
+        for _ in range(config.layers):
             layers += [nn.Linear(width, config.hidden), nn.GELU()]
             width = config.hidden
         self.trunk = nn.Sequential(*layers)
@@ -82,13 +84,13 @@ class PDFMLP(nn.Module):
         return out[:, :self.n_bins], out[:, self.n_bins]
 
 
-def pdf_mode(centres: np.ndarray, pdf: np.ndarray) -> np.ndarray:
-    """The peak of each row of ``pdf`` on the equally spaced ``centres``, refined to a fraction of
 def build_pdfmlp(**config) -> PDFMLP:
     """The PDFMLP of a saved ``build_spec``."""
     return PDFMLP(PDFMLPConfig(**config))
 
 
+def pdf_mode(centres: np.ndarray, pdf: np.ndarray) -> np.ndarray:
+    """The peak of each row of ``pdf`` on the equally spaced ``centres``, refined to a fraction of
     a bin by the vertex of the parabola through log p of the highest bin and its neighbours."""
     n_bins = pdf.shape[1]
     rows = np.arange(len(pdf))
@@ -109,6 +111,21 @@ def pdf_median(centres: np.ndarray, pdf: np.ndarray) -> np.ndarray:
     below = np.where(k > 0, cdf[rows, np.maximum(k - 1, 0)], 0.0)
     frac = (0.5 - below) / np.maximum(pdf[rows, k], 1e-12)
     return centres[k] - width / 2 + np.clip(frac, 0, 1) * width
+
+
+def regrid_binned_pdf(edges: np.ndarray, probabilities: np.ndarray,
+                      grid: np.ndarray = PDF_GRID) -> np.ndarray:
+    """Bin probabilities (n, n_bins) on equal bins ``edges`` as a density on ``grid``: the
+    densities at the bin centres, held flat to the outer edges, linearly interpolated, zero
+    outside the bins, renormalised by the trapezoid rule."""
+    from scipy.interpolate import interp1d
+
+    edges = np.asarray(edges, dtype=np.float64)
+    density = np.asarray(probabilities, dtype=np.float64) / np.diff(edges)[None]
+    knots = np.concatenate([[edges[0]], 0.5 * (edges[1:] + edges[:-1]), [edges[-1]]])
+    values = np.concatenate([density[:, :1], density, density[:, -1:]], axis=1)
+    return normalised_pdf(interp1d(knots, values, axis=1, bounds_error=False,
+                                   fill_value=0.0)(grid), grid)
 
 
 class PDFMLPPhotoz(Method):
@@ -247,9 +264,13 @@ class PDFMLPPhotoz(Method):
             pdf, reg = self._outputs(self.members_, features)
         return pdf, reg, self._point(pdf, reg)
 
-    def predict_pdf(self, X) -> tuple[np.ndarray, np.ndarray]:
+    def predict_binned_pdf(self, X) -> tuple[np.ndarray, np.ndarray]:
         """(bin centres (n_bins,), the committee's probabilities (n, n_bins))."""
         return self.centres_.copy(), self._predict(X)[0]
+
+    def predict_pdf(self, X) -> np.ndarray:
+        """The committee's distribution on ``PDF_GRID``: (n, len(PDF_GRID))."""
+        return regrid_binned_pdf(self.edges_, self._predict(X)[0])
 
     def predict(self, X) -> np.ndarray:
         return self._predict(X)[2]

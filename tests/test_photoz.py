@@ -250,7 +250,7 @@ def test_pdf_mlp_mode_finds_the_main_peak_where_the_mean_does_not():
     core = {point: np.mean(np.abs(d) < 0.02) for point, d in dz.items()}
     assert core["mode"] > 0.65 and core["mean"] < 0.2, core
     assert abs(np.median(dz["mode"])) < 0.01 and np.median(dz["mean"]) > 0.04
-    centres, pdf = method.predict_pdf(Xt[:50])
+    centres, pdf = method.predict_binned_pdf(Xt[:50])
     np.testing.assert_allclose(pdf.sum(1), 1.0, atol=1e-9)
     assert centres.shape == (pdf.shape[1],) and (method.predict_variance(Xt[:50]) > 0).all()
     # a seeded refit gives the same predictions
