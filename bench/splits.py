@@ -52,5 +52,7 @@ def ensure_real_lens_split(task: Task, workdir: Path) -> Split:
     if not split_is_complete(path):
         make_real_lens_split(spec["survey"], spec["bands"], spec["stamp_size"], path,
                              seed=spec["seed"], n_nonlenses=spec["n_nonlenses"],
-                             created_by=f"lensbench task {task.name} v{task.version}")
+                             created_by=f"lensbench task {task.name} v{task.version}",
+                             n_bright_early_types=spec.get("n_bright_early_types", 0),
+                             colours_from_f814w=spec.get("colours_from_f814w", False))
     return load_split(path, verify=True)

@@ -288,3 +288,76 @@ def cosmos_band_images(galaxy_image: np.ndarray, mags: dict[str, float], bands: 
     """(B, h, w) nMgy: a COSMOS stamp scaled to its magnitude in each band."""
     unit = galaxy_image / galaxy_image.sum()
     return np.stack([unit * 10 ** (-0.4 * (mags[b] - 22.5)) for b in bands])
+
+
+# ------------------------------------------------------------------------------------ bright ETGs
+# Real non-lenses as bright as the SLACS lenses (issue 22.4). SLACS lenses are massive early-type
+# galaxies at z ~ 0.1-0.3 (median z_lens ~ 0.2, Bolton et al. 2008, ApJ 682, 964) with
+# i ~ 16-18; the shared COSMOS stamps are field galaxies at z ~ 0.4-1.5 and i ~ 20-25. A COSMOS
+# galaxy at z_phot is rendered as it would look at ANALOGUE_Z: the same pixels with the pixel side
+# scaled by D_A(z_phot) / D_A(ANALOGUE_Z) and the flux (f_nu in a fixed band, flat spectrum) by
+# (D_L(z_phot) / D_L(ANALOGUE_Z))^2 (1 + ANALOGUE_Z) / (1 + z_phot), Planck 2018 cosmology. The
+# K-correction of an old population from rest ~4000 A to ~6600 A (about 1 mag brighter) and its
+# passive fading since z ~ 1 (about 1 mag, Treu et al. 2005) roughly cancel and are neglected.
+# Enlarging a stamp by s also enlarges its HST PSF (0.1") to s x 0.1": negligible against a
+# ground PSF (>= 0.6"), but for Euclid VIS (0.17") such an analogue is up to ~1.5x blurrier than
+# a real galaxy at ANALOGUE_Z.
+ANALOGUE_Z = 0.2
+# Early type by colour: observed g - i at least that of the simulator's Sbc disk
+# (config.DISK_COLOURS, g - i = 1.0); star-forming galaxies (flat f_nu) have g - i ~ 0.2.
+# (Concentration was not usable as a criterion: at 0.03"/px the HST PSF makes r90/r50 < 2.6,
+# Strateva et al. 2001's early-type cut, for all but one of the shared stamps.)
+MIN_EARLY_TYPE_G_MINUS_I = 1.0
+# Above z ~ 1.5 a red g - i no longer marks an old population (the 4000 A break leaves the z
+# band at z ~ 1.3; at z > 2.5 g falls blueward of Lyman alpha: Lyman-break galaxies are red in
+# g - i) and moving a galaxy to ANALOGUE_Z would brighten it by more than 6 mag.
+MAX_EARLY_TYPE_Z = 1.5
+
+
+@dataclass
+class NearerAnalogue:
+    """A COSMOS galaxy rendered as seen at ``ANALOGUE_Z``: ``image`` nMgy per pixel in F814W
+    (taken as i), blank sky zeroed (:func:`clean_stamp`), pixel side ``pixel_scale`` arcsec,
+    ``variance`` its per-pixel noise variance (nMgy^2; 0 on the zeroed sky)."""
+
+    galaxy_index: int  # into CosmosSources().galaxies
+    ident: int
+    image: np.ndarray
+    pixel_scale: float
+    variance: np.ndarray
+    mag_i: float  # F814W magnitude at ANALOGUE_Z
+    z_phot: float
+    size_factor: float  # D_A(z_phot) / D_A(ANALOGUE_Z)
+
+
+def nearer_analogue(sources: CosmosSources, index: int, z: float = ANALOGUE_Z
+                    ) -> NearerAnalogue:
+    """Galaxy ``index`` of ``sources`` rendered as seen at redshift ``z`` (see ANALOGUE_Z)."""
+    from astropy.cosmology import Planck18
+
+    galaxy = sources.galaxies[index]
+    if not (math.isfinite(galaxy.z_phot) and galaxy.z_phot > 0):
+        raise ValueError(f"COSMOS galaxy IDENT {galaxy.ident} has no usable photo-z "
+                         f"({galaxy.z_phot}); cannot place it at z = {z}")
+    size = float(Planck18.angular_diameter_distance(galaxy.z_phot)
+                 / Planck18.angular_diameter_distance(z))
+    flux = float((Planck18.luminosity_distance(galaxy.z_phot)
+                  / Planck18.luminosity_distance(z)) ** 2 * (1 + z) / (1 + galaxy.z_phot))
+    to_nmgy = 10 ** (-0.4 * (galaxy.f814w - 22.5)) / galaxy.image.sum() * flux
+    cleaned = clean_stamp(galaxy.image, galaxy.noise_variance, sources.noise_correlation_factor)
+    variance = np.where(cleaned != 0, galaxy.noise_variance * to_nmgy**2, 0.0)
+    return NearerAnalogue(galaxy_index=index, ident=galaxy.ident, image=cleaned * to_nmgy,
+                          pixel_scale=galaxy.pixel_scale * size, variance=variance,
+                          mag_i=galaxy.f814w - 2.5 * math.log10(flux), z_phot=galaxy.z_phot,
+                          size_factor=size)
+
+
+def bright_early_types(sources: CosmosSources, n: int, z: float = ANALOGUE_Z
+                       ) -> list[NearerAnalogue]:
+    """The ``n`` most luminous early-type COSMOS galaxies (catalogue g - i >=
+    MIN_EARLY_TYPE_G_MINUS_I, 0 < photo-z <= MAX_EARLY_TYPE_Z), each rendered as seen at ``z``,
+    brightest first (fewer when fewer qualify). Chosen on catalogue photometry only."""
+    candidates = [nearer_analogue(sources, k, z) for k, g in enumerate(sources.galaxies)
+                  if g.mags["g"] - g.mags["i"] >= MIN_EARLY_TYPE_G_MINUS_I
+                  and 0 < g.z_phot <= MAX_EARLY_TYPE_Z]
+    return sorted(candidates, key=lambda a: (a.mag_i, a.ident))[:n]

@@ -34,7 +34,12 @@ from pathlib import Path
 import numpy as np
 from lensbench.datasets import registry
 from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
-from lensbench.datasets.cosmos import CosmosSources, cosmos_band_images
+from lensbench.datasets.cosmos import (
+    ANALOGUE_Z,
+    CosmosSources,
+    bright_early_types,
+    cosmos_band_images,
+)
 from lensbench.datasets.degrade import (
     NANOMAGGY_ZEROPOINT,
     border_noise,
@@ -218,7 +223,9 @@ def slacs_band_images(lens: SlacsLens, bands: Sequence[str], *,
 # ------------------------------------------------------------------------------------ split
 def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: int | None,
                          out_dir, seed: int = 0, n_nonlenses: int = 100, *,
-                         cutout: str = "198x198", created_by: str = "lensbench") -> Path:
+                         cutout: str = "198x198", created_by: str = "lensbench",
+                         n_bright_early_types: int = 0,
+                         colours_from_f814w: bool = False) -> Path:
     """Write the ``real-lenses`` test split: degraded SLACS lenses (label 1, theta_e from the
     tables) and degraded COSMOS galaxies (label 0, randomly oriented; drawn without replacement
     while there are enough) observed with the preset ``survey`` (its ``bands`` or all, at
@@ -227,8 +234,16 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
 
     Truth columns: label, theta_e (NaN for non-lenses), theta_e_ref, z_lens, z_source (NaN where
     unknown), z_phot (COSMOS), mag_<band> (AB, before noise), arc_fraction (share of the i-band
-    flux assigned to arcs), kind (1 SLACS, 2 COSMOS), object_index (into load_slacs() or
-    CosmosSources().galaxies).
+    flux assigned to arcs), kind (1 SLACS, 2 COSMOS, 3 bright early type), object_index (into
+    load_slacs() or CosmosSources().galaxies).
+
+    n_bright_early_types: also the most luminous early-type COSMOS galaxies rendered as seen at
+        the SLACS lenses' redshift (``cosmos.bright_early_types``; kind 3, label 0), real
+        non-lenses as bright as the lenses; they get the lens light's colours, as the SLACS
+        lenses do, so colour cannot tell them from the lenses.
+    colours_from_f814w: every band takes the F814W flux as it is (no colour table: for one band
+        close to F814W, such as Euclid VIS, so that no colour is invented). COSMOS field
+        galaxies keep their catalogue magnitudes either way.
     """
     from lensbench.datasets.storage import SplitWriter
 
@@ -239,13 +254,18 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     rng = np.random.default_rng(seed)
     lenses = load_slacs(cutout)
     sources = CosmosSources()
+    lens_colours, source_colours = LENS_COLOURS, SOURCE_COLOURS
+    if colours_from_f814w:
+        lens_colours = source_colours = {b: 0.0 for b in (*band_names, "i")}
     images, rows = [], []
     for k, lens in enumerate(lenses):
-        planes = slacs_band_images(lens, band_names)
+        planes = slacs_band_images(lens, band_names, lens_colours=lens_colours,
+                                   source_colours=source_colours)
         images.append(degrade(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen,
                               arc_image=lens.arcs, seed=rng, stamp_size=size,
                               native_variance=lens.noise_variance,
-                              correlation_factor=lens.correlation_factor))
+                              correlation_factor=lens.correlation_factor,
+                              lens_colours=lens_colours, source_colours=source_colours))
         rows.append({"label": 1, "theta_e": lens.theta_e, "theta_e_ref": lens.theta_e_ref,
                      "z_lens": lens.z_lens, "z_source": lens.z_source, "z_phot": math.nan,
                      "arc_fraction": float(lens.arcs.sum() / lens.image.sum()), "kind": 1,
@@ -263,6 +283,18 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         rows.append({"label": 0, "theta_e": math.nan, "theta_e_ref": 0, "z_lens": math.nan,
                      "z_source": math.nan, "z_phot": galaxy.z_phot, "arc_fraction": 0.0,
                      "kind": 2, "object_index": int(k), **_mags(planes, band_names)})
+    for analogue in bright_early_types(sources, n_bright_early_types):
+        turns, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
+        image, variance = (_orient(a, turns, flip) for a in (analogue.image, analogue.variance))
+        images.append(degrade(image, analogue.pixel_scale, NANOMAGGY_ZEROPOINT, chosen, seed=rng,
+                              stamp_size=size, native_variance=variance,
+                              correlation_factor=sources.noise_correlation_factor,
+                              lens_colours=lens_colours, source_colours=source_colours))
+        planes = np.stack([image * colour_factor(lens_colours, b) for b in band_names])
+        rows.append({"label": 0, "theta_e": math.nan, "theta_e_ref": 0, "z_lens": ANALOGUE_Z,
+                     "z_source": math.nan, "z_phot": analogue.z_phot, "arc_fraction": 0.0,
+                     "kind": 3, "object_index": analogue.galaxy_index,
+                     **_mags(planes, band_names)})
     order = rng.permutation(len(images))
     stack = np.stack([images[i] for i in order]).astype(np.float32)
     truth = {key: np.array([rows[i][key] for i in order]) for key in rows[0]}
@@ -273,9 +305,14 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
                   | {SLACS_PARAMS, SLACS_TABLE} | set(sources.data_files))
     config = {"kind": "real-lenses", "version": REAL_SPLIT_VERSION, "survey": survey,
               "bands": band_names, "stamp_size": size, "n_nonlenses": int(n_nonlenses),
-              "cutout": cutout, "lens_colours": {b: LENS_COLOURS[b] for b in band_names},
-              "source_colours": {b: SOURCE_COLOURS[b] for b in band_names},
+              "cutout": cutout, "lens_colours": {b: lens_colours[b] for b in band_names},
+              "source_colours": {b: source_colours[b] for b in band_names},
               "n_lenses": len(lenses)}
+    # Only when used, so that the splits made before them keep their bytes.
+    if n_bright_early_types:
+        config |= {"n_bright_early_types": int(n_bright_early_types), "analogue_z": ANALOGUE_Z}
+    if colours_from_f814w:
+        config["colours_from_f814w"] = True
     data_files = registry.file_hashes(used)
     # The input files are part of the split's identity (content_hash covers the config).
     config["data_files_sha256"] = hashlib.sha256(
@@ -285,6 +322,11 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
                      data_files=data_files) as writer:
         writer.add_shard(stack, truth)
     return out
+
+
+def _orient(image: np.ndarray, turns: int, flip: bool) -> np.ndarray:
+    image = np.rot90(image, turns)
+    return np.ascontiguousarray(image[:, ::-1] if flip else image)
 
 
 def _mags(planes: np.ndarray, bands: Sequence[str]) -> dict[str, float]:

@@ -33,6 +33,7 @@ BINS = {
 LENS_MAG_EDGES = [-np.inf, 19.0, 20.0, 21.0, np.inf]
 PREDICT_BATCH = 1024
 ROTATION_SUBSET = 1000  # test cutouts scored under all 8 dihedral transforms
+BRIGHT_EARLY_TYPE = 3  # the "kind" of the real split's bright early-type non-lenses
 VALIDATION_FRACTION = 0.2  # of the training split, for tuning
 
 # (column title, metric key) of the rotation-invariance check, in every lens-finding table.
@@ -220,13 +221,28 @@ class LensFinding(SuiteKind):
                                           for batch in image_batches(real)])
             threshold = threshold_at_fpr(test.truth[task.target], scores, 1e-3)
             metrics |= real_lens_metrics(real.truth["label"], real_scores, threshold)
+            bright = real.truth["kind"] == BRIGHT_EARLY_TYPE
+            if bright.any():
+                metrics |= {"real/bright_early_types": float(bright.sum()),
+                            "real/bright_early_types_above_fpr1e-3":
+                                float((real_scores[bright] > threshold).sum())}
+            real_predictions = {"real_scores": real_scores, "real_threshold": threshold,
+                                "real_hash": real.content_hash}
+            # The probe edits the real cutouts as made; a view of them (the design kind's band
+            # subsets, lens-light subtraction) is another input, not probed.
+            if isinstance(real, Split):
+                from lensbench.bench.suites.real_diagnosis import probe_edits
+
+                real_predictions["real_probe"] = probe_edits(method, task.real_lenses, real)
         if spread is not None:
             metrics["committee_spread_mean"] = float(spread.mean())
         subset = np.arange(min(test.n, self.rotation_subset))
         if len(subset):
             metrics |= rotation_metrics(method, test.images(subset),
                                         test.truth[task.target][subset])
-        return Evaluation(metrics, predict_time, {"scores": scores, "spread": spread})
+        return Evaluation(metrics, predict_time, {"scores": scores, "spread": spread,
+                                                  **(real_predictions if real is not None
+                                                     else {})})
 
     def write_artifacts(self, result: Result, evaluation: Evaluation, task: Task,
                         splits: LensFindingSplits, folder: Path) -> dict[str, Path]:
@@ -241,6 +257,16 @@ class LensFinding(SuiteKind):
         extra = {} if spread is None else {"committee_spread": spread}
         np.savez_compressed(paths["scores"], scores=scores, labels=labels,
                             test_hash=np.array(test.content_hash), **extra)
+        if "real_scores" in evaluation.predictions:
+            # Every real object's score and the probe of the real lenses, for the report's
+            # real-lens diagnosis (bench/suites/real_diagnosis.py).
+            predictions = evaluation.predictions
+            probe = {f"probe/{edit}": values
+                     for edit, values in predictions.get("real_probe", {}).items()}
+            paths["real_scores"] = folder / "real_scores.npz"
+            np.savez_compressed(paths["real_scores"], scores=predictions["real_scores"],
+                                threshold=np.array(predictions["real_threshold"]),
+                                real_hash=np.array(predictions["real_hash"]), **probe)
         roc = roc_points(labels, scores)
         title = f"{result.run_id} on {task.name}"
         paths["roc"] = plot_roc_curves({result.run_id: (roc.fpr, roc.tpr)}, folder / "roc.png",
@@ -306,6 +332,7 @@ class LensFinding(SuiteKind):
         md = [f"## {task.name} (v{task.version})", "", task.description, "",
               f"Splits: train `{hashes.get('train', '?')[:12]}`, test "
               f"`{hashes.get('test', '?')[:12]}` (content hashes).", ""]
+        figures = []
         md += task_table(results)
         md += diagnostics_lines(results)
         goal = suite.goals.get(profile)
@@ -316,9 +343,16 @@ class LensFinding(SuiteKind):
                    "against the threshold that gives FPR 1e-3 on the simulated test set. The "
                    "real non-lenses are COSMOS field galaxies, much fainter than the SLACS "
                    "lenses, so brightness alone separates them: read the recovered count, not "
-                   "an AUROC."]
+                   "an AUROC; and, where the task has them, bright COSMOS early types rendered "
+                   "as seen at the SLACS lenses' redshift (datasets/cosmos.py), which are not."]
             md += known_lens_score_lines(results)
-        figures = []
+            if task.real_lenses.get("n_bright_early_types"):
+                from lensbench.bench.suites.real_diagnosis import report_lines
+
+                diagnosis, diagnosis_figures = report_lines(
+                    task, results, workdir=workdir, out_dir=out_dir, stem=stem, profile=profile)
+                md += diagnosis
+                figures += diagnosis_figures
         figure = roc_figure(results, workdir, out_dir / f"{stem}-{task.name}-roc.png",
                             f"{task.name} ({profile} profile)")
         if figure is not None:

@@ -1,0 +1,435 @@
+"""Why does a finder trained on simulations miss real lenses? (issue 22.1)
+
+For a lens-finding task with real known lenses, three pieces of evidence:
+
+* :func:`probe_edits`: a fitted finder scores controlled edits of each real lens's cutout (lens
+  light scaled down, arcs boosted, noise raised, re-centred, other flux normalisations). The
+  edits use the lens's own lens light and arcs (``known_lenses.split_arcs``), degraded to the
+  survey without noise (:func:`real_lens_parts`), so an edit changes one thing only. Run while
+  the method is in memory (the kind's ``evaluate``); the report reads the saved scores.
+* :func:`distribution_rows`: where each real lens falls in the training set's lens
+  distributions (percentile among the simulated training lenses): Einstein radius, lens
+  magnitude, lens-to-arc flux ratio and arc S/N from the truth (the real lenses' from the SLACS
+  tables and their arc split), size, colour and peak pixel after the finders' asinh stretch
+  measured on the images of both in the same way.
+* :func:`nearest_training_lenses`: the three simulated training lenses nearest to each real lens
+  in the space of the photometric and shape features of ``baselines.features``
+  (``catalogue_features`` + ``shape_features``: aperture magnitudes, radial gradients, colours,
+  centroid, ellipticity, size, asymmetry), each standardised by the training lenses' median and
+  MAD. That space is chosen because it is the same for every finder (a committee's embedding
+  would differ per fitted model and is not saved) and its axes are the quantities asked about:
+  brightness, size and colour; a real lens whose neighbours do not look like it sits where the
+  training set has no lenses like it.
+
+Everything is a measurement of the test objects; nothing here is used to choose or tune a
+finder (the real lenses are a test set).
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from lensbench.datasets.storage import Split, load_split
+
+# Edits of a real cutout R = lens light L + arcs A + noise (L, A noise-free, degraded to the
+# survey): name -> what it shows.
+EDITS = {
+    "as observed": "the cutout of the real split",
+    "lens x0.5": "R - 0.5 L: lens light halved",
+    "lens x0.25": "R - 0.75 L: lens light to a quarter",
+    "lens removed": "R - L: lens light subtracted (arcs and noise left)",
+    "arcs x2": "R + A: arcs twice as bright",
+    "noise x2": "R + sqrt(3) sigma N(0, 1): noise standard deviation doubled",
+    "shift 2 px": "R moved by 2 pixels in x and y (mirrored at the border)",
+    "shift 4 px": "R moved by 4 pixels in x and y",
+    "light x0.5": "R - 0.5 (L + A): the object half as bright, the noise kept",
+    "cutout x0.5": "0.5 R: another flux normalisation (noise scaled too)",
+    "cutout x2": "2 R: another flux normalisation",
+}
+PROBE_SEED = 22  # noise of the "noise x2" edit
+ASINH_SOFTENING = 3.0  # in sky sigma, as the torch finders' Preprocessor
+KIND_NAMES = {1: "SLACS lens", 2: "COSMOS field galaxy", 3: "COSMOS bright early type"}
+KIND_PLURALS = {1: "SLACS lenses", 2: "COSMOS field galaxies", 3: "COSMOS bright early types"}
+N_NEIGHBOURS = 3
+
+
+# ----------------------------------------------------------------------------- real lenses
+@dataclass
+class RealLensParts:
+    """The real lenses of a real split, in split order: their rows, names, and lens light,
+    arcs and survey noise sigma per pixel (n, B, H, W), degraded without noise."""
+
+    rows: np.ndarray
+    names: list[str]
+    lens_light: np.ndarray
+    arcs: np.ndarray
+    sigma: np.ndarray
+
+
+def _colours(spec: dict):
+    if spec.get("colours_from_f814w"):
+        flat = {b: 0.0 for b in (*spec["bands"], "i")}
+        return flat, flat
+    return None, None
+
+
+def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
+    """Lens light and arcs of the real lenses of ``real``, a split made from the task's
+    ``real_lenses`` spec ``spec``, degraded as the split's images were but without noise."""
+    from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, degrade
+    from lensbench.datasets.known_lenses import load_slacs
+    from lensbench.datasets.surveys import get_survey
+
+    lenses = load_slacs(real.manifest["config"].get("cutout", "198x198"))
+    chosen = get_survey(spec["survey"]).select(list(spec["bands"]))
+    lens_colours, source_colours = _colours(spec)
+    size = real.image_shape[-1]
+    rows = np.flatnonzero(real.truth["kind"] == 1)
+    light, arcs, names = [], [], []
+    for row in rows:
+        lens = lenses[int(real.truth["object_index"][row])]
+        names.append(lens.name)
+        common = {"seed": None, "stamp_size": size, "lens_colours": lens_colours,
+                  "source_colours": source_colours}
+        light.append(degrade(lens.lens_light, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen,
+                             **common))
+        arcs.append(degrade(None, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen,
+                            arc_image=lens.arcs, lens_light_image=np.zeros_like(lens.arcs),
+                            **common))
+    light, arcs = np.stack(light), np.stack(arcs)
+    return RealLensParts(rows, names, light, arcs, survey_sigma(chosen, light + arcs))
+
+
+def survey_sigma(survey, expected: np.ndarray) -> np.ndarray:
+    """Per-pixel noise sigma (nMgy) of the survey at the noise-free image ``expected``
+    (n, B, H, W): Poisson of source + sky and read noise, as the simulator draws it."""
+    sigma = np.empty_like(expected, dtype=np.float64)
+    for b, band in enumerate(survey.bands):
+        epn = band.electrons_per_nanomaggy
+        variance = (np.clip(expected[:, b], 0, None) * epn + band.sky_counts
+                    + band.n_exposures * band.read_noise**2)
+        sigma[:, b] = np.sqrt(variance) / epn
+    return sigma
+
+
+def edited_cutouts(observed: np.ndarray, parts: RealLensParts) -> dict[str, np.ndarray]:
+    """The edits of :data:`EDITS` of the real lenses' cutouts ``observed`` (n, B, H, W)."""
+    from scipy.ndimage import shift
+
+    light, arcs = parts.lens_light, parts.arcs
+    rng = np.random.default_rng(PROBE_SEED)
+    moved = {k: shift(observed, (0, 0, k, k), order=0, mode="mirror") for k in (2, 4)}
+    edits = {"as observed": observed, "lens x0.5": observed - 0.5 * light,
+             "lens x0.25": observed - 0.75 * light, "lens removed": observed - light,
+             "arcs x2": observed + arcs,
+             "noise x2": observed + math.sqrt(3) * parts.sigma * rng.standard_normal(
+                 observed.shape),
+             "shift 2 px": moved[2], "shift 4 px": moved[4],
+             "light x0.5": observed - 0.5 * (light + arcs),
+             "cutout x0.5": 0.5 * observed, "cutout x2": 2.0 * observed}
+    assert list(edits) == list(EDITS)
+    return {name: image.astype(np.float32) for name, image in edits.items()}
+
+
+def probe_edits(method, spec: dict, real: Split) -> dict[str, np.ndarray]:
+    """A fitted finder's scores of every edit of every real lens: edit -> (n_lenses,)."""
+    parts = real_lens_parts(spec, real)
+    edits = edited_cutouts(real.images(parts.rows), parts)
+    stacked = np.concatenate(list(edits.values()))
+    scores = np.asarray(method.predict_score(stacked), dtype=np.float64)
+    n = len(parts.rows)
+    return {name: scores[k * n:(k + 1) * n] for k, name in enumerate(edits)}
+
+
+@cache
+def _cosmos_idents() -> tuple[int, ...]:
+    from lensbench.datasets.cosmos import CosmosSources
+
+    return tuple(g.ident for g in CosmosSources().galaxies)
+
+
+def object_names(real: Split) -> list[str]:
+    """A name for every row of a real split: the SLACS name or the COSMOS IDENT."""
+    from lensbench.datasets.known_lenses import load_slacs
+
+    kinds, index = real.truth["kind"], real.truth["object_index"]
+    slacs = [lens.name for lens in load_slacs(real.manifest["config"].get("cutout", "198x198"))]
+    idents = _cosmos_idents() if (kinds != 1).any() else ()
+    return [slacs[int(k)] if kind == 1 else f"COSMOS {idents[int(k)]}"
+            for kind, k in zip(kinds, index, strict=True)]
+
+
+# ----------------------------------------------------------------------------- training set
+def find_split(workdir: Path, task, role: str, content_hash: str) -> Split | None:
+    """The split of ``task`` and ``role`` under ``workdir/splits`` with this content hash."""
+    for path in sorted((workdir / "splits").glob(f"{task.name}-v{task.version}-{role}-*")):
+        try:
+            split = load_split(path, verify=False)
+        except (OSError, ValueError, KeyError):
+            continue
+        if split.content_hash == content_hash:
+            return split
+    return None
+
+
+def _features(images: np.ndarray, pixel_scale: float, bands) -> tuple[np.ndarray, list[str]]:
+    from lensbench.baselines.features import border_noise, catalogue_features, shape_features
+
+    noise = border_noise(images)
+    parts = [catalogue_features(images, pixel_scale, bands, noise),
+             shape_features(images, pixel_scale, bands)]
+    values = np.concatenate([v for v, _ in parts], axis=1).astype(np.float64)
+    return np.nan_to_num(values), [n for _, names in parts for n in names]
+
+
+def _peak_stretched(images: np.ndarray, band: int, sigma: float) -> np.ndarray:
+    """Brightest pixel of the central 16x16 in ``band`` after asinh(x / (3 sigma))."""
+    h, w = images.shape[-2:]
+    centre = images[:, band, h // 2 - 8:h // 2 + 8, w // 2 - 8:w // 2 + 8]
+    return np.arcsinh(centre.reshape(len(images), -1).max(axis=1) / (ASINH_SOFTENING * sigma))
+
+
+def _arc_snr(parts: RealLensParts) -> np.ndarray:
+    """The simulator's arc S/N (best band) of the real lenses' arcs."""
+    mask = parts.arcs > parts.sigma
+    signal = (parts.arcs * mask).sum(axis=(2, 3))
+    noise = np.sqrt((parts.sigma**2 * mask).sum(axis=(2, 3)))
+    return np.max(np.where(noise > 0, signal / np.maximum(noise, 1e-30), 0.0), axis=1)
+
+
+@dataclass
+class Comparison:
+    """Real lenses against the simulated training lenses."""
+
+    names: list[str]
+    quantities: list[tuple[str, np.ndarray, np.ndarray]]  # (name, training values, real values)
+    neighbours: np.ndarray  # (n_real, N_NEIGHBOURS) rows of the training lenses
+    distances: np.ndarray  # (n_real, N_NEIGHBOURS) in standardised feature units
+    real_images: np.ndarray
+    neighbour_images: np.ndarray  # (n_real, N_NEIGHBOURS, B, H, W)
+    neighbour_captions: list[list[str]]
+
+
+def compare_with_training(task, spec: dict, train: Split, real: Split) -> Comparison:
+    """Where the real lenses fall among the training lenses, and their nearest ones."""
+    from lensbench.baselines.features import border_noise
+    from lensbench.datasets.surveys import get_survey
+
+    pixel_scale = get_survey(task.config.survey).pixel_scale
+    bands = list(train.bands)
+    ref = task.config.reference
+    ref_b = bands.index(ref)
+    truth = train.truth
+    lens_rows = np.flatnonzero(truth["label"] == 1)
+    train_images = train.images(lens_rows)
+    parts = real_lens_parts(spec, real)
+    real_images = real.images(parts.rows)
+    # The training set's typical sky sigma per pixel, the unit of the finders' stretch.
+    sigma = float(np.median(border_noise(train.images(np.arange(min(train.n, 512)))),
+                            axis=0)[ref_b])
+
+    quantities = []
+    theta = truth["theta_e"][lens_rows].astype(np.float64)
+    quantities.append(("theta_E (arcsec)", theta, real.truth["theta_e"][parts.rows]))
+    lens_mag = truth[f"lens_mag_{ref}"][lens_rows].astype(np.float64)
+    arc_fraction = real.truth["arc_fraction"][parts.rows].astype(np.float64)
+    real_total = real.truth[f"mag_{ref}"][parts.rows].astype(np.float64)
+    real_lens_mag = real_total - 2.5 * np.log10(np.clip(1 - arc_fraction, 1e-6, None))
+    quantities.append((f"lens magnitude {ref} (AB)", lens_mag, real_lens_mag))
+    arc_mag = (truth[f"source_mag_{ref}"][lens_rows]
+               - 2.5 * np.log10(np.clip(truth["magnification"][lens_rows], 1e-6, None)))
+    quantities.append(("lens / arc flux", 10 ** (-0.4 * (lens_mag - arc_mag)),
+                       (1 - arc_fraction) / np.clip(arc_fraction, 1e-6, None)))
+    quantities.append(("arc S/N", truth["arc_snr"][lens_rows].astype(np.float64),
+                       _arc_snr(parts)))
+    train_features, names = _features(train_images, pixel_scale, bands)
+    real_features, _ = _features(real_images, pixel_scale, bands)
+    size = names.index(f"size_{ref}")
+    quantities.append((f"size in {ref}, measured (arcsec)", train_features[:, size],
+                       real_features[:, size]))
+    central = names[0].rsplit("_", 1)[-1]  # the first (smallest) aperture's radius
+    for k, name in enumerate(names):  # adjacent-band colours in the central aperture
+        if name.startswith("colour_") and name.endswith(f"_{central}"):
+            pair = name.removeprefix("colour_").removesuffix(f"_{central}")
+            quantities.append((f"{pair} within {central}\", measured", train_features[:, k],
+                               real_features[:, k]))
+    quantities.append((f"peak after asinh stretch ({ref})",
+                       _peak_stretched(train_images, ref_b, sigma),
+                       _peak_stretched(real_images, ref_b, sigma)))
+
+    centre = np.median(train_features, axis=0)
+    spread = 1.4826 * np.median(np.abs(train_features - centre), axis=0)
+    keep = spread > 0
+    standard_train = (train_features[:, keep] - centre[keep]) / spread[keep]
+    standard_real = (real_features[:, keep] - centre[keep]) / spread[keep]
+    distance = np.sqrt(((standard_real[:, None, :] - standard_train[None]) ** 2).sum(axis=2))
+    nearest = np.argsort(distance, axis=1)[:, :N_NEIGHBOURS]
+    near_distance = np.take_along_axis(distance, nearest, axis=1)
+    captions = [[f"sim theta_E {theta[j]:.2f}\" {ref} {lens_mag[j]:.1f} d {d:.1f}"
+                 for j, d in zip(row, dist, strict=True)]
+                for row, dist in zip(nearest, near_distance, strict=True)]
+    return Comparison(parts.names, quantities, lens_rows[nearest], near_distance, real_images,
+                      train_images[nearest], captions)
+
+
+def percentile(values: np.ndarray, value: float) -> float:
+    """Share (%) of ``values`` below ``value`` (ties count half)."""
+    values = values[np.isfinite(values)]
+    if not len(values) or not math.isfinite(value):
+        return math.nan
+    return 100.0 * ((values < value).sum() + 0.5 * (values == value).sum()) / len(values)
+
+
+def distribution_rows(comparison: Comparison) -> list[str]:
+    """Markdown table: per quantity, the training lenses' 5/50/95 percentiles and each real
+    lens's value with its percentile."""
+    header = ["quantity", "training lenses 5% / 50% / 95%",
+              *[f"{name}: value (pct)" for name in comparison.names]]
+    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for name, train_values, real_values in comparison.quantities:
+        finite = train_values[np.isfinite(train_values)]
+        spread = " / ".join(f"{v:.3g}" for v in np.percentile(finite, [5, 50, 95])) \
+            if len(finite) else "-"
+        cells = [f"{v:.3g} ({percentile(train_values, v):.0f})" for v in real_values]
+        lines.append("| " + " | ".join([name, spread, *cells]) + " |")
+    return lines
+
+
+def plot_distributions(comparison: Comparison, path: Path, title: str) -> Path:
+    """One histogram per quantity of the training lenses, the real lenses as vertical lines."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    n = len(comparison.quantities)
+    cols = 4
+    fig, axes = plt.subplots(math.ceil(n / cols), cols, figsize=(3.2 * cols,
+                                                                  2.6 * math.ceil(n / cols)),
+                             squeeze=False)
+    for ax, (name, train_values, real_values) in zip(axes.ravel(), comparison.quantities,
+                                                     strict=False):
+        finite = train_values[np.isfinite(train_values)]
+        log = name.startswith("lens / arc") and len(finite) and finite.min() > 0
+        data = np.log10(finite) if log else finite
+        ax.hist(data, bins=30, color="0.7")
+        for k, v in enumerate(real_values):
+            if math.isfinite(v) and (v > 0 or not log):
+                ax.axvline(math.log10(v) if log else v, color=f"C{k}", lw=1.5,
+                           label=comparison.names[k])
+        ax.set_title(("log10 " if log else "") + name, fontsize=8)
+        ax.tick_params(labelsize=7)
+    for ax in axes.ravel()[n:]:
+        ax.axis("off")
+    axes[0, 0].legend(fontsize=6)
+    fig.suptitle(title, fontsize=9)
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
+def plot_neighbours(comparison: Comparison, bands, path: Path, title: str) -> Path:
+    """Each real lens (left) beside its nearest simulated training lenses."""
+    from lensbench.bench.plots import display_bands
+    from lensbench.datasets.gallery import save_gallery
+
+    shown, picked = display_bands(list(bands))
+    images, captions = [], []
+    for k, name in enumerate(comparison.names):
+        images += [comparison.real_images[k], *comparison.neighbour_images[k]]
+        captions += [f"real {name}", *comparison.neighbour_captions[k]]
+    stack = np.stack(images)[:, picked]
+    return save_gallery(stack, shown, captions, path, ncols=1 + N_NEIGHBOURS, title=title)
+
+
+# ----------------------------------------------------------------------------- report
+def load_real_scores(result, workdir: Path, real_hash: str) -> dict | None:
+    """What a run saved about the real split (``real_scores`` artefact) if made from it."""
+    path = result.artifacts.get("real_scores") if result.status == "ok" else None
+    if not path or not (workdir / path).exists():
+        return None
+    with np.load(workdir / path) as data:
+        if str(data["real_hash"]) != real_hash:
+            return None
+        return {key: data[key] for key in data.files}
+
+
+def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, profile: str
+                 ) -> tuple[list[str], list[Path]]:
+    """The real-lens diagnosis section of a lens-finding task's report."""
+    from lensbench.bench.splits import ensure_real_lens_split
+
+    spec = task.real_lenses
+    real = ensure_real_lens_split(task, workdir)
+    kinds = real.truth["kind"]
+    counts = {kind: int((kinds == kind).sum()) for kind in KIND_NAMES}
+    count_text = (f"{counts[1]} real lenses; real non-lenses: {counts[3]} bright COSMOS early "
+                  f"types rendered at z = 0.2 and {counts[2]} COSMOS field galaxies")
+    names = object_names(real)
+    runs = [(r, saved) for r in sorted(results, key=lambda r: r.run_id)
+            if (saved := load_real_scores(r, workdir, real.content_hash)) is not None]
+    md = ["", f"### Real objects ({task.name}): {count_text}", ""]
+    figures: list[Path] = []
+    if runs:
+        md += ["Each real object's score; `*`: above the method's FPR-1e-3 threshold on the "
+               "simulated test set (given in the header). Rows: the lenses, then the bright "
+               "early types, then the field galaxies, each by brightness.", ""]
+        header = ["object", "kind", f"mag {task.config.reference}",
+                  *[f"`{r.run_id}` (> {saved['threshold'][()]:.3g})" for r, saved in runs]]
+        md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        mags = real.truth[f"mag_{task.config.reference}"]
+        order = sorted(range(real.n), key=lambda i: ({1: 0, 3: 1, 2: 2}[int(kinds[i])],
+                                                     float(mags[i])))
+        for i in order:
+            cells = [f"{s[i]:.3g}{'*' if s[i] > saved['threshold'][()] else ''}"
+                     for _, saved in runs for s in [saved["scores"]]]
+            md.append("| " + " | ".join([names[i], KIND_NAMES[int(kinds[i])],
+                                         f"{mags[i]:.2f}", *cells]) + " |")
+        md += ["", f"Above threshold per method ({count_text}):", ""]
+        for r, saved in runs:
+            above = saved["scores"] > saved["threshold"][()]
+            md.append(f"- `{r.run_id}`: " + "; ".join(
+                f"{KIND_PLURALS[kind]} {int(above[kinds == kind].sum())} / {counts[kind]}"
+                for kind in (1, 3, 2)))
+        md += ["", f"Probe ({counts[1]} real lenses): each fitted finder's score of controlled "
+               "edits of the real cutouts (R = lens light L + arcs A + noise; L and A from the "
+               "SLACS arc split, degraded without noise):", ""]
+        md += [f"- {name}: {what}" for name, what in EDITS.items()]
+        header = ["method", "lens", *EDITS]
+        md += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lens_names = [names[i] for i in np.flatnonzero(kinds == 1)]
+        for r, saved in runs:
+            for k, lens in enumerate(lens_names):
+                md.append("| " + " | ".join([f"`{r.run_id}`", lens, *[
+                    f"{saved[f'probe/{edit}'][k]:.3g}" for edit in EDITS]]) + " |")
+    train_hash = next((r.split_hashes.get("train") for r in results if r.split_hashes), None)
+    train = find_split(workdir, task, "train", train_hash) if train_hash else None
+    if train is None:
+        md += ["", "(The training split is not in the workdir: no comparison with it.)"]
+        return md, figures
+    comparison = compare_with_training(task, spec, train, real)
+    n_train_lenses = int((train.truth["label"] == 1).sum())
+    md += ["", f"Where the {counts[1]} real lenses fall among the {n_train_lenses} simulated "
+           "training lenses (value and percentile; lens magnitude, lens/arc flux and arc S/N of "
+           "the real lenses from their arc split; size, colour and peak measured on the images "
+           "of both alike):", ""]
+    md += distribution_rows(comparison)
+    title = f"{task.name} ({profile}): {counts[1]} real lenses vs {n_train_lenses} " \
+            "training lenses"
+    figures.append(plot_distributions(comparison, out_dir / f"{stem}-{task.name}-real-dist.png",
+                                      title))
+    figures.append(plot_neighbours(comparison, train.bands,
+                                   out_dir / f"{stem}-{task.name}-real-neighbours.png",
+                                   f"{counts[1]} real lenses (left) and their 3 nearest "
+                                   "simulated training lenses"))
+    md += ["", f"![{counts[1]} real lenses against the training lenses]({figures[0].name})",
+           "", f"Nearest simulated training lenses ({counts[1]} real lenses; distance d in "
+           "standardised photometric and shape features, baselines/features.py):", "",
+           f"![{counts[1]} real lenses and their nearest training lenses]({figures[1].name})"]
+    return md, figures

@@ -1,0 +1,154 @@
+"""Issue 22: real non-lenses as bright as the lenses, the Euclid VIS real task, and the
+real-lens diagnosis of the lens-finding report (probe, training-set distributions, nearest
+simulated lenses)."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+from lensbench.baselines.contract import Method
+from lensbench.bench.report import write_report
+from lensbench.bench.runner import run_suite
+from lensbench.bench.suites import real_diagnosis
+from lensbench.bench.tasks import get_suite
+from lensbench.datasets import cosmos, known_lenses
+from lensbench.datasets.storage import load_split
+
+
+@pytest.fixture(scope="module")
+def sources(real_data):
+    real_data("cosmos")
+    return cosmos.CosmosSources()
+
+
+def test_a_galaxy_rendered_at_its_own_redshift_is_unchanged_and_nearer_is_brighter(sources):
+    index = next(k for k, g in enumerate(sources.galaxies) if 0.5 < g.z_phot < 1.5)
+    galaxy = sources.galaxies[index]
+    same = cosmos.nearer_analogue(sources, index, z=galaxy.z_phot)
+    assert same.size_factor == pytest.approx(1.0)
+    assert same.mag_i == pytest.approx(galaxy.f814w)
+    assert same.pixel_scale == pytest.approx(galaxy.pixel_scale)
+    near = cosmos.nearer_analogue(sources, index, z=0.2)
+    assert near.size_factor > 1.5 and near.pixel_scale > galaxy.pixel_scale
+    # f_nu of a flat spectrum: (D_L ratio)^2 (1 + z0) / (1 + z): ~4 mag from z ~ 1 to 0.2.
+    assert galaxy.f814w - near.mag_i > 2.5
+    # The image carries that flux: its total (sky zeroed) scales by the same factor.
+    assert near.image.sum() / same.image.sum() == pytest.approx(
+        10 ** (-0.4 * (near.mag_i - same.mag_i)), rel=1e-9)
+    assert np.all(near.variance[near.image == 0] == 0)
+
+
+def test_bright_early_types_are_red_placed_and_ranked_by_luminosity(sources):
+    chosen = cosmos.bright_early_types(sources, 50)
+    assert 0 < len(chosen) < len(sources)
+    for analogue in chosen:
+        galaxy = sources.galaxies[analogue.galaxy_index]
+        assert galaxy.mags["g"] - galaxy.mags["i"] >= cosmos.MIN_EARLY_TYPE_G_MINUS_I
+        assert 0 < galaxy.z_phot <= cosmos.MAX_EARLY_TYPE_Z
+    mags = [a.mag_i for a in chosen]
+    assert mags == sorted(mags)
+    # Every qualifying galaxy and no other: the red, placed galaxies left out are fainter.
+    assert len({a.galaxy_index for a in chosen}) == len(chosen)
+    assert [a.galaxy_index for a in cosmos.bright_early_types(sources, 3)] == \
+        [a.galaxy_index for a in chosen[:3]]
+
+
+def test_real_split_gains_bright_early_types_and_vis_takes_the_f814w_flux(tmp_path,
+                                                                          real_data):
+    real_data("cosmos", "slacs")
+    out = known_lenses.make_real_lens_split("euclid-vis", ["VIS"], 64, tmp_path / "vis",
+                                            seed=3, n_nonlenses=4, n_bright_early_types=3,
+                                            colours_from_f814w=True)
+    split = load_split(out)
+    kinds = split.truth["kind"]
+    assert [(kinds == k).sum() for k in (1, 2, 3)] == [5, 4, 3]
+    assert np.all(split.truth["label"][kinds == 3] == 0)
+    assert split.manifest["config"]["n_bright_early_types"] == 3
+    # No invented colour: a lens's VIS magnitude is its F814W magnitude.
+    lenses = known_lenses.load_slacs()
+    for row in np.flatnonzero(kinds == 1):
+        lens = lenses[split.truth["object_index"][row]]
+        assert split.truth["mag_VIS"][row] == pytest.approx(lens.mag_f814w, abs=1e-6)
+    # The bright early types are the brightest non-lenses of the split.
+    mags = split.truth["mag_VIS"]
+    assert mags[kinds == 3].min() < mags[kinds == 2].min()
+    # With colours (HSC), the early types get the lens light's: g - i as the SLACS lenses'.
+    hsc = load_split(known_lenses.make_real_lens_split(
+        "hsc", ["g", "i"], 48, tmp_path / "hsc", seed=3, n_nonlenses=2, n_bright_early_types=2))
+    colour = hsc.truth["mag_g"] - hsc.truth["mag_i"]
+    expected = known_lenses.LENS_COLOURS["g"] - known_lenses.LENS_COLOURS["i"]
+    assert np.allclose(colour[hsc.truth["kind"] == 3], expected, atol=1e-5)
+
+
+class CentralFlux(Method):
+    """Scores by the flux in the central 9x9 pixels of all bands."""
+
+    def fit(self, X, y, info=None):
+        self.fitted_ = True
+        return self
+
+    def predict_score(self, X):
+        X = np.asarray(X)
+        h, w = X.shape[-2:]
+        return X[..., h // 2 - 4:h // 2 + 5, w // 2 - 4:w // 2 + 5].sum(axis=(1, 2, 3))
+
+
+def test_probe_edits_change_the_cutouts_as_named(tmp_path, real_data):
+    real_data("cosmos", "slacs")
+    spec = {"survey": "hsc", "bands": ("g", "r", "i"), "stamp_size": 48}
+    real = load_split(known_lenses.make_real_lens_split(
+        "hsc", ["g", "r", "i"], 48, tmp_path / "real", seed=3, n_nonlenses=2))
+    parts = real_diagnosis.real_lens_parts(spec, real)
+    observed = real.images(parts.rows)
+    # The noise-free parts are what the observed cutouts hold, up to the noise.
+    residual = (observed - parts.lens_light - parts.arcs) / parts.sigma
+    assert abs(residual.mean()) < 0.1 and 0.5 < residual.std() < 1.5
+    assert np.all(parts.arcs.sum(axis=(1, 2, 3)) > 0)
+    scores = real_diagnosis.probe_edits(CentralFlux().fit(None, None), spec, real)
+    assert list(scores) == list(real_diagnosis.EDITS)
+    assert np.allclose(scores["cutout x2"], 2 * scores["as observed"], rtol=1e-5)
+    assert np.all(scores["lens removed"] < scores["lens x0.25"])
+    assert np.all(scores["lens x0.25"] < scores["lens x0.5"])
+    assert np.all(scores["lens x0.5"] < scores["as observed"])
+    assert np.all(scores["arcs x2"] >= scores["as observed"])
+    assert np.all(scores["shift 4 px"] < scores["as observed"])  # the lens leaves the centre
+    edited = real_diagnosis.edited_cutouts(observed, parts)
+    extra = (edited["noise x2"] - observed) / parts.sigma
+    assert extra.std() == pytest.approx(math.sqrt(3), rel=0.05)
+
+
+def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_path,
+                                                                            real_data):
+    real_data("cosmos", "slacs")
+    workdir, out = tmp_path / "work", tmp_path / "reports"
+    results = run_suite(get_suite("real"), profile="smoke", seed=0, workdir=workdir,
+                        methods=["pixel-logreg"], log=lambda _: None)
+    assert {r.task for r in results} == {"real-hsc", "real-vis"}
+    assert all(r.status == "ok" for r in results), [r.error for r in results]
+    for r in results:
+        assert r.metrics["real/bright_early_types"] == 20
+        assert 0 <= r.metrics["real/bright_early_types_above_fpr1e-3"] <= 20
+    paths = write_report("real", workdir=workdir, out_dir=out, profile="smoke")
+    text = next(p for p in paths if p.suffix == ".md").read_text()
+    for task in ("real-hsc", "real-vis"):
+        section = text.split(f"## {task} ")[1].split("\n## ")[0]
+        real = next(load_split(p) for p in (workdir / "splits").glob(f"{task}-v*-real-*"))
+        names = real_diagnosis.object_names(real)
+        assert len(names) == 125
+        # Every real object named with its score, the counts beside the figures.
+        for name in names:
+            assert f"| {name} |" in section
+        assert "5 real lenses; real non-lenses: 20 bright COSMOS early types" in section
+        assert "SLACS lenses" in section and "/ 5;" in section and "/ 20;" in section
+        lens_names = [n for n, k in zip(names, real.truth["kind"], strict=True) if k == 1]
+        probe_rows = [line for line in section.splitlines()
+                      if line.startswith("| `pixel-logreg` | SDSSJ")]
+        assert sorted(line.split(" | ")[1] for line in probe_rows) == sorted(lens_names)
+        assert all(len(line.split(" | ")) == 2 + len(real_diagnosis.EDITS) for line in
+                   probe_rows)
+        assert "| theta_E (arcsec) |" in section and "| arc S/N |" in section
+        for figure in (f"real-smoke-{task}-real-dist.png", f"real-smoke-{task}-real-neighbours"
+                       ".png"):
+            assert f"({figure})" in section and (out / figure).stat().st_size > 1000
