@@ -398,6 +398,7 @@ def cmd_perf_sim(args) -> int:
 
 def cmd_scan(args) -> int:
     from lensbench.bench.scan import scan
+    from lensbench.datasets.prepare import parse_band_map
 
     tracking_uri = args.tracking_uri
     if tracking_uri is None and not Path(args.model).is_file():
@@ -408,7 +409,12 @@ def cmd_scan(args) -> int:
         summary = scan(args.model, args.cutouts, args.out, batch_size=args.batch_size,
                        workers=args.workers, scheduler=args.scheduler,
                        threads_per_worker=args.threads_per_worker, tracking_uri=tracking_uri,
-                       restart=args.restart, progress=not args.no_progress)
+                       restart=args.restart, progress=not args.no_progress,
+                       prepare=args.prepare, band_files=args.band_files,
+                       rms_files=args.rms_files, weight_files=args.weight_files,
+                       band_map=parse_band_map(args.bands), zero_point=args.zeropoint,
+                       pixel_scale=args.pixel_scale, model_pixel_scale=args.model_pixel_scale,
+                       noise_seed=args.noise_seed)
     except KeyboardInterrupt:
         print(f"interrupted: scored cutouts are kept in {args.out}.partial; rerun the same "
               "command to resume", file=sys.stderr)
@@ -577,6 +583,32 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-progress", action="store_true")
     scan.add_argument("--tracking-uri", help="MLflow store of the run id (default: "
                       "$MLFLOW_TRACKING_URI or the workdir's)")
+    prep = scan.add_argument_group(
+        "preparing real cutouts to the model's inputs (README: Scanning real cutouts); any of "
+        "these turns it on")
+    prep.add_argument("--prepare", action="store_true",
+                      help="convert units, resample, map bands, crop or pad (FITS cutouts: one "
+                           "multi-extension file or cube per object)")
+    prep.add_argument("--band-files", metavar="PATTERN",
+                      help="one FITS per band, e.g. '{id}_{band}.fits' (relative to --cutouts); "
+                           "or give a manifest CSV (id,band,sci[,rms][,weight]) as --cutouts")
+    prep.add_argument("--rms-files", metavar="PATTERN",
+                      help="rms maps, e.g. '{id}_{band}.rms.fits'")
+    prep.add_argument("--weight-files", metavar="PATTERN",
+                      help="inverse-variance maps, e.g. '{id}_{band}.wht.fits'")
+    prep.add_argument("--bands", metavar="MAP",
+                      help="band -> HDU name/index or cube plane, e.g. g=1,r=2,i=3 (default: "
+                           "FILTER/BAND header keywords)")
+    prep.add_argument("--zeropoint", type=float,
+                      help="AB zero point of one unit of the pixel values (default: BUNIT, "
+                           "MAGZERO/MAGZPT/PHOTZP/ZP or PHOTFLAM in the headers)")
+    prep.add_argument("--pixel-scale", type=float,
+                      help="arcsec/pixel of the cutouts (default: their WCS or PIXSCALE)")
+    prep.add_argument("--model-pixel-scale", type=float,
+                      help="arcsec/pixel the model was trained at, for a bare torch checkpoint "
+                           "(a model file says it)")
+    prep.add_argument("--noise-seed", type=int_at_least(0), default=0,
+                      help="mixed with each cutout id to seed its padding noise")
     _add_workdir(scan)
     scan.set_defaults(func=cmd_scan)
 

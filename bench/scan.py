@@ -48,6 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from lensbench.datasets.prepare import PREPARATION_COLUMNS
 from lensbench.datasets.readers import (
     METCALF_FILE,
     METCALF_MASK_VALUE,
@@ -83,11 +84,13 @@ class BadCutout(ValueError):
 
 @dataclass(frozen=True)
 class Item:
-    """One cutout to score: its position in the input order, id and pixel locator."""
+    """One cutout to score: its position in the input order, id and pixel locator; a cutout
+    delivered as one file per band also has its ``files``: (band, sci, rms, weight) paths."""
 
     index: int
     id: str
     source: str
+    files: tuple[tuple[str, str, str | None, str | None], ...] = ()
 
 
 def _sort_key(name: str):
@@ -98,11 +101,21 @@ def _is_split(path: Path) -> bool:
     return path.is_dir() and (path / "manifest.json").is_file()
 
 
-def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None
-               ) -> tuple[list[Item], str]:
-    """Every cutout under ``cutouts`` in a fixed order, and the layout ("split", "fits" or
-    "metcalf"). ``bands``: the model's bands, which pick and order the Metcalf band files."""
+def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None, *,
+               band_files: str | None = None, rms_files: str | None = None,
+               weight_files: str | None = None) -> tuple[list[Item], str]:
+    """Every cutout under ``cutouts`` in a fixed order, and the layout ("split", "fits",
+    "metcalf", "band files" or "manifest"). ``bands``: the model's bands, which pick and order
+    the Metcalf band files and the files of a cutout delivered one file per band: found with
+    the ``band_files`` pattern (``{id}`` and ``{band}`` in a path relative to ``cutouts``; rms
+    and weight maps with ``rms_files`` / ``weight_files``), or listed in a manifest CSV given
+    as ``cutouts`` (columns id, band, sci and optionally rms, weight; paths relative to it)."""
     path = Path(cutouts).resolve()
+    if band_files is not None:
+        return _band_file_items(path, list(bands or ()), band_files, rms_files,
+                                weight_files), "band files"
+    if path.is_file() and path.suffix.lower() == ".csv":
+        return _manifest_items(path), "manifest"
     if _is_split(path):
         from lensbench.datasets.storage import load_split
 
@@ -136,6 +149,70 @@ def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None
     if not files:
         raise FileNotFoundError(f"{path}: no FITS files (*.fits, *.fits.gz) and not a split")
     return [Item(k, _FITS.sub("", f.name), str(f)) for k, f in enumerate(files)], "fits"
+
+
+def _pattern_regex(pattern: str, bands: list[str]) -> re.Pattern:
+    if "{id}" not in pattern or "{band}" not in pattern:
+        raise ValueError(f"--band-files {pattern!r}: the pattern needs {{id}} and {{band}}, e.g. "
+                         "'{id}_{band}.fits'")
+    parts = re.split(r"(\{id\}|\{band\})", pattern)
+    regex = "".join("(?P<id>.+?)" if part == "{id}" else
+                    f"(?P<band>{'|'.join(map(re.escape, bands))})" if part == "{band}" else
+                    re.escape(part) for part in parts)
+    return re.compile(regex)
+
+
+def _band_file_items(root: Path, bands: list[str], pattern: str, rms: str | None,
+                     weight: str | None) -> list[Item]:
+    """One item per id any file matching ``pattern`` has; every model band's paths are
+    formatted from the patterns (a missing one is named when the cutout is read)."""
+    if not root.is_dir():
+        raise FileNotFoundError(f"--cutouts {root}: not a folder (the --band-files pattern is "
+                                "relative to it)")
+    regex = _pattern_regex(pattern, bands)
+    ids = {match["id"] for f in root.rglob("*") if f.is_file()
+           and (match := regex.fullmatch(f.relative_to(root).as_posix()))}
+    if not ids:
+        raise FileNotFoundError(f"{root}: no file matches --band-files {pattern!r} for the "
+                                f"model's bands {bands}")
+
+    def fill(template: str | None, oid: str, band: str) -> str | None:
+        return None if template is None else str(root / template.format(id=oid, band=band))
+
+    items = []
+    for k, oid in enumerate(sorted(ids, key=_sort_key)):
+        files = tuple((b, fill(pattern, oid, b), fill(rms, oid, b), fill(weight, oid, b))
+                      for b in bands)
+        items.append(Item(k, oid, ";".join(f[1] for f in files), files))
+    return items
+
+
+def _manifest_items(manifest: Path) -> list[Item]:
+    """Items of a manifest CSV (columns id, band, sci; optional rms, weight)."""
+    with open(manifest, newline="") as f:
+        reader = csv.DictReader(f)
+        missing = [c for c in ("id", "band", "sci") if c not in (reader.fieldnames or ())]
+        if missing:
+            raise ValueError(f"{manifest}: no column {missing[0]!r} (a manifest has columns id, "
+                             f"band, sci and optionally rms, weight; got {reader.fieldnames})")
+        rows = list(reader)
+    per_id: dict[str, dict[str, tuple]] = {}
+    for line, row in enumerate(rows, start=2):
+        oid, band = row["id"].strip(), row["band"].strip()
+        if not oid or not band or not row["sci"].strip():
+            raise ValueError(f"{manifest}: line {line}: empty id, band or sci")
+        if band in per_id.setdefault(oid, {}):
+            raise ValueError(f"{manifest}: line {line}: a second {band} file for id {oid!r}")
+        per_id[oid][band] = (band, *(_manifest_path(manifest, row, column)
+                                     for column in ("sci", "rms", "weight")))
+    return [Item(k, oid, ";".join(f[1] for f in per_id[oid].values()),
+                 tuple(per_id[oid].values()))
+            for k, oid in enumerate(sorted(per_id, key=_sort_key))]
+
+
+def _manifest_path(manifest: Path, row: dict, column: str) -> str | None:
+    value = (row.get(column) or "").strip()
+    return str((manifest.parent / value).resolve()) if value else None
 
 
 def _split_ids(split) -> list[str]:
@@ -260,15 +337,55 @@ def _check_pixel_range(image: np.ndarray, noise, mask_value: float | None) -> No
                         "measurement")
 
 
+@dataclass(frozen=True)
+class Preparer:
+    """Prepares each cutout to the model's inputs (:func:`lensbench.datasets.prepare.
+    prepare_cutout`) with the scan's flags; travels to Dask workers with the batch."""
+
+    model: object  # datasets.prepare.ModelInputs
+    zero_point: float | None = None
+    pixel_scale: float | None = None
+    band_map: tuple[tuple[str, str], ...] = ()
+    seed: int = 0
+
+    def __call__(self, item: Item):
+        """(the prepared (B, H, W) image, its Preparation record); PreparationError."""
+        from lensbench.datasets.prepare import prepare_cutout
+
+        cutout = ({band: {"sci": sci, "rms": rms, "weight": weight}
+                   for band, sci, rms, weight in item.files} if item.files else item.source)
+        return prepare_cutout(cutout, self.model, cutout_id=item.id,
+                              zero_point=self.zero_point, pixel_scale=self.pixel_scale,
+                              band_map=dict(self.band_map) or None, seed=self.seed)
+
+
+def _prepared_items(items: list[Item], prepare: Preparer, records: list
+                    ) -> Iterator[tuple[Item, np.ndarray | Exception]]:
+    from lensbench.datasets.prepare import PreparationError
+
+    for item in items:
+        try:
+            image, record = prepare(item)
+        except (PreparationError, OSError) as error:
+            yield item, BadCutout(str(error))
+            continue
+        records.append(record)
+        yield item, image
+
+
 def load_batch(items: list[Item], image_shape: tuple[int, ...], noise=None,
-               mask_value: float | None = None
+               mask_value: float | None = None, prepare: Preparer | None = None,
+               records: list | None = None
                ) -> tuple[np.ndarray, list[Item], list[tuple[Item, str]]]:
     """(images (n, B, H, W) float32 of the good items, the good items, [(bad item, reason)]).
     ``noise``: the model's per-band training sky sigma, which sets the plausible pixel range
     (:data:`PIXEL_LIMIT_SIGMA`; pixels equal to ``mask_value`` are exempt); None checks no
-    range."""
+    range. With ``prepare`` each cutout is prepared to the model's inputs first and what was
+    done is appended to ``records``."""
     good, bad, images = [], [], []
-    for item, image in _read_items(items):
+    records = [] if records is None else records
+    read = _read_items(items) if prepare is None else _prepared_items(items, prepare, records)
+    for item, image in read:
         try:
             if isinstance(image, Exception):
                 raise image
@@ -315,37 +432,95 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_MODELS: dict[str, object] = {}  # per-process cache: checkpoint sha256 -> loaded method
+_MODELS: dict[str, tuple] = {}  # per-process cache: model sha256 -> (method, contract)
 
 
-def model_from_bytes(blob: bytes, digest: str | None = None, name: str = "checkpoint"):
-    """The fitted method in checkpoint bytes (read from the file ``name``, which errors name),
-    loaded once per process (workers reuse it)."""
-    from lensbench.deep.checkpoint import load_checkpoint
+def is_model_file(blob: bytes) -> bool:
+    """A lensbench model file (baselines/persistence.py, a zip archive), not a bare torch
+    checkpoint."""
+    import io
+    import zipfile
 
+    if not blob.startswith(b"PK"):
+        return False
+    with contextlib.suppress(zipfile.BadZipFile), zipfile.ZipFile(io.BytesIO(blob)) as archive:
+        return "manifest.json" in archive.namelist()
+    return False
+
+
+def load_scan_model(blob: bytes, digest: str | None = None, name: str = "model"):
+    """(fitted method, its ModelContract or None) in the bytes of a model file (any saved
+    finder: ``baselines.persistence.load_model``) or of a bare torch checkpoint, read from the
+    file ``name`` (which errors name); loaded once per process (workers reuse it)."""
     digest = digest or sha256_bytes(blob)
     if digest not in _MODELS:
-        method = load_checkpoint(name, data=blob)
+        if is_model_file(blob):
+            from lensbench.baselines.persistence import load_model
+
+            method, contract = load_model(name, data=blob)
+        else:
+            from lensbench.deep.checkpoint import load_checkpoint
+
+            method, contract = load_checkpoint(name, data=blob), None
+        if not callable(getattr(method, "predict_score", None)):
+            raise ValueError(f"{name}: a {type(method).__name__} model predicts no lens score; "
+                             "bench scan needs a lens finder")
         _MODELS.clear()  # one model per process at a time
-        _MODELS[digest] = method
+        _MODELS[digest] = (method, contract)
     return _MODELS[digest]
 
 
-def score_batch(blob: bytes, digest: str, items: list[Item], num_threads: int | None = None
-                ) -> tuple[list[tuple[int, str, float, float, str]], list[tuple[Item, str]]]:
-    """Read and score one batch: ([(index, id, score, spread, source)], [(bad item, reason)]).
-    Runs in the scanning process or on a Dask worker."""
+def model_from_bytes(blob: bytes, digest: str | None = None, name: str = "checkpoint"):
+    """The fitted method in model or checkpoint bytes (see :func:`load_scan_model`)."""
+    return load_scan_model(blob, digest, name)[0]
+
+
+def model_inputs(method, contract, model_pixel_scale: float | None = None):
+    """The model's :class:`lensbench.datasets.prepare.ModelInputs`: from its contract, else
+    from the checkpoint (bands, stamp) and ``model_pixel_scale`` (a bare checkpoint does not
+    store its pixel scale)."""
+    from lensbench.datasets.prepare import ModelInputs
+
+    if contract is not None and contract.stamp_shape is not None:
+        if (model_pixel_scale is not None and contract.pixel_scale is not None
+                and abs(model_pixel_scale / contract.pixel_scale - 1) > 1e-6):
+            raise ValueError(f"--model-pixel-scale {model_pixel_scale} contradicts the model's "
+                             f"contract ({contract.pixel_scale}\"/pixel)")
+        return ModelInputs(tuple(contract.bands), contract.pixel_scale or model_pixel_scale,
+                           tuple(contract.stamp_shape[1:]))
+    return ModelInputs(tuple(method.bands_), model_pixel_scale,
+                       tuple(method.image_shape_[1:]))
+
+
+def _image_shape(method, contract) -> tuple[int, ...]:
+    if contract is not None and contract.stamp_shape is not None:
+        return tuple(contract.stamp_shape)
+    return tuple(method.image_shape_)
+
+
+def score_batch(blob: bytes, digest: str, items: list[Item], num_threads: int | None = None,
+                prepare: Preparer | None = None):
+    """Read (and with ``prepare``, prepare) and score one batch: ([(index, id, score, spread,
+    source)], [(bad item, reason)]), and with ``prepare`` the Preparation records as a third
+    element. Runs in the scanning process or on a Dask worker."""
     import torch
 
-    method = model_from_bytes(blob, digest)
+    method, contract = load_scan_model(blob, digest)
     if num_threads:
         torch.set_num_threads(int(num_threads))
-    images, good, bad = load_batch(items, method.image_shape_, method.preprocessor_.noise,
-                                   method.preprocessor_.mask_value)
+    preprocessor = getattr(method, "preprocessor_", None)
+    records: list = []
+    images, good, bad = load_batch(items, _image_shape(method, contract),
+                                   getattr(preprocessor, "noise", None),
+                                   getattr(preprocessor, "mask_value", None), prepare, records)
     if not good:
-        return [], bad
+        return ([], bad) if prepare is None else ([], bad, records)
     with torch.inference_mode():
-        scores, spreads = method.predict_score_with_spread(images)
+        if hasattr(method, "predict_score_with_spread"):
+            scores, spreads = method.predict_score_with_spread(images)
+        else:  # one model: no committee spread
+            scores = np.asarray(method.predict_score(images), dtype=float)
+            spreads = np.zeros_like(scores)
     rows = []
     for it, score, spread in zip(good, scores, spreads, strict=True):
         score, spread = float(score), float(spread)
@@ -353,7 +528,7 @@ def score_batch(blob: bytes, digest: str, items: list[Item], num_threads: int | 
             rows.append((it.index, it.id, score, spread, it.source))
         else:  # never ranked: NaN compares false with everything and scrambles the order
             bad.append((it, f"score is not finite (score {score}, spread {spread})"))
-    return rows, bad
+    return (rows, bad) if prepare is None else (rows, bad, records)
 
 
 # --------------------------------------------------------------------------- resume files
@@ -365,13 +540,15 @@ class ScanFiles:
     partial: Path
     bad: Path
     state: Path
+    prepared: Path  # what was done to each cutout, when the scan prepares them
 
     @classmethod
     def for_output(cls, out: str | os.PathLike) -> ScanFiles:
         out = Path(out)
         stem = out.name[:-4] if out.name.lower().endswith(".csv") else out.name
         return cls(out, out.with_name(out.name + ".partial"),
-                   out.with_name(stem + ".bad.csv"), out.with_name(out.name + ".scan.json"))
+                   out.with_name(stem + ".bad.csv"), out.with_name(out.name + ".scan.json"),
+                   out.with_name(stem + ".prepared.csv"))
 
 
 def _truncate_torn_line(path: Path) -> None:
@@ -423,11 +600,11 @@ class _Appender:
 def _check_state(files: ScanFiles, state: dict, restart: bool) -> None:
     """Resume only the same scan (same model and cutouts); ``restart`` discards old progress."""
     if restart:
-        for path in (files.partial, files.bad, files.state):
+        for path in (files.partial, files.bad, files.state, files.prepared):
             path.unlink(missing_ok=True)
     if files.state.is_file():
         old = json.loads(files.state.read_text())
-        for key in ("model_sha256", "cutouts"):
+        for key in ("model_sha256", "cutouts", "preparation"):
             if old.get(key) != state[key]:
                 raise ValueError(
                     f"{files.partial} holds an unfinished scan of a different {key.split('_')[0]}"
@@ -499,12 +676,23 @@ def _batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
 def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.PathLike, *,
          batch_size: int = 512, workers: int = 1, scheduler: str | None = None,
          threads_per_worker: int = 1, tracking_uri: str | None = None, restart: bool = False,
-         progress: bool = True, on_batch: Callable[[int], None] | None = None
-         ) -> ScanSummary:
-    """Score every cutout under ``cutouts`` with the checkpoint (or MLflow run) ``model`` and
-    write the ranked table to ``out``; see the module docstring. ``on_batch(n)`` is called
-    after each batch of n cutouts is recorded (an exception there stops the scan, leaving it
-    resumable)."""
+         progress: bool = True, on_batch: Callable[[int], None] | None = None,
+         prepare: bool = False, band_files: str | None = None, rms_files: str | None = None,
+         weight_files: str | None = None, band_map: dict[str, str] | None = None,
+         zero_point: float | None = None, pixel_scale: float | None = None,
+         model_pixel_scale: float | None = None, noise_seed: int = 0) -> ScanSummary:
+    """Score every cutout under ``cutouts`` with the model file, checkpoint (or MLflow run)
+    ``model`` and write the ranked table to ``out``; see the module docstring. ``on_batch(n)``
+    is called after each batch of n cutouts is recorded (an exception there stops the scan,
+    leaving it resumable).
+
+    Preparation (``prepare``, implied by any of the arguments after it): every cutout is
+    brought to the model's inputs by :func:`lensbench.datasets.prepare.prepare_cutout` (units,
+    pixel scale, bands, stamp; ``band_files`` / ``rms_files`` / ``weight_files`` patterns or a
+    manifest CSV as ``cutouts`` for one file per band, ``band_map`` for HDUs or cube planes,
+    ``zero_point`` and ``pixel_scale`` over the headers, ``model_pixel_scale`` for a bare
+    checkpoint, ``noise_seed`` mixed with each id for the padding noise) and what was done is
+    written to ``<out stem>.prepared.csv``."""
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
     if workers < 1:
@@ -512,10 +700,15 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
     files = ScanFiles.for_output(out)
     files.out.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(files.out.with_name(files.out.name + ".lock")):
+        options = dict(band_files=band_files, rms_files=rms_files, weight_files=weight_files,
+                       band_map=band_map, zero_point=zero_point, pixel_scale=pixel_scale,
+                       model_pixel_scale=model_pixel_scale, noise_seed=noise_seed)
+        prepare = prepare or any(v not in (None, 0, {}) for v in options.values()) or (
+            Path(cutouts).suffix.lower() == ".csv")
         return _scan(files, model, cutouts, batch_size=batch_size, workers=workers,
                      scheduler=scheduler, threads_per_worker=threads_per_worker,
                      tracking_uri=tracking_uri, restart=restart, progress=progress,
-                     on_batch=on_batch)
+                     on_batch=on_batch, prepare=prepare, **options)
 
 
 @contextlib.contextmanager
@@ -537,12 +730,26 @@ def _exclusive(lock: Path):
 
 
 def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
-          threads_per_worker, tracking_uri, restart, progress, on_batch) -> ScanSummary:
+          threads_per_worker, tracking_uri, restart, progress, on_batch, prepare, band_files,
+          rms_files, weight_files, band_map, zero_point, pixel_scale, model_pixel_scale,
+          noise_seed) -> ScanSummary:
     checkpoint = resolve_model(str(model), tracking_uri, download_dir=files.out.parent)
     blob = checkpoint.read_bytes()
     digest = sha256_bytes(blob)
-    method = model_from_bytes(blob, digest, str(checkpoint))  # fail early on a bad one
-    items, layout = list_items(cutouts, bands=method.bands_)
+    method, contract = load_scan_model(blob, digest, str(checkpoint))  # fail early
+    inputs = model_inputs(method, contract, model_pixel_scale)
+    items, layout = list_items(cutouts, bands=inputs.bands, band_files=band_files,
+                               rms_files=rms_files, weight_files=weight_files)
+    preparer = None
+    if prepare:
+        if layout in ("split", "metcalf"):
+            raise ValueError(f"{cutouts}: a {layout} input is read as it is; preparation "
+                             "(--prepare, --band-files, --bands, --zeropoint, --pixel-scale) is "
+                             "for FITS cutouts")
+        preparer = Preparer(inputs, zero_point, pixel_scale,
+                            tuple(sorted((band_map or {}).items())), noise_seed)
+    elif layout in ("band files", "manifest"):
+        raise ValueError(f"{cutouts}: one file per band needs preparation")
     seen: dict[str, str] = {}
     for item in items:
         if item.id in seen:
@@ -551,7 +758,8 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
         seen[item.id] = item.source
     del seen
     _check_state(files, {"format": STATE_FORMAT, "model": str(model),
-                         "model_sha256": digest, "cutouts": str(Path(cutouts).resolve())},
+                         "model_sha256": digest, "cutouts": str(Path(cutouts).resolve()),
+                         "preparation": None if preparer is None else repr(preparer)},
                  restart)
     _truncate_torn_line(files.partial)
     _truncate_torn_line(files.bad)
@@ -561,10 +769,15 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     scored_rows = bad_rows = 0
     start = time.perf_counter()
     partial, bad = _Appender(files.partial, _PARTIAL_COLUMNS), _Appender(files.bad, BAD_COLUMNS)
+    prepared = None if preparer is None else _Appender(files.prepared, PREPARATION_COLUMNS)
     bar = _progress(len(items), len(items) - len(todo), progress)
+    extra = {} if preparer is None else {"prepare": preparer}
     try:
-        def record(rows, bad_items) -> None:
+        def record(rows, bad_items, records=()) -> None:
             nonlocal scored_rows, bad_rows
+            if prepared is not None:  # first: a scored row always has its record
+                prepared.rows([r.row()[c] for c in PREPARATION_COLUMNS] for r in records)
+                prepared.flush()
             partial.rows((i, oid, _format(s), _format(d), src) for i, oid, s, d, src in rows)
             bad.rows((it.id, it.source, reason) for it, reason in bad_items)
             partial.flush()
@@ -577,15 +790,18 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
         batches = _batches(todo, batch_size)
         if scheduler is None and workers == 1:
             for batch in batches:
-                record(*score_batch(blob, digest, batch))
+                record(*score_batch(blob, digest, batch, **extra))
                 if on_batch is not None:
                     on_batch(len(batch))
         else:
             _scan_dask(blob, digest, batches, record, workers=workers, scheduler=scheduler,
-                       threads_per_worker=threads_per_worker, on_batch=on_batch)
+                       threads_per_worker=threads_per_worker, on_batch=on_batch,
+                       prepare=preparer)
     finally:
         partial.close()
         bad.close()
+        if prepared is not None:
+            prepared.close()
         if bar is not None:
             bar.close()
     seconds = time.perf_counter() - start
@@ -595,16 +811,25 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     n_scored = len({row["id"] for row in rows})
     complete = n_scored + n_bad >= len(items)
     if complete:
-        finish(files, rows, bads)
+        finish(files, rows, bads, prepared=preparer is not None)
     reasons = Counter({row["id"]: row["reason"] for row in bads}.values())
     return ScanSummary(files.out if complete else files.partial, files.bad, len(items),
                        n_scored, n_bad, scored_rows, seconds, layout, complete,
                        dict(reasons.most_common()))
 
 
-def finish(files: ScanFiles, rows: list[dict], bads: list[dict]) -> None:
-    """Write the ranked table (score descending, ties in input order) and the sorted bad list
-    atomically, then drop the resume files."""
+def finish(files: ScanFiles, rows: list[dict], bads: list[dict], prepared: bool = False
+           ) -> None:
+    """Write the ranked table (score descending, ties in input order), the sorted bad list
+    and (``prepared``) the preparation records, one per id, atomically, then drop the resume
+    files."""
+    if prepared:
+        records = {}
+        for row in _read_rows(files.prepared, PREPARATION_COLUMNS):
+            records[row["id"]] = row  # a batch redone after an interrupt: its last record
+        _write_atomic(files.prepared, PREPARATION_COLUMNS,
+                      ([r[c] for c in PREPARATION_COLUMNS] for r in
+                       sorted(records.values(), key=lambda r: _sort_key(r["id"]))))
     unique = {}
     for row in rows:  # the lock makes repeats impossible; keep the first one regardless
         unique.setdefault(row["id"], row)
@@ -628,7 +853,7 @@ def _progress(total: int, initial: int, enabled: bool):
 
 def _scan_dask(blob: bytes, digest: str, batches: Iterator[list[Item]], record, *,
                workers: int, scheduler: str | None, threads_per_worker: int,
-               on_batch=None) -> None:
+               on_batch=None, prepare: Preparer | None = None) -> None:
     """Batches as tasks on a Dask cluster, at most 2 per worker thread in flight (so memory
     stays flat), recorded as they complete."""
     from distributed import Client, LocalCluster, as_completed
@@ -648,7 +873,7 @@ def _scan_dask(blob: bytes, digest: str, batches: Iterator[list[Item]], record, 
 
         def submit(batch) -> bool:
             future = client.submit(score_batch, model, digest, batch, threads_per_worker,
-                                   pure=False)
+                                   prepare, pure=False)
             sizes[future.key] = len(batch)
             pending.add(future)
             return True

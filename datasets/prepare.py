@@ -89,6 +89,7 @@ class BandPlane:
     header: object = None  # astropy Header or None
     rms: np.ndarray | None = None  # per-pixel sigma, in the units of ``data``
     rms_file: str | None = None
+    index: int = 0  # the plane of a cube
 
 
 @dataclass
@@ -309,11 +310,17 @@ def read_cutout(path: str | Path, bands: Sequence[str],
         if not hdus:
             raise PreparationError(f"{path}: no image HDU with data")
         primary = hdul[0].header
-        cube = [(k, h) for k, h in hdus if np.squeeze(h.data).ndim == 3]
-        if cube and len(hdus) == 1:
-            k, hdu = cube[0]
-            data = np.asarray(np.squeeze(hdu.data), dtype=np.float64)
-            return _cube_planes(path, data, hdu.header, bands, band_map)
+        first = hdus[0][1]
+        if np.squeeze(first.data).ndim == 3:  # a cube, with its rms cube in an HDU "RMS"
+            data = np.asarray(np.squeeze(first.data), dtype=np.float64)
+            planes = _cube_planes(path, data, first.header, bands, band_map)
+            rms = [h for _, h in hdus[1:] if h.name == "RMS" and h.data.shape == first.data.shape]
+            if rms:
+                sigma = np.asarray(np.squeeze(rms[0].data), dtype=np.float64)
+                for plane in planes:
+                    plane.rms = sigma[plane.index]
+                    plane.rms_file = f"{path}[RMS]"
+            return planes
         planes = {}
         if band_map:
             for band in bands:
@@ -375,7 +382,8 @@ def _cube_planes(path: Path, data: np.ndarray, header, bands: Sequence[str],
             raise PreparationError(f"{path}: a cube of {data.shape[0]} planes, no BANDS keyword, "
                                    f"and the model needs {len(bands)} bands "
                                    f"({', '.join(bands)}); pass --bands g=0,r=1,...")
-    return [BandPlane(b, data[index[b]], f"{path}[plane {index[b]}]", header) for b in bands]
+    return [BandPlane(b, data[index[b]], f"{path}[plane {index[b]}]", header, index=index[b])
+            for b in bands]
 
 
 # --------------------------------------------------------------------------- preparing

@@ -1,0 +1,295 @@
+"""Preparing a user's real cutouts to a model's inputs (datasets/prepare.py, issue 23.2): units,
+pixel scale, bands, stamp and padding, on FITS files written here and on SLACS lenses degraded by
+`bench degrade`."""
+
+from __future__ import annotations
+
+import csv
+import math
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from lensbench.bench import cli
+from lensbench.datasets.prepare import (
+    ModelInputs,
+    PreparationError,
+    border_sigma,
+    prepare_cutout,
+    read_cutout,
+)
+
+GR = ModelInputs(("g", "r"), 0.2, (16, 16))
+
+
+def wcs_header(scale_arcsec: float, n: int, rotation_deg: float = 0.0) -> fits.Header:
+    c, s = math.cos(math.radians(rotation_deg)), math.sin(math.radians(rotation_deg))
+    d = scale_arcsec / 3600
+    header = fits.Header()
+    header["CTYPE1"], header["CTYPE2"] = "RA---TAN", "DEC--TAN"
+    header["CRPIX1"] = header["CRPIX2"] = (n + 1) / 2
+    header["CRVAL1"], header["CRVAL2"] = 150.0, 2.0
+    header["CD1_1"], header["CD1_2"], header["CD2_1"], header["CD2_2"] = -d * c, d * s, d * s, d * c
+    return header
+
+
+def point_image(n: int, flux: float) -> np.ndarray:
+    """A point source of ``flux`` spread over the 2x2 central pixels (even n), so the cutout's
+    centre is the source's."""
+    image = np.zeros((n, n))
+    image[n // 2 - 1:n // 2 + 1, n // 2 - 1:n // 2 + 1] = flux / 4
+    return image
+
+
+def test_band_files_in_counts_are_converted_and_resampled_conserving_flux(tmp_path):
+    """Per-band files at 0.1"/px in counts with MAGZERO 27 (one band, the other PHOTZP 25):
+    nanomaggies at the model's 0.2"/px, total flux kept, each step recorded."""
+    files = {}
+    for band, key, zp in (("g", "MAGZERO", 27.0), ("r", "PHOTZP", 25.0)):
+        header = wcs_header(0.1, 40, rotation_deg=30)  # rotated: the scale is still 0.1"
+        header[key] = zp
+        fits.PrimaryHDU(point_image(40, 1000.0), header).writeto(tmp_path / f"a_{band}.fits")
+        files[band] = {"sci": tmp_path / f"a_{band}.fits"}
+    image, record = prepare_cutout(files, GR, cutout_id="a")
+    assert image.shape == (2, 16, 16) and image.dtype == np.float32
+    assert image[0].sum() == pytest.approx(1000.0 * 10 ** (-0.4 * (27.0 - 22.5)), rel=1e-6)
+    assert image[1].sum() == pytest.approx(1000.0 * 10 ** (-0.4 * (25.0 - 22.5)), rel=1e-6)
+    # the source stays at the centre: the 2x2 central pixels of the 0.2" grid hold it all
+    assert image[0, 7:9, 7:9].sum() == pytest.approx(image[0].sum())
+    assert record.resampling == "rebin_flux" and record.scale_factor == pytest.approx(0.5)
+    assert record.pixel_scale_from == "WCS" and record.pixel_scale_in == pytest.approx(0.1)
+    assert record.zero_point_from == "g=MAGZERO,r=PHOTZP"
+    assert record.crop_pixels == 20 * 20 - 16 * 16 and record.padding_pixels == 0
+
+
+def test_zero_point_flag_photflam_and_bunit_and_a_clear_refusal(tmp_path):
+    plain = tmp_path / "plain.fits"
+    fits.PrimaryHDU(np.ones((16, 16)), fits.Header({"PIXSCALE": 0.2})).writeto(plain)
+    one = ModelInputs(("i",), 0.2, (16, 16))
+    with pytest.raises(PreparationError, match=r"plain\.fits.*band i.*--zeropoint"):
+        prepare_cutout(plain, one, cutout_id="x")
+    image, record = prepare_cutout(plain, one, cutout_id="x", zero_point=20.0)
+    assert np.allclose(image, 10 ** (-0.4 * (20.0 - 22.5)))
+    assert record.zero_point_from == "i=--zeropoint"
+    # HST: PHOTFLAM/PHOTPLAM give the zero point of 1 e-/s; an image in electrons is divided by
+    # EXPTIME first
+    hst = fits.Header({"PIXSCALE": 0.2, "PHOTFLAM": 7.0e-20, "PHOTPLAM": 8045.0,
+                       "BUNIT": "ELECTRONS", "EXPTIME": 400.0})
+    fits.PrimaryHDU(np.full((16, 16), 400.0), hst).writeto(tmp_path / "hst.fits")
+    image, record = prepare_cutout(tmp_path / "hst.fits", one, cutout_id="h")
+    zp = -2.5 * math.log10(7.0e-20) - 5 * math.log10(8045.0) - 2.408
+    assert np.allclose(image, 10 ** (-0.4 * (zp - 22.5)), rtol=1e-6)
+    assert record.zero_point_from == "i=PHOTFLAM/EXPTIME"
+    del hst["EXPTIME"]
+    fits.PrimaryHDU(np.ones((16, 16)), hst).writeto(tmp_path / "hst2.fits")
+    with pytest.raises(PreparationError, match="EXPTIME"):
+        prepare_cutout(tmp_path / "hst2.fits", one, cutout_id="h2")
+    # no pixel scale anywhere: refused, naming the flag
+    fits.PrimaryHDU(np.ones((16, 16)), fits.Header({"BUNIT": "nanomaggy"})).writeto(
+        tmp_path / "noscale.fits")
+    with pytest.raises(PreparationError, match=r"noscale\.fits.*--pixel-scale"):
+        prepare_cutout(tmp_path / "noscale.fits", one, cutout_id="n")
+
+
+def write_mef(path, order, filters=True, missing=()):
+    hdus = [fits.PrimaryHDU(header=fits.Header({"MAGZERO": 30.0, "PIXSCALE": 0.2}))]
+    for value, band in enumerate(order):
+        if band in missing:
+            continue
+        header = fits.Header({"EXTNAME": f"SCI_{band.upper()}"})
+        if filters:
+            header["FILTER"] = f"DECam {band}"
+        hdus.append(fits.ImageHDU(np.full((16, 16), float(value + 1)), header))
+    fits.HDUList(hdus).writeto(path)
+
+
+def test_multi_extension_bands_from_filter_keywords_or_a_map(tmp_path):
+    """DES style: one band per HDU, found by FILTER in any order (zero point from the primary
+    header), or by a --bands map; a missing band names the file and the band."""
+    write_mef(tmp_path / "des.fits", ["r", "z", "g"])
+    planes = read_cutout(tmp_path / "des.fits", ("g", "r"))
+    assert [p.band for p in planes] == ["g", "r"]
+    assert [p.data[0, 0] for p in planes] == [3.0, 1.0]
+    image, record = prepare_cutout(tmp_path / "des.fits", GR, cutout_id="d")
+    assert np.allclose(image[0], 3.0 * 10 ** (-0.4 * 7.5))
+    assert record.zero_point_from == "g=MAGZERO,r=MAGZERO" and record.resampling == "none"
+    write_mef(tmp_path / "nofilter.fits", ["r", "z", "g"], filters=False)
+    with pytest.raises(PreparationError, match=r"nofilter\.fits: no HDU for band g.*--bands"):
+        prepare_cutout(tmp_path / "nofilter.fits", GR, cutout_id="n")
+    image, _ = prepare_cutout(tmp_path / "nofilter.fits", GR, cutout_id="n",
+                              band_map={"g": "SCI_G", "r": "1"})
+    assert image[0, 0, 0] == pytest.approx(3.0 * 10 ** (-0.4 * 7.5))
+    assert image[1, 0, 0] == pytest.approx(1.0 * 10 ** (-0.4 * 7.5))
+    write_mef(tmp_path / "nog.fits", ["r", "z", "g"], missing=("g",))
+    with pytest.raises(PreparationError, match=r"nog\.fits: no HDU for band g"):
+        prepare_cutout(tmp_path / "nog.fits", GR, cutout_id="m")
+
+
+def test_a_cube_takes_its_bands_from_bands_keyword_or_the_model_order(tmp_path):
+    cube = np.stack([np.full((16, 16), v) for v in (1.0, 2.0, 3.0)])
+    header = fits.Header({"BUNIT": "nanomaggy", "PIXSCALE": 0.2, "BANDS": "z,r,g"})
+    fits.PrimaryHDU(cube, header).writeto(tmp_path / "cube.fits")
+    image, _ = prepare_cutout(tmp_path / "cube.fits", GR, cutout_id="c")
+    assert image[:, 0, 0].tolist() == [3.0, 2.0]
+    del header["BANDS"]
+    fits.PrimaryHDU(cube[:2], header).writeto(tmp_path / "ordered.fits")
+    image, _ = prepare_cutout(tmp_path / "ordered.fits", GR, cutout_id="o")
+    assert image[:, 0, 0].tolist() == [1.0, 2.0]
+    fits.PrimaryHDU(cube, header).writeto(tmp_path / "three.fits")
+    with pytest.raises(PreparationError, match=r"three\.fits: a cube of 3 planes.*--bands"):
+        prepare_cutout(tmp_path / "three.fits", GR, cutout_id="t")
+
+
+def test_padding_is_noise_from_the_rms_map_or_the_border_reproducible_per_id(tmp_path):
+    rng = np.random.default_rng(1)
+    small = rng.normal(0.0, 0.5, (2, 10, 10))
+    small[:, 4:6, 4:6] += 20.0
+    array_model = ModelInputs(("g", "r"), None, (32, 32))
+    image, record = prepare_cutout(small, array_model, cutout_id="obj-1", zero_point=22.5)
+    assert image.shape == (2, 32, 32) and record.padding_pixels == 32 * 32 - 10 * 10
+    assert np.array_equal(image[:, 11:21, 11:21], small.astype(np.float32))  # centred
+    assert record.noise_source == "border sigma-clipped std"
+    frame = np.concatenate([image[0, :11].ravel(), image[0, 21:].ravel()])
+    assert frame.std() == pytest.approx(border_sigma(small[0]), rel=0.15)
+    assert frame.std() == pytest.approx(0.5, rel=0.3)  # the clipped border ignores the source
+    again, _ = prepare_cutout(small, array_model, cutout_id="obj-1", zero_point=22.5)
+    other, _ = prepare_cutout(small, array_model, cutout_id="obj-2", zero_point=22.5)
+    assert np.array_equal(image, again) and not np.array_equal(image, other)
+    # with an rms map the padding has its sigma
+    files = {}
+    for band in ("g", "r"):
+        header = fits.Header({"BUNIT": "nanomaggy", "PIXSCALE": 0.2})
+        fits.PrimaryHDU(small[0], header).writeto(tmp_path / f"s_{band}.fits")
+        fits.PrimaryHDU(np.full((10, 10), 3.0), header).writeto(tmp_path / f"s_{band}.rms.fits")
+        files[band] = {"sci": tmp_path / f"s_{band}.fits", "rms": tmp_path / f"s_{band}.rms.fits"}
+    image, record = prepare_cutout(files, ModelInputs(("g", "r"), 0.2, (64, 64)), cutout_id="s")
+    assert record.noise_source == "rms map" and record.noise_sigma == "g=3,r=3"
+    assert image[1, :20].std() == pytest.approx(3.0, rel=0.1)
+    files["r"] = {"sci": tmp_path / "s_z.fits"}
+    with pytest.raises(PreparationError, match=r"s_z\.fits: no such file \(band r\)"):
+        prepare_cutout(files, GR, cutout_id="s")
+
+
+def read_csv(path):
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture(scope="module")
+def finder(tmp_path_factory):
+    """A tiny torch finder on g,r 16x16 (a bare checkpoint: no pixel scale stored)."""
+    from lensbench.baselines.contract import TaskInfo
+    from lensbench.deep.checkpoint import save_checkpoint
+    from lensbench.deep.methods import ResNetFinder
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0.0, 1.0, (32, 2, 16, 16)).astype(np.float32)
+    y = np.repeat([0, 1], 16)
+    X[y == 1, :, 6:10, 6:10] += 5.0
+    info = TaskInfo("tiny", "lens-finding", ("g", "r"), 0.2, (2, 16, 16))
+    method = ResNetFinder(max_epochs=1, crop=None, device="cpu", random_state=0).fit(X, y, info)
+    return save_checkpoint(method, tmp_path_factory.mktemp("finder") / "finder.pt")
+
+
+def test_bench_scan_prepares_band_files_and_records_it(finder, tmp_path, capsys):
+    folder = tmp_path / "cutouts"
+    folder.mkdir()
+    rng = np.random.default_rng(3)
+    for oid in ("1", "2", "3"):
+        for band in ("g", "r"):
+            if oid == "3" and band == "r":
+                continue  # a missing band: one bad cutout, named
+            header = wcs_header(0.1, 24)
+            header["MAGZPT"] = 27.0
+            fits.PrimaryHDU(rng.normal(0, 3, (24, 24)), header).writeto(
+                folder / f"obj{oid}_{band}.fits")
+            fits.PrimaryHDU(np.full((24, 24), 3.0), header).writeto(
+                folder / f"obj{oid}_{band}.rms.fits")
+    out = tmp_path / "cands.csv"
+    argv = ["scan", "--model", str(finder), "--cutouts", str(folder), "--out", str(out),
+            "--band-files", "obj{id}_{band}.fits", "--rms-files", "obj{id}_{band}.rms.fits",
+            "--no-progress", "--workdir", str(tmp_path / "w")]
+    # a bare checkpoint does not say its pixel scale: refused before any work
+    assert cli.main(argv) == 2
+    assert "--model-pixel-scale" in capsys.readouterr().err.splitlines()[-1]
+    assert cli.main([*argv, "--model-pixel-scale", "0.2", "--restart"]) == 0
+    assert [r["id"] for r in read_csv(out)] != [] and {r["id"] for r in read_csv(out)} == {"1", "2"}
+    (bad,) = read_csv(tmp_path / "cands.bad.csv")
+    assert bad["id"] == "3" and "obj3_r.fits: no such file (band r)" in bad["reason"]
+    records = {r["id"]: r for r in read_csv(tmp_path / "cands.prepared.csv")}
+    assert set(records) == {"1", "2"}
+    assert records["1"]["resampling"] == "rebin_flux"
+    assert float(records["1"]["scale_factor"]) == pytest.approx(0.5)
+    assert records["1"]["zero_point_from"] == "g=MAGZPT,r=MAGZPT"
+    assert records["1"]["noise_source"] == "rms map" and int(records["1"]["padding_pixels"]) \
+        == 16 * 16 - 12 * 12
+    # a rerun reproduces the table (the padding noise is seeded by the id)
+    first = read_csv(out)
+    assert cli.main([*argv, "--model-pixel-scale", "0.2", "--restart"]) == 0
+    assert read_csv(out) == first
+
+
+# ------------------------------------------------------------------------------ real files
+
+
+@pytest.fixture(scope="module")
+def slacs_hsc(tmp_path_factory, real_data):
+    """The SLACS lenses written as nanomaggy FITS with their HST WCS and degraded to HSC g,r,i,z
+    64x64 by `bench degrade` (per-band files with rms maps, and cubes)."""
+    from lensbench.datasets import known_lenses, registry
+
+    real_data("slacs")
+    root = tmp_path_factory.mktemp("slacs")
+    args = []
+    for lens in known_lenses.load_slacs():
+        with fits.open(registry.fetch(lens.file)) as hdul:
+            header = fits.Header([card for card in hdul["SCI"].header.cards if card.keyword in (
+                "CTYPE1", "CTYPE2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2",
+                "CD2_1", "CD2_2")])
+        header["BUNIT"] = "nanomaggy"
+        fits.PrimaryHDU(lens.image, header).writeto(root / f"{lens.name}.fits")
+        fits.PrimaryHDU(lens.arcs, header).writeto(root / f"{lens.name}.arc.fits")
+        args += ["--image", str(root / f"{lens.name}.fits"),
+                 "--arc", str(root / f"{lens.name}.arc.fits"),
+                 "--rms", repr(math.sqrt(lens.noise_variance)),
+                 "--noise-correlation", repr(lens.correlation_factor)]
+    common = ["degrade", *args, "--survey", "hsc", "--bands", "g,r,i,z", "--stamp-size", "64",
+              "--seed", "3"]
+    assert cli.main([*common, "--per-band-files", "--out", str(root / "bands")]) == 0
+    assert cli.main([*common, "--out", str(root / "cubes")]) == 0
+    return root
+
+
+def test_slacs_files_from_bench_degrade_prepare_in_every_layout(slacs_hsc, tmp_path):
+    """The per-band files, the cube and a DES-style multi-extension file made from them prepare
+    to the same pixels (what `bench degrade` wrote: a model at HSC's contract needs nothing
+    done); to a model at 0.25"/px they are resampled with their flux kept."""
+    hsc = ModelInputs(("g", "r", "i", "z"), 0.168, (64, 64))
+    names = sorted(p.name[:-len("_g.fits")] for p in (slacs_hsc / "bands").glob("*_g.fits"))
+    assert len(names) >= 5
+    for name in names:
+        files = {b: {"sci": slacs_hsc / "bands" / f"{name}_{b}.fits",
+                     "rms": slacs_hsc / "bands" / f"{name}_{b}.rms.fits"} for b in "griz"}
+        written = np.stack([fits.getdata(files[b]["sci"]) for b in "griz"])
+        from_bands, record = prepare_cutout(files, hsc, cutout_id=name)
+        assert np.array_equal(from_bands, written)
+        assert (record.resampling, record.padding_pixels, record.crop_pixels) == ("none", 0, 0)
+        assert record.zero_point_from == "g=BUNIT,r=BUNIT,i=BUNIT,z=BUNIT"
+        from_cube, _ = prepare_cutout(slacs_hsc / "cubes" / f"{name}.fits", hsc, cutout_id=name)
+        assert np.array_equal(from_cube, written)
+        mef = tmp_path / f"{name}.mef.fits"
+        hdus = [fits.PrimaryHDU()]
+        for b in "zgri":  # any HDU order: FILTER says the band
+            with fits.open(files[b]["sci"]) as hdul:
+                hdus.append(fits.ImageHDU(hdul[0].data, hdul[0].header))
+        fits.HDUList(hdus).writeto(mef)
+        from_mef, _ = prepare_cutout(mef, hsc, cutout_id=name)
+        assert np.array_equal(from_mef, written)
+        # 64 x 0.168" = 43.008 x 0.25": 43 pixels, fully covered; the flux is kept
+        coarse, record = prepare_cutout(files, ModelInputs(("g", "r", "i", "z"), 0.25, (43, 43)),
+                                        cutout_id=name)
+        assert (record.resampling, record.padding_pixels, record.crop_pixels) == (
+            "rebin_flux", 0, 0)
+        totals = written.astype(np.float64).sum(axis=(1, 2))
+        assert np.allclose(coarse.sum(axis=(1, 2)), totals,
+                           atol=1e-3 * np.abs(written).sum(axis=(1, 2)).max())
