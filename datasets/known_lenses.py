@@ -5,11 +5,12 @@ SLACS cutouts (``slacs_hst_f814w`` + ``known_lens_tables`` of the data registry)
 lens light and arcs (:func:`split_arcs`) and scaled from i to each band with
 ``config.LENS_COLOURS`` (lens; a passive early type at z ~ 0.5, so g and u are ~1 mag redder than
 SLACS lenses at z ~ 0.2) and ``config.SOURCE_COLOURS`` (arcs), the tables the simulator uses;
-both can be overridden. COSMOS galaxies (``lensbench.datasets.cosmos``) keep their catalogue
-magnitudes. Both are degraded to a survey preset by the public
-:func:`lensbench.datasets.degrade.degrade` (its docstring describes the noise matching) and
-written as a split by :func:`make_real_lens_split`. Conventions as in
-``lensbench.datasets.cosmos``.
+both can be overridden. COSMOS field galaxies (``lensbench.datasets.cosmos``) keep their
+catalogue magnitudes; the bright COSMOS early types (``cosmos.bright_early_types``, rendered as
+seen at the SLACS redshift) get the lens colours, as the SLACS lens light does. All are
+degraded to a survey preset by the public :func:`lensbench.datasets.degrade.degrade` (its
+docstring describes the noise matching) and written as a split by :func:`make_real_lens_split`.
+Conventions as in ``lensbench.datasets.cosmos``.
 
 Noise. The HST images carry their own noise, which after degradation is NOT negligible (one HST
 orbit reaches about the surface-brightness depth of a ground survey). The ground noise is
