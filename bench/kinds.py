@@ -127,6 +127,27 @@ class SuiteKind:
     def training_data(self, task: Task, splits: Any) -> tuple[np.ndarray, np.ndarray]:
         raise NotImplementedError
 
+    def contract_details(self, task: Task, splits: Any) -> dict:
+        """What a saved model's contract says of its inputs beyond the TaskInfo
+        (:func:`lensbench.baselines.persistence.make_contract` keywords): ``preprocessing`` of
+        the images (by default: sky-subtracted, as the survey preset renders them) or the
+        catalogue ``columns`` and their cleaning."""
+        info = self.task_info(task, splits)
+        preprocessing = {"sky_subtracted": True}
+        if info.survey is not None:
+            from lensbench.datasets.surveys import get_survey
+
+            survey = get_survey(info.survey)
+            bands = {band.name: band for band in survey.bands}
+            preprocessing |= {
+                "survey": info.survey, "psf_model": survey.psf_model,
+                "psf_fwhm_arcsec": {b: float(bands[b].psf_fwhm) for b in info.bands
+                                    if b in bands},
+                "sky_sigma_nanomaggies": {
+                    b: float(bands[b].background_sigma / bands[b].electrons_per_nanomaggy)
+                    for b in info.bands if b in bands}}
+        return {"preprocessing": preprocessing}
+
     def fit_kwargs(self, accepted, splits: Any) -> dict:
         """Extra keyword arguments of ``fit`` the kind offers (``accepted``: the names the
         method's fit takes), e.g. a validation part."""

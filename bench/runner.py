@@ -23,6 +23,7 @@ from datetime import UTC, datetime
 from importlib import metadata
 from pathlib import Path
 
+from lensbench.baselines.persistence import family_of, make_contract, save_model
 from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import Evaluation, RunCase, SuiteKind, kind_of
 from lensbench.bench.results import Result, append_result, read_results
@@ -81,7 +82,11 @@ class RunOutcome:
     result: Result
     evaluation: Evaluation | None
     history: dict
-    files: dict[str, Path] = field(default_factory=dict)  # files the method wrote (checkpoint)
+    # files of the fitted method: the checkpoint it wrote, the model file the harness saved
+    files: dict[str, Path] = field(default_factory=dict)
+
+
+MODEL_FILE = "model.lbmodel"  # the fitted method of a run, in its artefact folder
 
 
 def safe_name(run_id: str) -> str:
@@ -109,7 +114,8 @@ def run_method(kind: SuiteKind, case: RunCase, *, suite: str, profile: str, seed
                artifact_dir: Path | None = None) -> RunOutcome:
     """Fit one method on the case's training data and let the kind score it; any exception
     becomes a failed Result. Methods with a ``checkpoint_dir`` parameter the user left unset save
-    their checkpoint in ``artifact_dir``."""
+    their checkpoint in ``artifact_dir``; every fitted method that has something to save is saved
+    there as ``model.lbmodel`` with its input contract (baselines/persistence.py)."""
     base = start_record(case, suite=suite, profile=profile, seed=seed)
     history: dict = {}
     files: dict[str, Path] = {}
@@ -133,6 +139,11 @@ def run_method(kind: SuiteKind, case: RunCase, *, suite: str, profile: str, seed
         fit_time = time.perf_counter() - start
         if getattr(method, "checkpoint_path_", None):
             files["checkpoint"] = Path(method.checkpoint_path_)
+        if artifact_dir is not None and family_of(type(method)) is not None:
+            files["model"] = save_model(method, artifact_dir / MODEL_FILE, make_contract(
+                method, info, task_version=case.task.version, split_hashes=case.split_hashes,
+                git_commit=base["git_commit"], lensbench_version=base["versions"].get(
+                    "lensbench", "unknown"), **kind.contract_details(case.task, case.splits)))
         evaluation = kind.evaluate(method, case.task, case.splits, case.method)
         if hasattr(method, "diagnostics"):
             evaluation.metrics |= {f"diag/{key}": float(value)

@@ -551,14 +551,26 @@ def read_suite_runs(tracking_uri: str, experiment: str) -> list[dict]:
 
 
 CHECKPOINT_SUFFIXES = (".pt", ".pth")
+MODEL_SUFFIXES = (".lbmodel",)  # baselines/persistence.py model files, one per fitted run
+
+
+def download_model(run_id: str, tracking_uri: str | None,
+                   dst: str | os.PathLike | None = None) -> Path:
+    """The model file (``model.lbmodel``, any fitted method with its contract) logged as an
+    artefact of MLflow run ``run_id``, downloaded to ``dst`` (default: a temporary directory);
+    a ValueError naming what the run holds when it has none."""
+    return download_checkpoint(run_id, tracking_uri, dst, suffixes=MODEL_SUFFIXES,
+                               key="model")
 
 
 def download_checkpoint(run_id: str, tracking_uri: str | None,
-                        dst: str | os.PathLike | None = None) -> Path:
+                        dst: str | os.PathLike | None = None, *,
+                        suffixes: tuple[str, ...] = CHECKPOINT_SUFFIXES,
+                        key: str = "checkpoint") -> Path:
     """The checkpoint file logged as an artefact of MLflow run ``run_id``, downloaded to
-    ``dst`` (default: a temporary directory). The artefact is the one ``.pt``/``.pth`` file of
-    the run, or the one under (or named) ``checkpoint`` where the run holds several; anything
-    else is a ValueError naming what the run holds."""
+    ``dst`` (default: a temporary directory). The artefact is the one ``.pt``/``.pth`` file
+    (``suffixes``) of the run, or the one under (or named) ``key`` where the run holds several;
+    anything else is a ValueError naming what the run holds."""
     import mlflow.artifacts
     from mlflow.tracking import MlflowClient
 
@@ -573,14 +585,15 @@ def download_checkpoint(run_id: str, tracking_uri: str | None,
     while stack:
         for info in client.list_artifacts(run_id, stack.pop()):
             (stack if info.is_dir else files).append(info.path)
-    found = [p for p in files if p.lower().endswith(CHECKPOINT_SUFFIXES)]
+    found = [p for p in files if p.lower().endswith(suffixes)]
     if len(found) > 1:
-        keyed = [p for p in found if posixpath.basename(p).lower().startswith("checkpoint")
-                 or p.split("/")[0].lower() == "checkpoint"]
+        keyed = [p for p in found if posixpath.basename(p).lower().startswith(key)
+                 or p.split("/")[0].lower() == key]
         found = keyed or found
     if len(found) != 1:
-        raise ValueError(f"MLflow run {run_id} has {len(found)} checkpoint artefacts "
-                         f"({found or 'none'}; artefacts: {files}); expected one .pt file")
+        raise ValueError(f"MLflow run {run_id} has {len(found)} {key} artefacts "
+                         f"({found or 'none'}; artefacts: {files}); expected one "
+                         f"{suffixes[0]} file")
     if dst is None:
         import tempfile
 

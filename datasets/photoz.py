@@ -144,30 +144,44 @@ def _add(drops: dict[str, int], reason: str, count: int) -> None:
         drops[reason] = drops.get(reason, 0) + int(count)
 
 
-def clean_catalogue(mags: np.ndarray, errs: np.ndarray, z: np.ndarray, *,
-                    bands: tuple[str, ...] = BANDS, max_error: float = 1.0,
-                    error_bands: tuple[str, ...] = ("g", "r", "i", "z"), z_max: float = 2.0
-                    ) -> tuple[np.ndarray, dict[str, int]]:
-    """``(keep mask, {reason: rows dropped})``; each dropped row is counted once, under the first
-    reason that applies, in this order: non_finite, sentinel_magnitude, sentinel_error,
-    spec_z_out_of_range (z <= 0 or z > z_max), huge_error (error > max_error mag in a band of
-    ``error_bands``)."""
-    drops: dict[str, int] = {}
-    keep = np.ones(len(z), dtype=bool)
+CLEANING = {"max_error": 1.0, "error_bands": ("g", "r", "i", "z"), "z_max": 2.0}  # defaults
+
+
+def drop_reasons(mags: np.ndarray, errs: np.ndarray, z: np.ndarray | None = None, *,
+                 bands: tuple[str, ...] = BANDS, max_error: float = CLEANING["max_error"],
+                 error_bands: tuple[str, ...] = CLEANING["error_bands"],
+                 z_max: float = CLEANING["z_max"]) -> np.ndarray:
+    """Why each row is dropped ("" for a kept row): the first reason that applies, in this
+    order: non_finite, sentinel_magnitude, sentinel_error, spec_z_out_of_range (z <= 0 or
+    z > z_max), huge_error (error > max_error mag in a band of ``error_bands``). Without ``z``
+    (a catalogue to predict) the spectroscopic redshift is not checked."""
+    reasons = np.full(len(mags), "", dtype=object)
+    finite = np.isfinite(mags).all(1) & np.isfinite(errs).all(1)
     tests = [
-        ("non_finite", ~(np.isfinite(mags).all(1) & np.isfinite(errs).all(1) & np.isfinite(z))),
+        ("non_finite", ~(finite & np.isfinite(z)) if z is not None else ~finite),
         ("sentinel_magnitude", ((mags <= SENTINEL_MAG[0]) | (mags >= SENTINEL_MAG[1])).any(1)),
         ("sentinel_error", ((errs < 0) | np.isin(errs, SENTINEL_ERR)).any(1)),
-        ("spec_z_out_of_range", (z <= 0) | (z > z_max)),
     ]
+    if z is not None:
+        tests.append(("spec_z_out_of_range", (z <= 0) | (z > z_max)))
     picked = [bands.index(b) for b in error_bands if b in bands]
     with np.errstate(invalid="ignore"):
         tests.append(("huge_error", (errs[:, picked] > max_error).any(1)))
     for reason, bad in tests:
-        bad = bad & keep
-        _add(drops, reason, bad.sum())
-        keep &= ~bad
-    return keep, drops
+        reasons[bad & (reasons == "")] = reason
+    return reasons
+
+
+def clean_catalogue(mags: np.ndarray, errs: np.ndarray, z: np.ndarray, **clean
+                    ) -> tuple[np.ndarray, dict[str, int]]:
+    """``(keep mask, {reason: rows dropped})``; each dropped row is counted once, under the first
+    reason that applies (:func:`drop_reasons`, which takes the same keywords)."""
+    reasons = drop_reasons(mags, errs, z, **clean)
+    drops: dict[str, int] = {}
+    for reason in ("non_finite", "sentinel_magnitude", "sentinel_error", "spec_z_out_of_range",
+                   "huge_error"):
+        _add(drops, reason, int((reasons == reason).sum()))
+    return reasons == "", drops
 
 
 def deduplicate(mags: np.ndarray, errs: np.ndarray) -> np.ndarray:

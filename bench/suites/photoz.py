@@ -371,6 +371,17 @@ class Photoz(SuiteKind):
         for r in ok:
             path = workdir / r.artifacts.get("predictions", "missing")
             if path.is_file():
+    def contract_details(self, task: Task, splits: PhotozData) -> dict:
+        """A photo-z model takes the catalogue's magnitudes then their errors (AB), after the
+        cleaning the task's split had (datasets/photoz.py ``drop_reasons``)."""
+        from lensbench.datasets.photoz import CLEANING
+
+        return {"columns": {
+            "magnitudes": [f"mag_{band}" for band in splits.bands],
+            "errors": [f"err_{band}" for band in splits.bands],
+            "layout": "X = the magnitudes then their errors, bands in 'magnitudes' order",
+            "cleaning": dict(CLEANING), "sample": task.photoz["sample"]}}
+
                 with np.load(path) as data:
                     panels[r.run_id] = (data["z_phot"], data["z_spec"])
         prefix = f"{stem}-{task.name}"
