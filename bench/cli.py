@@ -396,6 +396,17 @@ def cmd_perf_sim(args) -> int:
     return 0
 
 
+def cmd_perf_gpu(args) -> int:
+    from lensbench.bench.perf_gpu import command_line, gpu_compare
+
+    options = {"profile": args.profile, "device": args.device, "seed": args.seed,
+               "workdir": args.workdir, "methods": tuple(args.methods)}
+    if args.out is not None:
+        options["out"] = args.out
+    gpu_compare(**options, command=command_line(options))
+    return 0
+
+
 def cmd_scan(args) -> int:
     from lensbench.bench.scan import scan
     from lensbench.datasets.prepare import parse_band_map
@@ -561,6 +572,19 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--lenstronomy-n", type=int, default=64, help="systems for lenstronomy")
     sim.add_argument("--seed", type=int, default=0)
     sim.set_defaults(func=cmd_perf_sim)
+    gpu = perf_sub.add_parser("gpu", help="committee vs DeepLens (published schedule) on one "
+                              "device, timed: reports/metcalf-compare-gpu.md")
+    gpu.add_argument("--profile", choices=("compare", "smoke"), default="compare",
+                     help="compare: the compare profile's splits and committee, DeepLens for "
+                          "120 epochs; smoke: tiny, to check the command on a CPU")
+    gpu.add_argument("--device", default="auto", help="auto (CUDA when there is one), cuda, cpu")
+    gpu.add_argument("--seed", type=int_at_least(0), default=0)
+    gpu.add_argument("--methods", nargs="+", default=["committee", "deeplens"],
+                     choices=("committee", "deeplens"))
+    gpu.add_argument("--out", type=Path, default=None,
+                     help="the report (default reports/metcalf-compare-gpu.md)")
+    _add_workdir(gpu)
+    gpu.set_defaults(func=cmd_perf_gpu)
 
     scan = sub.add_parser("scan", help="score real cutouts with a fitted CNN finder and rank "
                           "them (resumable; Dask for scale-out)")

@@ -13,7 +13,6 @@ import json
 from pathlib import Path
 
 import numpy as np
-import torch
 from lensbench.baselines.contract import Method, TaskInfo
 from lensbench.deep.checkpoint import FORMAT as CHECKPOINT_FORMAT
 from lensbench.deep.checkpoint import save_checkpoint
@@ -29,6 +28,7 @@ from lensbench.deep.train import (
     Objective,
     TrainConfig,
     deterministic,
+    memory_format_for,
     predict_outputs,
     resolve_device,
     stratified_split,
@@ -60,13 +60,15 @@ def tta_transforms(shape: tuple[int, ...], rule: str) -> list[int]:
 
 class NetFinder(Method):
     """Shared machinery; subclasses define ``__init__`` (their defaults) and the hooks
-    ``_archs``, ``_net_kwargs`` and ``_train_config``."""
+    ``_archs``, ``_net_kwargs`` and ``_train_config``. Speed options for a GPU, both off by
+    default until measured on one: ``precision="bfloat16"`` (autocast of the forward passes)
+    and ``memory_format="channels_last"`` ("auto": channels-last on the CPU only)."""
 
     checkpoint_format = CHECKPOINT_FORMAT  # what deep/checkpoint.py reads back into this class
+    persistence = "net-finder"  # a model file holds that checkpoint (baselines/persistence.py)
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
-    persistence = "net-finder"  # a model file holds that checkpoint (baselines/persistence.py)
         return [a.strip() for a in str(self.arch).split("+")]
 
     def _net_kwargs(self, arch: str) -> dict:
@@ -79,7 +81,8 @@ class NetFinder(Method):
             max_epochs=int(self.max_epochs), batch_size=int(self.batch_size), lr=float(self.lr),
             weight_decay=float(self.weight_decay), schedule=self.schedule,
             patience=self.patience, augment=Augment(), device=self.device,
-            num_threads=self.num_threads)
+            num_threads=self.num_threads, precision=self.precision,
+            memory_format=self.memory_format)
 
     def _preprocessor(self) -> Preprocessor:
         return Preprocessor(stretch=self.stretch, crop=self.crop)
@@ -151,13 +154,14 @@ class NetFinder(Method):
               Progress(len(self.nets_) * len(ks), f"{type(self).__name__} scoring {len(Xn)}",
                        unit="pass") as progress):
             for net in self.nets_:
-                net.to(device, memory_format=torch.channels_last)
+                net.to(device, memory_format=memory_format_for(device, self.memory_format))
                 per_k = []
                 for k in ks:  # one pass per member and test-time transform
                     per_k.append(predict_outputs(
                         net, Xn, self.preprocessor_, _OBJECTIVE, device,
                         transform=(lambda x, k=k: dihedral(x, k)) if k else None,
-                        progress=progress).double().numpy())
+                        progress=progress, precision=self.precision,
+                        memory_format=self.memory_format).double().numpy())
                     progress.update()
                 out.append(combine_tta(np.stack(per_k), rule))
         return np.stack(out)
@@ -233,7 +237,8 @@ class ResNetFinder(NetFinder):
                  schedule: str = "cosine", patience: int | None = 6,
                  validation_fraction: float = 0.15, device: str = "auto",
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
-                 random_state: int = 0):
+                 random_state: int = 0, precision: str = "float32",
+                 memory_format: str = "auto"):
         self.arch = arch
         self.width = width
         self.depth = depth
@@ -254,6 +259,8 @@ class ResNetFinder(NetFinder):
         self.num_threads = num_threads
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
+        self.precision = precision
+        self.memory_format = memory_format
 
 
 class CommitteeFinder(ResNetFinder):
@@ -274,14 +281,16 @@ class CommitteeFinder(ResNetFinder):
                  schedule: str = "cosine", patience: int | None = 6,
                  validation_fraction: float = 0.15, device: str = "auto",
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
-                 random_state: int = 0):
+                 random_state: int = 0, precision: str = "float32",
+                 memory_format: str = "auto"):
         super().__init__(arch=arch, width=width, depth=depth, members=members, combine=combine,
                          tta=tta, calibrate=calibrate, crop=crop, stretch=stretch,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr,
                          weight_decay=weight_decay, schedule=schedule, patience=patience,
                          validation_fraction=validation_fraction, device=device,
                          num_threads=num_threads, checkpoint_dir=checkpoint_dir,
-                         random_state=random_state)
+                         random_state=random_state, precision=precision,
+                         memory_format=memory_format)
 
 
 class DeepLensFinder(NetFinder):
@@ -300,7 +309,8 @@ class DeepLensFinder(NetFinder):
                  max_epochs: int = 120, batch_size: int = 128, lr: float = 1e-3,
                  step_every: int = 40, validation_fraction: float = 0.1, device: str = "auto",
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
-                 random_state: int = 0):
+                 random_state: int = 0, precision: str = "float32",
+                 memory_format: str = "auto"):
         self.members = members
         self.combine = combine
         self.tta = tta
@@ -316,6 +326,8 @@ class DeepLensFinder(NetFinder):
         self.num_threads = num_threads
         self.checkpoint_dir = checkpoint_dir
         self.random_state = random_state
+        self.precision = precision
+        self.memory_format = memory_format
 
     def _archs(self) -> list[str]:
         return ["deeplens"]
@@ -326,4 +338,5 @@ class DeepLensFinder(NetFinder):
             weight_decay=0.0, optimizer="adam", schedule="step", step_every=int(self.step_every),
             step_factor=10.0, patience=None,
             augment=Augment(dihedral=True, shift=0.0, zoom=(0.9, 1.0), flux_scale=0.0),
-            device=self.device, num_threads=self.num_threads)
+            device=self.device, num_threads=self.num_threads, precision=self.precision,
+            memory_format=self.memory_format)

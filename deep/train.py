@@ -31,11 +31,46 @@ EpochCallback = Callable[[int, dict], None]
 
 
 CHANNELS_LAST = torch.channels_last  # 1.5-8x faster convolutions on CPU (oneDNN)
+PRECISIONS = ("float32", "bfloat16")
+MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
+# The training set moves to a CUDA device once, before the first epoch, when it takes at most
+# this share of the device's free memory (the network, its activations and the optimizer need
+# the rest); otherwise each batch travels from pinned host memory.
+DEVICE_DATA_SHARE = 0.5
 
 
-def to_device(x: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A batch (n, B, H, W) on ``device`` in channels-last memory order."""
-    return x.to(device).contiguous(memory_format=CHANNELS_LAST)
+def memory_format_for(device: torch.device, memory_format: str = "auto") -> torch.memory_format:
+    """"auto": channels-last on the CPU (measured there, see CHANNELS_LAST), contiguous on other
+    devices until channels-last is measured on one; or the format named."""
+    if memory_format not in MEMORY_FORMATS:
+        raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
+    if memory_format == "auto":
+        return CHANNELS_LAST if device.type == "cpu" else torch.contiguous_format
+    return CHANNELS_LAST if memory_format == "channels_last" else torch.contiguous_format
+
+
+def autocast(device: torch.device, precision: str = "float32"):
+    """bf16 autocast of the forward pass for precision "bfloat16" (losses and outputs stay
+    float32); nothing for "float32"."""
+    if precision not in PRECISIONS:
+        raise ValueError(f"precision must be one of {PRECISIONS}, got {precision!r}")
+    return torch.autocast(device_type=device.type, dtype=torch.bfloat16,
+                          enabled=precision == "bfloat16")
+
+
+def to_device(x: torch.Tensor, device: torch.device,
+              memory_format: torch.memory_format = CHANNELS_LAST) -> torch.Tensor:
+    """A batch (n, B, H, W) on ``device`` in ``memory_format`` (a pinned batch is copied
+    asynchronously)."""
+    return x.to(device, non_blocking=x.is_pinned()).contiguous(memory_format=memory_format)
+
+
+def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
+    """Whether ``tensors`` take at most DEVICE_DATA_SHARE of a CUDA device's free memory."""
+    if device.type != "cuda":
+        return False
+    free, _ = torch.cuda.mem_get_info(device)
+    return sum(t.numel() * t.element_size() for t in tensors) <= DEVICE_DATA_SHARE * free
 
 
 def resolve_device(device: str = "auto") -> torch.device:
@@ -103,6 +138,8 @@ class TrainConfig:
     device: str = "auto"
     num_threads: int | None = None
     eval_batch_size: int = 512
+    precision: str = "float32"  # "bfloat16": autocast (off until measured on a GPU)
+    memory_format: str = "auto"  # see memory_format_for
 
 
 class Objective:
@@ -181,19 +218,27 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None):
 def predict_outputs(net: nn.Module, X: np.ndarray, pre: Preprocessor, objective: Objective,
                     device: torch.device, batch_size: int = 512,
                     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
-                    progress: Progress | None = None) -> torch.Tensor:
+                    progress: Progress | None = None, precision: str = "float32",
+                    memory_format: str = "auto") -> torch.Tensor:
     """Objective outputs (logits, or reconstruction errors) of normalised images X, on CPU.
-    ``progress``: told which images are done (``alive``) after each batch."""
+    ``progress``: told which images are done (``alive``) after each batch. ``precision`` and
+    ``memory_format`` as in TrainConfig."""
     net.eval()
+    layout = memory_format_for(device, memory_format)
     out = []
     for start in range(0, len(X), batch_size):
         if progress is not None and start:
             progress.alive(f"{start}/{len(X)} images")
-        x = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_size])).to(device)
+        x = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_size]))
+        if device.type == "cuda":
+            x = x.pin_memory()
+        x = x.to(device, non_blocking=x.is_pinned())
         if transform is not None:
             x = transform(x)
-        x = x.contiguous(memory_format=CHANNELS_LAST)
-        out.append(objective.outputs(net, pre.apply_stretch(x)).float().cpu())
+        x = x.contiguous(memory_format=layout)
+        with autocast(device, precision):
+            outputs = objective.outputs(net, pre.apply_stretch(x))
+        out.append(outputs.float().cpu())
     return torch.cat(out) if out else torch.zeros(0)
 
 
@@ -213,11 +258,18 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
     Progress (epochs, training loss, validation figures) goes to stderr under ``label``."""
     objective = objective or Objective()
     device = resolve_device(cfg.device)
-    net.to(device, memory_format=CHANNELS_LAST)
+    layout = memory_format_for(device, cfg.memory_format)
+    net.to(device, memory_format=layout)
+    # Random draws come from this CPU generator wherever the data is, so a seed gives the same
+    # batches and augmentations on every device.
     generator = torch.Generator().manual_seed(int(seed))
     optimizer = _optimizer(cfg, net)
     x_all = torch.from_numpy(np.ascontiguousarray(X_train, dtype=np.float32))
     y_all = torch.as_tensor(np.asarray(y_train, dtype=np.float32))
+    if fits_on_device([x_all, y_all], device):
+        # kept on the device between epochs: batches are gathered and augmented there
+        x_all, y_all = x_all.to(device), y_all.to(device)
+    pin = device.type == "cuda" and x_all.device.type == "cpu"
     history: dict[str, list[float]] = {}
     best_value, best_state, best_epoch, stale = None, None, 0, 0
     stopped_early = False
@@ -230,18 +282,25 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
             net.train()
             total, count = 0.0, 0
             for idx in _batches(len(x_all), cfg.batch_size, generator):
-                x, y = objective.augment(cfg.augment, x_all[idx], y_all[idx], generator)
-                loss = objective.loss(net, pre.apply_stretch(to_device(x, device)), y.to(device))
+                rows = idx.to(x_all.device)
+                x, y = objective.augment(cfg.augment, x_all[rows], y_all[rows], generator)
+                if pin:
+                    x, y = x.pin_memory(), y.pin_memory()
+                with autocast(device, cfg.precision):
+                    loss = objective.loss(net, pre.apply_stretch(to_device(x, device, layout)),
+                                          y.to(device, non_blocking=pin))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
-                total += float(loss.detach()) * len(idx)
+                # summed on the device in float64 (exact as a Python float): no per-batch sync
+                total += loss.detach().double() * len(idx)
                 count += len(idx)
                 progress.alive(f"epoch {epoch + 1}: {count}/{len(x_all)} images")
-            metrics = {"train_loss": total / max(count, 1), "lr": lr}
+            metrics = {"train_loss": float(total) / max(count, 1), "lr": lr}
             if len(X_val):
                 outputs = predict_outputs(net, X_val, pre, objective, device, cfg.eval_batch_size,
-                                          progress=progress)
+                                          progress=progress, precision=cfg.precision,
+                                          memory_format=cfg.memory_format)
                 metrics.update(objective.val_metrics(outputs, None, np.asarray(y_val)))
             metrics["epoch_time_s"] = time.perf_counter() - start
             for key, value in metrics.items():

@@ -1,0 +1,293 @@
+"""`bench perf gpu`: the compare profile's committee against DeepLens with its published schedule,
+on one device, timed, written to reports/metcalf-compare-gpu.md.
+
+The splits are the compare profile's metcalf-ground splits, made by the suite kind's own code
+(``bench/splits.py``), and their content hashes are checked against the ones stated in the
+committed CPU report (reports/metcalf-compare.md). Both methods are scored like a suite run (the
+lens-finding kind's ``evaluate``: the Metcalf et al. 2019 metrics, rotation and spread columns)
+with the compare profile's 95% paired bootstrap intervals. Nothing is tracked (no MLflow).
+
+Imports: this path needs torch, numpy, scipy, scikit-learn, h5py, tqdm and astropy (the
+simulator's cosmology) and none of pooch, mlflow, optuna, xgboost or photutils; heavy imports are
+inside the functions so that ``bench --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import copy
+import inspect
+import os
+import platform
+import re
+import shlex
+import time
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+
+from lensbench.bench.tasks import COMPARE_PARAMS, METCALF_GROUND
+
+COMPARE_REPORT = Path(__file__).resolve().parent.parent / "reports" / "metcalf-compare.md"
+GPU_REPORT = COMPARE_REPORT.with_name("metcalf-compare-gpu.md")
+METHODS = ("committee", "deeplens")
+# The smoke profile checks the rotation columns on this many test cutouts (8 passes each).
+SMOKE_ROTATION_SUBSET = 64
+
+
+def published_deeplens_schedule() -> dict:
+    """DeepLens's own schedule (Lanusse et al. 2018: 120 epochs, learning rate / 10 every 40):
+    the defaults of DeepLensFinder, which the compare profile cut to fit a CPU."""
+    from lensbench.deep.methods import DeepLensFinder
+
+    defaults = inspect.signature(DeepLensFinder).parameters
+    return {key: defaults[key].default for key in ("max_epochs", "step_every")}
+
+
+def profile_params(profile: str) -> dict[str, dict]:
+    """method -> params for ``profile``: "compare" is the compare profile's committee and DeepLens
+    with its published schedule on the same central 64x64 pixels; "smoke" is one tiny epoch each,
+    to check the command end to end on a CPU."""
+    if profile == "compare":
+        return {"committee": dict(COMPARE_PARAMS["committee"]),
+                "deeplens": {**COMPARE_PARAMS["deeplens"], **published_deeplens_schedule()}}
+    if profile == "smoke":
+        return {"committee": {"members": 1, "max_epochs": 1, "width": 8, "tta": "none"},
+                "deeplens": {"max_epochs": 1, "step_every": 1, "crop": 32}}
+    raise ValueError(f"bench perf gpu: --profile must be 'compare' or 'smoke', got {profile!r}")
+
+
+def stated_split_hashes(report: Path = COMPARE_REPORT, task: str = METCALF_GROUND.name
+                        ) -> dict[str, str] | None:
+    """{"train": ..., "test": ...} content-hash prefixes the report states for ``task``, or None
+    when the report or the line is missing."""
+    if not report.is_file():
+        return None
+    text = report.read_text(encoding="utf-8")
+    section = re.search(rf"^## {re.escape(task)}\b.*?(?=^## |\Z)", text, re.M | re.S)
+    found = section and re.search(r"Splits: train `([0-9a-f]+)`, test `([0-9a-f]+)`",
+                                  section.group(0))
+    return {"train": found.group(1), "test": found.group(2)} if found else None
+
+
+def hash_lines(actual: dict[str, str], stated: dict[str, str] | None, profile: str) -> list[str]:
+    """What the split hashes say, plainly."""
+    shown = ", ".join(f"{role} `{actual[role][:12]}`" for role in ("train", "test"))
+    if profile != "compare":
+        return [f"Splits: {shown} (the {profile} profile's; the CPU report's are the compare "
+                "profile's, so they are not compared)."]
+    if stated is None:
+        return [f"Splits: {shown}; {COMPARE_REPORT.name} states no hashes to compare with."]
+    differ = [role for role in ("train", "test") if not actual[role].startswith(stated[role])]
+    if not differ:
+        return [f"Splits: {shown}: the same bytes as {COMPARE_REPORT.name}'s."]
+    return [f"Splits: {shown}: DIFFERENT from {COMPARE_REPORT.name}'s "
+            + ", ".join(f"{role} `{stated[role]}`" for role in differ) + ". The simulator is "
+            "seeded and thread-independent, but its bytes may differ across numpy and torch "
+            "builds (random streams, vectorised float32 kernels, FFT convolution), so the "
+            "numbers below are on other cutouts of the same distribution, not the same test "
+            "set."]
+
+
+def cpu_fit_seconds(report: Path = COMPARE_REPORT, task: str = METCALF_GROUND.name
+                    ) -> dict[str, float]:
+    """run id -> fit time (s) in the CPU report's table for ``task`` (its last column)."""
+    if not report.is_file():
+        return {}
+    text = report.read_text(encoding="utf-8")
+    section = re.search(rf"^## {re.escape(task)}\b.*?(?=^## |\Z)", text, re.M | re.S)
+    rows = re.findall(r"^\| `([^`]+)` \|.*\| ([0-9.]+) \|$", section.group(0) if section else "",
+                      re.M)
+    return {run: float(seconds) for run, seconds in rows}
+
+
+def cpu_lines(runs: list[MethodRun]) -> list[str]:
+    """The CPU report's training time per epoch of the same methods beside this device's.
+    Per member-epoch, since DeepLens ran 12 epochs there: every epoch of these methods runs
+    (no early stopping), so the CPU run's epochs are members x max_epochs."""
+    from lensbench.baselines.registry import resolve_method
+
+    cpu = cpu_fit_seconds()
+    lines = []
+    for name in {run.name for run in runs}:
+        here = next(run for run in runs if run.name == name)
+        cpu_params = COMPARE_PARAMS.get(name, {})
+        cpu_id = run_id(name, cpu_params)
+        defaults = resolve_method(name)().get_params()
+        settings = {**defaults, **cpu_params}
+        if cpu_id not in cpu or settings.get("patience", None) is not None:
+            continue
+        epochs = int(settings["members"]) * int(settings["max_epochs"])
+        lines.append(f"- `{name}`: {cpu[cpu_id] / epochs:.1f} s per member-epoch on the CPU "
+                     f"(`{cpu_id}`, {cpu[cpu_id]:.0f} s for {epochs}), "
+                     f"{here.fit_s / max(here.epochs, 1):.2f} s here")
+    return (["", f"Training time per member-epoch beside {COMPARE_REPORT.name} (2 CPU cores; "
+             "validation passes included):", *sorted(lines)] if lines else [])
+
+
+@dataclass
+class MethodRun:
+    name: str
+    params: dict
+    metrics: dict[str, float]
+    fit_s: float
+    predict_s: float
+    epochs: int  # training epochs run, summed over members
+    n_fit: int  # training cutouts a member sees per epoch (validation held out)
+    n_test: int
+    scores: object = field(repr=False, default=None)
+
+    @property
+    def train_rate(self) -> float:
+        """Training cutouts per second: cutouts x epochs over the whole fit (validation passes
+        and calibration included)."""
+        return self.n_fit * self.epochs / self.fit_s
+
+    @property
+    def predict_rate(self) -> float:
+        """Test cutouts scored per second (TTA and members included, reading the split too)."""
+        return self.n_test / self.predict_s
+
+
+def machine_lines(device) -> list[str]:
+    import numpy
+    import torch
+
+    if device.type == "cuda":
+        name = torch.cuda.get_device_name(device)
+        memory = torch.cuda.get_device_properties(device).total_memory / 2**30
+        machine = f"{name} ({memory:.0f} GiB)"
+    else:
+        machine = f"CPU only ({platform.processor() or platform.machine()})"
+    return [f"- machine: {machine}; {os.cpu_count()} CPUs, torch threads "
+            f"{torch.get_num_threads()}; device `{device}`",
+            f"- versions: python {platform.python_version()}, torch {torch.__version__}, numpy "
+            f"{numpy.__version__}, CUDA {torch.version.cuda or 'none'}, cuDNN "
+            f"{torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'none'}"]
+
+
+def run_method(name: str, params: dict, kind, task, splits, seed: int, device: str) -> MethodRun:
+    from lensbench.bench.runner import build_method, derive_seed
+
+    method = build_method(name, {**params, "device": device},
+                          derive_seed(seed, name, task.name))
+    X, y = kind.training_data(task, splits)
+    start = time.perf_counter()
+    method.fit(X, y, info=kind.task_info(task, splits))
+    fit_s = time.perf_counter() - start
+    evaluation = kind.evaluate(method, task, splits, name)
+    epochs = len(method.history_.get("train_loss", []))
+    n_fit = round(len(X) * (1 - float(method.validation_fraction)))
+    return MethodRun(name, params, evaluation.metrics, fit_s, evaluation.predict_time_s, epochs,
+                     n_fit, splits.test.n, evaluation.predictions["scores"])
+
+
+def run_id(name: str, params: dict) -> str:
+    from lensbench.bench.results import canonical_run_id
+
+    return canonical_run_id(name, params)
+
+
+def report_lines(runs: list[MethodRun], labels, hashes: list[str], header: list[str]
+                 ) -> list[str]:
+    from lensbench.bench.statistics import paired_bootstrap
+    from lensbench.bench.suites.lens_finding import COLUMNS
+
+    lines = [*header, "", f"## {METCALF_GROUND.name} (v{METCALF_GROUND.version})", "",
+             *hashes, "",
+             "| method | " + " | ".join(title for title, _ in COLUMNS)
+             + " | epochs | fit (s) | train cutouts/s | inference cutouts/s |",
+             "|---|" + "---|" * (len(COLUMNS) + 4)]
+    for run in runs:
+        cells = [f"{run.metrics[key]:.3f}" if key in run.metrics else "–" for _, key in COLUMNS]
+        lines.append(f"| `{run_id(run.name, run.params)}` | " + " | ".join(cells)
+                     + f" | {run.epochs} | {run.fit_s:.1f} | {run.train_rate:,.0f} | "
+                     f"{run.predict_rate:,.0f} |")
+    lines += ["", "Train cutouts/s: training cutouts (validation held out) x epochs over the "
+              "whole fit, validation passes and calibration included. Inference cutouts/s: test "
+              "cutouts over the scoring time, test-time augmentation and members included "
+              "(the committee scores each cutout 8 x members times), reading the split too."]
+    lines += cpu_lines(runs)
+    by_name = {run.name: run for run in runs}
+    if {"committee", "deeplens"} <= set(by_name):
+        own, peer = by_name["committee"], by_name["deeplens"]
+        alone = paired_bootstrap(labels, own.scores, None)
+        change = paired_bootstrap(labels, own.scores, peer.scores)
+        lines += ["", "95% bootstrap intervals (test set resampled within each class): "
+                  + "; ".join(f"{key.upper()} {alone[key][1]:.4f} to {alone[key][2]:.4f}"
+                              for key in ("auroc", "tpr10"))
+                  + f"; minus `{run_id(peer.name, peer.params)}`: "
+                  + "; ".join(f"{key.upper()} {change[key][0]:+.4f} [{change[key][1]:+.4f}, "
+                              f"{change[key][2]:+.4f}]" for key in ("auroc", "tpr10"))]
+        m, p = own.metrics, peer.metrics
+        beats = m["tpr0"] > p["tpr0"] and m["tpr10"] > p["tpr10"]
+        lines += ["", f"`{run_id(own.name, own.params)}` against "
+                  f"`{run_id(peer.name, peer.params)}`: TPR0 {m['tpr0']:.3f} vs {p['tpr0']:.3f}, "
+                  f"TPR10 {m['tpr10']:.3f} vs {p['tpr10']:.3f}, AUROC {m['auroc']:.4f} vs "
+                  f"{p['auroc']:.4f}: the committee "
+                  + ("beats" if beats else "does NOT beat") + " DeepLens on TPR0 and TPR10."]
+    return lines
+
+
+def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
+                workdir: Path = Path(".lensbench"), out: Path = GPU_REPORT,
+                methods: tuple[str, ...] = METHODS, command: str = "", log=print) -> Path:
+    """Make the splits, train and score ``methods`` on ``device``, write the report ``out``."""
+    from lensbench.bench.kinds import get_kind
+    from lensbench.bench.runner import git_commit
+    from lensbench.deep.train import resolve_device
+
+    params = profile_params(profile)
+    unknown = [name for name in methods if name not in params]
+    if unknown:
+        raise ValueError(f"bench perf gpu: --methods: unknown {unknown}; expected some of "
+                         f"{', '.join(METHODS)}")
+    resolved = resolve_device(device)
+    if resolved.type == "cuda" and not __import__("torch").cuda.is_available():
+        raise ValueError("bench perf gpu: --device cuda but torch sees no CUDA device")
+    kind, task = copy.copy(get_kind(METCALF_GROUND.kind)), METCALF_GROUND
+    if profile == "smoke":
+        kind.rotation_subset = SMOKE_ROTATION_SUBSET
+    start = time.perf_counter()
+    try:
+        splits = kind.splits(task, "compare" if profile == "compare" else "smoke",
+                             Path(workdir), log=log)
+    except ImportError as error:
+        raise ValueError(f"bench perf gpu: simulating the splits needs {error.name or error} "
+                         "(astropy's cosmology); bring it as wheels (scripts/gpu-run.sh)"
+                         ) from None
+    actual = splits.hashes
+    log(f"splits ready in {time.perf_counter() - start:.0f} s: train {actual['train'][:12]}, "
+        f"test {actual['test'][:12]}")
+    hashes = hash_lines(actual, stated_split_hashes(), profile)
+    log(hashes[0])
+    runs = []
+    for name in methods:
+        run = run_method(name, params[name], kind, task, splits, seed, str(resolved))
+        log(f"{run_id(name, run.params)}: AUROC {run.metrics['auroc']:.4f} TPR0 "
+            f"{run.metrics['tpr0']:.3f} TPR10 {run.metrics['tpr10']:.3f}; fit {run.fit_s:.0f} s "
+            f"({run.train_rate:,.0f} cutouts/s), inference {run.predict_rate:,.0f} cutouts/s")
+        runs.append(run)
+    header = [f"# lensbench on one device: committee against DeepLens ({profile} profile)", "",
+              f"- written by: `{command or 'bench perf gpu'}` on "
+              f"{datetime.now(UTC).isoformat(timespec='seconds')}; seed {seed}; tracking off",
+              f"- lensbench commit: {git_commit() or 'unknown (not a git checkout)'}",
+              *machine_lines(resolved),
+              f"- the CPU figures beside these: {COMPARE_REPORT.name} (committee and DeepLens "
+              "at 12 epochs there; DeepLens here with its published schedule, "
+              f"{published_deeplens_schedule()})"]
+    lines = report_lines(runs, splits.test.truth[task.target], hashes, header)
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    partial = out.with_name(out.name + ".partial")
+    partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    partial.replace(out)  # a crash never leaves half a report
+    log(f"wrote {out} ({time.perf_counter() - start:.0f} s in all)")
+    return out
+
+
+def command_line(options: dict) -> str:
+    """The `bench perf gpu` command that gives ``options`` (gpu_compare's keywords)."""
+    words = ["bench", "perf", "gpu"]
+    for key, value in options.items():
+        words += [f"--{key}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
+    return shlex.join(words)
