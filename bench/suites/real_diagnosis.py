@@ -10,8 +10,8 @@ For a lens-finding task with real known lenses, three pieces of evidence:
 * :func:`distribution_rows`: where each real lens falls in the training set's lens
   distributions (percentile among the simulated training lenses): Einstein radius, lens
   magnitude, lens-to-arc flux ratio and arc S/N from the truth (the real lenses' from the SLACS
-  tables and their arc split), size, colour and peak pixel after the finders' asinh stretch
-  measured on the images of both in the same way.
+  tables and their arc split), size, colour, sky noise at the stamp border and peak pixel after
+  the finders' asinh stretch measured on the images of both in the same way.
 * :func:`nearest_training_lenses`: the three simulated training lenses nearest to each real lens
   in the space of the photometric and shape features of ``baselines.features``
   (``catalogue_features`` + ``shape_features``: aperture magnitudes, radial gradients, colours,
@@ -257,6 +257,9 @@ def compare_with_training(task, spec: dict, train: Split, real: Split) -> Compar
             pair = name.removeprefix("colour_").removesuffix(f"_{central}")
             quantities.append((f"{pair} within {central}\", measured", train_features[:, k],
                                real_features[:, k]))
+    # Noise, which the finders normalise by: robust sigma of the 2-pixel stamp border.
+    quantities.append((f"border sky sigma {ref} (nMgy)", border_noise(train_images)[:, ref_b],
+                       border_noise(real_images)[:, ref_b]))
     quantities.append((f"peak after asinh stretch ({ref})",
                        _peak_stretched(train_images, ref_b, sigma),
                        _peak_stretched(real_images, ref_b, sigma)))
@@ -417,8 +420,8 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
     n_train_lenses = int((train.truth["label"] == 1).sum())
     md += ["", f"Where the {counts[1]} real lenses fall among the {n_train_lenses} simulated "
            "training lenses (value and percentile; lens magnitude, lens/arc flux and arc S/N of "
-           "the real lenses from their arc split; size, colour and peak measured on the images "
-           "of both alike):", ""]
+           "the real lenses from their arc split; size, colour, border noise and peak measured on "
+           "the images of both alike):", ""]
     md += distribution_rows(comparison)
     title = f"{task.name} ({profile}): {counts[1]} real lenses vs {n_train_lenses} " \
             "training lenses"
