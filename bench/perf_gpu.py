@@ -187,8 +187,8 @@ def run_id(name: str, params: dict) -> str:
     return canonical_run_id(name, params)
 
 
-def report_lines(runs: list[MethodRun], labels, hashes: list[str], header: list[str]
-                 ) -> list[str]:
+def report_lines(runs: list[MethodRun], labels, hashes: list[str], header: list[str],
+                 beside_cpu: bool = True) -> list[str]:
     from lensbench.bench.statistics import paired_bootstrap
     from lensbench.bench.suites.lens_finding import COLUMNS
 
@@ -206,7 +206,8 @@ def report_lines(runs: list[MethodRun], labels, hashes: list[str], header: list[
               "whole fit, validation passes and calibration included. Inference cutouts/s: test "
               "cutouts over the scoring time, test-time augmentation and members included "
               "(the committee scores each cutout 8 x members times), reading the split too."]
-    lines += cpu_lines(runs)
+    if beside_cpu:
+        lines += cpu_lines(runs)
     by_name = {run.name: run for run in runs}
     if {"committee", "deeplens"} <= set(by_name):
         own, peer = by_name["committee"], by_name["deeplens"]
@@ -232,6 +233,7 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
                 workdir: Path = Path(".lensbench"), out: Path = GPU_REPORT,
                 methods: tuple[str, ...] = METHODS, command: str = "", log=print) -> Path:
     """Make the splits, train and score ``methods`` on ``device``, write the report ``out``."""
+    import torch
     from lensbench.bench.kinds import get_kind
     from lensbench.bench.runner import git_commit
     from lensbench.deep.train import resolve_device
@@ -242,7 +244,7 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
         raise ValueError(f"bench perf gpu: --methods: unknown {unknown}; expected some of "
                          f"{', '.join(METHODS)}")
     resolved = resolve_device(device)
-    if resolved.type == "cuda" and not __import__("torch").cuda.is_available():
+    if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("bench perf gpu: --device cuda but torch sees no CUDA device")
     kind, task = copy.copy(get_kind(METCALF_GROUND.kind)), METCALF_GROUND
     if profile == "smoke":
@@ -255,11 +257,22 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
         raise ValueError(f"bench perf gpu: simulating the splits needs {error.name or error} "
                          "(astropy's cosmology); bring it as wheels (scripts/gpu-run.sh)"
                          ) from None
-    actual = splits.hashes
-    log(f"splits ready in {time.perf_counter() - start:.0f} s: train {actual['train'][:12]}, "
+    actual, splits_s = splits.hashes, time.perf_counter() - start
+    log(f"splits ready in {splits_s:.0f} s: train {actual['train'][:12]}, "
         f"test {actual['test'][:12]}")
     hashes = hash_lines(actual, stated_split_hashes(), profile)
     log(hashes[0])
+    header = [f"# lensbench on one device: committee against DeepLens ({profile} profile)", "",
+              f"- written by: `{command or 'bench perf gpu'}` on "
+              f"{datetime.now(UTC).isoformat(timespec='seconds')}; seed {seed}; tracking off",
+              f"- lensbench commit: {git_commit() or 'unknown (not a git checkout)'}",
+              *machine_lines(resolved),
+              f"- splits simulated (or found in the workdir) in {splits_s:.0f} s on the CPU",
+              *([f"- the CPU figures beside these: {COMPARE_REPORT.name} (DeepLens at 12 "
+                 "epochs there; here with its published schedule, "
+                 f"{published_deeplens_schedule()})"] if profile == "compare" else [])]
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
     runs = []
     for name in methods:
         run = run_method(name, params[name], kind, task, splits, seed, str(resolved))
@@ -267,20 +280,12 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
             f"{run.metrics['tpr0']:.3f} TPR10 {run.metrics['tpr10']:.3f}; fit {run.fit_s:.0f} s "
             f"({run.train_rate:,.0f} cutouts/s), inference {run.predict_rate:,.0f} cutouts/s")
         runs.append(run)
-    header = [f"# lensbench on one device: committee against DeepLens ({profile} profile)", "",
-              f"- written by: `{command or 'bench perf gpu'}` on "
-              f"{datetime.now(UTC).isoformat(timespec='seconds')}; seed {seed}; tracking off",
-              f"- lensbench commit: {git_commit() or 'unknown (not a git checkout)'}",
-              *machine_lines(resolved),
-              f"- the CPU figures beside these: {COMPARE_REPORT.name} (committee and DeepLens "
-              "at 12 epochs there; DeepLens here with its published schedule, "
-              f"{published_deeplens_schedule()})"]
-    lines = report_lines(runs, splits.test.truth[task.target], hashes, header)
-    out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
-    partial = out.with_name(out.name + ".partial")
-    partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-    partial.replace(out)  # a crash never leaves half a report
+        # Written after every method: a run cut short by a time limit keeps what it measured.
+        lines = report_lines(runs, splits.test.truth[task.target], hashes, header,
+                             beside_cpu=profile == "compare")
+        partial = out.with_name(out.name + ".partial")
+        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        partial.replace(out)  # a crash never leaves half a report
     log(f"wrote {out} ({time.perf_counter() - start:.0f} s in all)")
     return out
 
