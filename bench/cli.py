@@ -407,6 +407,74 @@ def cmd_perf_gpu(args) -> int:
     return 0
 
 
+def _add_preparation(parser: argparse.ArgumentParser):
+    """The flags that prepare real cutouts to a model's inputs (bench scan, bench predict);
+    returns their argument group."""
+    prep = parser.add_argument_group(
+        "preparing real cutouts to the model's inputs (README: Scanning real cutouts); any of "
+        "these turns it on")
+    prep.add_argument("--prepare", action="store_true",
+                      help="convert units, resample, map bands, crop or pad (FITS cutouts: one "
+                           "multi-extension file or cube per object)")
+    prep.add_argument("--band-files", metavar="PATTERN",
+                      help="one FITS per band, e.g. '{id}_{band}.fits' (relative to --cutouts); "
+                           "or give a manifest CSV (id,band,sci[,rms][,weight]) as --cutouts")
+    prep.add_argument("--rms-files", metavar="PATTERN",
+                      help="rms maps, e.g. '{id}_{band}.rms.fits'")
+    prep.add_argument("--weight-files", metavar="PATTERN",
+                      help="inverse-variance maps, e.g. '{id}_{band}.wht.fits'")
+    prep.add_argument("--bands", metavar="MAP",
+                      help="band -> HDU name/index or cube plane, e.g. g=1,r=2,i=3 (default: "
+                           "FILTER/BAND header keywords)")
+    prep.add_argument("--zeropoint", type=float,
+                      help="AB zero point of one unit of the pixel values (default: BUNIT, "
+                           "MAGZERO/MAGZPT/PHOTZP/ZP or PHOTFLAM in the headers)")
+    prep.add_argument("--pixel-scale", type=float,
+                      help="arcsec/pixel of the cutouts (default: their WCS or PIXSCALE)")
+    prep.add_argument("--noise-seed", type=int_at_least(0), default=0,
+                      help="mixed with each cutout id to seed its padding noise")
+    return prep
+
+
+def cmd_predict(args) -> int:
+    from lensbench.bench.predict import parse_column_map, predict_catalogue, predict_cutouts
+    from lensbench.datasets.prepare import parse_band_map
+
+    if (args.cutouts is None) == (args.catalog is None):
+        raise ValueError("bench predict takes one of --cutouts (a lens-model regressor) or "
+                         "--catalog (a photo-z model)")
+    tracking_uri = args.tracking_uri
+    if tracking_uri is None and not Path(args.model).is_file():
+        from lensbench.bench.tracking import default_tracking_uri
+
+        tracking_uri = default_tracking_uri(args.workdir)
+    if args.catalog is not None:
+        summary = predict_catalogue(args.model, args.catalog, args.out,
+                                    columns=parse_column_map(args.columns),
+                                    tracking_uri=tracking_uri)
+        what, skipped = "galaxies", "dropped by the suite's cleaning"
+    else:
+        if args.columns is not None:
+            raise ValueError("--columns maps catalogue columns: it goes with --catalog")
+        summary = predict_cutouts(args.model, args.cutouts, args.out, tracking_uri=tracking_uri,
+                                  batch_size=args.batch_size, prepare=args.prepare,
+                                  band_files=args.band_files, rms_files=args.rms_files,
+                                  weight_files=args.weight_files,
+                                  band_map=parse_band_map(args.bands),
+                                  zero_point=args.zeropoint, pixel_scale=args.pixel_scale,
+                                  noise_seed=args.noise_seed)
+        what, skipped = "cutouts", "bad"
+    if summary.n_total and not summary.n_predicted:
+        reasons = "; ".join(f"{n} x {reason}" for reason, n in summary.reasons.items())
+        raise ValueError(f"none of the {summary.n_total} {what} could be predicted: {reasons}")
+    extra = "".join(f", {name} {path}" for name, path in summary.files.items() if name != "out")
+    metrics = "".join(f"; {key} {summary.metrics[key]:.4f}" for key in
+                      ("sigma_nmad", "outlier_frac", "bias_mean") if key in summary.metrics)
+    print(f"{summary.n_predicted} of {summary.n_total} {what} predicted, {summary.n_skipped} "
+          f"{skipped}: {summary.out}{extra}{metrics}")
+    return 0
+
+
 def cmd_scan(args) -> int:
     from lensbench.bench.scan import scan
     from lensbench.datasets.prepare import parse_band_map
@@ -607,34 +675,33 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-progress", action="store_true")
     scan.add_argument("--tracking-uri", help="MLflow store of the run id (default: "
                       "$MLFLOW_TRACKING_URI or the workdir's)")
-    prep = scan.add_argument_group(
-        "preparing real cutouts to the model's inputs (README: Scanning real cutouts); any of "
-        "these turns it on")
-    prep.add_argument("--prepare", action="store_true",
-                      help="convert units, resample, map bands, crop or pad (FITS cutouts: one "
-                           "multi-extension file or cube per object)")
-    prep.add_argument("--band-files", metavar="PATTERN",
-                      help="one FITS per band, e.g. '{id}_{band}.fits' (relative to --cutouts); "
-                           "or give a manifest CSV (id,band,sci[,rms][,weight]) as --cutouts")
-    prep.add_argument("--rms-files", metavar="PATTERN",
-                      help="rms maps, e.g. '{id}_{band}.rms.fits'")
-    prep.add_argument("--weight-files", metavar="PATTERN",
-                      help="inverse-variance maps, e.g. '{id}_{band}.wht.fits'")
-    prep.add_argument("--bands", metavar="MAP",
-                      help="band -> HDU name/index or cube plane, e.g. g=1,r=2,i=3 (default: "
-                           "FILTER/BAND header keywords)")
-    prep.add_argument("--zeropoint", type=float,
-                      help="AB zero point of one unit of the pixel values (default: BUNIT, "
-                           "MAGZERO/MAGZPT/PHOTZP/ZP or PHOTFLAM in the headers)")
-    prep.add_argument("--pixel-scale", type=float,
-                      help="arcsec/pixel of the cutouts (default: their WCS or PIXSCALE)")
+    prep = _add_preparation(scan)
     prep.add_argument("--model-pixel-scale", type=float,
                       help="arcsec/pixel the model was trained at, for a bare torch checkpoint "
                            "(a model file says it)")
-    prep.add_argument("--noise-seed", type=int_at_least(0), default=0,
-                      help="mixed with each cutout id to seed its padding noise")
     _add_workdir(scan)
     scan.set_defaults(func=cmd_scan)
+
+    predict = sub.add_parser("predict", help="apply a saved model to your own data: lens-model "
+                             "parameters of real cutouts, photo-z of a catalogue")
+    predict.add_argument("--model", required=True,
+                         help="a model file (model.lbmodel of a run), or an MLflow run id "
+                              "whose model artefact is used")
+    predict.add_argument("--cutouts", type=Path,
+                         help="for a lens-model regressor: cutouts as bench scan reads them")
+    predict.add_argument("--catalog", type=Path,
+                         help="for a photo-z model: a CSV or FITS table")
+    predict.add_argument("--columns", metavar="MAP",
+                         help="catalogue columns of the model's inputs, e.g. u=MAG_U,...,"
+                              "err_u=MAGERR_U,... (optional id=, z_spec= for the spectroscopic z; "
+                              "default: the model's names mag_<band>, err_<band>)")
+    predict.add_argument("--out", type=Path, required=True, help="the CSV to write")
+    predict.add_argument("--batch-size", type=int_at_least(1), default=256)
+    predict.add_argument("--tracking-uri", help="MLflow store of the run id (default: "
+                         "$MLFLOW_TRACKING_URI or the workdir's)")
+    _add_preparation(predict)
+    _add_workdir(predict)
+    predict.set_defaults(func=cmd_predict)
 
     degrade = sub.add_parser("degrade", help="render high-resolution images (HST) as a survey "
                              "preset observes them, as the real suite does for SLACS")

@@ -1,0 +1,294 @@
+"""``bench predict``: apply a saved model (baselines/persistence.py, a ``.lbmodel`` file or the
+MLflow run that logged it) to a user's own data.
+
+- A lens-model regressor (kind "modeling") on real cutouts (:func:`predict_cutouts`): the
+  cutouts are listed and read as ``bench scan`` reads them (a folder of FITS cutouts, one file
+  per band by pattern, a manifest CSV, a split directory) and, when asked or needed, prepared
+  to the model's contract (units, pixel scale, bands, stamp: datasets/prepare.py, each cutout's
+  record in ``<stem>.prepared.csv``). Written: ``OUT`` with ``id`` and, per target,
+  the predicted mean and its standard deviation ``<target>_sigma`` (empty when the method has
+  no uncertainty); unreadable or unusable cutouts in ``<stem>.bad.csv`` with the reason.
+- A photo-z model (kind "photoz") on a catalogue (:func:`predict_catalogue`, a CSV or FITS
+  table): the model's bands are mapped to columns (``u=MAG_U,...,err_u=MAGERR_U,...``;
+  optionally ``id=`` and the spectroscopic redshift ``z_spec=``), rows are cleaned as the suite cleaned its
+  split (``datasets.photoz.drop_reasons`` with the cleaning the contract records; the spec-z
+  range only when ``z_spec`` is mapped; no de-duplication: every galaxy asked about is answered),
+  and written: ``OUT`` with ``row`` (0-based, in the input table), ``id``, ``z_phot`` and
+  ``z_phot_sigma`` (the square root of ``predict_variance``, empty when the method has none);
+  ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv`` with p(z) on
+  the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) when the method
+  has ``predict_pdf``; with ``z_spec`` mapped, the suite's scalar metrics in ``<stem>.metrics.json``.
+
+Every file is written to a temporary file and renamed: an interrupted run leaves no torn table.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import re
+import tempfile
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+FITS_TABLE = (".fits", ".fit", ".fits.gz", ".fit.gz")
+
+
+@dataclass
+class PredictSummary:
+    out: Path
+    n_total: int
+    n_predicted: int
+    n_skipped: int  # bad cutouts or dropped catalogue rows
+    files: dict[str, Path] = field(default_factory=dict)
+    reasons: dict[str, int] = field(default_factory=dict)  # why rows were skipped, commonest first
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+def stem_of(out: Path) -> str:
+    return out.name[:-4] if out.name.lower().endswith(".csv") else out.name
+
+
+def _write_atomic(path: Path, write) -> Path:
+    """``write(file)`` into a temporary file beside ``path``, then renamed to it."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
+    try:
+        with os.fdopen(fd, "w", newline="") as f:
+            write(f)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return path
+
+
+def write_csv(path: Path, columns: Iterable[str], rows: Iterable) -> Path:
+    def write(f):
+        writer = csv.writer(f)
+        writer.writerow(list(columns))
+        writer.writerows(rows)
+    return _write_atomic(path, write)
+
+
+def write_text(path: Path, text: str) -> Path:
+    return _write_atomic(path, lambda f: f.write(text))
+
+
+def _number(value) -> str:
+    """A float as Python writes it back exactly (repr), empty for NaN or None."""
+    return "" if value is None or not np.isfinite(value) else repr(float(value))
+
+
+def _counted(reasons: Iterable[str]) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for reason in reasons:
+        counts[reason] = counts.get(reason, 0) + 1
+    return dict(sorted(counts.items(), key=lambda item: -item[1]))
+
+
+def open_model(model: str | os.PathLike, kind: str, tracking_uri: str | None = None,
+               download_dir: str | os.PathLike | None = None):
+    """(method, contract) of the model file ``model`` (or of the MLflow run id whose
+    ``model.lbmodel`` artefact is downloaded), which must be a ``kind`` model."""
+    from lensbench.baselines.persistence import load_model
+
+    path = Path(model)
+    if not path.is_file():
+        if not re.fullmatch(r"[0-9a-fA-F]{32}", str(model)):
+            raise FileNotFoundError(f"--model {model!r}: no such model file, and not an MLflow "
+                                    f"run id (32 hex digits)")
+        from lensbench.bench.tracking import download_model
+
+        path = download_model(str(model), tracking_uri, download_dir)
+    method, contract = load_model(path)
+    if contract is None:
+        raise ValueError(f"{path}: the model file has no contract.json: it does not say what "
+                         f"inputs it takes")
+    if contract.kind != kind:
+        wanted = {"modeling": "--cutouts takes a lens-model regressor",
+                  "photoz": "--catalog takes a photo-z model"}[kind]
+        raise ValueError(f"{path}: a {contract.kind} model ({contract.method}); {wanted}")
+    return method, contract
+
+
+# --------------------------------------------------------------------------- cutouts
+
+
+def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
+                    out: str | os.PathLike, *, tracking_uri: str | None = None,
+                    batch_size: int = 256, prepare: bool = False, band_files: str | None = None,
+                    rms_files: str | None = None, weight_files: str | None = None,
+                    band_map: dict[str, str] | None = None, zero_point: float | None = None,
+                    pixel_scale: float | None = None, noise_seed: int = 0) -> PredictSummary:
+    """Predict the lens-model parameters of every cutout under ``cutouts`` with the saved
+    regressor ``model``; the preparation arguments are those of ``bench scan`` (any of them, or
+    a manifest CSV as ``cutouts``, turns preparation on)."""
+    from lensbench.bench.scan import Preparer, list_items, load_batch, model_inputs
+    from lensbench.bench.suites.modeling import predict
+
+    out = Path(out)
+    method, contract = open_model(model, "modeling", tracking_uri, out.parent)
+    prepare = prepare or any(v not in (None, 0, {}) for v in (
+        band_files, rms_files, weight_files, band_map, zero_point, pixel_scale, noise_seed)) \
+        or Path(cutouts).suffix.lower() == ".csv"
+    items, _ = list_items(cutouts, contract.bands, band_files=band_files, rms_files=rms_files,
+                          weight_files=weight_files)
+    preparer = Preparer(model_inputs(method, contract), zero_point, pixel_scale,
+                        tuple((band_map or {}).items()), noise_seed) if prepare else None
+    targets = list(contract.targets)
+    rows, bad, records = [], [], []
+    for start in range(0, len(items), batch_size):
+        images, good, rejected = load_batch(items[start:start + batch_size],
+                                            contract.stamp_shape, prepare=preparer,
+                                            records=records)
+        bad += [(item.id, reason) for item, reason in rejected]
+        if not good:
+            continue
+        mean, variance = predict(method, images)
+        sigma = np.sqrt(variance) if variance is not None else np.full_like(mean, np.nan)
+        for k, item in enumerate(good):
+            rows.append([item.id, *(value for t in range(len(targets)) for value in (
+                _number(mean[k, t]), _number(sigma[k, t])))])
+    stem = stem_of(out)
+    files = {"out": write_csv(out, ["id", *(name for t in targets
+                                            for name in (t, f"{t}_sigma"))], rows)}
+    files["bad"] = write_csv(out.with_name(stem + ".bad.csv"), ["id", "reason"], bad)
+    if records:
+        columns = list(records[0].row())
+        files["prepared"] = write_csv(out.with_name(stem + ".prepared.csv"), columns,
+                                      ([r.row()[c] for c in columns] for r in records))
+    return PredictSummary(out, len(items), len(rows), len(bad), files,
+                          _counted(reason for _, reason in bad))
+
+
+# --------------------------------------------------------------------------- catalogues
+
+
+def parse_column_map(text: str | None) -> dict[str, str]:
+    """``u=MAG_U,g=MAG_G,err_u=MAGERR_U`` -> {"u": "MAG_U", ...}; ValueError naming the part."""
+    mapping: dict[str, str] = {}
+    for part in (text or "").split(","):
+        if not part.strip():
+            continue
+        key, sep, column = part.partition("=")
+        if not sep or not key.strip() or not column.strip():
+            raise ValueError(f"--columns: {part.strip()!r} is not NAME=COLUMN")
+        if key.strip() in mapping:
+            raise ValueError(f"--columns: {key.strip()!r} is mapped twice")
+        mapping[key.strip()] = column.strip()
+    return mapping
+
+
+def read_table(path: Path):
+    """An astropy Table from a CSV or FITS table file."""
+    from astropy.table import Table
+
+    name = path.name.lower()
+    if name.endswith(FITS_TABLE):
+        fmt = "fits"
+    elif name.endswith((".csv", ".csv.gz")):
+        fmt = "ascii.csv"
+    else:
+        raise ValueError(f"{path}: expected a CSV (.csv) or FITS table (.fits, .fit) file")
+    try:
+        return Table.read(path, format=fmt)
+    except FileNotFoundError:
+        raise
+    except Exception as error:  # astropy's many parser errors: the file is not a table
+        raise ValueError(f"{path}: not a readable {fmt.split('.')[-1].upper()} table: "
+                         f"{str(error).splitlines()[0] if str(error) else error!r}") from None
+
+
+def _column(table, path: Path, name: str, role: str) -> np.ndarray:
+    if name not in table.colnames:
+        raise ValueError(f"{path}: no column {name!r} (mapped to {role}); its columns: "
+                         f"{', '.join(table.colnames)}")
+    column = table[name]
+    if role == "id":
+        return np.asarray(column).astype(str)
+    try:
+        values = np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
+    except (TypeError, ValueError):
+        raise ValueError(f"{path}: column {name!r} (mapped to {role}) is not numeric: expected "
+                         f"numbers, got {column.dtype}") from None
+    return np.asarray(values, dtype=np.float64).ravel()
+
+
+def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
+                      out: str | os.PathLike, *, columns: dict[str, str] | None = None,
+                      tracking_uri: str | None = None) -> PredictSummary:
+    """Predict z for every row of ``catalogue`` with the saved photo-z ``model``; ``columns``
+    maps each of the model's bands ``b`` and ``err_b`` (and optionally ``id``, ``z_spec``) to a
+    column (default: the contract's own names, ``mag_b`` and ``err_b``)."""
+    from lensbench.datasets.photoz import drop_reasons
+
+    out, path = Path(out), Path(catalogue)
+    method, contract = open_model(model, "photoz", tracking_uri, out.parent)
+    bands = list(contract.bands)
+    named = contract.columns
+    defaults = {**dict(zip(bands, named.get("magnitudes", [f"mag_{b}" for b in bands]),
+                           strict=True)),
+                **dict(zip((f"err_{b}" for b in bands),
+                           named.get("errors", [f"err_{b}" for b in bands]), strict=True))}
+    mapping = dict(columns or {})
+    known = {*defaults, "id", "z_spec"}
+    unknown = sorted(set(mapping) - known)
+    if unknown:
+        raise ValueError(f"--columns: {unknown[0]!r} is not an input of the model (it takes "
+                         f"{', '.join(bands)}, {', '.join('err_' + b for b in bands)}, and "
+                         f"optionally id and z_spec)")
+    if not set(mapping) & set(defaults):  # no input column named: the contract's names
+        mapping = {**defaults, **mapping}
+    missing = [key for key in defaults if key not in mapping]
+    if missing:
+        raise ValueError(f"--columns: the model needs {', '.join(missing)} (its bands "
+                         f"{', '.join(bands)} and their errors), not mapped")
+    table = read_table(path)
+    mags = np.stack([_column(table, path, mapping[b], b) for b in bands], axis=1)
+    errs = np.stack([_column(table, path, mapping[f"err_{b}"], f"err_{b}") for b in bands],
+                    axis=1)
+    ids = _column(table, path, mapping["id"], "id") if "id" in mapping else None
+    z_spec = (_column(table, path, mapping["z_spec"], "z_spec") if "z_spec" in mapping
+              else None)
+    cleaning = {k: tuple(v) if isinstance(v, list) else v
+                for k, v in named.get("cleaning", {}).items()}
+    reasons = drop_reasons(mags, errs, z_spec, bands=tuple(bands), **cleaning)
+    kept = np.flatnonzero(reasons == "")
+    X = np.hstack([mags[kept], errs[kept]])
+    predict = method.predict if hasattr(method, "predict") else method.predict_score
+    z_phot = np.asarray(predict(X), dtype=np.float64) if len(kept) else np.zeros(0)
+    sigma = (np.sqrt(np.asarray(method.predict_variance(X), dtype=np.float64))
+             if hasattr(method, "predict_variance") and len(kept) else None)
+    label = (lambda row: ids[row]) if ids is not None else (lambda row: "")
+    stem = stem_of(out)
+    files = {"out": write_csv(out, ["row", "id", "z_phot", "z_phot_sigma"], (
+        [int(row), label(row), _number(z_phot[k]), _number(None if sigma is None else sigma[k])]
+        for k, row in enumerate(kept)))}
+    dropped = np.flatnonzero(reasons != "")
+    files["dropped"] = write_csv(out.with_name(stem + ".dropped.csv"), ["row", "id", "reason"],
+                                 ([int(row), label(row), reasons[row]] for row in dropped))
+    if hasattr(method, "predict_pdf"):
+        from lensbench.baselines.photoz import PDF_GRID
+
+        pdf = np.asarray(method.predict_pdf(X), dtype=np.float64) if len(kept) else np.zeros(
+            (0, len(PDF_GRID)))
+        files["pdf"] = write_csv(out.with_name(stem + ".pdf.csv"),
+                                 ["row", "id", *(f"{z:.3f}" for z in PDF_GRID)],
+                                 ([int(row), label(row), *(repr(float(p)) for p in pdf[k])]
+                                  for k, row in enumerate(kept)))
+    metrics = {}
+    if z_spec is not None and len(kept):
+        from lensbench.bench.photoz_metrics import photoz_metrics
+
+        metrics = photoz_metrics(z_phot, z_spec[kept])
+        files["metrics"] = write_text(out.with_name(stem + ".metrics.json"),
+                                      json.dumps(metrics, indent=1, sort_keys=True))
+    return PredictSummary(out, len(table), len(kept), len(dropped), files,
+                          _counted(reasons[dropped]), metrics)

@@ -1,0 +1,216 @@
+"""``bench predict`` on real files (issue 23.3, 23.5): a photo-z model saved by ``bench run``
+predicts the real BOSS test catalogue, written as a CSV, with the suite's metrics to the last
+digit; a lens-model regressor saved by ``bench run`` predicts theta_E for the simulated test
+cutouts and for the real SLACS lenses (the modeling task's real split, written as one FITS file
+per band) exactly as the suite predicted them. Plus the catalogue cleaning and the errors."""
+
+from __future__ import annotations
+
+import csv
+import json
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from lensbench.bench.cli import main
+from lensbench.bench.results import read_results
+from lensbench.bench.tasks import SUITES
+
+BANDS = ("u", "g", "r", "i", "z")
+COLUMNS = ",".join([*(f"{b}=MAG_{b.upper()}" for b in BANDS),
+                    *(f"err_{b}=MAGERR_{b.upper()}" for b in BANDS), "id=OBJID"])
+
+
+def _rows(path: Path) -> list[dict]:
+    with open(path, newline="") as f:
+        return list(csv.DictReader(f))
+
+
+def _write_catalogue(path: Path, X: np.ndarray, z: np.ndarray | None = None) -> Path:
+    """A catalogue as a survey would give it: its own column names, numbers written exactly."""
+    with open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(["OBJID", *(f"MAG_{b.upper()}" for b in BANDS),
+                         *(f"MAGERR_{b.upper()}" for b in BANDS), *(["Z"] if z is not None
+                                                                     else [])])
+        for k, row in enumerate(X):
+            writer.writerow([f"obj{k}", *map(repr, map(float, row)),
+                             *([repr(float(z[k]))] if z is not None else [])])
+    return path
+
+
+# --------------------------------------------------------------------------- photo-z
+
+
+@pytest.fixture(scope="module")
+def photoz_run(tmp_path_factory, real_data):
+    """knn-photoz trained by `bench run` on the smoke profile of photoz-boss (MLflow on)."""
+    real_data("photoz_sdss_boss_dr10/")
+    workdir = tmp_path_factory.mktemp("photoz")
+    suite = SUITES["photoz"]
+    boss = next(task for task in suite.tasks if task.name == "photoz-boss")
+    with pytest.MonkeyPatch.context() as patch:  # this task only: the MGS one takes as long
+        patch.setitem(SUITES, "photoz", replace(suite, tasks=(boss,)))
+        assert main(["run", "--suite", "photoz", "--profile", "smoke", "--methods",
+                     "knn-photoz", "--workdir", str(workdir)]) == 0
+    [result] = read_results(workdir / "results.jsonl")
+    return workdir, boss, result
+
+
+def test_a_saved_photoz_model_reproduces_the_suites_metrics_on_the_real_catalogue(
+        photoz_run, tmp_path, capsys):
+    from lensbench.bench.suites.photoz import load_task_data
+
+    workdir, task, result = photoz_run
+    model = workdir / result.artifacts["model"]
+    assert model.name == "model.lbmodel"
+    data = load_task_data(task, "smoke", workdir)  # the split the run made, read back
+    assert data.hashes["test"] == result.split_hashes["test"]
+    catalogue = _write_catalogue(tmp_path / "boss.csv", data.X["test"], data.z["test"])
+    out = tmp_path / "z.csv"
+    assert main(["predict", "--model", str(model), "--catalog", str(catalogue), "--columns",
+                 COLUMNS + ",z_spec=Z", "--out", str(out)]) == 0
+    assert "600 of 600 galaxies predicted, 0 dropped" in capsys.readouterr().out
+    metrics = json.loads((tmp_path / "z.metrics.json").read_text())
+    for key in ("sigma_nmad", "outlier_frac", "bias_mean", "bias_median", "sigma_iqr"):
+        assert metrics[key] == result.metrics[key], key  # exactly: same predictions, same code
+    rows = _rows(out)
+    saved = np.load(workdir / result.artifacts["predictions"])
+    np.testing.assert_array_equal([float(r["z_phot"]) for r in rows], saved["z_phot"])
+    np.testing.assert_array_equal([float(r["z_phot_sigma"]) for r in rows],
+                                  np.sqrt(saved["variance"]))  # knn-photoz has a variance
+    assert [r["id"] for r in rows[:2]] == ["obj0", "obj1"]
+    pdf = _rows(tmp_path / "z.pdf.csv")
+    assert len(pdf) == 600 and len(pdf[0]) == 2 + 301  # row, id, the grid
+    density = np.array([float(v) for k, v in pdf[0].items() if k not in ("row", "id")])
+    assert np.trapezoid(density, np.linspace(0, 1.5, 301)) == pytest.approx(1.0, abs=1e-6)
+
+
+def test_predict_drops_rows_as_the_suite_cleans_them_and_says_why(photoz_run, tmp_path):
+    from lensbench.bench.suites.photoz import load_task_data
+
+    workdir, task, result = photoz_run
+    X = load_task_data(task, "smoke", workdir).X["test"][:6].copy()
+    X[1, 2] = 99.0  # a sentinel r magnitude
+    X[2, 5 + 1] = 1.7  # a g error above the suite's 1 mag
+    X[3, 0] = np.nan
+    X[4, 5 + 3] = -1.0  # a negative i error
+    catalogue = _write_catalogue(tmp_path / "c.csv", X)
+    out = tmp_path / "z.csv"
+    assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--catalog",
+                 str(catalogue), "--columns", COLUMNS, "--out", str(out)]) == 0
+    assert [r["row"] for r in _rows(out)] == ["0", "5"]
+    assert [(r["row"], r["id"], r["reason"]) for r in _rows(tmp_path / "z.dropped.csv")] == [
+        ("1", "obj1", "sentinel_magnitude"), ("2", "obj2", "huge_error"),
+        ("3", "obj3", "non_finite"), ("4", "obj4", "sentinel_error")]
+    assert not (tmp_path / "z.metrics.json").exists()  # no spectroscopic z mapped
+
+
+def test_predict_from_the_mlflow_run_and_from_a_fits_table(photoz_run, tmp_path):
+    from astropy.table import Table
+    from lensbench.bench.suites.photoz import load_task_data
+    from lensbench.bench.tracking import default_tracking_uri, read_suite_runs
+
+    workdir, task, result = photoz_run
+    X = load_task_data(task, "smoke", workdir).X["test"][:50]
+    table = Table({f"MAG_{b.upper()}": X[:, k] for k, b in enumerate(BANDS)}
+                  | {f"MAGERR_{b.upper()}": X[:, 5 + k] for k, b in enumerate(BANDS)}
+                  | {"OBJID": [f"obj{k}" for k in range(len(X))]})
+    table.write(tmp_path / "c.fits")
+    run = next(r for r in read_suite_runs(default_tracking_uri(workdir), "lensbench-photoz")
+               if r["parent_run_id"])  # the (method, task) run, not the suite's
+    out = tmp_path / "z.csv"
+    assert main(["predict", "--model", run["run_id"], "--catalog", str(tmp_path / "c.fits"),
+                 "--columns", COLUMNS, "--out", str(out), "--workdir", str(workdir)]) == 0
+    saved = np.load(workdir / result.artifacts["predictions"])
+    np.testing.assert_array_equal([float(r["z_phot"]) for r in _rows(out)], saved["z_phot"][:50])
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--columns", "u=MAG_U"], "--columns: the model needs g, r, i, z, err_u"),
+    (["--columns", COLUMNS.replace("MAG_R", "MAG_RR")], "no column 'MAG_RR' (mapped to r)"),
+    (["--columns", COLUMNS + ",y=MAG_Y"], "--columns: 'y' is not an input of the model"),
+    (["--columns", "u"], "--columns: 'u' is not NAME=COLUMN"),
+    ([], "no column 'mag_u' (mapped to u)"),
+])
+def test_bad_column_maps_are_one_line_errors(photoz_run, tmp_path, capsys, argv, message):
+    workdir, _, result = photoz_run
+    catalogue = _write_catalogue(tmp_path / "c.csv", np.full((2, 10), 20.0))
+    code = main(["predict", "--model", str(workdir / result.artifacts["model"]), "--catalog",
+                 str(catalogue), "--out", str(tmp_path / "z.csv"), *argv])
+    err = capsys.readouterr().err
+    assert code == 2 and err.startswith("bench: error: ") and message in err, err
+    assert err.count("\n") == 1 and not (tmp_path / "z.csv").exists()
+
+
+def test_a_photoz_model_given_cutouts_says_what_it_is(photoz_run, tmp_path, capsys):
+    workdir, _, result = photoz_run
+    code = main(["predict", "--model", str(workdir / result.artifacts["model"]), "--cutouts",
+                 str(tmp_path), "--out", str(tmp_path / "p.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "a photoz model (knn-photoz); --cutouts takes a lens-model regressor" \
+        in err
+
+
+# --------------------------------------------------------------------------- lens modeling
+
+
+@pytest.fixture(scope="module")
+def modeling_run(tmp_path_factory, real_data):
+    """xgboost-modeling trained by `bench run` on the modeling smoke profile."""
+    real_data("cosmos", "slacs")
+    workdir = tmp_path_factory.mktemp("modeling")
+    assert main(["run", "--suite", "modeling", "--profile", "smoke", "--methods",
+                 "xgboost-modeling", "--no-tracking", "--workdir", str(workdir)]) == 0
+    [result] = read_results(workdir / "results.jsonl")
+    return workdir, result
+
+
+def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_run, tmp_path):
+    workdir, result = modeling_run
+    [test_split] = (workdir / "splits").glob("modeling-hsc-v1-test-*")
+    out = tmp_path / "params.csv"
+    assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--cutouts",
+                 str(test_split), "--out", str(out)]) == 0
+    rows = _rows(out)
+    saved = np.load(workdir / result.artifacts["predictions"])
+    targets = list(saved["targets"])
+    assert list(rows[0]) == ["id", *(c for t in targets for c in (t, f"{t}_sigma"))]
+    for k, target in enumerate(targets):
+        np.testing.assert_array_equal([float(r[target]) for r in rows], saved["pred"][:, k])
+        np.testing.assert_array_equal([float(r[f"{target}_sigma"]) for r in rows],
+                                      np.sqrt(saved["variance"][:, k]))
+
+
+def test_a_saved_regressor_predicts_theta_e_of_real_slacs_lenses_from_band_files(
+        modeling_run, tmp_path):
+    """The real split's SLACS lenses written as one FITS file per band, as a survey's cutout
+    service delivers them (BUNIT, PIXSCALE, FILTER in the headers): the predictions equal the
+    suite's (the preparation finds nothing to change)."""
+    from lensbench.datasets.storage import load_split
+
+    workdir, result = modeling_run
+    saved = np.load(workdir / result.artifacts["predictions"])
+    [real] = (workdir / "splits").glob("modeling-hsc-v1-real-*")
+    split = load_split(real)
+    lenses = np.flatnonzero(np.asarray(split.truth["label"]) == 1)
+    images = split.images(lenses)
+    bands = ("g", "r", "i", "z")
+    cutouts = tmp_path / "cutouts"
+    cutouts.mkdir()
+    for k, image in zip(lenses, images, strict=True):
+        for b, band in enumerate(bands):
+            header = fits.Header({"BUNIT": "nanomaggy", "PIXSCALE": 0.168, "FILTER": band})
+            fits.PrimaryHDU(image[b], header).writeto(cutouts / f"slacs{k}_{band}.fits")
+    out = tmp_path / "theta.csv"
+    assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--cutouts",
+                 str(cutouts), "--band-files", "{id}_{band}.fits", "--out", str(out)]) == 0
+    rows = _rows(out)
+    assert [r["id"] for r in rows] == [f"slacs{k}" for k in lenses]
+    theta = list(saved["targets"]).index("theta_e")
+    np.testing.assert_array_equal([float(r["theta_e"]) for r in rows],
+                                  saved["real_pred"][:, theta])
+    prepared = _rows(tmp_path / "theta.prepared.csv")
+    assert len(prepared) == len(lenses)
