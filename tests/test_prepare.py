@@ -1,6 +1,6 @@
 """Preparing a user's real cutouts to a model's inputs (datasets/prepare.py, issue 23.2): units,
-pixel scale, bands, stamp and padding, on FITS files written here and on SLACS lenses degraded by
-`bench degrade`."""
+pixel scale, bands, stamp and padding, on FITS files written here (the same on SLACS lenses
+degraded by `bench degrade`: tests/test_degrade.py)."""
 
 from __future__ import annotations
 
@@ -227,69 +227,3 @@ def test_bench_scan_prepares_band_files_and_records_it(finder, tmp_path, capsys)
     first = read_csv(out)
     assert cli.main([*argv, "--model-pixel-scale", "0.2", "--restart"]) == 0
     assert read_csv(out) == first
-
-
-# ------------------------------------------------------------------------------ real files
-
-
-@pytest.fixture(scope="module")
-def slacs_hsc(tmp_path_factory, real_data):
-    """The SLACS lenses written as nanomaggy FITS with their HST WCS and degraded to HSC g,r,i,z
-    64x64 by `bench degrade` (per-band files with rms maps, and cubes)."""
-    from lensbench.datasets import known_lenses, registry
-
-    real_data("slacs")
-    root = tmp_path_factory.mktemp("slacs")
-    args = []
-    for lens in known_lenses.load_slacs():
-        with fits.open(registry.fetch(lens.file)) as hdul:
-            header = fits.Header([card for card in hdul["SCI"].header.cards if card.keyword in (
-                "CTYPE1", "CTYPE2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2",
-                "CD2_1", "CD2_2")])
-        header["BUNIT"] = "nanomaggy"
-        fits.PrimaryHDU(lens.image, header).writeto(root / f"{lens.name}.fits")
-        fits.PrimaryHDU(lens.arcs, header).writeto(root / f"{lens.name}.arc.fits")
-        args += ["--image", str(root / f"{lens.name}.fits"),
-                 "--arc", str(root / f"{lens.name}.arc.fits"),
-                 "--rms", repr(math.sqrt(lens.noise_variance)),
-                 "--noise-correlation", repr(lens.correlation_factor)]
-    common = ["degrade", *args, "--survey", "hsc", "--bands", "g,r,i,z", "--stamp-size", "64",
-              "--seed", "3"]
-    assert cli.main([*common, "--per-band-files", "--out", str(root / "bands")]) == 0
-    assert cli.main([*common, "--out", str(root / "cubes")]) == 0
-    return root
-
-
-def test_slacs_files_from_bench_degrade_prepare_in_every_layout(slacs_hsc, tmp_path):
-    """The per-band files, the cube and a DES-style multi-extension file made from them prepare
-    to the same pixels (what `bench degrade` wrote: a model at HSC's contract needs nothing
-    done); to a model at 0.25"/px they are resampled with their flux kept."""
-    hsc = ModelInputs(("g", "r", "i", "z"), 0.168, (64, 64))
-    names = sorted(p.name[:-len("_g.fits")] for p in (slacs_hsc / "bands").glob("*_g.fits"))
-    assert len(names) >= 5
-    for name in names:
-        files = {b: {"sci": slacs_hsc / "bands" / f"{name}_{b}.fits",
-                     "rms": slacs_hsc / "bands" / f"{name}_{b}.rms.fits"} for b in "griz"}
-        written = np.stack([fits.getdata(files[b]["sci"]) for b in "griz"])
-        from_bands, record = prepare_cutout(files, hsc, cutout_id=name)
-        assert np.array_equal(from_bands, written)
-        assert (record.resampling, record.padding_pixels, record.crop_pixels) == ("none", 0, 0)
-        assert record.zero_point_from == "g=BUNIT,r=BUNIT,i=BUNIT,z=BUNIT"
-        from_cube, _ = prepare_cutout(slacs_hsc / "cubes" / f"{name}.fits", hsc, cutout_id=name)
-        assert np.array_equal(from_cube, written)
-        mef = tmp_path / f"{name}.mef.fits"
-        hdus = [fits.PrimaryHDU()]
-        for b in "zgri":  # any HDU order: FILTER says the band
-            with fits.open(files[b]["sci"]) as hdul:
-                hdus.append(fits.ImageHDU(hdul[0].data, hdul[0].header))
-        fits.HDUList(hdus).writeto(mef)
-        from_mef, _ = prepare_cutout(mef, hsc, cutout_id=name)
-        assert np.array_equal(from_mef, written)
-        # 64 x 0.168" = 43.008 x 0.25": 43 pixels, fully covered; the flux is kept
-        coarse, record = prepare_cutout(files, ModelInputs(("g", "r", "i", "z"), 0.25, (43, 43)),
-                                        cutout_id=name)
-        assert (record.resampling, record.padding_pixels, record.crop_pixels) == (
-            "rebin_flux", 0, 0)
-        totals = written.astype(np.float64).sum(axis=(1, 2))
-        assert np.allclose(coarse.sum(axis=(1, 2)), totals,
-                           atol=1e-3 * np.abs(written).sum(axis=(1, 2)).max())

@@ -1,0 +1,240 @@
+"""The public degradation (datasets/degrade.py, issue 23.4): `degrade`, `bench degrade`, and the
+real suite's SLACS lenses reproduced by the command line, prepared in every layout and scanned
+with the suite's own saved models to the suite's scores (issue 23.5)."""
+
+from __future__ import annotations
+
+import csv
+import dataclasses
+import math
+
+import numpy as np
+import pytest
+from astropy.io import fits
+from lensbench.bench import cli
+from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
+from lensbench.datasets.degrade import colour_factor, degrade, survey_sigma, to_nanomaggies
+from lensbench.datasets.prepare import ModelInputs, prepare_cutout
+from lensbench.datasets.surveys import get_survey
+
+
+def gaussian(n: int, sigma_px: float, flux: float) -> np.ndarray:
+    yy, xx = np.indices((n, n)) - (n - 1) / 2
+    image = np.exp(-0.5 * (xx**2 + yy**2) / sigma_px**2)
+    return image * flux / image.sum()
+
+
+def test_degrade_keeps_flux_and_gives_lens_and_arcs_their_colours():
+    """Noise-free: each band's total is the input flux in nanomaggies times the colour factor,
+    the lens light's (LENS_COLOURS) or the arcs' (SOURCE_COLOURS)."""
+    lens, arcs = gaussian(160, 6.0, 500.0), gaussian(160, 3.0, 100.0)  # counts, ZP 25
+    bands = ["g", "r", "i", "z"]
+    out = degrade(lens + arcs, 0.05, 25.0, "hsc", bands, arc_image=arcs, seed=None,
+                  stamp_size=64)
+    assert out.shape == (4, 64, 64) and out.dtype == np.float32
+    nmgy = to_nanomaggies(25.0)
+    for k, band in enumerate(bands):
+        expected = nmgy * (500.0 * colour_factor(LENS_COLOURS, band)
+                           + 100.0 * colour_factor(SOURCE_COLOURS, band))
+        assert out[k].sum() == pytest.approx(expected, rel=0.01)
+    # one plane per band is taken as it is
+    planes = np.stack([lens * f for f in (1.0, 2.0)])
+    out = degrade(planes, 0.05, 22.5, "hsc", ["r", "i"], seed=None, stamp_size=64)
+    assert out[1].sum() == pytest.approx(2 * out[0].sum(), rel=1e-6)
+    assert out[0].sum() == pytest.approx(500.0, rel=0.01)
+
+
+def test_degrade_noise_is_the_surveys_and_reproducible_by_seed():
+    blank = np.zeros((200, 200))
+    survey = get_survey("hsc").select(["i"])
+    a = degrade(blank, 0.05, 22.5, survey, seed=7, stamp_size=64)
+    assert np.array_equal(a, degrade(blank, 0.05, 22.5, survey, seed=7, stamp_size=64))
+    assert not np.array_equal(a, degrade(blank, 0.05, 22.5, survey, seed=8, stamp_size=64))
+    sigma = survey_sigma(np.zeros((1, 64, 64)), survey)[0, 0, 0]
+    assert a.std() == pytest.approx(sigma, rel=0.05)
+    # the input's own noise is part of the survey's: only the missing variance is added
+    some = degrade(blank, 0.05, 22.5, survey, seed=7, stamp_size=64, native_variance=sigma**2)
+    assert 0 < some.std() < a.std()
+    noisier = degrade(blank, 0.05, 22.5, survey, seed=7, stamp_size=64,
+                      native_variance=1e4 * sigma**2)
+    assert not noisier.any()
+
+
+def write_image(path, data, **keys):
+    header = fits.Header()
+    for key, value in keys.items():
+        header[key] = value
+    fits.PrimaryHDU(data, header).writeto(path)
+    return path
+
+
+def test_bench_degrade_writes_per_band_files_and_cubes_with_their_headers(tmp_path, capsys):
+    image = write_image(tmp_path / "lens.fits", gaussian(120, 5.0, 2000.0), MAGZERO=26.0,
+                        CTYPE1="RA---TAN", CTYPE2="DEC--TAN", CRPIX1=60.5, CRPIX2=60.5,
+                        CRVAL1=150.0, CRVAL2=2.0, CD1_1=-0.05 / 3600, CD1_2=0.0, CD2_1=0.0,
+                        CD2_2=0.05 / 3600)
+    out = tmp_path / "out"
+    assert cli.main(["degrade", "--image", str(image), "--survey", "hsc", "--bands", "g,i",
+                     "--stamp-size", "32", "--per-band-files", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["lens_g.fits", "lens_g.rms.fits",
+                                                      "lens_i.fits", "lens_i.rms.fits"]
+    with fits.open(out / "lens_i.fits") as hdul:
+        header, data = hdul[0].header, hdul[0].data
+    assert (header["BUNIT"], header["MAGZERO"], header["FILTER"], header["SURVEY"]) == (
+        "nanomaggy", 22.5, "i", "hsc")
+    assert header["PIXSCALE"] == pytest.approx(0.168)
+    assert header["CD2_2"] * 3600 == pytest.approx(0.168) and header["CRVAL1"] == pytest.approx(
+        150.0)
+    assert data.shape == (32, 32) and data.sum() == pytest.approx(
+        2000.0 * to_nanomaggies(26.0), rel=0.1)
+    rms = fits.getdata(out / "lens_i.rms.fits")
+    assert (rms > 0).all() and rms[16, 16] > rms[0, 0]  # source Poisson noise on top of sky
+    assert cli.main(["degrade", "--image", str(image), "--survey", "hsc", "--bands", "g,i",
+                     "--stamp-size", "32", "--out", str(tmp_path / "cube")]) == 0
+    with fits.open(tmp_path / "cube" / "lens.fits") as hdul:
+        assert hdul[0].data.shape == (2, 32, 32) and hdul[0].header["BANDS"] == "g,i"
+        assert np.array_equal(hdul["RMS"].data[1], rms)
+        assert np.array_equal(hdul[0].data[1], data)  # same seed, same pixels
+    capsys.readouterr()
+    bare = write_image(tmp_path / "bare.fits", np.ones((50, 50)), PIXSCALE=0.05)
+    assert cli.main(["degrade", "--image", str(bare), "--survey", "hsc", "--out",
+                     str(tmp_path / "x")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert line.startswith("bench: error: ") and "bare.fits" in line and "--zeropoint" in line
+    assert cli.main(["degrade", "--image", str(image), "--image", str(bare), "--arc", str(image),
+                     "--survey", "hsc", "--out", str(tmp_path / "x")]) == 2
+    assert "--arc is given 1 times for 2 --image" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+
+
+# ------------------------------------------------------------------------------ real files
+
+
+@pytest.fixture(scope="module")
+def slacs_hsc(tmp_path_factory, real_data):
+    """The SLACS lenses (lens light + arcs as the suite splits them) written as nanomaggy FITS
+    with their HST WCS, and degraded to HSC g,r,i,z 64x64 by `bench degrade` with the real
+    suite's seed, in load order (one noise generator, as the suite's split does): per-band files
+    with rms maps, and cubes."""
+    from lensbench.datasets import known_lenses, registry
+
+    real_data("slacs", "cosmos")
+    root = tmp_path_factory.mktemp("slacs")
+    args = []
+    lenses = known_lenses.load_slacs()
+    for lens in lenses:
+        with fits.open(registry.fetch(lens.file)) as hdul:
+            header = fits.Header([card for card in hdul["SCI"].header.cards if card.keyword in (
+                "CTYPE1", "CTYPE2", "CRPIX1", "CRPIX2", "CRVAL1", "CRVAL2", "CD1_1", "CD1_2",
+                "CD2_1", "CD2_2")])
+        header["BUNIT"] = "nanomaggy"
+        fits.PrimaryHDU(lens.image, header).writeto(root / f"{lens.name}.fits")
+        fits.PrimaryHDU(lens.arcs, header).writeto(root / f"{lens.name}.arc.fits")
+        args += ["--image", str(root / f"{lens.name}.fits"),
+                 "--arc", str(root / f"{lens.name}.arc.fits"),
+                 "--rms", repr(math.sqrt(lens.noise_variance)),
+                 "--noise-correlation", repr(lens.correlation_factor)]
+    common = ["degrade", *args, "--survey", "hsc", "--bands", "g,r,i,z", "--stamp-size", "64",
+              "--seed", str(real_hsc().real_lenses["seed"])]
+    assert cli.main([*common, "--per-band-files", "--out", str(root / "bands")]) == 0
+    assert cli.main([*common, "--out", str(root / "cubes")]) == 0
+    return root, [lens.name for lens in lenses]
+
+
+def real_hsc():
+    from lensbench.bench.tasks import all_tasks
+
+    return all_tasks()["real-hsc"]
+
+
+def band_files(root, name):
+    return {b: {"sci": root / "bands" / f"{name}_{b}.fits",
+                "rms": root / "bands" / f"{name}_{b}.rms.fits"} for b in "griz"}
+
+
+def test_bench_degrade_reproduces_the_real_suites_slacs_pixels(slacs_hsc, tmp_path):
+    """The real suite renders SLACS with the same public function: the command line given the
+    same images, noise and seed writes exactly the pixels of the real-hsc split's lenses."""
+    from lensbench.bench.splits import ensure_real_lens_split
+    from lensbench.datasets import known_lenses
+
+    root, names = slacs_hsc
+    split = ensure_real_lens_split(real_hsc(), tmp_path)
+    rows = np.flatnonzero(split.truth["kind"] == 1)
+    assert len(rows) == len(names) >= 5
+    for row in rows:
+        name = names[int(split.truth["object_index"][row])]
+        written = np.stack([fits.getdata(band_files(root, name)[b]["sci"]) for b in "griz"])
+        assert np.array_equal(written, split.images([row])[0]), name
+    assert known_lenses.degrade is degrade
+
+
+def test_slacs_files_from_bench_degrade_prepare_in_every_layout(slacs_hsc, tmp_path):
+    """The per-band files, the cube and a DES-style multi-extension file made from them prepare
+    to the same pixels (what `bench degrade` wrote: a model at HSC's contract needs nothing
+    done); to a model at 0.25"/px they are resampled with their flux kept."""
+    root, names = slacs_hsc
+    hsc = ModelInputs(("g", "r", "i", "z"), 0.168, (64, 64))
+    for name in names:
+        files = band_files(root, name)
+        written = np.stack([fits.getdata(files[b]["sci"]) for b in "griz"])
+        from_bands, record = prepare_cutout(files, hsc, cutout_id=name)
+        assert np.array_equal(from_bands, written)
+        assert (record.resampling, record.padding_pixels, record.crop_pixels) == ("none", 0, 0)
+        assert record.zero_point_from == "g=BUNIT,r=BUNIT,i=BUNIT,z=BUNIT"
+        from_cube, _ = prepare_cutout(root / "cubes" / f"{name}.fits", hsc, cutout_id=name)
+        assert np.array_equal(from_cube, written)
+        mef = tmp_path / f"{name}.mef.fits"
+        hdus = [fits.PrimaryHDU()]
+        for b in "zgri":  # any HDU order: FILTER says the band
+            with fits.open(files[b]["sci"]) as hdul:
+                hdus.append(fits.ImageHDU(hdul[0].data, hdul[0].header))
+        fits.HDUList(hdus).writeto(mef)
+        from_mef, _ = prepare_cutout(mef, hsc, cutout_id=name)
+        assert np.array_equal(from_mef, written)
+        # 64 x 0.168" = 43.008 x 0.25": 43 pixels, fully covered; the flux is kept
+        coarse, record = prepare_cutout(files, ModelInputs(("g", "r", "i", "z"), 0.25, (43, 43)),
+                                        cutout_id=name)
+        assert (record.resampling, record.padding_pixels, record.crop_pixels) == (
+            "rebin_flux", 0, 0)
+        totals = written.astype(np.float64).sum(axis=(1, 2))
+        assert np.allclose(coarse.sum(axis=(1, 2)), totals,
+                           atol=1e-3 * np.abs(written).sum(axis=(1, 2)).max())
+
+
+def test_scanning_the_degraded_slacs_files_gives_the_suites_scores(slacs_hsc, tmp_path):
+    """End to end: the real suite (real-hsc, smoke) fits xgboost and a one-epoch committee and
+    saves them; `bench scan` of the per-band files with rms maps written by `bench degrade`,
+    prepared to each saved model's contract, scores every SLACS lens as the suite did."""
+    from lensbench.bench.runner import run_suite
+    from lensbench.bench.tasks import get_suite
+
+    root, names = slacs_hsc
+    suite = dataclasses.replace(get_suite("real"), tasks=(real_hsc(),))
+    results = run_suite(suite, profile="smoke", seed=0, workdir=tmp_path / "w",
+                        methods=["xgboost", "committee"],
+                        params={"xgboost": {"n_estimators": 100, "n_jobs": 1},
+                                "committee": {"max_epochs": 1, "members": 2, "tta": "none",
+                                              "device": "cpu"}},
+                        log=lambda _: None)
+    split = next(p for p in (tmp_path / "w" / "splits").iterdir() if "-real-" in p.name)
+    from lensbench.datasets.storage import load_split
+
+    truth = load_split(split).truth
+    lens_names = [names[int(k)] for k in truth["object_index"][truth["kind"] == 1]]
+    for result in results:
+        assert result.status == "ok", result.error
+        suite_scores = {name: result.metrics[f"real/score/lens{k}"]
+                        for k, name in enumerate(lens_names)}
+        out = tmp_path / f"{result.method}.csv"
+        assert cli.main(["scan", "--model", str(tmp_path / "w" / result.artifacts["model"]),
+                         "--cutouts", str(root / "bands"), "--band-files", "{id}_{band}.fits",
+                         "--rms-files", "{id}_{band}.rms.fits", "--out", str(out),
+                         "--no-progress", "--workdir", str(tmp_path / "w")]) == 0
+        with open(out, newline="") as f:
+            scanned = {row["id"]: float(row["score"]) for row in csv.DictReader(f)}
+        assert set(scanned) == set(suite_scores)
+        # xgboost exactly; the committee to float rounding (torch's batch size differs)
+        tolerance = 0.0 if result.method == "xgboost" else 1e-6
+        for name, score in suite_scores.items():
+            assert scanned[name] == pytest.approx(score, abs=tolerance), (result.method, name)
