@@ -4,6 +4,7 @@ simulated lenses)."""
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -115,8 +116,25 @@ def test_probe_edits_change_the_cutouts_as_named(tmp_path, real_data):
     assert np.all(scores["arcs x2"] >= scores["as observed"])
     assert np.all(scores["shift 4 px"] < scores["as observed"])  # the lens leaves the centre
     edited = real_diagnosis.edited_cutouts(observed, parts)
+    assert np.array_equal(edited["no cosmic rays"],
+                          (observed - parts.cosmic_rays).astype(np.float32))
+    assert np.all(parts.cosmic_rays.sum(axis=(1, 2, 3)) >= 0)
     extra = (edited["noise x2"] - observed) / parts.sigma
     assert extra.std() == pytest.approx(math.sqrt(3), rel=0.05)
+
+
+def test_cosmic_rays_are_found_and_the_lens_is_not(real_data):
+    real_data("slacs")
+    lens = next(lens for lens in known_lenses.load_slacs() if lens.name == "SDSSJ0029-0055")
+    assert np.all(real_diagnosis.cosmic_ray_image(lens) == 0)  # 4 exposures, rays rejected
+    sigma = math.sqrt(lens.noise_variance)
+    hit = dataclasses.replace(lens, image=lens.image.copy())
+    hit.image[30, 40:46] += 40 * sigma  # a one-pixel-wide streak, as a ray leaves
+    rays = real_diagnosis.cosmic_ray_image(hit)
+    assert np.all(rays[30, 40:46] > 20 * sigma)
+    assert rays.sum() == pytest.approx(6 * 40 * sigma, rel=0.2)
+    h, w = rays.shape
+    assert np.all(rays[h // 2 - 10:h // 2 + 10, w // 2 - 10:w // 2 + 10] == 0)
 
 
 def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_path,
@@ -149,6 +167,8 @@ def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_
         assert all(len(line.split(" | ")) == 2 + len(real_diagnosis.EDITS) for line in
                    probe_rows)
         assert "| theta_E (arcsec) |" in section and "| arc S/N |" in section
+        assert all(f"{name} " in section.split("Cosmic rays found")[1].split("\n")[0]
+                   for name in lens_names)
         for figure in (f"real-smoke-{task}-real-dist.png", f"real-smoke-{task}-real-neighbours"
                        ".png"):
             assert f"({figure})" in section and (out / figure).stat().st_size > 1000

@@ -49,8 +49,14 @@ EDITS = {
     "light x0.5": "R - 0.5 (L + A): the object half as bright, the noise kept",
     "cutout x0.5": "0.5 R: another flux normalisation (noise scaled too)",
     "cutout x2": "2 R: another flux normalisation",
+    "no cosmic rays": "R - C: the cosmic rays of the HST image (astroscrappy) taken out",
 }
 PROBE_SEED = 22  # noise of the "noise x2" edit
+# SLACS snapshot images (HST programme 10587) are single 420 s F814W exposures (Bolton et al.
+# 2008, ApJ 682, 964), so their cosmic rays were never rejected (NCOMBINE = 1 in the shared
+# cutouts; the deeper 4-exposure images have NCOMBINE = 4): the Poisson part of the noise model
+# of the cosmic-ray detection (astroscrappy, van Dokkum 2001's L.A.Cosmic) at that exposure.
+SNAPSHOT_EXPOSURE_S = 420.0
 ASINH_SOFTENING = 3.0  # in sky sigma, as the torch finders' Preprocessor
 KIND_NAMES = {1: "SLACS lens", 2: "COSMOS field galaxy", 3: "COSMOS bright early type"}
 KIND_PLURALS = {1: "SLACS lenses", 2: "COSMOS field galaxies", 3: "COSMOS bright early types"}
@@ -61,13 +67,18 @@ N_NEIGHBOURS = 3
 @dataclass
 class RealLensParts:
     """The real lenses of a real split, in split order: their rows, names, and lens light,
-    arcs and survey noise sigma per pixel (n, B, H, W), degraded without noise."""
+    arcs, the cosmic rays of their HST image (part of the lens light) and survey noise sigma per
+    pixel (n, B, H, W), degraded without noise; the cosmic rays' share of the HST flux and of
+    the flux the arc split assigned to arcs (n,)."""
 
     rows: np.ndarray
     names: list[str]
     lens_light: np.ndarray
     arcs: np.ndarray
     sigma: np.ndarray
+    cosmic_rays: np.ndarray
+    cosmic_ray_share: np.ndarray
+    cosmic_ray_arc_share: np.ndarray
 
 
 def _colours(spec: dict):
@@ -89,7 +100,7 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
     lens_colours, source_colours = _colours(spec)
     size = real.image_shape[-1]
     rows = np.flatnonzero(real.truth["kind"] == 1)
-    light, arcs, names = [], [], []
+    light, arcs, names, rays, shares, arc_shares = [], [], [], [], [], []
     for row in rows:
         lens = lenses[int(real.truth["object_index"][row])]
         names.append(lens.name)
@@ -100,8 +111,29 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
         arcs.append(degrade(None, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen,
                             arc_image=lens.arcs, lens_light_image=np.zeros_like(lens.arcs),
                             **common))
+        cosmic = cosmic_ray_image(lens)
+        shares.append(float(cosmic.sum() / lens.image.sum()))
+        on_arcs = lens.arcs > 0
+        arc_shares.append(float(cosmic[on_arcs].sum() / max(lens.arcs.sum(), 1e-30)))
+        rays.append(degrade(cosmic, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen, **common))
     light, arcs = np.stack(light), np.stack(arcs)
-    return RealLensParts(rows, names, light, arcs, survey_sigma(chosen, light + arcs))
+    return RealLensParts(rows, names, light, arcs, survey_sigma(chosen, light + arcs),
+                         np.stack(rays), np.array(shares), np.array(arc_shares))
+
+
+def cosmic_ray_image(lens) -> np.ndarray:
+    """The cosmic rays of a SLACS HST image (nMgy per pixel, 0 elsewhere): astroscrappy's
+    L.A.Cosmic at its default thresholds, in electrons of one SNAPSHOT_EXPOSURE_S exposure with
+    the noise variance of the cutout's border plus the object's Poisson variance."""
+    import astroscrappy
+
+    to_electrons = 10 ** (0.4 * (lens.zeropoint_ab - 22.5)) * SNAPSHOT_EXPOSURE_S
+    electrons = lens.image * to_electrons
+    variance = lens.noise_variance * to_electrons**2 + np.clip(electrons, 0, None)
+    mask, cleaned = astroscrappy.detect_cosmics(
+        electrons.astype(np.float32), invar=variance.astype(np.float32), gain=1.0,
+        readnoise=0.0, satlevel=np.inf)
+    return np.where(mask, electrons - cleaned, 0.0) / to_electrons
 
 
 def survey_sigma(survey, expected: np.ndarray) -> np.ndarray:
@@ -130,7 +162,8 @@ def edited_cutouts(observed: np.ndarray, parts: RealLensParts) -> dict[str, np.n
                  observed.shape),
              "shift 2 px": moved[2], "shift 4 px": moved[4],
              "light x0.5": observed - 0.5 * (light + arcs),
-             "cutout x0.5": 0.5 * observed, "cutout x2": 2.0 * observed}
+             "cutout x0.5": 0.5 * observed, "cutout x2": 2.0 * observed,
+             "no cosmic rays": observed - parts.cosmic_rays}
     assert list(edits) == list(EDITS)
     return {name: image.astype(np.float32) for name, image in edits.items()}
 
@@ -404,6 +437,13 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
                "edits of the real cutouts (R = lens light L + arcs A + noise; L and A from the "
                "SLACS arc split, degraded without noise):", ""]
         md += [f"- {name}: {what}" for name, what in EDITS.items()]
+        parts = real_lens_parts(spec, real)
+        md += ["", "Cosmic rays found in the HST images (share of the image's flux; of the flux "
+               "the arc split took for arcs, which the arcs x2 edit and the arc S/N below "
+               "include): " + ", ".join(
+                   f"{name} {share:.1%}; {arc_share:.1%}" for name, share, arc_share in
+                   zip(parts.names, parts.cosmic_ray_share, parts.cosmic_ray_arc_share,
+                       strict=True))]
         header = ["method", "lens", *EDITS]
         md += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lens_names = [names[i] for i in np.flatnonzero(kinds == 1)]
