@@ -333,7 +333,9 @@ def cmd_data_make(args) -> int:
     try:
         with tqdm(total=args.n, desc=f"simulate {args.preset}", unit="img") as bar:
             out = make_split(config, args.n, args.seed, args.out, progress=bar.update,
-                             created_by="bench data make")
+                             device=check_device(args.device),
+                             created_by="bench data make" + ("" if args.device == "cpu" else
+                                                              f" on {args.device}"))
     except KeyboardInterrupt:
         print(f"bench: interrupted: {args.out} was left as it was; rerun the command to make "
               "the split", file=sys.stderr)
@@ -388,10 +390,21 @@ def cmd_data_show(args) -> int:
     return 0
 
 
+def check_device(device: str) -> str:
+    """``device`` when torch can use it; a CUDA device torch does not see is a usage error."""
+    import torch
+
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise ValueError(f"--device {device}: torch sees no CUDA device here")
+    return device
+
+
 def cmd_perf_sim(args) -> int:
     from lensbench.bench.perf import simulation_throughput
 
-    result = simulation_throughput(args.n, args.lenstronomy_n, seed=args.seed)
+    check_device(args.device)
+    result = simulation_throughput(args.n, args.lenstronomy_n, seed=args.seed,
+                                   device=args.device)
     print("\n".join(result.lines()))
     return 0
 
@@ -623,6 +636,9 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--source-model", choices=("sersic", "cosmos", "mix"),
                       help="lensed sources: analytic Sersic, real COSMOS galaxies, or a mix "
                            "(share: --set cosmos_fraction=F)")
+    make.add_argument("--device", default="cpu",
+                      help="where to render: cpu, cuda (same truth and noise; pixels equal to "
+                           "float32 rounding, so the split's hash is the CPU's only on the CPU)")
     make.set_defaults(func=cmd_data_make)
     show = data_sub.add_parser("show", help="draw a labelled gallery of colour composites")
     show.add_argument("split", type=Path)
@@ -639,6 +655,7 @@ def build_parser() -> argparse.ArgumentParser:
     sim.add_argument("--n", type=int, default=2048, help="systems for lensbench")
     sim.add_argument("--lenstronomy-n", type=int, default=64, help="systems for lenstronomy")
     sim.add_argument("--seed", type=int, default=0)
+    sim.add_argument("--device", default="cpu", help="where lensbench renders: cpu, cuda")
     sim.set_defaults(func=cmd_perf_sim)
     gpu = perf_sub.add_parser("gpu", help="committee vs DeepLens (published schedule) on one "
                               "device, timed: reports/metcalf-compare-gpu.md")

@@ -25,6 +25,7 @@ class SimThroughput:
     lenstronomy_per_s: float | None
     lenstronomy_systems: int
     torch_threads: int = 1
+    device: str = "cpu"
 
     @property
     def ratio(self) -> float | None:
@@ -36,8 +37,10 @@ class SimThroughput:
         out = [f"configuration: {self.n_bands} bands of 64x64 px, SIE + shear, Sersic lens and "
                "source, Gaussian PSF, noise, 2x supersampling, float32",
                f"lensbench   : {self.lensbench_per_s:10.0f} band-images/s "
-               f"({self.n_systems} systems x {self.n_bands} bands, {self.torch_threads} torch "
-               "threads, with its truth: image counts, magnification, arc S/N)"]
+               f"({self.n_systems} systems x {self.n_bands} bands, "
+               + (f"{self.torch_threads} torch threads" if self.device == "cpu"
+                  else f"on {self.device}")
+               + ", with its truth: image counts, magnification, arc S/N)"]
         if self.lenstronomy_per_s is None:
             out.append("lenstronomy : not installed (pip install 'lensbench[dev]')")
         else:
@@ -102,19 +105,20 @@ def lenstronomy_kwargs(truth: dict, row: int, band, reference_band: str):
 
 
 def simulation_throughput(n_systems: int = 2048, lenstronomy_systems: int = 64,
-                          seed: int = 0, config: SimConfig = PERF_CONFIG, rounds: int = 4
-                          ) -> SimThroughput:
+                          seed: int = 0, config: SimConfig = PERF_CONFIG, rounds: int = 4,
+                          device: str = "cpu") -> SimThroughput:
     """Band-images per second of lensbench and of lenstronomy on the same systems.
 
     The two codes run in alternating rounds in this process, so a varying machine load (other
     jobs on the 2 cores) affects both alike and the ratio stays meaningful. lensbench uses torch's
     thread setting as it is (``torch.get_num_threads()``, reported); lenstronomy is numpy.
     lenstronomy's keyword lists are built before the clock starts: only its rendering and noise
-    are timed."""
+    are timed. ``device``: where lensbench renders ("cuda": a GPU; lenstronomy stays on the
+    CPU)."""
     import torch
     from lensbench.datasets.simulate import Simulator
 
-    simulator = Simulator(config)
+    simulator = Simulator(config, device=device)
     n_bands = len(simulator.bands)
     simulator.simulate(64, seed, shard=10_000)  # warm-up: first-call allocations and imports
     _, truth = simulator.simulate(max(lenstronomy_systems, 1), seed, shard=10_001)
@@ -144,7 +148,7 @@ def simulation_throughput(n_systems: int = 2048, lenstronomy_systems: int = 64,
     theirs = lenstronomy_systems * n_bands / theirs_time if models is not None else None
     return SimThroughput(per_round * rounds, n_bands, ours, theirs,
                          lenstronomy_systems if models is not None else 0,
-                         torch.get_num_threads())
+                         torch.get_num_threads(), str(simulator.renderer.device))
 
 
 def _lenstronomy_round(models, simulator, kwargs, rows, rng) -> None:

@@ -268,19 +268,23 @@ class Renderer:
         Poisson noise of source + sky (Gaussian above GAUSSIAN_NOISE_ABOVE sky electrons) and the
         read noise of each exposure."""
         shape = expected[:, 0].shape
-        sigma, noise = (torch.empty(shape, dtype=self.dtype, device=self.device)
-                        for _ in range(2))  # reused by every band
+        # Drawn where the generator is (the CPU: see Simulator.simulate) and moved to the
+        # rendering device, so every device gets the same noise.
+        drawn_on = generator.device
+        sigma, noise = (torch.empty(shape, dtype=self.dtype, device=device)
+                        for device in (self.device, drawn_on))  # reused by every band
         for b in range(expected.shape[1]):
             sky, read_variance = float(self.sky_counts[b]), float(self.read_variance[b])
             image = expected[:, b]
             if sky > GAUSSIAN_NOISE_ABOVE:
                 torch.clamp(image, min=0, out=sigma).add_(sky + read_variance).sqrt_()
                 torch.randn(shape, generator=generator, out=noise)
-                image.addcmul_(noise, sigma)
+                image.addcmul_(noise.to(self.device), sigma)
             else:
-                photons = torch.poisson(image.clamp(min=0).add_(sky), generator=generator)
+                photons = torch.poisson(image.clamp(min=0).add_(sky).to(drawn_on),
+                                        generator=generator).to(self.device)
                 read = torch.randn(shape, generator=generator, dtype=self.dtype,
-                                   device=self.device)
+                                   device=drawn_on).to(self.device)
                 image.copy_(photons.sub_(sky).add_(read, alpha=math.sqrt(read_variance)))
         return expected
 
@@ -327,10 +331,11 @@ class Renderer:
         magnification = np.full(n, np.nan)
         arc_snr = np.full((n, n_bands), np.nan)
         chunks = [np.arange(lo, min(n, lo + RENDER_CHUNK)) for lo in range(0, n, RENDER_CHUNK)]
-        # Real sources, hard negatives and artefacts are rendered in this thread on torch's
-        # threads, as before: their stamp filtering and interpolation were not checked to round
-        # the same on one thread as on several.
-        pools = None if self.extended else self._workers()
+        # Real sources, hard negatives and artefacts too: rendered by torch's own threads, their
+        # bytes depended on the thread count (3, 6, 7 and 12 threads each gave other HSC splits);
+        # on one-thread workers they are those of one thread (as 2 threads gave) for any count,
+        # and a 600-cutout HSC split took 4 s of CPU instead of 19 (issue 24).
+        pools = self._workers()
         depth = 1 if pools is None else self._pool[0][1] + 1  # chunks in flight
         # Reused image buffers (fresh ones each chunk page-fault): chunk k uses k % depth; it is
         # not started before chunk k - depth, the last user of its buffer, is finished.

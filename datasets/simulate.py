@@ -78,7 +78,9 @@ class Simulator:
         rng = np.random.default_rng(param_seed)
         generator = None
         if self.config.noise:
-            generator = torch.Generator(device=self.renderer.device)
+            # On the CPU whatever the rendering device: the noise is the same stream everywhere
+            # (the renderer draws it there and moves it), so a GPU gives the CPU's images.
+            generator = torch.Generator()
             generator.manual_seed(int(noise_seed.generate_state(1, dtype=np.uint64)[0] >> 1))
         labels = rng.random(n) < self.config.lens_fraction
         images = np.empty((n, len(self.bands), self.size, self.size), dtype=np.float32)
@@ -176,13 +178,15 @@ class Simulator:
 
 
 def make_split(config: SimConfig, n: int, seed: int, out: str | Path, *,
-               progress: Callable[[int], None] | None = None, created_by: str = "lensbench"
-               ) -> Path:
+               progress: Callable[[int], None] | None = None, created_by: str = "lensbench",
+               device: str | torch.device = "cpu") -> Path:
     """Simulate ``n`` cutouts in shards of ``config.shard_size`` and write them atomically to
-    ``out`` (HDF5 shards + manifest). ``progress(k)`` is called with the images done per shard."""
+    ``out`` (HDF5 shards + manifest). ``progress(k)`` is called with the images done per shard.
+    ``device``: where the images are rendered (the same truth and noise; pixels equal to float32
+    rounding, so a split's bytes, and its hash, are those of the CPU only on the CPU)."""
     from lensbench.datasets.storage import SplitWriter
 
-    simulator = Simulator(config)
+    simulator = Simulator(config, device=device)
     out = Path(out)
     with SplitWriter(out, config=config.to_dict(), seed=seed, bands=list(simulator.band_names),
                      created_by=created_by) as writer:

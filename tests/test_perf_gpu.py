@@ -238,3 +238,38 @@ def test_a_checkpoint_saved_on_cuda_loads_on_a_cpu_only_machine(tmp_path, monkey
         torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
     loaded = load_checkpoint(path)
     np.testing.assert_array_equal(loaded.predict_score(X), method.predict_score(X))
+
+
+# ----------------------------------------------------------------------------- the simulator
+def test_float32_rendering_matches_float64():
+    """What `--device cuda` renders in (float32) against float64, on the CPU: the same truth and
+    the same noiseless pixels to float32 rounding (the noise is drawn on the CPU for every
+    device; only its dtype changes its draws, so it is left out here)."""
+    from lensbench.bench.tasks import METCALF_GROUND
+    from lensbench.datasets.simulate import Simulator
+
+    config = METCALF_GROUND.config.replace(noise=False)
+    single, truth = Simulator(config).simulate(24, seed=5)
+    double, truth64 = Simulator(config, dtype=torch.float64).simulate(24, seed=5)
+    assert single.dtype == np.float32 and truth["label"].any() and not truth["label"].all()
+    assert truth.keys() == truth64.keys()
+    for key in truth:
+        np.testing.assert_allclose(truth[key], truth64[key], rtol=1e-5, atol=1e-6,
+                                   err_msg=key)
+    peak = np.abs(double).max(axis=(2, 3), keepdims=True)
+    assert (np.abs(single - double) / peak).max() < 1e-5
+
+
+@pytest.mark.parametrize("argv", [["perf", "sim", "--n", "8"],
+                                  ["data", "make", "--preset", "kids", "--n", "8", "--seed", "1"],
+                                  ["perf", "gpu", "--profile", "smoke"]])
+def test_a_cuda_device_torch_does_not_see_is_a_usage_error(argv, tmp_path, monkeypatch, capsys):
+    from lensbench.bench.cli import main
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    extra = ["--out", str(tmp_path / "out")] if argv[0] == "data" else [
+        "--workdir", str(tmp_path), "--out", str(tmp_path / "gpu.md")] if argv[1] == "gpu" else []
+    assert main([*argv, *extra, "--device", "cuda"]) == 2
+    err = capsys.readouterr().err
+    assert "bench: error: " in err and "no CUDA device" in err
+    assert not any(tmp_path.iterdir())
