@@ -79,9 +79,11 @@ TASKS = {"lens-finding": (LENS_INFO, tiny_lens_finding),
          "photoz": (PHOTOZ_INFO, tiny_catalogue)}
 
 
-def _feed(h, value, seen: set) -> None:
+def _feed(h, value, seen: dict) -> None:
     """Hash ``value`` deterministically: arrays and tensors by dtype, shape and bytes, torch
-    modules by their state_dict, containers and objects by their items, in a fixed order."""
+    modules by their state_dict, containers and objects by their items, in a fixed order.
+    ``seen`` holds every container visited (id -> object): kept alive, a temporary (a module's
+    state_dict) cannot free its id for a later one to be mistaken for it and skipped."""
     if isinstance(value, torch.nn.Module):
         value = value.state_dict()
     if isinstance(value, torch.Tensor):
@@ -95,7 +97,7 @@ def _feed(h, value, seen: set) -> None:
         return
     if id(value) in seen:
         return
-    seen.add(id(value))
+    seen[id(value)] = value
     if isinstance(value, dict):
         for key in sorted(value, key=repr):
             h.update(repr(key).encode())
@@ -114,7 +116,7 @@ def _feed(h, value, seen: set) -> None:
 def fitted_digest(method) -> str:
     """sha256 over every attribute ending in ``_`` (what fit learned), recursively."""
     h = hashlib.sha256()
-    _feed(h, {key: value for key, value in vars(method).items() if key.endswith("_")}, set())
+    _feed(h, {key: value for key, value in vars(method).items() if key.endswith("_")}, {})
     return h.hexdigest()
 
 

@@ -49,10 +49,17 @@ def test_quantile_pdf_rebuilds_a_gaussian_and_keeps_its_cdf_at_the_levels():
     pdf = bp.quantile_pdf(quantiles, levels)[0]
     cdf = np.concatenate([[0], np.cumsum((pdf[1:] + pdf[:-1]) / 2 * bp.PDF_STEP)])
     np.testing.assert_allclose(np.interp(quantiles[0], bp.PDF_GRID, cdf), levels, atol=0.01)
-    # seven knots of a monotone cubic: within ~15% of the peak, ~5% of the mass moved
-    difference = np.abs(pdf - stats.norm.pdf(bp.PDF_GRID, 0.6, 0.05))
+    # a CDF linear between seven quantiles, lightly smoothed: within 20% of the peak, ~6% of
+    # the mass moved (an L1 distance of 0.115)
+    truth = stats.norm.pdf(bp.PDF_GRID, 0.6, 0.05)
+    difference = np.abs(pdf - truth)
     assert difference.max() < 0.2 * pdf.max()
-    assert np.trapezoid(difference, bp.PDF_GRID) < 0.1
+    assert np.trapezoid(difference, bp.PDF_GRID) < 0.13
+    # two nearly equal quantiles make no spike: the density stays below the kernel's peak mass
+    close = quantiles.copy()
+    close[0, 4] = close[0, 3] + 1e-6  # levels 0.5 and 0.84 almost together: 34% of the mass
+    spiky = bp.quantile_pdf(close, levels, widths=0.01)[0]
+    assert spiky.max() <= 0.34 * stats.norm.pdf(0, 0, 0.01) + 2 * pdf.max()
     # crossing quantiles are sorted; identical ones still give a normalised pdf
     crossed = bp.quantile_pdf(quantiles[:, ::-1], levels)[0]
     np.testing.assert_allclose(crossed, pdf)
