@@ -1,4 +1,4 @@
-"""`bench scan`: score real survey cutouts with a fitted CNN finder and rank them.
+"""`bench scan`: score real survey cutouts with a saved finder and rank them.
 
 A scan streams the cutouts in batches (only one batch of images per process is in memory,
 however many cutouts there are), appends every scored batch to ``<out>.partial`` (flushed and
@@ -16,7 +16,14 @@ Inputs (``cutouts``):
 * a folder of FITS cutouts, one file per object holding (B, H, W) (the layout of
   :func:`lensbench.datasets.readers.read_fits_folder` without a pattern), id = the file name;
 * the Metcalf et al. (2019) layout (``image{SDSS_R,...,EUC_VIS}-<ID>.fits`` anywhere below;
-  :func:`lensbench.datasets.readers.read_metcalf`), one file per band, masked pixels (100) to 0.
+  :func:`lensbench.datasets.readers.read_metcalf`), one file per band, masked pixels (100) to 0;
+* prepared to the model's contract (:mod:`lensbench.datasets.prepare`: units, pixel scale,
+  bands, stamp, noise padding; a record per cutout in ``<out stem>.prepared.csv``): FITS
+  cutouts as multi-extension files or cubes, one FITS per band found with a ``{id}``/``{band}``
+  pattern, or a manifest CSV (id, band, sci[, rms][, weight]) given as ``cutouts``.
+
+The model is a model file (``model.lbmodel``, :mod:`lensbench.baselines.persistence`: any
+saved finder, its contract giving bands, pixel scale and stamp) or a bare torch checkpoint.
 
 The CSV has columns ``rank, id, score, spread, source``: ``score`` the calibrated lens
 probability, ``spread`` the standard deviation of the committee members' scores (0 for one
@@ -24,7 +31,7 @@ net), ``source`` a locator of the pixels (a FITS path, band paths joined by ``;`
 ``<shard>.h5#<row>``) that :func:`read_locator` reads back (``bench inspect`` does).
 
 Scale-out: with ``workers`` > 1 or a ``scheduler`` address the batches are Dask tasks on a
-``distributed`` cluster (a LocalCluster by default). The checkpoint travels to the workers as
+``distributed`` cluster (a LocalCluster by default). The model travels to the workers as
 bytes; the cutouts must be readable by every worker at the same path (a shared file system).
 Tasks are batches of the same ids as in a single-process scan and results are merged by score,
 ties by input order, so both give the same table.
@@ -414,15 +421,21 @@ def load_batch(items: list[Item], image_shape: tuple[int, ...], noise=None,
 
 def resolve_model(model: str, tracking_uri: str | None = None,
                   download_dir: str | os.PathLike | None = None) -> Path:
-    """A checkpoint file: ``model`` itself when it is a file, else an MLflow run id whose
-    checkpoint artefact is downloaded (see :func:`lensbench.bench.tracking.download_checkpoint`).
-    """
+    """A model file or checkpoint: ``model`` itself when it is a file, else an MLflow run id
+    whose model file artefact (``model.lbmodel``: any saved finder with its contract) is
+    downloaded, or for a run that logged none its torch checkpoint
+    (:func:`lensbench.bench.tracking.download_model` / ``download_checkpoint``)."""
     path = Path(model)
     if path.is_file():
         return path
     if re.fullmatch(r"[0-9a-fA-F]{32}", str(model)):
-        from lensbench.bench.tracking import download_checkpoint
+        from lensbench.bench.tracking import download_checkpoint, download_model
 
+        try:
+            return download_model(str(model), tracking_uri, download_dir)
+        except ValueError as no_model:  # an older run logged only its checkpoint
+            if "not found" in str(no_model):  # no such run: say that, not "no checkpoint"
+                raise
         return download_checkpoint(str(model), tracking_uri, download_dir)
     raise FileNotFoundError(f"--model {model!r}: no such checkpoint file, and not an MLflow run "
                             "id (32 hex digits)")
