@@ -49,7 +49,7 @@ import hashlib
 import math
 import re
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 
 import numpy as np
@@ -110,12 +110,10 @@ class Preparation:
     noise_source: str = "none"  # "rms map", "border sigma-clipped std" or "none"
     noise_sigma: str = ""  # per band, nanomaggies
     seed: int = 0
-    notes: list[str] = field(default_factory=list)
 
     def row(self) -> dict[str, str]:
-        values = asdict(self)
-        values["notes"] = "; ".join(self.notes)
-        return {key: repr(v) if isinstance(v, float) else str(v) for key, v in values.items()}
+        return {key: repr(v) if isinstance(v, float) else str(v)
+                for key, v in asdict(self).items()}
 
 
 PREPARATION_COLUMNS = tuple(Preparation.__dataclass_fields__)

@@ -227,3 +227,44 @@ def test_bench_scan_prepares_band_files_and_records_it(finder, tmp_path, capsys)
     first = read_csv(out)
     assert cli.main([*argv, "--model-pixel-scale", "0.2", "--restart"]) == 0
     assert read_csv(out) == first
+
+
+def test_bench_scan_prepares_a_manifest_with_weights_and_multi_extension_files(finder, tmp_path):
+    """A manifest CSV (inverse-variance weights; an id lacking band r is bad, named) and a
+    folder of DES-style multi-extension files (--prepare) score the same pixels the same."""
+    rng = np.random.default_rng(5)
+    planes = {oid: rng.normal(0, 2, (2, 16, 16)) for oid in ("a", "b")}
+    rows = []
+    for oid, data in planes.items():
+        for k, band in enumerate(("g", "r")):
+            header = fits.Header({"BUNIT": "nanomaggy", "PIXSCALE": 0.2})
+            fits.PrimaryHDU(data[k], header).writeto(tmp_path / f"{oid}{band}.fits")
+            fits.PrimaryHDU(np.full((16, 16), 0.25), header).writeto(
+                tmp_path / f"{oid}{band}w.fits")
+            rows.append({"id": oid, "band": band, "sci": f"{oid}{band}.fits",
+                         "weight": f"{oid}{band}w.fits"})
+    rows.append({"id": "c", "band": "g", "sci": "ag.fits", "weight": ""})
+    with open(tmp_path / "cutouts.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, ["id", "band", "sci", "weight"])
+        writer.writeheader()
+        writer.writerows(rows)
+    common = ["--model", str(finder), "--model-pixel-scale", "0.2", "--no-progress",
+              "--workdir", str(tmp_path / "w")]
+    assert cli.main(["scan", "--cutouts", str(tmp_path / "cutouts.csv"),
+                     "--out", str(tmp_path / "manifest.csv"), *common]) == 0
+    (bad,) = read_csv(tmp_path / "manifest.bad.csv")
+    assert bad["id"] == "c" and "no file for band r" in bad["reason"] and "ag.fits" in bad["reason"]
+    from_manifest = {r["id"]: r["score"] for r in read_csv(tmp_path / "manifest.csv")}
+    assert set(from_manifest) == {"a", "b"}
+    mef = tmp_path / "mef"
+    mef.mkdir()
+    for oid, data in planes.items():
+        hdus = [fits.PrimaryHDU(header=fits.Header({"MAGZERO": 22.5, "PIXSCALE": 0.2}))]
+        hdus += [fits.ImageHDU(data[k], fits.Header({"FILTER": f"HSC-{band.upper()}"}))
+                 for k, band in ((1, "r"), (0, "g"))]
+        fits.HDUList(hdus).writeto(mef / f"{oid}.fits")
+    assert cli.main(["scan", "--cutouts", str(mef), "--prepare", "--out",
+                     str(tmp_path / "mef.csv"), *common]) == 0
+    assert {r["id"]: r["score"] for r in read_csv(tmp_path / "mef.csv")} == from_manifest
+    records = read_csv(tmp_path / "mef.prepared.csv")
+    assert [r["zero_point_from"] for r in records] == ["g=MAGZERO,r=MAGZERO"] * 2
