@@ -55,6 +55,8 @@ SUFFIX = ".lbmodel"
 NANOMAGGY_UNITS = "nanomaggies"
 NANOMAGGY_ZERO_POINT = 22.5  # AB magnitude of 1 nanomaggy
 FAMILIES = ("net-finder", "net-regressor", "state")
+MAX_NESTING = 4  # methods inside methods (TwoStep: 1)
+MAX_RATIO = 1000  # largest inflation of a zip member (numbers compress far less)
 
 _MISSING = object()
 _SCALARS = (type(None), bool, int, float, str)
@@ -349,7 +351,10 @@ def load_model(path, data: bytes | None = None):
     path = Path(path)
     if data is None:
         data = path.read_bytes()
-    return _read_archive(str(path), data)
+    try:
+        return _read_archive(str(path), data)
+    except RecursionError:  # JSON or archives nested past any model's depth
+        raise ValueError(f"{path}: not a lensbench model file: nested too deeply") from None
 
 
 def _archive(method, contract: ModelContract | None) -> bytes:
@@ -395,13 +400,19 @@ def _via_file(write, suffix: str) -> bytes:
         return target.read_bytes()
 
 
-def _read_archive(path: str, data: bytes):
+def _read_archive(path: str, data: bytes, depth: int = 0):
+    if depth > MAX_NESTING:
+        raise ValueError(f"{path}: methods nested more than {MAX_NESTING} deep")
     try:
         archive = zipfile.ZipFile(io.BytesIO(data))
         members = {info.filename: info for info in archive.infolist()}
     except zipfile.BadZipFile:
         raise ValueError(f"{path}: not a lensbench model file (a zip archive holding "
                          f"manifest.json and contract.json)") from None
+    for info in members.values():  # a decompression bomb is refused before it is inflated
+        if info.file_size > MAX_RATIO * max(info.compress_size, 1) + 2**20:
+            raise ValueError(f"{path}: {info.filename} claims {info.file_size} bytes from "
+                             f"{info.compress_size}: not a model file")
     with archive:
         def read(member: str) -> bytes:
             if member not in members:
@@ -438,12 +449,12 @@ def _read_archive(path: str, data: bytes):
                 tree = json.loads(read("state.json"))
             except ValueError as error:
                 raise ValueError(f"{path}: state.json: {error}") from None
-            reader = _StateReader(path, read, members)
+            reader = _StateReader(path, read, members, depth)
             state = reader.decode(tree, "state")
             if not isinstance(state, dict):
                 raise refuse(path, "state", "a dict of fitted attributes", state)
             method = cls(**params)
-            restore_fitted_state(method, state)
+            restore_fitted_state(method, state, path)
         if method.get_params() != {**cls(**params).get_params()}:
             raise ValueError(f"{path}: the payload's parameters differ from the manifest's")
         return method, contract
@@ -452,18 +463,20 @@ def _read_archive(path: str, data: bytes):
 # --------------------------------------------------------------------------- the "state" family
 
 
+def _is_fitted_name(key: str) -> bool:
+    """scikit-learn's convention, which the method contract keeps: what fit learns ends in _."""
+    return key.endswith("_") and not key.startswith("_")
+
+
 def fitted_state(method) -> dict:
-    """What ``fit`` learned: the method's attributes other than its parameters."""
-    params = set(method.get_params(deep=False))
-    return {key: value for key, value in vars(method).items() if key not in params}
+    """What ``fit`` learned: the method's attributes ending in ``_``."""
+    return {key: value for key, value in vars(method).items() if _is_fitted_name(key)}
 
 
-def restore_fitted_state(method, state: dict) -> None:
-    params = set(method.get_params(deep=False))
+def restore_fitted_state(method, state: dict, path="model") -> None:
     for key, value in state.items():
-        if key in params:
-            raise ValueError(f"fitted attribute {key!r} is a parameter of "
-                             f"{type(method).__name__}")
+        if not _is_fitted_name(key):  # nothing else is set: a method's own names stay its own
+            raise refuse(path, f"state.{key}", "a fitted attribute (a name ending in _)", key)
         setattr(method, key, value)
 
 
@@ -551,8 +564,8 @@ class _StateWriter:
 class _StateReader:
     """Decodes the JSON nodes of ``_StateWriter``, checking every one."""
 
-    def __init__(self, path: str, read, members):
-        self.path, self.read, self.members = path, read, members
+    def __init__(self, path: str, read, members, depth: int = 0):
+        self.path, self.read, self.members, self.depth = path, read, members, depth
         self._arrays = None
 
     def arrays(self):
@@ -613,7 +626,8 @@ class _StateReader:
             return obj
         if tag == "method":
             member = self._member(node, where, "nested/")
-            return _read_archive(f"{self.path}:{member}", self.read(member))[0]
+            return _read_archive(f"{self.path}:{member}", self.read(member),
+                                 self.depth + 1)[0]
         if tag == "xgboost":
             if node.get("class") not in _XGBOOST_CLASSES:
                 raise refuse(self.path, where, f"one of {_XGBOOST_CLASSES}", node.get("class"))
@@ -632,7 +646,12 @@ class _StateReader:
             import skops.io
 
             blob = self.read(self._member(node, where, "sklearn/"))
-            return skops.io.loads(blob, trusted=_skops_trusted(self.path, where, blob))
+            trusted = _skops_trusted(self.path, where, blob)
+            try:
+                return skops.io.loads(blob, trusted=trusted)
+            except Exception as error:  # skops' parser: a malformed file is refused, never run
+                raise ValueError(f"{self.path}: {where}: not a readable skops file: "
+                                 f"{type(error).__name__}: {error}") from None
         if tag == "torch":
             return self._module(node, where)
         raise refuse(self.path, where, "a known value tag", tag)
@@ -671,7 +690,11 @@ def _skops_trusted(path: str, where: str, blob: bytes) -> list[str]:
 
     import skops.io
 
-    needed = skops.io.get_untrusted_types(data=blob)
+    try:
+        needed = skops.io.get_untrusted_types(data=blob)
+    except Exception as error:  # skops' parser: a malformed file is refused
+        raise ValueError(f"{path}: {where}: not a readable skops file: "
+                         f"{type(error).__name__}: {error}") from None
     for name in needed:
         module, _, attribute = name.rpartition(".")
         ok = name.startswith(_SKOPS_MODULES)

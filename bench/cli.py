@@ -462,6 +462,15 @@ def cmd_predict(args) -> int:
 
         tracking_uri = default_tracking_uri(args.workdir)
     if args.catalog is not None:
+        given = [flag for flag, value in (
+            ("--prepare", args.prepare), ("--band-files", args.band_files),
+            ("--rms-files", args.rms_files), ("--weight-files", args.weight_files),
+            ("--bands", args.bands), ("--zeropoint", args.zeropoint),
+            ("--pixel-scale", args.pixel_scale), ("--noise-seed", args.noise_seed))
+            if value not in (None, False, 0)]
+        if given:
+            raise ValueError(f"{given[0]} prepares cutouts: it goes with --cutouts, not "
+                             f"--catalog")
         summary = predict_catalogue(args.model, args.catalog, args.out,
                                     columns=parse_column_map(args.columns),
                                     tracking_uri=tracking_uri)

@@ -57,6 +57,8 @@ def test_every_fitted_method_saves_and_reloads_to_identical_predictions(name, tm
     before = _predictions(method, X[:20])
     contract = make_contract(method, info, task_version=3, split_hashes={"train": "ab" * 32})
     path = save_model(method, tmp_path / f"{name}.lbmodel", contract)
+    for key, value in _predictions(method, X[:20]).items():  # saving changed nothing
+        np.testing.assert_array_equal(value, before[key], err_msg=f"{name}: {key} after saving")
     loaded, read_contract = load_model(path)
     assert type(loaded) is cls
     # parameters are stored as JSON: equal as JSON data (a tuple may come back as a list)
@@ -212,3 +214,30 @@ def test_the_contract_round_trips_as_json():
     assert ModelContract.from_json(contract.to_json()) == contract
     assert contract.stamp_shape == info.image_shape and contract.units == "nanomaggies"
     assert contract.targets == info.targets and contract.zero_point == 22.5
+
+
+def test_state_can_only_set_fitted_attributes(tmp_path):
+    """A state naming a method's own attribute (here its predict_score) is refused, so a file
+    cannot replace what the method does."""
+    path, _ = _knn_file(tmp_path)
+    state = json.loads(_members(path)["state.json"])
+    state["items"]["predict_score"] = 0.5
+    _rewrite(path, {"state.json": json.dumps(state)})
+    with pytest.raises(ValueError, match=r"field 'state.predict_score': expected a fitted "
+                                         r"attribute"):
+        load_model(path)
+
+
+def test_a_decompression_bomb_is_refused_before_it_is_inflated(tmp_path):
+    path, _ = _knn_file(tmp_path)
+    with zipfile.ZipFile(path, "a", zipfile.ZIP_DEFLATED) as archive:
+        archive.writestr("sklearn/9.skops", b"\0" * (64 * 2**20))  # 64 MiB of zeros: ~64 kB
+    with pytest.raises(ValueError, match=r"sklearn/9.skops claims 67108864 bytes from"):
+        load_model(path)
+
+
+def test_json_nested_past_any_model_is_a_value_error(tmp_path):
+    path, _ = _knn_file(tmp_path)
+    _rewrite(path, {"state.json": "[" * 100_000 + "]" * 100_000})
+    with pytest.raises(ValueError, match=r"knn.lbmodel: .*(nested too deeply|state.json)"):
+        load_model(path)
