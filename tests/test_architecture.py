@@ -10,8 +10,9 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 # The CLI and the user tools sit on top and may name a kind's helpers (`bench perf gpu` scores
-# like the lens-finding kind and prints its columns).
-CORE_USERS_OF_KINDS = {"bench/cli.py", "bench/perf_gpu.py"}
+# like the lens-finding kind and prints its columns; `bench predict` predicts lens-model
+# parameters as the modeling kind does).
+CORE_USERS_OF_KINDS = {"bench/cli.py", "bench/perf_gpu.py", "bench/predict.py"}
 
 
 def imports(path: Path, *, module_level_only: bool = False) -> set[str]:
