@@ -123,6 +123,29 @@ def test_a_task_version_pins_its_bytes(task, tmp_path, real_data):
 
 
 
+
+@pytest.mark.parametrize("name", ["metcalf-ground", "hsc-holismokes"])
+def test_split_bytes_do_not_depend_on_the_thread_count(name, tmp_path, real_data):
+    """The simulator spreads its chunks over the torch threads; the bytes must not follow the
+    thread count (metcalf v1's did; HSC's real sources and hard negatives did at 3, 6, 7 and 12
+    threads until they too were rendered on one-thread workers, issue 24)."""
+    import torch
+
+    task = all_tasks()[name]
+    if needs_cosmos(task.config):
+        real_data("cosmos")
+    small = dataclasses.replace(task, sizes={GOLDEN_PROFILE: (GOLDEN_N, GOLDEN_N)})
+    previous = torch.get_num_threads()
+    hashes = {}
+    try:
+        for threads in (1, 3, 6):
+            torch.set_num_threads(threads)
+            hashes[threads] = ensure_split(small, "test", GOLDEN_PROFILE, tmp_path / str(threads),
+                                           quiet=True).content_hash
+    finally:
+        torch.set_num_threads(previous)
+    assert hashes[3] == hashes[1] and hashes[6] == hashes[1]
+
 def check(reports) -> tuple[int, dict[str, str]]:
     """`bench report --check --out reports`: its exit code and its line for each report."""
     import contextlib
