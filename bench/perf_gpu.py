@@ -25,7 +25,7 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
-from lensbench.bench.tasks import COMPARE_PARAMS, METCALF_GROUND
+from lensbench.bench.tasks import COMPARE_PARAMS, METCALF_GROUND, Suite
 
 COMPARE_REPORT = Path(__file__).resolve().parent.parent / "reports" / "metcalf-compare.md"
 GPU_REPORT = COMPARE_REPORT.with_name("metcalf-compare-gpu.md")
@@ -235,6 +235,7 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
     """Make the splits, train and score ``methods`` on ``device``, write the report ``out``."""
     import torch
     from lensbench.bench.kinds import get_kind
+    from lensbench.bench.report import versions_line
     from lensbench.bench.runner import git_commit
     from lensbench.deep.train import resolve_device
 
@@ -262,7 +263,10 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
         f"test {actual['test'][:12]}")
     hashes = hash_lines(actual, stated_split_hashes(), profile)
     log(hashes[0])
-    header = [f"# lensbench on one device: committee against DeepLens ({profile} profile)", "",
+    # The title and versions line `bench report --check` reads (bench/report.py).
+    header = [f"# lensbench on one device, committee against DeepLens: `metcalf` suite "
+              f"({profile} profile)", "",
+              versions_line(Suite("metcalf", "", (task,))),
               f"- written by: `{command or 'bench perf gpu'}` on "
               f"{datetime.now(UTC).isoformat(timespec='seconds')}; seed {seed}; tracking off",
               f"- lensbench commit: {git_commit() or 'unknown (not a git checkout)'}",

@@ -62,6 +62,10 @@ def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path)
                   f"train `{made['train'][:12]}`, test `{made['test'][:12]}`",
                   "95% bootstrap intervals"):
         assert field in text, field
+    # `bench report --check` reads it as a current report of the metcalf suite
+    from lensbench.bench.report import stale_reason
+
+    assert stale_reason(report) is None
     rows = [line for line in text.splitlines() if line.startswith("| `")]
     assert [row.split("`")[1].split("[")[0] for row in rows] == ["committee", "deeplens"]
     for row in rows:  # every metric and both rates are numbers
