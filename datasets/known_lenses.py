@@ -241,7 +241,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     n_bright_early_types: also the most luminous early-type COSMOS galaxies rendered as seen at
         the SLACS lenses' redshift (``cosmos.bright_early_types``; kind 3, label 0), real
         non-lenses as bright as the lenses; they get the lens light's colours, as the SLACS
-        lenses do, so colour cannot tell them from the lenses.
+        lenses do, so colour cannot tell them from the lenses. Their z_lens is the redshift
+        they are rendered at, z_phot their own.
     colours_from_f814w: every band takes the F814W flux as it is (no colour table: for one band
         close to F814W, such as Euclid VIS, so that no colour is invented). COSMOS field
         galaxies keep their catalogue magnitudes either way.
