@@ -515,7 +515,7 @@ def cmd_scan(args) -> int:
                        rms_files=args.rms_files, weight_files=args.weight_files,
                        band_map=parse_band_map(args.bands), zero_point=args.zeropoint,
                        pixel_scale=args.pixel_scale, model_pixel_scale=args.model_pixel_scale,
-                       noise_seed=args.noise_seed)
+                       noise_seed=args.noise_seed, psf_files=args.psf_files)
     except KeyboardInterrupt:
         print(f"interrupted: scored cutouts are kept in {args.out}.partial; rerun the same "
               "command to resume", file=sys.stderr)
@@ -702,6 +702,9 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--tracking-uri", help="MLflow store of the run id (default: "
                       "$MLFLOW_TRACKING_URI or the workdir's)")
     prep = _add_preparation(scan)
+    prep.add_argument("--psf-files", metavar="PATTERN",
+                      help="PSF images, e.g. '{id}_{band}.psf.fits': their FWHM is recorded "
+                           "beside the model's training PSF (not matched)")
     prep.add_argument("--model-pixel-scale", type=float,
                       help="arcsec/pixel the model was trained at, for a bare torch checkpoint "
                            "(a model file says it)")

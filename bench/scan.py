@@ -92,12 +92,13 @@ class BadCutout(ValueError):
 @dataclass(frozen=True)
 class Item:
     """One cutout to score: its position in the input order, id and pixel locator; a cutout
-    delivered as one file per band also has its ``files``: (band, sci, rms, weight) paths."""
+    delivered as one file per band also has its ``files``: (band, sci, rms, weight, psf)
+    paths."""
 
     index: int
     id: str
     source: str
-    files: tuple[tuple[str, str, str | None, str | None], ...] = ()
+    files: tuple[tuple[str, str, str | None, str | None, str | None], ...] = ()
 
 
 def _sort_key(name: str):
@@ -110,17 +111,19 @@ def _is_split(path: Path) -> bool:
 
 def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None, *,
                band_files: str | None = None, rms_files: str | None = None,
-               weight_files: str | None = None) -> tuple[list[Item], str]:
+               weight_files: str | None = None, psf_files: str | None = None
+               ) -> tuple[list[Item], str]:
     """Every cutout under ``cutouts`` in a fixed order, and the layout ("split", "fits",
     "metcalf", "band files" or "manifest"). ``bands``: the model's bands, which pick and order
     the Metcalf band files and the files of a cutout delivered one file per band: found with
     the ``band_files`` pattern (``{id}`` and ``{band}`` in a path relative to ``cutouts``; rms
-    and weight maps with ``rms_files`` / ``weight_files``), or listed in a manifest CSV given
-    as ``cutouts`` (columns id, band, sci and optionally rms, weight; paths relative to it)."""
+    and weight maps and PSF images with ``rms_files`` / ``weight_files`` / ``psf_files``), or
+    listed in a manifest CSV given as ``cutouts`` (columns id, band, sci and optionally rms,
+    weight, psf; paths relative to it)."""
     path = Path(cutouts).resolve()
     if band_files is not None:
         return _band_file_items(path, list(bands or ()), band_files, rms_files,
-                                weight_files), "band files"
+                                weight_files, psf_files), "band files"
     if path.is_file() and path.suffix.lower() == ".csv":
         return _manifest_items(path), "manifest"
     if _is_split(path):
@@ -170,7 +173,7 @@ def _pattern_regex(pattern: str, bands: list[str]) -> re.Pattern:
 
 
 def _band_file_items(root: Path, bands: list[str], pattern: str, rms: str | None,
-                     weight: str | None) -> list[Item]:
+                     weight: str | None, psf: str | None) -> list[Item]:
     """One item per id any file matching ``pattern`` has; every model band's paths are
     formatted from the patterns (a missing one is named when the cutout is read)."""
     if not root.is_dir():
@@ -188,20 +191,21 @@ def _band_file_items(root: Path, bands: list[str], pattern: str, rms: str | None
 
     items = []
     for k, oid in enumerate(sorted(ids, key=_sort_key)):
-        files = tuple((b, fill(pattern, oid, b), fill(rms, oid, b), fill(weight, oid, b))
-                      for b in bands)
+        files = tuple((b, fill(pattern, oid, b), fill(rms, oid, b), fill(weight, oid, b),
+                       fill(psf, oid, b)) for b in bands)
         items.append(Item(k, oid, ";".join(f[1] for f in files), files))
     return items
 
 
 def _manifest_items(manifest: Path) -> list[Item]:
-    """Items of a manifest CSV (columns id, band, sci; optional rms, weight)."""
+    """Items of a manifest CSV (columns id, band, sci; optional rms, weight, psf)."""
     with open(manifest, newline="") as f:
         reader = csv.DictReader(f)
         missing = [c for c in ("id", "band", "sci") if c not in (reader.fieldnames or ())]
         if missing:
             raise ValueError(f"{manifest}: no column {missing[0]!r} (a manifest has columns id, "
-                             f"band, sci and optionally rms, weight; got {reader.fieldnames})")
+                             f"band, sci and optionally rms, weight, psf; got "
+                             f"{reader.fieldnames})")
         rows = list(reader)
     per_id: dict[str, dict[str, tuple]] = {}
     for line, row in enumerate(rows, start=2):
@@ -211,7 +215,7 @@ def _manifest_items(manifest: Path) -> list[Item]:
         if band in per_id.setdefault(oid, {}):
             raise ValueError(f"{manifest}: line {line}: a second {band} file for id {oid!r}")
         per_id[oid][band] = (band, *(_manifest_path(manifest, row, column)
-                                     for column in ("sci", "rms", "weight")))
+                                     for column in ("sci", "rms", "weight", "psf")))
     return [Item(k, oid, ";".join(f[1] for f in per_id[oid].values()),
                  tuple(per_id[oid].values()))
             for k, oid in enumerate(sorted(per_id, key=_sort_key))]
@@ -359,8 +363,8 @@ class Preparer:
         """(the prepared (B, H, W) image, its Preparation record); PreparationError."""
         from lensbench.datasets.prepare import prepare_cutout
 
-        cutout = ({band: {"sci": sci, "rms": rms, "weight": weight}
-                   for band, sci, rms, weight in item.files} if item.files else item.source)
+        cutout = ({band: {"sci": sci, "rms": rms, "weight": weight, "psf": psf}
+                   for band, sci, rms, weight, psf in item.files} if item.files else item.source)
         return prepare_cutout(cutout, self.model, cutout_id=item.id,
                               zero_point=self.zero_point, pixel_scale=self.pixel_scale,
                               band_map=dict(self.band_map) or None, seed=self.seed)
@@ -499,8 +503,11 @@ def model_inputs(method, contract, model_pixel_scale: float | None = None):
                 and abs(model_pixel_scale / contract.pixel_scale - 1) > 1e-6):
             raise ValueError(f"--model-pixel-scale {model_pixel_scale} contradicts the model's "
                              f"contract ({contract.pixel_scale}\"/pixel)")
+        fwhm = (contract.preprocessing or {}).get("psf_fwhm_arcsec") or {}
         return ModelInputs(tuple(contract.bands), contract.pixel_scale or model_pixel_scale,
-                           tuple(contract.stamp_shape[1:]))
+                           tuple(contract.stamp_shape[1:]),
+                           tuple(float(fwhm[b]) for b in contract.bands)
+                           if all(b in fwhm for b in contract.bands) else None)
     return ModelInputs(tuple(method.bands_), model_pixel_scale,
                        tuple(method.image_shape_[1:]))
 
@@ -693,7 +700,8 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
          prepare: bool = False, band_files: str | None = None, rms_files: str | None = None,
          weight_files: str | None = None, band_map: dict[str, str] | None = None,
          zero_point: float | None = None, pixel_scale: float | None = None,
-         model_pixel_scale: float | None = None, noise_seed: int = 0) -> ScanSummary:
+         model_pixel_scale: float | None = None, noise_seed: int = 0,
+         psf_files: str | None = None) -> ScanSummary:
     """Score every cutout under ``cutouts`` with the model file, checkpoint (or MLflow run)
     ``model`` and write the ranked table to ``out``; see the module docstring. ``on_batch(n)``
     is called after each batch of n cutouts is recorded (an exception there stops the scan,
@@ -701,7 +709,8 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
 
     Preparation (``prepare``, implied by any of the arguments after it): every cutout is
     brought to the model's inputs by :func:`lensbench.datasets.prepare.prepare_cutout` (units,
-    pixel scale, bands, stamp; ``band_files`` / ``rms_files`` / ``weight_files`` patterns or a
+    pixel scale, bands, stamp; ``band_files`` / ``rms_files`` / ``weight_files`` /
+    ``psf_files`` patterns (the PSF's FWHM is recorded beside the model's) or a
     manifest CSV as ``cutouts`` for one file per band, ``band_map`` for HDUs or cube planes,
     ``zero_point`` and ``pixel_scale`` over the headers, ``model_pixel_scale`` for a bare
     checkpoint, ``noise_seed`` mixed with each id for the padding noise) and what was done is
@@ -714,7 +723,8 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
     files.out.parent.mkdir(parents=True, exist_ok=True)
     with _exclusive(files.out.with_name(files.out.name + ".lock")):
         options = dict(band_files=band_files, rms_files=rms_files, weight_files=weight_files,
-                       band_map=band_map, zero_point=zero_point, pixel_scale=pixel_scale,
+                       psf_files=psf_files, band_map=band_map, zero_point=zero_point,
+                       pixel_scale=pixel_scale,
                        model_pixel_scale=model_pixel_scale, noise_seed=noise_seed)
         prepare = prepare or any(v not in (None, 0, {}) for v in options.values()) or (
             Path(cutouts).suffix.lower() == ".csv")
@@ -744,7 +754,7 @@ def _exclusive(lock: Path):
 
 def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
           threads_per_worker, tracking_uri, restart, progress, on_batch, prepare, band_files,
-          rms_files, weight_files, band_map, zero_point, pixel_scale, model_pixel_scale,
+          rms_files, weight_files, psf_files, band_map, zero_point, pixel_scale, model_pixel_scale,
           noise_seed) -> ScanSummary:
     checkpoint = resolve_model(str(model), tracking_uri, download_dir=files.out.parent)
     blob = checkpoint.read_bytes()
@@ -752,7 +762,8 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     method, contract = load_scan_model(blob, digest, str(checkpoint))  # fail early
     inputs = model_inputs(method, contract, model_pixel_scale)
     items, layout = list_items(cutouts, bands=inputs.bands, band_files=band_files,
-                               rms_files=rms_files, weight_files=weight_files)
+                               rms_files=rms_files, weight_files=weight_files,
+                               psf_files=psf_files)
     preparer = None
     if prepare:
         if layout in ("split", "metcalf"):

@@ -77,6 +77,7 @@ class ModelInputs:
     bands: tuple[str, ...]
     pixel_scale: float | None
     stamp_shape: tuple[int, int]
+    psf_fwhm: tuple[float, ...] | None = None  # per band, arcsec (the training PSF), if known
 
 
 @dataclass
@@ -90,6 +91,7 @@ class BandPlane:
     rms: np.ndarray | None = None  # per-pixel sigma, in the units of ``data``
     rms_file: str | None = None
     index: int = 0  # the plane of a cube
+    psf_fwhm: float | None = None  # arcsec, measured on a PSF image given with the band
 
 
 @dataclass
@@ -110,6 +112,8 @@ class Preparation:
     noise_source: str = "none"  # "rms map", "border sigma-clipped std" or "none"
     noise_sigma: str = ""  # per band, nanomaggies
     seed: int = 0
+    psf_fwhm: str = ""  # per band, arcsec, of the PSF images given ("" without any)
+    model_psf_fwhm: str = ""  # per band, arcsec, the model's training PSF (where it says)
 
     def row(self) -> dict[str, str]:
         return {key: repr(v) if isinstance(v, float) else str(v)
@@ -259,9 +263,18 @@ def _merged(primary, extension):
     return merged
 
 
+def psf_fwhm(psf: np.ndarray, pixel_scale: float) -> float:
+    """FWHM (arcsec) of a PSF image: the diameter of the circle with the area of the pixels
+    above half the peak. Unlike second moments it ignores the wings (a Moffat's second moments
+    exceed its FWHM's Gaussian equivalent by far), so it compares with a preset's FWHM."""
+    above = int((psf >= 0.5 * float(np.max(psf))).sum())
+    return 2.0 * math.sqrt(above / math.pi) * pixel_scale
+
+
 def read_band_files(files: Mapping[str, Mapping[str, str | Path | None]]) -> list[BandPlane]:
     """Planes of a cutout delivered as one FITS file per band: ``files[band]`` holds ``sci``
-    and optionally ``rms`` (per-pixel sigma) or ``weight`` (inverse variance) paths."""
+    and optionally ``rms`` (per-pixel sigma) or ``weight`` (inverse variance) and ``psf`` (an
+    image of the band's PSF, at its header's pixel scale or the science image's) paths."""
     planes = []
     for band, spec in files.items():
         sci = spec.get("sci")
@@ -280,7 +293,16 @@ def read_band_files(files: Mapping[str, Mapping[str, str | Path | None]]) -> lis
         if rms is not None and rms.shape != data.shape:
             raise PreparationError(f"{rms_file}: shape {rms.shape}, the science image {sci} "
                                    f"of band {band} has {data.shape}")
-        planes.append(BandPlane(band, data, str(sci), header, rms, rms_file))
+        fwhm = None
+        if spec.get("psf"):
+            psf, psf_header = read_plane(spec["psf"], band, "psf")
+            scale = pixel_scale_of(psf_header, str(spec["psf"]))[0] \
+                or pixel_scale_of(header, str(sci))[0]
+            if scale is None:
+                raise PreparationError(f"{spec['psf']}: no pixel scale for the PSF of band "
+                                       f"{band} (nor in {sci})")
+            fwhm = psf_fwhm(psf, scale)
+        planes.append(BandPlane(band, data, str(sci), header, rms, rms_file, psf_fwhm=fwhm))
     return planes
 
 
@@ -463,6 +485,14 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
         zps.append(f"{plane.band}={zp:g}")
         sources.append(f"{plane.band}={source}")
     record.zero_points, record.zero_point_from = ",".join(zps), ",".join(sources)
+    # The PSF is recorded, not matched: a model sees its training seeing; a cutout much sharper
+    # or blurrier than that is flagged here for the user to judge.
+    if any(p.psf_fwhm is not None for p in planes):
+        record.psf_fwhm = ",".join(f"{p.band}={p.psf_fwhm:.3g}" for p in planes
+                                   if p.psf_fwhm is not None)
+    if model.psf_fwhm is not None:
+        record.model_psf_fwhm = ",".join(f"{b}={f:.3g}" for b, f in zip(bands, model.psf_fwhm,
+                                                                         strict=True))
     scales = [pixel_scale_of(p.header, p.file, pixel_scale) for p in planes]
     known = {round(s, 9) for s, _ in scales if s is not None}
     if len(known) > 1:

@@ -234,6 +234,12 @@ def test_scanning_the_degraded_slacs_files_gives_the_suites_scores(slacs_hsc, tm
         with open(out, newline="") as f:
             scanned = {row["id"]: float(row["score"]) for row in csv.DictReader(f)}
         assert set(scanned) == set(suite_scores)
+        with open(tmp_path / f"{result.method}.prepared.csv", newline="") as f:
+            records = list(csv.DictReader(f))
+        hsc = get_survey("hsc")  # the saved contract names the training PSF
+        assert {r["model_psf_fwhm"] for r in records} == {",".join(
+            f"{b}={hsc.band(b).psf_fwhm:.3g}" for b in "griz")}
+        assert {r["resampling"] for r in records} == {"none"}
         # xgboost exactly; the committee to float rounding (torch's batch size differs)
         tolerance = 0.0 if result.method == "xgboost" else 1e-6
         for name, score in suite_scores.items():

@@ -170,6 +170,23 @@ def test_padding_is_noise_from_the_rms_map_or_the_border_reproducible_per_id(tmp
         prepare_cutout(files, GR, cutout_id="s")
 
 
+def test_a_psf_image_is_measured_and_recorded_beside_the_models(tmp_path):
+    files = {}
+    for band, sigma_px in (("g", 4.0), ("r", 3.0)):
+        header = fits.Header({"BUNIT": "nanomaggy", "PIXSCALE": 0.1})
+        fits.PrimaryHDU(np.zeros((32, 32)), header).writeto(tmp_path / f"p_{band}.fits")
+        yy, xx = np.indices((41, 41)) - 20
+        psf = np.exp(-0.5 * (xx**2 + yy**2) / sigma_px**2)
+        fits.PrimaryHDU(psf).writeto(tmp_path / f"p_{band}.psf.fits")  # scale: the image's
+        files[band] = {"sci": tmp_path / f"p_{band}.fits", "psf": tmp_path / f"p_{band}.psf.fits"}
+    model = ModelInputs(("g", "r"), 0.2, (16, 16), psf_fwhm=(0.8, 0.7))
+    _, record = prepare_cutout(files, model, cutout_id="p")
+    measured = dict(part.split("=") for part in record.psf_fwhm.split(","))
+    assert float(measured["g"]) == pytest.approx(2.3548 * 4.0 * 0.1, rel=0.05)
+    assert float(measured["r"]) == pytest.approx(2.3548 * 3.0 * 0.1, rel=0.05)
+    assert record.model_psf_fwhm == "g=0.8,r=0.7"
+
+
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
