@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import difflib
 import json
+import math
 import os
 import sys
 from inspect import signature
@@ -32,6 +33,21 @@ def int_at_least(minimum: int):
                                              f"{text!r}") from None
         if value < minimum:
             raise argparse.ArgumentTypeError(f"expected an integer >= {minimum}, got {value}")
+        return value
+    return parse
+
+
+def finite_float(minimum: float | None = None):
+    """An argparse ``type``: a finite number (above ``minimum`` when given), else the usage
+    error naming the flag (``float`` alone takes 'nan', 'inf' and negative scales)."""
+    def parse(text: str) -> float:
+        try:
+            value = float(text)
+        except ValueError:
+            value = math.nan
+        if not math.isfinite(value) or (minimum is not None and value <= minimum):
+            bound = f" > {minimum:g}" if minimum is not None else ""
+            raise argparse.ArgumentTypeError(f"expected a finite number{bound}, got {text!r}")
         return value
     return parse
 
@@ -439,10 +455,10 @@ def _add_preparation(parser: argparse.ArgumentParser):
     prep.add_argument("--bands", metavar="MAP",
                       help="band -> HDU name/index or cube plane, e.g. g=1,r=2,i=3 (default: "
                            "FILTER/BAND header keywords)")
-    prep.add_argument("--zeropoint", type=float,
+    prep.add_argument("--zeropoint", type=finite_float(),
                       help="AB zero point of one unit of the pixel values (default: BUNIT, "
                            "MAGZERO/MAGZPT/PHOTZP/ZP or PHOTFLAM in the headers)")
-    prep.add_argument("--pixel-scale", type=float,
+    prep.add_argument("--pixel-scale", type=finite_float(0),
                       help="arcsec/pixel of the cutouts (default: their WCS or PIXSCALE)")
     prep.add_argument("--noise-seed", type=int_at_least(0), default=0,
                       help="mixed with each cutout id to seed its padding noise")
@@ -705,7 +721,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("--psf-files", metavar="PATTERN",
                       help="PSF images, e.g. '{id}_{band}.psf.fits': their FWHM is recorded "
                            "beside the model's training PSF (not matched)")
-    prep.add_argument("--model-pixel-scale", type=float,
+    prep.add_argument("--model-pixel-scale", type=finite_float(0),
                       help="arcsec/pixel the model was trained at, for a bare torch checkpoint "
                            "(a model file says it)")
     _add_workdir(scan)
@@ -737,9 +753,9 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--image", action="append", required=True, metavar="FITS",
                          help="a sky-subtracted high-resolution image centred on the object; "
                               "repeat for several (one noise generator, in order)")
-    degrade.add_argument("--pixel-scale", type=float,
+    degrade.add_argument("--pixel-scale", type=finite_float(0),
                          help="arcsec/pixel of the images (default: their WCS)")
-    degrade.add_argument("--zeropoint", type=float,
+    degrade.add_argument("--zeropoint", type=finite_float(),
                          help="AB zero point of one unit of the image values (default: BUNIT, "
                               "MAGZERO/PHOTZP/... or PHOTFLAM in the header)")
     degrade.add_argument("--survey", required=True, help="a survey preset (hsc, lsst-10yr, ...)")
@@ -750,10 +766,10 @@ def build_parser() -> argparse.ArgumentParser:
                          help="the arc light of each image (source colours); once per --image")
     degrade.add_argument("--lens-light", action="append", metavar="FITS",
                          help="the lens light of each image (lens colours); once per --image")
-    degrade.add_argument("--rms", action="append", type=float,
+    degrade.add_argument("--rms", action="append", type=finite_float(),
                          help="the image's own per-pixel noise sigma, once per --image "
                               "(default: measured on its border)")
-    degrade.add_argument("--noise-correlation", action="append", type=float,
+    degrade.add_argument("--noise-correlation", action="append", type=finite_float(0),
                          help="variance of 4x4 sums / 16 pixel variances of the image's noise, "
                               "once per --image (default: measured on its border)")
     degrade.add_argument("--subtract-sky", action="store_true",

@@ -313,6 +313,8 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
         if len(values) != n:
             raise ValueError(f"{name} is given {len(values)} times for {n} --image files: give "
                              "it once per image, in the same order, or not at all")
+    if any(value is not None and value < 0 for value in rms):
+        raise ValueError(f"--rms must be >= 0 (a noise sigma), got {rms}")
     stems = [Path(p).name.split(".")[0] for p in images]
     if len(set(stems)) != n:
         raise ValueError(f"--image: two images share a name ({stems}); outputs are named after "

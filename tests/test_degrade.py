@@ -105,6 +105,12 @@ def test_bench_degrade_writes_per_band_files_and_cubes_with_their_headers(tmp_pa
                      "--survey", "hsc", "--out", str(tmp_path / "x")]) == 2
     assert "--arc is given 1 times for 2 --image" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+    for flag, value in (("--pixel-scale", "-0.05"), ("--zeropoint", "nan")):
+        with pytest.raises(SystemExit) as stop:  # argparse's usage error, naming the flag
+            cli.main(["degrade", "--image", str(image), flag, value, "--survey", "hsc",
+                      "--out", str(tmp_path / "x")])
+        assert stop.value.code == 2
+        assert f"argument {flag}: expected a finite number" in capsys.readouterr().err
 
 
 # ------------------------------------------------------------------------------ real files
