@@ -113,6 +113,40 @@ def quantile_pdf(quantiles: np.ndarray, levels, widths: np.ndarray | float = PDF
                           grid)
 
 
+def pdf_cdf(pdf: np.ndarray, grid: np.ndarray = PDF_GRID) -> np.ndarray:
+    """The CDF of each p(z) row at the grid points (cumulative trapezoid rule)."""
+    steps = 0.5 * (pdf[:, 1:] + pdf[:, :-1]) * np.diff(grid)[None]
+    return np.concatenate([np.zeros((len(pdf), 1)), np.cumsum(steps, axis=1)], axis=1)
+
+
+def pit_of(pdf: np.ndarray, z: np.ndarray, grid: np.ndarray = PDF_GRID) -> np.ndarray:
+    """The PIT of each row: its CDF at ``z`` (linear between grid points)."""
+    cdf = pdf_cdf(pdf, grid)
+    return np.array([np.interp(value, grid, row) for value, row in zip(z, cdf, strict=True)])
+
+
+def pit_recalibration(pdf: np.ndarray, z: np.ndarray, n_levels: int = 51,
+                      grid: np.ndarray = PDF_GRID) -> np.ndarray:
+    """The held-out PIT values' quantiles at ``n_levels`` even levels from 0 to 1 (strictly
+    increasing, the ends stretched to 0 and 1): the map ``recalibrated_pdf`` applies."""
+    pits = np.quantile(pit_of(pdf, z, grid), np.linspace(0.0, 1.0, n_levels))
+    pits = np.maximum.accumulate(pits + 1e-9 * np.arange(n_levels))  # a pile of equal PITs
+    pits[0], pits[-1] = min(pits[0], 0.0), max(pits[-1], 1.0)
+    return pits
+
+
+def recalibrated_pdf(pdf: np.ndarray, pit_quantiles: np.ndarray,
+                     grid: np.ndarray = PDF_GRID) -> np.ndarray:
+    """p(z) recalibrated by the PIT distribution of a held-out set (Bordoloi, Lilly & Amara 2010,
+    MNRAS 406, 881): the new CDF is G(F(z)), F the CDF of p(z) and G the held-out PITs' CDF
+    (linear between their quantiles ``pit_quantiles``, from ``pit_recalibration``), so that the
+    held-out PITs become uniform; G is monotone, so the result is still a distribution, and a
+    calibrated set (uniform PITs) is left as it was."""
+    levels = np.linspace(0.0, 1.0, len(pit_quantiles))
+    cdf = np.interp(pdf_cdf(pdf, grid), pit_quantiles, levels)
+    return normalised_pdf(np.gradient(cdf, grid, axis=1), grid)
+
+
 class PhotozFeatures:
     """Magnitudes, colours and (optionally) log10 errors of the well-measured bands, standardised
     on the training rows.

@@ -108,3 +108,40 @@ def test_knn_bandwidth_chosen_on_validation_gives_a_calibrated_pit():
     assert metrics["cdeloss"] < wide["cdeloss"]
     # the point estimate is the local fit, whatever the bandwidth
     np.testing.assert_array_equal(chosen.predict(Xt), too_wide.predict(Xt))
+
+
+def _gaussian_set(width_factor, n, seed, sigma=0.05):
+    rng = np.random.default_rng(seed)
+    mu = rng.uniform(0.3, 1.0, n)
+    z = mu + rng.normal(0, sigma, n)
+    return bp.gaussian_pdf(mu, np.full(n, (width_factor * sigma) ** 2)), z
+
+
+def test_pit_recalibration_on_held_out_rows_makes_a_too_narrow_set_calibrated():
+    held_pdf, held_z = _gaussian_set(0.5, 3000, 0)
+    test_pdf, test_z = _gaussian_set(0.5, 3000, 1)
+    before = stats.kstest(bp.pit_of(test_pdf, test_z), "uniform").statistic
+    quantiles = bp.pit_recalibration(held_pdf, held_z)
+    fixed = bp.recalibrated_pdf(test_pdf, quantiles)
+    assert (fixed >= 0).all()
+    np.testing.assert_allclose(np.trapezoid(fixed, bp.PDF_GRID, axis=1), 1.0, atol=1e-9)
+    after = stats.kstest(bp.pit_of(fixed, test_z), "uniform").statistic
+    assert before > 0.1 and after < 0.03, (before, after)
+    # a calibrated set is left nearly as it was
+    calibrated_pdf, calibrated_z = _gaussian_set(1.0, 3000, 2)
+    same = bp.recalibrated_pdf(calibrated_pdf, bp.pit_recalibration(*_gaussian_set(1.0, 3000, 3)))
+    assert np.trapezoid(np.abs(same - calibrated_pdf), bp.PDF_GRID, axis=1).mean() < 0.1
+
+
+def test_pdf_mlp_recalibration_changes_the_pdf_not_the_point_estimate():
+    from lensbench.deep.photoz_pdf import PDFMLPPhotoz
+
+    X, y = tiny_catalogue(n=400)
+    params = dict(epochs=2, hidden=16, n_members=1, n_bins=30, num_threads=1)
+    validation = (X[200:300], y[200:300])
+    plain = PDFMLPPhotoz(**params).fit(X[:200], y[:200], validation=validation)
+    calibrated = PDFMLPPhotoz(recalibrate=True, **params).fit(X[:200], y[:200],
+                                                             validation=validation)
+    assert plain.pit_quantiles_ is None and calibrated.pit_quantiles_.shape == (51,)
+    np.testing.assert_array_equal(plain.predict(X[300:]), calibrated.predict(X[300:]))
+    assert not np.allclose(plain.predict_pdf(X[300:]), calibrated.predict_pdf(X[300:]))
