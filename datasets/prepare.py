@@ -378,7 +378,6 @@ def read_cutout(path: str | Path, bands: Sequence[str],
 
 def _cube_planes(path: Path, data: np.ndarray, header, bands: Sequence[str],
                  band_map: Mapping[str, str] | None) -> list[BandPlane]:
-    names = None
     if band_map:
         index = {}
         for band in bands:
@@ -443,8 +442,9 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
     """(the (bands, H, W) float32 stamp in the model's contract, what was done).
 
     cutout: a FITS path (multi-extension or cube, :func:`read_cutout`), a mapping band ->
-        {"sci": path, "rms": path, "weight": path} (:func:`read_band_files`), a list of
-        :class:`BandPlane`, or a (bands, H, W) array in the model's band order.
+        {"sci": path, "rms": path, "weight": path, "psf": path} (:func:`read_band_files`), a
+        list of :class:`BandPlane`, or a (bands, H, W) array in the model's band order (with
+        ``zero_point`` and, for a model that states its scale, ``pixel_scale``).
     zero_point, pixel_scale: the ``--zeropoint`` and ``--pixel-scale`` flags (win over headers).
     band_map: band -> HDU (name or index) or cube plane (``--bands``).
     seed: mixed with ``cutout_id`` for the padding noise.
@@ -499,7 +499,9 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
         raise PreparationError(f"cutout {cutout_id}: bands at different pixel scales "
                                + ", ".join(f"{p.band} {s}" for p, (s, _) in
                                            zip(planes, scales, strict=True)))
-    scale_in, record.pixel_scale_from = scales[0]
+    # one band's header may say it where another's does not
+    scale_in, record.pixel_scale_from = next(((s, f) for s, f in scales if s is not None),
+                                             scales[0])
     flux = np.stack(fluxes)
     rms = None if any(r is None for r in rmses) else np.stack(rmses)
     if model.pixel_scale is not None and scale_in is None:
