@@ -241,3 +241,25 @@ def test_json_nested_past_any_model_is_a_value_error(tmp_path):
     _rewrite(path, {"state.json": "[" * 100_000 + "]" * 100_000})
     with pytest.raises(ValueError, match=r"knn.lbmodel: .*(nested too deeply|state.json)"):
         load_model(path)
+
+
+def test_saving_the_model_changes_no_metric_of_a_run(tmp_path, monkeypatch):
+    """The same run with and without the model file: byte-identical metrics, one more
+    artefact (the model, which loads back to the run's method)."""
+    from lensbench.bench import cli, runner
+    from lensbench.bench.results import read_results
+
+    argv = ["run", "--suite", "smoke", "--methods", "pixel-logreg", "--no-tracking",
+            "--workdir", str(tmp_path)]
+    with monkeypatch.context() as patch:
+        patch.setattr(runner, "family_of", lambda cls: None)  # as before model files
+        assert cli.main(argv) == 0
+    assert cli.main(argv) == 0  # same splits, same seed
+    before, after = read_results(tmp_path / "results.jsonl")
+    assert json.dumps(after.metrics, sort_keys=True) == json.dumps(before.metrics,
+                                                                    sort_keys=True)
+    assert set(after.artifacts) - set(before.artifacts) == {"model"}
+    method, contract = load_model(tmp_path / after.artifacts["model"])
+    assert contract.split_hashes == after.split_hashes and contract.task == after.task
+    assert method.get_params()["random_state"] == after.seed  # the run's derived seed
+    assert contract.git_commit == after.git_commit and contract.method == "pixel-logreg"
