@@ -30,6 +30,11 @@ Optional, used by the harness when present:
 - a ``checkpoint_dir`` parameter: when the user leaves it unset, the harness points it at the run's
   artefact folder and logs the file the method writes (``checkpoint_path_``) as the run's
   ``checkpoint`` artefact.
+- ``persistence``: how a fitted method is saved in a model file (baselines/persistence.py; the
+  harness saves every run's as ``model.lbmodel``): by default its fitted attributes (names ending
+  in ``_``: numpy arrays, plain data, scikit-learn, xgboost and torch models, nested methods);
+  ``"net-finder"`` / ``"net-regressor"`` for methods with their own weights-only checkpoint;
+  ``None`` for a method with nothing to save.
 No torch here: baselines never import it.
 """
 
