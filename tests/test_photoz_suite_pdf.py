@@ -83,3 +83,18 @@ def test_a_pdf_off_the_grid_is_refused_with_the_method_named():
         assert "off-grid.predict_pdf returned shape (120, 10) on test" in str(error)
     else:
         raise AssertionError("a p(z) off the grid was accepted")
+
+
+def test_a_tuning_study_may_minimise_the_cde_loss_on_the_validation_part():
+    from lensbench.bench.kinds import MINIMIZE, StudyData
+
+    data = _data()
+    kind = kind_module.Photoz()
+    assert kind.direction("cdeloss") == MINIMIZE and kind.direction("pit_ks") == MINIMIZE
+    study = StudyData(None, data.X["train"], data.z["train"], data.X["val"], data.z["val"])
+    narrow, chosen = (KNNPhotoz(n_neighbors=16, bandwidth=h).fit(study.X_fit, study.y_fit)
+                      for h in (0.0025, 0.02))
+    scores = [kind.validation_metrics(m, study) for m in (narrow, chosen)]
+    assert all(np.isfinite(s["cdeloss"]) and np.isfinite(s["pit_ks"]) for s in scores)
+    assert scores[0]["sigma_nmad"] == scores[1]["sigma_nmad"]  # the bandwidth moves only p(z)
+    assert scores[0]["pit_ks"] != scores[1]["pit_ks"]
