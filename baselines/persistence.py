@@ -434,7 +434,8 @@ def _read_archive(path: str, data: bytes, depth: int = 0):
         params = checked_params(path, cls, manifest.get("params"))
         contract = None
         if "contract.json" in members:
-            contract = ModelContract.from_json(read("contract.json").decode(), path)
+            contract = ModelContract.from_json(
+                read("contract.json").decode("utf-8", errors="replace"), path)
             if contract.method != manifest["method"]:
                 raise refuse(path, "contract.method", f"the manifest's {manifest['method']!r}",
                              contract.method)
@@ -455,8 +456,9 @@ def _read_archive(path: str, data: bytes, depth: int = 0):
                 raise refuse(path, "state", "a dict of fitted attributes", state)
             method = cls(**params)
             restore_fitted_state(method, state, path)
-        if method.get_params() != {**cls(**params).get_params()}:
-            raise ValueError(f"{path}: the payload's parameters differ from the manifest's")
+        if type(method) is not cls or method.get_params() != cls(**params).get_params():
+            raise ValueError(f"{path}: the payload is not the {manifest['method']} with the "
+                             f"parameters the manifest names")
         return method, contract
 
 

@@ -263,3 +263,18 @@ def test_saving_the_model_changes_no_metric_of_a_run(tmp_path, monkeypatch):
     assert contract.split_hashes == after.split_hashes and contract.task == after.task
     assert method.get_params()["random_state"] == after.seed  # the run's derived seed
     assert contract.git_commit == after.git_commit and contract.method == "pixel-logreg"
+
+
+def test_a_payload_of_another_method_than_the_manifest_names_is_refused(tmp_path):
+    info, make = TASKS["modeling"]
+    X, y = make()
+    committee = resolve_method("committee-regressor")(**TINY["committee-regressor"]).fit(
+        X, y, info=info)
+    path = save_model(committee, tmp_path / "c.lbmodel")
+    manifest = json.loads(_members(path)["manifest.json"])
+    resnet_params = resolve_method("resnet-regressor")().get_params()
+    _rewrite(path, {"manifest.json": json.dumps(
+        {**manifest, "method": "resnet-regressor",
+         "params": {k: v for k, v in manifest["params"].items() if k in resnet_params}})})
+    with pytest.raises(ValueError, match=r"c.lbmodel: the payload is not the resnet-regressor"):
+        load_model(path)
