@@ -10,14 +10,15 @@ MLflow run that logged it) to a user's own data.
   no uncertainty); unreadable or unusable cutouts in ``<stem>.bad.csv`` with the reason.
 - A photo-z model (kind "photoz") on a catalogue (:func:`predict_catalogue`, a CSV or FITS
   table): the model's bands are mapped to columns (``u=MAG_U,...,err_u=MAGERR_U,...``;
-  optionally ``id=`` and the spectroscopic redshift ``z_spec=``), rows are cleaned as the suite cleaned its
-  split (``datasets.photoz.drop_reasons`` with the cleaning the contract records; the spec-z
-  range only when ``z_spec`` is mapped; no de-duplication: every galaxy asked about is answered),
-  and written: ``OUT`` with ``row`` (0-based, in the input table), ``id``, ``z_phot`` and
-  ``z_phot_sigma`` (the square root of ``predict_variance``, empty when the method has none);
-  ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv`` with p(z) on
-  the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) when the method
-  has ``predict_pdf``; with ``z_spec`` mapped, the suite's scalar metrics in ``<stem>.metrics.json``.
+  optionally ``id=`` and the spectroscopic redshift ``z_spec=``), rows are cleaned as the suite
+  cleaned its split (``datasets.photoz.drop_reasons`` with the cleaning the contract records;
+  the spec-z range only when ``z_spec`` is mapped; no de-duplication: every galaxy asked about
+  is answered), and written: ``OUT`` with ``row`` (0-based, in the input table), ``id``,
+  ``z_phot`` and ``z_phot_sigma`` (the square root of ``predict_variance``, empty when the method
+  has none); ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv``
+  with p(z) on the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) when
+  the method has ``predict_pdf``; with ``z_spec`` mapped, the suite's scalar metrics in
+  ``<stem>.metrics.json``.
 
 Every file is written to a temporary file and renamed: an interrupted run leaves no torn table.
 """
@@ -114,7 +115,9 @@ def open_model(model: str | os.PathLike, kind: str, tracking_uri: str | None = N
     if contract.kind != kind:
         wanted = {"modeling": "--cutouts takes a lens-model regressor",
                   "photoz": "--catalog takes a photo-z model"}[kind]
-        raise ValueError(f"{path}: a {contract.kind} model ({contract.method}); {wanted}")
+        hint = " (lens finders rank cutouts with bench scan)" \
+            if contract.kind == "lens-finding" else ""
+        raise ValueError(f"{path}: a {contract.kind} model ({contract.method}); {wanted}{hint}")
     return method, contract
 
 
