@@ -13,6 +13,7 @@ import os
 import subprocess
 import sys
 
+import pytest
 from lensbench.baselines.registry import METHODS, resolve_method
 from test_contract import TINY
 
@@ -40,6 +41,7 @@ def same(a, b) -> bool:
                       and math.isnan(b))
 
 
+@pytest.mark.slow
 def test_two_processes_give_identical_metrics_for_every_lens_finder(tmp_path):
     params_file = tmp_path / "tiny.json"
     params_file.write_text(json.dumps({name: TINY.get(name, {}) for name in LENS_FINDERS}))
