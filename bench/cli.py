@@ -416,7 +416,7 @@ def check_device(device: str) -> str:
 
 
 def cmd_perf_sim(args) -> int:
-    from lensbench.bench.perf import simulation_throughput
+    from lensbench.bench.tools.perf import simulation_throughput
 
     check_device(args.device)
     result = simulation_throughput(args.n, args.lenstronomy_n, seed=args.seed,
@@ -426,7 +426,7 @@ def cmd_perf_sim(args) -> int:
 
 
 def cmd_perf_gpu(args) -> int:
-    from lensbench.bench.perf_gpu import command_line, gpu_compare
+    from lensbench.bench.tools.perf_gpu import command_line, gpu_compare
 
     options = {"profile": args.profile, "device": args.device, "seed": args.seed,
                "workdir": args.workdir, "methods": tuple(args.methods)}
@@ -466,7 +466,7 @@ def _add_preparation(parser: argparse.ArgumentParser):
 
 
 def cmd_predict(args) -> int:
-    from lensbench.bench.predict import parse_column_map, predict_catalogue, predict_cutouts
+    from lensbench.bench.tools.predict import parse_column_map, predict_catalogue, predict_cutouts
     from lensbench.datasets.prepare import parse_band_map
 
     if (args.cutouts is None) == (args.catalog is None):
@@ -514,7 +514,7 @@ def cmd_predict(args) -> int:
 
 
 def cmd_scan(args) -> int:
-    from lensbench.bench.scan import scan
+    from lensbench.bench.tools.scan import scan
     from lensbench.datasets.prepare import parse_band_map
 
     tracking_uri = args.tracking_uri
@@ -561,7 +561,7 @@ def cmd_degrade(args) -> int:
 
 
 def cmd_inspect(args) -> int:
-    from lensbench.bench.inspect_page import merge_grades, write_page
+    from lensbench.bench.tools.inspect_page import merge_grades, write_page
 
     if args.merge is not None:
         path, graded = merge_grades(args.candidates, args.merge, out=args.out)

@@ -12,7 +12,7 @@ ROOT = Path(__file__).resolve().parents[1]
 # The CLI and the user tools sit on top and may name a kind's helpers (`bench perf gpu` scores
 # like the lens-finding kind and prints its columns; `bench predict` predicts lens-model
 # parameters as the modeling kind does).
-CORE_USERS_OF_KINDS = {"bench/cli.py", "bench/perf_gpu.py", "bench/predict.py"}
+CORE_USERS_OF_KINDS = {"bench/cli.py"}
 
 
 def imports(path: Path, *, module_level_only: bool = False) -> set[str]:
@@ -52,11 +52,23 @@ def test_datasets_import_no_method():
 def test_the_bench_core_names_no_kind():
     """The core finds a kind through bench/kinds.py's registry, by the task's kind; it never
     imports a kind's module (which would also make an import circle)."""
-    core = [p for p in (ROOT / "bench").glob("*.py")
+    core = [p for p in (ROOT / "bench").glob("*.py")  # bench/tools/ and bench/suites/ excluded
             if str(p.relative_to(ROOT)) not in CORE_USERS_OF_KINDS]
     offenders = {str(p.relative_to(ROOT)): sorted(m for m in imports(p)
                                                   if m.startswith("lensbench.bench.suites"))
                  for p in core}
+    assert {k: v for k, v in offenders.items() if v} == {}
+
+
+def test_nothing_below_the_user_tools_imports_them():
+    """bench/tools/ (scan, inspect page, predict, perf) sits on top: only the CLI and the tools
+    themselves import it."""
+    below = [p for folder in ("datasets", "baselines", "deep", "bench") for p in modules(folder)
+             if not str(p.relative_to(ROOT)).startswith("bench/tools/")
+             and str(p.relative_to(ROOT)) != "bench/cli.py"]
+    offenders = {str(p.relative_to(ROOT)): sorted(m for m in imports(p)
+                                                  if m.startswith("lensbench.bench.tools"))
+                 for p in below}
     assert {k: v for k, v in offenders.items() if v} == {}
 
 

@@ -15,7 +15,7 @@ import pytest
 import torch
 from lensbench.baselines.contract import TaskInfo
 from lensbench.baselines.registry import METHODS, resolve_method
-from lensbench.bench import perf_gpu
+from lensbench.bench.tools import perf_gpu
 from lensbench.deep import train
 
 # What the GPU machine of issue 27 does not have.

@@ -10,10 +10,10 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
-from lensbench.bench import scan as scan_module
 from lensbench.bench.cli import main
-from lensbench.bench.inspect_page import merge_grades, read_grades
-from lensbench.bench.scan import ScanFiles, read_locator, scan
+from lensbench.bench.tools import scan as scan_module
+from lensbench.bench.tools.inspect_page import merge_grades, read_grades
+from lensbench.bench.tools.scan import ScanFiles, read_locator, scan
 from lensbench.datasets.storage import SplitWriter, load_split
 from lensbench.deep.checkpoint import load_checkpoint, save_checkpoint
 from lensbench.deep.methods import ResNetFinder

@@ -15,8 +15,8 @@ import pytest
 from astropy.io import fits
 from lensbench.bench import runner
 from lensbench.bench.cli import main
-from lensbench.bench.inspect_page import write_page
-from lensbench.bench.scan import scan
+from lensbench.bench.tools.inspect_page import write_page
+from lensbench.bench.tools.scan import scan
 from lensbench.datasets.storage import SplitWriter
 from lensbench.deep.checkpoint import load_checkpoint, save_checkpoint
 from lensbench.deep.methods import NetFinder, ResNetFinder

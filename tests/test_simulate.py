@@ -30,7 +30,7 @@ def lens_tensors(n, **values):
 def test_noiseless_images_match_lenstronomy_pixel_for_pixel(tmp_path):
     """Same systems, same pixelised PSF: lens light + lensed source agree with lenstronomy."""
     pytest.importorskip("lenstronomy")
-    from lensbench.bench.perf import PERF_CONFIG, lenstronomy_image_model, lenstronomy_kwargs
+    from lensbench.bench.tools.perf import PERF_CONFIG, lenstronomy_image_model, lenstronomy_kwargs
     from lenstronomy.Data.psf import PSF
 
     kernel = psf_kernel("moffat", 0.7, 0.168, beta=3.5)

@@ -133,8 +133,8 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     """Predict the lens-model parameters of every cutout under ``cutouts`` with the saved
     regressor ``model``; the preparation arguments are those of ``bench scan`` (any of them, or
     a manifest CSV as ``cutouts``, turns preparation on)."""
-    from lensbench.bench.scan import Preparer, list_items, load_batch, model_inputs
     from lensbench.bench.suites.modeling import predict
+    from lensbench.bench.tools.scan import Preparer, list_items, load_batch, model_inputs
 
     out = Path(out)
     method, contract = open_model(model, "modeling", tracking_uri, out.parent)

@@ -86,7 +86,7 @@ def _rank_key(row: dict, position: int):
 def page_data(candidates: str | os.PathLike, top: int | None = 500) -> list[dict]:
     """The best ``top`` candidates (all with None) as the page's records, stamps included; a
     cutout that cannot be read again gets an error instead of a stamp."""
-    from lensbench.bench.scan import BadCutout, read_locator
+    from lensbench.bench.tools.scan import BadCutout, read_locator
 
     _, rows = read_candidates(candidates)
     order = sorted(range(len(rows)), key=lambda k: _rank_key(rows[k], k))

@@ -1006,7 +1006,7 @@ def _benchmark_one(ckpt: Path, split: Path, out: Path, workers: int, batch_size:
 def main(argv: list[str] | None = None) -> int:
     import argparse
 
-    parser = argparse.ArgumentParser(prog="python -m lensbench.bench.scan",
+    parser = argparse.ArgumentParser(prog="python -m lensbench.bench.tools.scan",
                                      description="scan throughput benchmark")
     parser.add_argument("--benchmark", action="store_true", required=True)
     parser.add_argument("--n", type=int, default=8192)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 from lensbench.bench.tasks import COMPARE_PARAMS, METCALF_GROUND, Suite
 
-COMPARE_REPORT = Path(__file__).resolve().parent.parent / "reports" / "metcalf-compare.md"
+COMPARE_REPORT = Path(__file__).resolve().parents[2] / "reports" / "metcalf-compare.md"
 GPU_REPORT = COMPARE_REPORT.with_name("metcalf-compare-gpu.md")
 METHODS = ("committee", "deeplens")
 # The smoke profile checks the rotation columns on this many test cutouts (8 passes each).
