@@ -23,8 +23,12 @@ two-peaked distribution and so has fewer |dz| > 0.15 outliers; "blend" takes bot
 ``predict_pdf(X)``: the averaged distribution on the shared grid ``baselines.photoz.PDF_GRID``:
 the bins' densities (probability / width, at the bin centres, flat to the outer edges) linearly
 interpolated onto the grid, zero above the last bin, renormalised (``regrid_binned_pdf``); with
-``recalibrate``, then mapped so that the validation part's PIT values become uniform
-(``baselines.photoz.recalibrated_pdf``; fitted on the validation part only).
+``recalibrate`` (the default) and a validation part, then mapped so that the validation part's
+PIT values become uniform (``baselines.photoz.recalibrated_pdf``; fitted on the validation part
+only; the point estimate is unchanged). Why the default: the committee's distribution is too
+wide (a hump-shaped PIT: the smoothed labels and the averaging of members both add width): on
+the BOSS validation part its PIT KS is 0.045 (MGS 0.069); recalibrated on it, the BOSS test PIT
+KS falls from 0.041 to 0.009 and the CDE loss from -10.88 to -11.08 (default profile, same model).
 ``num_threads`` defaults to 1: the net is small, and on a busy 2-core machine a second torch
 thread made a fit on 80 rows take 24 s of CPU instead of 2.7 s (spinning OpenMP workers).
 
@@ -155,7 +159,7 @@ class PDFMLPPhotoz(Method):
                  batch_size: int = 256, learning_rate: float = 2e-3, weight_decay: float = 1e-4,
                  n_bins: int = 120, label_sigma: float = 0.01, n_members: int = 3,
                  point: str = "blend", max_median_error: float = 2.0,
-                 recalibrate: bool = False, num_threads: int = 1, random_state: int = 0):
+                 recalibrate: bool = True, num_threads: int = 1, random_state: int = 0):
         self.hidden = hidden
         self.layers = layers
         self.epochs = epochs

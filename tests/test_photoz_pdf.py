@@ -139,7 +139,8 @@ def test_pdf_mlp_recalibration_changes_the_pdf_not_the_point_estimate():
     X, y = tiny_catalogue(n=400)
     params = dict(epochs=2, hidden=16, n_members=1, n_bins=30, num_threads=1)
     validation = (X[200:300], y[200:300])
-    plain = PDFMLPPhotoz(**params).fit(X[:200], y[:200], validation=validation)
+    plain = PDFMLPPhotoz(recalibrate=False, **params).fit(X[:200], y[:200],
+                                                          validation=validation)
     calibrated = PDFMLPPhotoz(recalibrate=True, **params).fit(X[:200], y[:200],
                                                              validation=validation)
     assert plain.pit_quantiles_ is None and calibrated.pit_quantiles_.shape == (51,)
