@@ -38,7 +38,6 @@ import inspect
 import io
 import json
 import math
-import os
 import tempfile
 import types
 import typing
@@ -49,6 +48,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.baselines.registry import METHODS, registered_name, resolve_method
+from lensbench.datasets.files import atomic_open
 
 FORMAT = "lensbench-model/1"
 SUFFIX = ".lbmodel"
@@ -330,17 +330,8 @@ def save_model(method, path, contract: ModelContract | None = None) -> Path:
         raise ValueError(f"contract names method {contract.method!r}, the model is "
                          f"{registered_name(type(method))!r}")
     blob = _archive(method, contract)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(handle, "wb") as out:
-            out.write(blob)
-            out.flush()
-            os.fsync(out.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "wb") as out:
+        out.write(blob)
     return path
 
 

@@ -22,13 +22,12 @@ pixel variances, :func:`border_noise`).
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
+from lensbench.datasets.files import atomic_path
 from lensbench.datasets.surveys import Band, Survey, get_survey
 
 NANOMAGGY_ZEROPOINT = 22.5  # AB magnitude of 1 nanomaggy
@@ -390,14 +389,8 @@ def _write_outputs(fits, out_dir: Path, stem: str, image: np.ndarray, sigma: np.
                    survey: Survey, header, per_band_files: bool) -> list[Path]:
     """Write atomically (temporary file, then rename): an interrupt leaves no torn FITS."""
     def write(hdul, path: Path) -> Path:
-        handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-        os.close(handle)
-        try:
+        with atomic_path(path) as tmp:
             hdul.writeto(tmp, overwrite=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
         return path
 
     if not per_band_files:

@@ -29,10 +29,10 @@ import io
 import json
 import math
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
+from lensbench.datasets.files import atomic_open
 
 GRADES = ("A", "B", "C", "not_lens")
 _KEYS = {"a": "A", "b": "B", "c": "C", "n": "not_lens", "0": "not_lens"}
@@ -142,14 +142,8 @@ def script_json(value) -> str:
 
 
 def _write_text_atomic(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", encoding="utf-8", newline="") as f:
+        f.write(text)
 
 
 def read_grades(path: str | os.PathLike) -> dict[str, str]:

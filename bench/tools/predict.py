@@ -29,12 +29,12 @@ import csv
 import json
 import os
 import re
-import tempfile
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from lensbench.datasets.files import atomic_open
 
 FITS_TABLE = (".fits", ".fit", ".fits.gz", ".fit.gz")
 
@@ -56,17 +56,8 @@ def stem_of(out: Path) -> str:
 
 def _write_atomic(path: Path, write) -> Path:
     """``write(file)`` into a temporary file beside ``path``, then renamed to it."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="") as f:
+        write(f)
     return path
 
 

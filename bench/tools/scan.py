@@ -55,6 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+from lensbench.datasets.files import atomic_open
 from lensbench.datasets.prepare import PREPARATION_COLUMNS
 from lensbench.datasets.readers import (
     METCALF_FILE,
@@ -642,18 +643,10 @@ def _format(value: float) -> str:
 
 
 def _write_atomic(path: Path, columns: tuple[str, ...], rows: Iterable) -> None:
-    fd, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", newline="") as f:
-            writer = csv.writer(f)
-            writer.writerow(columns)
-            writer.writerows(rows)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    with atomic_open(path, "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        writer.writerows(rows)
 
 
 # --------------------------------------------------------------------------- scan
