@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import difflib
 import json
 import math
@@ -21,6 +22,15 @@ def _add_workdir(parser):
     parser.add_argument("--workdir", type=Path, default=DEFAULT_WORKDIR,
                         help="where splits, results.jsonl, run artefacts and the MLflow store "
                              "live (default: $LENSBENCH_WORKDIR or ./.lensbench)")
+
+
+def _add_cluster(parser, what: str):
+    group = parser.add_mutually_exclusive_group()
+    group.add_argument("--workers", type=int_at_least(1), default=1,
+                       help=f"> 1: a local Dask cluster of this many one-thread worker "
+                            f"processes ({what})")
+    group.add_argument("--scheduler", metavar="ADDRESS",
+                       help=f"a running Dask scheduler, e.g. tcp://10.0.0.5:8786 ({what})")
 
 
 def int_at_least(minimum: int):
@@ -124,6 +134,16 @@ def _merge_params(*sources: dict[str, dict]) -> dict[str, dict]:
     return merged
 
 
+def _cluster_for(args, workdir: Path):
+    """The Dask client of ``--workers N`` (N > 1) or ``--scheduler``, else a null context."""
+    if args.scheduler is None and args.workers == 1:
+        return contextlib.nullcontext()
+    from lensbench.bench.distributed import cluster
+
+    Path(workdir).mkdir(parents=True, exist_ok=True)
+    return cluster(args.workers, args.scheduler, workdir=Path(workdir))
+
+
 def cmd_run(args) -> int:
     from lensbench.baselines.registry import resolve_method
     from lensbench.bench.runner import run_suite
@@ -167,9 +187,10 @@ def cmd_run(args) -> int:
     # KeyboardInterrupt): the finished runs stay in results.jsonl and the MLflow suite run is
     # marked KILLED, not left RUNNING.
     try:
-        results = run_suite(suite, profile=args.profile, seed=args.seed, workdir=args.workdir,
-                            methods=methods, params=params, tracker=tracker,
-                            resume=args.resume)
+        with _cluster_for(args, args.workdir) as client:
+            results = run_suite(suite, profile=args.profile, seed=args.seed,
+                                workdir=args.workdir, methods=methods, params=params,
+                                tracker=tracker, resume=args.resume, client=client)
         check_stop()  # a stop whose KeyboardInterrupt a callback dropped after the last check
     except KeyboardInterrupt:
         status = "KILLED"
@@ -347,9 +368,19 @@ def cmd_data_make(args) -> int:
         raise ValueError(f"--out {error}") from None
     config = make_config(args)
     try:
-        with tqdm(total=args.n, desc=f"simulate {args.preset}", unit="img") as bar:
+        with _cluster_for(args, args.out.parent) as client, \
+                tqdm(total=args.n, desc=f"simulate {args.preset}", unit="img") as bar:
+            mapper = None
+            if client is not None:
+                from lensbench.bench.distributed import shard_mapper
+
+                if args.device != "cpu":
+                    raise ValueError(f"--device {args.device}: with --workers or --scheduler "
+                                     "the workers render on the CPU; drop one of them")
+
+                mapper = shard_mapper(client)
             out = make_split(config, args.n, args.seed, args.out, progress=bar.update,
-                             device=check_device(args.device),
+                             device=check_device(args.device), map_shards=mapper,
                              created_by="bench data make" + ("" if args.device == "cpu" else
                                                               f" on {args.device}"))
     except KeyboardInterrupt:
@@ -596,6 +627,8 @@ def build_parser() -> argparse.ArgumentParser:
                      "or a SQLite store in the workdir)")
     run.add_argument("--no-tracking", action="store_true", help="do not log to MLflow")
     run.add_argument("--strict", action="store_true", help="exit 1 if any method failed")
+    _add_cluster(run, "the splits' shards are simulated and every (method, task) run is a task "
+                 "on the workers; the workdir must be at the same path on every worker")
     _add_workdir(run)
     run.set_defaults(func=cmd_run)
 
@@ -664,6 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     make.add_argument("--device", default="cpu",
                       help="where to render: cpu, cuda (same truth and noise; pixels equal to "
                            "float32 rounding, so the split's hash is the CPU's only on the CPU)")
+    _add_cluster(make, "the shards are simulated on the workers; the folder of --out must be "
+                 "at the same path on every worker")
     make.set_defaults(func=cmd_data_make)
     show = data_sub.add_parser("show", help="draw a labelled gallery of colour composites")
     show.add_argument("split", type=Path)

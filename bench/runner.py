@@ -203,10 +203,27 @@ def record_result(result: Result, *, store: Path, workdir: Path, artifacts: dict
     check_stop()  # between methods, in every suite kind: the finished run is kept
 
 
+def write_run_artifacts(kind: SuiteKind, case: RunCase, outcome: RunOutcome, folder: Path
+                        ) -> dict[str, Path]:
+    """The files of one finished run in its artefact folder: the fitted method's, the kind's
+    (predictions, figures) and the training curves."""
+    artifacts = dict(outcome.files)
+    if outcome.evaluation is not None:
+        folder.mkdir(parents=True, exist_ok=True)
+        artifacts |= kind.write_artifacts(outcome.result, outcome.evaluation, case.task,
+                                          case.splits, folder)
+        if outcome.history:
+            from lensbench.bench.plots import plot_curves
+
+            artifacts["curves"] = plot_curves(outcome.history, folder / "curves.png")
+    return artifacts
+
+
 def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
               methods: list[str] | None = None, params: dict[str, dict] | None = None,
-              tracker=None, resume: bool = False, log=print) -> list[Result]:
-    """Run ``methods`` (default: the suite's for this profile) on every task of ``suite``."""
+              tracker=None, resume: bool = False, log=print, client=None) -> list[Result]:
+    """Run ``methods`` (default: the suite's for this profile) on every task of ``suite``; with
+    a Dask ``client`` (bench/distributed.py), on its cluster."""
     kind = kind_of(suite)
     workdir.mkdir(parents=True, exist_ok=True)
     store = workdir / RESULTS_FILE
@@ -220,6 +237,12 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
               if profile in task.sizes}
     total, left = sum(counts.values()), sum(counts.values())
     log(f"{total} runs to do ({', '.join(f'{name}: {n}' for name, n in counts.items())})")
+    if client is not None:
+        from lensbench.bench.distributed import run_on_cluster
+
+        return run_on_cluster(client, kind, suite, names=names, profile=profile, seed=seed,
+                              workdir=workdir, params=params or {}, done=done, total=total,
+                              tracker=tracker, log=log)
     for task in suite.tasks:
         if profile not in task.sizes:
             log(f"task {task.name} has no {profile!r} profile: skipped")
@@ -237,15 +260,7 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
             folder = run_folder(workdir, suite.name, case.task.name, case.run_id)
             outcome = run_method(kind, case, suite=suite.name, profile=profile, seed=seed,
                                  artifact_dir=folder)
-            artifacts = dict(outcome.files)
-            if outcome.evaluation is not None:
-                folder.mkdir(parents=True, exist_ok=True)
-                artifacts |= kind.write_artifacts(outcome.result, outcome.evaluation, case.task,
-                                                  case.splits, folder)
-                if outcome.history:
-                    from lensbench.bench.plots import plot_curves
-
-                    artifacts["curves"] = plot_curves(outcome.history, folder / "curves.png")
+            artifacts = write_run_artifacts(kind, case, outcome, folder)
             record_result(outcome.result, store=store, workdir=workdir, artifacts=artifacts,
                           history=outcome.history, tracker=tracker, log=log,
                           line=kind.summary_line(outcome.result))

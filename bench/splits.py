@@ -6,10 +6,17 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable
+from contextvars import ContextVar
 from pathlib import Path
 
 from lensbench.bench.tasks import Task
 from lensbench.datasets.storage import Split, load_split, split_is_complete
+
+# Where simulated shards are made: None = in this process; a ``make_split`` ``map_shards``
+# callable = elsewhere (``bench run --workers/--scheduler``: on Dask workers). A context variable,
+# so the kinds, which call ensure_split, need not know whether a cluster runs the suite.
+SHARD_MAP: ContextVar[Callable | None] = ContextVar("SHARD_MAP", default=None)
 
 
 def split_key(task: Task, role: str, n: int, seed: int) -> str:
@@ -38,7 +45,8 @@ def ensure_split(task: Task, role: str, profile: str, workdir: Path, *, quiet: b
         with tqdm(total=n, desc=f"simulate {task.name} {role}", unit="img", disable=quiet,
                   leave=False) as bar:
             make_split(task.config, n, seed, path, progress=bar.update,
-                       created_by=f"lensbench task {task.name} v{task.version}")
+                       created_by=f"lensbench task {task.name} v{task.version}",
+                       map_shards=SHARD_MAP.get())
     return load_split(path, verify=True)
 
 

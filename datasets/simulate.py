@@ -179,20 +179,25 @@ class Simulator:
 
 def make_split(config: SimConfig, n: int, seed: int, out: str | Path, *,
                progress: Callable[[int], None] | None = None, created_by: str = "lensbench",
-               device: str | torch.device = "cpu") -> Path:
+               device: str | torch.device = "cpu", map_shards: Callable | None = None) -> Path:
     """Simulate ``n`` cutouts in shards of ``config.shard_size`` and write them atomically to
     ``out`` (HDF5 shards + manifest). ``progress(k)`` is called with the images done per shard.
     ``device``: where the images are rendered (the same truth and noise; pixels equal to float32
-    rounding, so a split's bytes, and its hash, are those of the CPU only on the CPU)."""
+    rounding, so a split's bytes, and its hash, are those of the CPU only on the CPU).
+    ``map_shards(config, seed, [(shard, count), ...])``, if given, yields each shard's
+    ``(images, truth)`` in shard order, simulated elsewhere (bench/distributed.py: on Dask
+    workers); a shard is pure in (config, seed, shard), so the bytes are the same."""
     from lensbench.datasets.storage import SplitWriter
 
     simulator = Simulator(config, device=device)
     out = Path(out)
+    shards = [(shard, min(config.shard_size, n - lo))
+              for shard, lo in enumerate(range(0, n, config.shard_size))]
+    made = (map_shards(config, seed, shards) if map_shards is not None else
+            (simulator.simulate(count, seed, shard) for shard, count in shards))
     with SplitWriter(out, config=config.to_dict(), seed=seed, bands=list(simulator.band_names),
                      created_by=created_by) as writer:
-        for shard, lo in enumerate(range(0, n, config.shard_size)):
-            count = min(config.shard_size, n - lo)
-            images, truth = simulator.simulate(count, seed, shard)
+        for (_, count), (images, truth) in zip(shards, made, strict=True):
             writer.add_shard(images, truth)
             if progress is not None:
                 progress(count)
