@@ -4,15 +4,16 @@ Dask task.
 
 What stays in the client, and why:
 
-- The split writer. Workers return each shard's arrays; the client writes them with the same
-  :class:`~lensbench.datasets.storage.SplitWriter` as a serial run, in shard order. The writer's
-  checks, its atomic commit and its interrupt handling stay in one process, no shard file is
-  written by two hosts, and the bytes are those of a serial run because a shard is pure in
-  (config, seed, shard index) (``Simulator.simulate`` seeds each shard with
-  ``SeedSequence([seed, shard])``, whatever process makes it and in whatever order). The cost is
-  that the shards' pixels cross the network once and the client compresses and hashes them: at
-  the storage module's ~115 MB/s that is far above what a few workers simulate (README, "Running
-  on a cluster").
+- The split's commit. Each worker simulates its shards and writes their files
+  (``storage.write_shard``, the bytes a serial run writes) into the split's partial folder in
+  the workdir; the client's :class:`~lensbench.datasets.storage.SplitWriter` takes them in shard
+  order, checks each against the others, hashes it itself and commits the split atomically, as
+  in a serial run: its interrupt handling and atomic rename stay in one process. The bytes are a
+  serial run's because a shard is pure in (config, seed, shard index): ``Simulator.simulate``
+  seeds each with ``SeedSequence([seed, shard])``, whatever process makes it and when. Why not
+  send the arrays to the client: a worker simulates metcalf-ground cutouts at ~65 MB/s (395
+  cutouts/s of 163 kB), so two workers would already saturate the client's HDF5 write (~115
+  MB/s); this way the client only reads each file back once to hash it.
 - results.jsonl and the MLflow tracker: one writer. A run's task fits and scores the method on a
   worker, writes its artefacts into its folder in the workdir (a path every worker sees, checked
   at the start: :func:`check_workdir_shared`) and returns the Result, the artefacts' paths and
@@ -124,16 +125,21 @@ def cluster(workers: int | None = None, scheduler: str | None = None, *,
     """A Dask client: of a LocalCluster of ``workers`` one-thread worker processes, or of the
     scheduler at ``scheduler``; its workers' threads set (:class:`TorchThreads`) and the
     workdir checked to be shared (:func:`check_workdir_shared`)."""
+    import dask
     from distributed import Client, LocalCluster
 
     local = None
     if scheduler is None:
         threads = max(1, (os.cpu_count() or 1) // max(1, workers or 1))
-        # The variables are also set before the worker processes start: libraries that read
-        # them once at import (OpenMP, MKL) see them.
-        local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
-                             dashboard_address=None,
-                             env={variable: str(threads) for variable in THREAD_VARIABLES})
+        # What the worker processes start with, replacing Dask's default, which also sets
+        # MALLOC_TRIM_THRESHOLD_=65536: that pins glibc's mmap threshold, so every large array
+        # is mapped and faulted in afresh, and made a metcalf-ground shard of 256 cutouts take
+        # 1.6 s instead of 0.75 s. The thread variables are set before the processes start, so
+        # libraries that read them once at import (OpenMP, MKL) see them.
+        with dask.config.set({"distributed.nanny.pre-spawn-environ": {
+                variable: str(threads) for variable in THREAD_VARIABLES}}):
+            local = LocalCluster(n_workers=workers, threads_per_worker=1, processes=True,
+                                 dashboard_address=None)
         client = Client(local)
     else:
         try:
@@ -156,34 +162,47 @@ def cluster(workers: int | None = None, scheduler: str | None = None, *,
 _SIMULATORS: dict[str, object] = {}  # config JSON -> its Simulator, in a worker process
 
 
-def simulate_shard(config, seed: int, shard: int, count: int):
-    """One shard's (images, truth), on a worker (the simulator built once per config)."""
+def simulate_shard(config, seed: int, shard: int, count: int, path: str, bands: list[str]
+                   ) -> None:
+    """On a worker: simulate one shard and write its file (the simulator built once per
+    config)."""
     from lensbench.datasets.simulate import Simulator
+    from lensbench.datasets.storage import write_shard
 
     key = json.dumps(config.to_dict(), sort_keys=True)
     if key not in _SIMULATORS:
         _SIMULATORS.clear()  # one task's simulator at a time: they hold populations
         _SIMULATORS[key] = Simulator(config)
-    return _SIMULATORS[key].simulate(count, seed, shard)
+    images, truth = _SIMULATORS[key].simulate(count, seed, shard)
+    write_shard(Path(path), images, truth, bands, where=f"shard {shard}")
 
 
 def shard_mapper(client) -> Callable:
-    """A ``make_split`` ``map_shards`` that simulates the shards on the cluster, at most two per
-    worker thread in flight (so the workers' memory stays flat), yielded in shard order."""
-    def map_shards(config, seed: int, shards: list[tuple[int, int]]):
+    """A ``make_split`` ``map_shards`` that has the shards simulated and written on the cluster,
+    at most two per worker thread ahead of the client, yielding each job in shard order."""
+    def map_shards(config, seed: int, bands: list[str], jobs: list[tuple[int, int, Path]]):
         window = max(1, 2 * sum(client.nthreads().values()))
-        futures = []
-        for shard, count in shards:
-            futures.append(client.submit(simulate_shard, config, seed, shard, count,
-                                         pure=False, retries=RETRIES))
-            if len(futures) >= window:
-                future = futures.pop(0)
-                yield future.result()
-                future.release()
-        for future in futures:
-            yield future.result()
-            future.release()
+        submitted = []
+        try:
+            for job in jobs:
+                shard, count, path = job
+                submitted.append((job, client.submit(simulate_shard, config, seed, shard, count,
+                                                     str(path), bands, pure=False,
+                                                     retries=RETRIES)))
+                if len(submitted) >= window:
+                    yield wait_for(submitted.pop(0))
+            while submitted:
+                yield wait_for(submitted.pop(0))
+        finally:  # an error or interrupt: no shard should land in a folder being removed
+            client.cancel([future for _, future in submitted])
     return map_shards
+
+
+def wait_for(submitted):
+    job, future = submitted
+    future.result()
+    future.release()
+    return job
 
 
 @contextmanager
