@@ -4,16 +4,17 @@ Dask task.
 
 What stays in the client, and why:
 
-- The split's commit. Each worker simulates its shards and writes their files
-  (``storage.write_shard``, the bytes a serial run writes) into the split's partial folder in
-  the workdir; the client's :class:`~lensbench.datasets.storage.SplitWriter` takes them in shard
-  order, checks each against the others, hashes it itself and commits the split atomically, as
-  in a serial run: its interrupt handling and atomic rename stay in one process. The bytes are a
-  serial run's because a shard is pure in (config, seed, shard index): ``Simulator.simulate``
-  seeds each with ``SeedSequence([seed, shard])``, whatever process makes it and when. Why not
-  send the arrays to the client: a worker simulates metcalf-ground cutouts at ~65 MB/s (395
-  cutouts/s of 163 kB), so two workers would already saturate the client's HDF5 write (~115
-  MB/s); this way the client only reads each file back once to hash it.
+- The split writer. Workers simulate the shards and return their arrays; the client writes
+  them in shard order with the same :class:`~lensbench.datasets.storage.SplitWriter` as a serial
+  run (checks, atomic commit, interrupt handling in one process). The bytes are a serial run's
+  because a shard is pure in (config, seed, shard index): ``Simulator.simulate`` seeds each with
+  ``SeedSequence([seed, shard])``, whatever process makes it and when, and the client writes
+  them as a serial run does. Why not let the workers write the shard files: tried, the pixels
+  and compressed chunks were identical but the HDF5 metadata layout of a file written in a
+  ``dask worker`` process was not, once in three runs (another content hash), so the writing
+  stays where the serial run does it. The cost: the pixels cross to the client, and its HDF5
+  write (~115 MB/s) caps split making at ~700 metcalf-ground cutouts/s, about two workers'
+  simulation (README, "Running on a cluster").
 - results.jsonl and the MLflow tracker: one writer. A run's task fits and scores the method on a
   worker, writes its artefacts into its folder in the workdir (a path every worker sees, checked
   at the start: :func:`check_workdir_shared`) and returns the Result, the artefacts' paths and
@@ -27,7 +28,6 @@ failed with the reason, and the suite goes on.
 
 from __future__ import annotations
 
-import dataclasses
 import json
 import os
 import secrets
@@ -162,47 +162,41 @@ def cluster(workers: int | None = None, scheduler: str | None = None, *,
 _SIMULATORS: dict[str, object] = {}  # config JSON -> its Simulator, in a worker process
 
 
-def simulate_shard(config, seed: int, shard: int, count: int, path: str, bands: list[str]
-                   ) -> None:
-    """On a worker: simulate one shard and write its file (the simulator built once per
-    config)."""
+def simulate_shard(config, seed: int, shard: int, count: int):
+    """On a worker: one shard's (images, truth) (the simulator built once per config)."""
     from lensbench.datasets.simulate import Simulator
-    from lensbench.datasets.storage import write_shard
 
     key = json.dumps(config.to_dict(), sort_keys=True)
     if key not in _SIMULATORS:
         _SIMULATORS.clear()  # one task's simulator at a time: they hold populations
         _SIMULATORS[key] = Simulator(config)
-    images, truth = _SIMULATORS[key].simulate(count, seed, shard)
-    write_shard(Path(path), images, truth, bands, where=f"shard {shard}")
+    return _SIMULATORS[key].simulate(count, seed, shard)
 
 
 def shard_mapper(client) -> Callable:
-    """A ``make_split`` ``map_shards`` that has the shards simulated and written on the cluster,
-    at most two per worker thread ahead of the client, yielding each job in shard order."""
-    def map_shards(config, seed: int, bands: list[str], jobs: list[tuple[int, int, Path]]):
+    """A ``make_split`` ``map_shards`` that simulates the shards on the cluster, at most two per
+    worker thread ahead of the client (so the workers' memory stays flat), yielded in shard
+    order."""
+    def map_shards(config, seed: int, shards: list[tuple[int, int]]):
         window = max(1, 2 * sum(client.nthreads().values()))
-        submitted = []
+        futures = []
         try:
-            for job in jobs:
-                shard, count, path = job
-                submitted.append((job, client.submit(simulate_shard, config, seed, shard, count,
-                                                     str(path), bands, pure=False,
-                                                     retries=RETRIES)))
-                if len(submitted) >= window:
-                    yield wait_for(submitted.pop(0))
-            while submitted:
-                yield wait_for(submitted.pop(0))
-        finally:  # an error or interrupt: no shard should land in a folder being removed
-            client.cancel([future for _, future in submitted])
+            for shard, count in shards:
+                futures.append(client.submit(simulate_shard, config, seed, shard, count,
+                                             pure=False, retries=RETRIES))
+                if len(futures) >= window:
+                    yield fetch(futures.pop(0))
+            while futures:
+                yield fetch(futures.pop(0))
+        finally:  # an error or interrupt: drop the shards no one will write
+            client.cancel(futures)
     return map_shards
 
 
-def wait_for(submitted):
-    job, future = submitted
-    future.result()
+def fetch(future):
+    result = future.result()
     future.release()
-    return job
+    return result
 
 
 @contextmanager
@@ -216,11 +210,10 @@ def shards_on(client) -> Iterator[None]:
 
 
 # --------------------------------------------------------------------------- runs
-def run_case(kind: SuiteKind, case: RunCase, splits, *, suite: str, profile: str, seed: int,
+def run_case(kind: SuiteKind, case: RunCase, *, suite: str, profile: str, seed: int,
              folder: str) -> tuple[Result, dict[str, str], dict]:
     """One run on a worker: fit, score, write its artefacts into ``folder`` (in the shared
     workdir); the Result, the artefacts' paths and the training curves go back to the client."""
-    case = dataclasses.replace(case, splits=splits)
     outcome = run_method(kind, case, suite=suite, profile=profile, seed=seed,
                          artifact_dir=Path(folder))
     artifacts = write_run_artifacts(kind, case, outcome, Path(folder))
@@ -249,7 +242,6 @@ def run_on_cluster(client, kind: SuiteKind, suite: Suite, *, names: list[str], p
                     log(f"task {task.name} has no {profile!r} profile: skipped")
                     continue
                 splits = kind.splits(task, profile, workdir, log=log)
-                scattered: dict[int, object] = {}  # the splits travel once per worker
                 for case in kind.cases(suite, task, splits, names, params, profile, workdir):
                     check_stop()
                     probe = Result(run_id=case.run_id, method=case.method, task=case.task.name,
@@ -259,13 +251,13 @@ def run_on_cluster(client, kind: SuiteKind, suite: Suite, *, names: list[str], p
                         left -= 1
                         log(f"skip {case.run_id} on {case.task.name}: already done (--resume)")
                         continue
-                    if id(case.splits) not in scattered:
-                        scattered[id(case.splits)] = client.scatter(case.splits)
                     folder = run_folder(workdir, suite.name, case.task.name, case.run_id)
-                    future = client.submit(
-                        run_case, kind, dataclasses.replace(case, splits=None),
-                        scattered[id(case.splits)], suite=suite.name, profile=profile,
-                        seed=seed, folder=str(folder), pure=False, retries=RETRIES)
+                    # The case, its splits included (paths and truth columns; a worker reads the
+                    # images from the shards), travels in the task itself, not scattered: data
+                    # scattered to a worker dies with it, and a rerun would have none.
+                    future = client.submit(run_case, kind, case, suite=suite.name,
+                                           profile=profile, seed=seed, folder=str(folder),
+                                           pure=False, retries=RETRIES)
                     cases[future.key] = case
                     submitted.append(future)
                     pending.add(future)

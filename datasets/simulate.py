@@ -184,29 +184,21 @@ def make_split(config: SimConfig, n: int, seed: int, out: str | Path, *,
     ``out`` (HDF5 shards + manifest). ``progress(k)`` is called with the images done per shard.
     ``device``: where the images are rendered (the same truth and noise; pixels equal to float32
     rounding, so a split's bytes, and its hash, are those of the CPU only on the CPU).
-    ``map_shards(config, seed, bands, [(shard, count, path), ...])``, if given, has the shards
-    simulated and written to their paths in the split's partial folder elsewhere
-    (bench/distributed.py: on Dask workers, with ``storage.write_shard``) and yields each job
-    when its file is written, in shard order; a shard is pure in (config, seed, shard), so the
-    bytes are the same."""
+    ``map_shards(config, seed, [(shard, count), ...])``, if given, yields each shard's
+    ``(images, truth)`` in shard order, simulated elsewhere (bench/distributed.py: on Dask
+    workers); a shard is pure in (config, seed, shard), so the bytes are the same."""
     from lensbench.datasets.storage import SplitWriter
 
     simulator = Simulator(config, device=device)
     out = Path(out)
-    bands = list(simulator.band_names)
     shards = [(shard, min(config.shard_size, n - lo))
               for shard, lo in enumerate(range(0, n, config.shard_size))]
-    with SplitWriter(out, config=config.to_dict(), seed=seed, bands=bands,
+    made = (map_shards(config, seed, shards) if map_shards is not None else
+            (simulator.simulate(count, seed, shard) for shard, count in shards))
+    with SplitWriter(out, config=config.to_dict(), seed=seed, bands=list(simulator.band_names),
                      created_by=created_by) as writer:
-        if map_shards is None:
-            for shard, count in shards:
-                writer.add_shard(*simulator.simulate(count, seed, shard))
-                if progress is not None:
-                    progress(count)
-        else:
-            jobs = [(shard, count, writer.shard_path(shard)) for shard, count in shards]
-            for _, count, _ in map_shards(config, seed, bands, jobs):
-                writer.add_shard_file()  # checked and hashed here
-                if progress is not None:
-                    progress(count)
+        for (_, count), (images, truth) in zip(shards, made, strict=True):
+            writer.add_shard(images, truth)
+            if progress is not None:
+                progress(count)
     return out

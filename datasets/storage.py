@@ -133,53 +133,6 @@ def check_replaceable(out_dir: str | os.PathLike) -> None:
                               f"(no {MANIFEST}); refusing to replace it")
 
 
-def check_truth_columns(where: str, n: int, truth: dict[str, np.ndarray]
-                        ) -> dict[str, np.ndarray]:
-    """The truth columns as written: 1-D numeric, ``n`` long, little-endian."""
-    cols = {}
-    for key, col in truth.items():
-        if not isinstance(key, str) or not key or "/" in key:
-            raise ValueError(f"{where}: bad truth column name {key!r}")
-        col = np.asarray(col)
-        if col.ndim != 1 or col.dtype.kind not in "biuf":
-            raise ValueError(f"{where}: truth column {key!r} must be a 1-D numeric "
-                             f"array, got dtype {col.dtype} shape {col.shape}")
-        if len(col) != n:
-            raise ValueError(f"{where}: truth column {key!r} has length {len(col)}, "
-                             f"expected {n} (rows in images)")
-        # Little-endian on disk whatever the input byte order, so bytes are reproducible.
-        cols[key] = np.ascontiguousarray(col, dtype=col.dtype.newbyteorder("<"))
-    return cols
-
-
-def write_shard(path: Path, images: np.ndarray, truth: dict[str, np.ndarray],
-                bands: list[str], *, where: str = "shard") -> None:
-    """Validate one shard of ``n`` rows (images (n, n_bands, H, W) float32, 1-D truth columns
-    of length n) and write it to ``path``, byte-deterministically; a SplitWriter (in this
-    process, or the one a Dask worker writes for) checks it against the other shards."""
-    if not isinstance(images, np.ndarray) or images.ndim != 4:
-        shape = getattr(images, "shape", None)
-        raise ValueError(f"{where}: images must be a 4-D array (n, n_bands, H, W), "
-                         f"got shape {shape}")
-    if images.dtype != np.float32:
-        raise ValueError(f"{where}: images must be float32, got {images.dtype}")
-    n, nb, h, w = images.shape
-    if n == 0:
-        raise ValueError(f"{where}: images has no rows")
-    if nb != len(bands):
-        raise ValueError(f"{where}: images has {nb} bands, expected {len(bands)} "
-                         f"({', '.join(bands)})")
-    cols = check_truth_columns(where, n, truth)
-    rows = max(1, min(n, _CHUNK_BYTES // (nb * h * w * 4)))
-    with h5py.File(path, "w", libver=_LIBVER) as f:
-        f.create_dataset("images", data=images, chunks=(rows, nb, h, w),
-                         compression="lzf", shuffle=True, track_times=False)
-        g = f.create_group("truth")
-        for key in sorted(cols):  # sorted: dict order must not change the bytes
-            g.create_dataset(key, data=cols[key], track_times=False)
-    _fsync(path)
-
-
 class SplitWriter:
     """Write a split atomically: ``with SplitWriter(...) as w: w.add_shard(images, truth)``.
 
@@ -235,54 +188,41 @@ class SplitWriter:
                 shutil.rmtree(tmp, ignore_errors=True)
         return False
 
-    def shard_path(self, i: int) -> Path:
-        """Where shard ``i`` is written (in the partial folder, inside the ``with`` block)."""
-        if self._tmp is None:
-            raise RuntimeError("shard_path() must be called inside `with SplitWriter(...)`")
-        return self._tmp / f"shard-{i:05d}.h5"
-
     def add_shard(self, images: np.ndarray, truth: dict[str, np.ndarray]) -> None:
         """Validate and write one shard of ``n`` rows: images (n, n_bands, H, W) float32."""
         if self._tmp is None:
             raise RuntimeError("add_shard() must be called inside `with SplitWriter(...)`")
         check_stop()
         i = len(self._shards)
-        path = self.shard_path(i)
-        write_shard(path, images, truth, self.bands, where=f"shard {i}")
-        self._register(path, images.shape[0], images.shape[2:], truth)
-
-    def add_shard_file(self) -> None:
-        """Take in the next shard, already written at ``shard_path(i)`` by another process with
-        :func:`write_shard` (``bench run --workers``): checked against the earlier shards as
-        :meth:`add_shard` checks them, and hashed here."""
-        if self._tmp is None:
-            raise RuntimeError("add_shard_file() must be called inside `with SplitWriter(...)`")
-        check_stop()
-        i = len(self._shards)
-        path = self.shard_path(i)
-        try:
-            with h5py.File(path, "r") as f:
-                images = f["images"]
-                if images.ndim != 4 or images.dtype != np.float32 or \
-                        images.shape[1] != len(self.bands):
-                    raise ValueError(f"{path}: images are {images.dtype} {images.shape}, "
-                                     f"expected float32 (n, {len(self.bands)}, H, W)")
-                n, hw = images.shape[0], images.shape[2:]
-                truth = {key: column[()] for key, column in f["truth"].items()}
-        except (OSError, KeyError) as e:
-            raise ValueError(f"{path}: shard {i} is missing or unreadable ({e})") from e
-        self._register(path, n, hw, truth)
-
-    def _register(self, path: Path, n: int, hw: tuple[int, int],
-                  truth: dict[str, np.ndarray]) -> None:
-        """Check a written shard of ``n`` rows against the earlier ones and list it in the
-        manifest."""
-        where = f"shard {len(self._shards)}"
-        h, w = hw
+        where = f"shard {i}"
+        if not isinstance(images, np.ndarray) or images.ndim != 4:
+            shape = getattr(images, "shape", None)
+            raise ValueError(f"{where}: images must be a 4-D array (n, n_bands, H, W), "
+                             f"got shape {shape}")
+        if images.dtype != np.float32:
+            raise ValueError(f"{where}: images must be float32, got {images.dtype}")
+        n, nb, h, w = images.shape
+        if n == 0:
+            raise ValueError(f"{where}: images has no rows")
+        if nb != len(self.bands):
+            raise ValueError(f"{where}: images has {nb} bands, expected {len(self.bands)} "
+                             f"({', '.join(self.bands)})")
         if self._hw is not None and (h, w) != self._hw:
             raise ValueError(f"{where}: images are {h}x{w}, expected {self._hw[0]}x"
                              f"{self._hw[1]} as in earlier shards")
         cols = self._check_truth(where, n, truth)
+
+        name = f"shard-{i:05d}.h5"
+        path = self._tmp / name
+        rows = max(1, min(n, _CHUNK_BYTES // (nb * h * w * 4)))
+        with h5py.File(path, "w", libver=_LIBVER) as f:
+            f.create_dataset("images", data=images, chunks=(rows, nb, h, w),
+                             compression="lzf", shuffle=True, track_times=False)
+            g = f.create_group("truth")
+            for key in sorted(cols):  # sorted: dict order must not change the bytes
+                g.create_dataset(key, data=cols[key], track_times=False)
+        _fsync(path)
+
         self._hw = (h, w)
         if self._columns is None:
             self._columns = {k: v.dtype for k, v in cols.items()}
@@ -290,11 +230,23 @@ class SplitWriter:
             values, counts = np.unique(cols["label"], return_counts=True)
             for v, c in zip(values.tolist(), counts.tolist(), strict=True):
                 self._label_counts[v] = self._label_counts.get(v, 0) + c
-        self._shards.append({"file": path.name, "n": int(n), "sha256": sha256_file(path)})
+        self._shards.append({"file": name, "n": int(n), "sha256": sha256_file(path)})
 
     def _check_truth(self, where: str, n: int, truth: dict[str, np.ndarray]
                      ) -> dict[str, np.ndarray]:
-        cols = check_truth_columns(where, n, truth)
+        cols = {}
+        for key, col in truth.items():
+            if not isinstance(key, str) or not key or "/" in key:
+                raise ValueError(f"{where}: bad truth column name {key!r}")
+            col = np.asarray(col)
+            if col.ndim != 1 or col.dtype.kind not in "biuf":
+                raise ValueError(f"{where}: truth column {key!r} must be a 1-D numeric "
+                                 f"array, got dtype {col.dtype} shape {col.shape}")
+            if len(col) != n:
+                raise ValueError(f"{where}: truth column {key!r} has length {len(col)}, "
+                                 f"expected {n} (rows in images)")
+            # Little-endian on disk whatever the input byte order, so bytes are reproducible.
+            cols[key] = np.ascontiguousarray(col, dtype=col.dtype.newbyteorder("<"))
         if self._columns is not None:
             if missing := sorted(set(self._columns) - set(cols)):
                 raise ValueError(f"{where}: truth column(s) {missing} missing, expected "

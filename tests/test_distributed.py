@@ -13,6 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -192,3 +193,41 @@ def test_a_worker_that_cannot_see_the_workdir_is_refused(tmp_path, params_file):
     assert error.startswith("bench: error: --workdir "), run.stderr
     assert str(workdir) in error and error.count("tcp://127.0.0.1:") == 1
     assert not (workdir / "results.jsonl").exists()
+
+
+@pytest.mark.slow
+def test_a_worker_killed_mid_run_costs_that_run_a_rerun_not_the_suite(tmp_path):
+    from distributed import Client
+
+    address = f"tcp://127.0.0.1:{free_port()}"
+    processes = [start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
+                        "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"])]
+    try:
+        processes += [start(worker_command(address)) for _ in range(2)]
+        wait_for_workers(address, 2)
+        slow = {"random": {}, "resnet": {**TINY["resnet"], "max_epochs": 6}}
+        (tmp_path / "slow.json").write_text(json.dumps(slow))
+        run = subprocess.Popen(
+            [sys.executable, "-m", "lensbench.bench.cli", "run", "--suite", "smoke",
+             "--profile", "smoke", "--seed", "0", "--no-tracking", "--workdir",
+             str(tmp_path / "work"), "--methods", "random,resnet", "--params",
+             str(tmp_path / "slow.json"), "--scheduler", address],
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=ONE_THREAD)
+        with Client(address, timeout=60) as watcher:
+            deadline = time.monotonic() + 120
+            busy = []
+            while not busy and time.monotonic() < deadline and run.poll() is None:
+                busy = [worker for worker, keys in watcher.processing().items()
+                        if any(str(key).startswith("run_case") for key in keys)]
+                time.sleep(0.05)  # polling the scheduler, not ordering events
+            assert busy, "no run reached a worker: " + (run.communicate()[0][-3000:]
+                                                        if run.poll() is not None else "")
+            pid = watcher.run(os.getpid, workers=busy[:1])[busy[0]]
+            os.kill(pid, signal.SIGKILL)
+        output, _ = run.communicate(timeout=300)
+    finally:
+        stop(processes)
+    assert run.returncode == 0, output[-3000:]
+    results = records(tmp_path / "work")
+    assert sorted(r["method"] for r in results) == ["random", "resnet"]  # each recorded once
+    assert {r["status"] for r in results} == {"ok"}, [r["error"] for r in results]
