@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import difflib
+import functools
 import json
 import math
 import os
@@ -188,9 +189,14 @@ def cmd_run(args) -> int:
     # marked KILLED, not left RUNNING.
     try:
         with _cluster_for(args, args.workdir) as client:
+            cluster_loop = None
+            if client is not None:
+                from lensbench.bench.distributed import run_on_cluster
+
+                cluster_loop = functools.partial(run_on_cluster, client)
             results = run_suite(suite, profile=args.profile, seed=args.seed,
                                 workdir=args.workdir, methods=methods, params=params,
-                                tracker=tracker, resume=args.resume, client=client)
+                                tracker=tracker, resume=args.resume, cluster_loop=cluster_loop)
         check_stop()  # a stop whose KeyboardInterrupt a callback dropped after the last check
     except KeyboardInterrupt:
         status = "KILLED"

@@ -221,9 +221,10 @@ def write_run_artifacts(kind: SuiteKind, case: RunCase, outcome: RunOutcome, fol
 
 def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
               methods: list[str] | None = None, params: dict[str, dict] | None = None,
-              tracker=None, resume: bool = False, log=print, client=None) -> list[Result]:
+              tracker=None, resume: bool = False, log=print, cluster_loop=None) -> list[Result]:
     """Run ``methods`` (default: the suite's for this profile) on every task of ``suite``; with
-    a Dask ``client`` (bench/distributed.py), on its cluster."""
+    ``cluster_loop`` (bench/distributed.py's ``run_on_cluster`` bound to a Dask client), on its
+    cluster."""
     kind = kind_of(suite)
     workdir.mkdir(parents=True, exist_ok=True)
     store = workdir / RESULTS_FILE
@@ -237,12 +238,10 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
               if profile in task.sizes}
     total, left = sum(counts.values()), sum(counts.values())
     log(f"{total} runs to do ({', '.join(f'{name}: {n}' for name, n in counts.items())})")
-    if client is not None:
-        from lensbench.bench.distributed import run_on_cluster
-
-        return run_on_cluster(client, kind, suite, names=names, profile=profile, seed=seed,
-                              workdir=workdir, params=params or {}, done=done, total=total,
-                              tracker=tracker, log=log)
+    if cluster_loop is not None:
+        return cluster_loop(kind, suite, names=names, profile=profile, seed=seed,
+                            workdir=workdir, params=params or {}, done=done, total=total,
+                            tracker=tracker, log=log)
     for task in suite.tasks:
         if profile not in task.sizes:
             log(f"task {task.name} has no {profile!r} profile: skipped")
