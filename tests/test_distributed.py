@@ -18,8 +18,6 @@ from pathlib import Path
 
 import pytest
 from conftest import missing
-from lensbench.bench.tasks import get_suite
-from lensbench.datasets.simulate import make_split
 from lensbench.datasets.storage import load_split
 from test_contract import TINY
 from test_reproducible import same
@@ -114,14 +112,18 @@ def worker_command(address: str) -> list[str]:
 
 @pytest.mark.slow
 def test_shards_simulated_on_two_workers_are_the_serial_bytes(tmp_path):
-    from lensbench.bench.distributed import cluster, shard_mapper
+    def data_make(out: Path, *extra: str) -> None:
+        # Four shards of 16, so that the two workers make them in an order of their own.
+        made = subprocess.run(
+            [sys.executable, "-m", "lensbench.bench.cli", "data", "make", "--preset", "kids",
+             "--n", "60", "--seed", "7", "--set", "shard_size=16", "--set", "stamp_size=32",
+             "--out", str(out), *extra], capture_output=True, text=True, env=ONE_THREAD,
+            timeout=300)
+        assert made.returncode == 0, made.stdout[-3000:] + made.stderr[-3000:]
 
-    # Four shards of 16, so that the two workers make them in an order of their own.
-    config = get_suite("smoke").tasks[0].config.replace(shard_size=16)
-    serial = load_split(make_split(config, 60, 7, tmp_path / "serial"))
-    with cluster(2, workdir=tmp_path) as client:
-        spread = load_split(make_split(config, 60, 7, tmp_path / "spread",
-                                       map_shards=shard_mapper(client)))
+    data_make(tmp_path / "serial")
+    data_make(tmp_path / "spread", "--workers", "2")
+    serial, spread = load_split(tmp_path / "serial"), load_split(tmp_path / "spread")
     assert len(serial.manifest["shards"]) == 4
     assert spread.manifest["shards"] == serial.manifest["shards"]
     assert spread.content_hash == serial.content_hash
