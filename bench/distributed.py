@@ -11,7 +11,7 @@ What stays in the client, and why:
   ``SeedSequence([seed, shard])``, whatever process makes it and when, and the client writes
   them as a serial run does. Why not let the workers write the shard files: tried, the pixels
   and compressed chunks were identical but the HDF5 metadata layout of a file written in a
-  ``dask worker`` process was not, once in three runs (another content hash), so the writing
+  ``dask worker`` process was not, in one test run of four (another content hash), so the writing
   stays where the serial run does it. The cost: the pixels cross to the client, and its HDF5
   write (~115 MB/s) caps split making at ~700 metcalf-ground cutouts/s, about two workers'
   simulation (README, "Running on a cluster").
