@@ -105,6 +105,25 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
+def wait_until_healthy(base_url: str, process: subprocess.Popen, log: Path, what: str,
+                       timeout_s: float) -> None:
+    """Poll ``base_url``/health until it answers 200; fail with the log's tail if ``process``
+    exits or ``timeout_s`` passes (polling a server that is starting, not ordering events)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        if process.poll() is not None:
+            pytest.fail(f"{what} exited: {log.read_text()[-3000:]}")
+        try:
+            with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
+                if response.status == 200:
+                    return
+        except OSError:
+            pass
+        if time.monotonic() > deadline:
+            pytest.fail(f"{what} did not come up: {log.read_text()[-3000:]}")
+        time.sleep(0.5)
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` (SQLite backend, served artefacts) on a free loopback port."""
@@ -119,19 +138,7 @@ def mlflow_server(tmp_path_factory):
         env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"})
     uri = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + 120
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"mlflow server exited: {(root / 'server.log').read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{uri}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"mlflow server not up: {(root / 'server.log').read_text()[-3000:]}")
-            time.sleep(0.5)
+        wait_until_healthy(uri, process, root / "server.log", "mlflow server", timeout_s=120)
         yield uri
     finally:
         # The server runs uvicorn workers in its own process group: stop them all.

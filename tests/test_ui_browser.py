@@ -18,13 +18,11 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, free_port
+from conftest import CHROMIUM, free_port, wait_until_healthy
 from lensbench.bench import cli
 from lensbench.bench.tracking import read_suite_runs
 
@@ -75,19 +73,7 @@ def bench_ui(workdir: Path, port: int) -> Iterator[str]:
             start_new_session=True)
     base_url = f"http://127.0.0.1:{port}"
     try:
-        deadline = time.monotonic() + UI_TIMEOUT_MS / 1000
-        while True:
-            if process.poll() is not None:
-                pytest.fail(f"bench ui exited: {log.read_text()[-3000:]}")
-            try:
-                with urllib.request.urlopen(f"{base_url}/health", timeout=2) as response:
-                    if response.status == 200:
-                        break
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                pytest.fail(f"bench ui did not come up: {log.read_text()[-3000:]}")
-            time.sleep(0.5)  # polling a server that is starting, not ordering events
+        wait_until_healthy(base_url, process, log, "bench ui", timeout_s=UI_TIMEOUT_MS / 1000)
         printed = [line.split(": ", 1)[1] for line in log.read_text().splitlines()
                    if line.startswith("runs of the latest suite")]
         assert printed, f"bench ui printed no runs-view URL: {log.read_text()[-3000:]}"
