@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import numpy as np
 import pytest
 
 # Real data comes from $LENSBENCH_DATA_DIR, else the shared mirror beside the repository, else
@@ -103,6 +104,15 @@ def free_port() -> int:
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return sock.getsockname()[1]
+
+
+def toy_lens_images(rng, n: int, shape=(4, 32, 32)):
+    """(X, y): ``n`` noise cutouts of ``shape`` (bands, H, W), every second one a "lens" with
+    a bright central square, for the scan tests' tiny finders."""
+    X = rng.normal(0.0, 1.0, (n, *shape)).astype(np.float32)
+    y = np.arange(n) % 2
+    X[y == 1, :, 12:20, 12:20] += rng.uniform(1.0, 6.0, (int(y.sum()), 1, 1, 1))
+    return X, y
 
 
 def wait_until_healthy(base_url: str, process: subprocess.Popen, log: Path, what: str,

@@ -83,6 +83,12 @@ def start(command: list[str]) -> subprocess.Popen:
                             start_new_session=True, env=ONE_THREAD)
 
 
+def start_scheduler(address: str) -> subprocess.Popen:
+    """A `dask scheduler` on the loopback ``address`` (tcp://127.0.0.1:PORT)."""
+    return start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host", "127.0.0.1",
+                  "--port", address.rsplit(":", 1)[1], "--no-dashboard"])
+
+
 def stop(processes: list[subprocess.Popen]) -> None:
     for process in processes:
         try:
@@ -147,8 +153,7 @@ def test_smoke_suite_on_a_local_cluster_gives_the_serial_metrics_and_resumes(
 @pytest.mark.slow
 def test_smoke_suite_on_a_scheduler_and_two_worker_processes(tmp_path, params_file, serial_run):
     address = f"tcp://127.0.0.1:{free_port()}"
-    processes = [start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
-                        "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"])]
+    processes = [start_scheduler(address)]
     try:
         processes += [start(worker_command(address)) for _ in range(2)]
         wait_for_workers(address, 2)
@@ -182,8 +187,7 @@ def test_a_worker_that_cannot_see_the_workdir_is_refused(tmp_path, params_file):
     # This worker sees an empty file system mounted over the workdir: another host's view.
     blind = ["unshare", "--mount", "--propagation", "private", "sh", "-c",
              f"mount -t tmpfs tmpfs {tmp_path} && exec {' '.join(worker_command(address))}"]
-    processes = [start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
-                        "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"])]
+    processes = [start_scheduler(address)]
     try:
         processes += [start(worker_command(address)), start(blind)]
         wait_for_workers(address, 2)
@@ -203,8 +207,7 @@ def test_a_worker_killed_mid_run_costs_that_run_a_rerun_not_the_suite(tmp_path):
     from distributed import Client
 
     address = f"tcp://127.0.0.1:{free_port()}"
-    processes = [start([sys.executable, "-m", "distributed.cli.dask_scheduler", "--host",
-                        "127.0.0.1", "--port", address.rsplit(":", 1)[1], "--no-dashboard"])]
+    processes = [start_scheduler(address)]
     try:
         processes += [start(worker_command(address)) for _ in range(2)]
         wait_for_workers(address, 2)

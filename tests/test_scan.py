@@ -10,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from conftest import toy_lens_images
 from lensbench.bench.cli import main
 from lensbench.bench.tools import scan as scan_module
 from lensbench.bench.tools.inspect_page import merge_grades, read_grades
@@ -18,15 +19,6 @@ from lensbench.datasets.storage import SplitWriter, load_split
 from lensbench.deep.checkpoint import load_checkpoint, save_checkpoint
 from lensbench.deep.methods import ResNetFinder
 
-SHAPE = (4, 32, 32)
-
-
-def _images(rng, n):
-    X = rng.normal(0.0, 1.0, (n, *SHAPE)).astype(np.float32)
-    y = np.arange(n) % 2
-    X[y == 1, :, 12:20, 12:20] += rng.uniform(1.0, 6.0, (int(y.sum()), 1, 1, 1))
-    return X, y
-
 
 @pytest.fixture(scope="module")
 def data(tmp_path_factory):
@@ -34,13 +26,13 @@ def data(tmp_path_factory):
     with 12 good cutouts and 3 bad ones."""
     root = tmp_path_factory.mktemp("scan")
     rng = np.random.default_rng(7)
-    X, y = _images(rng, 64)
+    X, y = toy_lens_images(rng, 64)
     # num_threads=1: torch 2.13 aborts in a 2-thread deterministic backward on some tiny
     # training sets (seen with 32 images); one thread is also what Dask workers use
     method = ResNetFinder(width=8, crop=None, max_epochs=2, batch_size=32, device="cpu",
                           num_threads=1, random_state=1).fit(X, y)
     ckpt = save_checkpoint(method, root / "model.pt")
-    images, _ = _images(rng, 70)
+    images, _ = toy_lens_images(rng, 70)
     split = root / "split"
     with SplitWriter(split, config={"kind": "test"}, seed=0, bands=["g", "r", "i", "z"],
                      created_by="test_scan") as writer:
@@ -177,7 +169,7 @@ def test_resume_after_an_interrupt_scores_no_cutout_twice(data, tmp_path, monkey
         f.write("99,1099,0.5")
     # a different model may not continue this scan
     other = ResNetFinder(width=8, crop=None, max_epochs=1, device="cpu", num_threads=1,
-                         random_state=5).fit(*_images(np.random.default_rng(3), 64))
+                         random_state=5).fit(*toy_lens_images(np.random.default_rng(3), 64))
     other_ckpt = save_checkpoint(other, tmp_path / "other.pt")
     with pytest.raises(ValueError, match="different model"):
         scan(other_ckpt, data["split"], out, batch_size=8, progress=False)

@@ -13,6 +13,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from astropy.io import fits
+from conftest import toy_lens_images
 from lensbench.bench import runner
 from lensbench.bench.cli import main
 from lensbench.bench.tools.inspect_page import write_page
@@ -22,13 +23,6 @@ from lensbench.deep.checkpoint import load_checkpoint, save_checkpoint
 from lensbench.deep.methods import NetFinder, ResNetFinder
 
 SHAPE = (4, 32, 32)
-
-
-def _images(rng, n, shape=SHAPE):
-    X = rng.normal(0.0, 1.0, (n, *shape)).astype(np.float32)
-    y = np.arange(n) % 2
-    X[y == 1, :, 12:20, 12:20] += rng.uniform(1.0, 6.0, (int(y.sum()), 1, 1, 1))
-    return X, y
 
 
 def read_csv(path):
@@ -42,11 +36,11 @@ def model(tmp_path_factory):
     ordinary cutouts."""
     root = tmp_path_factory.mktemp("scan-safety")
     rng = np.random.default_rng(11)
-    X, y = _images(rng, 64)
+    X, y = toy_lens_images(rng, 64)
     method = ResNetFinder(width=8, crop=None, max_epochs=1, batch_size=32, device="cpu",
                           num_threads=1, random_state=1).fit(X, y)
     ckpt = save_checkpoint(method, root / "model.pt")
-    cubes, _ = _images(rng, 8)
+    cubes, _ = toy_lens_images(rng, 8)
     return {"ckpt": ckpt, "cubes": cubes, "noise": method.preprocessor_.noise}
 
 
@@ -309,7 +303,7 @@ def test_a_scan_where_every_cutout_is_bad_exits_2_with_the_reason(model, tmp_pat
     split = tmp_path / "three-band"
     with SplitWriter(split, config={"kind": "test"}, seed=0, bands=["g", "r", "i"],
                      created_by="test_scan_safety") as writer:
-        writer.add_shard(_images(rng, 10, (3, 32, 32))[0],
+        writer.add_shard(toy_lens_images(rng, 10, (3, 32, 32))[0],
                          {"object_id": np.arange(10, dtype=np.int64)})
     out = tmp_path / "candidates.csv"
     rc = main(["scan", "--model", str(model["ckpt"]), "--cutouts", str(split), "--out",
