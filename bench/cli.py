@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import dataclasses
 import difflib
 import functools
 import json
@@ -145,6 +146,22 @@ def _cluster_for(args, workdir: Path):
     return cluster(args.workers, args.scheduler, workdir=Path(workdir))
 
 
+def _with_variants(suite, names: str, profile: str):
+    """The design suite narrowed to the training-set variants ``names`` (comma-separated)."""
+    from lensbench.bench.suites.design import variants_for
+
+    if any(task.kind != "design" for task in suite.tasks):
+        raise ValueError(f"--variants: suite {suite.name} has no training-set variants (the "
+                         "design suite has)")
+    chosen = tuple(name.strip() for name in names.split(",") if name.strip())
+    try:
+        variants_for(profile, chosen)
+    except ValueError as error:
+        raise ValueError(f"--variants: {error}") from None
+    return dataclasses.replace(suite, tasks=tuple(
+        dataclasses.replace(task, variants=chosen) for task in suite.tasks))
+
+
 def cmd_run(args) -> int:
     from lensbench.baselines.registry import resolve_method
     from lensbench.bench.runner import run_suite
@@ -152,6 +169,8 @@ def cmd_run(args) -> int:
 
     suite = get_suite(args.suite)
     check_output_folder(args.workdir, "--workdir")
+    if args.variants:
+        suite = _with_variants(suite, args.variants, args.profile)
     methods = args.methods.split(",") if args.methods else None
     # Every method name and parameter is checked before any work (simulation, tracking).
     names = list(methods or suite.methods_for(args.profile))
@@ -623,6 +642,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="default", choices=PROFILES)
     run.add_argument("--seed", type=int, default=0, help="derives every method seed")
     run.add_argument("--methods", help="comma-separated method names (default: the suite's)")
+    run.add_argument("--variants", metavar="NAMES",
+                     help="design suite: comma-separated training-set variants (default: the "
+                          "profile's; reports/design.md lists them)")
     run.add_argument("--param", action="append", metavar="METHOD.KEY=VALUE",
                      help="set a method hyper-parameter (repeatable)")
     run.add_argument("--params", type=Path, metavar="FILE",

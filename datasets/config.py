@@ -38,6 +38,10 @@ THETA_E_DISTRIBUTIONS = ("natural", "flat")
 LABELLINGS = ("metcalf", "clean")
 PSF_MODELS = ("survey", "moffat", "gaussian", "pixelised")
 SOURCE_MODELS = ("sersic", "cosmos", "mix")
+# How a lens galaxy's half-light radius is drawn: "uniform" in ``lens_r_eff_range`` whatever its
+# luminosity and redshift, or "size-luminosity": the early-type size-luminosity relation of Shen
+# et al. (2003) at the galaxy's luminosity, seen at its redshift (``population``).
+LENS_SIZES = ("uniform", "size-luminosity")
 # Classes of non-lenses; ``negative_class`` in the truth indexes this tuple (-1 for lenses).
 NEGATIVE_CLASSES = ("elliptical", "spiral", "ring", "merger", "group", "edge-on", "cosmos",
                     "artefact")
@@ -47,7 +51,7 @@ ARTEFACT_KINDS = ("cosmic-ray", "saturated-star", "satellite-trail", "mask")
 # simulator's output is that of version 1, and ``SimConfig.to_dict`` omits them.
 ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
                 "negatives": {"elliptical": 1.0}, "lens_artefact_fraction": 0.0,
-                "saturation_level": 1.0e5}
+                "saturation_level": 1.0e5, "lens_size": "uniform"}
 
 
 @dataclass(frozen=True)
@@ -70,7 +74,8 @@ class SimConfig:
     shear_sigma: float = 0.05  # per-component Gaussian width of the external shear
     lens_offset_sigma: float = 0.05  # arcsec, lens centre about the stamp centre
     lens_sersic_n_range: tuple[float, float] = (3.0, 5.5)
-    lens_r_eff_range: tuple[float, float] = (0.5, 2.0)
+    lens_r_eff_range: tuple[float, float] = (0.5, 2.0)  # arcsec; for lens_size "uniform"
+    lens_size: str = "uniform"  # one of LENS_SIZES
     lens_mag_scatter: float = 0.3  # Faber-Jackson scatter, mag
     # Source population
     source_mag_range: tuple[float, float] = (22.5, 26.0)
@@ -131,7 +136,8 @@ class SimConfig:
             raise ValueError(f"SimConfig.q_range: the axis ratio q must lie in (0, 1], "
                              f"got {self.q_range}")
         choices = {"theta_e_distribution": THETA_E_DISTRIBUTIONS, "labelling": LABELLINGS,
-                   "psf_model": PSF_MODELS, "source_model": SOURCE_MODELS}
+                   "psf_model": PSF_MODELS, "source_model": SOURCE_MODELS,
+                   "lens_size": LENS_SIZES}
         for name, allowed in choices.items():
             if getattr(self, name) not in allowed:
                 raise ValueError(f"SimConfig.{name} must be one of {allowed}, "

@@ -59,6 +59,11 @@ SLACS_PARAMS = f"{SLACS_DIR}/slacs_params.csv"
 SLACS_TABLE = "known_lens_tables/slacs_auger2010_shajib2021.csv"
 SLACS_CUTOUTS = ("99x99", "198x198")
 ARCSEC_PER_DEG = 3600.0
+# SLACS snapshot images (HST programme 10587) are single 420 s F814W exposures (Bolton et al.
+# 2008, ApJ 682, 964), so their cosmic rays were never rejected (NCOMBINE = 1 in the shared
+# cutouts; the deeper 4-exposure images have NCOMBINE = 4): the Poisson part of the noise model
+# of the cosmic-ray detection at that exposure.
+SNAPSHOT_EXPOSURE_S = 420.0
 # theta_e_ref codes in the real-lenses truth
 THETA_E_FROM_AUGER_SHAJIB, THETA_E_FROM_SLACS_MATCH = 1, 2
 
@@ -168,10 +173,32 @@ def split_arcs(image: np.ndarray, pixel_scale: float, theta_e: float, sigma: flo
     return np.where(mask, residual, 0.0)
 
 
-def load_slacs(cutout: str = "198x198") -> list[SlacsLens]:
+def cosmic_rays(image: np.ndarray, zeropoint_ab: float, noise_variance: float) -> np.ndarray:
+    """The cosmic rays of a SLACS HST image (nMgy per pixel, 0 elsewhere): astroscrappy's
+    L.A.Cosmic (van Dokkum 2001) at its default thresholds, in electrons of one
+    SNAPSHOT_EXPOSURE_S exposure with the noise variance of the cutout's border plus the
+    object's Poisson variance."""
+    import astroscrappy
+
+    to_electrons = 10 ** (0.4 * (zeropoint_ab - 22.5)) * SNAPSHOT_EXPOSURE_S
+    electrons = image * to_electrons
+    variance = noise_variance * to_electrons**2 + np.clip(electrons, 0, None)
+    mask, cleaned = astroscrappy.detect_cosmics(
+        electrons.astype(np.float32), invar=variance.astype(np.float32), gain=1.0,
+        readnoise=0.0, satlevel=np.inf)
+    return np.where(mask, electrons - cleaned, 0.0) / to_electrons
+
+
+def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False) -> list[SlacsLens]:
     """The SLACS lenses of the data registry with a cutout of size ``cutout`` ("99x99" or
     "198x198") and an Einstein radius in the tables; background and noise from the 198x198
-    cutout's border."""
+    cutout's border.
+
+    clean_cosmic_rays: take the cosmic rays out (:func:`cosmic_rays`) before the image is split
+        into lens light and arcs. The survey images the lenses stand for have none: HSC coadds
+        and Euclid VIS stacks of 4 dithers reject them, while a SLACS snapshot is one exposure
+        (they were up to 19% of an image's flux and half of what the arc split took for arcs).
+    """
     from astropy.io import fits
 
     if cutout not in SLACS_CUTOUTS:
@@ -199,6 +226,8 @@ def load_slacs(cutout: str = "198x198") -> list[SlacsLens]:
         to_nmgy = 10 ** (-0.4 * (zp_ab - 22.5))
         background, sigma, factor = border_noise(wide)
         image = (data - background) * to_nmgy
+        if clean_cosmic_rays:
+            image = image - cosmic_rays(image, zp_ab, (sigma * to_nmgy) ** 2)
         entry = params[lens]
         arcs = split_arcs(image, scale, entry["theta_e"], sigma * to_nmgy)
         lenses.append(SlacsLens(
@@ -226,7 +255,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
                          out_dir, seed: int = 0, n_nonlenses: int = 100, *,
                          cutout: str = "198x198", created_by: str = "lensbench",
                          n_bright_early_types: int = 0,
-                         colours_from_f814w: bool = False) -> Path:
+                         colours_from_f814w: bool = False,
+                         clean_cosmic_rays: bool = False) -> Path:
     """Write the ``real-lenses`` test split: degraded SLACS lenses (label 1, theta_e from the
     tables) and degraded COSMOS galaxies (label 0, randomly oriented; drawn without replacement
     while there are enough) observed with the preset ``survey`` (its ``bands`` or all, at
@@ -246,6 +276,7 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     colours_from_f814w: every band takes the F814W flux as it is (no colour table: for one band
         close to F814W, such as Euclid VIS, so that no colour is invented). COSMOS field
         galaxies keep their catalogue magnitudes either way.
+    clean_cosmic_rays: the SLACS images without their cosmic rays (``load_slacs``).
     """
     from lensbench.datasets.storage import SplitWriter
 
@@ -254,7 +285,7 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     chosen = preset.select(band_names)
     size = stamp_size or preset.stamp_size
     rng = np.random.default_rng(seed)
-    lenses = load_slacs(cutout)
+    lenses = load_slacs(cutout, clean_cosmic_rays)
     sources = CosmosSources()
     lens_colours, source_colours = LENS_COLOURS, SOURCE_COLOURS
     if colours_from_f814w:
@@ -315,6 +346,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         config |= {"n_bright_early_types": int(n_bright_early_types), "analogue_z": ANALOGUE_Z}
     if colours_from_f814w:
         config["colours_from_f814w"] = True
+    if clean_cosmic_rays:
+        config["clean_cosmic_rays"] = True
     data_files = registry.file_hashes(used)
     # The input files are part of the split's identity (content_hash covers the config).
     config["data_files_sha256"] = hashlib.sha256(

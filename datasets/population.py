@@ -20,6 +20,7 @@ from collections.abc import Callable
 import numpy as np
 from lensbench.datasets import negatives
 from lensbench.datasets.config import CLUMP_COLOURS, LENS_COLOURS, SOURCE_COLOURS, SimConfig
+from scipy import special
 
 SPEED_OF_LIGHT_KM_S = 299_792.458
 ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
@@ -27,6 +28,13 @@ ARCSEC_PER_RAD = 180.0 / math.pi * 3600.0
 VDF_SIGMA_STAR, VDF_ALPHA, VDF_BETA = 161.0, 2.32, 2.67
 # Faber-Jackson in the i band: M_i = FJ_M200 - 10 log10(sigma / 200 km/s) (L ~ sigma^4).
 FJ_M200 = -22.2
+# Size-luminosity relation of early types (Shen et al. 2003, MNRAS 343, 978, eq. 14 and
+# table 1, SDSS r band, h = 0.7) and its dispersion at the bright end (their sigma_lnR ~ 0.3).
+SHEN_A, SHEN_B, SHEN_SIGMA_LN_R = 0.65, -5.06, 0.3
+# Rest-frame r - i of an elliptical (Fukugita, Shimasaku & Ichikawa 1995): the relation is in r,
+# the Faber-Jackson magnitude in i.
+ELLIPTICAL_REST_R_MINUS_I = 0.4
+LENS_R_EFF_LIMITS = (0.1, 8.0)  # arcsec: keeps the 3-sigma tails on a 64-128 px stamp's scale
 QUAD_CANDIDATES = 32
 
 
@@ -61,6 +69,21 @@ def velocity_dispersion_for(theta_e, z_lens, z_source):
     ratio = 1.0 - comoving_distance_mpc(z_lens) / comoving_distance_mpc(z_source)
     radians = np.asarray(theta_e) / ARCSEC_PER_RAD
     return SPEED_OF_LIGHT_KM_S * np.sqrt(radians / (4 * math.pi * ratio))
+
+
+def early_type_r_eff(absolute_i: np.ndarray, z: np.ndarray, deviate: np.ndarray) -> np.ndarray:
+    """Half-light radius (arcsec) of an early-type galaxy of rest-frame absolute i magnitude
+    ``absolute_i`` at redshift ``z``: the SDSS size-luminosity relation of early types (Shen et
+    al. 2003, eq. 14: log10(R / kpc) = -0.4 a M_r + b, a = 0.65, b = -5.06 for h = 0.7), with
+    a log-normal scatter of ``deviate`` (standard normal) times SHEN_SIGMA_LN_R, seen at ``z``
+    (angular diameter distance, flat LCDM). Without it the lens sizes were uniform in
+    0.5-2" whatever the lens's luminosity and redshift, so a bright galaxy at z ~ 0.15 (1
+    kpc = 0.38") was as small on the sky as one at z ~ 0.8."""
+    absolute_r = np.asarray(absolute_i) + ELLIPTICAL_REST_R_MINUS_I
+    log_kpc = -0.4 * SHEN_A * absolute_r + SHEN_B
+    kpc = 10**log_kpc * np.exp(SHEN_SIGMA_LN_R * np.asarray(deviate))
+    kpc_per_arcsec = _cosmology().kpc_proper_per_arcmin(np.asarray(z)).value / 60.0
+    return np.clip(kpc / kpc_per_arcsec, *LENS_R_EFF_LIMITS)
 
 
 def _uniform(rng, bounds, n):
@@ -192,10 +215,16 @@ class Population:
         p["lens_phi_light"] = p["phi"] + rng.normal(0, 0.1, n)
         p["lens_sersic_n"] = _uniform(rng, cfg.lens_sersic_n_range, n)
         p["lens_r_eff"] = _uniform(rng, cfg.lens_r_eff_range, n)
-        absolute_i = FJ_M200 - 10 * np.log10(p["sigma_v"] / 200.0)
-        # 2.5 log10(1+z): the bandwidth term of the K-correction.
-        lens_mag_i = (absolute_i + distance_modulus(p["z_lens"]) + 2.5 * np.log10(1 + p["z_lens"])
+        absolute_i = (FJ_M200 - 10 * np.log10(p["sigma_v"] / 200.0)
                       + rng.normal(0, cfg.lens_mag_scatter, n))
+        if cfg.lens_size == "size-luminosity":
+            # The uniform draw above, through the normal quantile, is the relation's scatter:
+            # the random stream is the same for every lens_size.
+            low, high = cfg.lens_r_eff_range
+            quantile = (p["lens_r_eff"] - low) / (high - low) if high > low else np.full(n, 0.5)
+            p["lens_r_eff"] = early_type_r_eff(absolute_i, p["z_lens"], special.ndtri(quantile))
+        # 2.5 log10(1+z): the bandwidth term of the K-correction.
+        lens_mag_i = absolute_i + distance_modulus(p["z_lens"]) + 2.5 * np.log10(1 + p["z_lens"])
         scatter = rng.normal(0, cfg.colour_scatter, (n_bands, n))
         for b, name in enumerate(self.band_names):
             p[f"lens_mag_{name}"] = lens_mag_i + LENS_COLOURS[name] + scatter[b]

@@ -35,9 +35,16 @@ GOLDEN_HASHES = {
         "train": "b966f9834ecf1835d050a463ec72e141fc645272b66f825206ffa6cf51e10fbd",
         "test": "3a54407c267348bf3e2cba3ca4cf714cd989e66b86a557ec309d35bf0081805a",
         "real": "7b8dd6bc9fd72f256f6f068e315e4b7b041c7be69331032ac528451e5dbaa7d5"},
+    ("design-hsc", 2, 1): {
+        "train": "b966f9834ecf1835d050a463ec72e141fc645272b66f825206ffa6cf51e10fbd",
+        "test": "3a54407c267348bf3e2cba3ca4cf714cd989e66b86a557ec309d35bf0081805a",
+        "real": "3639983e34390963e7bf4f997e8885ca92fb28e677d4d6a37de5059feb6a1a06"},
     ("hsc-holismokes", 2, 1): {
         "train": "d8b1e92ca9a73f17647cffd2ec76b8b4dbf1cc243a95cc7475875eef90a4a4aa",
         "test": "41ade648676c4dc035bfce648a62802d04befe93d05d04259bf53f73eebcbd3a"},
+    ("hsc-holismokes", 3, 1): {
+        "train": "0ed658222220e6a1422fb1cb883fbdf3455b99a8f5d935a6096b16ef4e72379b",
+        "test": "b7aa4e45e815708c1c469223b183405cb2bb734d612c80344a9cfdc28c890514"},
     ("metcalf-ground", 2, 1): {
         "train": "fab571cfd6cc02ffb1d180f9ba377d2c1defabfaa8bf61a05fd43309d892f9e5",
         "test": "4a33fb1c316789ae1d5efdcefe6e384cf9a8489842b6fa674a5bace6fefa9c83"},
@@ -65,11 +72,19 @@ GOLDEN_HASHES = {
         "train": "d8b1e92ca9a73f17647cffd2ec76b8b4dbf1cc243a95cc7475875eef90a4a4aa",
         "test": "41ade648676c4dc035bfce648a62802d04befe93d05d04259bf53f73eebcbd3a",
         "real": "2aedc9c6a09dfb843e6f55b5c422cb455e5c8dbe61839bd8d3ed3e79708dc091"},
+    ("real-hsc", 4, 1): {
+        "train": "0ed658222220e6a1422fb1cb883fbdf3455b99a8f5d935a6096b16ef4e72379b",
+        "test": "b7aa4e45e815708c1c469223b183405cb2bb734d612c80344a9cfdc28c890514",
+        "real": "a40372be703f152480110f326e853ced1cadc2460f2ebcee3f3d1d81a9590bf3"},
     # Issue 22.3: Euclid VIS, the SLACS lenses and non-lenses with F814W flux as VIS.
     ("real-vis", 1, 1): {
         "train": "4ab23dc3781db84a17bda2ba77f4cc57c1aab3ad5808300d52b5a7c6bbd26017",
         "test": "f2c4d8242965bfc35cf5c72ee6a48348ed08d4d2251f7059e31d55bfd85d141c",
         "real": "93a65df4c0d1e1be0623a6e5966ae592ce20b73e4b7fcb1eb844e018485106fd"},
+    ("real-vis", 2, 1): {
+        "train": "d3d60c19345faf7eefca74c7a8f8c6ece2edc88a11959c8f02b2ed52d4762fb5",
+        "test": "56efd64e0981ce46e68fd6be97e0e484f48e84e45d268cb616d2f3259fe19701",
+        "real": "675cbb1b9463806e05537bca37d570d9199094addc16cf4fd037928cbca90a38"},
     ("smoke-ground", 1, 1): {
         "train": "d5de1feb8af3077aa20b85c76d7bb578aed46ac6df9726fc7e67d471fc02392e",
         "test": "5d7b841343c4fd9cec52fef3d0ffc3c558556411ec7e73bfc20b4c7705c302df"},

@@ -44,7 +44,7 @@ from lensbench.bench.suites.lens_finding import (
     LensFindingSplits,
     stored_test_scores,
 )
-from lensbench.bench.tasks import Suite, Task
+from lensbench.bench.tasks import LENS_POPULATION, Suite, Task
 from lensbench.datasets.config import SimConfig
 
 BASELINE = "baseline"
@@ -115,6 +115,17 @@ VARIANTS = (
     Variant("lens-light", "preprocessing", "lens light subtracted from every band (the arc "
             "finder's smooth elliptical model of the i band, scaled by each band's colour)",
             lens_light=True),
+    # Issue 22.2: the lens population of the real lenses' kind (bench/tasks.py:
+    # LENS_POPULATION), one change at a time and both.
+    Variant("lenses-low-z", "lens population", "lens redshifts 0.1-0.9 instead of 0.2-0.9: "
+            "bright low-redshift massive ellipticals like the SLACS lenses",
+            train={"z_lens_range": LENS_POPULATION["z_lens_range"]}),
+    Variant("lens-sizes", "lens population", "lens half-light radii from the early-type "
+            "size-luminosity relation (Shen et al. 2003) at each lens's redshift instead of "
+            "uniform in 0.5-2\"", train={"lens_size": LENS_POPULATION["lens_size"]}),
+    Variant("lens-population", "lens population", "both: lenses at z 0.1-0.9 sized by "
+            "luminosity (the population of hsc-holismokes v3 and the real tasks)",
+            train=dict(LENS_POPULATION)),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 # The smoke profile runs one variant of each mechanism: a simulation override, a band subset, a
@@ -122,9 +133,16 @@ VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 PROFILE_VARIANTS = {"smoke": (BASELINE, "flat-theta", "bands-gri", "stretch-sqrt", "lens-light")}
 
 
-def variants_for(profile: str) -> tuple[Variant, ...]:
-    names = PROFILE_VARIANTS.get(profile)
-    return VARIANTS if names is None else tuple(VARIANTS_BY_NAME[name] for name in names)
+def variants_for(profile: str, names: tuple[str, ...] | None = None) -> tuple[Variant, ...]:
+    """The variants a run trains: ``names`` (`bench run --variants`), else the profile's."""
+    names = names or PROFILE_VARIANTS.get(profile)
+    if names is None:
+        return VARIANTS
+    unknown = [name for name in names if name not in VARIANTS_BY_NAME]
+    if unknown:
+        raise ValueError(f"unknown design variant(s) {', '.join(unknown)}; variants: "
+                         f"{', '.join(VARIANTS_BY_NAME)}")
+    return tuple(VARIANTS_BY_NAME[name] for name in names)
 
 
 class SplitView:
@@ -194,14 +212,14 @@ class Design(LensFinding):
         return DesignSplits(finder_task, test, real, get_survey(task.config.survey).pixel_scale)
 
     def n_cases(self, task: Task, methods: list[str], profile: str) -> int:
-        return len(variants_for(profile)) * len(methods)
+        return len(variants_for(profile, task.variants)) * len(methods)
 
     def cases(self, suite: Suite, task: Task, splits: DesignSplits, methods: list[str],
               params: dict[str, dict], profile: str, workdir: Path):
         """Every method on every variant of the profile's training set. The run id names the
         user's parameters and the variant; the record adds what the variant is."""
         test, real = splits.test, splits.real
-        for variant in variants_for(profile):
+        for variant in variants_for(profile, task.variants):
             train_task = dataclasses.replace(splits.finder_task,
                                              config=variant.train_config(task.config))
             train = ensure_split(train_task, "train", profile, workdir)

@@ -52,11 +52,6 @@ EDITS = {
     "no cosmic rays": "R - C: the cosmic rays of the HST image (astroscrappy) taken out",
 }
 PROBE_SEED = 22  # noise of the "noise x2" edit
-# SLACS snapshot images (HST programme 10587) are single 420 s F814W exposures (Bolton et al.
-# 2008, ApJ 682, 964), so their cosmic rays were never rejected (NCOMBINE = 1 in the shared
-# cutouts; the deeper 4-exposure images have NCOMBINE = 4): the Poisson part of the noise model
-# of the cosmic-ray detection (astroscrappy, van Dokkum 2001's L.A.Cosmic) at that exposure.
-SNAPSHOT_EXPOSURE_S = 420.0
 ASINH_SOFTENING = 3.0  # in sky sigma, as the torch finders' Preprocessor
 KIND_NAMES = {1: "SLACS lens", 2: "COSMOS field galaxy", 3: "COSMOS bright early type"}
 KIND_PLURALS = {1: "SLACS lenses", 2: "COSMOS field galaxies", 3: "COSMOS bright early types"}
@@ -95,7 +90,8 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
     from lensbench.datasets.known_lenses import load_slacs
     from lensbench.datasets.surveys import get_survey
 
-    lenses = load_slacs(real.manifest["config"].get("cutout", "198x198"))
+    config = real.manifest["config"]
+    lenses = load_slacs(config.get("cutout", "198x198"), config.get("clean_cosmic_rays", False))
     chosen = get_survey(spec["survey"]).select(list(spec["bands"]))
     lens_colours, source_colours = _colours(spec)
     size = real.image_shape[-1]
@@ -122,18 +118,11 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
 
 
 def cosmic_ray_image(lens) -> np.ndarray:
-    """The cosmic rays of a SLACS HST image (nMgy per pixel, 0 elsewhere): astroscrappy's
-    L.A.Cosmic at its default thresholds, in electrons of one SNAPSHOT_EXPOSURE_S exposure with
-    the noise variance of the cutout's border plus the object's Poisson variance."""
-    import astroscrappy
+    """The cosmic rays left in a SLACS lens's HST image (nMgy per pixel; none where the split
+    was made from cleaned images)."""
+    from lensbench.datasets.known_lenses import cosmic_rays
 
-    to_electrons = 10 ** (0.4 * (lens.zeropoint_ab - 22.5)) * SNAPSHOT_EXPOSURE_S
-    electrons = lens.image * to_electrons
-    variance = lens.noise_variance * to_electrons**2 + np.clip(electrons, 0, None)
-    mask, cleaned = astroscrappy.detect_cosmics(
-        electrons.astype(np.float32), invar=variance.astype(np.float32), gain=1.0,
-        readnoise=0.0, satlevel=np.inf)
-    return np.where(mask, electrons - cleaned, 0.0) / to_electrons
+    return cosmic_rays(lens.image, lens.zeropoint_ab, lens.noise_variance)
 
 
 def survey_sigma(survey, expected: np.ndarray) -> np.ndarray:
@@ -438,9 +427,12 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
                "SLACS arc split, degraded without noise):", ""]
         md += [f"- {name}: {what}" for name, what in EDITS.items()]
         parts = real_lens_parts(spec, real)
-        md += ["", "Cosmic rays found in the HST images (share of the image's flux; of the flux "
-               "the arc split took for arcs, which the arcs x2 edit and the arc S/N below "
-               "include): " + ", ".join(
+        cleaned = real.manifest["config"].get("clean_cosmic_rays", False)
+        md += ["", ("Cosmic rays a second pass of the detection finds in the HST images, which "
+                    "were cleaned of them before they were degraded" if cleaned else
+                    "Cosmic rays found in the HST images")
+               + " (share of the image's flux; of the flux the arc split took for arcs, which "
+               "the arcs x2 edit and the arc S/N below include): " + ", ".join(
                    f"{name} {share:.1%}; {arc_share:.1%}" for name, share, arc_share in
                    zip(parts.names, parts.cosmic_ray_share, parts.cosmic_ray_arc_share,
                        strict=True))]
