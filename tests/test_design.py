@@ -339,6 +339,16 @@ def test_design_suite_through_the_cli(tmp_path, real_data):
     assert [r.params["variant"] for r in declined] == ["stretch-sqrt"]
     assert "stretch" in declined[0].error
 
+    # --variants runs the named variants only, here one outside the smoke profile's.
+    other = tmp_path / "other"
+    assert cli.main(["run", "--suite", "design", "--profile", "smoke", "--workdir", str(other),
+                     "--methods", "random", "--variants", "lens-population",
+                     "--no-tracking"]) == 0
+    [only] = read_results(other / "results.jsonl")
+    assert only.params["variant"] == "lens-population"
+    assert only.split_hashes["test"] == by_name[BASELINE].split_hashes["test"]
+    assert only.split_hashes["train"] != base_train
+
 
 def test_bootstrap_without_a_base_gives_the_metric_and_its_interval():
     rng = np.random.default_rng(2)

@@ -237,3 +237,31 @@ def test_psf_kernels_have_the_requested_width():
         # Width at half maximum, within a pixel of 8 pixels.
         assert abs((above[-1] - above[0] + 1) - 8) <= 1, model
     assert get_survey("hsc").psf_model == "moffat"
+
+
+def test_early_type_sizes_follow_the_shen_relation_at_the_lens_redshift():
+    from astropy.cosmology import FlatLambdaCDM
+    from lensbench.datasets.population import early_type_r_eff
+
+    # Shen et al. (2003) eq. 14 for early types: log10(R / kpc) = -0.4 * 0.65 * M_r - 5.06,
+    # with M_r = M_i + 0.4 (rest-frame r - i of an elliptical); seen through D_A.
+    absolute_i, z = np.array([-23.0, -22.0, -23.0]), np.array([0.15, 0.15, 0.6])
+    kpc = 10 ** (-0.4 * 0.65 * (absolute_i + 0.4) - 5.06)
+    d_a_kpc = FlatLambdaCDM(H0=70, Om0=0.3).angular_diameter_distance(z).value * 1e3
+    expected = kpc / d_a_kpc * 180 / math.pi * 3600
+    assert np.allclose(early_type_r_eff(absolute_i, z, np.zeros(3)), expected, rtol=1e-6)
+    # A one-sigma deviate is the relation's log-normal scatter, sigma_lnR = 0.3.
+    assert np.allclose(early_type_r_eff(absolute_i, z, np.ones(3)), expected * math.exp(0.3))
+
+
+def test_lens_sizes_by_luminosity_change_only_the_sizes():
+    config = SimConfig(**SMALL, lens_fraction=1.0, noise=False, z_lens_range=(0.1, 0.9))
+    _, uniform = Simulator(config).simulate(200, seed=6)
+    _, by_light = Simulator(config.replace(lens_size="size-luminosity")).simulate(200, seed=6)
+    for key in ("z_lens", "sigma_v", "theta_e", "lens_mag_i", "source_mag_i", "n_images"):
+        assert np.array_equal(uniform[key], by_light[key]), key  # the same random stream
+    assert not np.array_equal(uniform["lens_r_eff"], by_light["lens_r_eff"])
+    # Brighter and nearer lenses are larger on the sky; uniform sizes ignore both.
+    assert stats.spearmanr(by_light["lens_mag_i"], by_light["lens_r_eff"])[0] < -0.5
+    assert abs(stats.spearmanr(uniform["lens_mag_i"], uniform["lens_r_eff"])[0]) < 0.2
+    assert uniform["z_lens"].min() < 0.2 and uniform["lens_mag_i"].min() < 17.5
