@@ -428,9 +428,9 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
         md += [f"- {name}: {what}" for name, what in EDITS.items()]
         parts = real_lens_parts(spec, real)
         cleaned = real.manifest["config"].get("clean_cosmic_rays", False)
-        md += ["", ("Cosmic rays a second pass of the detection finds in the HST images, which "
-                    "were cleaned of them before they were degraded" if cleaned else
-                    "Cosmic rays found in the HST images")
+        md += ["", "Cosmic rays found in the HST images"
+               + (" by a second pass of the detection (the images were cleaned of them before "
+                  "they were degraded)" if cleaned else "")
                + " (share of the image's flux; of the flux the arc split took for arcs, which "
                "the arcs x2 edit and the arc S/N below include): " + ", ".join(
                    f"{name} {share:.1%}; {arc_share:.1%}" for name, share, arc_share in
