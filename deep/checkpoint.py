@@ -136,13 +136,22 @@ def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
         "noise": (lambda v: isinstance(v, (list, tuple)) and len(v) == bands
                   and all(_finite(s) and s > 0 for s in v),
                   f"{bands} positive finite numbers (one sky sigma per band)"),
+        "lens_light": (lambda v: isinstance(v, bool), "true or false"),
+        "bands": (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == bands
+                                          and all(isinstance(b, str) for b in v)),
+                  f"None or {bands} band names"),
+        "pixel_scale": (lambda v: v is None or (_finite(v) and v > 0),
+                        "None or a positive finite number (arcsec)"),
     }
     for key, (ok, expected) in checks.items():
         if (key in value or key == "noise") and not ok(value.get(key)):
             raise refuse(path, field, f"{key!r}: {expected}", value.get(key, _MISSING))
     settings = dict(value)
     settings["noise"] = tuple(float(s) for s in value["noise"])
-    return Preprocessor(**settings)
+    try:
+        return Preprocessor(**settings)
+    except ValueError as error:
+        raise refuse(path, field, str(error), value) from None
 
 
 def net_configs(path, field: str, value, in_channels: int) -> list[dict]:

@@ -84,8 +84,14 @@ class NetFinder(Method):
             num_threads=self.num_threads, precision=self.precision,
             memory_format=self.memory_format)
 
-    def _preprocessor(self) -> Preprocessor:
-        return Preprocessor(stretch=self.stretch, crop=self.crop)
+    def _preprocessor(self, info: TaskInfo | None = None) -> Preprocessor:
+        if not getattr(self, "lens_light", False):
+            return Preprocessor(stretch=self.stretch, crop=self.crop)
+        if info is None:
+            raise ValueError(f"{type(self).__name__}(lens_light=True) needs the task's bands and "
+                             "pixel scale (a TaskInfo) to model the lens light")
+        return Preprocessor(stretch=self.stretch, crop=self.crop, lens_light=True,
+                            bands=tuple(info.bands), pixel_scale=float(info.pixel_scale))
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, info: TaskInfo | None = None, epoch_callback=None):
@@ -96,7 +102,7 @@ class NetFinder(Method):
         self.bands_ = tuple(info.bands) if info is not None else tuple(
             f"band{i}" for i in range(X.shape[1]))
         self.image_shape_ = tuple(int(s) for s in X.shape[1:])
-        self.preprocessor_ = self._preprocessor().fit(X)
+        self.preprocessor_ = self._preprocessor(info).fit(X)
         Xn = self.preprocessor_.normalise(X)
         train_idx, val_idx = stratified_split(y, float(self.validation_fraction),
                                               int(self.random_state))
@@ -238,7 +244,7 @@ class ResNetFinder(NetFinder):
                  validation_fraction: float = 0.15, device: str = "auto",
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
-                 memory_format: str = "auto"):
+                 memory_format: str = "auto", lens_light: bool = False):
         self.arch = arch
         self.width = width
         self.depth = depth
@@ -261,6 +267,9 @@ class ResNetFinder(NetFinder):
         self.random_state = random_state
         self.precision = precision
         self.memory_format = memory_format
+        # Subtract the lens light (baselines/lenslight.py) from every image the net sees, in
+        # fit and in predict, so a saved model (bench scan, bench predict) does it too.
+        self.lens_light = lens_light
 
 
 class CommitteeFinder(ResNetFinder):
@@ -282,7 +291,7 @@ class CommitteeFinder(ResNetFinder):
                  validation_fraction: float = 0.15, device: str = "auto",
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
-                 memory_format: str = "auto"):
+                 memory_format: str = "auto", lens_light: bool = False):
         super().__init__(arch=arch, width=width, depth=depth, members=members, combine=combine,
                          tta=tta, calibrate=calibrate, crop=crop, stretch=stretch,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr,
@@ -290,7 +299,7 @@ class CommitteeFinder(ResNetFinder):
                          validation_fraction=validation_fraction, device=device,
                          num_threads=num_threads, checkpoint_dir=checkpoint_dir,
                          random_state=random_state, precision=precision,
-                         memory_format=memory_format)
+                         memory_format=memory_format, lens_light=lens_light)
 
 
 class DeepLensFinder(NetFinder):

@@ -71,13 +71,30 @@ class Preprocessor:
     crop: int | None = None
     mask_value: float | None = MASK_VALUE
     noise: tuple[float, ...] | None = None  # learned per-band sky sigma (nanomaggies)
+    # Lens light subtracted first (baselines/lenslight.py: the arc finder's elliptical model of
+    # the reddest band, scaled to each band); it needs the bands and the pixel scale (arcsec).
+    lens_light: bool = False
+    bands: tuple[str, ...] | None = None
+    pixel_scale: float | None = None
 
     def __post_init__(self):
         if self.stretch not in STRETCHES:
             raise ValueError(f"stretch must be one of {STRETCHES}, got {self.stretch!r}")
+        if self.bands is not None:
+            self.bands = tuple(self.bands)
+        if self.lens_light and (self.bands is None or self.pixel_scale is None):
+            raise ValueError("lens_light needs bands and pixel_scale")
+
+    def _cleaned(self, X: np.ndarray) -> np.ndarray:
+        X = clean(X, self.mask_value)
+        if not self.lens_light:
+            return X
+        from lensbench.baselines.lenslight import subtract_lens_light
+
+        return subtract_lens_light(X, bands=self.bands, pixel_scale=self.pixel_scale)
 
     def fit(self, X: np.ndarray) -> Preprocessor:
-        self.noise = tuple(float(s) for s in border_noise(clean(X, self.mask_value)))
+        self.noise = tuple(float(s) for s in border_noise(self._cleaned(X)))
         return self
 
     def normalise(self, X: np.ndarray) -> np.ndarray:
@@ -87,7 +104,10 @@ class Preprocessor:
         X = np.asarray(X)
         if X.ndim != 4 or X.shape[1] != len(self.noise):
             raise ValueError(f"expected images (n, {len(self.noise)}, H, W), got {X.shape}")
-        X = clean(centre_crop(X, self.crop), self.mask_value)
+        if self.lens_light:  # the model is fitted to the whole stamp, then cropped
+            X = centre_crop(self._cleaned(X), self.crop)
+        else:
+            X = clean(centre_crop(X, self.crop), self.mask_value)
         return X / np.asarray(self.noise, dtype=np.float32)[None, :, None, None]
 
     def apply_stretch(self, x: torch.Tensor) -> torch.Tensor:

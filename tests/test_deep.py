@@ -440,3 +440,36 @@ def test_full_dihedral_tta_makes_a_cropped_committee_rotation_invariant(toy):
     assert invariance["rotation/max_abs_change"] < 1e-5
     untransformed = ResNetFinder(crop=11, **FAST, random_state=2).fit(X[:160], y[:160], info=INFO)
     assert rotation_metrics(untransformed, X[160:], y[160:])["rotation/max_abs_change"] > 1e-4
+
+
+def test_lens_light_option_subtracts_the_lens_in_fit_predict_and_a_saved_model(tmp_path):
+    from lensbench.baselines.registry import resolve_method
+    from lensbench.deep.checkpoint import load_checkpoint, save_checkpoint
+    from lensbench.deep.preprocess import Preprocessor
+
+    rng = np.random.default_rng(3)
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    galaxy = np.exp(-np.hypot(xx, yy / 0.8) / 2.0).astype(np.float32)  # a smooth elliptical
+    X = galaxy[None, None] * rng.uniform(50, 100, (40, 2, 1, 1)).astype(np.float32)
+    X += rng.normal(0, 1, X.shape).astype(np.float32)
+    kept = Preprocessor(stretch="none").fit(X).normalise(X)
+    light = Preprocessor(stretch="none", lens_light=True, bands=("g", "i"),
+                         pixel_scale=0.2).fit(X)
+    subtracted = light.normalise(X)
+    # The smooth galaxy is modelled and taken out: the centre drops to the noise.
+    assert np.abs(kept[:, :, 14:18, 14:18]).mean() > 20
+    assert np.abs(subtracted[:, :, 14:18, 14:18]).mean() < 0.2 * np.abs(
+        kept[:, :, 14:18, 14:18]).mean()
+    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "i"), pixel_scale=0.2,
+                    image_shape=(2, 32, 32))
+    y = np.arange(40) % 2
+    finder = resolve_method("committee")(members=1, max_epochs=1, width=8, crop=None,
+                                         tta="none", num_threads=1, lens_light=True)
+    with pytest.raises(ValueError, match="TaskInfo"):
+        resolve_method("committee")(lens_light=True).fit(X, y)
+    finder.fit(X, y, info)
+    assert finder.preprocessor_.lens_light and finder.preprocessor_.bands == ("g", "i")
+    path = save_checkpoint(finder, tmp_path / "model.pt")
+    loaded = load_checkpoint(path)
+    assert loaded.preprocessor_.lens_light and loaded.preprocessor_.pixel_scale == 0.2
+    assert np.allclose(loaded.predict_score(X), finder.predict_score(X))
