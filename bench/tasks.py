@@ -263,7 +263,7 @@ COMPARE_GOAL = {"issue": "issue 6", "method": "committee", "peer": "deeplens",
 # Issue 22: the real suite's committee subtracts the lens light from every image it sees (deep/
 # preprocess.py), the largest gain of the design study on its simulated test set (variant
 # lens-light: AUROC +0.017, TPR10 +0.13; with the issue-22 lens population, lens-population-light:
-# AUROC +0.017, TPR at FPR 1e-3 0.20 -> 0.46), after the diagnosis showed the lens light to be what
+# AUROC +0.016, TPR at FPR 1e-3 0.20 -> 0.46), after the diagnosis showed the lens light to be what
 # sets the real lenses apart (reports/real.md, the probe).
 REAL_COMMITTEE = {"lens_light": True}
 SUITES: dict[str, Suite] = {suite.name: suite for suite in (
