@@ -5,6 +5,8 @@ Inputs are sky-subtracted cutouts in nanomaggies, float32 arrays (n, bands, H, W
 * Masked pixels (the value 100 in the Metcalf et al. 2019 challenge data, or non-finite) -> 0.
 * Per-band noise normalisation: sigma_b = 1.4826 MAD of the stamp-border pixels of the training
   set (robust to the lens galaxy and to bright neighbours), so pixels are in units of sky sigma.
+* Optionally (``lens_light``) the lens light subtracted first: the arc finder's smooth
+  elliptical model of the reddest band, scaled to each band (baselines/lenslight.py).
 * Stretch (after augmentation, so flux scaling acts on linear fluxes): "none", "sqrt"
   (sign(x) sqrt|x|, Canameras et al. 2020) or "asinh" (asinh(x / softening)).
 * Augmentation (torch, on a batch): the 8 dihedral transforms (rotations by 90 deg and flips,
