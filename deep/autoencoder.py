@@ -61,8 +61,8 @@ class _AutoencoderMethod(Method):
     def fit(self, X, y, info: TaskInfo | None = None, epoch_callback=None):
         X = as_images(X)
         y = np.asarray(y).astype(int).ravel()
-        self.preprocessor_ = Preprocessor(stretch=self.stretch, crop=self.crop).fit(X)
-        Xn = self.preprocessor_.normalise(X)
+        self.preprocessor_ = Preprocessor(stretch=self.stretch, crop=self.crop)
+        Xn = self.preprocessor_.fit_normalise(X)
         train_idx, val_idx = stratified_split(y, float(self.validation_fraction),
                                               int(self.random_state))
         cfg = TrainConfig(max_epochs=int(self.max_epochs), batch_size=int(self.batch_size),

@@ -66,6 +66,7 @@ class NetFinder(Method):
 
     checkpoint_format = CHECKPOINT_FORMAT  # what deep/checkpoint.py reads back into this class
     persistence = "net-finder"  # a model file holds that checkpoint (baselines/persistence.py)
+    lens_light = False  # a parameter of ResNetFinder; the other nets never subtract it
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
@@ -85,7 +86,7 @@ class NetFinder(Method):
             memory_format=self.memory_format)
 
     def _preprocessor(self, info: TaskInfo | None = None) -> Preprocessor:
-        if not getattr(self, "lens_light", False):
+        if not self.lens_light:
             return Preprocessor(stretch=self.stretch, crop=self.crop)
         if info is None:
             raise ValueError(f"{type(self).__name__}(lens_light=True) needs the task's bands and "
@@ -102,8 +103,8 @@ class NetFinder(Method):
         self.bands_ = tuple(info.bands) if info is not None else tuple(
             f"band{i}" for i in range(X.shape[1]))
         self.image_shape_ = tuple(int(s) for s in X.shape[1:])
-        self.preprocessor_ = self._preprocessor(info).fit(X)
-        Xn = self.preprocessor_.normalise(X)
+        self.preprocessor_ = self._preprocessor(info)
+        Xn = self.preprocessor_.fit_normalise(X)
         train_idx, val_idx = stratified_split(y, float(self.validation_fraction),
                                               int(self.random_state))
         cfg = self._train_config()

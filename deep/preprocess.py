@@ -96,21 +96,31 @@ class Preprocessor:
         return subtract_lens_light(X, bands=self.bands, pixel_scale=self.pixel_scale)
 
     def fit(self, X: np.ndarray) -> Preprocessor:
-        self.noise = tuple(float(s) for s in border_noise(self._cleaned(X)))
+        self._fit_noise(self._cleaned(X))
         return self
+
+    def _fit_noise(self, cleaned: np.ndarray) -> None:
+        self.noise = tuple(float(s) for s in border_noise(cleaned))
+
+    def fit_normalise(self, X: np.ndarray) -> np.ndarray:
+        """``fit(X)`` then ``normalise(X)``, with the images cleaned (and their lens light
+        modelled, the slow part) once instead of twice."""
+        X = _as_stamps(X)
+        cleaned = self._cleaned(X)
+        self._fit_noise(cleaned)
+        return self._scaled(centre_crop(cleaned, self.crop))
+
+    def _scaled(self, X: np.ndarray) -> np.ndarray:
+        return X / np.asarray(self.noise, dtype=np.float32)[None, :, None, None]
 
     def normalise(self, X: np.ndarray) -> np.ndarray:
         """Masked pixels to 0, centre crop, divide by the per-band noise: float32 (n, B, h, w)."""
         if self.noise is None:
             raise RuntimeError("Preprocessor.fit must be called before normalise")
-        X = np.asarray(X)
-        if X.ndim != 4 or X.shape[1] != len(self.noise):
-            raise ValueError(f"expected images (n, {len(self.noise)}, H, W), got {X.shape}")
+        X = _as_stamps(X, len(self.noise))
         if self.lens_light:  # the model is fitted to the whole stamp, then cropped
-            X = centre_crop(self._cleaned(X), self.crop)
-        else:
-            X = clean(centre_crop(X, self.crop), self.mask_value)
-        return X / np.asarray(self.noise, dtype=np.float32)[None, :, None, None]
+            return self._scaled(centre_crop(self._cleaned(X), self.crop))
+        return self._scaled(clean(centre_crop(X, self.crop), self.mask_value))
 
     def apply_stretch(self, x: torch.Tensor) -> torch.Tensor:
         if self.stretch == "sqrt":
@@ -121,6 +131,14 @@ class Preprocessor:
 
     def state(self) -> dict:
         return asdict(self)
+
+
+def _as_stamps(X, bands: int | None = None) -> np.ndarray:
+    """``X`` as an array (n, bands, H, W), else ValueError."""
+    X = np.asarray(X)
+    if X.ndim != 4 or (bands is not None and X.shape[1] != bands):
+        raise ValueError(f"expected images (n, {bands or 'bands'}, H, W), got {X.shape}")
+    return X
 
 
 def fast_asinh(x: torch.Tensor) -> torch.Tensor:

@@ -195,8 +195,8 @@ class ResNetRegressor(Method):
         self.image_shape_ = tuple(int(s) for s in X.shape[1:])
         self.target_mean_ = Y.mean(axis=0)
         self.target_scale_ = Y.std(axis=0) + 1e-12
-        self.preprocessor_ = Preprocessor(stretch=self.stretch).fit(X)
-        Xn = self.preprocessor_.normalise(X)
+        self.preprocessor_ = Preprocessor(stretch=self.stretch)
+        Xn = self.preprocessor_.fit_normalise(X)
         rng = np.random.default_rng(int(self.random_state))
         order = rng.permutation(len(X))
         n_val = int(round(float(self.validation_fraction) * len(X)))
