@@ -45,13 +45,25 @@ LENS_SIZES = ("uniform", "size-luminosity")
 # Classes of non-lenses; ``negative_class`` in the truth indexes this tuple (-1 for lenses).
 NEGATIVE_CLASSES = ("elliptical", "spiral", "ring", "merger", "group", "edge-on", "cosmos",
                     "artefact")
+# Field galaxies (``SimConfig.field_density``): faint galaxy counts rise as
+# d log10 N / dm = 0.3 in i and I-like bands from m ~ 20 to 25 (Metcalfe et al. 2001; Capak et al.
+# 2004), so magnitudes are drawn from N(m) ~ 10^(0.3 m) in ``field_mag_range``. Their half-light
+# radii shrink with magnitude: median 0.3" at m = 24, growing 10^(-0.12 (m - 24)) (HST
+# COSMOS/GOODS sizes in F814W), log-normal scatter 0.35; 30% have early-type colours.
+FIELD_COUNT_SLOPE = 0.3
+FIELD_R_EFF_AT_24 = 0.3
+FIELD_SIZE_SLOPE = 0.12
+FIELD_SIZE_SCATTER = 0.35
+FIELD_RED_FRACTION = 0.3
+FIELD_MAX_GALAXIES = 8
 # Kinds of artefact; ``artefact_kind`` in the truth indexes this tuple (-1 for none).
 ARTEFACT_KINDS = ("cosmic-ray", "saturated-star", "satellite-trail", "mask")
 # Fields added after simulator version 1, with their defaults (JSON types): at these values the
 # simulator's output is that of version 1, and ``SimConfig.to_dict`` omits them.
 ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
                 "negatives": {"elliptical": 1.0}, "lens_artefact_fraction": 0.0,
-                "saturation_level": 1.0e5, "lens_size": "uniform"}
+                "saturation_level": 1.0e5, "lens_size": "uniform", "field_density": 0.0,
+                "field_mag_range": [18.0, 25.0]}
 
 
 @dataclass(frozen=True)
@@ -95,6 +107,12 @@ class SimConfig:
     # Non-lenses: share of each class of NEGATIVE_CLASSES (fractions summing to 1)
     negatives: dict = field(default_factory=lambda: {"elliptical": 1.0})
     lens_artefact_fraction: float = 0.0  # share of lenses that also carry an artefact
+    # Field galaxies: line-of-sight neighbours in every cutout, lens or not, independent of the
+    # system at the centre (a Poisson number per stamp, at most FIELD_MAX_GALAXIES, uniform over
+    # it). Surface density per arcmin^2 of galaxies with a reference-band magnitude in
+    # ``field_mag_range``; 0: none (every system alone in its stamp).
+    field_density: float = 0.0
+    field_mag_range: tuple[float, float] = (18.0, 25.0)
     saturation_level: float = 1.0e5  # full well, electrons per pixel per exposure (stars)
     # Labels
     labelling: str = "metcalf"  # "metcalf": any lensed source is a lens; "clean": cuts below
@@ -111,7 +129,8 @@ class SimConfig:
     def __post_init__(self):
         for name in ("theta_e_range", "z_lens_range", "q_range", "lens_sersic_n_range",
                      "lens_r_eff_range", "source_mag_range", "source_r_eff_range",
-                     "source_sersic_n_range", "clump_flux_fraction_range", "clump_r_eff_range"):
+                     "source_sersic_n_range", "clump_flux_fraction_range", "clump_r_eff_range",
+                     "field_mag_range"):
             value = tuple(getattr(self, name))
             object.__setattr__(self, name, value)
             if len(value) != 2 or not value[0] <= value[1]:
@@ -151,6 +170,9 @@ class SimConfig:
         for name in ("cosmos_fraction", "lens_artefact_fraction"):
             if not 0 <= getattr(self, name) <= 1:
                 raise ValueError(f"SimConfig.{name} must lie in [0, 1], got {getattr(self, name)}")
+        if not (math.isfinite(self.field_density) and self.field_density >= 0):
+            raise ValueError(f"SimConfig.field_density must be a finite number >= 0 galaxies per "
+                             f"arcmin^2, got {self.field_density}")
         if self.saturation_level <= 0:
             raise ValueError(f"SimConfig.saturation_level must be > 0 electrons, "
                              f"got {self.saturation_level}")

@@ -405,7 +405,7 @@ def sample_negatives(population: Population, rng: np.random.Generator, p: dict) 
 
 
 # ------------------------------------------------------------------------------------ rendering
-def _sersic_map(grid: Grid, r_eff, n, q, phi, cx, cy, weight=None):
+def sersic_map(grid: Grid, r_eff, n, q, phi, cx, cy, weight=None):
     """Unit-flux (times ``weight``) elliptical Sersic per subpixel on the simulator's grid."""
     c = grid.column
     flux = 1.0 if weight is None else weight
@@ -415,7 +415,7 @@ def _sersic_map(grid: Grid, r_eff, n, q, phi, cx, cy, weight=None):
 
 
 def _render_elliptical(grid: Grid, p, rows, maps):
-    maps[:, 0] = _sersic_map(grid, p["lens_r_eff"][rows], p["lens_sersic_n"][rows],
+    maps[:, 0] = sersic_map(grid, p["lens_r_eff"][rows], p["lens_sersic_n"][rows],
                              p["lens_q_light"][rows], p["lens_phi_light"][rows],
                              p["lens_x"][rows], p["lens_y"][rows])
 
@@ -423,9 +423,9 @@ def _render_elliptical(grid: Grid, p, rows, maps):
 def _render_disk_galaxy(grid: Grid, p, rows, maps):
     """Bulge (slot 0) and exponential disk (slot 1), sharing the disk's position angle."""
     cx, cy = p["lens_x"][rows], p["lens_y"][rows]
-    maps[:, 0] = _sersic_map(grid, p["bulge_r_eff"][rows], p["bulge_n"][rows],
+    maps[:, 0] = sersic_map(grid, p["bulge_r_eff"][rows], p["bulge_n"][rows],
                              p["bulge_q"][rows], p["disk_phi"][rows], cx, cy)
-    maps[:, 1] = _sersic_map(grid, p["disk_r_eff"][rows], np.ones(len(rows)), p["disk_q"][rows],
+    maps[:, 1] = sersic_map(grid, p["disk_r_eff"][rows], np.ones(len(rows)), p["disk_q"][rows],
                              p["disk_phi"][rows], cx, cy)
 
 
@@ -442,7 +442,7 @@ def _render_spiral(grid: Grid, p, rows, maps):
 def _render_ring(grid: Grid, p, rows, maps):
     c = grid.column
     cx, cy = p["lens_x"][rows], p["lens_y"][rows]
-    maps[:, 0] = _sersic_map(grid, p["core_r_eff"][rows], p["core_n"][rows], p["core_q"][rows],
+    maps[:, 0] = sersic_map(grid, p["core_r_eff"][rows], p["core_n"][rows], p["core_q"][rows],
                              p["core_phi"][rows], cx, cy)
     radius, q, phi = p["ring_radius"][rows], p["ring_q"][rows], p["ring_phi"][rows]
     maps[:, 1] = ring_profile(grid.x_fine, grid.y_fine, grid.subpixel_area, c(radius),
@@ -463,10 +463,10 @@ def _render_ring(grid: Grid, p, rows, maps):
 
 def _render_merger(grid: Grid, p, rows, maps):
     c = grid.column
-    maps[:, 0] = _sersic_map(grid, p["lens_r_eff"][rows], p["lens_sersic_n"][rows],
+    maps[:, 0] = sersic_map(grid, p["lens_r_eff"][rows], p["lens_sersic_n"][rows],
                              p["lens_q_light"][rows], p["lens_phi_light"][rows], p["a_x"][rows],
                              p["a_y"][rows])
-    maps[:, 1] = _sersic_map(grid, p["b_r_eff"][rows], p["b_n"][rows], p["b_q"][rows],
+    maps[:, 1] = sersic_map(grid, p["b_r_eff"][rows], p["b_n"][rows], p["b_q"][rows],
                              p["b_phi"][rows], p["b_x"][rows], p["b_y"][rows])
     maps[:, 2] = arc_segment_profile(
         grid.x_fine, grid.y_fine, grid.subpixel_area, c(p["tail_radius"][rows]),
@@ -480,7 +480,7 @@ def _render_group(grid: Grid, p, rows, maps):
         weight = p["member_weight"][rows, j]
         if not np.any(weight > 0):
             continue
-        maps[:, 1] += _sersic_map(grid, p["member_r_eff"][rows, j], p["member_n"][rows, j],
+        maps[:, 1] += sersic_map(grid, p["member_r_eff"][rows, j], p["member_n"][rows, j],
                                   p["member_q"][rows, j], p["member_phi"][rows, j],
                                   p["member_x"][rows, j], p["member_y"][rows, j], weight)
 

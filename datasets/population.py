@@ -19,7 +19,19 @@ from collections.abc import Callable
 
 import numpy as np
 from lensbench.datasets import negatives
-from lensbench.datasets.config import CLUMP_COLOURS, LENS_COLOURS, SOURCE_COLOURS, SimConfig
+from lensbench.datasets.config import (
+    CLUMP_COLOURS,
+    DISK_COLOURS,
+    FIELD_COUNT_SLOPE,
+    FIELD_MAX_GALAXIES,
+    FIELD_R_EFF_AT_24,
+    FIELD_RED_FRACTION,
+    FIELD_SIZE_SCATTER,
+    FIELD_SIZE_SLOPE,
+    LENS_COLOURS,
+    SOURCE_COLOURS,
+    SimConfig,
+)
 from scipy import special
 
 SPEED_OF_LIGHT_KM_S = 299_792.458
@@ -113,6 +125,9 @@ class Population:
         self.hard_negatives = config.negative_fractions[0] != 1.0
         self._cosmos = None  # CosmosSources, loaded on first use
         self._clean_stamps: dict[int, np.ndarray] = {}
+        # Field galaxies come from a stream of their own (``Simulator.simulate`` sets it), so
+        # that adding them changes nothing else that is drawn.
+        self.field_rng: np.random.Generator | None = None
 
     def draw_cosmos(self, rng: np.random.Generator, n: int):
         """``n`` COSMOS galaxies (with replacement), each rotated by k x 90 degrees and flipped at
@@ -266,7 +281,48 @@ class Population:
         if not lensed:
             for key in ("theta_e", "sigma_v", "z_source", "q", "phi", "gamma1", "gamma2"):
                 p[key] = np.full(n, np.nan) if key != "q" else p[key]
+        if cfg.field_density > 0:
+            p.update(self.draw_field(n))
         return p
+
+    def draw_field(self, n: int) -> dict:
+        """Field galaxies of ``n`` stamps from ``field_rng`` (``SimConfig.field_density``):
+        ``field_*`` arrays (n, FIELD_MAX_GALAXIES), absent galaxies with magnitude inf, and
+        ``_field_slot_mags`` (n, B, 2): the magnitudes of the early-type and the late-type
+        galaxies of each stamp taken together, the two components they are painted in (one
+        colour each per stamp, with ``colour_scatter``)."""
+        cfg, rng = self.config, self.field_rng
+        if rng is None:
+            raise RuntimeError("Population.field_rng must be set before drawing field galaxies")
+        k = FIELD_MAX_GALAXIES
+        area = (2 * self.half_width / 60.0) ** 2  # arcmin^2
+        count = np.minimum(rng.poisson(cfg.field_density * area, n), k)
+        present = np.arange(k)[None] < count[:, None]
+        # Inverse CDF of N(m) ~ 10^(slope m) between the limits.
+        low, high = cfg.field_mag_range
+        floor = 10 ** (FIELD_COUNT_SLOPE * (low - high))
+        mag = high + np.log10(floor + rng.random((n, k)) * (1 - floor)) / FIELD_COUNT_SLOPE
+        mag = np.where(present, mag, np.inf)
+        r_eff = FIELD_R_EFF_AT_24 * 10 ** (-FIELD_SIZE_SLOPE * (np.where(present, mag, 24) - 24))
+        r_eff = np.clip(r_eff * np.exp(rng.normal(0, FIELD_SIZE_SCATTER, (n, k))), 0.05, 3.0)
+        out = {"field_x": rng.uniform(-self.half_width, self.half_width, (n, k)),
+               "field_y": rng.uniform(-self.half_width, self.half_width, (n, k)),
+               "field_r_eff": r_eff, "field_sersic_n": rng.uniform(0.5, 4.0, (n, k)),
+               "field_q": rng.uniform(0.3, 1.0, (n, k)),
+               "field_phi": rng.uniform(0, math.pi, (n, k)),
+               "field_mag": mag, "field_red": rng.random((n, k)) < FIELD_RED_FRACTION}
+        ref = cfg.reference
+        slot_mags = np.full((n, len(self.band_names), 2), np.inf)
+        for slot, (red, table) in enumerate(((True, LENS_COLOURS), (False, DISK_COLOURS))):
+            flux = np.where(out["field_red"] == red, 10 ** (-0.4 * mag), 0.0).sum(axis=1)
+            scatter = rng.normal(0, cfg.colour_scatter, (n, len(self.band_names)))
+            scatter[:, self.reference_index] = 0.0
+            with np.errstate(divide="ignore"):
+                ref_mag = -2.5 * np.log10(flux)
+            for b, name in enumerate(self.band_names):
+                slot_mags[:, b, slot] = ref_mag + table[name] - table[ref] + scatter[:, b]
+        out["_field_slot_mags"] = slot_mags
+        return out
 
     def draw_non_lenses(self, rng: np.random.Generator, n: int) -> dict:
         """Parameters of n non-lens systems: the lens population without a source, or the hard

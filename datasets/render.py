@@ -106,6 +106,10 @@ class Renderer:
         # trails); a non-lens artefact uses the elliptical's free slot 1.
         self.n_components = 4 if config.lens_artefact_fraction > 0 else 3
         self.artefact_slot = 3 if self.n_components == 4 else 1
+        # Field galaxies: two components after those, early and late types (one colour each).
+        self.field_slot = self.n_components if config.field_density > 0 else None
+        if self.field_slot is not None:
+            self.n_components += 2
         if config.lens_artefact_fraction > 0 or config.negatives.get("artefact", 0) > 0:
             self.saturation_levels()  # fails early on a full well below the sky
         self._pool: tuple | None = None  # ((pid, threads), (render, noise) pools): _workers
@@ -192,7 +196,24 @@ class Renderer:
             self._render_source(p, index, maps)
         if "artefact_kind" in p:
             negatives.render_psf_artefacts(grid, self.artefact_slot, p, index, maps)
+        if self.field_slot is not None:
+            self._render_field(p, index, maps)
         return _bin(maps, k)
+
+    def _render_field(self, p, index, maps: torch.Tensor) -> None:
+        """Field galaxies into their two components (``field_slot``: early types, then late
+        types), each galaxy weighted by its share of its component's reference-band flux."""
+        flux = 10 ** (-0.4 * p["field_mag"][index])  # 0 for absent galaxies (inf magnitude)
+        red = p["field_red"][index]
+        for slot, members in ((self.field_slot, red), (self.field_slot + 1, ~red)):
+            member_flux = np.where(members, flux, 0.0)
+            total = member_flux.sum(axis=1, keepdims=True)
+            weight = np.divide(member_flux, total, out=np.zeros_like(member_flux),
+                               where=total > 0)
+            for j in np.flatnonzero(weight.any(axis=0)):
+                maps[:, slot] += negatives.sersic_map(
+                    self.grid, *(p[f"field_{key}"][index, j] for key in (
+                        "r_eff", "sersic_n", "q", "phi", "x", "y")), weight[:, j])
 
     def _render_source(self, p, index, maps: torch.Tensor) -> None:
         """The lensed source (slot 1) and its clumps (slot 2), Sersic or real."""
@@ -245,6 +266,9 @@ class Renderer:
                 fluxes[:, b, 2] = reference_counts * f_clump[index]
             if "artefact_mag" in p:
                 fluxes[:, b, self.artefact_slot] += band.counts(p["artefact_mag"][index, b])
+            if self.field_slot is not None:
+                fluxes[:, b, self.field_slot: self.field_slot + 2] = band.counts(
+                    p["_field_slot_mags"][index, b])
         return fluxes
 
     def _convolve(self, components: torch.Tensor, fluxes: torch.Tensor,

@@ -74,8 +74,10 @@ class Simulator:
         if n <= 0:
             raise ValueError(f"number of images must be positive, got {n}")
         sequence = np.random.SeedSequence([int(seed), int(shard)])
-        param_seed, noise_seed = sequence.spawn(2)
+        # A third stream for field galaxies; spawning it leaves the first two as they were.
+        param_seed, noise_seed, field_seed = sequence.spawn(3)
         rng = np.random.default_rng(param_seed)
+        self.population.field_rng = np.random.default_rng(field_seed)
         generator = None
         if self.config.noise:
             # On the CPU whatever the rendering device: the noise is the same stream everywhere
@@ -161,7 +163,12 @@ class Simulator:
             columns[f"lens_mag_{name}"] = p[f"lens_mag_{name}"]
             source = p[f"source_mag_{name}"]
             columns[f"source_mag_{name}"] = source if lensed else np.full(len(theta_e), np.nan)
+        if "field_mag" in p:  # the brightest field galaxy, reference band (NaN: none)
+            brightest = p["field_mag"].min(axis=1)
+            columns["field_mag_min"] = np.where(np.isfinite(brightest), brightest, np.nan)
         columns = {key: np.asarray(value, dtype=np.float32) for key, value in columns.items()}
+        if "field_mag" in p:
+            columns["field_count"] = np.isfinite(p["field_mag"]).sum(axis=1).astype(np.int8)
         columns["n_images"] = np.asarray(p["n_images"], dtype=np.int8)
         columns["n_clumps"] = np.asarray(p["n_clumps"] if lensed else 0 * p["n_clumps"],
                                          dtype=np.int8)

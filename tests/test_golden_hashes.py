@@ -45,6 +45,10 @@ GOLDEN_HASHES = {
     ("hsc-holismokes", 3, 1): {
         "train": "0ed658222220e6a1422fb1cb883fbdf3455b99a8f5d935a6096b16ef4e72379b",
         "test": "b7aa4e45e815708c1c469223b183405cb2bb734d612c80344a9cfdc28c890514"},
+    # v4 (issue 22.2): field galaxies in every cutout.
+    ("hsc-holismokes", 4, 1): {
+        "train": "03c03c514565fddf2adb2d1911aa2f8622aad1ea747d1ff2434aa1043457a77a",
+        "test": "441c7785524be1682fe83697b980f04257ea257dde46892df3fe80ceb50fe9e0"},
     ("metcalf-ground", 2, 1): {
         "train": "fab571cfd6cc02ffb1d180f9ba377d2c1defabfaa8bf61a05fd43309d892f9e5",
         "test": "4a33fb1c316789ae1d5efdcefe6e384cf9a8489842b6fa674a5bace6fefa9c83"},
@@ -76,6 +80,10 @@ GOLDEN_HASHES = {
         "train": "0ed658222220e6a1422fb1cb883fbdf3455b99a8f5d935a6096b16ef4e72379b",
         "test": "b7aa4e45e815708c1c469223b183405cb2bb734d612c80344a9cfdc28c890514",
         "real": "a40372be703f152480110f326e853ced1cadc2460f2ebcee3f3d1d81a9590bf3"},
+    ("real-hsc", 5, 1): {
+        "train": "03c03c514565fddf2adb2d1911aa2f8622aad1ea747d1ff2434aa1043457a77a",
+        "test": "441c7785524be1682fe83697b980f04257ea257dde46892df3fe80ceb50fe9e0",
+        "real": "a40372be703f152480110f326e853ced1cadc2460f2ebcee3f3d1d81a9590bf3"},
     # Issue 22.3: Euclid VIS, the SLACS lenses and non-lenses with F814W flux as VIS.
     ("real-vis", 1, 1): {
         "train": "4ab23dc3781db84a17bda2ba77f4cc57c1aab3ad5808300d52b5a7c6bbd26017",
@@ -84,6 +92,10 @@ GOLDEN_HASHES = {
     ("real-vis", 2, 1): {
         "train": "d3d60c19345faf7eefca74c7a8f8c6ece2edc88a11959c8f02b2ed52d4762fb5",
         "test": "56efd64e0981ce46e68fd6be97e0e484f48e84e45d268cb616d2f3259fe19701",
+        "real": "675cbb1b9463806e05537bca37d570d9199094addc16cf4fd037928cbca90a38"},
+    ("real-vis", 3, 1): {
+        "train": "4fcfea9de13d5c36a2454785728195578dd2dcd06bf9b019cbc403f95256efe8",
+        "test": "618aa44244b5fd0f3394756bbcd78308b37942eb56e9d59d225e587ae0e57616",
         "real": "675cbb1b9463806e05537bca37d570d9199094addc16cf4fd037928cbca90a38"},
     ("smoke-ground", 1, 1): {
         "train": "d5de1feb8af3077aa20b85c76d7bb578aed46ac6df9726fc7e67d471fc02392e",

@@ -215,6 +215,8 @@ def test_clean_labelling_applies_its_cuts():
     (dict(bands=("g", "u")), "has no band 'u'; its bands are"),
     (dict(survey="hcs"), "Did you mean 'hsc'"),
     (dict(labelling="strict"), "labelling must be one of"),
+    (dict(field_density=-1.0), "field_density must be a finite number >= 0"),
+    (dict(field_mag_range=(25.0, 18.0)), "field_mag_range must be"),
 ])
 def test_invalid_configuration_is_a_clear_error(change, message):
     with pytest.raises(ValueError, match=message):
@@ -265,3 +267,35 @@ def test_lens_sizes_by_luminosity_change_only_the_sizes():
     assert stats.spearmanr(by_light["lens_mag_i"], by_light["lens_r_eff"])[0] < -0.5
     assert abs(stats.spearmanr(uniform["lens_mag_i"], uniform["lens_r_eff"])[0]) < 0.2
     assert uniform["z_lens"].min() < 0.2 and uniform["lens_mag_i"].min() < 17.5
+
+
+def test_field_galaxies_add_neighbours_and_change_nothing_else():
+    # Metcalf labels (no cuts) so that the same systems are kept with and without neighbours.
+    config = SimConfig(**{**SMALL, "stamp_size": 48}, noise=False, labelling="metcalf")
+    alone, alone_truth = Simulator(config).simulate(400, seed=8)
+    field = config.replace(field_density=300.0, field_mag_range=(20.0, 23.0))
+    crowded, truth = Simulator(field).simulate(400, seed=8)
+    for key in ("label", "theta_e", "lens_mag_i", "source_mag_i", "lens_x", "magnification"):
+        assert np.array_equal(alone_truth[key], truth[key], equal_nan=True), key
+    # Poisson counts: density x stamp area (48 x 0.168" = 8.064" wide), the same for lenses
+    # and non-lenses: a neighbour says nothing about the label.
+    assert truth["field_count"].mean() == pytest.approx(300 * (48 * 0.168 / 60) ** 2, rel=0.1)
+    lens = truth["label"] == 1
+    assert abs(truth["field_count"][lens].mean() - truth["field_count"][~lens].mean()) < 0.4
+    # The images differ by the neighbours only, positive light: in i, at least a quarter of the
+    # brightest one's flux (its centre lies in the stamp) and at most all of theirs.
+    added = (crowded - alone)[:, 1].sum(axis=(1, 2))  # nanomaggies in i
+    assert (crowded - alone).min() > -1e-4 * alone.max()
+    has = truth["field_count"] > 0
+    assert np.all(np.abs(added[~has]) < 1e-4)
+    brightest = 10 ** (-0.4 * (truth["field_mag_min"][has] - 22.5))
+    assert np.all(added[has] > 0.24 * brightest)
+    assert np.all(added[has] < 1.01 * truth["field_count"][has] * brightest)
+    # Magnitudes follow N(m) ~ 10^(0.3 m) in 20-23: the share brighter than 22 in closed form.
+    population = Simulator(field).population
+    population.field_rng = np.random.default_rng(0)
+    mags = population.draw_field(2000)["field_mag"]
+    mags = mags[np.isfinite(mags)]
+    share = (10 ** (0.3 * (22 - 23)) - 10 ** (0.3 * (20 - 23))) / (1 - 10 ** (0.3 * (20 - 23)))
+    assert np.mean(mags < 22) == pytest.approx(share, abs=0.03)
+    assert mags.min() >= 20 and mags.max() <= 23

@@ -44,7 +44,7 @@ from lensbench.bench.suites.lens_finding import (
     LensFindingSplits,
     stored_test_scores,
 )
-from lensbench.bench.tasks import LENS_POPULATION, Suite, Task
+from lensbench.bench.tasks import FIELD_GALAXIES, LENS_POPULATION, Suite, Task
 from lensbench.datasets.config import SimConfig
 
 BASELINE = "baseline"
@@ -131,6 +131,12 @@ VARIANTS = (
     Variant("lens-population-light", "lens population", "lens-population with the lens light "
             "subtracted from every image (as lens-light)", train=dict(LENS_POPULATION),
             lens_light=True),
+    # Issue 22.2: neighbours in every training cutout, lens or not (bench/tasks.py:
+    # FIELD_GALAXIES), on top of the adopted lens-population-light.
+    Variant("field-galaxies", "field galaxies", "lens-population-light with field galaxies in "
+            "every cutout (~40 per arcmin^2 with i 18-25, uniform over the stamp): lenses are "
+            "no longer alone in their stamps while groups and mergers carry neighbours",
+            train={**LENS_POPULATION, **FIELD_GALAXIES}, lens_light=True),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 # The smoke profile runs one variant of each mechanism: a simulation override, a band subset, a
