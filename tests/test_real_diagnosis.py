@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import dataclasses
 import math
+import re
 
 import numpy as np
 import pytest
@@ -182,6 +183,14 @@ def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_
         assert all(len(line.split(" | ")) == 2 + len(real_diagnosis.EDITS) for line in
                    probe_rows)
         assert "| theta_E (arcsec) |" in section and "| arc S/N |" in section
+        # The simulated test lenses by their brightest field galaxy: the bins' shares and lens
+        # counts, which add up to the test split's lenses.
+        test = next(load_split(p) for p in (workdir / "splits").glob(f"{task}-v*-test-*"))
+        row = next(line for line in section.split("by the brightest field galaxy")[1]
+                   .splitlines() if line.startswith("| `pixel-logreg` |"))
+        counts = [int(count) for count in re.findall(r"\((\d+)\)", row)]
+        assert sum(counts) == int((test.truth["label"] == 1).sum())
+        assert 0 < counts[0] < sum(counts)  # some lenses alone, some with neighbours
         assert all(f"{name} " in section.split("Cosmic rays found")[1].split("\n")[0]
                    for name in lens_names)
         for figure in (f"real-smoke-{task}-real-dist.png", f"real-smoke-{task}-real-neighbours"

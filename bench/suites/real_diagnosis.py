@@ -385,6 +385,48 @@ def load_real_scores(result, workdir: Path, real_hash: str) -> dict | None:
         return {key: data[key] for key in data.files}
 
 
+def load_test_scores(result, workdir: Path) -> tuple[np.ndarray, str] | None:
+    """A run's test-split scores and that split's content hash (``scores`` artefact)."""
+    path = result.artifacts.get("scores") if result.status == "ok" else None
+    if not path or not (workdir / path).exists():
+        return None
+    with np.load(workdir / path) as data:
+        return data["scores"], str(data["test_hash"])
+
+
+# Brightest field galaxy (reference band) of a simulated test lens: the bins of the report.
+NEIGHBOUR_BINS = (("none", -np.inf, np.inf), ("fainter than 22", 22.0, np.inf),
+                  ("20-22", 20.0, 22.0), ("brighter than 20", -np.inf, 20.0))
+
+
+def neighbour_lines(task, runs, workdir: Path) -> list[str]:
+    """Each run's simulated test lenses above its real-lens threshold (FPR 1e-3), by the
+    brightest field galaxy in their stamps: a finder that learned "a neighbour means no lens"
+    loses the lenses with bright neighbours (empty when the test split has none)."""
+    rows = []
+    for r, saved in runs:
+        loaded = load_test_scores(r, workdir)
+        split = find_split(workdir, task, "test", loaded[1]) if loaded else None
+        if split is None or "field_mag_min" not in split.truth:
+            continue
+        scores, lens = loaded[0], split.truth["label"] == 1
+        brightest = split.truth["field_mag_min"]
+        cells = []
+        for name, low, high in NEIGHBOUR_BINS:
+            chosen = lens & (np.isnan(brightest) if name == "none"
+                             else (brightest >= low) & (brightest < high))
+            above = scores[chosen] > saved["threshold"][()]
+            cells.append(f"{above.mean():.3f} ({int(chosen.sum())})" if chosen.any() else "–")
+        rows.append("| " + " | ".join([f"`{r.run_id}`", *cells]) + " |")
+    if not rows:
+        return []
+    reference = task.config.reference
+    header = ["method", *[f"{name}" for name, _, _ in NEIGHBOUR_BINS]]
+    return ["", f"Simulated test lenses above the FPR-1e-3 threshold, by the brightest field "
+            f"galaxy in their stamp ({reference} magnitude; lenses in the bin in brackets):", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
+
+
 def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, profile: str
                  ) -> tuple[list[str], list[Path]]:
     """The real-lens diagnosis section of a lens-finding task's report."""
@@ -422,6 +464,7 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
             md.append(f"- `{r.run_id}`: " + "; ".join(
                 f"{KIND_PLURALS[kind]} {int(above[kinds == kind].sum())} / {counts[kind]}"
                 for kind in (1, 3, 2)))
+        md += neighbour_lines(task, runs, workdir)
         md += ["", f"Probe ({counts[1]} real lenses): each fitted finder's score of controlled "
                "edits of the real cutouts (R = lens light L + arcs A + noise; L and A from the "
                "SLACS arc split, degraded without noise):", ""]
