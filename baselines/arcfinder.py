@@ -65,11 +65,55 @@ def group_medians(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.n
     return np.where(counts > 0, medians, np.nan)
 
 
-def elliptical_model(red: np.ndarray, pixel_scale: float) -> tuple[np.ndarray, np.ndarray,
-                                                                    np.ndarray]:
+SHAPES = ("weighted", "adaptive")
+ADAPTIVE_ITERATIONS = 10
+
+
+def adaptive_moments(red: np.ndarray, cx: np.ndarray, cy: np.ndarray, sigma_px: float
+                     ) -> tuple[np.ndarray, ...]:
+    """Centre (cx, cy; pixels from the stamp centre) and second moments (ixx, iyy, ixy), each
+    (n,), of ``red`` (n, H, W) under an elliptical Gaussian weight iterated to the galaxy's own
+    centre and shape (adaptive moments, Bernstein & Jarvis 2002): the weight is re-centred on
+    the weighted centroid and its covariance becomes twice the weighted covariance, from a round
+    ``sigma_px`` weight at ``cx, cy``. A fixed round weight makes an elongated galaxy look rounder
+    and pulls its centre toward the weight's: on simulated VIS lenses the 1" round weight
+    measured the light's axis ratio 0.13 too round (the adaptive weight 0.04, the rest the PSF's),
+    and a model of the wrong shape or centre leaves four-lobed and two-lobed residuals as bright
+    as faint arcs. The centre moves at most a pixel from the start."""
+    n, h, w = red.shape
+    yy, xx = np.mgrid[:h, :w]
+    x0 = xx.ravel()[None] - (w - 1) / 2
+    y0 = yy.ravel()[None] - (h - 1) / 2
+    image = np.maximum(red, 0).reshape(n, -1).astype(np.float64)
+    low, high = 0.25, (min(h, w) / 4) ** 2  # px^2: a pixel's scale to a quarter of the stamp
+    a, b, c = np.full(n, float(sigma_px) ** 2), np.full(n, float(sigma_px) ** 2), np.zeros(n)
+    start_x, start_y = np.asarray(cx, dtype=np.float64), np.asarray(cy, dtype=np.float64)
+    cx, cy = start_x.copy(), start_y.copy()
+    for _ in range(ADAPTIVE_ITERATIONS):
+        x, y = x0 - cx[:, None], y0 - cy[:, None]
+        det = (a * b - c * c)[:, None]
+        weighted = image * np.exp(-0.5 * (b[:, None] * x * x - 2 * c[:, None] * x * y
+                                          + a[:, None] * y * y) / det)
+        m0 = np.maximum(weighted.sum(axis=1), 1e-30)
+        dx, dy = (weighted * x).sum(axis=1) / m0, (weighted * y).sum(axis=1) / m0
+        a = np.clip(2 * ((weighted * x * x).sum(axis=1) / m0 - dx * dx), low, high)
+        b = np.clip(2 * ((weighted * y * y).sum(axis=1) / m0 - dy * dy), low, high)
+        limit = 0.99 * np.sqrt(a * b)
+        c = np.clip(2 * ((weighted * x * y).sum(axis=1) / m0 - dx * dy), -limit, limit)
+        cx = np.clip(cx + dx, start_x - 1, start_x + 1)
+        cy = np.clip(cy + dy, start_y - 1, start_y + 1)
+    return cx, cy, a, b, c
+
+
+def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted"
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lens model of ``red`` (n, H, W): (model, x, y) with x, y the pixel offsets (n, H, W) from
-    the fitted lens centre. Centre and shape from Gaussian-weighted (1") moments; profile from
-    elliptical-annulus medians, linearly interpolated in elliptical radius."""
+    the fitted lens centre. Centre and shape (axis ratio, position angle) from Gaussian-weighted
+    (1") moments (``shape="weighted"``, the arc finder's) or from adaptive moments
+    (``"adaptive"``: :func:`adaptive_moments`); profile from elliptical-annulus medians, linearly
+    interpolated in elliptical radius."""
+    if shape not in SHAPES:
+        raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     n, h, w = red.shape
     moments = (np.maximum(red, 0).reshape(n, -1) @ moment_matrix((h, w), 1.0 / pixel_scale).T
                ).astype(np.float64)
@@ -79,6 +123,8 @@ def elliptical_model(red: np.ndarray, pixel_scale: float) -> tuple[np.ndarray, n
     ixx = np.maximum(moments[:, 3] / m0 - cx ** 2, 1e-6)
     iyy = np.maximum(moments[:, 4] / m0 - cy ** 2, 1e-6)
     ixy = moments[:, 5] / m0 - cx * cy
+    if shape == "adaptive":
+        cx, cy, ixx, iyy, ixy = adaptive_moments(red, cx, cy, 1.0 / pixel_scale)
     angle = 0.5 * np.arctan2(2 * ixy, ixx - iyy)
     root = np.sqrt(((ixx - iyy) / 2) ** 2 + ixy ** 2)
     q = np.clip(np.sqrt(np.maximum((ixx + iyy) / 2 - root, 1e-6)

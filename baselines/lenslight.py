@@ -3,8 +3,9 @@ its red band and scaled into every band, is subtracted from every band.
 
 The model (:func:`lensbench.baselines.arcfinder.elliptical_model`) is a smooth elliptical profile
 of the red band (i when present, HSC's deepest band, else the reddest; as the arc finder chooses
-it): centre and shape from Gaussian-weighted moments, radial profile from elliptical-annulus
-medians, so arcs covering a minority of an annulus barely enter it. Each other band gets the
+it): centre from Gaussian-weighted moments, shape from adaptive moments (by default), radial
+profile from elliptical-annulus medians, so arcs covering a minority of an annulus barely enter
+it. Each other band gets the
 model times its colour: the least-squares amplitude of the red image in that band inside
 ``fit_radius`` of the centre (:func:`~lensbench.baselines.arcfinder.model_amplitude`), where the
 lens dominates and arcs are rare. Against the red image rather than the model, so the colour does
@@ -20,11 +21,14 @@ from lensbench.baselines.arcfinder import CHUNK, elliptical_model, model_amplitu
 from lensbench.baselines.features import band_names, blue_red_indices
 
 
-def subtract_lens_light(X, bands=None, pixel_scale: float = 0.168, fit_radius: float = 0.5
-                        ) -> np.ndarray:
+def subtract_lens_light(X, bands=None, pixel_scale: float = 0.168, fit_radius: float = 0.5,
+                        shape: str = "adaptive") -> np.ndarray:
     """``X`` (n, B, H, W) in any flux unit minus its lens model in every band: float32, same
     shape. ``bands`` names the bands (blue to red when None); ``pixel_scale`` in arcsec/px;
-    ``fit_radius`` in arcsec (at least 1.5 px) bounds the pixels that set each band's amplitude."""
+    ``fit_radius`` in arcsec (at least 1.5 px) bounds the pixels that set each band's amplitude;
+    ``shape``: how the model's axis ratio and angle are measured (``elliptical_model``:
+    "adaptive" moments, or the arc finder's round-"weighted" ones, which models made before the
+    adaptive ones were fitted with)."""
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 4:
         raise ValueError(f"expected images of shape (n, bands, H, W), got {X.shape}")
@@ -32,7 +36,7 @@ def subtract_lens_light(X, bands=None, pixel_scale: float = 0.168, fit_radius: f
     out = np.empty_like(X)
     for start in range(0, len(X), CHUNK):
         block = X[start: start + CHUNK]
-        model, x, y = elliptical_model(block[:, red], pixel_scale)
+        model, x, y = elliptical_model(block[:, red], pixel_scale, shape)
         inner = (np.hypot(x, y) <= max(fit_radius / pixel_scale, 1.5)).reshape(len(block), -1)
         for b in range(X.shape[1]):
             amplitude = 1.0 if b == red else model_amplitude(block[:, b], block[:, red], inner)[

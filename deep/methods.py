@@ -92,7 +92,8 @@ class NetFinder(Method):
             raise ValueError(f"{type(self).__name__}(lens_light=True) needs the task's bands and "
                              "pixel scale (a TaskInfo) to model the lens light")
         return Preprocessor(stretch=self.stretch, crop=self.crop, lens_light=True,
-                            bands=tuple(info.bands), pixel_scale=float(info.pixel_scale))
+                            bands=tuple(info.bands), pixel_scale=float(info.pixel_scale),
+                            lens_light_shape="adaptive")
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, info: TaskInfo | None = None, epoch_callback=None):

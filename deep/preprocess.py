@@ -78,6 +78,9 @@ class Preprocessor:
     lens_light: bool = False
     bands: tuple[str, ...] | None = None
     pixel_scale: float | None = None
+    # How the lens model's shape is measured (baselines/arcfinder.py: SHAPES): new fits use
+    # "adaptive"; "weighted" is what a checkpoint without this field was fitted with.
+    lens_light_shape: str = "weighted"
 
     def __post_init__(self):
         if self.stretch not in STRETCHES:
@@ -86,6 +89,11 @@ class Preprocessor:
             self.bands = tuple(self.bands)
         if self.lens_light and (self.bands is None or self.pixel_scale is None):
             raise ValueError("lens_light needs bands and pixel_scale")
+        from lensbench.baselines.arcfinder import SHAPES
+
+        if self.lens_light_shape not in SHAPES:
+            raise ValueError(f"lens_light_shape must be one of {SHAPES}, got "
+                             f"{self.lens_light_shape!r}")
 
     def _cleaned(self, X: np.ndarray) -> np.ndarray:
         X = clean(X, self.mask_value)
@@ -93,7 +101,8 @@ class Preprocessor:
             return X
         from lensbench.baselines.lenslight import subtract_lens_light
 
-        return subtract_lens_light(X, bands=self.bands, pixel_scale=self.pixel_scale)
+        return subtract_lens_light(X, bands=self.bands, pixel_scale=self.pixel_scale,
+                                   shape=self.lens_light_shape)
 
     def fit(self, X: np.ndarray) -> Preprocessor:
         self._fit_noise(self._cleaned(X))

@@ -3,6 +3,8 @@ controlled images, catalog-nn's threshold, and every baseline beating random on 
 
 from __future__ import annotations
 
+import math
+
 import numpy as np
 import pytest
 from lensbench.baselines.arcfinder import ArcFinder, group_medians
@@ -180,3 +182,29 @@ def test_baseline_beats_random_on_an_easy_set(name, easy_set):
     scores = method.predict_score(X_test)
     assert scores.shape == (len(X_test),) and np.isfinite(scores).all()
     assert auroc(y_test, scores) > 0.7
+
+
+def test_adaptive_moments_recover_the_shape_and_centre_a_round_weight_biases():
+    from lensbench.baselines.arcfinder import adaptive_moments, elliptical_model
+    from lensbench.baselines.lenslight import subtract_lens_light
+
+    # Elliptical exponential galaxies, axis ratio 0.5 at 30 degrees, 0.7 px off the centre.
+    q, angle, (cx, cy) = 0.5, math.radians(30), (0.7, -0.4)
+    yy, xx = np.mgrid[:64, :64] - 31.5
+    x, y = xx - cx, yy - cy
+    major = x * math.cos(angle) + y * math.sin(angle)
+    minor = -x * math.sin(angle) + y * math.cos(angle)
+    galaxy = np.exp(-np.sqrt(q * major ** 2 + minor ** 2 / q) / 4.0)[None].astype(np.float32)
+    got_x, got_y, ixx, iyy, ixy = adaptive_moments(galaxy, np.zeros(1), np.zeros(1), 6.0)
+    root = math.hypot((ixx[0] - iyy[0]) / 2, ixy[0])
+    axis_ratio = math.sqrt(((ixx[0] + iyy[0]) / 2 - root) / ((ixx[0] + iyy[0]) / 2 + root))
+    assert axis_ratio == pytest.approx(q, abs=0.01)
+    assert 0.5 * math.atan2(2 * ixy[0], ixx[0] - iyy[0]) == pytest.approx(angle, abs=0.01)
+    assert (got_x[0], got_y[0]) == pytest.approx((cx, cy), abs=0.02)
+    # The model of the adaptive shape leaves a fraction of the weighted one's residual.
+    residual = {shape: np.abs(subtract_lens_light(galaxy[:, None], bands=("i",), pixel_scale=0.2,
+                                                  shape=shape)).sum() for shape in
+                ("weighted", "adaptive")}
+    assert residual["adaptive"] < 0.5 * residual["weighted"]
+    with pytest.raises(ValueError, match="shape must be one of"):
+        elliptical_model(galaxy, 0.2, shape="round")

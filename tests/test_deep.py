@@ -469,7 +469,15 @@ def test_lens_light_option_subtracts_the_lens_in_fit_predict_and_a_saved_model(t
         resolve_method("committee")(lens_light=True).fit(X, y)
     finder.fit(X, y, info)
     assert finder.preprocessor_.lens_light and finder.preprocessor_.bands == ("g", "i")
+    assert finder.preprocessor_.lens_light_shape == "adaptive"  # new fits
     path = save_checkpoint(finder, tmp_path / "model.pt")
     loaded = load_checkpoint(path)
     assert loaded.preprocessor_.lens_light and loaded.preprocessor_.pixel_scale == 0.2
+    assert loaded.preprocessor_.lens_light_shape == "adaptive"
     assert np.allclose(loaded.predict_score(X), finder.predict_score(X))
+    # A checkpoint written before the field existed was fitted with the round-weighted shape.
+    older = light.state()
+    del older["lens_light_shape"]
+    assert Preprocessor(**older).lens_light_shape == "weighted"
+    with pytest.raises(ValueError, match="lens_light_shape must be one of"):
+        Preprocessor(lens_light=True, bands=("i",), pixel_scale=0.2, lens_light_shape="round")
