@@ -70,7 +70,9 @@ class Variant:
     train: dict = field(default_factory=dict)  # SimConfig overrides of the training split
     bands: tuple[str, ...] = BASE_BANDS  # the bands the method sees (train, test, real)
     method_params: dict = field(default_factory=dict)  # e.g. {"stretch": "sqrt"}
-    lens_light: bool = False  # subtract the lens light from every image the method sees
+    # Subtract the lens light from every image the method sees, its model's shape measured by
+    # round-"weighted" or "adaptive" moments (baselines/arcfinder.py: SHAPES); None: keep it.
+    lens_light: str | None = None
 
     def train_config(self, base: SimConfig) -> SimConfig:
         return base.replace(**self.train)
@@ -114,7 +116,7 @@ VARIANTS = (
             method_params={"stretch": "sqrt"}),
     Variant("lens-light", "preprocessing", "lens light subtracted from every band (the arc "
             "finder's smooth elliptical model of the i band, scaled by each band's colour)",
-            lens_light=True),
+            lens_light="weighted"),
     # Issue 22.2: the lens population of the real lenses' kind (bench/tasks.py:
     # LENS_POPULATION), one change at a time and both.
     Variant("lenses-low-z", "lens population", "lens redshifts 0.1-0.9 instead of 0.2-0.9: "
@@ -130,13 +132,19 @@ VARIANTS = (
     # simulated test set (lens-light).
     Variant("lens-population-light", "lens population", "lens-population with the lens light "
             "subtracted from every image (as lens-light)", train=dict(LENS_POPULATION),
-            lens_light=True),
+            lens_light="weighted"),
     # Issue 22.2: neighbours in every training cutout, lens or not (bench/tasks.py:
     # FIELD_GALAXIES), on top of the adopted lens-population-light.
     Variant("field-galaxies", "field galaxies", "lens-population-light with field galaxies in "
             "every cutout (~40 per arcmin^2 with i 18-25, uniform over the stamp): lenses are "
             "no longer alone in their stamps while groups and mergers carry neighbours",
-            train={**LENS_POPULATION, **FIELD_GALAXIES}, lens_light=True),
+            train={**LENS_POPULATION, **FIELD_GALAXIES}, lens_light="weighted"),
+    # The lens-light model's shape from adaptive moments instead of round-weighted ones: the
+    # round weight measured simulated lenses' axis ratios 0.13 too round in VIS and left
+    # four-lobed residuals (baselines/arcfinder.py: adaptive_moments).
+    Variant("lens-light-adaptive", "field galaxies", "field-galaxies with the lens-light model's "
+            "centre and shape from adaptive moments (the real tasks' committee)",
+            train={**LENS_POPULATION, **FIELD_GALAXIES}, lens_light="adaptive"),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 # The smoke profile runs one variant of each mechanism: a simulation override, a band subset, a
@@ -188,8 +196,8 @@ class SplitView:
 def _view(split, variant: Variant, pixel_scale: float) -> SplitView:
     from lensbench.baselines.lenslight import subtract_lens_light
 
-    transform = (partial(subtract_lens_light, bands=variant.bands, pixel_scale=pixel_scale)
-                 if variant.lens_light else None)
+    transform = (partial(subtract_lens_light, bands=variant.bands, pixel_scale=pixel_scale,
+                         shape=variant.lens_light) if variant.lens_light else None)
     return SplitView(split, variant.bands, transform)
 
 
