@@ -66,7 +66,8 @@ class NetFinder(Method):
 
     checkpoint_format = CHECKPOINT_FORMAT  # what deep/checkpoint.py reads back into this class
     persistence = "net-finder"  # a model file holds that checkpoint (baselines/persistence.py)
-    lens_light = False  # a parameter of ResNetFinder; the other nets never subtract it
+    lens_light = False  # parameters of ResNetFinder; the other nets never subtract it
+    lens_light_shape = "weighted"
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
@@ -93,7 +94,7 @@ class NetFinder(Method):
                              "pixel scale (a TaskInfo) to model the lens light")
         return Preprocessor(stretch=self.stretch, crop=self.crop, lens_light=True,
                             bands=tuple(info.bands), pixel_scale=float(info.pixel_scale),
-                            lens_light_shape="adaptive")
+                            lens_light_shape=self.lens_light_shape)
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, info: TaskInfo | None = None, epoch_callback=None):
@@ -246,7 +247,8 @@ class ResNetFinder(NetFinder):
                  validation_fraction: float = 0.15, device: str = "auto",
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
-                 memory_format: str = "auto", lens_light: bool = False):
+                 memory_format: str = "auto", lens_light: bool = False,
+                 lens_light_shape: str = "weighted"):
         self.arch = arch
         self.width = width
         self.depth = depth
@@ -270,8 +272,10 @@ class ResNetFinder(NetFinder):
         self.precision = precision
         self.memory_format = memory_format
         # Subtract the lens light (baselines/lenslight.py) from every image the net sees, in
-        # fit and in predict, so a saved model (bench scan, bench predict) does it too.
+        # fit and in predict, so a saved model (bench scan, bench predict) does it too; its
+        # model's shape by round-"weighted" or "adaptive" moments (baselines/arcfinder.py).
         self.lens_light = lens_light
+        self.lens_light_shape = lens_light_shape
 
 
 class CommitteeFinder(ResNetFinder):
@@ -293,7 +297,8 @@ class CommitteeFinder(ResNetFinder):
                  validation_fraction: float = 0.15, device: str = "auto",
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
-                 memory_format: str = "auto", lens_light: bool = False):
+                 memory_format: str = "auto", lens_light: bool = False,
+                 lens_light_shape: str = "weighted"):
         super().__init__(arch=arch, width=width, depth=depth, members=members, combine=combine,
                          tta=tta, calibrate=calibrate, crop=crop, stretch=stretch,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr,
@@ -301,7 +306,8 @@ class CommitteeFinder(ResNetFinder):
                          validation_fraction=validation_fraction, device=device,
                          num_threads=num_threads, checkpoint_dir=checkpoint_dir,
                          random_state=random_state, precision=precision,
-                         memory_format=memory_format, lens_light=lens_light)
+                         memory_format=memory_format, lens_light=lens_light,
+                         lens_light_shape=lens_light_shape)
 
 
 class DeepLensFinder(NetFinder):

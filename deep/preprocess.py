@@ -78,8 +78,8 @@ class Preprocessor:
     lens_light: bool = False
     bands: tuple[str, ...] | None = None
     pixel_scale: float | None = None
-    # How the lens model's shape is measured (baselines/arcfinder.py: SHAPES): new fits use
-    # "adaptive"; "weighted" is what a checkpoint without this field was fitted with.
+    # How the lens model's shape is measured (baselines/arcfinder.py: SHAPES); a checkpoint
+    # without this field was fitted with "weighted".
     lens_light_shape: str = "weighted"
 
     def __post_init__(self):

@@ -469,12 +469,21 @@ def test_lens_light_option_subtracts_the_lens_in_fit_predict_and_a_saved_model(t
         resolve_method("committee")(lens_light=True).fit(X, y)
     finder.fit(X, y, info)
     assert finder.preprocessor_.lens_light and finder.preprocessor_.bands == ("g", "i")
-    assert finder.preprocessor_.lens_light_shape == "adaptive"  # new fits
+    assert finder.preprocessor_.lens_light_shape == "weighted"  # the default
     path = save_checkpoint(finder, tmp_path / "model.pt")
     loaded = load_checkpoint(path)
     assert loaded.preprocessor_.lens_light and loaded.preprocessor_.pixel_scale == 0.2
-    assert loaded.preprocessor_.lens_light_shape == "adaptive"
     assert np.allclose(loaded.predict_score(X), finder.predict_score(X))
+    # The adaptive shape is a parameter; it reaches the preprocessor and survives a reload.
+    adaptive = resolve_method("committee")(members=1, max_epochs=1, width=8, crop=None,
+                                           tta="none", num_threads=1, lens_light=True,
+                                           lens_light_shape="adaptive").fit(X, y, info)
+    reloaded = load_checkpoint(save_checkpoint(adaptive, tmp_path / "adaptive.pt"))
+    assert reloaded.preprocessor_.lens_light_shape == "adaptive"
+    assert np.allclose(reloaded.predict_score(X), adaptive.predict_score(X))
+    assert not np.allclose(light.normalise(X), Preprocessor(
+        stretch="none", lens_light=True, bands=("g", "i"), pixel_scale=0.2,
+        lens_light_shape="adaptive").fit(X).normalise(X))
     # A checkpoint written before the field existed was fitted with the round-weighted shape.
     older = light.state()
     del older["lens_light_shape"]

@@ -143,7 +143,7 @@ VARIANTS = (
     # round weight measured simulated lenses' axis ratios 0.13 too round in VIS and left
     # four-lobed residuals (baselines/arcfinder.py: adaptive_moments).
     Variant("lens-light-adaptive", "field galaxies", "field-galaxies with the lens-light model's "
-            "centre and shape from adaptive moments (the real tasks' committee)",
+            "centre and shape from adaptive moments",
             train={**LENS_POPULATION, **FIELD_GALAXIES}, lens_light="adaptive"),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
