@@ -27,7 +27,6 @@ import time
 from functools import lru_cache
 
 import numpy as np
-from photutils.aperture import CircularAperture
 from skimage.filters import gabor_kernel
 
 APERTURE_RADII_ARCSEC = (1.04, 1.76, 3.00, 4.64)  # Cañameras et al. (2020)
@@ -111,6 +110,10 @@ def aperture_matrix(shape: tuple[int, int], radii_px: tuple[float, ...]) -> np.n
     Fast path of ``photutils.aperture.aperture_photometry``: the overlap masks come from photutils
     itself (``CircularAperture.to_mask(method="exact")``) once per geometry, and fluxes of all
     cutouts are then one matrix product, identical to aperture_photometry(method="exact")."""
+    # Imported here: the lens-light model (arcfinder), which the deep methods import, lives
+    # beside these features, and a GPU machine without photutils must still train them.
+    from photutils.aperture import CircularAperture
+
     h, w = shape
     centre = ((w - 1) / 2.0, (h - 1) / 2.0)
     rows = [CircularAperture(centre, r=float(r)).to_mask(method="exact").to_image((h, w))
