@@ -38,12 +38,8 @@ from lensbench.bench.report import fmt
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap
-from lensbench.bench.suites.lens_finding import (
-    ROTATION_COLUMNS,
-    LensFinding,
-    LensFindingSplits,
-    stored_test_scores,
-)
+from lensbench.bench.suites.lens_finding import ROTATION_COLUMNS, LensFinding, LensFindingSplits
+from lensbench.bench.suites.real_diagnosis import stored_test_scores
 from lensbench.bench.tasks import FIELD_GALAXIES, LENS_POPULATION, Suite, Task
 from lensbench.datasets.config import SimConfig
 

@@ -21,6 +21,7 @@ from lensbench.bench.metrics import binned_lens_finding_metrics, lens_finding_me
 from lensbench.bench.report import fmt
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
+from lensbench.bench.suites.real_diagnosis import stored_test_scores
 from lensbench.bench.tasks import Suite, Task
 from lensbench.datasets.interrupts import check_stop
 from lensbench.datasets.storage import Split
@@ -168,15 +169,6 @@ def predict_with_spread(method, split) -> tuple[np.ndarray, np.ndarray | None]:
             score = method.predict_score(batch)
         scores.append(np.asarray(score, dtype=np.float64))
     return np.concatenate(scores), (np.concatenate(spreads) if with_spread else None)
-
-
-def stored_test_scores(result: Result, workdir: Path):
-    """(labels, scores, test-split hash) a run saved for its test set, or None."""
-    path = result.artifacts.get("scores")
-    if result.status != "ok" or not path or not (workdir / path).exists():
-        return None
-    with np.load(workdir / path) as data:
-        return data["labels"], data["scores"], str(data["test_hash"])
 
 
 # ----------------------------------------------------------------------------- the kind

@@ -374,6 +374,16 @@ def plot_neighbours(comparison: Comparison, bands, path: Path, title: str) -> Pa
 
 
 # ----------------------------------------------------------------------------- report
+def stored_test_scores(result, workdir: Path):
+    """(labels, scores, test-split hash) a run saved for its test set (``scores`` artefact),
+    or None."""
+    path = result.artifacts.get("scores")
+    if result.status != "ok" or not path or not (workdir / path).exists():
+        return None
+    with np.load(workdir / path) as data:
+        return data["labels"], data["scores"], str(data["test_hash"])
+
+
 def load_real_scores(result, workdir: Path, real_hash: str) -> dict | None:
     """What a run saved about the real split (``real_scores`` artefact) if made from it."""
     path = result.artifacts.get("real_scores") if result.status == "ok" else None
@@ -383,15 +393,6 @@ def load_real_scores(result, workdir: Path, real_hash: str) -> dict | None:
         if str(data["real_hash"]) != real_hash:
             return None
         return {key: data[key] for key in data.files}
-
-
-def load_test_scores(result, workdir: Path) -> tuple[np.ndarray, str] | None:
-    """A run's test-split scores and that split's content hash (``scores`` artefact)."""
-    path = result.artifacts.get("scores") if result.status == "ok" else None
-    if not path or not (workdir / path).exists():
-        return None
-    with np.load(workdir / path) as data:
-        return data["scores"], str(data["test_hash"])
 
 
 # Brightest field galaxy (reference band) of a simulated test lens: the bins of the report.
@@ -405,11 +406,11 @@ def neighbour_lines(task, runs, workdir: Path) -> list[str]:
     loses the lenses with bright neighbours (empty when the test split has none)."""
     rows = []
     for r, saved in runs:
-        loaded = load_test_scores(r, workdir)
-        split = find_split(workdir, task, "test", loaded[1]) if loaded else None
+        stored = stored_test_scores(r, workdir)
+        split = find_split(workdir, task, "test", stored[2]) if stored else None
         if split is None or "field_mag_min" not in split.truth:
             continue
-        scores, lens = loaded[0], split.truth["label"] == 1
+        lens, scores = stored[0] == 1, stored[1]
         brightest = split.truth["field_mag_min"]
         cells = []
         for name, low, high in NEIGHBOUR_BINS:
