@@ -105,13 +105,12 @@ def adaptive_moments(red: np.ndarray, cx: np.ndarray, cy: np.ndarray, sigma_px: 
     return cx, cy, a, b, c
 
 
-def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted"
-                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Lens model of ``red`` (n, H, W): (model, x, y) with x, y the pixel offsets (n, H, W) from
-    the fitted lens centre. Centre and shape (axis ratio, position angle) from Gaussian-weighted
+def lens_shape(red: np.ndarray, pixel_scale: float, shape: str = "weighted"
+               ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Centre (cx, cy; pixels from the stamp centre), position angle (radians) and axis ratio
+    (clipped to 0.3-1), each (n,), of the light in ``red`` (n, H, W): from Gaussian-weighted
     (1") moments (``shape="weighted"``, the arc finder's) or from adaptive moments
-    (``"adaptive"``: :func:`adaptive_moments`); profile from elliptical-annulus medians, linearly
-    interpolated in elliptical radius."""
+    (``"adaptive"``: :func:`adaptive_moments`)."""
     if shape not in SHAPES:
         raise ValueError(f"shape must be one of {SHAPES}, got {shape!r}")
     n, h, w = red.shape
@@ -129,6 +128,16 @@ def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted
     root = np.sqrt(((ixx - iyy) / 2) ** 2 + ixy ** 2)
     q = np.clip(np.sqrt(np.maximum((ixx + iyy) / 2 - root, 1e-6)
                         / ((ixx + iyy) / 2 + root)), 0.3, 1.0)
+    return cx, cy, angle, q
+
+
+def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted"
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Lens model of ``red`` (n, H, W): (model, x, y) with x, y the pixel offsets (n, H, W) from
+    the fitted lens centre. Centre and shape from :func:`lens_shape`; profile from
+    elliptical-annulus medians, linearly interpolated in elliptical radius."""
+    cx, cy, angle, q = lens_shape(red, pixel_scale, shape)
+    n, h, w = red.shape
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
     x = xx[None] - ((w - 1) / 2 + cx[:, None, None]).astype(np.float32)
     y = yy[None] - ((h - 1) / 2 + cy[:, None, None]).astype(np.float32)

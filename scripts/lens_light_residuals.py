@@ -14,16 +14,10 @@ from __future__ import annotations
 import argparse
 
 import numpy as np
-from lensbench.baselines.arcfinder import SHAPES, adaptive_moments
-from lensbench.baselines.features import moment_matrix
+from lensbench.baselines.arcfinder import SHAPES, lens_shape
 from lensbench.baselines.lenslight import subtract_lens_light
 from lensbench.bench.tasks import REAL_HSC, REAL_VIS
 from lensbench.datasets.simulate import Simulator
-
-
-def axis_ratio(ixx, iyy, ixy):
-    root = np.hypot((ixx - iyy) / 2, ixy)
-    return np.sqrt(((ixx + iyy) / 2 - root) / ((ixx + iyy) / 2 + root))
 
 
 def main() -> None:
@@ -41,14 +35,8 @@ def main() -> None:
         size = images.shape[-1]
         yy, xx = (np.mgrid[:size, :size] - (size - 1) / 2) * scale
         inner = np.hypot(xx, yy) < 2.0
-        moments = (red.reshape(len(red), -1) @ moment_matrix(red.shape[1:], 1 / scale).T
-                   ).astype(np.float64)
-        cx, cy = moments[:, 1] / moments[:, 0], moments[:, 2] / moments[:, 0]
-        weighted_q = axis_ratio(moments[:, 3] / moments[:, 0] - cx ** 2,
-                                moments[:, 4] / moments[:, 0] - cy ** 2,
-                                moments[:, 5] / moments[:, 0] - cx * cy)
-        adaptive_q = axis_ratio(*adaptive_moments(red, cx, cy, 1 / scale)[2:])
-        for shape, q in zip(SHAPES, (weighted_q, adaptive_q), strict=True):
+        for shape in SHAPES:
+            q = lens_shape(red, scale, shape)[3]
             residual = subtract_lens_light(images, bands=config.band_names, pixel_scale=scale,
                                            shape=shape)[:, band]
             share = np.abs(residual[:, inner]).sum(1) / np.abs(red[:, inner]).sum(1)
