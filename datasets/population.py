@@ -287,10 +287,11 @@ class Population:
 
     def draw_field(self, n: int) -> dict:
         """Field galaxies of ``n`` stamps from ``field_rng`` (``SimConfig.field_density``):
-        ``field_*`` arrays (n, FIELD_MAX_GALAXIES), absent galaxies with magnitude inf, and
+        ``field_*`` arrays (n, FIELD_MAX_GALAXIES), absent galaxies with magnitude inf;
         ``_field_slot_mags`` (n, B, 2): the magnitudes of the early-type and the late-type
         galaxies of each stamp taken together, the two components they are painted in (one
-        colour each per stamp, with ``colour_scatter``)."""
+        colour each per stamp, with ``colour_scatter``); ``_field_weight`` (n, K): each
+        galaxy's share of its component's reference-band flux."""
         cfg, rng = self.config, self.field_rng
         if rng is None:
             raise RuntimeError("Population.field_rng must be set before drawing field galaxies")
@@ -312,16 +313,22 @@ class Population:
                "field_phi": rng.uniform(0, math.pi, (n, k)),
                "field_mag": mag, "field_red": rng.random((n, k)) < FIELD_RED_FRACTION}
         ref = cfg.reference
+        flux = 10 ** (-0.4 * mag)  # 0 for absent galaxies
         slot_mags = np.full((n, len(self.band_names), 2), np.inf)
+        weight = np.zeros((n, k))
         for slot, (red, table) in enumerate(((True, LENS_COLOURS), (False, DISK_COLOURS))):
-            flux = np.where(out["field_red"] == red, 10 ** (-0.4 * mag), 0.0).sum(axis=1)
+            members = out["field_red"] == red
+            member_flux = np.where(members, flux, 0.0)
+            total = member_flux.sum(axis=1, keepdims=True)
+            np.divide(member_flux, total, out=weight, where=members & (total > 0))
             scatter = rng.normal(0, cfg.colour_scatter, (n, len(self.band_names)))
             scatter[:, self.reference_index] = 0.0
             with np.errstate(divide="ignore"):
-                ref_mag = -2.5 * np.log10(flux)
+                ref_mag = -2.5 * np.log10(total[:, 0])
             for b, name in enumerate(self.band_names):
                 slot_mags[:, b, slot] = ref_mag + table[name] - table[ref] + scatter[:, b]
         out["_field_slot_mags"] = slot_mags
+        out["_field_weight"] = weight  # each galaxy's share of its component's flux
         return out
 
     def draw_non_lenses(self, rng: np.random.Generator, n: int) -> dict:

@@ -202,14 +202,11 @@ class Renderer:
 
     def _render_field(self, p, index, maps: torch.Tensor) -> None:
         """Field galaxies into their two components (``field_slot``: early types, then late
-        types), each galaxy weighted by its share of its component's reference-band flux."""
-        flux = 10 ** (-0.4 * p["field_mag"][index])  # 0 for absent galaxies (inf magnitude)
-        red = p["field_red"][index]
+        types), each galaxy weighted by its share of its component's reference-band flux
+        (``_field_weight``, drawn with them)."""
+        share, red = p["_field_weight"][index], p["field_red"][index]
         for slot, members in ((self.field_slot, red), (self.field_slot + 1, ~red)):
-            member_flux = np.where(members, flux, 0.0)
-            total = member_flux.sum(axis=1, keepdims=True)
-            weight = np.divide(member_flux, total, out=np.zeros_like(member_flux),
-                               where=total > 0)
+            weight = np.where(members, share, 0.0)
             for j in np.flatnonzero(weight.any(axis=0)):
                 maps[:, slot] += negatives.sersic_map(
                     self.grid, *(p[f"field_{key}"][index, j] for key in (
