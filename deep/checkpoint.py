@@ -20,7 +20,6 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-from lensbench.baselines.arcfinder import SHAPES
 from lensbench.baselines.persistence import _MISSING, checked_params, refuse, registered_class
 from lensbench.baselines.persistence import is_plain as _is_plain
 from lensbench.baselines.registry import METHODS, registered_name
@@ -138,7 +137,6 @@ def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
                   and all(_finite(s) and s > 0 for s in v),
                   f"{bands} positive finite numbers (one sky sigma per band)"),
         "lens_light": (lambda v: isinstance(v, bool), "true or false"),
-        "lens_light_shape": (lambda v: v in SHAPES, f"one of {SHAPES}"),
         "bands": (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == bands
                                           and all(isinstance(b, str) for b in v)),
                   f"None or {bands} band names"),
