@@ -125,10 +125,10 @@ LENS_POPULATION = {"z_lens_range": (0.1, 0.9), "lens_size": "size-luminosity"}
 # 0-0.007; `python scripts/probe_neighbours.py WORKDIR real-vis "committee_lens_light=True_"` on
 # the default run at 3215a2a): the simulated lenses were alone in their stamps while the hard
 # negatives (groups, mergers) carried every neighbour, and three of the four SLACS lenses it
-# missed have bright neighbours. Field galaxies in every cutout,
-# lens or not, at the sky's own density: ~30 galaxies per arcmin^2 with VIS < 24.5 (the Euclid
-# weak-lensing density, Laureijs et al. 2011), ~40 in 18-25 with the count slope of
-# ``datasets.config.FIELD_COUNT_SLOPE`` (SimConfig's default field_mag_range); the same in i.
+# missed have bright neighbours. Field galaxies in every cutout, lens or not, at the sky's own
+# density: ~30 galaxies per arcmin^2 with VIS < 24.5 (the Euclid weak-lensing density, Laureijs
+# et al. 2011), ~40 in 18-25 with the count slope of ``datasets.config.FIELD_COUNT_SLOPE``
+# (SimConfig's default field_mag_range); the same in i.
 # Adopted on these physical grounds; the design variant field-galaxies measures it on the design
 # test set, whose lenses are alone in their stamps (AUROC -0.007 against lens-population-light).
 FIELD_GALAXIES = {"field_density": 40.0}
@@ -158,8 +158,8 @@ REAL_NONLENSES = {"n_nonlenses": 100, "n_bright_early_types": 20, "seed": 3,
 REAL_HSC = Task(
     name="real-hsc", version=5,
     description="Trained on simulated HSC g,r,i,z 64x64 (clean labels, field galaxies); also "
-                "scores the SLACS "
-                "lenses, COSMOS field galaxies and bright COSMOS early types degraded to HSC",
+                "scores the SLACS lenses, COSMOS field galaxies and bright COSMOS early types "
+                "degraded to HSC",
     config=HSC_LENSES.config,
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)},
     real_lenses={"survey": "hsc", "bands": ("g", "r", "i", "z"), "stamp_size": 64,
@@ -172,9 +172,8 @@ REAL_HSC = Task(
 REAL_VIS = Task(
     name="real-vis", version=3,
     description="Trained on simulated Euclid VIS 0.1\"/px 101x101 (clean labels, field "
-                "galaxies); also scores "
-                "the SLACS lenses, COSMOS field galaxies and bright COSMOS early types degraded "
-                "to VIS (F814W flux as VIS, no colours)",
+                "galaxies); also scores the SLACS lenses, COSMOS field galaxies and bright COSMOS "
+                "early types degraded to VIS (F814W flux as VIS, no colours)",
     config=HSC_LENSES.config.replace(survey="euclid-vis", bands=("VIS",), stamp_size=101),
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)},
     real_lenses={"survey": "euclid-vis", "bands": ("VIS",), "stamp_size": 101,
