@@ -193,6 +193,40 @@ def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_
         assert 0 < counts[0] < sum(counts)  # some lenses alone, some with neighbours
         assert all(f"{name} " in section.split("Cosmic rays found")[1].split("\n")[0]
                    for name in lens_names)
+        # Look-alikes: one share per real lens, and "found" is the count of the real lenses
+        # above the threshold that the object table gives.
+        row = next(line for line in section.split("Look-alikes (5 real lenses)")[1]
+                   .splitlines() if line.startswith("| `pixel-logreg` |")).split(" | ")
+        shares = [float(cell) for cell in row[1:6]]
+        assert all(0 <= share <= 1 for share in shares)
+        assert float(row[7]) == pytest.approx(sum(shares), abs=0.051)
+        above = re.search(r"`pixel-logreg`: SLACS lenses (\d+) / 5", section).group(1)
+        assert row[9] == above
         for figure in (f"real-smoke-{task}-real-dist.png", f"real-smoke-{task}-real-neighbours"
                        ".png"):
             assert f"({figure})" in section and (out / figure).stat().st_size > 1000
+
+
+def test_lookalike_shares_count_the_found_among_the_nearest_by_hand():
+    # Axis 0 has MAD 10 (abs. deviations 20 10 0 10 20 0 0), axis 1 MAD 1 (1 1 0 2 2 1 1).
+    simulated = np.array([[-20.0, 1.0], [-10.0, -1.0], [0.0, 0.0], [10.0, 2.0], [20.0, -2.0],
+                          [0.0, 1.0], [0.0, -1.0]])
+    found = np.array([False, False, False, True, False, True, False])
+    real = np.array([[6.0, 0.2], [0.0, 0.6]])
+    # (6, 0.2) in MAD units (x 1/1.4826): (0, 0) at sqrt(0.6^2 + 0.2^2) is nearest, not found;
+    # unscaled, (10, 2) at 4.4 would beat (0, 0) at 6.0. (0, 0.6): (0, 1) at 0.4, found.
+    shares = real_diagnosis.lookalike_shares(simulated, real, found, k=1)
+    np.testing.assert_allclose(shares, [0.0, 1.0])
+    np.testing.assert_allclose(real_diagnosis.lookalike_shares(simulated, real, found, k=7),
+                               [2 / 7, 2 / 7])
+
+
+def test_success_count_distribution_by_hand():
+    # Two fair coins: 0, 1, 2 heads with 1/4, 1/2, 1/4; one sure and one impossible trial: 1.
+    np.testing.assert_allclose(real_diagnosis.success_count_distribution(np.array([0.5, 0.5])),
+                               [0.25, 0.5, 0.25])
+    np.testing.assert_allclose(real_diagnosis.success_count_distribution(np.array([1.0, 0.0])),
+                               [0.0, 1.0, 0.0])
+    # 0.2 and 0.7: P(0) = 0.8 * 0.3, P(2) = 0.2 * 0.7, P(1) the rest.
+    np.testing.assert_allclose(real_diagnosis.success_count_distribution(np.array([0.2, 0.7])),
+                               [0.24, 0.62, 0.14])
