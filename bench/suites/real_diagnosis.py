@@ -455,18 +455,24 @@ LOOKALIKES = 100
 GOAL_SHARE = 0.8  # issue 22: at least 4 of the 5 SLACS lenses above the threshold
 
 
-def lookalike_shares(simulated: np.ndarray, real: np.ndarray, found: np.ndarray,
-                     k: int = LOOKALIKES) -> np.ndarray:
-    """For each row of ``real`` (n, Q), the share of ``found`` (bool, one per simulated row)
-    among its ``k`` nearest rows of ``simulated`` (m, Q), in units of the simulated rows'
-    median absolute deviation per axis (1.4826 MAD)."""
+def nearest_lookalikes(simulated: np.ndarray, real: np.ndarray, k: int = LOOKALIKES
+                       ) -> np.ndarray:
+    """For each row of ``real`` (n, Q), the indices (n, k) of its ``k`` nearest rows of
+    ``simulated`` (m, Q), in units of the simulated rows' median absolute deviation per axis
+    (1.4826 MAD)."""
     centre = np.median(simulated, axis=0)
     spread = 1.4826 * np.median(np.abs(simulated - centre), axis=0)
     spread = np.where(spread > 0, spread, 1.0)
     sim, rl = (simulated - centre) / spread, (real - centre) / spread
     distance = ((rl[:, None, :] - sim[None]) ** 2).sum(axis=2)
-    nearest = np.argsort(distance, axis=1, kind="stable")[:, :min(k, len(simulated))]
-    return found[nearest].mean(axis=1)
+    return np.argsort(distance, axis=1, kind="stable")[:, :min(k, len(simulated))]
+
+
+def lookalike_shares(simulated: np.ndarray, real: np.ndarray, found: np.ndarray,
+                     k: int = LOOKALIKES) -> np.ndarray:
+    """For each row of ``real``, the share of ``found`` (bool, one per simulated row) among its
+    ``k`` nearest rows of ``simulated`` (:func:`nearest_lookalikes`)."""
+    return found[nearest_lookalikes(simulated, real, k)].mean(axis=1)
 
 
 def success_count_distribution(probabilities: np.ndarray) -> np.ndarray:
@@ -478,7 +484,9 @@ def success_count_distribution(probabilities: np.ndarray) -> np.ndarray:
     return distribution
 
 
-def _lookalike_axes(values: dict[str, np.ndarray]) -> np.ndarray:
+def lookalike_axes(values: dict[str, np.ndarray]) -> np.ndarray:
+    """The look-alike space's columns from :func:`simulated_lens_quantities` or
+    :func:`real_lens_quantities`: theta_E, lens magnitude, log lens/arc flux, log arc S/N."""
     names = list(values)  # theta_E, lens magnitude, lens / arc flux, arc S/N
     return np.column_stack([values[names[0]], values[names[1]],
                             np.log10(np.clip(values[names[2]], 1e-6, None)),
@@ -492,7 +500,7 @@ def lookalike_lines(task, runs, workdir: Path, real: Split, parts: RealLensParts
     four quantities do not hold; few expected means the goal asks more than the finder gives
     even on simulated lenses like them."""
     ref = task.config.reference
-    real_axes = _lookalike_axes(real_lens_quantities(real, parts, ref))
+    real_axes = lookalike_axes(real_lens_quantities(real, parts, ref))
     n = len(parts.rows)
     goal = math.ceil(GOAL_SHARE * n)
     rows = []
@@ -504,7 +512,7 @@ def lookalike_lines(task, runs, workdir: Path, real: Split, parts: RealLensParts
         lenses = np.flatnonzero(stored[0] == 1)
         found = stored[1][lenses] > saved["threshold"][()]
         shares = lookalike_shares(
-            _lookalike_axes(simulated_lens_quantities(split.truth, lenses, ref)), real_axes,
+            lookalike_axes(simulated_lens_quantities(split.truth, lenses, ref)), real_axes,
             found)
         observed = int((saved["scores"][parts.rows] > saved["threshold"][()]).sum())
         distribution = success_count_distribution(shares)

@@ -1,0 +1,176 @@
+"""Is it the real lens light or the real arcs? Swap them with simulated look-alikes' (issue 22).
+
+    python scripts/probe_swap.py WORKDIR TASK RUN_ID [--n 2000] [--k 20]
+
+loads the model ``WORKDIR/runs/<suite>/TASK/RUN_ID/model.lbmodel``, its FPR-1e-3 threshold and
+the task's real split from WORKDIR, simulates ``--n`` noise-free lenses of the task twice with the
+same seed (once with their sources, once with the sources made invisible: the lens light alone,
+so the difference is the arcs alone), and for each real lens takes its ``--k`` nearest simulated
+lenses in the report's look-alike space (theta_E, lens magnitude, log lens/arc flux, log arc S/N).
+It prints the share above the threshold of four kinds of cutout per real lens:
+
+* simulated: a look-alike as simulated (its lens light + its arcs + survey noise);
+* real light, sim. arcs: the real cutout with its own arcs taken out and a look-alike's put in
+  (the real lens light and noise kept);
+* real light, new noise, sim. arcs: the real lens light (noise-free, degraded) + a look-alike's
+  arcs + survey noise drawn anew;
+* real light within 3", new noise, sim. arcs: the same with the real lens light tapered to zero
+  between 2.5" and 3.5" from the centre (neighbours beyond it gone);
+* Sersic fit, sim. arcs: the best-fitting PSF-convolved elliptical Sersic profile of the real
+  lens light (the simulator's lens-light model, fitted by least squares in noise units; astropy's
+  Sersic2D) + a look-alike's arcs + survey noise;
+* sim. light, real arcs: a look-alike's lens light + the real lens's arcs + survey noise;
+* real: the real cutout itself (one cutout: 0 or 1).
+
+If the real lens light is what the finder was not trained for, the columns with it fall and the
+one with simulated lens light stays near the first; if the real arcs are, the other way round;
+if the Sersic fit brings the share back, it is the real light's departure from a Sersic profile.
+Each fit's residual (real light - fit) is printed in noise sigma per pixel within 3". The real
+arcs and lens light are the arc split's (``known_lenses.split_arcs``), degraded without noise,
+as in the report's probe. Field galaxies are left out of the simulated lenses (a neighbour of
+the real lens stays in its lens light). Noise: the survey's per-pixel sigma at the noise-free
+image (``real_diagnosis.survey_sigma``), Gaussian.
+"""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+from astropy.modeling.models import Sersic2D
+from lensbench.baselines.persistence import load_model
+from lensbench.bench.splits import ensure_real_lens_split
+from lensbench.bench.suites.real_diagnosis import (
+    lookalike_axes,
+    nearest_lookalikes,
+    real_lens_parts,
+    real_lens_quantities,
+    simulated_lens_quantities,
+    survey_sigma,
+)
+from lensbench.bench.tasks import all_tasks
+from lensbench.datasets.psf import psf_kernel
+from lensbench.datasets.simulate import Simulator
+from lensbench.datasets.surveys import get_survey
+from scipy.optimize import least_squares
+from scipy.signal import fftconvolve
+
+SEED = 22
+COLUMNS = ("simulated", "real light, sim. arcs", "real light, new noise, sim. arcs",
+           "real light within 3\", new noise, sim. arcs", "Sersic fit, sim. arcs",
+           "sim. light, real arcs", "real")
+# Where the "within 3\"" column tapers the real lens light to zero (cosine, arcsec): it keeps the
+# lens and the arcs' annulus (theta_E <= 1.5") and drops neighbours farther out.
+TAPER = (2.5, 3.5)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("task")
+    parser.add_argument("run_id")
+    parser.add_argument("--n", type=int, default=2000)
+    parser.add_argument("--k", type=int, default=20)
+    args = parser.parse_args()
+    task = all_tasks()[args.task]
+    run = next(args.workdir.glob(f"runs/*/{task.name}/{args.run_id}"), None)
+    if run is None:
+        raise SystemExit(f"{args.workdir}/runs/*/{task.name}/{args.run_id}: no such run")
+    method, _ = load_model(run / "model.lbmodel")
+    saved = np.load(run / "real_scores.npz")
+    threshold = float(saved["threshold"])
+    real = ensure_real_lens_split(task, args.workdir)
+    if str(saved["real_hash"]) != real.content_hash:
+        raise SystemExit(f"{run}/real_scores.npz: made from another real split")
+    spec = task.real_lenses
+    parts = real_lens_parts(spec, real)
+    observed = real.images(parts.rows).astype(np.float64)
+
+    config = task.config.replace(lens_fraction=1.0, labelling="metcalf", noise=False,
+                                 field_density=0.0)
+    with_arcs, truth = Simulator(config).simulate(args.n, seed=SEED)
+    light, _ = Simulator(config.replace(source_mag_range=(40.0, 40.1))).simulate(args.n,
+                                                                                  seed=SEED)
+    if with_arcs.shape[1:] != observed.shape[1:]:
+        raise SystemExit(f"simulated {with_arcs.shape[1:]} and real {observed.shape[1:]} "
+                         "cutouts differ in shape")
+    sim_arcs = with_arcs.astype(np.float64) - light
+    ref = config.reference
+    nearest = nearest_lookalikes(
+        lookalike_axes(simulated_lens_quantities(truth, np.arange(args.n), ref)),
+        lookalike_axes(real_lens_quantities(real, parts, ref)), args.k)
+    survey = get_survey(spec["survey"]).select(list(spec["bands"]))
+    rng = np.random.default_rng(SEED)
+    size = observed.shape[-1]
+    radius = np.hypot(*(np.mgrid[:size, :size] - (size - 1) / 2)) * survey.pixel_scale
+    taper = 0.5 * (1 + np.cos(np.pi * np.clip((radius - TAPER[0]) / (TAPER[1] - TAPER[0]), 0,
+                                              1)))
+
+    def noisy(expected: np.ndarray) -> np.ndarray:
+        return expected + rng.normal(size=expected.shape) * survey_sigma(survey, expected)
+
+    def share_above(cutouts: np.ndarray) -> float:
+        return float(np.mean(np.asarray(method.predict_score(cutouts.astype(np.float32)))
+                             > threshold))
+
+    kernels = [psf_kernel(survey.psf_model, band.psf_fwhm, band.pixel_scale, survey.moffat_beta)
+               for band in survey.bands]
+    fits = np.empty_like(parts.lens_light, dtype=np.float64)
+    within = radius < 3.0
+    for i, name in enumerate(parts.names):
+        sigma = survey_sigma(survey, parts.lens_light[i][None].astype(np.float64))[0]
+        for b, kernel in enumerate(kernels):
+            fits[i, b] = fit_sersic(parts.lens_light[i, b], sigma[b], kernel, survey.pixel_scale)
+        rms = np.sqrt(np.mean(((parts.lens_light[i] - fits[i]) / sigma)[:, within] ** 2))
+        print(f"{name}: real lens light - Sersic fit, rms within 3\": {rms:.1f} sigma per pixel")
+    print(f"{task.name} {args.run_id}: threshold {threshold:.4g} (FPR 1e-3 on the simulated "
+          f"test split); {args.k} look-alikes of each real lens among {args.n} simulated lenses;"
+          " share above the threshold")
+    print("| real lens | " + " | ".join(COLUMNS) + " |")
+    print("|---" * (len(COLUMNS) + 1) + "|")
+    totals = np.zeros(len(COLUMNS))
+    for i, name in enumerate(parts.names):
+        alike = nearest[i]
+        real_arcs = parts.arcs[i][None]
+        real_light = parts.lens_light[i][None]
+        shares = [share_above(noisy(with_arcs[alike].astype(np.float64))),
+                  share_above(observed[i][None] - real_arcs + sim_arcs[alike]),
+                  share_above(noisy(real_light + sim_arcs[alike])),
+                  share_above(noisy(real_light * taper + sim_arcs[alike])),
+                  share_above(noisy(fits[i][None] + sim_arcs[alike])),
+                  share_above(noisy(light[alike] + real_arcs)),
+                  share_above(observed[i][None])]
+        totals += shares
+        print(f"| {name} | " + " | ".join(f"{s:.2f}" for s in shares) + " |")
+    print("| all | " + " | ".join(f"{s / len(parts.names):.2f}" for s in totals) + " |")
+
+
+def fit_sersic(image: np.ndarray, sigma: np.ndarray, kernel: np.ndarray, pixel_scale: float,
+               oversample: int = 3) -> np.ndarray:
+    """The best-fitting elliptical Sersic profile convolved with ``kernel`` (least squares in
+    units of ``sigma``; started at n = 2, 4 and 6, the best kept), as an image like ``image``."""
+    size = image.shape[-1]
+    fine = (np.arange(size * oversample) - (size * oversample - 1) / 2) / oversample * pixel_scale
+    x, y = np.meshgrid(fine, fine)
+
+    def model(p):
+        log_flux, log_r_eff, n, q, theta, x0, y0 = p
+        profile = Sersic2D.evaluate(x, y, 1.0, np.exp(log_r_eff), n, x0, y0, 1 - q, theta)
+        profile = profile.reshape(size, oversample, size, oversample).mean(axis=(1, 3))
+        profile = fftconvolve(profile, kernel, mode="same")
+        return np.exp(log_flux) * profile / profile.sum()
+
+    def residual(p):
+        return ((model(p) - image) / sigma).ravel()
+
+    bounds = ([-np.inf, np.log(0.05), 0.5, 0.2, -np.pi, -0.5, -0.5],
+              [np.inf, np.log(10.0), 10.0, 1.0, np.pi, 0.5, 0.5])
+    start = [np.log(max(image.sum(), 1e-12)), 0.0, 4.0, 0.8, 0.0, 0.0, 0.0]
+    best = min((least_squares(residual, [*start[:2], n, *start[3:]], bounds=bounds, max_nfev=300)
+                for n in (2.0, 4.0, 6.0)), key=lambda fit: fit.cost)
+    return model(best.x)
+
+
+if __name__ == "__main__":
+    main()
