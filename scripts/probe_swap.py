@@ -14,8 +14,6 @@ It prints the share above the threshold of four kinds of cutout per real lens:
   (the real lens light and noise kept);
 * real light, new noise, sim. arcs: the real lens light (noise-free, degraded) + a look-alike's
   arcs + survey noise drawn anew;
-* real light within 3", new noise, sim. arcs: the same with the real lens light tapered to zero
-  between 2.5" and 3.5" from the centre (neighbours beyond it gone);
 * Sersic fit, sim. arcs: the best-fitting PSF-convolved elliptical Sersic profile of the real
   lens light (the simulator's lens-light model, fitted by least squares in noise units; astropy's
   Sersic2D) + a look-alike's arcs + survey noise;
@@ -58,11 +56,7 @@ from scipy.signal import fftconvolve
 
 SEED = 22
 COLUMNS = ("simulated", "real light, sim. arcs", "real light, new noise, sim. arcs",
-           "real light within 3\", new noise, sim. arcs", "Sersic fit, sim. arcs",
-           "sim. light, real arcs", "real")
-# Where the "within 3\"" column tapers the real lens light to zero (cosine, arcsec): it keeps the
-# lens and the arcs' annulus (theta_E <= 1.5") and drops neighbours farther out.
-TAPER = (2.5, 3.5)
+           "Sersic fit, sim. arcs", "sim. light, real arcs", "real")
 
 
 def main() -> None:
@@ -104,8 +98,6 @@ def main() -> None:
     rng = np.random.default_rng(SEED)
     size = observed.shape[-1]
     radius = np.hypot(*(np.mgrid[:size, :size] - (size - 1) / 2)) * survey.pixel_scale
-    taper = 0.5 * (1 + np.cos(np.pi * np.clip((radius - TAPER[0]) / (TAPER[1] - TAPER[0]), 0,
-                                              1)))
 
     def noisy(expected: np.ndarray) -> np.ndarray:
         return expected + rng.normal(size=expected.shape) * survey_sigma(survey, expected)
@@ -137,7 +129,6 @@ def main() -> None:
         shares = [share_above(noisy(with_arcs[alike].astype(np.float64))),
                   share_above(observed[i][None] - real_arcs + sim_arcs[alike]),
                   share_above(noisy(real_light + sim_arcs[alike])),
-                  share_above(noisy(real_light * taper + sim_arcs[alike])),
                   share_above(noisy(fits[i][None] + sim_arcs[alike])),
                   share_above(noisy(light[alike] + real_arcs)),
                   share_above(observed[i][None])]
