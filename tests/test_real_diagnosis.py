@@ -193,6 +193,11 @@ def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_
         assert 0 < counts[0] < sum(counts)  # some lenses alone, some with neighbours
         assert all(f"{name} " in section.split("Cosmic rays found")[1].split("\n")[0]
                    for name in lens_names)
+        # The HST noise line: every lens, one positive ratio per band.
+        noise_line = section.split("The HST images' own noise")[1].split("\n")[0]
+        ratios = [float(v) for v in re.findall(r" (\d+\.\d+)", noise_line)]
+        assert all(f"{name} " in noise_line for name in lens_names)
+        assert len(ratios) == 5 * len(real.bands) and all(0 < r < 10 for r in ratios)
         # Look-alikes: one share per real lens, and "found" is the count of the real lenses
         # above the threshold that the object table gives.
         row = next(line for line in section.split("Look-alikes (5 real lenses)")[1]

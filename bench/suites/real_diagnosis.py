@@ -69,7 +69,8 @@ class RealLensParts:
     """The real lenses of a real split, in split order: their rows, names, and lens light,
     arcs, the cosmic rays of their HST image (part of the lens light) and survey noise sigma per
     pixel (n, B, H, W), degraded without noise; the cosmic rays' share of the HST flux and of
-    the flux the arc split assigned to arcs (n,)."""
+    the flux the arc split assigned to arcs (n,); the HST image's own noise after the
+    degradation, as a standard deviation per survey pixel over the survey's sky sigma (n, B)."""
 
     rows: np.ndarray
     names: list[str]
@@ -79,6 +80,7 @@ class RealLensParts:
     cosmic_rays: np.ndarray
     cosmic_ray_share: np.ndarray
     cosmic_ray_arc_share: np.ndarray
+    hst_noise: np.ndarray
 
 
 def _colours(spec: dict):
@@ -101,7 +103,9 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
     lens_colours, source_colours = _colours(spec)
     size = real.image_shape[-1]
     rows = np.flatnonzero(real.truth["kind"] == 1)
-    light, arcs, names, rays, shares, arc_shares = [], [], [], [], [], []
+    light, arcs, names, rays, shares, arc_shares, hst_noise = [], [], [], [], [], [], []
+    rng = np.random.default_rng(PROBE_SEED)
+    sky_sigma = survey_sigma(chosen, np.zeros((1, len(chosen.bands), size, size)))[0, :, 0, 0]
     for row in rows:
         lens = lenses[int(real.truth["object_index"][row])]
         names.append(lens.name)
@@ -117,9 +121,15 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
         on_arcs = lens.arcs > 0
         arc_shares.append(float(cosmic[on_arcs].sum() / max(lens.arcs.sum(), 1e-30)))
         rays.append(degrade(cosmic, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen, **common))
+        # The HST image's noise is in every degraded cutout, smoothed by the rebinning and the
+        # survey PSF: one white realisation of it, degraded the same way.
+        white = rng.normal(size=lens.image.shape) * np.sqrt(lens.noise_variance)
+        hst_noise.append(degrade(white, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen,
+                                 **common).std(axis=(1, 2)) / sky_sigma)
     light, arcs = np.stack(light), np.stack(arcs)
     return RealLensParts(rows, names, light, arcs, survey_sigma(chosen, light + arcs),
-                         np.stack(rays), np.array(shares), np.array(arc_shares))
+                         np.stack(rays), np.array(shares), np.array(arc_shares),
+                         np.stack(hst_noise))
 
 
 def cosmic_ray_image(lens) -> np.ndarray:
@@ -586,6 +596,13 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
                    f"{name} {share:.1%}; {arc_share:.1%}" for name, share, arc_share in
                    zip(parts.names, parts.cosmic_ray_share, parts.cosmic_ray_arc_share,
                        strict=True))]
+        md += ["", "The HST images' own noise, degraded as the images were (one white "
+               "realisation of each image's noise level), in units of the survey's sky sigma per "
+               "pixel; it is correlated on the scale of the survey PSF, and the simulated "
+               "cutouts have none: " + ", ".join(
+                   f"{name} " + " ".join(f"{band} {ratio:.2f}" for band, ratio in
+                                         zip(real.bands, ratios, strict=True))
+                   for name, ratios in zip(parts.names, parts.hst_noise, strict=True))]
         header = ["method", "lens", *EDITS]
         md += ["", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         lens_names = [names[i] for i in np.flatnonzero(kinds == 1)]
