@@ -63,7 +63,7 @@ ARTEFACT_KINDS = ("cosmic-ray", "saturated-star", "satellite-trail", "mask")
 ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
                 "negatives": {"elliptical": 1.0}, "lens_artefact_fraction": 0.0,
                 "saturation_level": 1.0e5, "lens_size": "uniform", "field_density": 0.0,
-                "field_mag_range": [18.0, 25.0]}
+                "field_mag_range": [18.0, 25.0], "correlated_noise": 0.0}
 
 
 @dataclass(frozen=True)
@@ -123,6 +123,12 @@ class SimConfig:
     psf_fwhm_override: float | None = None  # arcsec, all bands (e.g. 0.18 for Metcalf's space set)
     psf_file: str | None = None  # FITS with one kernel (or one HDU per band) for "pixelised"
     noise: bool = True
+    # Noise correlated on the PSF scale, as in a resampled image or a deep image degraded to the
+    # survey (whose own noise the rebinning and the PSF smooth): each cutout draws the rms of a
+    # PSF-convolved noise field uniform in [0, correlated_noise] sky sigma per pixel, and the
+    # white noise is lowered so that the variance per pixel stays the survey's where it can
+    # (``datasets.degrade`` tops a degraded image's noise up in the same way). 0: white only.
+    correlated_noise: float = 0.0
     shard_size: int = 1024
     extra: dict = field(default_factory=dict)  # free-form tags recorded in the manifest
 

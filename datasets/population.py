@@ -128,6 +128,8 @@ class Population:
         # Field galaxies come from a stream of their own (``Simulator.simulate`` sets it), so
         # that adding them changes nothing else that is drawn.
         self.field_rng: np.random.Generator | None = None
+        # The same for the level of correlated noise of each cutout.
+        self.noise_level_rng: np.random.Generator | None = None
 
     def draw_cosmos(self, rng: np.random.Generator, n: int):
         """``n`` COSMOS galaxies (with replacement), each rotated by k x 90 degrees and flipped at
@@ -283,6 +285,11 @@ class Population:
                 p[key] = np.full(n, np.nan) if key != "q" else p[key]
         if cfg.field_density > 0:
             p.update(self.draw_field(n))
+        if cfg.correlated_noise > 0:
+            if self.noise_level_rng is None:
+                raise RuntimeError("Population.noise_level_rng must be set before drawing "
+                                   "correlated noise levels")
+            p["correlated_noise"] = self.noise_level_rng.uniform(0, cfg.correlated_noise, n)
         return p
 
     def draw_field(self, n: int) -> dict:

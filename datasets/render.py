@@ -284,10 +284,13 @@ class Renderer:
         rows = torch.fft.ifft(per_band, dim=-2)[..., :size, :]
         return torch.fft.irfft(rows, n=length, out=out)[..., :size]
 
-    def add_noise(self, expected: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    def add_noise(self, expected: torch.Tensor, generator: torch.Generator,
+                  correlated: np.ndarray | None = None) -> torch.Tensor:
         """Make expected source electrons (n, B, H, W) into sky-subtracted noisy images, in place:
         Poisson noise of source + sky (Gaussian above GAUSSIAN_NOISE_ABOVE sky electrons) and the
-        read noise of each exposure."""
+        read noise of each exposure. ``correlated`` (n,): see :meth:`_add_correlated_noise`."""
+        if correlated is not None:
+            return self._add_correlated_noise(expected, generator, correlated)
         shape = expected[:, 0].shape
         # Drawn where the generator is (the CPU: see Simulator.simulate) and moved to the
         # rendering device, so every device gets the same noise.
@@ -307,6 +310,34 @@ class Renderer:
                 read = torch.randn(shape, generator=generator, dtype=self.dtype,
                                    device=drawn_on).to(self.device)
                 image.copy_(photons.sub_(sky).add_(read, alpha=math.sqrt(read_variance)))
+        return expected
+
+    def _add_correlated_noise(self, expected: torch.Tensor, generator: torch.Generator,
+                              levels: np.ndarray) -> torch.Tensor:
+        """``add_noise`` with part of the noise correlated on the PSF scale: a white field
+        convolved with each band's PSF (circularly on the FFT grid: a stationary field), scaled
+        to ``levels`` (n,) times the sky's sigma per pixel, and Gaussian white noise with the
+        rest of the variance of source + sky + read noise (none where the correlated part
+        exceeds it). Gaussian throughout: at these sky levels (hundreds of electrons and more)
+        Poisson noise is Gaussian to well under a percent."""
+        n, n_bands, size, _ = expected.shape
+        drawn_on = generator.device
+        level = torch.as_tensor(levels, dtype=self.dtype, device=self.device)[:, None, None]
+        for b in range(n_bands):
+            background = float(self.sky_counts[b]) + float(self.read_variance[b])
+            image = expected[:, b]
+            correlated_sigma = level * math.sqrt(background)
+            white_sigma = (image.clamp(min=0) + background - correlated_sigma**2).clamp(
+                min=0).sqrt()
+            white = torch.randn(image.shape, generator=generator, dtype=self.dtype,
+                                device=drawn_on).to(self.device)
+            field = torch.randn((n, self.fft_size, self.fft_size), generator=generator,
+                                dtype=self.dtype, device=drawn_on).to(self.device)
+            field = torch.fft.irfft2(torch.fft.rfft2(field) * self.psf_spectra[b],
+                                     s=(self.fft_size, self.fft_size))[:, :size, :size]
+            # A unit white field through a kernel k has variance sum(k^2) = 1 / n_eff_pixels.
+            field *= math.sqrt(self.n_eff_pixels[b])
+            image.add_(white * white_sigma + field * correlated_sigma)
         return expected
 
     def _arc_snr(self, source: torch.Tensor, total: torch.Tensor) -> torch.Tensor:
@@ -371,7 +402,8 @@ class Renderer:
             if "artefact_kind" in p:
                 negatives.add_cosmic_rays(self.grid, self.bands, p, index, expected)
             if generator is not None:
-                self.add_noise(expected, generator)
+                self.add_noise(expected, generator, p["correlated_noise"][index]
+                               if "correlated_noise" in p else None)
             expected /= self.electrons_per_nanomaggy
             if "artefact_kind" in p:
                 negatives.apply_detector_effects(self.grid, self.saturation_levels(), p, index,

@@ -74,10 +74,12 @@ class Simulator:
         if n <= 0:
             raise ValueError(f"number of images must be positive, got {n}")
         sequence = np.random.SeedSequence([int(seed), int(shard)])
-        # A third stream for field galaxies; spawning it leaves the first two as they were.
-        param_seed, noise_seed, field_seed = sequence.spawn(3)
+        # A third stream for field galaxies and a fourth for correlated-noise levels; spawning
+        # them leaves the streams before them as they were.
+        param_seed, noise_seed, field_seed, noise_level_seed = sequence.spawn(4)
         rng = np.random.default_rng(param_seed)
         self.population.field_rng = np.random.default_rng(field_seed)
+        self.population.noise_level_rng = np.random.default_rng(noise_level_seed)
         generator = None
         if self.config.noise:
             # On the CPU whatever the rendering device: the noise is the same stream everywhere
@@ -167,6 +169,8 @@ class Simulator:
             brightest = p["field_mag"].min(axis=1)
             columns["field_mag_min"] = np.where(np.isfinite(brightest), brightest, np.nan)
         columns = {key: np.asarray(value, dtype=np.float32) for key, value in columns.items()}
+        if "correlated_noise" in p:  # rms of the PSF-correlated noise, in sky sigma
+            columns["correlated_noise"] = np.asarray(p["correlated_noise"], dtype=np.float32)
         if "field_mag" in p:
             columns["field_count"] = np.isfinite(p["field_mag"]).sum(axis=1).astype(np.int8)
         columns["n_images"] = np.asarray(p["n_images"], dtype=np.int8)

@@ -299,3 +299,32 @@ def test_field_galaxies_add_neighbours_and_change_nothing_else():
     share = (10 ** (0.3 * (22 - 23)) - 10 ** (0.3 * (20 - 23))) / (1 - 10 ** (0.3 * (20 - 23)))
     assert np.mean(mags < 22) == pytest.approx(share, abs=0.03)
     assert mags.min() >= 20 and mags.max() <= 23
+
+
+def test_correlated_noise_keeps_the_variance_and_has_the_psf_correlation():
+    """Noise minus the noise-free image, in the stamp corners: below one sky sigma of
+    correlated noise the variance per pixel is the sky's (the white part is lowered); above, all
+    of it is the correlated field, whose neighbouring pixels correlate as the PSF with itself:
+    sum k(x, y) k(x + 1, y) / sum k^2 (closed form). The truth is that of white noise."""
+    base = SimConfig(survey="euclid-vis", stamp_size=101, lens_fraction=0.5, field_density=0.0)
+    band = get_survey("euclid-vis").bands[0]
+    sky_sigma = (math.sqrt(band.sky_counts + band.n_exposures * band.read_noise**2)
+                 / band.electrons_per_nanomaggy)
+    clean, plain_truth = Simulator(base.replace(noise=False)).simulate(160, seed=4)
+    noisy, truth = Simulator(base.replace(correlated_noise=2.0)).simulate(160, seed=4)
+    level = truth.pop("correlated_noise")
+    assert level.min() >= 0 and level.max() <= 2.0 and np.ptp(level) > 1.5
+    for key, values in plain_truth.items():
+        if not key.startswith("arc_snr"):
+            np.testing.assert_array_equal(truth[key], values, err_msg=key)
+    noise = (noisy - clean)[:, 0, :24, :24].astype(np.float64) / sky_sigma
+    low, high = level < 0.7, level > 1.5
+    assert np.mean(noise[low] ** 2) == pytest.approx(1.0, rel=0.04)
+    assert np.mean(noise[high] ** 2) == pytest.approx(np.mean(level[high] ** 2), rel=0.06)
+    kernel = psf_kernel(get_survey("euclid-vis").psf_model, band.psf_fwhm, band.pixel_scale,
+                        get_survey("euclid-vis").moffat_beta)
+    expected = np.sum(kernel[:, 1:] * kernel[:, :-1]) / np.sum(kernel**2)
+    lag = np.mean(noise[high][:, :, 1:] * noise[high][:, :, :-1]) / np.mean(noise[high] ** 2)
+    assert lag == pytest.approx(expected, abs=0.03)
+    white = (Simulator(base).simulate(160, seed=4)[0] - clean)[:, 0, :24, :24]
+    assert abs(np.mean(white[:, :, 1:] * white[:, :, :-1]) / np.mean(white**2)) < 0.02
