@@ -17,6 +17,10 @@ It prints the share above the threshold of four kinds of cutout per real lens:
 * Sersic fit, sim. arcs: the best-fitting PSF-convolved elliptical Sersic profile of the real
   lens light (the simulator's lens-light model, fitted by least squares in noise units; astropy's
   Sersic2D) + a look-alike's arcs + survey noise;
+* Sersic fit + HST noise, sim. arcs: the same with the noise a real cutout carries: a white
+  realisation of the HST image's own noise, degraded as the image was (correlated on the PSF
+  scale), and white survey noise with the rest of the survey's variance per pixel (none where
+  the HST noise exceeds it), as ``datasets.degrade`` makes the real cutouts;
 * sim. light, real arcs: a look-alike's lens light + the real lens's arcs + survey noise;
 * real: the real cutout itself (one cutout: 0 or 1).
 
@@ -42,12 +46,15 @@ from lensbench.bench.splits import ensure_real_lens_split
 from lensbench.bench.suites.real_diagnosis import (
     lookalike_axes,
     nearest_lookalikes,
+    real_lens_colours,
     real_lens_parts,
     real_lens_quantities,
     simulated_lens_quantities,
     survey_sigma,
 )
 from lensbench.bench.tasks import all_tasks
+from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, degrade
+from lensbench.datasets.known_lenses import load_slacs
 from lensbench.datasets.psf import psf_kernel
 from lensbench.datasets.simulate import Simulator
 from lensbench.datasets.surveys import get_survey
@@ -56,7 +63,8 @@ from scipy.signal import fftconvolve
 
 SEED = 22
 COLUMNS = ("simulated", "real light, sim. arcs", "real light, new noise, sim. arcs",
-           "Sersic fit, sim. arcs", "sim. light, real arcs", "real")
+           "Sersic fit, sim. arcs", "Sersic fit + HST noise, sim. arcs", "sim. light, real arcs",
+           "real")
 
 
 def main() -> None:
@@ -97,10 +105,26 @@ def main() -> None:
     survey = get_survey(spec["survey"]).select(list(spec["bands"]))
     rng = np.random.default_rng(SEED)
     size = observed.shape[-1]
+    manifest = real.manifest["config"]
+    lenses = load_slacs(manifest.get("cutout", "198x198"), manifest.get("clean_cosmic_rays", False))
+    lens_colours, source_colours = real_lens_colours(spec)
     radius = np.hypot(*(np.mgrid[:size, :size] - (size - 1) / 2)) * survey.pixel_scale
 
     def noisy(expected: np.ndarray) -> np.ndarray:
         return expected + rng.normal(size=expected.shape) * survey_sigma(survey, expected)
+
+    def hst_noise(real, row: int, count: int) -> np.ndarray:
+        """``count`` white realisations of the HST image's noise, degraded like the image."""
+        lens = lenses[int(real.truth["object_index"][row])]
+        return np.stack([degrade(rng.normal(size=lens.image.shape) * np.sqrt(lens.noise_variance),
+                                 lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey, seed=None,
+                                 stamp_size=size, lens_colours=lens_colours,
+                                 source_colours=source_colours) for _ in range(count)])
+
+    def with_hst_noise(expected: np.ndarray, noise: np.ndarray) -> np.ndarray:
+        hst_variance = noise.var(axis=(2, 3), keepdims=True)
+        rest = np.sqrt(np.clip(survey_sigma(survey, expected) ** 2 - hst_variance, 0, None))
+        return expected + noise + rng.normal(size=expected.shape) * rest
 
     def share_above(cutouts: np.ndarray) -> float:
         return float(np.mean(np.asarray(method.predict_score(cutouts.astype(np.float32)))
@@ -130,6 +154,8 @@ def main() -> None:
                   share_above(observed[i][None] - real_arcs + sim_arcs[alike]),
                   share_above(noisy(real_light + sim_arcs[alike])),
                   share_above(noisy(fits[i][None] + sim_arcs[alike])),
+                  share_above(with_hst_noise(fits[i][None] + sim_arcs[alike],
+                                             hst_noise(real, parts.rows[i], len(alike)))),
                   share_above(noisy(light[alike] + real_arcs)),
                   share_above(observed[i][None])]
         totals += shares

@@ -83,7 +83,9 @@ class RealLensParts:
     hst_noise: np.ndarray
 
 
-def _colours(spec: dict):
+def real_lens_colours(spec: dict):
+    """(lens colours, source colours) with which ``degrade`` makes the task's real cutouts from
+    one F814W plane: flat when the task takes F814W flux as its band's, else the defaults."""
     if spec.get("colours_from_f814w"):
         flat = {b: 0.0 for b in (*spec["bands"], "i")}
         return flat, flat
@@ -100,7 +102,7 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
     config = real.manifest["config"]
     lenses = load_slacs(config.get("cutout", "198x198"), config.get("clean_cosmic_rays", False))
     chosen = get_survey(spec["survey"]).select(list(spec["bands"]))
-    lens_colours, source_colours = _colours(spec)
+    lens_colours, source_colours = real_lens_colours(spec)
     size = real.image_shape[-1]
     rows = np.flatnonzero(real.truth["kind"] == 1)
     light, arcs, names, rays, shares, arc_shares, hst_noise = [], [], [], [], [], [], []
