@@ -169,12 +169,17 @@ REAL_HSC = Task(
 # its 0.1"/px (101x101, 10.1", about the 10.8" of the HSC stamps); the real split takes each
 # object's F814W flux as its VIS flux (COSMOS field galaxies: their catalogue r, i, z mean).
 # Version 2: as real-hsc v4 (lens population, cosmic rays cleaned). Version 3: field galaxies.
+# Version 4: PSF-correlated noise up to 1.3 sky sigma, the level of the SLACS snapshots' own
+# noise after their degradation to VIS (0.5-1.3 VIS sky sigma, from the HST noise maps;
+# reports/real.md), which every real cutout of the task carries and the simulations had not.
+REAL_VIS_CORRELATED_NOISE = 1.3
 REAL_VIS = Task(
-    name="real-vis", version=3,
+    name="real-vis", version=4,
     description="Trained on simulated Euclid VIS 0.1\"/px 101x101 (clean labels, field "
                 "galaxies); also scores the SLACS lenses, COSMOS field galaxies and bright COSMOS "
                 "early types degraded to VIS (F814W flux as VIS, no colours)",
-    config=HSC_LENSES.config.replace(survey="euclid-vis", bands=("VIS",), stamp_size=101),
+    config=HSC_LENSES.config.replace(survey="euclid-vis", bands=("VIS",), stamp_size=101,
+                                     correlated_noise=REAL_VIS_CORRELATED_NOISE),
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)},
     real_lenses={"survey": "euclid-vis", "bands": ("VIS",), "stamp_size": 101,
                  "colours_from_f814w": True, **REAL_NONLENSES})

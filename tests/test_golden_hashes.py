@@ -97,6 +97,10 @@ GOLDEN_HASHES = {
         "train": "4fcfea9de13d5c36a2454785728195578dd2dcd06bf9b019cbc403f95256efe8",
         "test": "618aa44244b5fd0f3394756bbcd78308b37942eb56e9d59d225e587ae0e57616",
         "real": "675cbb1b9463806e05537bca37d570d9199094addc16cf4fd037928cbca90a38"},
+    ("real-vis", 4, 1): {
+        "train": "b0f6055b019d6850260000c2c3983691a60d68b5d9c811e8b6b78f0d75ee7645",
+        "test": "aec75f918aa6cc1da0d84e05ca6cc803a9a5738b361fe890d2787f4904b30236",
+        "real": "675cbb1b9463806e05537bca37d570d9199094addc16cf4fd037928cbca90a38"},
     ("smoke-ground", 1, 1): {
         "train": "d5de1feb8af3077aa20b85c76d7bb578aed46ac6df9726fc7e67d471fc02392e",
         "test": "5d7b841343c4fd9cec52fef3d0ffc3c558556411ec7e73bfc20b4c7705c302df"},
