@@ -1,0 +1,70 @@
+"""Score the finders of two runs of a task on each other's test split (issue 22).
+
+    python scripts/cross_score.py WORKDIR_A WORKDIR_B TASK RUN_ID [RUN_ID ...]
+
+Two versions of a task differ in their training set and their test split alike (real-vis v3:
+white noise; v4: PSF-correlated noise). To choose between them on one test set, each run's model
+(``WORKDIR/runs/<suite>/TASK/RUN_ID/model.lbmodel``) scores the test split of its own run and the
+other's (the split whose content hash the run's ``scores.npz`` names); AUROC and TPR at FPR 1e-3
+are printed for the four pairs of each run id. Simulated test splits only: nothing real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import numpy as np
+from lensbench.baselines.persistence import load_model
+from lensbench.bench.metrics import auroc, tpr_at_fpr
+from lensbench.bench.tasks import all_tasks
+from lensbench.datasets.storage import Split, load_split
+
+BATCH = 2000
+
+
+def run_dir(workdir: Path, task: str, run_id: str) -> Path:
+    run = next(workdir.glob(f"runs/*/{task}/{run_id}"), None)
+    if run is None:
+        raise SystemExit(f"{workdir}/runs/*/{task}/{run_id}: no such run")
+    return run
+
+
+def test_split(workdir: Path, task: str, run: Path) -> Split:
+    """The test split a run was scored on, found in its workdir by content hash."""
+    content_hash = str(np.load(run / "scores.npz")["test_hash"])
+    for path in workdir.glob(f"splits/{task}-v*-test-*"):
+        if json.loads((path / "manifest.json").read_text())["content_hash"] == content_hash:
+            return load_split(path)
+    raise SystemExit(f"{workdir}/splits: no test split with content hash {content_hash}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("workdir_a", type=Path)
+    parser.add_argument("workdir_b", type=Path)
+    parser.add_argument("task")
+    parser.add_argument("run_ids", nargs="+")
+    args = parser.parse_args()
+    task = all_tasks()[args.task].name
+    workdirs = (args.workdir_a, args.workdir_b)
+    for run_id in args.run_ids:
+        runs = [run_dir(workdir, task, run_id) for workdir in workdirs]
+        splits = [test_split(workdir, task, run) for workdir, run in zip(workdirs, runs,
+                                                                          strict=True)]
+        for run, trained_in in zip(runs, workdirs, strict=True):
+            model, _ = load_model(run / "model.lbmodel")
+            for split, tested_in in zip(splits, workdirs, strict=True):
+                scores = np.concatenate([
+                    np.asarray(model.predict_score(split.images(np.arange(lo, min(split.n,
+                                                                                   lo + BATCH)))))
+                    for lo in range(0, split.n, BATCH)])
+                labels = split.truth["label"]
+                print(f"{run_id} trained in {trained_in} on the test split of {tested_in} "
+                      f"({split.content_hash[:12]}): AUROC {auroc(labels, scores):.4f}, TPR at "
+                      f"FPR 1e-3 {tpr_at_fpr(labels, scores, 1e-3):.3f}", flush=True)
+
+
+if __name__ == "__main__":
+    main()
