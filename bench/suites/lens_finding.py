@@ -382,7 +382,7 @@ def task_table(results: list[Result]) -> list[str]:
 
 # diag/* keys in the order and words of the report; "cnn_" keys are a chain's CNN's own.
 DIAGNOSTIC_NAMES = {"fraction_to_cnn": "fraction of test cutouts reaching the CNN",
-                    "train_fraction_to_cnn": "of training cutouts",
+                    "train_fraction_to_cnn": "fraction of training cutouts reaching the CNN",
                     "members": "members", "best_epoch_mean": "mean best epoch",
                     "temperature": "temperature",
                     "val_ece_before_calibration": "validation ECE before calibration",
