@@ -141,6 +141,12 @@ VARIANTS = (
     Variant("lens-light-adaptive", "field galaxies", "field-galaxies with the lens-light model's "
             "centre and shape from adaptive moments",
             train={**LENS_POPULATION, **FIELD_GALAXIES}, lens_light="adaptive"),
+    # Issue 22, cause 7: the real cutouts carry the HST images' own noise, degraded and so
+    # correlated on the PSF scale (HSC i: 0.16-0.42 sky sigma; VIS 0.5-1.3, real-vis v4).
+    Variant("correlated-noise", "noise", "field-galaxies with PSF-correlated noise in the "
+            "training cutouts (rms uniform in 0-0.5 sky sigma, the variance per pixel kept)",
+            train={**LENS_POPULATION, **FIELD_GALAXIES, "correlated_noise": 0.5},
+            lens_light="weighted"),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
 # The smoke profile runs one variant of each mechanism: a simulation override, a band subset, a
