@@ -277,8 +277,9 @@ def real_lens_quantities(real: Split, parts: RealLensParts, ref: str) -> dict[st
             "arc S/N": _arc_snr(parts)}
 
 
-def compare_with_training(task, spec: dict, train: Split, real: Split) -> Comparison:
-    """Where the real lenses fall among the training lenses, and their nearest ones."""
+def compare_with_training(task, train: Split, real: Split, parts: RealLensParts) -> Comparison:
+    """Where the real lenses fall among the training lenses (``parts``: their
+    :func:`real_lens_parts`), and their nearest ones."""
     from lensbench.baselines.features import border_noise
     from lensbench.datasets.surveys import get_survey
 
@@ -289,7 +290,6 @@ def compare_with_training(task, spec: dict, train: Split, real: Split) -> Compar
     truth = train.truth
     lens_rows = np.flatnonzero(truth["label"] == 1)
     train_images = train.images(lens_rows)
-    parts = real_lens_parts(spec, real)
     real_images = real.images(parts.rows)
     # The training set's typical sky sigma per pixel, the unit of the finders' stretch.
     sigma = float(np.median(border_noise(train.images(np.arange(min(train.n, 512)))),
@@ -431,17 +431,28 @@ NEIGHBOUR_BINS = (("none", -np.inf, np.inf), ("fainter than 22", 22.0, np.inf),
                   ("20-22", 20.0, 22.0), ("brighter than 20", -np.inf, 20.0))
 
 
-def neighbour_lines(task, runs, workdir: Path) -> list[str]:
-    """Each run's simulated test lenses above its real-lens threshold (FPR 1e-3), by the
-    brightest field galaxy in their stamps: a finder that learned "a neighbour means no lens"
-    loses the lenses with bright neighbours (empty when the test split has none)."""
-    rows = []
+def scored_test_splits(task, runs, workdir: Path) -> list:
+    """For each (result, real scores) of ``runs`` whose test scores and test split are in the
+    workdir: (result, real scores, test labels, test scores, test split)."""
+    scored = []
     for r, saved in runs:
         stored = stored_test_scores(r, workdir)
         split = find_split(workdir, task, "test", stored[2]) if stored else None
-        if split is None or "field_mag_min" not in split.truth:
+        if split is not None:
+            scored.append((r, saved, stored[0], stored[1], split))
+    return scored
+
+
+def neighbour_lines(task, scored) -> list[str]:
+    """Each run's simulated test lenses above its real-lens threshold (FPR 1e-3), by the
+    brightest field galaxy in their stamps: a finder that learned "a neighbour means no lens"
+    loses the lenses with bright neighbours (empty when the test split has none). ``scored``:
+    :func:`scored_test_splits`."""
+    rows = []
+    for r, saved, labels, scores, split in scored:
+        if "field_mag_min" not in split.truth:
             continue
-        lens, scores = stored[0] == 1, stored[1]
+        lens = labels == 1
         brightest = split.truth["field_mag_min"]
         cells = []
         for name, low, high in NEIGHBOUR_BINS:
@@ -505,24 +516,20 @@ def lookalike_axes(values: dict[str, np.ndarray]) -> np.ndarray:
                             np.log10(np.clip(values[names[3]], 1e-6, None))])
 
 
-def lookalike_lines(task, runs, workdir: Path, real: Split, parts: RealLensParts) -> list[str]:
+def lookalike_lines(task, scored, real: Split, parts: RealLensParts) -> list[str]:
     """How many real lenses each run would find if they fared as their simulated look-alikes:
     a real lens's chance is the share of its look-alikes above the run's threshold. Far fewer
     found than expected means the real lenses differ from the simulated ones in something these
     four quantities do not hold; few expected means the goal asks more than the finder gives
-    even on simulated lenses like them."""
+    even on simulated lenses like them. ``scored``: :func:`scored_test_splits`."""
     ref = task.config.reference
     real_axes = lookalike_axes(real_lens_quantities(real, parts, ref))
     n = len(parts.rows)
     goal = math.ceil(GOAL_SHARE * n)
     rows = []
-    for r, saved in runs:
-        stored = stored_test_scores(r, workdir)
-        split = find_split(workdir, task, "test", stored[2]) if stored else None
-        if split is None:
-            continue
-        lenses = np.flatnonzero(stored[0] == 1)
-        found = stored[1][lenses] > saved["threshold"][()]
+    for r, saved, labels, scores, split in scored:
+        lenses = np.flatnonzero(labels == 1)
+        found = scores[lenses] > saved["threshold"][()]
         shares = lookalike_shares(
             lookalike_axes(simulated_lens_quantities(split.truth, lenses, ref)), real_axes,
             found)
@@ -561,6 +568,7 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
             if (saved := load_real_scores(r, workdir, real.content_hash)) is not None]
     md = ["", f"### Real objects ({task.name}): {count_text}", ""]
     figures: list[Path] = []
+    parts = None  # real_lens_parts, made once when first needed
     if runs:
         md += ["Each real object's score; `*`: above the method's FPR-1e-3 threshold on the "
                "simulated test set (given in the header). Rows: the lenses, then the bright "
@@ -582,9 +590,10 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
             md.append(f"- `{r.run_id}`: " + "; ".join(
                 f"{KIND_PLURALS[kind]} {int(above[kinds == kind].sum())} / {counts[kind]}"
                 for kind in (1, 3, 2)))
-        md += neighbour_lines(task, runs, workdir)
+        scored = scored_test_splits(task, runs, workdir)
+        md += neighbour_lines(task, scored)
         parts = real_lens_parts(spec, real)
-        md += lookalike_lines(task, runs, workdir, real, parts)
+        md += lookalike_lines(task, scored, real, parts)
         md += ["", f"Probe ({counts[1]} real lenses): each fitted finder's score of controlled "
                "edits of the real cutouts (R = lens light L + arcs A + noise; L and A from the "
                "SLACS arc split, degraded without noise):", ""]
@@ -617,7 +626,9 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
     if train is None:
         md += ["", "(The training split is not in the workdir: no comparison with it.)"]
         return md, figures
-    comparison = compare_with_training(task, spec, train, real)
+    if parts is None:
+        parts = real_lens_parts(spec, real)
+    comparison = compare_with_training(task, train, real, parts)
     n_train_lenses = int((train.truth["label"] == 1).sum())
     md += ["", f"Where the {counts[1]} real lenses fall among the {n_train_lenses} simulated "
            "training lenses (value and percentile; lens magnitude, lens/arc flux and arc S/N of "
