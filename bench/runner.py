@@ -99,6 +99,12 @@ def run_folder(workdir: Path, suite: str, task: str, run_id: str) -> Path:
     return workdir / "runs" / suite / task / safe_name(run_id)
 
 
+def find_run_folder(workdir: Path, task: str, folder: str) -> Path | None:
+    """The artefact folder ``folder`` (a run id as :func:`safe_name` writes it) of a run of
+    ``task`` under ``workdir``, whichever suite ran it; None if there is none."""
+    return next(workdir.glob(f"runs/*/{task}/{folder}"), None)
+
+
 def start_record(case: RunCase, *, suite: str, profile: str, seed: int) -> dict:
     """The fields every Result of one run shares, fixed when it starts (run id, the method's
     seed derived from the suite seed, versions, commit, start time); the run adds the status

@@ -12,32 +12,33 @@ are printed for the four pairs of each run id. Simulated test splits only: nothi
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from lensbench.baselines.persistence import load_model
 from lensbench.bench.metrics import auroc, tpr_at_fpr
+from lensbench.bench.runner import find_run_folder
+from lensbench.bench.suites.real_diagnosis import find_split
 from lensbench.bench.tasks import all_tasks
-from lensbench.datasets.storage import Split, load_split
+from lensbench.datasets.storage import Split
 
 BATCH = 2000
 
 
 def run_dir(workdir: Path, task: str, run_id: str) -> Path:
-    run = next(workdir.glob(f"runs/*/{task}/{run_id}"), None)
+    run = find_run_folder(workdir, task, run_id)
     if run is None:
         raise SystemExit(f"{workdir}/runs/*/{task}/{run_id}: no such run")
     return run
 
 
-def test_split(workdir: Path, task: str, run: Path) -> Split:
+def test_split(workdir: Path, task, run: Path) -> Split:
     """The test split a run was scored on, found in its workdir by content hash."""
     content_hash = str(np.load(run / "scores.npz")["test_hash"])
-    for path in workdir.glob(f"splits/{task}-v*-test-*"):
-        if json.loads((path / "manifest.json").read_text())["content_hash"] == content_hash:
-            return load_split(path)
-    raise SystemExit(f"{workdir}/splits: no test split with content hash {content_hash}")
+    split = find_split(workdir, task, "test", content_hash, verify=True)
+    if split is None:
+        raise SystemExit(f"{workdir}/splits: no test split with content hash {content_hash}")
+    return split
 
 
 def main() -> None:
@@ -47,10 +48,10 @@ def main() -> None:
     parser.add_argument("task")
     parser.add_argument("run_ids", nargs="+")
     args = parser.parse_args()
-    task = all_tasks()[args.task].name
+    task = all_tasks()[args.task]
     workdirs = (args.workdir_a, args.workdir_b)
     for run_id in args.run_ids:
-        runs = [run_dir(workdir, task, run_id) for workdir in workdirs]
+        runs = [run_dir(workdir, task.name, run_id) for workdir in workdirs]
         splits = [test_split(workdir, task, run) for workdir, run in zip(workdirs, runs,
                                                                           strict=True)]
         for run, trained_in in zip(runs, workdirs, strict=True):

@@ -13,15 +13,15 @@ Poisson noise is left out (it is small beside the sky at these magnitudes).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
 from lensbench.baselines.persistence import load_model
+from lensbench.bench.runner import find_run_folder
+from lensbench.bench.suites.real_diagnosis import find_split
 from lensbench.bench.tasks import all_tasks
 from lensbench.datasets.config import DISK_COLOURS
 from lensbench.datasets.psf import psf_kernel
-from lensbench.datasets.storage import load_split
 from lensbench.datasets.surveys import get_survey
 from scipy.signal import fftconvolve
 from scipy.special import gammaincinv
@@ -50,15 +50,13 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
     task = all_tasks()[args.task]
-    run = next(args.workdir.glob(f"runs/*/{task.name}/{args.run_id}"), None)
+    run = find_run_folder(args.workdir, task.name, args.run_id)
     if run is None:
         raise SystemExit(f"{args.workdir}/runs/*/{task.name}/{args.run_id}: no such run")
     method, _ = load_model(run / "model.lbmodel")
     threshold = float(np.load(run / "real_scores.npz")["threshold"])
     test_hash = str(np.load(run / "scores.npz")["test_hash"])
-    split = next((load_split(path) for path in args.workdir.glob(f"splits/{task.name}-v*-test-*")
-                  if json.loads((path / "manifest.json").read_text())["content_hash"]
-                  == test_hash), None)
+    split = find_split(args.workdir, task, "test", test_hash, verify=True)
     if split is None:
         raise SystemExit(f"{args.workdir}/splits: no test split with content hash {test_hash}")
     rng = np.random.default_rng(0)

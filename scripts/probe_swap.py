@@ -42,8 +42,10 @@ from pathlib import Path
 import numpy as np
 from astropy.modeling.models import Sersic2D
 from lensbench.baselines.persistence import load_model
+from lensbench.bench.runner import find_run_folder
 from lensbench.bench.splits import ensure_real_lens_split
 from lensbench.bench.suites.real_diagnosis import (
+    degraded_hst_noise,
     lookalike_axes,
     nearest_lookalikes,
     real_lens_colours,
@@ -53,7 +55,6 @@ from lensbench.bench.suites.real_diagnosis import (
     survey_sigma,
 )
 from lensbench.bench.tasks import all_tasks
-from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, degrade
 from lensbench.datasets.known_lenses import load_slacs
 from lensbench.datasets.psf import psf_kernel
 from lensbench.datasets.simulate import Simulator
@@ -76,7 +77,7 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20)
     args = parser.parse_args()
     task = all_tasks()[args.task]
-    run = next(args.workdir.glob(f"runs/*/{task.name}/{args.run_id}"), None)
+    run = find_run_folder(args.workdir, task.name, args.run_id)
     if run is None:
         raise SystemExit(f"{args.workdir}/runs/*/{task.name}/{args.run_id}: no such run")
     method, _ = load_model(run / "model.lbmodel")
@@ -114,12 +115,12 @@ def main() -> None:
         return expected + rng.normal(size=expected.shape) * survey_sigma(survey, expected)
 
     def hst_noise(real, row: int, count: int) -> np.ndarray:
-        """``count`` white realisations of the HST image's noise, degraded like the image."""
+        """``count`` realisations of the HST image's noise, degraded like the image."""
         lens = lenses[int(real.truth["object_index"][row])]
-        return np.stack([degrade(rng.normal(size=lens.image.shape) * np.sqrt(lens.noise_variance),
-                                 lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey, seed=None,
-                                 stamp_size=size, lens_colours=lens_colours,
-                                 source_colours=source_colours) for _ in range(count)])
+        return np.stack([degraded_hst_noise(lens, survey, rng, seed=None, stamp_size=size,
+                                            lens_colours=lens_colours,
+                                            source_colours=source_colours)
+                         for _ in range(count)])
 
     def with_hst_noise(expected: np.ndarray, noise: np.ndarray) -> np.ndarray:
         hst_variance = noise.var(axis=(2, 3), keepdims=True)

@@ -123,15 +123,22 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
         on_arcs = lens.arcs > 0
         arc_shares.append(float(cosmic[on_arcs].sum() / max(lens.arcs.sum(), 1e-30)))
         rays.append(degrade(cosmic, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen, **common))
-        # The HST image's noise is in every degraded cutout, smoothed by the rebinning and the
-        # survey PSF: one white realisation of it, degraded the same way.
-        white = rng.normal(size=lens.image.shape) * np.sqrt(lens.noise_variance)
-        hst_noise.append(degrade(white, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen,
-                                 **common).std(axis=(1, 2)) / sky_sigma)
+        hst_noise.append(degraded_hst_noise(lens, chosen, rng, **common).std(axis=(1, 2))
+                         / sky_sigma)
     light, arcs = np.stack(light), np.stack(arcs)
     return RealLensParts(rows, names, light, arcs, survey_sigma(chosen, light + arcs),
                          np.stack(rays), np.array(shares), np.array(arc_shares),
                          np.stack(hst_noise))
+
+
+def degraded_hst_noise(lens, survey, rng: np.random.Generator, **degrade_args) -> np.ndarray:
+    """The HST image's own noise as a degraded cutout carries it, smoothed by the rebinning and
+    the survey PSF: one white realisation of it (the image's noise variance per pixel), degraded
+    as the image is (``degrade_args``: ``degrade``'s keywords), (B, H, W)."""
+    from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, degrade
+
+    white = rng.normal(size=lens.image.shape) * np.sqrt(lens.noise_variance)
+    return degrade(white, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey, **degrade_args)
 
 
 def cosmic_ray_image(lens) -> np.ndarray:
@@ -203,15 +210,18 @@ def object_names(real: Split) -> list[str]:
 
 
 # ----------------------------------------------------------------------------- training set
-def find_split(workdir: Path, task, role: str, content_hash: str) -> Split | None:
-    """The split of ``task`` and ``role`` under ``workdir/splits`` with this content hash."""
-    for path in sorted((workdir / "splits").glob(f"{task.name}-v{task.version}-{role}-*")):
+def find_split(workdir: Path, task, role: str, content_hash: str, *, verify: bool = False
+               ) -> Split | None:
+    """The split of ``task`` (any version) and ``role`` under ``workdir/splits`` with this
+    content hash (``verify``: then check that split's every shard's sha256, ``load_split``,
+    whose error names the shard)."""
+    for path in sorted((workdir / "splits").glob(f"{task.name}-v*-{role}-*")):
         try:
             split = load_split(path, verify=False)
         except (OSError, ValueError, KeyError):
             continue
         if split.content_hash == content_hash:
-            return split
+            return load_split(path, verify=True) if verify else split
     return None
 
 
