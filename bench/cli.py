@@ -162,6 +162,24 @@ def _with_variants(suite, names: str, profile: str):
         dataclasses.replace(task, variants=chosen) for task in suite.tasks))
 
 
+def _with_tasks(suite, names: str):
+    """The suite narrowed to the tasks ``names`` (comma-separated full names or unique suffixes,
+    as `bench tune --task`); each task keeps its splits and its method seeds."""
+    from lensbench.bench.tasks import find_task
+
+    chosen = []
+    for name in (n.strip() for n in names.split(",") if n.strip()):
+        try:
+            task = find_task(suite, name)
+        except KeyError as error:
+            raise ValueError(f"--tasks: {error.args[0]}") from None
+        if task not in chosen:
+            chosen.append(task)
+    if not chosen:
+        raise ValueError("--tasks: no task named")
+    return dataclasses.replace(suite, tasks=tuple(chosen))
+
+
 def cmd_run(args) -> int:
     from lensbench.baselines.registry import resolve_method
     from lensbench.bench.runner import run_suite
@@ -169,6 +187,8 @@ def cmd_run(args) -> int:
 
     suite = get_suite(args.suite)
     check_output_folder(args.workdir, "--workdir")
+    if args.tasks:
+        suite = _with_tasks(suite, args.tasks)
     if args.variants:
         suite = _with_variants(suite, args.variants, args.profile)
     methods = args.methods.split(",") if args.methods else None
@@ -642,6 +662,9 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("--profile", default="default", choices=PROFILES)
     run.add_argument("--seed", type=int, default=0, help="derives every method seed")
     run.add_argument("--methods", help="comma-separated method names (default: the suite's)")
+    run.add_argument("--tasks", metavar="NAMES",
+                     help="comma-separated task names or suffixes, e.g. real-vis or vis "
+                          "(default: every task of the suite)")
     run.add_argument("--variants", metavar="NAMES",
                      help="design suite: comma-separated training-set variants (default: the "
                           "profile's; reports/design.md lists them)")

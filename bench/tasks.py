@@ -78,6 +78,16 @@ class Suite:
         return self.params.get(profile, {})
 
 
+def find_task(suite: Suite, name: str) -> Task:
+    """A suite's task by full name or unique suffix (``ground`` -> ``metcalf-ground``)."""
+    matches = [t for t in suite.tasks if t.name == name or t.name.endswith(f"-{name}")]
+    if len(matches) != 1:
+        raise KeyError(f"suite {suite.name!r} has no task {name!r}; its tasks: "
+                       f"{', '.join(t.name for t in suite.tasks)}")
+    return matches[0]
+
+
+
 # Metcalf et al. (2019): ground set KiDS-like u,g,r,i 0.2"/px 101x101 with ~50% lenses; space set
 # VIS 0.1"/px, Gaussian PSF 0.18", 40% lenses. No cut on magnification or brightness.
 # Version 2: same config, but version 1's bytes depended on the torch thread count (the

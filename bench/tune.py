@@ -26,18 +26,9 @@ import optuna
 from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import MAXIMIZE, get_kind
 from lensbench.bench.runner import derive_seed
-from lensbench.bench.tasks import DEFAULT_PROFILE, Suite, Task
+from lensbench.bench.tasks import DEFAULT_PROFILE, Suite, find_task
 
 PRUNERS = ("median", "hyperband", "none")
-
-
-def find_task(suite: Suite, name: str) -> Task:
-    """A suite's task by full name or unique suffix (``ground`` -> ``metcalf-ground``)."""
-    matches = [t for t in suite.tasks if t.name == name or t.name.endswith(f"-{name}")]
-    if len(matches) != 1:
-        raise KeyError(f"suite {suite.name!r} has no task {name!r}; its tasks: "
-                       f"{', '.join(t.name for t in suite.tasks)}")
-    return matches[0]
 
 
 def suggest(trial: optuna.Trial, space: dict) -> dict:

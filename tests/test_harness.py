@@ -184,6 +184,8 @@ def test_a_record_missing_only_its_newline_is_kept(tmp_path):
     (["data", "make", "--out", "{file}"], "--out {file} is a file"),
     (["data", "make", "--out", "{folder}"], "--out {folder} exists and is not a lensbench split"),
     (["run", "--suite", "smoke", "--no-tracking", "--workdir", "{file}"], "--workdir {file}"),
+    (["run", "--suite", "metcalf", "--no-tracking", "--tasks", "ground,vis"],
+     "--tasks: suite 'metcalf' has no task 'vis'"),
     (["report", "--suite", "smoke", "--out", "{file}/x"], "--out {file}/x: {file} is a file"),
     (["data", "make", "--n", "-5"], "argument --n: expected an integer >= 1, got -5"),
     (["data", "make", "--n", "0"], "argument --n: expected an integer >= 1, got 0"),
@@ -335,6 +337,25 @@ def test_rotation_metrics_separate_invariant_from_orientation_bound_methods():
     invariant = rotation_metrics(TotalFlux(), X, y)
     assert invariant["rotation/mean_abs_change"] == invariant["rotation/max_abs_change"] == 0
     assert invariant["rotation/tpr0_spread"] == 0 and invariant["rotation/n_cutouts"] == 4
+
+
+def test_tasks_option_runs_the_named_tasks_with_their_own_seeds(tmp_path, monkeypatch):
+    import dataclasses
+
+    from lensbench.bench.tasks import SMOKE_TASK, Suite
+
+    other = dataclasses.replace(SMOKE_TASK, name="smoke-other")
+    suite = Suite("two", "two smoke tasks", (SMOKE_TASK, other), {"default": ("random",)})
+    monkeypatch.setitem(SUITES, "two", suite)
+    every = run_suite(suite, profile="smoke", seed=4, workdir=tmp_path / "all",
+                      log=lambda _: None)
+    assert cli.main(["run", "--suite", "two", "--profile", "smoke", "--seed", "4", "--tasks",
+                     "other", "--workdir", str(tmp_path / "one"), "--no-tracking"]) == 0
+    [only] = read_results(tmp_path / "one" / "results.jsonl")
+    [same] = [r for r in every if r.task == "smoke-other"]
+    assert (only.task, only.seed) == (same.task, same.seed)
+    np.testing.assert_equal(only.metrics, same.metrics)  # NaN-aware (empty bins)
+    assert only.split_hashes == same.split_hashes
 
 
 def test_profile_params_tasks_without_the_profile_and_report_names(tmp_path, monkeypatch):
