@@ -11,6 +11,8 @@ import json
 import math
 import os
 import sys
+import types
+import typing
 from inspect import signature
 from pathlib import Path
 
@@ -75,11 +77,52 @@ def check_output_folder(path: Path, flag: str) -> None:
         raise ValueError(f"{flag} {path}: {existing} is not writable")
 
 
+# Python's spellings, which users of a Python tool type, beside JSON's null/true/false.
+PYTHON_LITERALS = {"None": None, "True": True, "False": False}
+
+
 def _parse_value(text: str):
+    if text in PYTHON_LITERALS:
+        return PYTHON_LITERALS[text]
     try:
         return json.loads(text)
     except json.JSONDecodeError:
         return text
+
+
+def _value_fits(value, hint) -> bool | None:
+    """Whether ``value`` fits the type hint ``hint`` (None where the hint is not made of plain
+    classes, e.g. Literal or a generic: then it is not checked). An int fits a float; a bool
+    fits neither."""
+    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or (
+        typing.get_origin(hint) is typing.Union) else (hint,)
+    options = [typing.get_origin(o) or o for o in options]
+    if not all(isinstance(o, type) for o in options):
+        return None
+    if isinstance(value, bool):
+        return bool in options
+    if isinstance(value, int) and float in options:
+        return True
+    return isinstance(value, tuple(options))
+
+
+def _check_value(cls, key: str, value, where: str) -> None:
+    """ValueError naming ``where`` if ``value`` does not fit the type of ``cls``'s parameter
+    ``key``: "None" read as the string would otherwise fail deep inside a run."""
+    try:
+        hint = typing.get_type_hints(cls.__init__).get(key)
+    except (NameError, TypeError):  # a hint that names something not importable here
+        return
+    if hint is not None and _value_fits(value, hint) is False:
+        raise ValueError(f"{where}={value!r}: {cls.__name__} expects {_hint_text(hint)}")
+
+
+def _hint_text(hint) -> str:
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             type(None): "None (write None or null)", list: "a list", tuple: "a list",
+             dict: "an object"}
+    options = typing.get_args(hint) or (hint,)
+    return " or ".join(names.get(typing.get_origin(o) or o, str(o)) for o in options)
 
 
 def _parse_params(items: list[str]) -> dict[str, dict]:
@@ -120,11 +163,12 @@ def _check_params(params: dict[str, dict], names: list[str], flag: str) -> dict[
         accepted = signature(cls).parameters
         if any(p.kind is p.VAR_KEYWORD for p in accepted.values()):
             continue
-        for key in values:
+        for key, value in values.items():
             if key not in accepted:
                 raise ValueError(f"{flag} {method}.{key}: {cls.__name__} ({method}) takes no "
                                  f"parameter {key!r}.{_did_you_mean(key, accepted)} Its "
                                  f"parameters: {', '.join(accepted)}")
+            _check_value(cls, key, value, f"{flag} {method}.{key}")
     return params
 
 

@@ -230,6 +230,15 @@ def test_hostile_ids_render_as_text_and_run_nothing_in_headless_chromium(model, 
     (["--methods", "random", "--param", "pixel-logreg.C=0.1"],
      "--param pixel-logreg.C: method 'pixel-logreg' is not in this run (methods: random)"),
     (["--methods", "random,pixel_logreg"], "--methods: unknown method 'pixel_logreg'"),
+    (["--param", "pixel-logreg.stretch=sqrt"],
+     "--param pixel-logreg.stretch='sqrt': PixelLogisticRegression expects a number"),
+    (["--param", "pixel-logreg.crop=None"],
+     "--param pixel-logreg.crop=None: PixelLogisticRegression expects an integer"),
+    (["--param", "pixel-logreg.crop=true"],
+     "--param pixel-logreg.crop=True: PixelLogisticRegression expects an integer"),
+    (["--methods", "committee", "--param", "committee.patience=none"],
+     "--param committee.patience='none': CommitteeFinder expects an integer or None (write "
+     "None or null)"),
     (["--params", "FILE"], "--params FILE: pixel-logreg.max_iters: PixelLogisticRegression "
                            "(pixel-logreg) takes no parameter 'max_iters'. Did you mean "
                            "'max_iter'?"),
@@ -275,9 +284,15 @@ def test_a_valid_param_reaches_the_run(tmp_path, monkeypatch):
     monkeypatch.setattr(runner, "run_suite",
                         lambda *a, **k: seen.update(k) or [])
     assert main(["run", "--suite", "smoke", "--no-tracking", "--workdir", str(tmp_path),
-                 "--param", "pixel-logreg.C=0.0001", "--param", "pixel-logreg.stretch=sqrt"]
+                 "--param", "pixel-logreg.C=0.0001", "--param", "pixel-logreg.stretch=2",
+                 "--methods", "committee,pixel-logreg", "--param", "committee.patience=None",
+                 "--param", "committee.lens_light=False", "--param", "committee.crop=null"]
                 ) == 0
-    assert seen["params"] == {"pixel-logreg": {"C": 0.0001, "stretch": "sqrt"}}
+    # Python's None/True/False and JSON's null/true/false are values, not strings; an
+    # integer is a number.
+    assert seen["params"] == {"pixel-logreg": {"C": 0.0001, "stretch": 2},
+                              "committee": {"patience": None, "lens_light": False,
+                                            "crop": None}}
 
 
 @pytest.mark.parametrize("argv, flag", [
