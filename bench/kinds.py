@@ -115,7 +115,7 @@ class SuiteKind:
         """The runs of one task: each method with the suite's parameters for the profile,
         then the user's (``params``)."""
         for name in methods:
-            yield self.case(name, {**suite.params_for(profile).get(name, {}),
+            yield self.case(name, {**suite.params_for(profile, task).get(name, {}),
                                    **params.get(name, {})}, task, splits)
 
     def case(self, name: str, params: dict, task: Task, splits: Any) -> RunCase:

@@ -104,13 +104,13 @@ def short_commit(commit: str) -> str:
 
 def run_command(suite_name: str, profile: str, results: list[Result], seeds: list[int]) -> str:
     """The `bench run` command line that produced ``results``: ``--methods`` when they are not
-    the suite's defaults, ``--param`` for parameters other than the suite's. Results run with
-    different parameters came from different commands: one is given for each, joined by "` and
-    `" (the report line quotes each)."""
+    the suite's defaults, ``--param`` for parameters other than the suite's for the result's
+    task (``Suite.params_for``). Results run with different parameters came from different
+    commands: one is given for each, joined by "` and `" (the report line quotes each)."""
     suite = get_suite(suite_name)
     base = f"bench run --suite {suite_name} --profile {profile} --seed " \
            f"{','.join(map(str, seeds))}"
-    defaults = suite.params_for(profile)
+    tasks = {task.name: task for task in suite.tasks}
     commands: dict[tuple[str, ...], list[str]] = {}  # the --param options -> their methods
     accepted: dict[str, dict | None] = {}  # method -> the params it takes (None: unknown)
     for r in results:
@@ -121,7 +121,7 @@ def run_command(suite_name: str, profile: str, results: list[Result], seeds: lis
             except (KeyError, ImportError):  # a method no longer registered: keep all params
                 accepted[r.method] = None
         takes = accepted[r.method] if accepted[r.method] is not None else r.params
-        suite_params = defaults.get(r.method, {})
+        suite_params = suite.params_for(profile, tasks.get(r.task)).get(r.method, {})
         # A run made before the profile set a key ran with the method's own default for it.
         ran_with = {**{key: takes[key] for key in suite_params if key in takes}, **r.params}
         options = tuple(sorted(f"{r.method}.{key}={value}" for key, value in ran_with.items()

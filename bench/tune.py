@@ -119,7 +119,7 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
         raise ValueError(f"method {method_name!r} declares no search_space"
                          + (" beyond the fixed --param values" if cls.search_space else "")
                          + "; nothing to tune")
-    base_params = {**suite.params_for(profile).get(method_name, {}), **fixed}
+    base_params = {**suite.params_for(profile, task).get(method_name, {}), **fixed}
     default_name = f"{suite.name}.{task.name}.{method_name}.{profile}"
     study_name = study_name or (default_name if metric == kind.tune_metric
                                 else f"{default_name}.{metric}")

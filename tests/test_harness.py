@@ -383,6 +383,38 @@ def test_profile_params_tasks_without_the_profile_and_report_names(tmp_path, mon
     assert (tmp_path / "reports" / "profiled-compare-with-compare-roc.png").exists()
 
 
+@pytest.mark.filterwarnings("ignore::sklearn.exceptions.ConvergenceWarning")  # max_iter 7, 9
+def test_a_tasks_own_method_params_come_between_the_suites_and_the_users(tmp_path, monkeypatch):
+    import dataclasses
+
+    from lensbench.bench.report import run_command
+    from lensbench.bench.tasks import SMOKE_TASK, Suite
+
+    longer = dataclasses.replace(SMOKE_TASK, name="smoke-longer", method_params={
+        "default": {"pixel-logreg": {"max_iter": 7}}})
+    suite = Suite("per-task", "one task with its own params", (SMOKE_TASK, longer),
+                  {"default": ("pixel-logreg",)},
+                  {"default": {"pixel-logreg": {"C": 0.5, "max_iter": 50}}})
+    assert suite.params_for("default", longer) == {"pixel-logreg": {"C": 0.5, "max_iter": 7}}
+    assert suite.params_for("default") == {"pixel-logreg": {"C": 0.5, "max_iter": 50}}
+    assert suite.params_for("smoke", longer) == {}
+    results = run_suite(suite, profile="default", seed=1, workdir=tmp_path, log=lambda _: None)
+    by_task = {r.task: r for r in results}
+    assert by_task["smoke-ground"].params == {"C": 0.5, "max_iter": 50}
+    assert by_task["smoke-longer"].params == {"C": 0.5, "max_iter": 7}
+    assert by_task["smoke-longer"].run_id == "pixel-logreg[C=0.5,max_iter=7]"
+    [user] = run_suite(dataclasses.replace(suite, tasks=(longer,)), profile="default", seed=1,
+                       workdir=tmp_path, params={"pixel-logreg": {"max_iter": 9}},
+                       log=lambda _: None)
+    assert user.params == {"C": 0.5, "max_iter": 9}
+    # The report's command line needs no --param for either task's own defaults.
+    monkeypatch.setitem(SUITES, "per-task", suite)
+    assert run_command("per-task", "default", results, [1]) == \
+        "bench run --suite per-task --profile default --seed 1"
+    assert run_command("per-task", "default", [user], [1]) == \
+        "bench run --suite per-task --profile default --seed 1 --param pixel-logreg.max_iter=9"
+
+
 def test_report_lists_known_lens_scores_in_split_order():
     from lensbench.bench.results import Result
     from lensbench.bench.suites.lens_finding import known_lens_score_lines

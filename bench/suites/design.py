@@ -250,7 +250,7 @@ class Design(LensFinding):
             hashes = {"train": train.content_hash, "test": test.content_hash,
                       **({"real": real.content_hash} if real is not None else {})}
             for name in methods:
-                method_params = {**suite.params_for(profile).get(name, {}),
+                method_params = {**suite.params_for(profile, task).get(name, {}),
                                  **params.get(name, {}), **variant.method_params}
                 unknown = sorted(set(variant.method_params)
                                  - set(resolve_method(name)().get_params()))
