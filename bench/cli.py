@@ -344,13 +344,22 @@ def cmd_list(args) -> int:
     from lensbench.baselines.registry import METHODS
     from lensbench.bench.tasks import SUITES
 
+    def described(params: dict[str, dict]) -> str:
+        return "; ".join(f"{method} " + ", ".join(f"{key}={value}" for key, value in
+                                                  values.items())
+                         for method, values in params.items() if values)
+
     print("suites:")
     for suite in SUITES.values():
         print(f"  {suite.name:10} {suite.description}")
         for task in suite.tasks:
             sizes = ", ".join(f"{p} {tr}/{te}" for p, (tr, te) in task.sizes.items())
             print(f"    task {task.name} v{task.version}: {task.description} [{sizes}]")
+            if task.method_params.get("default"):
+                print(f"      its own params: {described(task.method_params['default'])}")
         print(f"    methods: {', '.join(suite.methods_for('default'))}")
+        if suite.params_for("default"):
+            print(f"    params: {described(suite.params_for('default'))}")
     print("methods:")
     for name, target in METHODS.items():
         print(f"  {name:16} {target}")

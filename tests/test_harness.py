@@ -233,6 +233,10 @@ def test_list_shows_suites_tasks_and_methods(capsys):
     out = capsys.readouterr().out
     for name in [*SUITES, *METHODS, "metcalf-ground", "metcalf-space", "hsc-holismokes"]:
         assert name in out
+    # The default profile's params: the suite's, and a task's own under the task.
+    assert "task real-vis v4" in out.split("its own params: committee members=5, max_epochs=40, "
+                                           "patience=None")[0].splitlines()[-1]
+    assert "params: committee lens_light=True" in out
 
 
 def test_metcalf_tasks_follow_the_challenge():
