@@ -234,8 +234,11 @@ def test_list_shows_suites_tasks_and_methods(capsys):
     for name in [*SUITES, *METHODS, "metcalf-ground", "metcalf-space", "hsc-holismokes"]:
         assert name in out
     # The default profile's params: the suite's, and a task's own under the task.
-    assert "task real-vis v4" in out.split("its own params: committee members=5, max_epochs=40, "
-                                           "patience=None")[0].splitlines()[-1]
+    lines = out.splitlines()
+    [own] = [n for n, line in enumerate(lines) if "its own params:" in line]
+    assert lines[own].strip() == "its own params: committee members=5, max_epochs=40, " \
+                                 "patience=None"
+    assert lines[own - 1].strip().startswith("task real-vis v4")
     assert "params: committee lens_light=True" in out
 
 
