@@ -99,10 +99,11 @@ def run_folder(workdir: Path, suite: str, task: str, run_id: str) -> Path:
     return workdir / "runs" / suite / task / safe_name(run_id)
 
 
-def find_run_folder(workdir: Path, task: str, folder: str) -> Path | None:
-    """The artefact folder ``folder`` (a run id as :func:`safe_name` writes it) of a run of
-    ``task`` under ``workdir``, whichever suite ran it; None if there is none."""
-    return next(workdir.glob(f"runs/*/{task}/{folder}"), None)
+def find_run_folder(workdir: Path, task: str, run_id: str) -> Path | None:
+    """The artefact folder of the run ``run_id`` (the id, ``committee[lens_light=True]``, or its
+    folder name, ``committee_lens_light=True_``: :func:`safe_name` is idempotent) of ``task``
+    under ``workdir``, whichever suite ran it; None if there is none."""
+    return next(workdir.glob(f"runs/*/{task}/{safe_name(run_id)}"), None)
 
 
 def start_record(case: RunCase, *, suite: str, profile: str, seed: int) -> dict:

@@ -66,6 +66,18 @@ def test_a_method_may_decline_with_a_reason():
     assert "does regression, not lens-finding" in Regressor().decline(INFO)
 
 
+def test_a_run_folder_is_found_by_run_id_or_folder_name(tmp_path):
+    from lensbench.bench.runner import find_run_folder, run_folder
+
+    folder = run_folder(tmp_path, "real", "real-vis", "committee[lens_light=True,members=5]")
+    folder.mkdir(parents=True)
+    assert folder.name == "committee_lens_light=True,members=5_"
+    for name in ("committee[lens_light=True,members=5]", folder.name):
+        assert find_run_folder(tmp_path, "real-vis", name) == folder
+    assert find_run_folder(tmp_path, "real-hsc", folder.name) is None
+    assert find_run_folder(tmp_path, "real-vis", "committee[lens_light=True]") is None
+
+
 def test_seeds_derive_from_one_seed():
     assert derive_seed(0, "random", "a") == derive_seed(0, "random", "a")
     assert len({derive_seed(0, "random", "a"), derive_seed(1, "random", "a"),
