@@ -157,13 +157,21 @@ FIELD_GALAXIES = {"field_density": 40.0}
 # suite run; 4.4 min per member on one busy core. 10,000 test cutouts, ~5,000 of them
 # non-lenses: the FPR 1e-3 threshold is then the 5th highest non-lens score, not the 2nd.
 REAL_DEFAULT_SIZES = (16_000, 10_000)
-# Version 4: field galaxies (FIELD_GALAXIES).
+# Issue 22 (cause 7, as real-vis v4): PSF-correlated noise in every band, up to the SLACS
+# snapshots' own noise degraded to HSC (g 0.03-0.06, r 0.08-0.19, i 0.17-0.42, z 0.07-0.19
+# sky sigma, from the HST noise maps; reports/real.md), which every real cutout of real-hsc
+# carries; real HSC coadds, warped and stacked, have correlated noise of their own. Each cutout
+# draws one fraction of these maxima (one deep image's noise, degraded to every band).
+HSC_CORRELATED_NOISE = (0.06, 0.19, 0.42, 0.19)
+# Version 4: field galaxies (FIELD_GALAXIES). Version 5: correlated noise
+# (HSC_CORRELATED_NOISE).
 HSC_LENSES = Task(
-    name="hsc-holismokes", version=4,
+    name="hsc-holismokes", version=5,
     description="HSC Wide g,r,i,z 0.168\"/px 64x64, clean labels (mu >= 3, arc S/N >= 10), "
-                "lenses at z 0.1-0.9 sized by luminosity, field galaxies, half the sources "
-                "real COSMOS galaxies, hard negatives",
-    config=HSC_CONFIG_V2.replace(**LENS_POPULATION, **FIELD_GALAXIES),
+                "lenses at z 0.1-0.9 sized by luminosity, field galaxies, PSF-correlated noise, "
+                "half the sources real COSMOS galaxies, hard negatives",
+    config=HSC_CONFIG_V2.replace(**LENS_POPULATION, **FIELD_GALAXIES,
+                                 correlated_noise=HSC_CORRELATED_NOISE),
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)})
 # Version 3 (issue 22.4): the real split also holds the 20 most luminous early-type COSMOS
 # galaxies rendered as seen at z = 0.2 (datasets/cosmos.py: bright_early_types), real non-lenses
@@ -171,11 +179,13 @@ HSC_LENSES = Task(
 # Version 4 (issue 22.2): the lens population of hsc-holismokes v3, and the SLACS images cleaned
 # of their cosmic rays before they are degraded (datasets/known_lenses.py: load_slacs).
 # Version 5: field galaxies in the simulated cutouts (hsc-holismokes v4).
+# Version 6: correlated noise in the simulated cutouts (hsc-holismokes v5).
 REAL_NONLENSES = {"n_nonlenses": 100, "n_bright_early_types": 20, "seed": 3,
                   "clean_cosmic_rays": True}
 REAL_HSC = Task(
-    name="real-hsc", version=5,
-    description="Trained on simulated HSC g,r,i,z 64x64 (clean labels, field galaxies); also "
+    name="real-hsc", version=6,
+    description="Trained on simulated HSC g,r,i,z 64x64 (clean labels, field galaxies, "
+                "correlated noise); also "
                 "scores the SLACS lenses, COSMOS field galaxies and bright COSMOS early types "
                 "degraded to HSC",
     config=HSC_LENSES.config,

@@ -128,7 +128,10 @@ class SimConfig:
     # PSF-convolved noise field uniform in [0, correlated_noise] sky sigma per pixel, and the
     # white noise is lowered so that the variance per pixel stays the survey's where it can
     # (``datasets.degrade`` tops a degraded image's noise up in the same way). 0: white only.
-    correlated_noise: float = 0.0
+    # One number for every band, or one per band (in ``band_names`` order): then each cutout
+    # draws one fraction in [0, 1] of every band's maximum, as one deep image's noise degraded
+    # to each band is.
+    correlated_noise: float | tuple[float, ...] = 0.0
     shard_size: int = 1024
     extra: dict = field(default_factory=dict)  # free-form tags recorded in the manifest
 
@@ -144,6 +147,8 @@ class SimConfig:
                                  f"got {value}")
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(self.bands))
+        if isinstance(self.correlated_noise, (list, tuple)):  # JSON gives a list
+            object.__setattr__(self, "correlated_noise", tuple(self.correlated_noise))
         if not isinstance(self.negatives, dict):
             raise ValueError(f"SimConfig.negatives must be a dict of class -> fraction over "
                              f"{NEGATIVE_CLASSES}, got {self.negatives!r}")
@@ -179,6 +184,14 @@ class SimConfig:
         if not (math.isfinite(self.field_density) and self.field_density >= 0):
             raise ValueError(f"SimConfig.field_density must be a finite number >= 0 galaxies per "
                              f"arcmin^2, got {self.field_density}")
+        levels = (self.correlated_noise if isinstance(self.correlated_noise, tuple)
+                  else (self.correlated_noise,))
+        if isinstance(self.correlated_noise, tuple) and len(levels) != len(self.band_names):
+            raise ValueError(f"SimConfig.correlated_noise: one level per band "
+                             f"{self.band_names}, got {self.correlated_noise}")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in levels):
+            raise ValueError(f"SimConfig.correlated_noise must be a number >= 0 (sky sigma) or "
+                             f"one per band, got {self.correlated_noise!r}")
         if self.saturation_level <= 0:
             raise ValueError(f"SimConfig.saturation_level must be > 0 electrons, "
                              f"got {self.saturation_level}")

@@ -285,11 +285,15 @@ class Population:
                 p[key] = np.full(n, np.nan) if key != "q" else p[key]
         if cfg.field_density > 0:
             p.update(self.draw_field(n))
-        if cfg.correlated_noise > 0:
+        if np.any(np.asarray(cfg.correlated_noise) > 0):
             if self.noise_level_rng is None:
                 raise RuntimeError("Population.noise_level_rng must be set before drawing "
                                    "correlated noise levels")
-            p["correlated_noise"] = self.noise_level_rng.uniform(0, cfg.correlated_noise, n)
+            if isinstance(cfg.correlated_noise, tuple):  # (n, B): one fraction of each maximum
+                p["correlated_noise"] = (self.noise_level_rng.uniform(0, 1, n)[:, None]
+                                         * np.asarray(cfg.correlated_noise))
+            else:  # (n,): every band
+                p["correlated_noise"] = self.noise_level_rng.uniform(0, cfg.correlated_noise, n)
         return p
 
     def draw_field(self, n: int) -> dict:

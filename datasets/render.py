@@ -316,14 +316,15 @@ class Renderer:
                               levels: np.ndarray) -> torch.Tensor:
         """``add_noise`` with part of the noise correlated on the PSF scale: a white field
         convolved with each band's PSF (circularly on the FFT grid: a stationary field), scaled
-        to ``levels`` (n,) times the sky's sigma per pixel, and Gaussian white noise with the
-        rest of the variance of source + sky + read noise (none where the correlated part
-        exceeds it). Gaussian throughout: at these sky levels (hundreds of electrons and more)
-        Poisson noise is Gaussian to well under a percent."""
+        to ``levels`` ((n,) for every band, or (n, B)) times the sky's sigma per pixel, and
+        Gaussian white noise with the rest of the variance of source + sky + read noise (none
+        where the correlated part exceeds it). Gaussian throughout: at these sky levels
+        (hundreds of electrons and more) Poisson noise is Gaussian to well under a percent."""
         n, n_bands, size, _ = expected.shape
         drawn_on = generator.device
-        level = torch.as_tensor(levels, dtype=self.dtype, device=self.device)[:, None, None]
+        levels = torch.as_tensor(levels, dtype=self.dtype, device=self.device)
         for b in range(n_bands):
+            level = (levels if levels.ndim == 1 else levels[:, b])[:, None, None]
             background = float(self.sky_counts[b]) + float(self.read_variance[b])
             image = expected[:, b]
             correlated_sigma = level * math.sqrt(background)

@@ -170,7 +170,12 @@ class Simulator:
             columns["field_mag_min"] = np.where(np.isfinite(brightest), brightest, np.nan)
         columns = {key: np.asarray(value, dtype=np.float32) for key, value in columns.items()}
         if "correlated_noise" in p:  # rms of the PSF-correlated noise, in sky sigma
-            columns["correlated_noise"] = np.asarray(p["correlated_noise"], dtype=np.float32)
+            levels = np.asarray(p["correlated_noise"], dtype=np.float32)
+            if levels.ndim == 1:
+                columns["correlated_noise"] = levels
+            else:  # one level per band
+                for b, name in enumerate(self.band_names):
+                    columns[f"correlated_noise_{name}"] = levels[:, b]
         if "field_mag" in p:
             columns["field_count"] = np.isfinite(p["field_mag"]).sum(axis=1).astype(np.int8)
         columns["n_images"] = np.asarray(p["n_images"], dtype=np.int8)

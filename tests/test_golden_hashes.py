@@ -49,6 +49,10 @@ GOLDEN_HASHES = {
     ("hsc-holismokes", 4, 1): {
         "train": "03c03c514565fddf2adb2d1911aa2f8622aad1ea747d1ff2434aa1043457a77a",
         "test": "441c7785524be1682fe83697b980f04257ea257dde46892df3fe80ceb50fe9e0"},
+    # v5 (issue 22.2, cause 7): PSF-correlated noise up to the SLACS snapshots' own, per band.
+    ("hsc-holismokes", 5, 1): {
+        "train": "c90a83971f42d886ad0c4cb71f30597304a165583384bc5a8e6a6a2303264363",
+        "test": "1dc4b46c74bc7031a427c5e0658f8f866f79442504bd5f439614134b3aa5141d"},
     ("metcalf-ground", 2, 1): {
         "train": "fab571cfd6cc02ffb1d180f9ba377d2c1defabfaa8bf61a05fd43309d892f9e5",
         "test": "4a33fb1c316789ae1d5efdcefe6e384cf9a8489842b6fa674a5bace6fefa9c83"},
@@ -83,6 +87,11 @@ GOLDEN_HASHES = {
     ("real-hsc", 5, 1): {
         "train": "03c03c514565fddf2adb2d1911aa2f8622aad1ea747d1ff2434aa1043457a77a",
         "test": "441c7785524be1682fe83697b980f04257ea257dde46892df3fe80ceb50fe9e0",
+        "real": "a40372be703f152480110f326e853ced1cadc2460f2ebcee3f3d1d81a9590bf3"},
+    # v6: hsc-holismokes v5's correlated noise; the real split as v5's.
+    ("real-hsc", 6, 1): {
+        "train": "c90a83971f42d886ad0c4cb71f30597304a165583384bc5a8e6a6a2303264363",
+        "test": "1dc4b46c74bc7031a427c5e0658f8f866f79442504bd5f439614134b3aa5141d",
         "real": "a40372be703f152480110f326e853ced1cadc2460f2ebcee3f3d1d81a9590bf3"},
     # Issue 22.3: Euclid VIS, the SLACS lenses and non-lenses with F814W flux as VIS.
     ("real-vis", 1, 1): {

@@ -328,3 +328,38 @@ def test_correlated_noise_keeps_the_variance_and_has_the_psf_correlation():
     assert lag == pytest.approx(expected, abs=0.03)
     white = (Simulator(base).simulate(160, seed=4)[0] - clean)[:, 0, :24, :24]
     assert abs(np.mean(white[:, :, 1:] * white[:, :, :-1]) / np.mean(white**2)) < 0.02
+
+
+def test_correlated_noise_per_band_draws_one_fraction_of_each_bands_maximum():
+    """Levels per band: each cutout's level in a band is one fraction in [0, 1] of the band's
+    maximum (the same in every band), recorded per band; each band's noise has the variance of
+    its own level (closed form as above). A list, as JSON gives it, is the same config."""
+    base = SimConfig(survey="hsc", bands=("g", "i"), stamp_size=48, lens_fraction=0.5,
+                     field_density=0.0)
+    config = base.replace(correlated_noise=[0.2, 1.8])
+    assert config.correlated_noise == (0.2, 1.8)
+    assert SimConfig.from_dict(config.to_dict()) == config
+    clean, _ = Simulator(base.replace(noise=False)).simulate(160, seed=5)
+    noisy, truth = Simulator(config).simulate(160, seed=5)
+    assert "correlated_noise" not in truth
+    level_g, level_i = truth["correlated_noise_g"], truth["correlated_noise_i"]
+    np.testing.assert_allclose(level_g / 0.2, level_i / 1.8, rtol=1e-5)
+    assert level_i.min() >= 0 and level_i.max() <= 1.8 and np.ptp(level_i) > 1.2
+    high = level_i > 1.2
+    for b, band in enumerate(get_survey("hsc").select(("g", "i")).bands):
+        sky_sigma = (math.sqrt(band.sky_counts + band.n_exposures * band.read_noise**2)
+                     / band.electrons_per_nanomaggy)
+        noise = (noisy - clean)[:, b, :12, :12].astype(np.float64) / sky_sigma
+        # g stays below one sky sigma: its variance is the sky's; i above: the level's.
+        expected = 1.0 if b == 0 else np.mean(level_i[high] ** 2)
+        assert np.mean(noise[high] ** 2) == pytest.approx(expected, rel=0.08), band.name
+
+
+@pytest.mark.parametrize("levels, message", [
+    ((0.2, 0.4, 0.1), "one level per band"),
+    (-0.5, "must be a number >= 0"),
+    ((0.2, float("nan")), "must be a number >= 0"),
+])
+def test_bad_correlated_noise_levels_are_refused(levels, message):
+    with pytest.raises(ValueError, match=message):
+        SimConfig(survey="hsc", bands=("g", "i"), correlated_noise=levels)
