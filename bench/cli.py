@@ -92,8 +92,8 @@ def _parse_value(text: str):
 
 def _value_fits(value, hint) -> bool | None:
     """Whether ``value`` fits the type hint ``hint`` (None where the hint is not made of plain
-    classes, e.g. Literal or a generic: then it is not checked). An int fits a float; a bool
-    fits neither."""
+    classes, e.g. Literal: then it is not checked). An int fits a float; a bool fits neither; a
+    list fits a tuple."""
     options = typing.get_args(hint) if isinstance(hint, types.UnionType) or (
         typing.get_origin(hint) is typing.Union) else (hint,)
     options = [typing.get_origin(o) or o for o in options]
@@ -103,6 +103,8 @@ def _value_fits(value, hint) -> bool | None:
         return bool in options
     if isinstance(value, int) and float in options:
         return True
+    if isinstance(value, (list, tuple)) and (list in options or tuple in options):
+        return True  # JSON has lists only
     return isinstance(value, tuple(options))
 
 

@@ -95,7 +95,6 @@ def find_task(suite: Suite, name: str) -> Task:
     return matches[0]
 
 
-
 # Metcalf et al. (2019): ground set KiDS-like u,g,r,i 0.2"/px 101x101 with ~50% lenses; space set
 # VIS 0.1"/px, Gaussian PSF 0.18", 40% lenses. No cut on magnification or brightness.
 # Version 2: same config, but version 1's bytes depended on the torch thread count (the

@@ -295,6 +295,20 @@ def test_a_valid_param_reaches_the_run(tmp_path, monkeypatch):
                                             "crop": None}}
 
 
+def test_param_values_are_checked_against_the_parameters_types():
+    from lensbench.bench import cli
+
+    # JSON has lists only: a list fits a tuple parameter (netz-photoz's channels).
+    assert cli._check_params({"netz-photoz": {"channels": [16, 32]}}, ["netz-photoz"], "--param")
+    with pytest.raises(ValueError, match="netz-photoz.channels='wide': .* expects a list"):
+        cli._check_params({"netz-photoz": {"channels": "wide"}}, ["netz-photoz"], "--param")
+    # An integer fits a float; a bool fits no number; a dict parameter takes an object.
+    assert cli._check_params({"pixel-logreg": {"C": 1}}, ["pixel-logreg"], "--param")
+    with pytest.raises(ValueError, match="expects a number"):
+        cli._check_params({"pixel-logreg": {"C": True}}, ["pixel-logreg"], "--param")
+    assert cli._check_params({"two-step": {"cnn_params": {"members": 1}}}, ["two-step"], "--p")
+
+
 @pytest.mark.parametrize("argv, flag", [
     (["inspect", "c.csv", "--top", "-3"], "--top"),
     (["inspect", "c.csv", "--per-page", "0"], "--per-page"),
