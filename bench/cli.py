@@ -90,13 +90,18 @@ def _parse_value(text: str):
         return text
 
 
+def _hint_options(hint) -> list:
+    """The types a hint allows: each member of a union, a generic by its origin
+    (``tuple[int, ...]`` -> tuple)."""
+    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
+    return [typing.get_origin(o) or o for o in (typing.get_args(hint) if union else (hint,))]
+
+
 def _value_fits(value, hint) -> bool | None:
     """Whether ``value`` fits the type hint ``hint`` (None where the hint is not made of plain
     classes, e.g. Literal: then it is not checked). An int fits a float; a bool fits neither; a
     list fits a tuple."""
-    options = typing.get_args(hint) if isinstance(hint, types.UnionType) or (
-        typing.get_origin(hint) is typing.Union) else (hint,)
-    options = [typing.get_origin(o) or o for o in options]
+    options = _hint_options(hint)
     if not all(isinstance(o, type) for o in options):
         return None
     if isinstance(value, bool):
@@ -123,8 +128,7 @@ def _hint_text(hint) -> str:
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
              type(None): "None (write None or null)", list: "a list", tuple: "a list",
              dict: "an object"}
-    options = typing.get_args(hint) or (hint,)
-    return " or ".join(names.get(typing.get_origin(o) or o, str(o)) for o in options)
+    return " or ".join(names.get(option, str(option)) for option in _hint_options(hint))
 
 
 def _parse_params(items: list[str]) -> dict[str, dict]:

@@ -251,6 +251,16 @@ def slacs_band_images(lens: SlacsLens, bands: Sequence[str], *,
 
 
 # ------------------------------------------------------------------------------------ split
+def real_split_colours(bands: Sequence[str], colours_from_f814w: bool
+                       ) -> tuple[dict[str, float], dict[str, float]]:
+    """(lens colours, source colours) a real split gives the SLACS F814W planes: the simulator's
+    tables, or flat (every band the F814W flux as it is) with ``colours_from_f814w``."""
+    if colours_from_f814w:
+        flat = {b: 0.0 for b in (*bands, "i")}
+        return flat, flat
+    return LENS_COLOURS, SOURCE_COLOURS
+
+
 def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: int | None,
                          out_dir, seed: int = 0, n_nonlenses: int = 100, *,
                          cutout: str = "198x198", created_by: str = "lensbench",
@@ -287,9 +297,7 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     rng = np.random.default_rng(seed)
     lenses = load_slacs(cutout, clean_cosmic_rays)
     sources = CosmosSources()
-    lens_colours, source_colours = LENS_COLOURS, SOURCE_COLOURS
-    if colours_from_f814w:
-        lens_colours = source_colours = {b: 0.0 for b in (*band_names, "i")}
+    lens_colours, source_colours = real_split_colours(band_names, colours_from_f814w)
     images, rows = [], []
     for k, lens in enumerate(lenses):
         planes = slacs_band_images(lens, band_names, lens_colours=lens_colours,

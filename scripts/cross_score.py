@@ -18,7 +18,7 @@ import numpy as np
 from lensbench.baselines.persistence import load_model
 from lensbench.bench.metrics import auroc, tpr_at_fpr
 from lensbench.bench.runner import find_run_folder
-from lensbench.bench.suites.real_diagnosis import find_split
+from lensbench.bench.suites.real_diagnosis import run_test_split
 from lensbench.bench.tasks import all_tasks
 from lensbench.datasets.storage import Split
 
@@ -34,10 +34,10 @@ def run_dir(workdir: Path, task: str, run_id: str) -> Path:
 
 def test_split(workdir: Path, task, run: Path) -> Split:
     """The test split a run was scored on, found in its workdir by content hash."""
-    content_hash = str(np.load(run / "scores.npz")["test_hash"])
-    split = find_split(workdir, task, "test", content_hash, verify=True)
+    split = run_test_split(workdir, task, run)
     if split is None:
-        raise SystemExit(f"{workdir}/splits: no test split with content hash {content_hash}")
+        raise SystemExit(f"{workdir}/splits: no test split with the content hash that "
+                         f"{run}/scores.npz names")
     return split
 
 

@@ -18,7 +18,7 @@ from pathlib import Path
 import numpy as np
 from lensbench.baselines.persistence import load_model
 from lensbench.bench.runner import find_run_folder
-from lensbench.bench.suites.real_diagnosis import find_split
+from lensbench.bench.suites.real_diagnosis import run_test_split
 from lensbench.bench.tasks import all_tasks
 from lensbench.datasets.config import DISK_COLOURS
 from lensbench.datasets.psf import psf_kernel
@@ -55,10 +55,10 @@ def main() -> None:
         raise SystemExit(f"{args.workdir}/runs/*/{task.name}/{args.run_id}: no such run")
     method, _ = load_model(run / "model.lbmodel")
     threshold = float(np.load(run / "real_scores.npz")["threshold"])
-    test_hash = str(np.load(run / "scores.npz")["test_hash"])
-    split = find_split(args.workdir, task, "test", test_hash, verify=True)
+    split = run_test_split(args.workdir, task, run)
     if split is None:
-        raise SystemExit(f"{args.workdir}/splits: no test split with content hash {test_hash}")
+        raise SystemExit(f"{args.workdir}/splits: no test split with the content hash that "
+                         f"{run}/scores.npz names")
     rng = np.random.default_rng(0)
     labels = split.truth["label"].astype(bool)
     rows = np.sort(np.concatenate([rng.choice(np.flatnonzero(want == labels), args.n,

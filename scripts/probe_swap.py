@@ -48,14 +48,14 @@ from lensbench.bench.suites.real_diagnosis import (
     degraded_hst_noise,
     lookalike_axes,
     nearest_lookalikes,
-    real_lens_colours,
+    real_lens_degrade_args,
     real_lens_parts,
     real_lens_quantities,
+    real_split_lenses,
     simulated_lens_quantities,
     survey_sigma,
 )
 from lensbench.bench.tasks import all_tasks
-from lensbench.datasets.known_lenses import load_slacs
 from lensbench.datasets.psf import psf_kernel
 from lensbench.datasets.simulate import Simulator
 from lensbench.datasets.surveys import get_survey
@@ -106,9 +106,8 @@ def main() -> None:
     survey = get_survey(spec["survey"]).select(list(spec["bands"]))
     rng = np.random.default_rng(SEED)
     size = observed.shape[-1]
-    manifest = real.manifest["config"]
-    lenses = load_slacs(manifest.get("cutout", "198x198"), manifest.get("clean_cosmic_rays", False))
-    lens_colours, source_colours = real_lens_colours(spec)
+    lenses = real_split_lenses(real)
+    degrade_args = real_lens_degrade_args(spec, size)
     radius = np.hypot(*(np.mgrid[:size, :size] - (size - 1) / 2)) * survey.pixel_scale
 
     def noisy(expected: np.ndarray) -> np.ndarray:
@@ -117,9 +116,7 @@ def main() -> None:
     def hst_noise(real, row: int, count: int) -> np.ndarray:
         """``count`` realisations of the HST image's noise, degraded like the image."""
         lens = lenses[int(real.truth["object_index"][row])]
-        return np.stack([degraded_hst_noise(lens, survey, rng, seed=None, stamp_size=size,
-                                            lens_colours=lens_colours,
-                                            source_colours=source_colours)
+        return np.stack([degraded_hst_noise(lens, survey, rng, **degrade_args)
                          for _ in range(count)])
 
     def with_hst_noise(expected: np.ndarray, noise: np.ndarray) -> np.ndarray:

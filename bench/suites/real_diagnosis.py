@@ -83,27 +83,36 @@ class RealLensParts:
     hst_noise: np.ndarray
 
 
-def real_lens_colours(spec: dict):
-    """(lens colours, source colours) with which ``degrade`` makes the task's real cutouts from
-    one F814W plane: flat when the task takes F814W flux as its band's, else the defaults."""
-    if spec.get("colours_from_f814w"):
-        flat = {b: 0.0 for b in (*spec["bands"], "i")}
-        return flat, flat
-    return None, None
+def real_split_lenses(real: Split) -> list:
+    """The SLACS lenses a real split was made from, loaded as it loaded them (cutout size,
+    cosmic rays cleaned or not)."""
+    from lensbench.datasets.known_lenses import load_slacs
+
+    config = real.manifest["config"]
+    return load_slacs(config.get("cutout", "198x198"), config.get("clean_cosmic_rays", False))
+
+
+def real_lens_degrade_args(spec: dict, size: int) -> dict:
+    """``degrade``'s keywords with which the task's real cutouts of side ``size`` were made,
+    without noise (``seed=None``), colours as the split gave them."""
+    from lensbench.datasets.known_lenses import real_split_colours
+
+    lens_colours, source_colours = real_split_colours(spec["bands"],
+                                                      spec.get("colours_from_f814w", False))
+    return {"seed": None, "stamp_size": size, "lens_colours": lens_colours,
+            "source_colours": source_colours}
 
 
 def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
     """Lens light and arcs of the real lenses of ``real``, a split made from the task's
     ``real_lenses`` spec ``spec``, degraded as the split's images were but without noise."""
     from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, degrade
-    from lensbench.datasets.known_lenses import load_slacs
     from lensbench.datasets.surveys import get_survey
 
-    config = real.manifest["config"]
-    lenses = load_slacs(config.get("cutout", "198x198"), config.get("clean_cosmic_rays", False))
+    lenses = real_split_lenses(real)
     chosen = get_survey(spec["survey"]).select(list(spec["bands"]))
-    lens_colours, source_colours = real_lens_colours(spec)
     size = real.image_shape[-1]
+    common = real_lens_degrade_args(spec, size)
     rows = np.flatnonzero(real.truth["kind"] == 1)
     light, arcs, names, rays, shares, arc_shares, hst_noise = [], [], [], [], [], [], []
     rng = np.random.default_rng(PROBE_SEED)
@@ -111,8 +120,6 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
     for row in rows:
         lens = lenses[int(real.truth["object_index"][row])]
         names.append(lens.name)
-        common = {"seed": None, "stamp_size": size, "lens_colours": lens_colours,
-                  "source_colours": source_colours}
         light.append(degrade(lens.lens_light, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen,
                              **common))
         arcs.append(degrade(None, lens.pixel_scale, NANOMAGGY_ZEROPOINT, chosen,
@@ -415,6 +422,14 @@ def plot_neighbours(comparison: Comparison, bands, path: Path, title: str) -> Pa
 
 
 # ----------------------------------------------------------------------------- report
+def run_test_split(workdir: Path, task, run: Path) -> Split | None:
+    """The test split a run (its artefact folder ``run``) was scored on: the split under
+    ``workdir`` with the content hash its ``scores.npz`` names, every shard verified."""
+    with np.load(run / "scores.npz") as data:
+        content_hash = str(data["test_hash"])
+    return find_split(workdir, task, "test", content_hash, verify=True)
+
+
 def stored_test_scores(result, workdir: Path):
     """(labels, scores, test-split hash) a run saved for its test set (``scores`` artefact),
     or None."""
