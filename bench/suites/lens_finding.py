@@ -329,7 +329,7 @@ class LensFinding(SuiteKind):
         md += diagnostics_lines(results)
         goal = suite.goals.get(profile)
         if goal:
-            md += compare_goal_lines(results, workdir, suite.params_for(profile), goal)
+            md += compare_goal_lines(results, workdir, suite.params_for(profile, task), goal)
         if task.real_lenses:
             md += ["", "Known real lenses: SLACS HST lenses degraded to the survey, scored "
                    "against the threshold that gives FPR 1e-3 on the simulated test set. The "
@@ -427,7 +427,8 @@ def compare_goal_lines(results: list[Result], workdir: Path, profile_params: dic
     TPR0 and TPR10 with AUROC >= 0.98), checked on the unrounded metrics, with 95%
     stratified-bootstrap intervals of the method's AUROC and TPR10 and of its paired change
     against the peer (the test set is a few thousand cutouts, so the third decimal is noise).
-    ``profile_params``: the suite's parameters for the profile (method -> params)."""
+    ``profile_params``: the parameters the suite runs the task's methods with in the profile
+    (``Suite.params_for``: method -> params)."""
     from lensbench.bench.statistics import paired_bootstrap
 
     ok = [r for r in results if r.status == "ok"]
