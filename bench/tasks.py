@@ -162,14 +162,26 @@ REAL_DEFAULT_SIZES = (16_000, 10_000)
 # carries; real HSC coadds, warped and stacked, have correlated noise of their own. Each cutout
 # draws one fraction of these maxima (one deep image's noise, degraded to every band).
 HSC_CORRELATED_NOISE = (0.06, 0.19, 0.42, 0.19)
+# Issue 22 (the real lens light): an early type's isophotes are not perfect ellipses. Their
+# ellipticity and position angle change with radius and they deviate from ellipses by a few per
+# cent in a4/a, boxy or discy (massive SDSS E/S0 galaxies, Hao et al. 2006; nearby ellipticals,
+# Bender et al. 1989; docs/references.md), while the simulated lenses and ellipticals were exact
+# elliptical Sersics: their light, subtracted by the smooth elliptical model, left no structure,
+# and a real lens's did (the swap probe: simulated arcs on a Sersic fit of the real VIS lens light
+# were found 0.62 of the time, on the real light 0.40). Broad uniform ranges of the order of
+# those measured, not fitted to any image: twists within +-20 degrees, axis-ratio changes within
+# +-0.15, a4/a in -0.02..0.03, for the lenses and for the elliptical and group non-lenses alike.
+LENS_ISOPHOTES = {"lens_isophote_twist": 20.0, "lens_isophote_dq": 0.15,
+                  "lens_isophote_a4_range": (-0.02, 0.03)}
 # Version 4: field galaxies (FIELD_GALAXIES). Version 5: correlated noise
-# (HSC_CORRELATED_NOISE).
+# (HSC_CORRELATED_NOISE). Version 6: isophote structure of the early types (LENS_ISOPHOTES).
 HSC_LENSES = Task(
-    name="hsc-holismokes", version=5,
+    name="hsc-holismokes", version=6,
     description="HSC Wide g,r,i,z 0.168\"/px 64x64, clean labels (mu >= 3, arc S/N >= 10), "
-                "lenses at z 0.1-0.9 sized by luminosity, field galaxies, PSF-correlated noise, "
-                "half the sources real COSMOS galaxies, hard negatives",
-    config=HSC_CONFIG_V2.replace(**LENS_POPULATION, **FIELD_GALAXIES,
+                "lenses at z 0.1-0.9 sized by luminosity, with isophote twists and a4, field "
+                "galaxies, PSF-correlated noise, half the sources real COSMOS galaxies, hard "
+                "negatives",
+    config=HSC_CONFIG_V2.replace(**LENS_POPULATION, **FIELD_GALAXIES, **LENS_ISOPHOTES,
                                  correlated_noise=HSC_CORRELATED_NOISE),
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)})
 # Version 3 (issue 22.4): the real split also holds the 20 most luminous early-type COSMOS
@@ -179,12 +191,13 @@ HSC_LENSES = Task(
 # of their cosmic rays before they are degraded (datasets/known_lenses.py: load_slacs).
 # Version 5: field galaxies in the simulated cutouts (hsc-holismokes v4).
 # Version 6: correlated noise in the simulated cutouts (hsc-holismokes v5).
+# Version 7: isophote structure of the simulated early types (hsc-holismokes v6).
 REAL_NONLENSES = {"n_nonlenses": 100, "n_bright_early_types": 20, "seed": 3,
                   "clean_cosmic_rays": True}
 REAL_HSC = Task(
-    name="real-hsc", version=6,
-    description="Trained on simulated HSC g,r,i,z 64x64 (clean labels, field galaxies, "
-                "correlated noise); also "
+    name="real-hsc", version=7,
+    description="Trained on simulated HSC g,r,i,z 64x64 (clean labels, early types with "
+                "isophote structure, field galaxies, correlated noise); also "
                 "scores the SLACS lenses, COSMOS field galaxies and bright COSMOS early types "
                 "degraded to HSC",
     config=HSC_LENSES.config,
@@ -199,6 +212,7 @@ REAL_HSC = Task(
 # Version 4: PSF-correlated noise up to 1.3 sky sigma, the level of the SLACS snapshots' own
 # noise after their degradation to VIS (0.5-1.3 VIS sky sigma, from the HST noise maps;
 # reports/real.md), which every real cutout of the task carries and the simulations had not.
+# Version 5: isophote structure of the simulated early types (LENS_ISOPHOTES).
 REAL_VIS_CORRELATED_NOISE = 1.3
 # The VIS committee trains as the compare profile's (5 members, 40 epochs, no early stopping),
 # chosen on the validation part of the real-vis v4 training split: with 3 members x 20 epochs
@@ -208,10 +222,11 @@ REAL_VIS_CORRELATED_NOISE = 1.3
 # so real-hsc keeps the suite's committee. 23 min of training on 2 cores at 8d1add4.
 REAL_VIS_COMMITTEE = {"members": 5, "max_epochs": 40, "patience": None}
 REAL_VIS = Task(
-    name="real-vis", version=4,
-    description="Trained on simulated Euclid VIS 0.1\"/px 101x101 (clean labels, field "
-                "galaxies); also scores the SLACS lenses, COSMOS field galaxies and bright COSMOS "
-                "early types degraded to VIS (F814W flux as VIS, no colours)",
+    name="real-vis", version=5,
+    description="Trained on simulated Euclid VIS 0.1\"/px 101x101 (clean labels, early types "
+                "with isophote structure, field galaxies, correlated noise); also scores the "
+                "SLACS lenses, COSMOS field galaxies and bright COSMOS early types degraded to "
+                "VIS (F814W flux as VIS, no colours)",
     config=HSC_LENSES.config.replace(survey="euclid-vis", bands=("VIS",), stamp_size=101,
                                      correlated_noise=REAL_VIS_CORRELATED_NOISE),
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)},

@@ -63,7 +63,9 @@ ARTEFACT_KINDS = ("cosmic-ray", "saturated-star", "satellite-trail", "mask")
 ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
                 "negatives": {"elliptical": 1.0}, "lens_artefact_fraction": 0.0,
                 "saturation_level": 1.0e5, "lens_size": "uniform", "field_density": 0.0,
-                "field_mag_range": [18.0, 25.0], "correlated_noise": 0.0}
+                "field_mag_range": [18.0, 25.0], "correlated_noise": 0.0,
+                "lens_isophote_twist": 0.0, "lens_isophote_dq": 0.0,
+                "lens_isophote_a4_range": [0.0, 0.0]}
 
 
 @dataclass(frozen=True)
@@ -89,6 +91,14 @@ class SimConfig:
     lens_r_eff_range: tuple[float, float] = (0.5, 2.0)  # arcsec; for lens_size "uniform"
     lens_size: str = "uniform"  # one of LENS_SIZES
     lens_mag_scatter: float = 0.3  # Faber-Jackson scatter, mag
+    # Isophote structure of the central early type (lenses, and the elliptical and group
+    # non-lenses): from the centre outwards its isophotes turn by a twist uniform in
+    # +-lens_isophote_twist degrees and change axis ratio by one uniform in +-lens_isophote_dq,
+    # and they carry a Fourier deviation a4/a uniform in lens_isophote_a4_range (< 0 boxy, > 0
+    # discy); ``lensing.sersic_profile_isophotes``. All 0: perfect ellipses.
+    lens_isophote_twist: float = 0.0
+    lens_isophote_dq: float = 0.0
+    lens_isophote_a4_range: tuple[float, float] = (0.0, 0.0)
     # Source population
     source_mag_range: tuple[float, float] = (22.5, 26.0)
     source_r_eff_range: tuple[float, float] = (0.1, 0.5)
@@ -139,7 +149,7 @@ class SimConfig:
         for name in ("theta_e_range", "z_lens_range", "q_range", "lens_sersic_n_range",
                      "lens_r_eff_range", "source_mag_range", "source_r_eff_range",
                      "source_sersic_n_range", "clump_flux_fraction_range", "clump_r_eff_range",
-                     "field_mag_range"):
+                     "field_mag_range", "lens_isophote_a4_range"):
             value = tuple(getattr(self, name))
             object.__setattr__(self, name, value)
             if len(value) != 2 or not value[0] <= value[1]:
@@ -192,6 +202,13 @@ class SimConfig:
         if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in levels):
             raise ValueError(f"SimConfig.correlated_noise must be a number >= 0 (sky sigma) or "
                              f"one per band, got {self.correlated_noise!r}")
+        if not (0 <= self.lens_isophote_twist <= 90 and 0 <= self.lens_isophote_dq < 0.7
+                and -0.2 < self.lens_isophote_a4_range[0] and self.lens_isophote_a4_range[1] < 0.2):
+            raise ValueError(
+                f"SimConfig: lens_isophote_twist must lie in [0, 90] degrees, lens_isophote_dq in "
+                f"[0, 0.7) and lens_isophote_a4_range within (-0.2, 0.2); got "
+                f"{self.lens_isophote_twist}, {self.lens_isophote_dq}, "
+                f"{self.lens_isophote_a4_range}")
         if self.saturation_level <= 0:
             raise ValueError(f"SimConfig.saturation_level must be > 0 electrons, "
                              f"got {self.saturation_level}")
@@ -223,6 +240,12 @@ class SimConfig:
     def negative_fractions(self) -> tuple[float, ...]:
         """Share of each class of NEGATIVE_CLASSES among non-lenses, in that order."""
         return tuple(float(self.negatives.get(name, 0.0)) for name in NEGATIVE_CLASSES)
+
+    @property
+    def lens_isophotes(self) -> bool:
+        """Whether the central early type's isophotes depart from perfect ellipses."""
+        return bool(self.lens_isophote_twist or self.lens_isophote_dq
+                    or any(self.lens_isophote_a4_range))
 
     @property
     def band_names(self) -> tuple[str, ...]:

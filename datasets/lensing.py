@@ -203,6 +203,32 @@ def sersic_profile(x, y, amplitude, r_eff, n, q, phi, center_x=0.0, center_y=0.0
     return radius.div_(r_eff).pow_(1.0 / n).sub_(1.0).mul_(-b_n).exp_().mul_(amplitude)
 
 
+def sersic_profile_isophotes(x, y, amplitude, r_eff, n, q, phi, center_x, center_y, inner_q,
+                             twist, a4, b_n):
+    """:func:`sersic_profile` whose isophotes change shape with radius, as early types' do.
+
+    At the centre the isophotes have axis ratio ``inner_q`` and position angle ``phi - twist``;
+    they turn to ``q`` and ``phi`` with the weight R^2 / (R^2 + (r_eff / 2)^2) of the circular
+    radius R (half-way at half the half-light radius). ``a4`` is the fourth-order Fourier
+    deviation a4/a of an isophote's radius, r(theta) = r (1 + a4 cos 4 theta) from the local
+    major axis: > 0 discy, < 0 boxy. The elliptical radius keeps the area of every ellipse, so
+    the total flux is the Sersic's to second order in a4. With ``inner_q = q`` and
+    ``twist = a4 = 0`` it is :func:`sersic_profile`."""
+    _check_axis_ratio(q)
+    _check_axis_ratio(inner_q)
+    dx, dy = x - center_x, y - center_y
+    r2 = dx * dx + dy * dy
+    outer = r2 / (r2 + (0.5 * r_eff) ** 2)
+    local_q = inner_q + (q - inner_q) * outer
+    xr, yr = _rotate(dx, dy, phi - twist * (1 - outer))
+    xx, yy = xr * xr, yr * yr
+    # cos 4 theta from the frame coordinates (no atan2): ((x^2 - y^2)^2 - 4 x^2 y^2) / rho^4.
+    rho4 = ((xx + yy) ** 2).clamp_min(1e-30)
+    cos4 = ((xx - yy) ** 2 - 4 * xx * yy) / rho4
+    radius = torch.sqrt(local_q * xx + yy / local_q) / (1 + a4 * cos4)
+    return amplitude * torch.exp(-b_n * ((radius / r_eff) ** (1.0 / n) - 1.0))
+
+
 def gaussian_profile(x, y, total_flux, half_light_radius, center_x=0.0, center_y=0.0):
     """Circular Gaussian surface brightness (flux / arcsec^2) of given total flux and half-light
     radius (arcsec; sigma = R_e / sqrt(2 ln 2)). Used for compact star-forming clumps: no rotation

@@ -66,6 +66,11 @@ MASK_VALUE = METCALF_MASK_VALUE  # masked pixels, as in the Metcalf et al. (2019
 COSMIC_RAY, SATURATED_STAR, SATELLITE_TRAIL, MASK = range(4)
 MAX_GROUP_MEMBERS = 4  # besides the central galaxy
 MAX_RING_KNOTS = 4
+# Non-lens classes whose central galaxy is an early type drawn as the lenses' (the isophote
+# structure of SimConfig.lens_isophote_* applies to them as to the lenses); the smallest inner
+# axis ratio an isophote twist and axis-ratio change may give.
+EARLY_TYPE_CLASSES = ("elliptical", "group")
+ISOPHOTE_MIN_Q = 0.2
 STAR_MAG_RANGE = (14.0, 18.0)  # reference band; saturates ground surveys' cores
 TRAIL_MAG_RANGE = (20.5, 24.0)  # AB mag per arcsec of trail length
 COSMIC_RAY_PEAK_RANGE = (10.0, 100.0)  # peak, in units of the band's background sigma
@@ -414,10 +419,26 @@ def sersic_map(grid: Grid, r_eff, n, q, phi, cx, cy, weight=None):
                                   c(phi), c(cx), c(cy), b_n=c(lensing.sersic_b(n)))
 
 
+def early_type_map(grid: Grid, p, rows):
+    """Unit-flux central early type (a lens, an elliptical or a group's central galaxy) per
+    subpixel: its elliptical Sersic, with the isophote structure of ``SimConfig.lens_isophote_*``
+    where it was drawn (``lens_a4`` in ``p``)."""
+    r_eff, n = p["lens_r_eff"][rows], p["lens_sersic_n"][rows]
+    q, phi = p["lens_q_light"][rows], p["lens_phi_light"][rows]
+    cx, cy = p["lens_x"][rows], p["lens_y"][rows]
+    if "lens_a4" not in p:
+        return sersic_map(grid, r_eff, n, q, phi, cx, cy)
+    c = grid.column
+    amplitude = lensing.sersic_flux_to_amplitude(1.0, r_eff, n) * grid.subpixel_area
+    inner_q = np.clip(q + p["lens_isophote_dq"][rows], ISOPHOTE_MIN_Q, 1.0)
+    return lensing.sersic_profile_isophotes(
+        grid.x_fine, grid.y_fine, c(amplitude), c(r_eff), c(n), c(q), c(phi), c(cx), c(cy),
+        c(inner_q), c(p["lens_isophote_twist"][rows]), c(p["lens_a4"][rows]),
+        b_n=c(lensing.sersic_b(n)))
+
+
 def _render_elliptical(grid: Grid, p, rows, maps):
-    maps[:, 0] = sersic_map(grid, p["lens_r_eff"][rows], p["lens_sersic_n"][rows],
-                             p["lens_q_light"][rows], p["lens_phi_light"][rows],
-                             p["lens_x"][rows], p["lens_y"][rows])
+    maps[:, 0] = early_type_map(grid, p, rows)
 
 
 def _render_disk_galaxy(grid: Grid, p, rows, maps):

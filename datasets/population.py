@@ -130,6 +130,8 @@ class Population:
         self.field_rng: np.random.Generator | None = None
         # The same for the level of correlated noise of each cutout.
         self.noise_level_rng: np.random.Generator | None = None
+        # The same for the isophote structure of the central early type.
+        self.isophote_rng: np.random.Generator | None = None
 
     def draw_cosmos(self, rng: np.random.Generator, n: int):
         """``n`` COSMOS galaxies (with replacement), each rotated by k x 90 degrees and flipped at
@@ -294,7 +296,20 @@ class Population:
                                          * np.asarray(cfg.correlated_noise))
             else:  # (n,): every band
                 p["correlated_noise"] = self.noise_level_rng.uniform(0, cfg.correlated_noise, n)
+        if cfg.lens_isophotes:
+            p.update(self.draw_isophotes(n))
         return p
+
+    def draw_isophotes(self, n: int) -> dict:
+        """The central early type's isophote structure (``SimConfig.lens_isophote_*``) for
+        ``n`` systems from ``isophote_rng``: twist (rad), inner axis ratio, a4/a."""
+        if self.isophote_rng is None:
+            raise RuntimeError("Population.isophote_rng must be set before drawing isophotes")
+        cfg, rng = self.config, self.isophote_rng
+        twist = np.radians(rng.uniform(-cfg.lens_isophote_twist, cfg.lens_isophote_twist, n))
+        dq = rng.uniform(-cfg.lens_isophote_dq, cfg.lens_isophote_dq, n)
+        a4 = _uniform(rng, cfg.lens_isophote_a4_range, n)
+        return {"lens_isophote_twist": twist, "lens_isophote_dq": dq, "lens_a4": a4}
 
     def draw_field(self, n: int) -> dict:
         """Field galaxies of ``n`` stamps from ``field_rng`` (``SimConfig.field_density``):

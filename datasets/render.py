@@ -185,6 +185,8 @@ class Renderer:
         maps = torch.zeros((n, slots, size * k, size * k), dtype=self.dtype, device=self.device)
         if not lensed and "negative_class" in p:
             negatives.render_negatives(grid, p, index, maps)
+        elif "lens_a4" in p:  # isophotes that change with radius: the full grid
+            maps[:, 0] = negatives.early_type_map(grid, p, index)
         else:
             n_lens, r_lens = p["lens_sersic_n"][index], p["lens_r_eff"][index]
             amplitude = lensing.sersic_flux_to_amplitude(1.0, r_lens, n_lens) * grid.subpixel_area

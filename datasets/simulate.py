@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from lensbench.datasets.config import SimConfig
+from lensbench.datasets.config import NEGATIVE_CLASSES, SimConfig
+from lensbench.datasets.negatives import EARLY_TYPE_CLASSES
 from lensbench.datasets.population import Population, concatenate, subset
 from lensbench.datasets.render import Renderer
 from lensbench.datasets.surveys import get_survey
@@ -74,12 +75,13 @@ class Simulator:
         if n <= 0:
             raise ValueError(f"number of images must be positive, got {n}")
         sequence = np.random.SeedSequence([int(seed), int(shard)])
-        # A third stream for field galaxies and a fourth for correlated-noise levels; spawning
-        # them leaves the streams before them as they were.
-        param_seed, noise_seed, field_seed, noise_level_seed = sequence.spawn(4)
+        # A third stream for field galaxies, a fourth for correlated-noise levels and a fifth for
+        # isophote structure; spawning them leaves the streams before them as they were.
+        param_seed, noise_seed, field_seed, noise_level_seed, isophote_seed = sequence.spawn(5)
         rng = np.random.default_rng(param_seed)
         self.population.field_rng = np.random.default_rng(field_seed)
         self.population.noise_level_rng = np.random.default_rng(noise_level_seed)
+        self.population.isophote_rng = np.random.default_rng(isophote_seed)
         generator = None
         if self.config.noise:
             # On the CPU whatever the rendering device: the noise is the same stream everywhere
@@ -176,6 +178,12 @@ class Simulator:
             else:  # one level per band
                 for b, name in enumerate(self.band_names):
                     columns[f"correlated_noise_{name}"] = levels[:, b]
+        if "lens_a4" in p:  # the central early type's isophotes; NaN where another class is
+            centre = (np.ones(n, dtype=bool) if lensed else np.isin(
+                p.get("negative_class", np.zeros(n, dtype=int)),
+                [NEGATIVE_CLASSES.index(name) for name in EARLY_TYPE_CLASSES]))
+            for key in ("lens_isophote_twist", "lens_isophote_dq", "lens_a4"):
+                columns[key] = np.where(centre, p[key], np.nan).astype(np.float32)
         if "field_mag" in p:
             columns["field_count"] = np.isfinite(p["field_mag"]).sum(axis=1).astype(np.int8)
         columns["n_images"] = np.asarray(p["n_images"], dtype=np.int8)

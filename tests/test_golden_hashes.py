@@ -53,6 +53,10 @@ GOLDEN_HASHES = {
     ("hsc-holismokes", 5, 1): {
         "train": "c90a83971f42d886ad0c4cb71f30597304a165583384bc5a8e6a6a2303264363",
         "test": "1dc4b46c74bc7031a427c5e0658f8f866f79442504bd5f439614134b3aa5141d"},
+    # v6: the early types' isophote structure (bench/tasks.py: LENS_ISOPHOTES).
+    ("hsc-holismokes", 6, 1): {
+        "train": "c383a5c3fc9bf4176b5060d34f703ff85597e425d35a749769b86d1166cdbb62",
+        "test": "d398c93dc87105ec287e3f1292ae20825653c9cf82faac866cc3c8c466886c34"},
     ("metcalf-ground", 2, 1): {
         "train": "fab571cfd6cc02ffb1d180f9ba377d2c1defabfaa8bf61a05fd43309d892f9e5",
         "test": "4a33fb1c316789ae1d5efdcefe6e384cf9a8489842b6fa674a5bace6fefa9c83"},
@@ -93,6 +97,11 @@ GOLDEN_HASHES = {
         "train": "c90a83971f42d886ad0c4cb71f30597304a165583384bc5a8e6a6a2303264363",
         "test": "1dc4b46c74bc7031a427c5e0658f8f866f79442504bd5f439614134b3aa5141d",
         "real": "a40372be703f152480110f326e853ced1cadc2460f2ebcee3f3d1d81a9590bf3"},
+    # v7: hsc-holismokes v6's isophote structure; the real split as v6's.
+    ("real-hsc", 7, 1): {
+        "train": "c383a5c3fc9bf4176b5060d34f703ff85597e425d35a749769b86d1166cdbb62",
+        "test": "d398c93dc87105ec287e3f1292ae20825653c9cf82faac866cc3c8c466886c34",
+        "real": "a40372be703f152480110f326e853ced1cadc2460f2ebcee3f3d1d81a9590bf3"},
     # Issue 22.3: Euclid VIS, the SLACS lenses and non-lenses with F814W flux as VIS.
     ("real-vis", 1, 1): {
         "train": "4ab23dc3781db84a17bda2ba77f4cc57c1aab3ad5808300d52b5a7c6bbd26017",
@@ -109,6 +118,11 @@ GOLDEN_HASHES = {
     ("real-vis", 4, 1): {
         "train": "b0f6055b019d6850260000c2c3983691a60d68b5d9c811e8b6b78f0d75ee7645",
         "test": "aec75f918aa6cc1da0d84e05ca6cc803a9a5738b361fe890d2787f4904b30236",
+        "real": "675cbb1b9463806e05537bca37d570d9199094addc16cf4fd037928cbca90a38"},
+    # v5: the early types' isophote structure; the real split as v4's.
+    ("real-vis", 5, 1): {
+        "train": "142a9e7aa0b5bc5f9e29e93363e4f244a1cfbc58ed375ee2f6f8f3da3f3f408f",
+        "test": "49da0c2c62de1f58ed5e24415942c2a63c379607e8986824141155f13dd3a74a",
         "real": "675cbb1b9463806e05537bca37d570d9199094addc16cf4fd037928cbca90a38"},
     ("smoke-ground", 1, 1): {
         "train": "d5de1feb8af3077aa20b85c76d7bb578aed46ac6df9726fc7e67d471fc02392e",

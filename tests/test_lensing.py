@@ -175,3 +175,60 @@ def test_sersic_radius_matches_lenstronomy_and_light_integrates_to_flux():
                                        torch.tensor(0.3, dtype=torch.float64))
         total = image.sum().item() * (fine[1] - fine[0]).item() ** 2
         assert total == pytest.approx(10.0, rel=2e-3)
+
+
+def _isophotes(xx, yy, q=0.6, phi=0.4, inner_q=0.6, twist=0.0, a4=0.0, r_eff=1.0, n=4.0):
+    t = lambda v: torch.tensor(float(v), dtype=torch.float64)  # noqa: E731
+    return lensing.sersic_profile_isophotes(
+        xx, yy, t(1.0), t(r_eff), t(n), t(q), t(phi), t(0.0), t(0.0), t(inner_q), t(twist),
+        t(a4), b_n=t(lensing.sersic_b(n)))
+
+
+def _annulus_angle(image, xx, yy, radius, width=0.02):
+    """Position angle and axis ratio of the light on a thin circular annulus: on it the
+    profile falls off along the minor axis, so its quadrupole points along the local major
+    axis (angle: 0.5 atan2 of the cos/sin 2psi moments)."""
+    r = torch.hypot(xx, yy)
+    ring = (r - radius).abs() < width
+    psi = torch.atan2(yy[ring], xx[ring])
+    light = image[ring]
+    return 0.5 * math.atan2(float((light * torch.sin(2 * psi)).sum()),
+                            float((light * torch.cos(2 * psi)).sum()))
+
+
+def test_sersic_isophotes_reduce_to_sersic_and_turn_from_inner_to_outer_shape():
+    """No twist, no axis-ratio change, no a4: exactly ``sersic_profile``. With a twist, the
+    isophotes point at phi - twist near the centre (R << r_eff / 2: weight R^2 / (R^2 +
+    r_eff^2 / 4)) and at phi far out. a4 > 0 (discy) brightens the axes against the diagonals at
+    a fixed radius (by 2 x 3% x dlnI/dlnr ~ 13% at a4 = 0.03, n = 4, R = 1.5 r_eff), a4 < 0
+    the reverse; the total flux stays the Sersic's."""
+    axis = torch.linspace(-12, 12, 2401, dtype=torch.float64)
+    yy, xx = torch.meshgrid(axis, axis, indexing="ij")
+    plain = lensing.sersic_profile(xx, yy, torch.tensor(1.0, dtype=torch.float64), 1.0,
+                                   torch.tensor(4.0, dtype=torch.float64),
+                                   torch.tensor(0.6, dtype=torch.float64),
+                                   torch.tensor(0.4, dtype=torch.float64))
+    torch.testing.assert_close(_isophotes(xx, yy), plain, rtol=1e-12, atol=0)
+    twist = math.radians(30)
+    turned = _isophotes(xx, yy, twist=twist)
+    for radius, weight in ((0.1, 0.01 / 0.26), (6.0, 36 / 36.25)):
+        angle = _annulus_angle(turned, xx, yy, radius)
+        assert angle == pytest.approx(0.4 - twist * (1 - weight), abs=0.02), radius
+    # Inner axis ratio: a rounder centre puts less of the annulus's light on its major axis.
+    inner_round = _isophotes(xx, yy, inner_q=0.95)
+    on_major = (torch.hypot(xx - 0.1 * math.cos(0.4), yy - 0.1 * math.sin(0.4)) < 0.006)
+    on_minor = (torch.hypot(xx + 0.1 * math.sin(0.4), yy - 0.1 * math.cos(0.4)) < 0.006)
+    contrast = lambda image: float(image[on_major].mean() / image[on_minor].mean())  # noqa: E731
+    assert 0 < contrast(inner_round) - 1 < 0.25 * (contrast(plain) - 1)
+    step = float(axis[1] - axis[0]) ** 2
+    for a4 in (0.03, -0.03):
+        shaped = _isophotes(xx, yy, q=1.0, phi=0.0, inner_q=1.0, a4=a4)
+        r = torch.hypot(xx, yy)
+        ring = (r - 1.5).abs() < 0.02
+        psi = torch.atan2(yy, xx)[ring]
+        on_axes, diagonal = torch.cos(4 * psi) > 0.9, torch.cos(4 * psi) < -0.9
+        ratio = float(shaped[ring][on_axes].mean() / shaped[ring][diagonal].mean())
+        assert (ratio > 1.1) if a4 > 0 else (ratio < 1 / 1.1), a4
+    flux = lambda image: float(image.sum()) * step  # noqa: E731
+    twisted = _isophotes(xx, yy, inner_q=0.85, twist=twist, a4=0.03)
+    assert flux(twisted) == pytest.approx(flux(plain), rel=0.01)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 from astropy.io import fits
-from lensbench.datasets.config import SimConfig
+from lensbench.datasets.config import NEGATIVE_CLASSES, SimConfig
 from lensbench.datasets.lensing import LENS_KEYS, count_images
 from lensbench.datasets.population import einstein_radius, velocity_dispersion_for
 from lensbench.datasets.psf import psf_kernel
@@ -363,3 +363,44 @@ def test_correlated_noise_per_band_draws_one_fraction_of_each_bands_maximum():
 def test_bad_correlated_noise_levels_are_refused(levels, message):
     with pytest.raises(ValueError, match=message):
         SimConfig(survey="hsc", bands=("g", "i"), correlated_noise=levels)
+
+
+def test_isophote_structure_is_drawn_for_every_central_early_type_and_changes_only_its_light():
+    """``lens_isophote_*``: each lens and each elliptical or group non-lens draws a twist,
+    an axis-ratio change and an a4 in the configured ranges (recorded in the truth; NaN where the
+    centre is another class); its own stream leaves every other draw as it was, and the images
+    differ only by the central galaxy's light (a noise-free difference that the lens light's own
+    footprint bounds)."""
+    base = SimConfig(survey="euclid-vis", stamp_size=64, lens_fraction=0.5, noise=False,
+                     negatives={"elliptical": 0.5, "spiral": 0.25, "group": 0.25})
+    shaped = base.replace(lens_isophote_twist=20.0, lens_isophote_dq=0.15,
+                          lens_isophote_a4_range=[-0.02, 0.03])
+    assert shaped.lens_isophote_a4_range == (-0.02, 0.03) and shaped.lens_isophotes
+    assert not base.lens_isophotes and "lens_isophote_twist" not in base.to_dict()
+    assert SimConfig.from_dict(shaped.to_dict()) == shaped
+    plain_images, plain = Simulator(base).simulate(200, seed=6)
+    images, truth = Simulator(shaped).simulate(200, seed=6)
+    assert not any(key.startswith(("lens_isophote", "lens_a4")) for key in plain)
+    for key, values in plain.items():
+        if not key.startswith("arc_snr"):
+            np.testing.assert_array_equal(truth[key], values, err_msg=key)
+    spiral = truth["negative_class"] == NEGATIVE_CLASSES.index("spiral")
+    early = ~spiral
+    assert spiral.any() and (truth["label"] == 1).any()
+    twist, dq, a4 = (truth[key] for key in ("lens_isophote_twist", "lens_isophote_dq", "lens_a4"))
+    assert np.all(np.isnan(twist[spiral]) & np.isnan(a4[spiral]))
+    assert np.abs(np.degrees(twist[early])).max() <= 20.0 and np.ptp(twist[early]) > 0.5
+    assert np.abs(dq[early]).max() <= 0.15 and a4[early].min() >= -0.02
+    assert a4[early].max() <= 0.03
+    np.testing.assert_array_equal(images[spiral], plain_images[spiral])
+    changed = np.abs(images - plain_images).reshape(len(images), -1).max(axis=1)
+    peak = plain_images.reshape(len(images), -1).max(axis=1)
+    assert np.all(changed[early] > 1e-4 * peak[early]) and np.all(changed < 0.5 * peak)
+
+
+@pytest.mark.parametrize("field, value", [("lens_isophote_twist", -5.0),
+                                          ("lens_isophote_dq", 0.8),
+                                          ("lens_isophote_a4_range", (-0.3, 0.0))])
+def test_bad_isophote_ranges_are_refused(field, value):
+    with pytest.raises(ValueError, match="lens_isophote"):
+        SimConfig(survey="hsc", **{field: value})

@@ -40,7 +40,7 @@ from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap
 from lensbench.bench.suites.lens_finding import ROTATION_COLUMNS, LensFinding, LensFindingSplits
 from lensbench.bench.suites.real_diagnosis import stored_test_scores
-from lensbench.bench.tasks import FIELD_GALAXIES, LENS_POPULATION, Suite, Task
+from lensbench.bench.tasks import FIELD_GALAXIES, LENS_ISOPHOTES, LENS_POPULATION, Suite, Task
 from lensbench.datasets.config import SimConfig
 
 BASELINE = "baseline"
@@ -146,6 +146,13 @@ VARIANTS = (
     Variant("correlated-noise", "noise", "field-galaxies with PSF-correlated noise in the "
             "training cutouts (rms uniform in 0-0.5 sky sigma, the variance per pixel kept)",
             train={**LENS_POPULATION, **FIELD_GALAXIES, "correlated_noise": 0.5},
+            lens_light="weighted"),
+    # Issue 22, the real lens light: early types whose isophotes twist, change axis ratio with
+    # radius and are boxy or discy (bench/tasks.py: LENS_ISOPHOTES), lenses and ellipticals alike.
+    Variant("lens-isophotes", "lens light", "field-galaxies with the early types' isophotes "
+            "twisting (+-20 deg), changing axis ratio (+-0.15) from centre to outskirts and "
+            "boxy or discy (a4/a -0.02..0.03)",
+            train={**LENS_POPULATION, **FIELD_GALAXIES, **LENS_ISOPHOTES},
             lens_light="weighted"),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}
