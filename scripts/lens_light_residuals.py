@@ -9,7 +9,9 @@ within 2" over the lens's flux there (VIS; HSC i), and the median error of the m
 ratio against the simulated one. Then the same residual of the SLACS lenses' own lens light (the
 arc split's, degraded to the task without noise, as the report's probe uses it), each with its
 percentile among the simulated lenses: a real lens light the model takes out worse than the
-simulated ones leaves residuals the finder never saw in training. The real splits are made in
+simulated ones leaves residuals the finder never saw in training. Where the task's early types
+have isophote structure (``SimConfig.lens_isophote_*``), the simulated lenses are measured with
+it and again as perfect ellipses. The real splits are made in
 (or read from) ``--workdir``. Needs LENSBENCH_DATA_DIR (COSMOS negatives, SLACS images).
 """
 
@@ -35,30 +37,40 @@ def main() -> None:
     args = parser.parse_args()
     workdir = args.workdir or Path(tempfile.mkdtemp(prefix="lensbench-residuals-"))
     for task in (REAL_VIS, REAL_HSC):
-        config = task.config.replace(lens_fraction=1.0, labelling="metcalf", noise=False,
-                                     source_mag_range=(40.0, 40.1), field_density=0.0)
-        simulator = Simulator(config)
-        images, truth = simulator.simulate(args.n, seed=3)
-        band = config.band_names.index(config.reference)
-        red = images[:, band]
-        scale = simulator.pixel_scale
-        size = images.shape[-1]
-        yy, xx = (np.mgrid[:size, :size] - (size - 1) / 2) * scale
-        inner = np.hypot(xx, yy) < 2.0
+        lens_light_only = task.config.replace(
+            lens_fraction=1.0, labelling="metcalf", noise=False, source_mag_range=(40.0, 40.1),
+            field_density=0.0)
+        configs = {"": lens_light_only}
+        if lens_light_only.lens_isophotes:
+            configs[", perfect ellipses"] = lens_light_only.replace(
+                lens_isophote_twist=0.0, lens_isophote_dq=0.0, lens_isophote_a4_range=(0.0, 0.0))
         real = ensure_real_lens_split(task, workdir)
         parts = real_lens_parts(task.real_lenses, real)
-        real_light = parts.lens_light
-        for shape in SHAPES:
-            q = lens_shape(red, scale, shape)[3]
-            share = residual_share(images, config.band_names, scale, shape, band, inner)
-            print(f"{task.name} ({config.reference}) {shape}: mean |residual| within 2\" "
-                  f"{np.median(share):.1%} of the lens flux; axis ratio error "
-                  f"{np.median(q - truth['lens_q_light']):+.3f}")
-            real_share = residual_share(real_light, config.band_names, scale, shape, band,
-                                        inner)
-            print("    SLACS lens light: " + ", ".join(
-                f"{name} {s:.1%} (percentile {percentile(share, s):.0f})"
-                for name, s in zip(parts.names, real_share, strict=True)))
+        for label, config in configs.items():
+            simulator = Simulator(config)
+            images, truth = simulator.simulate(args.n, seed=3)
+            band = config.band_names.index(config.reference)
+            scale = simulator.pixel_scale
+            size = images.shape[-1]
+            yy, xx = (np.mgrid[:size, :size] - (size - 1) / 2) * scale
+            inner = np.hypot(xx, yy) < 2.0
+            for shape in SHAPES:
+                print_shape(task.name + label, config, images, truth, parts, scale, shape, band,
+                            inner)
+
+
+def print_shape(name: str, config, images, truth, parts, scale: float, shape: str, band: int,
+                inner: np.ndarray) -> None:
+    """One line for the simulated lenses, one for the SLACS lens light with their percentiles."""
+    q = lens_shape(images[:, band], scale, shape)[3]
+    share = residual_share(images, config.band_names, scale, shape, band, inner)
+    print(f"{name} ({config.reference}) {shape}: mean |residual| within 2\" "
+          f"{np.median(share):.1%} of the lens flux; axis ratio error "
+          f"{np.median(q - truth['lens_q_light']):+.3f}")
+    real_share = residual_share(parts.lens_light, config.band_names, scale, shape, band, inner)
+    print("    SLACS lens light: " + ", ".join(
+        f"{lens} {s:.1%} (percentile {percentile(share, s):.0f})"
+        for lens, s in zip(parts.names, real_share, strict=True)))
 
 
 def residual_share(images: np.ndarray, bands, scale: float, shape: str, band: int,
