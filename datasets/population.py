@@ -302,7 +302,8 @@ class Population:
 
     def draw_isophotes(self, n: int) -> dict:
         """The central early type's isophote structure (``SimConfig.lens_isophote_*``) for
-        ``n`` systems from ``isophote_rng``: twist (rad), inner axis ratio, a4/a."""
+        ``n`` systems from ``isophote_rng``: twist (rad), axis-ratio change (centre minus
+        outskirts) and a4/a."""
         if self.isophote_rng is None:
             raise RuntimeError("Population.isophote_rng must be set before drawing isophotes")
         cfg, rng = self.config, self.isophote_rng
