@@ -63,5 +63,6 @@ def ensure_real_lens_split(task: Task, workdir: Path) -> Split:
                              created_by=f"lensbench task {task.name} v{task.version}",
                              n_bright_early_types=spec.get("n_bright_early_types", 0),
                              colours_from_f814w=spec.get("colours_from_f814w", False),
-                             clean_cosmic_rays=spec.get("clean_cosmic_rays", False))
+                             clean_cosmic_rays=spec.get("clean_cosmic_rays", False),
+                             match_native_psf=spec.get("match_native_psf", False))
     return load_split(path, verify=True)

@@ -58,6 +58,10 @@ SLACS_DIR = "slacs_hst_f814w"
 SLACS_PARAMS = f"{SLACS_DIR}/slacs_params.csv"
 SLACS_TABLE = "known_lens_tables/slacs_auger2010_shajib2021.csv"
 SLACS_CUTOUTS = ("99x99", "198x198")
+# TinyTim's model of the HST ACS/WFC F814W PSF (the SLACS and COSMOS images are both ACS/WFC
+# F814W), at its own pixel side.
+ACS_F814W_PSF = f"{SLACS_DIR}/tinytim_ACS.fits"
+ACS_F814W_PSF_SCALE = 0.0495
 ARCSEC_PER_DEG = 3600.0
 # SLACS snapshot images (HST programme 10587) are single 420 s F814W exposures (Bolton et al.
 # 2008, ApJ 682, 964), so their cosmic rays were never rejected (NCOMBINE = 1 in the shared
@@ -239,6 +243,18 @@ def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False) -> list
     return lenses
 
 
+def acs_f814w_psf() -> np.ndarray:
+    """The ACS/WFC F814W PSF model (``ACS_F814W_PSF``, pixel side ``ACS_F814W_PSF_SCALE``),
+    cropped to an odd side centred on its peak and normalised to unit sum."""
+    from astropy.io import fits
+
+    psf = np.asarray(fits.getdata(registry.fetch(ACS_F814W_PSF)), dtype=np.float64)
+    cy, cx = np.unravel_index(np.argmax(psf), psf.shape)
+    half = min(cy, cx, psf.shape[0] - 1 - cy, psf.shape[1] - 1 - cx)
+    psf = psf[cy - half: cy + half + 1, cx - half: cx + half + 1]
+    return psf / psf.sum()
+
+
 def slacs_band_images(lens: SlacsLens, bands: Sequence[str], *,
                       lens_colours: dict[str, float] | None = None,
                       source_colours: dict[str, float] | None = None) -> np.ndarray:
@@ -266,7 +282,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
                          cutout: str = "198x198", created_by: str = "lensbench",
                          n_bright_early_types: int = 0,
                          colours_from_f814w: bool = False,
-                         clean_cosmic_rays: bool = False) -> Path:
+                         clean_cosmic_rays: bool = False,
+                         match_native_psf: bool = False) -> Path:
     """Write the ``real-lenses`` test split: degraded SLACS lenses (label 1, theta_e from the
     tables) and degraded COSMOS galaxies (label 0, randomly oriented; drawn without replacement
     while there are enough) observed with the preset ``survey`` (its ``bands`` or all, at
@@ -287,6 +304,9 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         close to F814W, such as Euclid VIS, so that no colour is invented). COSMOS field
         galaxies keep their catalogue magnitudes either way.
     clean_cosmic_rays: the SLACS images without their cosmic rays (``load_slacs``).
+    match_native_psf: every HST image reaches the survey's PSF through the kernel that matches
+        its own ACS F814W PSF to it (``degrade.matching_kernel``; a bright early type's PSF
+        enlarged with it), instead of being blurred by the survey's PSF on top of its own.
     """
     from lensbench.datasets.storage import SplitWriter
 
@@ -299,6 +319,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     sources = CosmosSources()
     lens_colours, source_colours = real_split_colours(band_names, colours_from_f814w)
     images, rows = [], []
+    psf = {"native_psf": acs_f814w_psf(), "native_psf_scale": ACS_F814W_PSF_SCALE} \
+        if match_native_psf else {}
     for k, lens in enumerate(lenses):
         planes = slacs_band_images(lens, band_names, lens_colours=lens_colours,
                                    source_colours=source_colours)
@@ -306,7 +328,7 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
                               arc_image=lens.arcs, seed=rng, stamp_size=size,
                               native_variance=lens.noise_variance,
                               correlation_factor=lens.correlation_factor,
-                              lens_colours=lens_colours, source_colours=source_colours))
+                              lens_colours=lens_colours, source_colours=source_colours, **psf))
         rows.append({"label": 1, "theta_e": lens.theta_e, "theta_e_ref": lens.theta_e_ref,
                      "z_lens": lens.z_lens, "z_source": lens.z_source, "z_phot": math.nan,
                      "arc_fraction": float(lens.arcs.sum() / lens.image.sum()), "kind": 1,
@@ -320,17 +342,21 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         variance = np.array([unit_var * 10 ** (-0.8 * (mags[b] - 22.5)) for b in band_names])
         images.append(degrade(planes, scale, NANOMAGGY_ZEROPOINT, chosen, seed=rng,
                               stamp_size=size, native_variance=variance,
-                              correlation_factor=sources.noise_correlation_factor))
+                              correlation_factor=sources.noise_correlation_factor, **psf))
         rows.append({"label": 0, "theta_e": math.nan, "theta_e_ref": 0, "z_lens": math.nan,
                      "z_source": math.nan, "z_phot": galaxy.z_phot, "arc_fraction": 0.0,
                      "kind": 2, "object_index": int(k), **_mags(planes, band_names)})
     for analogue in bright_early_types(sources, n_bright_early_types):
         turns, flip = int(rng.integers(4)), bool(rng.random() < 0.5)
         image, variance = (_orient(a, turns, flip) for a in (analogue.image, analogue.variance))
+        # Enlarged to its size at ANALOGUE_Z, its PSF with it.
+        enlarged = analogue.pixel_scale / sources.galaxies[analogue.galaxy_index].pixel_scale
+        analogue_psf = {**psf, "native_psf_scale": ACS_F814W_PSF_SCALE * enlarged} if psf else {}
         images.append(degrade(image, analogue.pixel_scale, NANOMAGGY_ZEROPOINT, chosen, seed=rng,
                               stamp_size=size, native_variance=variance,
                               correlation_factor=sources.noise_correlation_factor,
-                              lens_colours=lens_colours, source_colours=source_colours))
+                              lens_colours=lens_colours, source_colours=source_colours,
+                              **analogue_psf))
         planes = np.stack([image * colour_factor(lens_colours, b) for b in band_names])
         rows.append({"label": 0, "theta_e": math.nan, "theta_e_ref": 0, "z_lens": ANALOGUE_Z,
                      "z_source": math.nan, "z_phot": analogue.z_phot, "arc_fraction": 0.0,
@@ -343,7 +369,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         truth[key] = truth[key].astype(np.int64 if key == "object_index" else np.int8)
     used = sorted({lens.file for lens in lenses}
                   | {f"{SLACS_DIR}/198x198/{lens.name}.fits" for lens in lenses}
-                  | {SLACS_PARAMS, SLACS_TABLE} | set(sources.data_files))
+                  | {SLACS_PARAMS, SLACS_TABLE} | set(sources.data_files)
+                  | ({ACS_F814W_PSF} if match_native_psf else set()))
     config = {"kind": "real-lenses", "version": REAL_SPLIT_VERSION, "survey": survey,
               "bands": band_names, "stamp_size": size, "n_nonlenses": int(n_nonlenses),
               "cutout": cutout, "lens_colours": {b: lens_colours[b] for b in band_names},
@@ -356,6 +383,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         config["colours_from_f814w"] = True
     if clean_cosmic_rays:
         config["clean_cosmic_rays"] = True
+    if match_native_psf:
+        config["match_native_psf"] = True
     data_files = registry.file_hashes(used)
     # The input files are part of the split's identity (content_hash covers the config).
     config["data_files_sha256"] = hashlib.sha256(
