@@ -192,10 +192,11 @@ HSC_LENSES = Task(
 # Version 5: field galaxies in the simulated cutouts (hsc-holismokes v4).
 # Version 6: correlated noise in the simulated cutouts (hsc-holismokes v5).
 # Version 7: isophote structure of the simulated early types (hsc-holismokes v6).
+# Version 8: the real split's HST PSF matched to HSC's (as real-vis v6).
 REAL_NONLENSES = {"n_nonlenses": 100, "n_bright_early_types": 20, "seed": 3,
                   "clean_cosmic_rays": True}
 REAL_HSC = Task(
-    name="real-hsc", version=7,
+    name="real-hsc", version=8,
     description="Trained on simulated HSC g,r,i,z 64x64 (clean labels, early types with "
                 "isophote structure, field galaxies, correlated noise); also "
                 "scores the SLACS lenses, COSMOS field galaxies and bright COSMOS early types "
@@ -203,7 +204,7 @@ REAL_HSC = Task(
     config=HSC_LENSES.config,
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)},
     real_lenses={"survey": "hsc", "bands": ("g", "r", "i", "z"), "stamp_size": 64,
-                 **REAL_NONLENSES})
+                 "match_native_psf": True, **REAL_NONLENSES})
 # Issue 22.3: one band close to HST F814W, so the SLACS lenses need no invented colours. Trained
 # as real-hsc (clean labels, half COSMOS sources, hard negatives) but observed in Euclid VIS at
 # its 0.1"/px (101x101, 10.1", about the 10.8" of the HSC stamps); the real split takes each
@@ -214,7 +215,7 @@ REAL_HSC = Task(
 # reports/real.md), which every real cutout of the task carries and the simulations had not.
 # Version 5: isophote structure of the simulated early types (LENS_ISOPHOTES).
 # Version 6: the real split's HST images reach the VIS PSF through the kernel that matches their
-# own ACS F814W PSF to it, instead of being blurred by the VIS PSF on top of their own (which
+# own ACS F814W PSF to it (real-hsc v8 likewise), instead of being blurred by the VIS PSF on top of their own (which
 # gave them an effective PSF of rms radius 0.19" against the simulations' 0.11", and 46% of the
 # peak; datasets/degrade.py: matching_kernel). The training and test splits are v5's.
 REAL_VIS_CORRELATED_NOISE = 1.3

@@ -102,6 +102,11 @@ GOLDEN_HASHES = {
         "train": "c383a5c3fc9bf4176b5060d34f703ff85597e425d35a749769b86d1166cdbb62",
         "test": "d398c93dc87105ec287e3f1292ae20825653c9cf82faac866cc3c8c466886c34",
         "real": "a40372be703f152480110f326e853ced1cadc2460f2ebcee3f3d1d81a9590bf3"},
+    # v8: the real split's HST PSF matched to HSC's; train and test as v7's.
+    ("real-hsc", 8, 1): {
+        "train": "c383a5c3fc9bf4176b5060d34f703ff85597e425d35a749769b86d1166cdbb62",
+        "test": "d398c93dc87105ec287e3f1292ae20825653c9cf82faac866cc3c8c466886c34",
+        "real": "c2f7e33c598de2bd59a2a8d28749ea670bb8e377a5f7581d35f5897132dcf73b"},
     # Issue 22.3: Euclid VIS, the SLACS lenses and non-lenses with F814W flux as VIS.
     ("real-vis", 1, 1): {
         "train": "4ab23dc3781db84a17bda2ba77f4cc57c1aab3ad5808300d52b5a7c6bbd26017",
