@@ -690,7 +690,7 @@ def cmd_degrade(args) -> int:
                             noise_correlation=args.noise_correlation,
                             subtract_sky=args.subtract_sky, seed=args.seed,
                             stamp_size=args.stamp_size, per_band_files=args.per_band_files,
-                            image_band=args.image_band)
+                            image_band=args.image_band, psf=args.psf, psf_scale=args.psf_scale)
     print(f"wrote {len(written)} file(s) to {args.out}")
     return 0
 
@@ -921,6 +921,11 @@ def build_parser() -> argparse.ArgumentParser:
                          help="subtract the median of the image border first")
     degrade.add_argument("--image-band", default="i",
                          help="the survey band the image's filter stands for (default i: F814W)")
+    degrade.add_argument("--psf", type=Path, metavar="FITS",
+                         help="the images' own PSF: matched to the survey's instead of blurred "
+                              "by it a second time (the real suite uses HST ACS F814W's)")
+    degrade.add_argument("--psf-scale", type=finite_float(0),
+                         help="arcsec/pixel of --psf (default: the images')")
     degrade.add_argument("--seed", type=int_at_least(0), default=0)
     degrade.add_argument("--per-band-files", action="store_true",
                          help="one science and one rms FITS per band instead of one cube")

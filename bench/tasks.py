@@ -215,9 +215,9 @@ REAL_HSC = Task(
 # reports/real.md), which every real cutout of the task carries and the simulations had not.
 # Version 5: isophote structure of the simulated early types (LENS_ISOPHOTES).
 # Version 6: the real split's HST images reach the VIS PSF through the kernel that matches their
-# own ACS F814W PSF to it (real-hsc v8 likewise), instead of being blurred by the VIS PSF on top of their own (which
-# gave them an effective PSF of rms radius 0.19" against the simulations' 0.11", and 46% of the
-# peak; datasets/degrade.py: matching_kernel). The training and test splits are v5's.
+# own ACS F814W PSF to it (real-hsc v8 likewise), instead of being blurred by the VIS PSF on top
+# of their own (which gave them an effective PSF of rms radius 0.19" against the simulations'
+# 0.11", its peak 46% lower; datasets/degrade.py: matching_kernel). Train and test as v5's.
 REAL_VIS_CORRELATED_NOISE = 1.3
 # The VIS committee trains as the compare profile's (5 members, 40 epochs, no early stopping),
 # chosen on the validation part of the real-vis v4 training split: with 3 members x 20 epochs

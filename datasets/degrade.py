@@ -120,6 +120,22 @@ def survey_psf_kernels(survey: Survey) -> list[np.ndarray]:
             for band in survey.bands]
 
 
+def centred_psf(psf: np.ndarray, name: str = "PSF") -> np.ndarray:
+    """``psf`` (2-D, finite, positive sum) cropped to an odd side centred on its peak and
+    normalised to unit sum, as :func:`matching_kernel` takes it; ``name`` (e.g. its file) is
+    named in the error for anything else."""
+    psf = np.asarray(psf, dtype=np.float64)
+    if psf.ndim != 2 or min(psf.shape) < 3 or not np.all(np.isfinite(psf)) or psf.sum() <= 0:
+        raise ValueError(f"{name}: a PSF must be a finite 2-D image of at least 3x3 pixels with "
+                         f"a positive sum, got shape {psf.shape}")
+    cy, cx = np.unravel_index(np.argmax(psf), psf.shape)
+    half = min(cy, cx, psf.shape[0] - 1 - cy, psf.shape[1] - 1 - cx)
+    if half < 1:
+        raise ValueError(f"{name}: the PSF's peak lies on its edge (pixel {cy}, {cx})")
+    psf = psf[cy - half: cy + half + 1, cx - half: cx + half + 1]
+    return psf / psf.sum()
+
+
 def matching_kernel(native_psf: np.ndarray, native_scale: float, target: np.ndarray,
                     target_scale: float) -> np.ndarray:
     """The kernel, at the survey pixel ``target_scale``, that takes an image whose own PSF is
@@ -318,7 +334,8 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
                   rms: Sequence[float | None] | None = None,
                   noise_correlation: Sequence[float | None] | None = None,
                   subtract_sky: bool = False, seed: int = 0, stamp_size: int | None = None,
-                  per_band_files: bool = False, image_band: str = "i") -> list[Path]:
+                  per_band_files: bool = False, image_band: str = "i",
+                  psf: str | Path | None = None, psf_scale: float | None = None) -> list[Path]:
     """``bench degrade``: render each FITS image of ``images`` (in order, one noise generator
     seeded by ``seed``, so a list reproduces a split that degrades them in turn) with
     :func:`degrade` and write it to ``out_dir``; returns the files written.
@@ -331,7 +348,9 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
     (noise sigma of the survey's model) per band with ``per_band_files``, else one cube
     ``<stem>.fits`` (HDU 0 science, HDU "RMS"); nanomaggies (BUNIT, MAGZERO 22.5), FILTER,
     SURVEY, PIXSCALE and, when the input has a celestial WCS, a WCS of the same orientation
-    centred on the input's centre."""
+    centred on the input's centre. ``psf``: a FITS image of the inputs' own PSF (pixel side
+    ``psf_scale``, default the image's), matched to the survey's (:func:`matching_kernel`)
+    instead of blurred by it a second time."""
     from astropy.io import fits
     from lensbench.datasets.prepare import (
         PreparationError,
@@ -342,6 +361,7 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
 
     preset = get_survey(survey)
     chosen = preset.select(bands) if bands is not None else preset
+    native_psf = None if psf is None else centred_psf(fits.getdata(psf), str(psf))
     n = len(images)
     arcs, lens_lights = list(arcs or [None] * n), list(lens_lights or [None] * n)
     rms, noise_correlation = list(rms or [None] * n), list(noise_correlation or [None] * n)
@@ -384,7 +404,8 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
                 parts[name] = plane * factor - (sky if subtract_sky and name == "lens_light_image"
                                                 else 0.0)
         kwargs = dict(stamp_size=stamp_size, native_variance=sigma**2,
-                      correlation_factor=correlation, image_band=image_band, **parts)
+                      correlation_factor=correlation, image_band=image_band,
+                      native_psf=native_psf, native_psf_scale=psf_scale or scale, **parts)
         image = degrade(data, scale, zp, chosen, seed=rng, **kwargs)
         sigma_map = survey_sigma(degrade(data, scale, zp, chosen, seed=None, **kwargs), chosen)
         header_out = _output_header(header, scale, chosen, image.shape[-1], zp)

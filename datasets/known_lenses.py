@@ -44,6 +44,7 @@ from lensbench.datasets.cosmos import (
 from lensbench.datasets.degrade import (
     NANOMAGGY_ZEROPOINT,
     border_noise,
+    centred_psf,
     colour_factor,
     degrade,
 )
@@ -248,11 +249,8 @@ def acs_f814w_psf() -> np.ndarray:
     cropped to an odd side centred on its peak and normalised to unit sum."""
     from astropy.io import fits
 
-    psf = np.asarray(fits.getdata(registry.fetch(ACS_F814W_PSF)), dtype=np.float64)
-    cy, cx = np.unravel_index(np.argmax(psf), psf.shape)
-    half = min(cy, cx, psf.shape[0] - 1 - cy, psf.shape[1] - 1 - cx)
-    psf = psf[cy - half: cy + half + 1, cx - half: cx + half + 1]
-    return psf / psf.sum()
+    path = registry.fetch(ACS_F814W_PSF)
+    return centred_psf(fits.getdata(path), str(path))
 
 
 def slacs_band_images(lens: SlacsLens, bands: Sequence[str], *,

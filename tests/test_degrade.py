@@ -13,7 +13,14 @@ import pytest
 from astropy.io import fits
 from lensbench.bench import cli
 from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
-from lensbench.datasets.degrade import colour_factor, degrade, survey_sigma, to_nanomaggies
+from lensbench.datasets.degrade import (
+    colour_factor,
+    degrade,
+    degrade_image,
+    matching_kernel,
+    survey_sigma,
+    to_nanomaggies,
+)
 from lensbench.datasets.prepare import ModelInputs, prepare_cutout
 from lensbench.datasets.surveys import get_survey
 
@@ -120,8 +127,8 @@ def test_bench_degrade_writes_per_band_files_and_cubes_with_their_headers(tmp_pa
 def slacs_hsc(tmp_path_factory, real_data):
     """The SLACS lenses (lens light + arcs as the suite splits them) written as nanomaggy FITS
     with their HST WCS, and degraded to HSC g,r,i,z 64x64 by `bench degrade` with the real
-    suite's seed, in load order (one noise generator, as the suite's split does): per-band files
-    with rms maps, and cubes."""
+    suite's seed, in load order (one noise generator, as the suite's split does), given the HST
+    PSF file as the suite matches it: per-band files with rms maps, and cubes."""
     from lensbench.datasets import known_lenses, registry
 
     real_data("slacs", "cosmos")
@@ -144,6 +151,9 @@ def slacs_hsc(tmp_path_factory, real_data):
                  "--noise-correlation", repr(lens.correlation_factor)]
     common = ["degrade", *args, "--survey", "hsc", "--bands", "g,r,i,z", "--stamp-size", "64",
               "--seed", str(real_hsc().real_lenses["seed"])]
+    if real_hsc().real_lenses.get("match_native_psf", False):  # the PSF file as it is stored
+        common += ["--psf", str(registry.fetch(known_lenses.ACS_F814W_PSF)),
+                   "--psf-scale", repr(known_lenses.ACS_F814W_PSF_SCALE)]
     assert cli.main([*common, "--per-band-files", "--out", str(root / "bands")]) == 0
     assert cli.main([*common, "--out", str(root / "cubes")]) == 0
     return root, [lens.name for lens in lenses]
@@ -252,3 +262,48 @@ def test_scanning_the_degraded_slacs_files_gives_the_suites_scores(slacs_hsc, tm
         tolerance = 0.0 if result.method == "xgboost" else 1e-6
         for name, score in suite_scores.items():
             assert scanned[name] == pytest.approx(score, abs=tolerance), (result.method, name)
+
+
+def _rms_radius(image: np.ndarray, scale: float) -> float:
+    n = image.shape[-1]
+    r2 = np.sum((np.indices(image.shape) - (n - 1) / 2) ** 2, axis=0) * scale**2
+    return float(np.sqrt(np.sum(image * r2) / np.sum(image)))
+
+
+def _gaussian(n: int, fwhm_pixels: float) -> np.ndarray:
+    r2 = np.sum((np.indices((n, n)) - (n - 1) / 2) ** 2, axis=0)
+    kernel = np.exp(-0.5 * r2 / (fwhm_pixels / 2.3548) ** 2)
+    return kernel / kernel.sum()
+
+
+def test_an_hst_point_source_degraded_with_its_own_psf_has_the_surveys_psf():
+    """A point source seen through a native PSF (Gaussian 0.1" at 0.05"/px, as HST ACS F814W)
+    and degraded to Euclid VIS: given its PSF, the cutout is the survey's PSF (the rms radius
+    of the simulator's kernel, to 1%); without it, the survey's PSF on top of the native one
+    (wider: mean squared radii add under convolution, closed form). A native PSF wider than the
+    survey's needs no blur: the kernel is a delta. A PSF whose peak is on its edge, or that is
+    not a finite 2-D image, is refused with its name."""
+    from lensbench.datasets.degrade import centred_psf, survey_psf_kernels
+
+    survey = get_survey("euclid-vis")
+    band = survey.bands[0]
+    native = _gaussian(41, 2.0)  # 0.1" at 0.05"/px
+    star = np.zeros((201, 201))
+    star[90:111, 90:111] = native[10:31, 10:31]
+    target = survey_psf_kernels(survey)[0]
+    matched = degrade_image(star, 0.05, survey, stamp_size=31, native_psf=native)[0]
+    doubled = degrade_image(star, 0.05, survey, stamp_size=31)[0]
+    assert _rms_radius(matched, 0.1) == pytest.approx(_rms_radius(target, 0.1), rel=0.01)
+    # Convolutions add their mean squared radii: the survey's kernel, the native Gaussian
+    # (2 sigma^2) and the survey pixel the rebinning integrates over (2 x 0.1^2 / 12).
+    native_r2, pixel_r2 = 2 * (0.1 / 2.3548) ** 2, 2 * 0.1**2 / 12
+    assert _rms_radius(doubled, 0.1) == pytest.approx(
+        math.sqrt(_rms_radius(target, 0.1) ** 2 + native_r2 + pixel_r2), rel=0.03)
+    assert matched.max() > 1.15 * doubled.max()
+    assert matched.sum() == pytest.approx(star.sum(), rel=1e-3)
+    wide = matching_kernel(_gaussian(41, 8.0), 0.05, target, band.pixel_scale)
+    assert wide[len(wide) // 2, len(wide) // 2] == 1.0 and wide.sum() == 1.0
+    with pytest.raises(ValueError, match="edge"):
+        centred_psf(np.eye(5)[::-1] * np.arange(5), "edge.fits")
+    with pytest.raises(ValueError, match="bad.fits: a PSF must be a finite 2-D image"):
+        centred_psf(np.full((5, 5), np.nan), "bad.fits")
