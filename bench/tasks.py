@@ -192,7 +192,7 @@ HSC_LENSES = Task(
 # Version 5: field galaxies in the simulated cutouts (hsc-holismokes v4).
 # Version 6: correlated noise in the simulated cutouts (hsc-holismokes v5).
 # Version 7: isophote structure of the simulated early types (hsc-holismokes v6).
-# Version 8: the real split's HST PSF matched to HSC's (as real-vis v6).
+# Version 8: the real split's HST PSF matched to HSC's (as real-vis v7).
 REAL_NONLENSES = {"n_nonlenses": 100, "n_bright_early_types": 20, "seed": 3,
                   "clean_cosmic_rays": True}
 REAL_HSC = Task(
@@ -214,7 +214,8 @@ REAL_HSC = Task(
 # noise after their degradation to VIS (0.5-1.3 VIS sky sigma, from the HST noise maps;
 # reports/real.md), which every real cutout of the task carries and the simulations had not.
 # Version 5: isophote structure of the simulated early types (LENS_ISOPHOTES).
-# Version 6: the real split's HST images reach the VIS PSF through the kernel that matches their
+# Version 6 (no run made from it): a first PSF matching that fell back to no VIS PSF at all.
+# Version 7: the real split's HST images reach the VIS PSF through the kernel that matches their
 # own ACS F814W PSF to it (real-hsc v8 likewise), instead of being blurred by the VIS PSF on top
 # of their own (which gave them an effective PSF of rms radius 0.19" against the simulations'
 # 0.11", its peak 46% lower; datasets/degrade.py: matching_kernel). Train and test as v5's.
@@ -227,7 +228,7 @@ REAL_VIS_CORRELATED_NOISE = 1.3
 # so real-hsc keeps the suite's committee. 23 min of training on 2 cores at 8d1add4.
 REAL_VIS_COMMITTEE = {"members": 5, "max_epochs": 40, "patience": None}
 REAL_VIS = Task(
-    name="real-vis", version=6,
+    name="real-vis", version=7,
     description="Trained on simulated Euclid VIS 0.1\"/px 101x101 (clean labels, early types "
                 "with isophote structure, field galaxies, correlated noise); also scores the "
                 "SLACS lenses, COSMOS field galaxies and bright COSMOS early types degraded to "

@@ -143,16 +143,16 @@ def matching_kernel(native_psf: np.ndarray, native_scale: float, target: np.ndar
     ``target`` once it is rebinned to that pixel: photutils' ratio of the two PSFs' Fourier
     transforms, the native PSF rebinned as the image is. Convolving with the survey's PSF
     itself would blur the image twice (HST's ACS PSF then Euclid VIS's: an effective PSF of rms
-    radius 0.19" instead of VIS's 0.11"). A native PSF at least as wide as the target (rms
-    radius) needs no blur: the kernel is then a delta, and the image keeps its own PSF."""
+    radius 0.20" instead of VIS's 0.11"). A native PSF whose core is at least as wide as the
+    target's (a peak no higher, both on the survey pixel at unit sum) needs no blur: the kernel
+    is then a delta, and the image keeps its own PSF."""
     from photutils.psf_matching import make_kernel
 
     n = target.shape[0]
     source = rebin_flux(np.asarray(native_psf, dtype=np.float64), native_scale, target_scale,
                         (n, n))
     source, target = source / source.sum(), np.asarray(target, dtype=np.float64) / target.sum()
-    r2 = np.sum((np.indices((n, n)) - (n - 1) / 2) ** 2, axis=0)
-    if np.sum(source * r2) >= np.sum(target * r2):
+    if source.max() <= target.max():
         delta = np.zeros((n, n))
         delta[n // 2, n // 2] = 1.0
         return delta

@@ -250,7 +250,7 @@ def test_list_shows_suites_tasks_and_methods(capsys):
     [own] = [n for n, line in enumerate(lines) if "its own params:" in line]
     assert lines[own].strip() == "its own params: committee members=5, max_epochs=40, " \
                                  "patience=None"
-    assert lines[own - 1].strip().startswith("task real-vis v6")
+    assert lines[own - 1].strip().startswith("task real-vis v7")
     assert "params: committee lens_light=True" in out
 
 
