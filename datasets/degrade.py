@@ -361,7 +361,12 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
 
     preset = get_survey(survey)
     chosen = preset.select(bands) if bands is not None else preset
-    native_psf = None if psf is None else centred_psf(fits.getdata(psf), str(psf))
+    native_psf = None
+    if psf is not None:
+        try:
+            native_psf = centred_psf(fits.getdata(psf), f"--psf {psf}")
+        except (OSError, TypeError, IndexError) as error:  # missing, not FITS, no image HDU
+            raise PreparationError(f"--psf {psf}: not a readable FITS image ({error})") from None
     n = len(images)
     arcs, lens_lights = list(arcs or [None] * n), list(lens_lights or [None] * n)
     rms, noise_correlation = list(rms or [None] * n), list(noise_correlation or [None] * n)

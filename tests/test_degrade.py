@@ -108,6 +108,13 @@ def test_bench_degrade_writes_per_band_files_and_cubes_with_their_headers(tmp_pa
                      str(tmp_path / "x")]) == 2
     (line,) = capsys.readouterr().err.splitlines()
     assert line.startswith("bench: error: ") and "bare.fits" in line and "--zeropoint" in line
+    edge = tmp_path / "edge.fits"  # its peak on its border: no centre to match
+    fits.PrimaryHDU(np.pad(np.ones((2, 2)), ((0, 0), (0, 3)))).writeto(edge)
+    for psf in (tmp_path / "missing.fits", edge):
+        assert cli.main(["degrade", "--image", str(image), "--survey", "hsc", "--psf", str(psf),
+                         "--out", str(tmp_path / "x")]) == 2
+        (line,) = capsys.readouterr().err.splitlines()
+        assert line.startswith(f"bench: error: --psf {psf}"), line
     assert cli.main(["degrade", "--image", str(image), "--image", str(bare), "--arc", str(image),
                      "--survey", "hsc", "--out", str(tmp_path / "x")]) == 2
     assert "--arc is given 1 times for 2 --image" in capsys.readouterr().err
