@@ -6,8 +6,10 @@ non-lenses.
 :func:`clean_stamp` zeroes a stamp's blank-sky noise before it is rescaled;
 :func:`lensed_source_image` paints a stamp through a lens mapping (bilinear interpolation of the
 surface brightness at ray-traced source-plane positions, ``torch.nn.functional.grid_sample``).
-The HST PSF (FWHM ~0.1") is neglected: at ground resolution (PSF >= 0.6") a stamp counts as
-deconvolved to first order. For Euclid VIS (0.17") this widens the effective PSF by ~15%.
+As lensed sources the stamps keep the HST PSF (FWHM ~0.1"): at ground resolution (PSF >= 0.6")
+a stamp counts as deconvolved to first order; for Euclid VIS (0.17") it widens the source's
+effective PSF. As real non-lenses (``known_lenses.make_real_lens_split``) their HST PSF is
+matched to the survey's where the task asks for it (``degrade.matching_kernel``).
 
 Conventions as in ``lensbench.datasets.simulate``: arcsec, x along columns and y along rows (row
 index increasing with y), the stamp centre at the array centre (a pixel corner for even sizes),
@@ -300,8 +302,8 @@ def cosmos_band_images(galaxy_image: np.ndarray, mags: dict[str, float], bands: 
 # K-correction of an old population from rest ~4000 A to ~6600 A (about 1 mag brighter) and its
 # passive fading since z ~ 1 (about 1 mag, Treu et al. 2005) roughly cancel and are neglected.
 # Enlarging a stamp by s also enlarges its HST PSF (0.1") to s x 0.1": negligible against a
-# ground PSF (>= 0.6"), but for Euclid VIS (0.17") such an analogue is up to ~1.5x blurrier than
-# a real galaxy at ANALOGUE_Z.
+# ground PSF (>= 0.6"), but for Euclid VIS (0.17") such an analogue can be blurrier than a real
+# galaxy at ANALOGUE_Z; PSF matching then leaves it its own (wider) PSF.
 ANALOGUE_Z = 0.2
 # Early type by colour: observed g - i at least that of the simulator's Sbc disk
 # (config.DISK_COLOURS, g - i = 1.0); star-forming galaxies (flat f_nu) have g - i ~ 0.2.

@@ -253,6 +253,13 @@ def acs_f814w_psf() -> np.ndarray:
     return centred_psf(fits.getdata(path), str(path))
 
 
+def native_psf_args(match_native_psf: bool) -> dict:
+    """``degrade``'s keywords for the real split's HST images: their ACS F814W PSF to match to
+    the survey's, or none (blurred by the survey's PSF on top of their own)."""
+    return ({"native_psf": acs_f814w_psf(), "native_psf_scale": ACS_F814W_PSF_SCALE}
+            if match_native_psf else {})
+
+
 def slacs_band_images(lens: SlacsLens, bands: Sequence[str], *,
                       lens_colours: dict[str, float] | None = None,
                       source_colours: dict[str, float] | None = None) -> np.ndarray:
@@ -317,8 +324,7 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     sources = CosmosSources()
     lens_colours, source_colours = real_split_colours(band_names, colours_from_f814w)
     images, rows = [], []
-    psf = {"native_psf": acs_f814w_psf(), "native_psf_scale": ACS_F814W_PSF_SCALE} \
-        if match_native_psf else {}
+    psf = native_psf_args(match_native_psf)
     for k, lens in enumerate(lenses):
         planes = slacs_band_images(lens, band_names, lens_colours=lens_colours,
                                    source_colours=source_colours)

@@ -95,18 +95,13 @@ def real_split_lenses(real: Split) -> list:
 def real_lens_degrade_args(spec: dict, size: int) -> dict:
     """``degrade``'s keywords with which the task's real cutouts of side ``size`` were made,
     without noise (``seed=None``), colours and PSF matching as the split gave them."""
-    from lensbench.datasets.known_lenses import (
-        ACS_F814W_PSF_SCALE,
-        acs_f814w_psf,
-        real_split_colours,
-    )
+    from lensbench.datasets.known_lenses import native_psf_args, real_split_colours
 
     lens_colours, source_colours = real_split_colours(spec["bands"],
                                                       spec.get("colours_from_f814w", False))
-    psf = ({"native_psf": acs_f814w_psf(), "native_psf_scale": ACS_F814W_PSF_SCALE}
-           if spec.get("match_native_psf", False) else {})
     return {"seed": None, "stamp_size": size, "lens_colours": lens_colours,
-            "source_colours": source_colours, **psf}
+            "source_colours": source_colours,
+            **native_psf_args(spec.get("match_native_psf", False))}
 
 
 def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
