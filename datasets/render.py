@@ -179,21 +179,13 @@ class Renderer:
         Non-lenses of other classes than the elliptical fill the slots with their own parts
         (``negatives``)."""
         grid = self.grid
-        c, x, y = grid.column, grid.x_axis, grid.y_axis
         n = len(index)
         k, size, slots = self.config.supersample, self.size, self.n_components
         maps = torch.zeros((n, slots, size * k, size * k), dtype=self.dtype, device=self.device)
         if not lensed and "negative_class" in p:
             negatives.render_negatives(grid, p, index, maps)
-        elif "lens_a4" in p:  # isophotes that change with radius: the full grid
-            maps[:, 0] = negatives.early_type_map(grid, p, index)
         else:
-            n_lens, r_lens = p["lens_sersic_n"][index], p["lens_r_eff"][index]
-            amplitude = lensing.sersic_flux_to_amplitude(1.0, r_lens, n_lens) * grid.subpixel_area
-            maps[:, 0] = lensing.sersic_profile(
-                x, y, c(amplitude), c(r_lens), c(n_lens), c(p["lens_q_light"][index]),
-                c(p["lens_phi_light"][index]), c(p["lens_x"][index]), c(p["lens_y"][index]),
-                b_n=c(lensing.sersic_b(n_lens)))
+            maps[:, 0] = negatives.early_type_map(grid, p, index)
         if lensed:
             self._render_source(p, index, maps)
         if "artefact_kind" in p:
