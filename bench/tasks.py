@@ -217,8 +217,9 @@ REAL_HSC = Task(
 # Version 6 (no run made from it): a first PSF matching that fell back to no VIS PSF at all.
 # Version 7: the real split's HST images reach the VIS PSF through the kernel that matches their
 # own ACS F814W PSF to it (real-hsc v8 likewise), instead of being blurred by the VIS PSF on top
-# of their own (which gave them an effective PSF of rms radius 0.19" against the simulations'
-# 0.11", its peak 46% lower; datasets/degrade.py: matching_kernel). Train and test as v5's.
+# of their own (which gave them an effective PSF of rms radius 0.20" against the simulations'
+# 0.11", its peak 47% lower: `python scripts/psf_matching.py`; datasets/degrade.py:
+# matching_kernel). Train and test as v5's.
 REAL_VIS_CORRELATED_NOISE = 1.3
 # The VIS committee trains as the compare profile's (5 members, 40 epochs, no early stopping),
 # chosen on the validation part of the real-vis v4 training split: with 3 members x 20 epochs
