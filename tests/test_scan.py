@@ -5,6 +5,7 @@ headless Chromium."""
 from __future__ import annotations
 
 import csv
+import time
 from pathlib import Path
 
 import numpy as np
@@ -274,9 +275,17 @@ def test_inspect_page_grades_with_the_keyboard_in_headless_chromium(data, tmp_pa
                 page.keyboard.press("e")
             grades_file = tmp_path / "grades.csv"
             download_info.value.save_as(grades_file)
-            # grades survive a reload (localStorage)
-            page.reload()
-            assert page.locator("#count").inner_text().startswith("5 / 12")
+            # grades survive a reload (localStorage). Chromium passes a write to its storage
+            # service asynchronously; a reload under load may read the store before the write
+            # lands (CI saw 0 / 12 once), so reload until the grades are there, for up to 10 s.
+            deadline = time.monotonic() + 10
+            while True:
+                page.reload()
+                count = page.locator("#count").inner_text()
+                if count.startswith("5 / 12") or time.monotonic() > deadline:
+                    break
+                time.sleep(0.25)
+            assert count.startswith("5 / 12")
             assert errors == []
         finally:
             browser.close()
