@@ -64,5 +64,6 @@ def ensure_real_lens_split(task: Task, workdir: Path) -> Split:
                              n_bright_early_types=spec.get("n_bright_early_types", 0),
                              colours_from_f814w=spec.get("colours_from_f814w", False),
                              clean_cosmic_rays=spec.get("clean_cosmic_rays", False),
-                             match_native_psf=spec.get("match_native_psf", False))
+                             match_native_psf=spec.get("match_native_psf", False),
+                             sky_beside_halo=spec.get("sky_beside_halo", False))
     return load_split(path, verify=True)

@@ -65,7 +65,7 @@ ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
                 "saturation_level": 1.0e5, "lens_size": "uniform", "field_density": 0.0,
                 "field_mag_range": [18.0, 25.0], "correlated_noise": 0.0,
                 "lens_isophote_twist": 0.0, "lens_isophote_dq": 0.0,
-                "lens_isophote_a4_range": [0.0, 0.0]}
+                "lens_isophote_a4_range": [0.0, 0.0], "lens_companion_fraction": 0.0}
 
 
 @dataclass(frozen=True)
@@ -99,6 +99,10 @@ class SimConfig:
     lens_isophote_twist: float = 0.0
     lens_isophote_dq: float = 0.0
     lens_isophote_a4_range: tuple[float, float] = (0.0, 0.0)
+    # The share of lenses with the companions of a group around them, drawn as the ``group``
+    # non-lenses' members (negatives._sample_group; 2-4 early types 0.3-2 mag fainter within
+    # the stamp), so that companions are not a sign of a non-lens. 0: lenses alone.
+    lens_companion_fraction: float = 0.0
     # Source population
     source_mag_range: tuple[float, float] = (22.5, 26.0)
     source_r_eff_range: tuple[float, float] = (0.1, 0.5)
@@ -209,6 +213,10 @@ class SimConfig:
                 f"[0, 0.7) and lens_isophote_a4_range within (-0.2, 0.2); got "
                 f"{self.lens_isophote_twist}, {self.lens_isophote_dq}, "
                 f"{self.lens_isophote_a4_range}")
+        if not (isinstance(self.lens_companion_fraction, (int, float))
+                and 0 <= self.lens_companion_fraction <= 1):
+            raise ValueError(f"SimConfig.lens_companion_fraction must lie in [0, 1], got "
+                             f"{self.lens_companion_fraction!r}")
         if self.saturation_level <= 0:
             raise ValueError(f"SimConfig.saturation_level must be > 0 electrons, "
                              f"got {self.saturation_level}")

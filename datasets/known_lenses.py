@@ -71,6 +71,12 @@ ARCSEC_PER_DEG = 3600.0
 SNAPSHOT_EXPOSURE_S = 420.0
 # theta_e_ref codes in the real-lenses truth
 THETA_E_FROM_AUGER_SHAJIB, THETA_E_FROM_SLACS_MATCH = 1, 2
+# The sky of a SLACS cutout (9.9" wide, its border 4.4-7" from a lens of R_e 1.7-2.8") is fitted
+# with the lens's de Vaucouleurs halo in the annuli between these radii (arcsec): outside the
+# arcs (theta_E <= 1.6") and out to the cutout's corners.
+SKY_FIT_RADII = (2.5, 7.0)
+SKY_FIT_ANNULUS = 0.25  # arcsec
+DE_VAUCOULEURS_B = 7.669  # b_n of a Sersic n = 4 profile
 
 
 # ------------------------------------------------------------------------------------ SLACS
@@ -109,10 +115,12 @@ def _leading_float(text: str) -> float:
 
 @cache
 def slacs_parameters() -> dict[str, dict[str, float]]:
-    """Per lens name (``SDSSJhhmm+ddmm``): theta_e, theta_e_ref, z_lens, z_source, q, pa.
+    """Per lens name (``SDSSJhhmm+ddmm``): theta_e, theta_e_ref, z_lens, z_source, q, pa, r_eff.
 
     theta_E is the SIE Einstein radius of Auger et al. 2010 / Shajib et al. 2021 where that
-    table lists the lens, else the slacs-match (GLASS) model's R_Einstein."""
+    table lists the lens, else the slacs-match (GLASS) model's R_Einstein; r_eff (arcsec, the
+    F814W de Vaucouleurs half-light radius) likewise from that table where it lists one, else
+    slacs-match's."""
     out: dict[str, dict[str, float]] = {}
     with open(registry.fetch(SLACS_PARAMS), newline="") as f:
         for row in csv.DictReader(f):
@@ -122,7 +130,8 @@ def slacs_parameters() -> dict[str, dict[str, float]]:
                          "z_lens": _leading_float(row["z_{l}"]),
                          "z_source": _leading_float(row["z_{s}"]),
                          "q": _leading_float(row["q_{ref}"]),
-                         "pa": _leading_float(row["PA_{ref} [deg]"])}
+                         "pa": _leading_float(row["PA_{ref} [deg]"]),
+                         "r_eff": _leading_float(row["R_{eff} [arcsec]"])}
     with open(registry.fetch(SLACS_TABLE), newline="") as f:
         for row in csv.DictReader(f):
             name = "SDSSJ" + row["lens_name"].strip().removeprefix("slacs")
@@ -133,6 +142,9 @@ def slacs_parameters() -> dict[str, dict[str, float]]:
                           "z_lens": _leading_float(row["z_lens"]),
                           "z_source": _leading_float(row["z_source"]),
                           "q": _leading_float(row["q_SIE"]), "pa": _leading_float(row["PA"])}
+            r_eff = _leading_float(row["R_eff"])
+            if math.isfinite(r_eff):
+                out.setdefault(name, {})["r_eff"] = r_eff
     return out
 
 
@@ -194,10 +206,12 @@ def cosmic_rays(image: np.ndarray, zeropoint_ab: float, noise_variance: float) -
     return np.where(mask, electrons - cleaned, 0.0) / to_electrons
 
 
-def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False) -> list[SlacsLens]:
+def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False,
+               sky_beside_halo: bool = False) -> list[SlacsLens]:
     """The SLACS lenses of the data registry with a cutout of size ``cutout`` ("99x99" or
-    "198x198") and an Einstein radius in the tables; background and noise from the 198x198
-    cutout's border.
+    "198x198") and an Einstein radius in the tables; noise from the 198x198 cutout's border,
+    and the sky from its border too or (``sky_beside_halo``) fitted beside the lens's halo
+    (:func:`sky_level_beside_halo`).
 
     clean_cosmic_rays: take the cosmic rays out (:func:`cosmic_rays`) before the image is split
         into lens light and arcs. The survey images the lenses stand for have none: HSC coadds
@@ -230,10 +244,12 @@ def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False) -> list
                  - 5.0 * math.log10(float(header["PHOTPLAM"])) - 2.408)
         to_nmgy = 10 ** (-0.4 * (zp_ab - 22.5))
         background, sigma, factor = border_noise(wide)
+        entry = params[lens]
+        if sky_beside_halo:
+            background = fit_sky_beside_halo(wide, scale, lens, entry)
         image = (data - background) * to_nmgy
         if clean_cosmic_rays:
             image = image - cosmic_rays(image, zp_ab, (sigma * to_nmgy) ** 2)
-        entry = params[lens]
         arcs = split_arcs(image, scale, entry["theta_e"], sigma * to_nmgy)
         lenses.append(SlacsLens(
             name=lens, file=name, image=image, pixel_scale=scale, zeropoint_ab=zp_ab,
@@ -242,6 +258,49 @@ def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False) -> list
             theta_e_ref=int(entry["theta_e_ref"]), z_lens=entry["z_lens"],
             z_source=entry["z_source"], arcs=arcs))
     return lenses
+
+
+def fit_sky_beside_halo(image: np.ndarray, pixel_scale: float, lens: str, entry: dict) -> float:
+    """:func:`sky_level_beside_halo` with the lens's tabulated R_eff (``slacs_parameters``)."""
+    r_eff = entry.get("r_eff", math.nan)
+    if not (math.isfinite(r_eff) and r_eff > 0):
+        raise ValueError(f"{SLACS_PARAMS} / {SLACS_TABLE}: {lens} has no positive R_eff "
+                         "(arcsec), which its sky estimate needs")
+    return sky_level_beside_halo(image, pixel_scale, r_eff)
+
+
+def sky_level_beside_halo(image: np.ndarray, pixel_scale: float, r_eff: float) -> float:
+    """The sky level of a cutout centred on an early type of de Vaucouleurs half-light radius
+    ``r_eff`` (arcsec): the constant of the least-squares fit of sky + A exp(-b4 ((r/R_e)^(1/4)
+    - 1)) to the median of each SKY_FIT_ANNULUS-wide annulus within SKY_FIT_RADII.
+
+    The SLACS cutouts are too small for blank sky: their border's median (``border_noise``,
+    the sky of ``load_slacs`` by default) held 0.6-1.5 HST sigma per pixel of the lens's own halo
+    (4-6 VIS sky sigma per VIS pixel once degraded), which was subtracted from the whole cutout
+    with the sky. The pipeline's sky (MDRIZSKY, from the whole ACS chip) was already taken
+    out, but the profiles still flatten to 0.2-12 HST sigma per pixel by 7", so a sky is
+    fitted here, beside the halo."""
+    if not (math.isfinite(r_eff) and r_eff > 0):
+        raise ValueError(f"sky_level_beside_halo: r_eff must be a positive number of arcsec, got "
+                         f"{r_eff!r}")
+    h, w = image.shape
+    radius = np.hypot(*np.mgrid[:h, :w] - np.array([(h - 1) / 2, (w - 1) / 2])[:, None, None]
+                      ) * pixel_scale
+    halo_shape = np.exp(-DE_VAUCOULEURS_B * ((radius / r_eff) ** 0.25 - 1.0))
+    edges = np.arange(SKY_FIT_RADII[0], SKY_FIT_RADII[1] + 1e-9, SKY_FIT_ANNULUS)
+    halo, medians = [], []
+    for inner, outer in zip(edges[:-1], edges[1:], strict=True):
+        ring = (radius >= inner) & (radius < outer)
+        if ring.sum() >= 50:  # the corners' last annuli hold few pixels
+            # the profile's median over the same pixels: no bias from its curvature
+            halo.append(float(np.median(halo_shape[ring])))
+            medians.append(float(np.median(image[ring])))
+    if len(halo) < 4:
+        raise ValueError(f"sky_level_beside_halo: a {h}x{w} cutout at {pixel_scale}\"/px has "
+                         f"too few annuli between {SKY_FIT_RADII[0]} and {SKY_FIT_RADII[1]}\"")
+    design = np.stack([np.ones(len(halo)), halo], axis=1)
+    (sky, _), *_ = np.linalg.lstsq(design, np.array(medians), rcond=None)
+    return float(sky)
 
 
 def acs_f814w_psf() -> np.ndarray:
@@ -288,7 +347,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
                          n_bright_early_types: int = 0,
                          colours_from_f814w: bool = False,
                          clean_cosmic_rays: bool = False,
-                         match_native_psf: bool = False) -> Path:
+                         match_native_psf: bool = False,
+                         sky_beside_halo: bool = False) -> Path:
     """Write the ``real-lenses`` test split: degraded SLACS lenses (label 1, theta_e from the
     tables) and degraded COSMOS galaxies (label 0, randomly oriented; drawn without replacement
     while there are enough) observed with the preset ``survey`` (its ``bands`` or all, at
@@ -312,6 +372,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     match_native_psf: every HST image reaches the survey's PSF through the kernel that matches
         its own ACS F814W PSF to it (``degrade.matching_kernel``; a bright early type's PSF
         enlarged with it), instead of being blurred by the survey's PSF on top of its own.
+    sky_beside_halo: the SLACS sky fitted beside the lens's de Vaucouleurs halo instead of the
+        cutout border's median (``load_slacs``).
     """
     from lensbench.datasets.storage import SplitWriter
 
@@ -320,7 +382,7 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     chosen = preset.select(band_names)
     size = stamp_size or preset.stamp_size
     rng = np.random.default_rng(seed)
-    lenses = load_slacs(cutout, clean_cosmic_rays)
+    lenses = load_slacs(cutout, clean_cosmic_rays, sky_beside_halo)
     sources = CosmosSources()
     lens_colours, source_colours = real_split_colours(band_names, colours_from_f814w)
     images, rows = [], []
@@ -389,6 +451,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         config["clean_cosmic_rays"] = True
     if match_native_psf:
         config["match_native_psf"] = True
+    if sky_beside_halo:
+        config["sky_beside_halo"] = True
     data_files = registry.file_hashes(used)
     # The input files are part of the split's identity (content_hash covers the config).
     config["data_files_sha256"] = hashlib.sha256(

@@ -283,7 +283,11 @@ def _sample_merger(population: Population, rng, n, p, select):
     return out
 
 
-def _sample_group(population: Population, rng, n, p, select):
+def group_members(population: Population, rng, n, p) -> dict:
+    """The members of ``n`` groups around the central early types of ``p`` (besides the
+    centre, 2-4 early types 0.3-2 mag fainter each, 0.8" to 0.85 of the stamp's half width
+    away): ``member_*`` (n, MAX_GROUP_MEMBERS), ``_members_mag`` (n, B) their summed magnitude
+    in each band (LENS_COLOURS), ``n_members`` (n,) with the centre."""
     ref = p[f"lens_mag_{population.config.reference}"]
     k = MAX_GROUP_MEMBERS
     members = rng.integers(2, k + 1, n)  # besides the central galaxy: 3-5 in all
@@ -300,11 +304,18 @@ def _sample_group(population: Population, rng, n, p, select):
     member_flux = 10 ** (-0.4 * rng.uniform(0.3, 2.0, (n, k))) * present  # relative to central
     total = member_flux.sum(axis=1)
     out["member_weight"] = member_flux / total[:, None]
+    out["_members_mag"] = _colour_mags(population, rng, ref - 2.5 * np.log10(total),
+                                       LENS_COLOURS, n)
+    out["n_members"] = members + 1
+    return out
+
+
+def _sample_group(population: Population, rng, n, p, select):
+    out = group_members(population, rng, n, p)
     mags = np.full((n, len(population.band_names), 3), np.inf)
     mags[:, :, 0] = np.stack([p[f"lens_mag_{b}"] for b in population.band_names], axis=1)
-    mags[:, :, 1] = _colour_mags(population, rng, ref - 2.5 * np.log10(total), LENS_COLOURS, n)
+    mags[:, :, 1] = out.pop("_members_mag")
     out["_component_mag"] = mags
-    out["n_members"] = members + 1
     return out
 
 
@@ -498,15 +509,21 @@ def _render_merger(grid: Grid, p, rows, maps):
         c(p["b_x"][rows]), c(p["b_y"][rows]))
 
 
-def _render_group(grid: Grid, p, rows, maps):
-    _render_elliptical(grid, p, rows, maps)
+def render_members(grid: Grid, p, rows, maps, slot: int) -> None:
+    """A group's members (``member_*`` of ``group_members``) into component ``slot``, each
+    weighted by its share of their flux."""
     for j in range(MAX_GROUP_MEMBERS):
         weight = p["member_weight"][rows, j]
         if not np.any(weight > 0):
             continue
-        maps[:, 1] += sersic_map(grid, p["member_r_eff"][rows, j], p["member_n"][rows, j],
-                                  p["member_q"][rows, j], p["member_phi"][rows, j],
-                                  p["member_x"][rows, j], p["member_y"][rows, j], weight)
+        maps[:, slot] += sersic_map(grid, p["member_r_eff"][rows, j], p["member_n"][rows, j],
+                                    p["member_q"][rows, j], p["member_phi"][rows, j],
+                                    p["member_x"][rows, j], p["member_y"][rows, j], weight)
+
+
+def _render_group(grid: Grid, p, rows, maps):
+    _render_elliptical(grid, p, rows, maps)
+    render_members(grid, p, rows, maps, 1)
 
 
 def _render_cosmos(grid: Grid, p, rows, maps):

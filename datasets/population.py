@@ -132,6 +132,8 @@ class Population:
         self.noise_level_rng: np.random.Generator | None = None
         # The same for the isophote structure of the central early type.
         self.isophote_rng: np.random.Generator | None = None
+        # The same for the lenses' group companions.
+        self.companion_rng: np.random.Generator | None = None
 
     def draw_cosmos(self, rng: np.random.Generator, n: int):
         """``n`` COSMOS galaxies (with replacement), each rotated by k x 90 degrees and flipped at
@@ -298,7 +300,26 @@ class Population:
                 p["correlated_noise"] = self.noise_level_rng.uniform(0, cfg.correlated_noise, n)
         if cfg.lens_isophotes:
             p.update(self.draw_isophotes(n))
+        if lensed and cfg.lens_companion_fraction > 0:
+            p.update(self.draw_companions(p, n))
         return p
+
+    def draw_companions(self, p: dict, n: int) -> dict:
+        """Group companions of ``n`` lenses from ``companion_rng``: the share
+        ``SimConfig.lens_companion_fraction`` of them gets members drawn as the group
+        non-lenses' (``member_*``; ``companion_mag`` (n, B), their summed magnitude in each
+        band, inf where a lens has none; ``n_companions``)."""
+        if self.companion_rng is None:
+            raise RuntimeError("Population.companion_rng must be set before drawing companions")
+        rng = self.companion_rng
+        select = rng.random(n) < self.config.lens_companion_fraction
+        members = negatives.group_members(self, rng, n, p)
+        members["member_weight"] = np.where(select[:, None], members["member_weight"], 0.0)
+        members["companion_mag"] = np.where(select[:, None], members.pop("_members_mag"),
+                                            np.inf)
+        members["n_companions"] = np.where(select, members["n_members"] - 1, 0)
+        del members["n_members"]
+        return members
 
     def draw_isophotes(self, n: int) -> dict:
         """The central early type's isophote structure (``SimConfig.lens_isophote_*``) for

@@ -110,6 +110,10 @@ class Renderer:
         self.field_slot = self.n_components if config.field_density > 0 else None
         if self.field_slot is not None:
             self.n_components += 2
+        # The lenses' group companions (SimConfig.lens_companion_fraction): one more component.
+        self.companion_slot = self.n_components if config.lens_companion_fraction > 0 else None
+        if self.companion_slot is not None:
+            self.n_components += 1
         if config.lens_artefact_fraction > 0 or config.negatives.get("artefact", 0) > 0:
             self.saturation_levels()  # fails early on a full well below the sky
         self._pool: tuple | None = None  # ((pid, threads), (render, noise) pools): _workers
@@ -188,6 +192,8 @@ class Renderer:
             maps[:, 0] = negatives.early_type_map(grid, p, index)
         if lensed:
             self._render_source(p, index, maps)
+            if self.companion_slot is not None:
+                negatives.render_members(grid, p, index, maps, self.companion_slot)
         if "artefact_kind" in p:
             negatives.render_psf_artefacts(grid, self.artefact_slot, p, index, maps)
         if self.field_slot is not None:
@@ -260,6 +266,8 @@ class Renderer:
             if self.field_slot is not None:
                 fluxes[:, b, self.field_slot: self.field_slot + 2] = band.counts(
                     p["_field_slot_mags"][index, b])
+            if "companion_mag" in p:
+                fluxes[:, b, self.companion_slot] = band.counts(p["companion_mag"][index, b])
         return fluxes
 
     def _convolve(self, components: torch.Tensor, fluxes: torch.Tensor,

@@ -75,13 +75,16 @@ class Simulator:
         if n <= 0:
             raise ValueError(f"number of images must be positive, got {n}")
         sequence = np.random.SeedSequence([int(seed), int(shard)])
-        # A third stream for field galaxies, a fourth for correlated-noise levels and a fifth for
-        # isophote structure; spawning them leaves the streams before them as they were.
-        param_seed, noise_seed, field_seed, noise_level_seed, isophote_seed = sequence.spawn(5)
+        # A third stream for field galaxies, a fourth for correlated-noise levels, a fifth for
+        # isophote structure and a sixth for the lenses' companions; spawning them leaves the
+        # streams before them as they were.
+        (param_seed, noise_seed, field_seed, noise_level_seed, isophote_seed,
+         companion_seed) = sequence.spawn(6)
         rng = np.random.default_rng(param_seed)
         self.population.field_rng = np.random.default_rng(field_seed)
         self.population.noise_level_rng = np.random.default_rng(noise_level_seed)
         self.population.isophote_rng = np.random.default_rng(isophote_seed)
+        self.population.companion_rng = np.random.default_rng(companion_seed)
         generator = None
         if self.config.noise:
             # On the CPU whatever the rendering device: the noise is the same stream everywhere
@@ -186,6 +189,11 @@ class Simulator:
                 columns[key] = np.where(centre, p[key], np.nan).astype(np.float32)
         if "field_mag" in p:
             columns["field_count"] = np.isfinite(p["field_mag"]).sum(axis=1).astype(np.int8)
+        if self.config.lens_companion_fraction > 0:  # galaxies of the centre's group around it
+            group = NEGATIVE_CLASSES.index("group")
+            companions = (p["n_companions"] if lensed else np.where(
+                p.get("negative_class", np.zeros(n)) == group, p.get("n_members", 1) - 1, 0))
+            columns["n_companions"] = np.asarray(companions, dtype=np.int8)
         columns["n_images"] = np.asarray(p["n_images"], dtype=np.int8)
         columns["n_clumps"] = np.asarray(p["n_clumps"] if lensed else 0 * p["n_clumps"],
                                          dtype=np.int8)

@@ -57,6 +57,10 @@ GOLDEN_HASHES = {
     ("hsc-holismokes", 6, 1): {
         "train": "c383a5c3fc9bf4176b5060d34f703ff85597e425d35a749769b86d1166cdbb62",
         "test": "d398c93dc87105ec287e3f1292ae20825653c9cf82faac866cc3c8c466886c34"},
+    # v7: group companions around lenses as around group non-lenses (LENS_ENVIRONMENT).
+    ("hsc-holismokes", 7, 1): {
+        "train": "8ec45e2c5d25758a287e90992326e5da8ba489cd16558158aa2cc8b6a253af8b",
+        "test": "a48f57f7d6e78319463eb9d21ce39486c84ddca8aea0ecbf6272c2d5da8dd51b"},
     ("metcalf-ground", 2, 1): {
         "train": "fab571cfd6cc02ffb1d180f9ba377d2c1defabfaa8bf61a05fd43309d892f9e5",
         "test": "4a33fb1c316789ae1d5efdcefe6e384cf9a8489842b6fa674a5bace6fefa9c83"},
@@ -107,6 +111,11 @@ GOLDEN_HASHES = {
         "train": "c383a5c3fc9bf4176b5060d34f703ff85597e425d35a749769b86d1166cdbb62",
         "test": "d398c93dc87105ec287e3f1292ae20825653c9cf82faac866cc3c8c466886c34",
         "real": "c2f7e33c598de2bd59a2a8d28749ea670bb8e377a5f7581d35f5897132dcf73b"},
+    # v9: hsc-holismokes v7's lens companions; the SLACS sky fitted beside the lens's halo.
+    ("real-hsc", 9, 1): {
+        "train": "8ec45e2c5d25758a287e90992326e5da8ba489cd16558158aa2cc8b6a253af8b",
+        "test": "a48f57f7d6e78319463eb9d21ce39486c84ddca8aea0ecbf6272c2d5da8dd51b",
+        "real": "e0adf304f48c12f88628ac43db5d3abedd65e47cd42c2ca8c46b1f576ac829f2"},
     # Issue 22.3: Euclid VIS, the SLACS lenses and non-lenses with F814W flux as VIS.
     ("real-vis", 1, 1): {
         "train": "4ab23dc3781db84a17bda2ba77f4cc57c1aab3ad5808300d52b5a7c6bbd26017",
@@ -140,6 +149,11 @@ GOLDEN_HASHES = {
         "train": "142a9e7aa0b5bc5f9e29e93363e4f244a1cfbc58ed375ee2f6f8f3da3f3f408f",
         "test": "49da0c2c62de1f58ed5e24415942c2a63c379607e8986824141155f13dd3a74a",
         "real": "019c640a8866c4180617f1e000ae049604143fcdc4836f545b0bd214a92bfc79"},
+    # v8: as real-hsc v9 (lens companions; the SLACS sky beside the halo).
+    ("real-vis", 8, 1): {
+        "train": "76f4da34dc481106b148e754d8fcef12b2488c411f32b7e14a222ef3a27742b9",
+        "test": "2e9559e3b98d926eb501343d97e4f70c41e69af14baff5b20de811e9a5467a13",
+        "real": "d8d4817dbfbf07edeeb4e6638d2ecc343491d9820196a2e796f2638980d68bd3"},
     ("smoke-ground", 1, 1): {
         "train": "d5de1feb8af3077aa20b85c76d7bb578aed46ac6df9726fc7e67d471fc02392e",
         "test": "5d7b841343c4fd9cec52fef3d0ffc3c558556411ec7e73bfc20b4c7705c302df"},

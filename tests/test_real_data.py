@@ -18,6 +18,7 @@ from lensbench.datasets.cosmos import (
     CosmosSources,
     lensed_source_image,
 )
+from lensbench.datasets.degrade import border_noise
 from lensbench.datasets.readers import read_cutouts_to_split, read_fits_folder, read_metcalf
 from lensbench.datasets.storage import load_split
 from lensbench.datasets.surveys import get_survey
@@ -175,6 +176,30 @@ def test_slacs_lenses_have_theta_e_and_degrade_conserving_flux(slacs):
     binned = known_lenses.rebin_flux(image, 0.05, 0.168, (11, 11))
     assert binned.sum() == pytest.approx(4.0)
     assert np.unravel_index(binned.argmax(), binned.shape) == (5, 5)
+
+
+def test_sky_is_fitted_beside_the_lens_halo_not_taken_from_the_border():
+    """A de Vaucouleurs galaxy (R_e 2") on a sky of 10 sigma in a SLACS-sized cutout (198 x 198
+    at 0.05"/px): the border median holds the halo as well, the fit gets the sky alone."""
+    size, scale, r_eff, sky, sigma = 198, 0.05, 2.0, 10.0, 1.0
+    radius = np.hypot(*np.mgrid[:size, :size] - (size - 1) / 2) * scale
+    halo = 400.0 * np.exp(-known_lenses.DE_VAUCOULEURS_B * ((radius / r_eff) ** 0.25 - 1))
+    image = sky + halo + np.random.default_rng(1).normal(0, sigma, (size, size))
+    halo_at_border = float(np.median(np.concatenate(
+        [halo[:12].ravel(), halo[-12:].ravel(), halo[:, :12].ravel(), halo[:, -12:].ravel()])))
+    assert halo_at_border > 5 * sigma  # what the border median took for sky
+    border_sky, _, _ = border_noise(image)
+    assert border_sky - sky == pytest.approx(halo_at_border, abs=0.5 * sigma)
+    fitted = known_lenses.sky_level_beside_halo(image, scale, r_eff)
+    assert fitted == pytest.approx(sky, abs=0.2 * sigma)
+    # An R_e 20% off moves the sky by less than a tenth of the halo at the border.
+    for wrong in (0.8 * r_eff, 1.2 * r_eff):
+        fitted = known_lenses.sky_level_beside_halo(image, scale, wrong)
+        assert abs(fitted - sky) < 0.1 * halo_at_border
+    with pytest.raises(ValueError, match="r_eff"):
+        known_lenses.sky_level_beside_halo(image, scale, float("nan"))
+    with pytest.raises(ValueError, match="too few annuli"):
+        known_lenses.sky_level_beside_halo(image[:60, :60], scale, r_eff)
 
 
 def test_degraded_noise_matches_the_survey_background():

@@ -398,6 +398,45 @@ def test_isophote_structure_is_drawn_for_every_central_early_type_and_changes_on
     assert np.all(changed[early] > 1e-4 * peak[early]) and np.all(changed < 0.5 * peak)
 
 
+def test_lens_companions_are_a_groups_members_added_to_the_lens_and_nothing_else():
+    """``lens_companion_fraction``: that share of the lenses gets a group's members (2-4, each
+    0.3-2 mag fainter than the lens, their count in the truth; the group non-lenses' count too)
+    from a stream of its own: every other draw is as without it, the non-lenses' images are
+    unchanged and a lens's noise-free image gains its companions' flux."""
+    base = SimConfig(survey="euclid-vis", stamp_size=64, lens_fraction=0.5, noise=False,
+                     negatives={"elliptical": 0.5, "spiral": 0.25, "group": 0.25})
+    grouped = base.replace(lens_companion_fraction=0.5)
+    assert "lens_companion_fraction" not in base.to_dict()
+    assert SimConfig.from_dict(grouped.to_dict()) == grouped
+    plain_images, plain = Simulator(base).simulate(300, seed=8)
+    images, truth = Simulator(grouped).simulate(300, seed=8)
+    assert "n_companions" not in plain
+    for key, values in plain.items():
+        if not key.startswith("arc_snr"):
+            np.testing.assert_array_equal(truth[key], values, err_msg=key)
+    lens = truth["label"] == 1
+    count = truth["n_companions"]
+    with_companions = lens & (count > 0)
+    assert 0.35 < with_companions.sum() / lens.sum() < 0.65
+    assert set(np.unique(count[with_companions])) <= {2, 3, 4}
+    group = ~lens & (truth["negative_class"] == NEGATIVE_CLASSES.index("group"))
+    assert group.any() and np.all(count[group] >= 2) and np.all(count[~lens & ~group] == 0)
+    # equal to float32 rounding: one more component changes the order of the sums
+    rounding = 1e-5 * np.abs(plain_images).max()
+    alone = ~lens | (count == 0)
+    np.testing.assert_allclose(images[alone], plain_images[alone], rtol=0, atol=rounding)
+    gained = (images - plain_images)[with_companions, 0].sum(axis=(1, 2))
+    lens_flux = 10 ** (-0.4 * (truth["lens_mag_VIS"][with_companions] - 22.5))
+    # each companion 0.3-2 mag fainter than the lens, less what falls off the 6.4" stamp
+    assert np.all(gained > 0.1 * lens_flux) and np.all(gained < 4 * 10 ** (-0.12) * lens_flux)
+
+
+@pytest.mark.parametrize("fraction", [-0.1, 1.5])
+def test_bad_lens_companion_fraction_is_refused(fraction):
+    with pytest.raises(ValueError, match="lens_companion_fraction"):
+        SimConfig(survey="hsc", lens_companion_fraction=fraction)
+
+
 @pytest.mark.parametrize("field, value", [("lens_isophote_twist", -5.0),
                                           ("lens_isophote_dq", 0.8),
                                           ("lens_isophote_a4_range", (-0.3, 0.0))])

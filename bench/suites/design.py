@@ -40,7 +40,14 @@ from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap
 from lensbench.bench.suites.lens_finding import ROTATION_COLUMNS, LensFinding, LensFindingSplits
 from lensbench.bench.suites.real_diagnosis import stored_test_scores
-from lensbench.bench.tasks import FIELD_GALAXIES, LENS_ISOPHOTES, LENS_POPULATION, Suite, Task
+from lensbench.bench.tasks import (
+    FIELD_GALAXIES,
+    LENS_ENVIRONMENT,
+    LENS_ISOPHOTES,
+    LENS_POPULATION,
+    Suite,
+    Task,
+)
 from lensbench.datasets.config import SimConfig
 
 BASELINE = "baseline"
@@ -153,6 +160,13 @@ VARIANTS = (
             "twisting (+-20 deg), changing axis ratio (+-0.15) from centre to outskirts and "
             "boxy or discy (a4/a -0.02..0.03)",
             train={**LENS_POPULATION, **FIELD_GALAXIES, **LENS_ISOPHOTES},
+            lens_light="weighted"),
+    # Issue 22, cause 11: companions only around group non-lenses taught "companion: not a lens"
+    # (bench/tasks.py: LENS_ENVIRONMENT); lenses get a group's companions as often.
+    Variant("lens-companions", "lens environment", "lens-isophotes with a group's companions "
+            "(2-4 early types 0.3-2 mag fainter) around 10% of the lenses, as often as a "
+            "non-lens is a group",
+            train={**LENS_POPULATION, **FIELD_GALAXIES, **LENS_ISOPHOTES, **LENS_ENVIRONMENT},
             lens_light="weighted"),
 )
 VARIANTS_BY_NAME = {variant.name: variant for variant in VARIANTS}

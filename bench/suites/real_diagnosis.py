@@ -85,11 +85,12 @@ class RealLensParts:
 
 def real_split_lenses(real: Split) -> list:
     """The SLACS lenses a real split was made from, loaded as it loaded them (cutout size,
-    cosmic rays cleaned or not)."""
+    cosmic rays cleaned or not, sky)."""
     from lensbench.datasets.known_lenses import load_slacs
 
     config = real.manifest["config"]
-    return load_slacs(config.get("cutout", "198x198"), config.get("clean_cosmic_rays", False))
+    return load_slacs(config.get("cutout", "198x198"), config.get("clean_cosmic_rays", False),
+                      config.get("sky_beside_halo", False))
 
 
 def real_lens_degrade_args(spec: dict, size: int) -> dict:
