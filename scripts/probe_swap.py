@@ -21,9 +21,6 @@ It prints the share above the threshold of four kinds of cutout per real lens:
   realisation of the HST image's own noise, degraded as the image was (correlated on the PSF
   scale), and white survey noise with the rest of the survey's variance per pixel (none where
   the HST noise exceeds it), as ``datasets.degrade`` makes the real cutouts;
-* isophote model, sim. arcs: the real lens light as its own isophotes (photutils' ``Ellipse``:
-  the real radial profile, ellipticity and twist, without what no ellipse follows) + a
-  look-alike's arcs + survey noise;
 * sim. light, real arcs: a look-alike's lens light + the real lens's arcs + survey noise;
 * real: the real cutout itself (one cutout: 0 or 1).
 
@@ -62,14 +59,13 @@ from lensbench.bench.tasks import all_tasks
 from lensbench.datasets.psf import psf_kernel
 from lensbench.datasets.simulate import Simulator
 from lensbench.datasets.surveys import get_survey
-from photutils.isophote import Ellipse, EllipseGeometry, build_ellipse_model
 from scipy.optimize import least_squares
 from scipy.signal import fftconvolve
 
 SEED = 22
 COLUMNS = ("simulated", "real light, sim. arcs", "real light, new noise, sim. arcs",
-           "Sersic fit, sim. arcs", "Sersic fit + HST noise, sim. arcs",
-           "isophote model, sim. arcs", "sim. light, real arcs", "real")
+           "Sersic fit, sim. arcs", "Sersic fit + HST noise, sim. arcs", "sim. light, real arcs",
+           "real")
 
 
 def main() -> None:
@@ -135,7 +131,6 @@ def main() -> None:
     kernels = [psf_kernel(survey.psf_model, band.psf_fwhm, band.pixel_scale, survey.moffat_beta)
                for band in survey.bands]
     fits = np.empty_like(parts.lens_light, dtype=np.float64)
-    isophotes = np.empty_like(fits)
     within = radius < 3.0
     for i, name in enumerate(parts.names):
         sigma = survey_sigma(survey, parts.lens_light[i][None].astype(np.float64))[0]
@@ -144,12 +139,8 @@ def main() -> None:
                                                        survey.pixel_scale)
             print(f"{name} {survey.bands[b].name}: Sersic fit n = {n_fit:.2f}, "
                   f"R_e = {r_eff_fit:.2f}\"")
-            isophotes[i, b] = isophote_model(parts.lens_light[i, b])
         rms = np.sqrt(np.mean(((parts.lens_light[i] - fits[i]) / sigma)[:, within] ** 2))
         print(f"{name}: real lens light - Sersic fit, rms within 3\": {rms:.1f} sigma per pixel")
-        rms = np.sqrt(np.mean(((parts.lens_light[i] - isophotes[i]) / sigma)[:, within] ** 2))
-        print(f"{name}: real lens light - isophote model, rms within 3\": {rms:.1f} sigma per "
-              "pixel")
     print(f"{task.name} {args.run_id}: threshold {threshold:.4g} (FPR 1e-3 on the simulated "
           f"test split); {args.k} look-alikes of each real lens among {args.n} simulated lenses;"
           " share above the threshold")
@@ -166,7 +157,6 @@ def main() -> None:
                   share_above(noisy(fits[i][None] + sim_arcs[alike])),
                   share_above(with_hst_noise(fits[i][None] + sim_arcs[alike],
                                              hst_noise(real, parts.rows[i], len(alike)))),
-                  share_above(noisy(isophotes[i][None] + sim_arcs[alike])),
                   share_above(noisy(light[alike] + real_arcs)),
                   share_above(observed[i][None])]
         totals += shares
@@ -177,7 +167,8 @@ def main() -> None:
 def fit_sersic(image: np.ndarray, sigma: np.ndarray, kernel: np.ndarray, pixel_scale: float,
                oversample: int = 3) -> np.ndarray:
     """The best-fitting elliptical Sersic profile convolved with ``kernel`` (least squares in
-    units of ``sigma``; started at n = 2, 4 and 6, the best kept), as an image like ``image``."""
+    units of ``sigma``; started at n = 2, 4 and 6, the best kept), as an image like ``image``,
+    and its Sersic index and half-light radius (arcsec)."""
     size = image.shape[-1]
     fine = (np.arange(size * oversample) - (size * oversample - 1) / 2) / oversample * pixel_scale
     x, y = np.meshgrid(fine, fine)
@@ -198,19 +189,6 @@ def fit_sersic(image: np.ndarray, sigma: np.ndarray, kernel: np.ndarray, pixel_s
     best = min((least_squares(residual, [*start[:2], n, *start[3:]], bounds=bounds, max_nfev=300)
                 for n in (2.0, 4.0, 6.0)), key=lambda fit: fit.cost)
     return model(best.x), (best.x[2], float(np.exp(best.x[1])))
-
-
-def isophote_model(image: np.ndarray) -> np.ndarray:
-    """The real light as its own isophotes (photutils' Ellipse fit, harmonics left out): the
-    real radial profile, ellipticity and twist without what no ellipse follows (dust, neighbours,
-    arcs the split left)."""
-    size = image.shape[-1]
-    centre = (size - 1) / 2
-    geometry = EllipseGeometry(centre, centre, sma=max(3.0, size / 20), eps=0.2, pa=0.0)
-    isolist = Ellipse(image, geometry=geometry).fit_image(maxsma=size / 2 * 1.4, fix_center=False)
-    if len(isolist) == 0:
-        raise SystemExit("the isophote fit of a real lens light found no isophote")
-    return build_ellipse_model(image.shape, isolist)
 
 
 if __name__ == "__main__":

@@ -191,6 +191,12 @@ def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_
         counts = [int(count) for count in re.findall(r"\((\d+)\)", row)]
         assert sum(counts) == int((test.truth["label"] == 1).sum())
         assert 0 < counts[0] < sum(counts)  # some lenses alone, some with neighbours
+        # ... and by group companions: the two add up to the lenses again, some in each.
+        row = next(line for line in section.split("with a group's companions")[1]
+                   .splitlines() if line.startswith("| `pixel-logreg` |"))
+        counts = [int(count) for count in re.findall(r"\((\d+)\)", row)]
+        assert len(counts) == 2 and sum(counts) == int((test.truth["label"] == 1).sum())
+        assert min(counts) > 0
         assert all(f"{name} " in section.split("Cosmic rays found")[1].split("\n")[0]
                    for name in lens_names)
         # The HST noise line: every lens, one positive ratio per band.
