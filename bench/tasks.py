@@ -176,9 +176,10 @@ LENS_ISOPHOTES = {"lens_isophote_twist": 20.0, "lens_isophote_dq": 0.15,
 # Issue 22 (cause 11): the group non-lenses were the only early types with bright companions
 # close by, so a companion said "not a lens": one galaxy of VIS 20 placed 2.5" from 300
 # simulated test lenses dropped the share the real-vis v7 committee put above its FPR-1e-3
-# threshold from 0.61 to 0.09 (VIS 21.5: 0.29; non-lenses stayed at 0-0.003; `python
-# scripts/probe_neighbours.py WORKDIR real-vis "committee[...]"` on the run at 7d49f6d), and
-# three of the five SLACS lenses have a galaxy 2.5-4" away. A galaxy's group does not know
+# threshold from 0.61 to 0.09 (VIS 21.5: 0.29; at 4": 0.47 and 0.57; non-lenses stayed at
+# 0-0.003; `python scripts/probe_neighbours.py WORKDIR real-vis "committee[...]"` on the run at
+# 7d49f6d), and three of the five SLACS lenses have a galaxy of VIS ~20.5-22 about 4" away (a
+# spiral, an edge-on disk, a compact galaxy). A galaxy's group does not know
 # whether a source lies behind it (the SLACS lenses' environments are those of early types of
 # their mass, Treu et al. 2009): a lens gets a group's companions as often as a non-lens is a
 # group, so that companions carry no label. Derived from the negatives' shares, not fitted.
@@ -206,7 +207,7 @@ HSC_LENSES = Task(
 # Version 8: the real split's HST PSF matched to HSC's (as real-vis v7).
 # Version 9: group companions around lenses (hsc-holismokes v7), and the SLACS sky fitted beside
 # the lens's halo (known_lenses.sky_level_beside_halo): the cutout border's median, the sky
-# before, held 0.6-1.5 HST sigma per pixel of the lens's own halo, which left every SLACS
+# before, held 0.7-1.5 HST sigma per pixel of the lens's own halo, which left every SLACS
 # cutout short of 3.4-6.0 VIS sky sigma per VIS pixel (4.6-8.2 in HSC i) all over.
 REAL_NONLENSES = {"n_nonlenses": 100, "n_bright_early_types": 20, "seed": 3,
                   "clean_cosmic_rays": True}

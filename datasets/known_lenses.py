@@ -275,7 +275,7 @@ def sky_level_beside_halo(image: np.ndarray, pixel_scale: float, r_eff: float) -
     - 1)) to the median of each SKY_FIT_ANNULUS-wide annulus within SKY_FIT_RADII.
 
     The SLACS cutouts are too small for blank sky: their border's median (``border_noise``,
-    the sky of ``load_slacs`` by default) held 0.6-1.5 HST sigma per pixel of the lens's own halo
+    the sky of ``load_slacs`` by default) held 0.7-1.5 HST sigma per pixel of the lens's own halo
     (4-6 VIS sky sigma per VIS pixel once degraded), which was subtracted from the whole cutout
     with the sky. The pipeline's sky (MDRIZSKY, from the whole ACS chip) was already taken
     out, but the profiles still flatten to 0.2-12 HST sigma per pixel by 7", so a sky is
