@@ -141,9 +141,10 @@ def slacs_hsc(tmp_path_factory, real_data):
     real_data("slacs", "cosmos")
     root = tmp_path_factory.mktemp("slacs")
     args = []
-    # As the suite loads them: cleaned of cosmic rays where its spec says so.
-    lenses = known_lenses.load_slacs(
-        clean_cosmic_rays=real_hsc().real_lenses.get("clean_cosmic_rays", False))
+    # As the suite loads them: cleaned of cosmic rays and their sky fitted where its spec says so.
+    spec = real_hsc().real_lenses
+    lenses = known_lenses.load_slacs(clean_cosmic_rays=spec.get("clean_cosmic_rays", False),
+                                     sky_beside_halo=spec.get("sky_beside_halo", False))
     for lens in lenses:
         with fits.open(registry.fetch(lens.file)) as hdul:
             header = fits.Header([card for card in hdul["SCI"].header.cards if card.keyword in (
