@@ -11,7 +11,7 @@ from lensbench.baselines.registry import METHODS, resolve_method
 from lensbench.bench import cli
 from lensbench.bench.results import read_results
 from lensbench.bench.runner import derive_seed, run_suite
-from lensbench.bench.tasks import COMPARE_GOAL, SUITES, get_suite
+from lensbench.bench.tasks import COMPARE_GOAL, REAL_VIS, SUITES, get_suite
 
 INFO = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
                 image_shape=(2, 20, 20))
@@ -250,7 +250,7 @@ def test_list_shows_suites_tasks_and_methods(capsys):
     [own] = [n for n, line in enumerate(lines) if "its own params:" in line]
     assert lines[own].strip() == "its own params: committee members=5, max_epochs=40, " \
                                  "patience=None"
-    assert lines[own - 1].strip().startswith("task real-vis v7")
+    assert lines[own - 1].strip().startswith(f"task real-vis v{REAL_VIS.version}")
     assert "params: committee lens_light=True" in out
 
 
