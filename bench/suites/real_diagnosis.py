@@ -470,24 +470,33 @@ def scored_test_splits(task, runs, workdir: Path) -> list:
     return scored
 
 
+def share_above_rows(scored, column: str, groups) -> list[str]:
+    """One table row per run of ``scored`` (:func:`scored_test_splits`) whose test split has the
+    truth ``column``: the share of each group of its simulated test lenses above the run's
+    real-lens threshold (FPR 1e-3), with the group's size in brackets. ``groups(values)`` gives
+    the groups as boolean masks over the split, from the column's values."""
+    rows = []
+    for r, saved, labels, scores, split in scored:
+        if column not in split.truth:
+            continue
+        lens = labels == 1
+        cells = []
+        for group in groups(split.truth[column]):
+            chosen = lens & group
+            above = scores[chosen] > saved["threshold"][()]
+            cells.append(f"{above.mean():.3f} ({int(chosen.sum())})" if chosen.any() else "–")
+        rows.append("| " + " | ".join([f"`{r.run_id}`", *cells]) + " |")
+    return rows
+
+
 def neighbour_lines(task, scored) -> list[str]:
     """Each run's simulated test lenses above its real-lens threshold (FPR 1e-3), by the
     brightest field galaxy in their stamps: a finder that learned "a neighbour means no lens"
     loses the lenses with bright neighbours (empty when the test split has none). ``scored``:
     :func:`scored_test_splits`."""
-    rows = []
-    for r, saved, labels, scores, split in scored:
-        if "field_mag_min" not in split.truth:
-            continue
-        lens = labels == 1
-        brightest = split.truth["field_mag_min"]
-        cells = []
-        for name, low, high in NEIGHBOUR_BINS:
-            chosen = lens & (np.isnan(brightest) if name == "none"
-                             else (brightest >= low) & (brightest < high))
-            above = scores[chosen] > saved["threshold"][()]
-            cells.append(f"{above.mean():.3f} ({int(chosen.sum())})" if chosen.any() else "–")
-        rows.append("| " + " | ".join([f"`{r.run_id}`", *cells]) + " |")
+    rows = share_above_rows(scored, "field_mag_min", lambda brightest: [
+        np.isnan(brightest) if name == "none" else (brightest >= low) & (brightest < high)
+        for name, low, high in NEIGHBOUR_BINS])
     if not rows:
         return []
     reference = task.config.reference
@@ -502,17 +511,7 @@ def companion_lines(scored) -> list[str]:
     with a group's companions around them (``SimConfig.lens_companion_fraction``): a finder
     that learned "companions mean no lens" loses the second (empty when the test split's lenses
     have none). ``scored``: :func:`scored_test_splits`."""
-    rows = []
-    for r, saved, labels, scores, split in scored:
-        if "n_companions" not in split.truth:
-            continue
-        lens = labels == 1
-        grouped = split.truth["n_companions"] > 0
-        cells = []
-        for chosen in (lens & ~grouped, lens & grouped):
-            above = scores[chosen] > saved["threshold"][()]
-            cells.append(f"{above.mean():.3f} ({int(chosen.sum())})" if chosen.any() else "–")
-        rows.append("| " + " | ".join([f"`{r.run_id}`", *cells]) + " |")
+    rows = share_above_rows(scored, "n_companions", lambda count: [count == 0, count > 0])
     if not rows:
         return []
     return ["", "Simulated test lenses above the FPR-1e-3 threshold, without and with a "
