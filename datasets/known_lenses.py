@@ -246,7 +246,7 @@ def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False,
         background, sigma, factor = border_noise(wide)
         entry = params[lens]
         if sky_beside_halo:
-            background = fit_sky_beside_halo(wide, scale, lens, entry)
+            background = slacs_sky_beside_halo(wide, scale, lens, entry)
         image = (data - background) * to_nmgy
         if clean_cosmic_rays:
             image = image - cosmic_rays(image, zp_ab, (sigma * to_nmgy) ** 2)
@@ -260,7 +260,8 @@ def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False,
     return lenses
 
 
-def fit_sky_beside_halo(image: np.ndarray, pixel_scale: float, lens: str, entry: dict) -> float:
+def slacs_sky_beside_halo(image: np.ndarray, pixel_scale: float, lens: str, entry: dict
+                          ) -> float:
     """:func:`sky_level_beside_halo` with the lens's tabulated R_eff (``slacs_parameters``)."""
     r_eff = entry.get("r_eff", math.nan)
     if not (math.isfinite(r_eff) and r_eff > 0):
@@ -269,10 +270,27 @@ def fit_sky_beside_halo(image: np.ndarray, pixel_scale: float, lens: str, entry:
     return sky_level_beside_halo(image, pixel_scale, r_eff)
 
 
-def sky_level_beside_halo(image: np.ndarray, pixel_scale: float, r_eff: float) -> float:
-    """The sky level of a cutout centred on an early type of de Vaucouleurs half-light radius
-    ``r_eff`` (arcsec): the constant of the least-squares fit of sky + A exp(-b4 ((r/R_e)^(1/4)
-    - 1)) to the median of each SKY_FIT_ANNULUS-wide annulus within SKY_FIT_RADII.
+def de_vaucouleurs_shape(radius: np.ndarray, r_eff: float) -> np.ndarray:
+    """A de Vaucouleurs profile at ``radius`` (arcsec), 1 at the half-light radius ``r_eff``."""
+    return np.exp(-DE_VAUCOULEURS_B * ((radius / r_eff) ** 0.25 - 1.0))
+
+
+@dataclass(frozen=True)
+class HaloSkyFit:
+    """:func:`fit_sky_beside_halo_profile`: the sky level, the halo's amplitude (its surface
+    brightness at R_e), both per pixel in the image's units, and the rms residual of the
+    annulus medians about the fit."""
+
+    sky: float
+    halo_amplitude: float
+    rms: float
+
+
+def fit_sky_beside_halo_profile(image: np.ndarray, pixel_scale: float, r_eff: float
+                                ) -> HaloSkyFit:
+    """The least-squares fit of sky + A exp(-b4 ((r/R_e)^(1/4) - 1)) to the median of each
+    SKY_FIT_ANNULUS-wide annulus within SKY_FIT_RADII of a cutout centred on an early type of
+    de Vaucouleurs half-light radius ``r_eff`` (arcsec).
 
     The SLACS cutouts are too small for blank sky: their border's median (``border_noise``,
     the sky of ``load_slacs`` by default) held 0.7-1.5 HST sigma per pixel of the lens's own halo
@@ -281,12 +299,12 @@ def sky_level_beside_halo(image: np.ndarray, pixel_scale: float, r_eff: float) -
     out, but the profiles still flatten to 0.2-12 HST sigma per pixel by 7", so a sky is
     fitted here, beside the halo."""
     if not (math.isfinite(r_eff) and r_eff > 0):
-        raise ValueError(f"sky_level_beside_halo: r_eff must be a positive number of arcsec, got "
-                         f"{r_eff!r}")
+        raise ValueError(f"fit_sky_beside_halo_profile: r_eff must be a positive number of "
+                         f"arcsec, got {r_eff!r}")
     h, w = image.shape
     radius = np.hypot(*np.mgrid[:h, :w] - np.array([(h - 1) / 2, (w - 1) / 2])[:, None, None]
                       ) * pixel_scale
-    halo_shape = np.exp(-DE_VAUCOULEURS_B * ((radius / r_eff) ** 0.25 - 1.0))
+    halo_shape = de_vaucouleurs_shape(radius, r_eff)
     edges = np.arange(SKY_FIT_RADII[0], SKY_FIT_RADII[1] + 1e-9, SKY_FIT_ANNULUS)
     halo, medians = [], []
     for inner, outer in zip(edges[:-1], edges[1:], strict=True):
@@ -296,11 +314,18 @@ def sky_level_beside_halo(image: np.ndarray, pixel_scale: float, r_eff: float) -
             halo.append(float(np.median(halo_shape[ring])))
             medians.append(float(np.median(image[ring])))
     if len(halo) < 4:
-        raise ValueError(f"sky_level_beside_halo: a {h}x{w} cutout at {pixel_scale}\"/px has "
+        raise ValueError(f"fit_sky_beside_halo_profile: a {h}x{w} cutout at {pixel_scale}\"/px has "
                          f"too few annuli between {SKY_FIT_RADII[0]} and {SKY_FIT_RADII[1]}\"")
     design = np.stack([np.ones(len(halo)), halo], axis=1)
-    (sky, _), *_ = np.linalg.lstsq(design, np.array(medians), rcond=None)
-    return float(sky)
+    (sky, amplitude), *_ = np.linalg.lstsq(design, np.array(medians), rcond=None)
+    rms = float(np.std(np.array(medians) - design @ np.array([sky, amplitude])))
+    return HaloSkyFit(float(sky), float(amplitude), rms)
+
+
+def sky_level_beside_halo(image: np.ndarray, pixel_scale: float, r_eff: float) -> float:
+    """The sky level of a cutout centred on an early type of de Vaucouleurs half-light radius
+    ``r_eff`` (arcsec), fitted beside its halo (:func:`fit_sky_beside_halo_profile`)."""
+    return fit_sky_beside_halo_profile(image, pixel_scale, r_eff).sky
 
 
 def acs_f814w_psf() -> np.ndarray:

@@ -64,20 +64,14 @@ def main() -> None:
         border, sigma, _ = border_noise(wide)
         r_eff = params[name]["r_eff"]
         to_nmgy = 10 ** (-0.4 * (fitted_lens.zeropoint_ab - 22.5))
-        fitted = fitted_lens.background / to_nmgy
+        fit = known_lenses.fit_sky_beside_halo_profile(wide, scale, r_eff)
+        fitted = fit.sky  # what load_slacs(sky_beside_halo=True) subtracts
         size = wide.shape[0]
         radius = np.hypot(*np.mgrid[:size, :size] - (size - 1) / 2) * scale
-        halo = np.exp(-known_lenses.DE_VAUCOULEURS_B * ((radius / r_eff) ** 0.25 - 1))
-        ring_edges = np.arange(*known_lenses.SKY_FIT_RADII, known_lenses.SKY_FIT_ANNULUS)
-        rings = [(radius >= a) & (radius < a + known_lenses.SKY_FIT_ANNULUS) for a in ring_edges]
-        rings = [ring for ring in rings if ring.sum() >= 50]
-        medians = np.array([np.median(wide[ring]) for ring in rings]) - fitted
-        shape = np.array([np.median(halo[ring]) for ring in rings])
-        amplitude = float(np.dot(shape, medians) / np.dot(shape, shape))
         edge = np.zeros_like(wide, dtype=bool)
         edge[:12], edge[-12:], edge[:, :12], edge[:, -12:] = True, True, True, True
-        halo_at_border = amplitude * float(np.median(halo[edge]))
-        rms = float(np.std(medians - amplitude * shape))
+        halo_at_border = fit.halo_amplitude * float(
+            np.median(known_lenses.de_vaucouleurs_shape(radius[edge], r_eff)))
         difference = (border - fitted) * to_nmgy  # nMgy per HST pixel
         in_vis = difference * (scale_vis / scale) ** 2 / sigma_vis
         in_i = difference * (scale_i / scale) ** 2 / sigma_i
@@ -88,7 +82,7 @@ def main() -> None:
                                   stamp_size=spec["stamp_size"], **psf)  # no noise
             outskirts.append(outer_median(image, scale_vis) / sigma_vis)
         print(f"| {name} | {r_eff:.2f} | {border / sigma:.2f} | {fitted / sigma:.2f} | "
-              f"{halo_at_border / sigma:.2f} | {rms / sigma:.2f} | {in_vis:.1f} | {in_i:.1f} | "
+              f"{halo_at_border / sigma:.2f} | {fit.rms / sigma:.2f} | {in_vis:.1f} | {in_i:.1f} | "
               f"{outskirts[0]:.2f} | {outskirts[1]:.2f} |")
     config = task.config.replace(lens_fraction=1.0, field_density=0.0)
     images, truth = Simulator(config).simulate(args.n, seed=10)
