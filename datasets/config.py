@@ -100,7 +100,7 @@ class SimConfig:
     lens_isophote_dq: float = 0.0
     lens_isophote_a4_range: tuple[float, float] = (0.0, 0.0)
     # The share of lenses with the companions of a group around them, drawn as the ``group``
-    # non-lenses' members (negatives._sample_group; 2-4 early types 0.3-2 mag fainter within
+    # non-lenses' members (negatives.group_members; 2-4 early types 0.3-2 mag fainter within
     # the stamp), so that companions are not a sign of a non-lens. 0: lenses alone.
     lens_companion_fraction: float = 0.0
     # Source population
