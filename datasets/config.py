@@ -60,12 +60,14 @@ FIELD_MAX_GALAXIES = 8
 ARTEFACT_KINDS = ("cosmic-ray", "saturated-star", "satellite-trail", "mask")
 # Fields added after simulator version 1, with their defaults (JSON types): at these values the
 # simulator's output is that of version 1, and ``SimConfig.to_dict`` omits them.
+CORRELATED_NOISE_KERNELS = ("psf", "acs-f814w-matched")
 ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
                 "negatives": {"elliptical": 1.0}, "lens_artefact_fraction": 0.0,
                 "saturation_level": 1.0e5, "lens_size": "uniform", "field_density": 0.0,
                 "field_mag_range": [18.0, 25.0], "correlated_noise": 0.0,
                 "lens_isophote_twist": 0.0, "lens_isophote_dq": 0.0,
-                "lens_isophote_a4_range": [0.0, 0.0], "lens_companion_fraction": 0.0}
+                "lens_isophote_a4_range": [0.0, 0.0], "lens_companion_fraction": 0.0,
+                "correlated_noise_kernel": "psf"}
 
 
 @dataclass(frozen=True)
@@ -146,6 +148,13 @@ class SimConfig:
     # draws one fraction in [0, 1] of every band's maximum, as one deep image's noise degraded
     # to each band is.
     correlated_noise: float | tuple[float, ...] = 0.0
+    # The kernel the correlated field is convolved with: "psf", the band's PSF (a resampled
+    # survey image); "acs-f814w-matched", the kernel that ``datasets.degrade`` takes an HST
+    # ACS/WFC F814W image through to reach the band's PSF (``degrade.matching_kernel``), so that
+    # the field is an HST image's own white noise degraded to the survey as the real splits'
+    # images are (exact where the survey pixel is a whole number of HST pixels, as VIS's 0.1" is
+    # of the SLACS images' 0.05"; elsewhere the rebinning's own slight correlation is left out).
+    correlated_noise_kernel: str = "psf"
     shard_size: int = 1024
     extra: dict = field(default_factory=dict)  # free-form tags recorded in the manifest
 
@@ -206,6 +215,9 @@ class SimConfig:
         if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0 for v in levels):
             raise ValueError(f"SimConfig.correlated_noise must be a number >= 0 (sky sigma) or "
                              f"one per band, got {self.correlated_noise!r}")
+        if self.correlated_noise_kernel not in CORRELATED_NOISE_KERNELS:
+            raise ValueError(f"SimConfig.correlated_noise_kernel must be one of "
+                             f"{CORRELATED_NOISE_KERNELS}, got {self.correlated_noise_kernel!r}")
         if not (0 <= self.lens_isophote_twist <= 90 and 0 <= self.lens_isophote_dq < 0.7
                 and -0.2 < self.lens_isophote_a4_range[0] and self.lens_isophote_a4_range[1] < 0.2):
             raise ValueError(

@@ -133,17 +133,18 @@ class Renderer:
         # convolution: circular wrap-around then only lands in the cropped-off padding.
         half = max(kern.shape[0] for kern in self.kernels) // 2
         self.fft_size = _fast_fft_size(n + half)
-        spectra = []
-        for kern in self.kernels:
-            padded = np.zeros((self.fft_size, self.fft_size))
-            h = kern.shape[0] // 2
-            padded[: kern.shape[0], : kern.shape[1]] = kern
-            padded = np.roll(padded, (-h, -(kern.shape[1] // 2)), axis=(0, 1))
-            spectra.append(np.fft.rfft2(padded))
+        spectra = [self._padded_spectrum(kern) for kern in self.kernels]
         complex_dtype = torch.complex64 if self.dtype == torch.float32 else torch.complex128
         self.psf_spectra = torch.as_tensor(np.stack(spectra), dtype=complex_dtype,
                                            device=self.device)
         self.n_eff_pixels = [1.0 / float(np.sum(kern**2)) for kern in self.kernels]
+        self.noise_spectra, self.noise_n_eff_pixels = self.psf_spectra, self.n_eff_pixels
+        if self.config.correlated_noise_kernel == "acs-f814w-matched":
+            noise_kernels = self._acs_f814w_matching_kernels()
+            self.noise_spectra = torch.as_tensor(
+                np.stack([self._padded_spectrum(kern) for kern in noise_kernels]),
+                dtype=complex_dtype, device=self.device)
+            self.noise_n_eff_pixels = [1.0 / float(np.sum(kern**2)) for kern in noise_kernels]
         sky = [band.sky_counts for band in self.bands]
         self.sky_counts = torch.tensor(sky, dtype=self.dtype, device=self.device)
         self.electrons_per_nanomaggy = torch.tensor(
@@ -151,6 +152,23 @@ class Renderer:
             device=self.device)[None, :, None, None]
         self.read_variance = torch.tensor([b.n_exposures * b.read_noise**2 for b in self.bands],
                                           dtype=self.dtype, device=self.device)
+
+    def _padded_spectrum(self, kernel: np.ndarray) -> np.ndarray:
+        """The rfft2 of ``kernel`` centred on pixel (0, 0) of the FFT grid."""
+        padded = np.zeros((self.fft_size, self.fft_size))
+        padded[: kernel.shape[0], : kernel.shape[1]] = kernel
+        padded = np.roll(padded, (-(kernel.shape[0] // 2), -(kernel.shape[1] // 2)), axis=(0, 1))
+        return np.fft.rfft2(padded)
+
+    def _acs_f814w_matching_kernels(self) -> list[np.ndarray]:
+        """Per band, the kernel that takes an HST ACS/WFC F814W image to this band's PSF, as
+        ``datasets.degrade`` applies it to the real splits' SLACS and COSMOS images."""
+        from lensbench.datasets.degrade import matching_kernel
+        from lensbench.datasets.known_lenses import ACS_F814W_PSF_SCALE, acs_f814w_psf
+
+        native = acs_f814w_psf()
+        return [matching_kernel(native, ACS_F814W_PSF_SCALE, kernel, band.pixel_scale)
+                for band, kernel in zip(self.bands, self.kernels, strict=True)]
 
     def saturation_levels(self) -> list[float]:
         """Per band, the sky-subtracted value (nanomaggies) at which a saturated pixel is
@@ -317,7 +335,8 @@ class Renderer:
     def _add_correlated_noise(self, expected: torch.Tensor, generator: torch.Generator,
                               levels: np.ndarray) -> torch.Tensor:
         """``add_noise`` with part of the noise correlated on the PSF scale: a white field
-        convolved with each band's PSF (circularly on the FFT grid: a stationary field), scaled
+        convolved with each band's PSF or HST-matching kernel (``correlated_noise_kernel``;
+        circularly on the FFT grid: a stationary field), scaled
         to ``levels`` ((n,) for every band, or (n, B)) times the sky's sigma per pixel, and
         Gaussian white noise with the rest of the variance of source + sky + read noise (none
         where the correlated part exceeds it). Gaussian throughout: at these sky levels
@@ -336,10 +355,10 @@ class Renderer:
                                 device=drawn_on).to(self.device)
             field = torch.randn((n, self.fft_size, self.fft_size), generator=generator,
                                 dtype=self.dtype, device=drawn_on).to(self.device)
-            field = torch.fft.irfft2(torch.fft.rfft2(field) * self.psf_spectra[b],
+            field = torch.fft.irfft2(torch.fft.rfft2(field) * self.noise_spectra[b],
                                      s=(self.fft_size, self.fft_size))[:, :size, :size]
             # A unit white field through a kernel k has variance sum(k^2) = 1 / n_eff_pixels.
-            field *= math.sqrt(self.n_eff_pixels[b])
+            field *= math.sqrt(self.noise_n_eff_pixels[b])
             image.add_(white * white_sigma + field * correlated_sigma)
         return expected
 

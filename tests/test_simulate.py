@@ -330,6 +330,51 @@ def test_correlated_noise_keeps_the_variance_and_has_the_psf_correlation():
     assert abs(np.mean(white[:, :, 1:] * white[:, :, :-1]) / np.mean(white**2)) < 0.02
 
 
+def test_correlated_noise_through_the_acs_matching_kernel_correlates_as_degraded_hst_noise(
+        real_data):
+    """``correlated_noise_kernel="acs-f814w-matched"``: above one sky sigma the noise is the
+    correlated field, whose pixels 1 and 2 apart correlate as those of white noise on 0.05" HST
+    pixels degraded to VIS by ``degrade_image`` with the ACS F814W PSF matched (the real split's
+    path: flux-conserving rebinning, then numpy's convolution with the matching kernel), and not
+    as the PSF kernel's (0.65 and 0.19). Its variance is still the level's."""
+    from lensbench.datasets import known_lenses
+    from lensbench.datasets.degrade import degrade_image
+
+    real_data(known_lenses.ACS_F814W_PSF)
+    base = SimConfig(survey="euclid-vis", stamp_size=101, lens_fraction=0.5, field_density=0.0)
+    matched = base.replace(correlated_noise=3.0, correlated_noise_kernel="acs-f814w-matched")
+    assert SimConfig.from_dict(matched.to_dict()) == matched
+    assert "correlated_noise_kernel" not in base.to_dict()
+    band = get_survey("euclid-vis").bands[0]
+    sky_sigma = (math.sqrt(band.sky_counts + band.n_exposures * band.read_noise**2)
+                 / band.electrons_per_nanomaggy)
+    clean, _ = Simulator(base.replace(noise=False)).simulate(120, seed=4)
+    noisy, truth = Simulator(matched).simulate(120, seed=4)
+    high = truth["correlated_noise"] > 1.8
+    noise = (noisy - clean)[high, 0, :24, :24].astype(np.float64) / sky_sigma
+    assert np.mean(noise**2) == pytest.approx(np.mean(truth["correlated_noise"][high] ** 2),
+                                              rel=0.08)
+
+    def lag(field, k):
+        centred = field - field.mean(axis=(-2, -1), keepdims=True)
+        return np.mean(centred[..., k:] * centred[..., :-k]) / np.mean(centred**2)
+
+    rng = np.random.default_rng(0)
+    native = known_lenses.acs_f814w_psf()
+    hst = np.stack([degrade_image(rng.normal(size=(202, 202)), 0.05, "euclid-vis",
+                                  stamp_size=101, native_psf=native,
+                                  native_psf_scale=known_lenses.ACS_F814W_PSF_SCALE)[0]
+                    for _ in range(20)])
+    for k in (1, 2):
+        assert lag(noise, k) == pytest.approx(lag(hst, k), abs=0.03), k
+    assert lag(hst, 1) < 0.5 and abs(lag(hst, 2)) < 0.1  # unlike the PSF's 0.65 and 0.19
+
+
+def test_bad_correlated_noise_kernel_is_refused():
+    with pytest.raises(ValueError, match="correlated_noise_kernel must be one of"):
+        SimConfig(survey="euclid-vis", correlated_noise=1.0, correlated_noise_kernel="gauss")
+
+
 def test_correlated_noise_per_band_draws_one_fraction_of_each_bands_maximum():
     """Levels per band: each cutout's level in a band is one fraction in [0, 1] of the band's
     maximum (the same in every band), recorded per band; each band's noise has the variance of
