@@ -241,3 +241,18 @@ def test_success_count_distribution_by_hand():
     # 0.2 and 0.7: P(0) = 0.8 * 0.3, P(2) = 0.2 * 0.7, P(1) the rest.
     np.testing.assert_allclose(real_diagnosis.success_count_distribution(np.array([0.2, 0.7])),
                                [0.24, 0.62, 0.14])
+
+
+def test_the_report_says_what_correlated_noise_the_simulations_carry():
+    """Beside the real cutouts' own noise the report names the simulated noise: none, one
+    level through the PSF, or per-band levels, and the ACS-matching kernel when it is used."""
+    from lensbench.datasets.config import SimConfig
+
+    white = SimConfig(survey="euclid-vis")
+    assert real_diagnosis.simulated_noise_sentence(white) == "the simulated cutouts have none"
+    matched = white.replace(correlated_noise=2.3, correlated_noise_kernel="acs-f814w-matched")
+    sentence = real_diagnosis.simulated_noise_sentence(matched)
+    assert "matches HST ACS F814W's PSF" in sentence and "up to 2.3 sky sigma" in sentence
+    per_band = SimConfig(survey="hsc", bands=("g", "i"), correlated_noise=(0.06, 0.42))
+    sentence = real_diagnosis.simulated_noise_sentence(per_band)
+    assert "the band's PSF" in sentence and "g 0.06, i 0.42 sky sigma" in sentence

@@ -140,6 +140,21 @@ def real_lens_parts(spec: dict, real: Split) -> RealLensParts:
                          np.stack(hst_noise))
 
 
+def simulated_noise_sentence(config) -> str:
+    """What correlated noise a task's simulated cutouts carry (``SimConfig.correlated_noise``
+    and ``correlated_noise_kernel``), for the report beside the real cutouts' own."""
+    levels = config.correlated_noise
+    if not np.any(np.asarray(levels) > 0):
+        return "the simulated cutouts have none"
+    kernel = ("the kernel that matches HST ACS F814W's PSF to the band's"
+              if config.correlated_noise_kernel == "acs-f814w-matched" else "the band's PSF")
+    maxima = (", ".join(f"{band} {level:g}" for band, level in
+                        zip(config.band_names, levels, strict=True))
+              if isinstance(levels, tuple) else f"{levels:g}")
+    return (f"the simulated cutouts carry a noise field through {kernel}, its rms uniform up to "
+            f"{maxima} sky sigma per pixel (`python scripts/slacs_noise.py` compares the two)")
+
+
 def degraded_hst_noise(lens, survey, rng: np.random.Generator, **degrade_args) -> np.ndarray:
     """The HST image's own noise as a degraded cutout carries it, smoothed by the rebinning and
     the survey PSF: one white realisation of it (the image's noise variance per pixel), degraded
@@ -659,8 +674,8 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
                        strict=True))]
         md += ["", "The HST images' own noise, degraded as the images were (one white "
                "realisation of each image's noise level), in units of the survey's sky sigma per "
-               "pixel; it is correlated on the scale of the survey PSF, and the simulated "
-               "cutouts have none: " + ", ".join(
+               "pixel, correlated on the scale of the survey PSF; "
+               + simulated_noise_sentence(task.config) + ": " + ", ".join(
                    f"{name} " + " ".join(f"{band} {ratio:.2f}" for band, ratio in
                                          zip(real.bands, ratios, strict=True))
                    for name, ratios in zip(parts.names, parts.hst_noise, strict=True))]
