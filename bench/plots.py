@@ -12,6 +12,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 import numpy as np
+from lensbench.datasets.files import atomic_savefig
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from numpy.typing import ArrayLike
@@ -33,7 +34,7 @@ def _save(fig: Figure, path: str | os.PathLike[str]) -> Path:
     out.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.tight_layout()
-        fig.savefig(out, dpi=_DPI, format="png")
+        atomic_savefig(fig, out, dpi=_DPI)
     finally:
         fig.clear()
     return out

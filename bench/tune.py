@@ -27,6 +27,7 @@ from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import MAXIMIZE, get_kind
 from lensbench.bench.runner import derive_seed
 from lensbench.bench.tasks import DEFAULT_PROFILE, Suite, find_task
+from lensbench.datasets.files import atomic_savefig
 
 PRUNERS = ("median", "hyperband", "none")
 
@@ -239,7 +240,7 @@ def _figures(study: optuna.Study, folder: Path) -> list[Path]:
                 axes = plot(study)
             figure = axes.figure if hasattr(axes, "figure") else axes[0].figure
             path = folder / f"{name}.png"
-            figure.savefig(path, dpi=100, bbox_inches="tight")
+            atomic_savefig(figure, path, dpi=100, bbox_inches="tight")
             plt.close(figure)
             paths.append(path)
         except (ValueError, RuntimeError) as error:  # e.g. importances need 2+ complete trials

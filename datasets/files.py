@@ -33,3 +33,21 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
         yield f
         f.flush()
         os.fsync(f.fileno())
+
+
+def atomic_savez(path: str | os.PathLike, **arrays) -> Path:
+    """``numpy.savez_compressed`` to ``path`` through :func:`atomic_open`: a crash leaves the
+    old file, and a file linked elsewhere (a workdir copied with hard links) is replaced, not
+    written over."""
+    import numpy as np
+
+    with atomic_open(path, "wb") as f:
+        np.savez_compressed(f, **arrays)
+    return Path(path)
+
+
+def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
+    """``fig.savefig(path, format="png", **kwargs)`` through :func:`atomic_path`."""
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", **kwargs)
+    return Path(path)

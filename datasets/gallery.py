@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 from astropy.visualization import LuptonAsinhStretch, ManualInterval, make_lupton_rgb
+from lensbench.datasets.files import atomic_savefig
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -204,7 +205,7 @@ def save_gallery(
         )
         out = Path(path)
         out.parent.mkdir(parents=True, exist_ok=True)
-        fig.savefig(out, dpi=_DPI, format="png")
+        atomic_savefig(fig, out, dpi=_DPI)
     finally:
         fig.clear()
     return out

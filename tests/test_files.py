@@ -1,10 +1,15 @@
 """The one atomic writer: a failure inside the block keeps the old file whole and leaves no
-temporary file behind; success replaces the file."""
+temporary file behind; success replaces the file. The run artefacts (scores, figures) go
+through it: a crash keeps the old ones, and a workdir copied with hard links keeps its own."""
 
 from __future__ import annotations
 
+import os
+
+import numpy as np
 import pytest
-from lensbench.datasets.files import atomic_open
+from lensbench.datasets.files import atomic_open, atomic_savefig, atomic_savez
+from matplotlib.figure import Figure
 
 
 def test_a_failed_write_keeps_the_old_file_and_leaves_nothing(tmp_path):
@@ -23,3 +28,36 @@ def test_a_finished_write_replaces_the_file_and_creates_parents(tmp_path):
         f.write(b"\x00\x01")
     assert target.read_bytes() == b"\x00\x01"
     assert sorted(p.name for p in target.parent.iterdir()) == ["model.bin"]
+
+
+class Unreadable:
+    def __array__(self, dtype=None, copy=None):
+        raise KeyboardInterrupt  # an interrupt while numpy writes the archive
+
+
+def test_run_artefacts_replace_their_file_and_leave_hard_links_alone(tmp_path):
+    """``atomic_savez`` and ``atomic_savefig`` replace the file: a second hard link to the old
+    one (a workdir copied with ``cp -al``, then rerun) keeps the old bytes; an interrupt while
+    writing keeps the old file and leaves no temporary one."""
+    scores = tmp_path / "run" / "scores.npz"
+    atomic_savez(scores, scores=np.arange(3.0))
+    copy = tmp_path / "copy.npz"
+    os.link(scores, copy)
+    atomic_savez(scores, scores=np.arange(4.0))
+    np.testing.assert_array_equal(np.load(scores)["scores"], np.arange(4.0))
+    np.testing.assert_array_equal(np.load(copy)["scores"], np.arange(3.0))
+    with pytest.raises(KeyboardInterrupt):
+        atomic_savez(scores, scores=np.zeros(5), other=Unreadable())
+    np.testing.assert_array_equal(np.load(scores)["scores"], np.arange(4.0))
+    assert sorted(p.name for p in scores.parent.iterdir()) == ["scores.npz"]
+
+    figure_path = tmp_path / "run" / "roc.png"
+    fig = Figure()
+    fig.add_subplot().plot([0, 1], [0, 1])
+    atomic_savefig(fig, figure_path, dpi=20)
+    os.link(figure_path, tmp_path / "copy.png")
+    old = figure_path.read_bytes()
+    fig.add_subplot().plot([0, 1], [1, 0])
+    atomic_savefig(fig, figure_path, dpi=20)
+    assert figure_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert figure_path.read_bytes() != old and (tmp_path / "copy.png").read_bytes() == old

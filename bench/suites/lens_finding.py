@@ -23,6 +23,7 @@ from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.suites.real_diagnosis import stored_test_scores
 from lensbench.bench.tasks import Suite, Task
+from lensbench.datasets.files import atomic_savez
 from lensbench.datasets.interrupts import check_stop
 from lensbench.datasets.storage import Split
 
@@ -247,8 +248,8 @@ class LensFinding(SuiteKind):
         labels = test.truth[task.target].astype(bool)
         paths = {"scores": folder / "scores.npz"}
         extra = {} if spread is None else {"committee_spread": spread}
-        np.savez_compressed(paths["scores"], scores=scores, labels=labels,
-                            test_hash=np.array(test.content_hash), **extra)
+        atomic_savez(paths["scores"], scores=scores, labels=labels,
+                     test_hash=np.array(test.content_hash), **extra)
         if "real_scores" in evaluation.predictions:
             # Every real object's score and the probe of the real lenses, for the report's
             # real-lens diagnosis (bench/suites/real_diagnosis.py).
@@ -256,9 +257,9 @@ class LensFinding(SuiteKind):
             probe = {f"probe/{edit}": values
                      for edit, values in predictions.get("real_probe", {}).items()}
             paths["real_scores"] = folder / "real_scores.npz"
-            np.savez_compressed(paths["real_scores"], scores=predictions["real_scores"],
-                                threshold=np.array(predictions["real_threshold"]),
-                                real_hash=np.array(predictions["real_hash"]), **probe)
+            atomic_savez(paths["real_scores"], scores=predictions["real_scores"],
+                         threshold=np.array(predictions["real_threshold"]),
+                         real_hash=np.array(predictions["real_hash"]), **probe)
         roc = roc_points(labels, scores)
         title = f"{result.run_id} on {task.name}"
         paths["roc"] = plot_roc_curves({result.run_id: (roc.fpr, roc.tpr)}, folder / "roc.png",

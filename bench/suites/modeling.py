@@ -28,6 +28,7 @@ from lensbench.bench.plots import _new_figure, _save
 from lensbench.bench.results import Result
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.tasks import Suite, Task
+from lensbench.datasets.files import atomic_savez
 from lensbench.datasets.storage import Split
 
 ROTATION_SUBSET = 500  # test lenses predicted under all 8 dihedral transforms
@@ -537,11 +538,11 @@ class Modeling(SuiteKind):
                                                          float)[data.real_lenses],
                     "real_object_index": np.asarray(data.real.truth["object_index"])[
                         data.real_lenses]}
-        np.savez_compressed(paths["predictions"], rows=rows, pred=pred, true=data.Y_test[rows],
-                            variance=out["variance"] if out["variance"] is not None else nan,
-                            arc_snr=np.asarray(data.test.truth["arc_snr"], float)[rows],
-                            targets=np.array(data.targets), test_hash=np.array(
-                                data.test.content_hash), **real)
+        atomic_savez(paths["predictions"], rows=rows, pred=pred, true=data.Y_test[rows],
+                     variance=out["variance"] if out["variance"] is not None else nan,
+                     arc_snr=np.asarray(data.test.truth["arc_snr"], float)[rows],
+                     targets=np.array(data.targets), test_hash=np.array(
+                         data.test.content_hash), **real)
         paths["predicted-vs-true"] = plot_predicted_vs_true(
             pred, data.Y_test[rows], data.targets, result.run_id,
             folder / "predicted-vs-true.png")

@@ -35,6 +35,7 @@ from lensbench.bench.photoz_metrics import (
 )
 from lensbench.bench.results import Result
 from lensbench.bench.tasks import Suite, Task
+from lensbench.datasets.files import atomic_savefig, atomic_savez
 
 MAG_BAND = "r"  # binned metrics by this band's magnitude
 MAG_EDGES = (14.0, 17.0, 18.0, 19.0, 20.0, 21.0, 22.0, 25.0)
@@ -246,7 +247,7 @@ def _save(fig, path: Path) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
         fig.tight_layout()
-        fig.savefig(path, format="png")
+        atomic_savefig(fig, path)
     finally:
         fig.clear()
     return path
@@ -429,11 +430,11 @@ class Photoz(SuiteKind):
         distribution = {key: evaluation.predictions[key]
                         for key in ("pit", "example_rows", "pdf_examples")
                         if key in evaluation.predictions}
-        np.savez_compressed(paths["predictions"], z_phot=z_phot, z_spec=data.z["test"],
-                            mags=data.X["test"][:, :nb], bands=np.array(data.bands),
-                            variance=(variance if variance is not None
-                                      else np.full(data.n("test"), np.nan)),
-                            test_hash=np.array(data.hashes["test"]), **distribution)
+        atomic_savez(paths["predictions"], z_phot=z_phot, z_spec=data.z["test"],
+                     mags=data.X["test"][:, :nb], bands=np.array(data.bands),
+                     variance=(variance if variance is not None
+                               else np.full(data.n("test"), np.nan)),
+                     test_hash=np.array(data.hashes["test"]), **distribution)
         paths["density"] = plot_density({result.run_id: (z_phot, data.z["test"])},
                                          folder / "density.png", task.photoz["z_range"])
         if distribution:

@@ -38,6 +38,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+from lensbench.datasets.files import atomic_savefig
 from lensbench.datasets.storage import Split, load_split
 
 # Edits of a real cutout R = lens light L + arcs A + noise (L, A noise-free, degraded to the
@@ -418,8 +419,7 @@ def plot_distributions(comparison: Comparison, path: Path, title: str) -> Path:
     axes[0, 0].legend(fontsize=6)
     fig.suptitle(title, fontsize=9)
     fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
+    atomic_savefig(fig, path, dpi=90)
     plt.close(fig)
     return path
 
