@@ -201,7 +201,8 @@ def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_
                    for name in lens_names)
         # The HST noise line: every lens, one positive ratio per band.
         noise_line = section.split("The HST images' own noise")[1].split("\n")[0]
-        ratios = [float(v) for v in re.findall(r" (\d+\.\d+)", noise_line)]
+        assert "the simulated cutouts carry a noise field" in noise_line  # then the list
+        ratios = [float(v) for v in re.findall(r" (\d+\.\d+)", noise_line.rsplit(": ", 1)[1])]
         assert all(f"{name} " in noise_line for name in lens_names)
         assert len(ratios) == 5 * len(real.bands) and all(0 < r < 10 for r in ratios)
         # Look-alikes: one share per real lens, and "found" is the count of the real lenses
