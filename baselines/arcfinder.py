@@ -66,15 +66,6 @@ def group_medians(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.n
 
 
 SHAPES = ("weighted", "adaptive")
-PROFILES = ("median", "bump-free")
-# without_bumps: an annulus whose median lies more than BUMP_DEX (5%) above the smooth fit is a
-# bump; the core within BUMP_MIN_RADIUS px, where the PSF flattens the profile, is never one;
-# medians below BUMP_FLOOR of the peak (noise-dominated) are not fitted.
-BUMP_DEX = 0.02
-BUMP_MIN_RADIUS = 3
-BUMP_FLOOR = 1e-3
-BUMP_MIN_ANNULI = 6
-BUMP_ITERATIONS = 5
 ADAPTIVE_ITERATIONS = 10
 
 
@@ -140,15 +131,11 @@ def lens_shape(red: np.ndarray, pixel_scale: float, shape: str = "weighted"
     return cx, cy, angle, q
 
 
-def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted",
-                     profile: str = "median") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted"
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lens model of ``red`` (n, H, W): (model, x, y) with x, y the pixel offsets (n, H, W) from
     the fitted lens centre. Centre and shape from :func:`lens_shape`; profile from
-    elliptical-annulus medians (``profile="median"``), or those with the bumps that arcs put in
-    them taken out (``"bump-free"``: :func:`without_bumps`), linearly interpolated in
-    elliptical radius."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    elliptical-annulus medians, linearly interpolated in elliptical radius."""
     cx, cy, angle, q = lens_shape(red, pixel_scale, shape)
     n, h, w = red.shape
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
@@ -161,57 +148,21 @@ def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted
     n_bins = int(math.ceil(math.hypot(h, w) / math.sqrt(0.3))) + 2
     bins = np.minimum(radius.astype(np.int64), n_bins - 1)
     groups = (np.arange(n)[:, None, None] * n_bins + bins).ravel()
-    medians = group_medians(red.ravel().astype(np.float64), groups, n * n_bins).reshape(
+    profile = group_medians(red.ravel().astype(np.float64), groups, n * n_bins).reshape(
         n, n_bins)
-    if profile == "bump-free":
-        medians = without_bumps(medians)
     # Empty annuli (steps of the pixel grid near the centre, beyond the corners): nearest inner.
-    valid = ~np.isnan(medians)
+    valid = ~np.isnan(profile)
     last = np.maximum.accumulate(np.where(valid, np.arange(n_bins)[None], 0), axis=1)
-    flat = np.take_along_axis(np.nan_to_num(medians), last, axis=1)
+    profile = np.take_along_axis(np.nan_to_num(profile), last, axis=1)
     position = np.clip(radius - 0.5, 0, n_bins - 1.001)
     low = position.astype(np.int64)
     frac = position - low
+    flat = profile.reshape(n, n_bins)
     lower = np.take_along_axis(flat, low.reshape(n, -1), axis=1).reshape(n, h, w)
     upper = np.take_along_axis(flat, np.minimum(low + 1, n_bins - 1).reshape(n, -1),
                                axis=1).reshape(n, h, w)
     model = (1 - frac) * lower + frac * upper
     return model.astype(np.float32), x, y
-
-
-def without_bumps(medians: np.ndarray) -> np.ndarray:
-    """Annulus medians (n, n_bins; annulus k at elliptical radius k + 0.5 px) with the arcs taken
-    out of them. An arc whose PSF-wide wings cover much of the annuli it crosses raises their
-    medians, and the median model then subtracts the arc as lens light (on noise-free simulated
-    VIS lenses it kept 0.12 of the arc flux where the arcs cover most of the Einstein ring:
-    ``python scripts/lens_light_arcs_kept.py real-vis``). A lens's profile is smooth in log
-    flux against r^(1/4) (a de Vaucouleurs profile is a line there): a cubic is fitted to the
-    positive medians, the annuli beyond BUMP_MIN_RADIUS more than BUMP_DEX above it are dropped
-    and the fit repeated, and the dropped annuli get the log-linear interpolation of their kept
-    neighbours. Annuli that are not bumps keep their medians."""
-    out = medians.copy()
-    centres = np.arange(medians.shape[1]) + 0.5
-    for row, values in zip(out, medians, strict=True):
-        finite = np.isfinite(values)
-        if not finite.any() or np.max(values[finite]) <= 0:
-            continue
-        index = np.flatnonzero(finite & (np.where(finite, values, 0)
-                                         > BUMP_FLOOR * np.max(values[finite])))
-        if len(index) < BUMP_MIN_ANNULI:
-            continue
-        t, log_values = centres[index] ** 0.25, np.log10(values[index])
-        kept = np.ones(len(index), dtype=bool)
-        for _ in range(BUMP_ITERATIONS):
-            fit = np.polyval(np.polyfit(t[kept], log_values[kept], 3), t)
-            now = ~((log_values - fit > BUMP_DEX) & (centres[index] >= BUMP_MIN_RADIUS))
-            if np.array_equal(now, kept) or now.sum() < BUMP_MIN_ANNULI:
-                break
-            kept = now
-        dropped = index[~kept]
-        if len(dropped):
-            row[dropped] = 10 ** np.interp(centres[dropped], centres[index[kept]],
-                                           log_values[kept])
-    return out
 
 
 def model_amplitude(image: np.ndarray, model: np.ndarray, inner: np.ndarray) -> np.ndarray:

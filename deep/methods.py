@@ -68,7 +68,6 @@ class NetFinder(Method):
     persistence = "net-finder"  # a model file holds that checkpoint (baselines/persistence.py)
     lens_light = False  # parameters of ResNetFinder; the other nets never subtract it
     lens_light_shape = "weighted"
-    lens_light_profile = "median"
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
@@ -95,8 +94,7 @@ class NetFinder(Method):
                              "pixel scale (a TaskInfo) to model the lens light")
         return Preprocessor(stretch=self.stretch, crop=self.crop, lens_light=True,
                             bands=tuple(info.bands), pixel_scale=float(info.pixel_scale),
-                            lens_light_shape=self.lens_light_shape,
-                            lens_light_profile=self.lens_light_profile)
+                            lens_light_shape=self.lens_light_shape)
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, info: TaskInfo | None = None, epoch_callback=None):
@@ -250,7 +248,7 @@ class ResNetFinder(NetFinder):
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
-                 lens_light_shape: str = "weighted", lens_light_profile: str = "median"):
+                 lens_light_shape: str = "weighted"):
         self.arch = arch
         self.width = width
         self.depth = depth
@@ -275,12 +273,9 @@ class ResNetFinder(NetFinder):
         self.memory_format = memory_format
         # Subtract the lens light (baselines/lenslight.py) from every image the net sees, in
         # fit and in predict, so a saved model (bench scan, bench predict) does it too; its
-        # model's shape by round-"weighted" or "adaptive" moments, its profile the annulus
-        # medians or ("bump-free") those with the arcs' bumps taken out
-        # (baselines/arcfinder.py: elliptical_model).
+        # model's shape by round-"weighted" or "adaptive" moments (baselines/arcfinder.py).
         self.lens_light = lens_light
         self.lens_light_shape = lens_light_shape
-        self.lens_light_profile = lens_light_profile
 
 
 class CommitteeFinder(ResNetFinder):
@@ -303,7 +298,7 @@ class CommitteeFinder(ResNetFinder):
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
-                 lens_light_shape: str = "weighted", lens_light_profile: str = "median"):
+                 lens_light_shape: str = "weighted"):
         super().__init__(arch=arch, width=width, depth=depth, members=members, combine=combine,
                          tta=tta, calibrate=calibrate, crop=crop, stretch=stretch,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr,
@@ -312,8 +307,7 @@ class CommitteeFinder(ResNetFinder):
                          num_threads=num_threads, checkpoint_dir=checkpoint_dir,
                          random_state=random_state, precision=precision,
                          memory_format=memory_format, lens_light=lens_light,
-                         lens_light_shape=lens_light_shape,
-                         lens_light_profile=lens_light_profile)
+                         lens_light_shape=lens_light_shape)
 
 
 class DeepLensFinder(NetFinder):

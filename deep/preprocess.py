@@ -81,9 +81,6 @@ class Preprocessor:
     # How the lens model's shape is measured (baselines/arcfinder.py: SHAPES); a checkpoint
     # without this field was fitted with "weighted".
     lens_light_shape: str = "weighted"
-    # The lens model's profile (baselines/arcfinder.py: PROFILES); a checkpoint without this
-    # field was fitted with "median".
-    lens_light_profile: str = "median"
 
     def __post_init__(self):
         if self.stretch not in STRETCHES:
@@ -92,14 +89,11 @@ class Preprocessor:
             self.bands = tuple(self.bands)
         if self.lens_light and (self.bands is None or self.pixel_scale is None):
             raise ValueError("lens_light needs bands and pixel_scale")
-        from lensbench.baselines.arcfinder import PROFILES, SHAPES
+        from lensbench.baselines.arcfinder import SHAPES
 
         if self.lens_light_shape not in SHAPES:
             raise ValueError(f"lens_light_shape must be one of {SHAPES}, got "
                              f"{self.lens_light_shape!r}")
-        if self.lens_light_profile not in PROFILES:
-            raise ValueError(f"lens_light_profile must be one of {PROFILES}, got "
-                             f"{self.lens_light_profile!r}")
 
     def _cleaned(self, X: np.ndarray) -> np.ndarray:
         X = clean(X, self.mask_value)
@@ -108,8 +102,7 @@ class Preprocessor:
         from lensbench.baselines.lenslight import subtract_lens_light
 
         return subtract_lens_light(X, bands=self.bands, pixel_scale=self.pixel_scale,
-                                   shape=self.lens_light_shape,
-                                   profile=self.lens_light_profile)
+                                   shape=self.lens_light_shape)
 
     def fit(self, X: np.ndarray) -> Preprocessor:
         self._fit_noise(self._cleaned(X))
