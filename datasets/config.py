@@ -58,9 +58,9 @@ FIELD_RED_FRACTION = 0.3
 FIELD_MAX_GALAXIES = 8
 # Kinds of artefact; ``artefact_kind`` in the truth indexes this tuple (-1 for none).
 ARTEFACT_KINDS = ("cosmic-ray", "saturated-star", "satellite-trail", "mask")
+CORRELATED_NOISE_KERNELS = ("psf", "acs-f814w-matched")  # SimConfig.correlated_noise_kernel
 # Fields added after simulator version 1, with their defaults (JSON types): at these values the
 # simulator's output is that of version 1, and ``SimConfig.to_dict`` omits them.
-CORRELATED_NOISE_KERNELS = ("psf", "acs-f814w-matched")
 ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
                 "negatives": {"elliptical": 1.0}, "lens_artefact_fraction": 0.0,
                 "saturation_level": 1.0e5, "lens_size": "uniform", "field_density": 0.0,

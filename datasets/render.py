@@ -336,8 +336,8 @@ class Renderer:
                               levels: np.ndarray) -> torch.Tensor:
         """``add_noise`` with part of the noise correlated on the PSF scale: a white field
         convolved with each band's PSF or HST-matching kernel (``correlated_noise_kernel``;
-        circularly on the FFT grid: a stationary field), scaled
-        to ``levels`` ((n,) for every band, or (n, B)) times the sky's sigma per pixel, and
+        circularly on the FFT grid: a stationary field), scaled to ``levels`` ((n,) for every
+        band, or (n, B)) times the sky's sigma per pixel, and
         Gaussian white noise with the rest of the variance of source + sky + read noise (none
         where the correlated part exceeds it). Gaussian throughout: at these sky levels
         (hundreds of electrons and more) Poisson noise is Gaussian to well under a percent."""
