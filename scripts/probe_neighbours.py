@@ -16,13 +16,12 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from lensbench.baselines.persistence import load_model
-from lensbench.bench.runner import find_run_folder
 from lensbench.bench.suites.real_diagnosis import run_test_split
 from lensbench.bench.tasks import all_tasks
 from lensbench.datasets.config import DISK_COLOURS
 from lensbench.datasets.psf import psf_kernel
 from lensbench.datasets.surveys import get_survey
+from probe_common import fitted_run
 from scipy.signal import fftconvolve
 from scipy.special import gammaincinv
 
@@ -50,11 +49,8 @@ def main() -> None:
     parser.add_argument("--n", type=int, default=300)
     args = parser.parse_args()
     task = all_tasks()[args.task]
-    run = find_run_folder(args.workdir, task.name, args.run_id)
-    if run is None:
-        raise SystemExit(f"{args.workdir}/runs/*/{task.name}/{args.run_id}: no such run")
-    method, _ = load_model(run / "model.lbmodel")
-    threshold = float(np.load(run / "real_scores.npz")["threshold"])
+    run, method, saved = fitted_run(args.workdir, task, args.run_id)
+    threshold = float(saved["threshold"])
     split = run_test_split(args.workdir, task, run)
     if split is None:
         raise SystemExit(f"{args.workdir}/splits: no test split with the content hash that "

@@ -18,13 +18,11 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from lensbench.baselines.persistence import load_model
-from lensbench.bench.runner import find_run_folder
-from lensbench.bench.splits import ensure_real_lens_split
 from lensbench.bench.suites.real_diagnosis import real_lens_parts, survey_sigma
 from lensbench.bench.tasks import all_tasks
 from lensbench.datasets.surveys import get_survey
 from photutils.segmentation import detect_sources
+from probe_common import fitted_run, scored_real_split
 from scipy.ndimage import binary_dilation, median_filter
 
 BEYOND = 2.5  # arcsec: a source whose nearest pixel lies further out is a neighbour, not an arc
@@ -54,14 +52,8 @@ def main() -> None:
     parser.add_argument("run_id")
     args = parser.parse_args()
     task = all_tasks()[args.task]
-    run = find_run_folder(args.workdir, task.name, args.run_id)
-    if run is None:
-        raise SystemExit(f"{args.workdir}/runs/*/{task.name}/{args.run_id}: no such run")
-    method, _ = load_model(run / "model.lbmodel")
-    saved = np.load(run / "real_scores.npz")
-    real = ensure_real_lens_split(task, args.workdir)
-    if str(saved["real_hash"]) != real.content_hash:
-        raise SystemExit(f"{run}/real_scores.npz: made from another real split")
+    run, method, saved = fitted_run(args.workdir, task, args.run_id)
+    real = scored_real_split(args.workdir, task, run, saved)
     spec = task.real_lenses
     parts = real_lens_parts(spec, real)
     observed = real.images(parts.rows).astype(np.float64)

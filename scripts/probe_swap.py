@@ -43,9 +43,6 @@ from pathlib import Path
 
 import numpy as np
 from astropy.modeling.models import Sersic2D
-from lensbench.baselines.persistence import load_model
-from lensbench.bench.runner import find_run_folder
-from lensbench.bench.splits import ensure_real_lens_split
 from lensbench.bench.suites.real_diagnosis import (
     degraded_hst_noise,
     lookalike_axes,
@@ -61,6 +58,7 @@ from lensbench.bench.tasks import all_tasks
 from lensbench.datasets.psf import psf_kernel
 from lensbench.datasets.simulate import Simulator
 from lensbench.datasets.surveys import get_survey
+from probe_common import fitted_run, scored_real_split
 from scipy.optimize import least_squares
 from scipy.signal import fftconvolve
 
@@ -79,15 +77,9 @@ def main() -> None:
     parser.add_argument("--k", type=int, default=20)
     args = parser.parse_args()
     task = all_tasks()[args.task]
-    run = find_run_folder(args.workdir, task.name, args.run_id)
-    if run is None:
-        raise SystemExit(f"{args.workdir}/runs/*/{task.name}/{args.run_id}: no such run")
-    method, _ = load_model(run / "model.lbmodel")
-    saved = np.load(run / "real_scores.npz")
+    run, method, saved = fitted_run(args.workdir, task, args.run_id)
     threshold = float(saved["threshold"])
-    real = ensure_real_lens_split(task, args.workdir)
-    if str(saved["real_hash"]) != real.content_hash:
-        raise SystemExit(f"{run}/real_scores.npz: made from another real split")
+    real = scored_real_split(args.workdir, task, run, saved)
     spec = task.real_lenses
     parts = real_lens_parts(spec, real)
     observed = real.images(parts.rows).astype(np.float64)
