@@ -121,6 +121,8 @@ def epochs(path, field: str, value, count: int) -> list[int]:
 
 def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
     """The fitted :class:`Preprocessor` described by ``value`` (its ``state()``)."""
+    channels = bands * (2 if isinstance(value, dict) and value.get("lens_light_keep_image")
+                        is True else 1)
     known = [f.name for f in fields(Preprocessor)]
     if not isinstance(value, dict):
         raise refuse(path, field, "a dict of Preprocessor settings", value)
@@ -133,10 +135,11 @@ def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
         "crop": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
                                         and v > 0), "a positive int or None"),
         "mask_value": (lambda v: v is None or _finite(v), "a finite number or None"),
-        "noise": (lambda v: isinstance(v, (list, tuple)) and len(v) == bands
+        "noise": (lambda v: isinstance(v, (list, tuple)) and len(v) == channels
                   and all(_finite(s) and s > 0 for s in v),
-                  f"{bands} positive finite numbers (one sky sigma per band)"),
+                  f"{channels} positive finite numbers (one sky sigma per channel)"),
         "lens_light": (lambda v: isinstance(v, bool), "true or false"),
+        "lens_light_keep_image": (lambda v: isinstance(v, bool), "true or false"),
         "bands": (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == bands
                                           and all(isinstance(b, str) for b in v)),
                   f"None or {bands} band names"),
@@ -156,7 +159,8 @@ def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
 
 def net_configs(path, field: str, value, in_channels: int) -> list[dict]:
     """Member network configurations: dicts naming a known architecture of
-    :func:`lensbench.deep.nets.build_net`, ``in_channels`` bands and plain keyword values."""
+    :func:`lensbench.deep.nets.build_net`, ``in_channels`` channels (what the preprocessing
+    gives the nets) and plain keyword values."""
     if not isinstance(value, (list, tuple)) or not value:
         raise refuse(path, field, "a non-empty list of network configurations (dicts)", value)
     for i, config in enumerate(value):
@@ -166,7 +170,8 @@ def net_configs(path, field: str, value, in_channels: int) -> list[dict]:
             raise refuse(path, field, f"member {i}: 'arch' a known architecture "
                          f"({', '.join(NETS)})", config.get("arch", _MISSING))
         if config.get("in_channels") != in_channels:
-            raise refuse(path, field, f"member {i}: 'in_channels' {in_channels} (one per band)",
+            raise refuse(path, field, f"member {i}: 'in_channels' {in_channels} (the "
+                         "preprocessing's channels)",
                          config.get("in_channels", _MISSING))
         if not _is_plain(config):
             raise refuse(path, field, f"member {i}: plain numbers and strings", config)
@@ -297,7 +302,8 @@ def load_checkpoint(path, expected_bands=None, expected_architecture: str | None
     shape = image_shape(path, "image_shape", payload.get("image_shape", _MISSING), len(bands))
     prep = preprocessor(path, "preprocessing", payload.get("preprocessing", _MISSING),
                         len(bands))
-    configs = net_configs(path, "net_configs", payload.get("net_configs", _MISSING), len(bands))
+    configs = net_configs(path, "net_configs", payload.get("net_configs", _MISSING),
+                          len(bands) * prep.channels_per_band)
     weights = state_dicts(path, "weights", payload.get("weights", _MISSING), len(configs))
     temperature = payload.get("temperature", _MISSING)
     if not _finite(temperature) or temperature <= 0:

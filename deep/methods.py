@@ -68,6 +68,7 @@ class NetFinder(Method):
     persistence = "net-finder"  # a model file holds that checkpoint (baselines/persistence.py)
     lens_light = False  # parameters of ResNetFinder; the other nets never subtract it
     lens_light_shape = "weighted"
+    lens_light_keep_image = False
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
@@ -87,14 +88,16 @@ class NetFinder(Method):
             memory_format=self.memory_format)
 
     def _preprocessor(self, info: TaskInfo | None = None) -> Preprocessor:
-        if not self.lens_light:
-            return Preprocessor(stretch=self.stretch, crop=self.crop)
+        if not self.lens_light:  # (lens_light_keep_image=True alone is refused there)
+            return Preprocessor(stretch=self.stretch, crop=self.crop,
+                                lens_light_keep_image=bool(self.lens_light_keep_image))
         if info is None:
             raise ValueError(f"{type(self).__name__}(lens_light=True) needs the task's bands and "
                              "pixel scale (a TaskInfo) to model the lens light")
         return Preprocessor(stretch=self.stretch, crop=self.crop, lens_light=True,
                             bands=tuple(info.bands), pixel_scale=float(info.pixel_scale),
-                            lens_light_shape=self.lens_light_shape)
+                            lens_light_shape=self.lens_light_shape,
+                            lens_light_keep_image=bool(self.lens_light_keep_image))
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, info: TaskInfo | None = None, epoch_callback=None):
@@ -116,7 +119,7 @@ class NetFinder(Method):
         offset = 0
         for m, seed in enumerate(member_seeds(self.random_state, int(self.members))):
             arch = archs[m % len(archs)]
-            config = {"arch": arch, "in_channels": int(X.shape[1]), **self._net_kwargs(arch)}
+            config = {"arch": arch, "in_channels": int(Xn.shape[1]), **self._net_kwargs(arch)}
             callback = _member_callback(self.history_, epoch_callback, m, offset)
             with deterministic(seed, self.num_threads):
                 net = build_net(**config)
@@ -248,7 +251,7 @@ class ResNetFinder(NetFinder):
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
-                 lens_light_shape: str = "weighted"):
+                 lens_light_shape: str = "weighted", lens_light_keep_image: bool = False):
         self.arch = arch
         self.width = width
         self.depth = depth
@@ -276,6 +279,9 @@ class ResNetFinder(NetFinder):
         # model's shape by round-"weighted" or "adaptive" moments (baselines/arcfinder.py).
         self.lens_light = lens_light
         self.lens_light_shape = lens_light_shape
+        # ... and with lens_light_keep_image the image itself beside the residual (deep/
+        # preprocess.py): in one band the subtraction takes a ring with the lens.
+        self.lens_light_keep_image = lens_light_keep_image
 
 
 class CommitteeFinder(ResNetFinder):
@@ -298,7 +304,7 @@ class CommitteeFinder(ResNetFinder):
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
-                 lens_light_shape: str = "weighted"):
+                 lens_light_shape: str = "weighted", lens_light_keep_image: bool = False):
         super().__init__(arch=arch, width=width, depth=depth, members=members, combine=combine,
                          tta=tta, calibrate=calibrate, crop=crop, stretch=stretch,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr,
@@ -307,7 +313,8 @@ class CommitteeFinder(ResNetFinder):
                          num_threads=num_threads, checkpoint_dir=checkpoint_dir,
                          random_state=random_state, precision=precision,
                          memory_format=memory_format, lens_light=lens_light,
-                         lens_light_shape=lens_light_shape)
+                         lens_light_shape=lens_light_shape,
+                         lens_light_keep_image=lens_light_keep_image)
 
 
 class DeepLensFinder(NetFinder):

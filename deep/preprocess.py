@@ -6,7 +6,9 @@ Inputs are sky-subtracted cutouts in nanomaggies, float32 arrays (n, bands, H, W
 * Per-band noise normalisation: sigma_b = 1.4826 MAD of the stamp-border pixels of the training
   set (robust to the lens galaxy and to bright neighbours), so pixels are in units of sky sigma.
 * Optionally (``lens_light``) the lens light subtracted first: the arc finder's smooth
-  elliptical model of the reddest band, scaled to each band (baselines/lenslight.py).
+  elliptical model of the reddest band, scaled to each band (baselines/lenslight.py); with
+  ``lens_light_keep_image`` the image itself is kept beside it (channels: the bands, then the
+  bands minus the model).
 * Stretch (after augmentation, so flux scaling acts on linear fluxes): "none", "sqrt"
   (sign(x) sqrt|x|, Canameras et al. 2020) or "asinh" (asinh(x / softening)).
 * Augmentation (torch, on a batch): the 8 dihedral transforms (rotations by 90 deg and flips,
@@ -81,6 +83,10 @@ class Preprocessor:
     # How the lens model's shape is measured (baselines/arcfinder.py: SHAPES); a checkpoint
     # without this field was fitted with "weighted".
     lens_light_shape: str = "weighted"
+    # Keep the image as channels of its own beside the lens-subtracted ones: the model, a median
+    # of annuli, takes most of an arc that covers much of the Einstein ring along with the lens
+    # (README, "After cause 12"), so a net that sees only the residual cannot see a ring.
+    lens_light_keep_image: bool = False
 
     def __post_init__(self):
         if self.stretch not in STRETCHES:
@@ -89,6 +95,8 @@ class Preprocessor:
             self.bands = tuple(self.bands)
         if self.lens_light and (self.bands is None or self.pixel_scale is None):
             raise ValueError("lens_light needs bands and pixel_scale")
+        if self.lens_light_keep_image and not self.lens_light:
+            raise ValueError("lens_light_keep_image needs lens_light")
         from lensbench.baselines.arcfinder import SHAPES
 
         if self.lens_light_shape not in SHAPES:
@@ -101,8 +109,14 @@ class Preprocessor:
             return X
         from lensbench.baselines.lenslight import subtract_lens_light
 
-        return subtract_lens_light(X, bands=self.bands, pixel_scale=self.pixel_scale,
-                                   shape=self.lens_light_shape)
+        residual = subtract_lens_light(X, bands=self.bands, pixel_scale=self.pixel_scale,
+                                       shape=self.lens_light_shape)
+        return np.concatenate([X, residual], axis=1) if self.lens_light_keep_image else residual
+
+    @property
+    def channels_per_band(self) -> int:
+        """Channels the nets see for each band of the input images."""
+        return 2 if self.lens_light_keep_image else 1
 
     def fit(self, X: np.ndarray) -> Preprocessor:
         self._fit_noise(self._cleaned(X))
@@ -126,7 +140,7 @@ class Preprocessor:
         """Masked pixels to 0, centre crop, divide by the per-band noise: float32 (n, B, h, w)."""
         if self.noise is None:
             raise RuntimeError("Preprocessor.fit must be called before normalise")
-        X = _as_stamps(X, len(self.noise))
+        X = _as_stamps(X, len(self.noise) // self.channels_per_band)
         if self.lens_light:  # the model is fitted to the whole stamp, then cropped
             return self._scaled(centre_crop(self._cleaned(X), self.crop))
         return self._scaled(clean(centre_crop(X, self.crop), self.mask_value))

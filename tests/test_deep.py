@@ -490,3 +490,43 @@ def test_lens_light_option_subtracts_the_lens_in_fit_predict_and_a_saved_model(t
     assert Preprocessor(**older).lens_light_shape == "weighted"
     with pytest.raises(ValueError, match="lens_light_shape must be one of"):
         Preprocessor(lens_light=True, bands=("i",), pixel_scale=0.2, lens_light_shape="round")
+
+
+def test_lens_light_keep_image_gives_the_nets_the_image_beside_its_residual(tmp_path):
+    from lensbench.baselines.registry import resolve_method
+    from lensbench.deep.checkpoint import load_checkpoint, save_checkpoint
+    from lensbench.deep.preprocess import Preprocessor
+
+    rng = np.random.default_rng(4)
+    yy, xx = np.mgrid[:32, :32] - 15.5
+    radius = np.hypot(xx, yy)
+    galaxy = np.exp(-radius / 2.0)
+    ring = np.exp(-0.5 * ((radius - 6.0) / 0.8) ** 2)  # a full Einstein ring
+    X = (80 * galaxy + 15 * ring)[None, None] * np.ones((40, 1, 1, 1))
+    X = (X + rng.normal(0, 1, X.shape)).astype(np.float32)
+    settings = dict(stretch="none", lens_light=True, bands=("vis",), pixel_scale=0.1)
+    residual = Preprocessor(**settings).fit(X).normalise(X)
+    both = Preprocessor(**settings, lens_light_keep_image=True).fit(X).normalise(X)
+    image = Preprocessor(stretch="none").fit(X).normalise(X)
+    assert both.shape == (40, 2, 32, 32)
+    assert np.allclose(both[:, :1], image) and np.allclose(both[:, 1:], residual)
+    # The median of annuli takes the ring with the lens: the residual keeps under a fifth of
+    # it, the image all of it.
+    on_ring = np.abs(radius - 6.0) < 1.0
+    ring_flux = 15 * ring[on_ring].sum()
+    noise = np.asarray(Preprocessor(**settings).fit(X).noise)
+    assert residual[:, 0][:, on_ring].sum(axis=1).mean() * noise[0] < 0.2 * ring_flux
+    info = TaskInfo(name="t", kind="lens-finding", bands=("vis",), pixel_scale=0.1,
+                    image_shape=(1, 32, 32))
+    y = np.arange(40) % 2
+    finder = resolve_method("committee")(members=1, max_epochs=1, width=8, crop=None,
+                                         tta="none", num_threads=1, lens_light=True,
+                                         lens_light_keep_image=True).fit(X, y, info)
+    assert finder.net_configs_[0]["in_channels"] == 2
+    loaded = load_checkpoint(save_checkpoint(finder, tmp_path / "both.pt"))
+    assert loaded.preprocessor_.lens_light_keep_image
+    assert np.allclose(loaded.predict_score(X), finder.predict_score(X))
+    with pytest.raises(ValueError, match="bands"):
+        finder.predict_score(np.concatenate([X, X], axis=1))
+    with pytest.raises(ValueError, match="lens_light_keep_image needs lens_light"):
+        resolve_method("committee")(lens_light_keep_image=True).fit(X, y, info)
