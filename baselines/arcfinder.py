@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import math
 from functools import lru_cache
-from statistics import NormalDist
 
 import numpy as np
 from lensbench.baselines.common import platt_apply, platt_fit, task_geometry
@@ -67,13 +66,6 @@ def group_medians(values: np.ndarray, groups: np.ndarray, n_groups: int) -> np.n
 
 
 SHAPES = ("weighted", "adaptive")
-PROFILES = ("median", "ring-corrected")
-# ring_correction: the level of an annulus's arc-free pixels, estimated from its LOWER and UPPER
-# quantiles of the residuals (a Gaussian's mean from two of its lower quantiles, so arcs
-# covering up to 1 - UPPER of the annulus do not enter it); applied where it lies more than
-# RING_SIGNIFICANCE of its own standard errors below the median.
-RING_QUANTILES = (0.10, 0.25)
-RING_SIGNIFICANCE = 2.0
 ADAPTIVE_ITERATIONS = 10
 
 
@@ -139,15 +131,11 @@ def lens_shape(red: np.ndarray, pixel_scale: float, shape: str = "weighted"
     return cx, cy, angle, q
 
 
-def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted",
-                     profile: str = "median") -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted"
+                     ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Lens model of ``red`` (n, H, W): (model, x, y) with x, y the pixel offsets (n, H, W) from
     the fitted lens centre. Centre and shape from :func:`lens_shape`; profile from
-    elliptical-annulus medians (``profile="median"``), or those lowered where arcs raised them
-    (``"ring-corrected"``: :func:`ring_correction`), linearly interpolated in elliptical
-    radius."""
-    if profile not in PROFILES:
-        raise ValueError(f"profile must be one of {PROFILES}, got {profile!r}")
+    elliptical-annulus medians, linearly interpolated in elliptical radius."""
     cx, cy, angle, q = lens_shape(red, pixel_scale, shape)
     n, h, w = red.shape
     yy, xx = np.mgrid[:h, :w].astype(np.float32)
@@ -160,85 +148,21 @@ def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted
     n_bins = int(math.ceil(math.hypot(h, w) / math.sqrt(0.3))) + 2
     bins = np.minimum(radius.astype(np.int64), n_bins - 1)
     groups = (np.arange(n)[:, None, None] * n_bins + bins).ravel()
-    values = red.ravel().astype(np.float64)
-    medians = group_medians(values, groups, n * n_bins).reshape(n, n_bins)
-    model = _profile_image(medians, radius)
-    if profile == "ring-corrected":
-        correction = ring_correction(values - model.ravel(), groups, n * n_bins)
-        model = _profile_image(medians + correction.reshape(n, n_bins), radius)
-    return model.astype(np.float32), x, y
-
-
-def _profile_image(profile: np.ndarray, radius: np.ndarray) -> np.ndarray:
-    """The annulus levels ``profile`` (n, n_bins; annulus k at elliptical radius k + 0.5 px)
-    linearly interpolated at ``radius`` (n, H, W); empty annuli (steps of the pixel grid near
-    the centre, beyond the corners) take the nearest inner level."""
-    n, n_bins = profile.shape
+    profile = group_medians(red.ravel().astype(np.float64), groups, n * n_bins).reshape(
+        n, n_bins)
+    # Empty annuli (steps of the pixel grid near the centre, beyond the corners): nearest inner.
     valid = ~np.isnan(profile)
     last = np.maximum.accumulate(np.where(valid, np.arange(n_bins)[None], 0), axis=1)
-    flat = np.take_along_axis(np.nan_to_num(profile), last, axis=1)
+    profile = np.take_along_axis(np.nan_to_num(profile), last, axis=1)
     position = np.clip(radius - 0.5, 0, n_bins - 1.001)
     low = position.astype(np.int64)
     frac = position - low
-    shape = radius.shape
-    lower = np.take_along_axis(flat, low.reshape(n, -1), axis=1).reshape(shape)
+    flat = profile.reshape(n, n_bins)
+    lower = np.take_along_axis(flat, low.reshape(n, -1), axis=1).reshape(n, h, w)
     upper = np.take_along_axis(flat, np.minimum(low + 1, n_bins - 1).reshape(n, -1),
-                               axis=1).reshape(shape)
-    return (1 - frac) * lower + frac * upper
-
-
-def group_quantiles(values: np.ndarray, groups: np.ndarray, n_groups: int,
-                    quantiles: tuple[float, ...]) -> tuple[np.ndarray, np.ndarray]:
-    """((len(quantiles), n_groups) quantiles of ``values`` per integer group label, linearly
-    interpolated, NaN for empty groups; (n_groups,) counts), by one sort."""
-    order = np.lexsort((values, groups))
-    counts = np.bincount(groups, minlength=n_groups)
-    starts = np.concatenate([[0], np.cumsum(counts)[:-1]])
-    sorted_values = values[order]
-    out = []
-    for quantile in quantiles:
-        position = quantile * np.maximum(counts - 1, 0)
-        low = np.minimum(starts + position.astype(np.int64), len(values) - 1)
-        high = np.minimum(low + 1, np.minimum(starts + np.maximum(counts - 1, 0),
-                                              len(values) - 1))
-        frac = position - np.floor(position)
-        level = (1 - frac) * sorted_values[low] + frac * sorted_values[high]
-        out.append(np.where(counts > 0, level, np.nan))
-    return np.stack(out), counts
-
-
-def ring_correction(residuals: np.ndarray, groups: np.ndarray, n_groups: int) -> np.ndarray:
-    """(n_groups,) amount (<= 0) to add to each annulus median so that it gives the level of
-    the annulus's arc-free pixels; ``residuals``: the pixels minus the median model.
-
-    An arc's PSF-wide wings cover much of the annuli it crosses, and where an arc or a ring
-    covers half an annulus its median is arc light: the median model then takes the arc with
-    the lens (on noise-free simulated VIS lenses it kept 0.12 of the arc flux where the arcs
-    cover most of the Einstein ring: ``python scripts/lens_light_arcs_kept.py real-vis``). The
-    residuals of arc-free pixels scatter symmetrically about a level; their mean is estimated
-    from the annulus's RING_QUANTILES of the residuals as a Gaussian's from two of its lower
-    quantiles, which arcs covering up to 75% of the annulus do not reach. Only the part more
-    than RING_SIGNIFICANCE standard errors of that estimate below the median is applied, so
-    annuli without arcs (where it is noise) keep their medians. Residuals are used rather than
-    pixels because they are flat across an annulus: the lens's own gradient within a 1-px
-    annulus would skew its lower quantiles."""
-    low_q, high_q = RING_QUANTILES
-    (q_low, q_high), counts = group_quantiles(residuals, groups, n_groups, RING_QUANTILES)
-    normal = NormalDist()
-    z_low, z_high = -normal.inv_cdf(low_q), -normal.inv_cdf(high_q)
-    sigma = np.maximum(q_high - q_low, 0.0) / (z_low - z_high)
-    level = q_high + z_high * sigma
-    # Standard error of ``level`` for Gaussian residuals (asymptotic variances and covariance of
-    # sample quantiles), per sqrt(count) and per sigma.
-    a = 1 + z_high / (z_low - z_high)  # level = a q_high - b q_low
-    b = z_high / (z_low - z_high)
-    d_low, d_high = normal.pdf(-z_low), normal.pdf(-z_high)
-    variance = (a ** 2 * high_q * (1 - high_q) / d_high ** 2
-                + b ** 2 * low_q * (1 - low_q) / d_low ** 2
-                - 2 * a * b * low_q * (1 - high_q) / (d_low * d_high))
-    error = math.sqrt(variance) * sigma / np.sqrt(np.maximum(counts, 1))
-    correction = np.minimum(level + RING_SIGNIFICANCE * error, 0.0)
-    return np.where(counts >= 8, np.nan_to_num(correction), 0.0)
+                               axis=1).reshape(n, h, w)
+    model = (1 - frac) * lower + frac * upper
+    return model.astype(np.float32), x, y
 
 
 def model_amplitude(image: np.ndarray, model: np.ndarray, inner: np.ndarray) -> np.ndarray:
