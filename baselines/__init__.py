@@ -1,0 +1,1 @@
+import lensbench.datasets.blas_kernel  # noqa: F401  (before NumPy loads: see its docstring)

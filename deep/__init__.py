@@ -5,3 +5,5 @@ and augmentation in preprocess.py, committees/TTA/temperature scaling in committ
 checkpoints in checkpoint.py, throughput in bench.py (``python -m lensbench.deep.bench``). No
 mlflow, no optuna, no lensbench.bench imports (two-step resolves its parts through the
 registry)."""
+
+import lensbench.datasets.blas_kernel  # noqa: F401  (before NumPy loads: see its docstring)

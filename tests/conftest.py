@@ -17,6 +17,7 @@ import time
 import urllib.request
 from pathlib import Path
 
+import lensbench.datasets.blas_kernel  # noqa: F401  (before NumPy loads: see its docstring)
 import numpy as np
 import pytest
 

@@ -62,3 +62,33 @@ def test_two_processes_give_identical_metrics_for_every_lens_finder(tmp_path):
         differ = {name: (value, other_metrics[name]) for name, value in metrics.items()
                   if not same(value, other_metrics[name])}
         assert not differ, f"{key[0]} on {key[1]}: metrics differ between the two runs: {differ}"
+
+
+def test_openblas_kernel_is_pinned_to_avx2_only_on_an_avx512_cpu(tmp_path, monkeypatch):
+    from lensbench.datasets.blas_kernel import pin_openblas_kernel
+
+    avx512 = tmp_path / "avx512"
+    avx512.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2 avx512f avx512bw\n")
+    avx2 = tmp_path / "avx2"
+    avx2.write_text("processor\t: 0\nflags\t\t: fpu sse2 avx avx2\n")
+    monkeypatch.delenv("OPENBLAS_CORETYPE", raising=False)
+    assert not pin_openblas_kernel(str(avx512))  # NumPy is loaded here: too late to act
+    monkeypatch.delitem(sys.modules, "numpy")
+    assert not pin_openblas_kernel(str(avx2)) and "OPENBLAS_CORETYPE" not in os.environ
+    assert not pin_openblas_kernel(str(tmp_path / "missing"))
+    assert pin_openblas_kernel(str(avx512)) and os.environ["OPENBLAS_CORETYPE"] == "Haswell"
+    monkeypatch.setenv("OPENBLAS_CORETYPE", "Zen")  # a user's choice stands
+    assert not pin_openblas_kernel(str(avx512)) and os.environ["OPENBLAS_CORETYPE"] == "Zen"
+
+
+def test_importing_lensbench_first_keeps_numpy_off_the_avx512_blas_kernels():
+    # In a fresh process, as `bench` starts: whatever this CPU is, NumPy's OpenBLAS must not
+    # run an AVX-512 kernel (they round float32 products differently: datasets/blas_kernel.py).
+    code = ("import lensbench.bench, numpy, threadpoolctl; print([i.get('architecture') for i in "
+            "threadpoolctl.threadpool_info() if i.get('internal_api') == 'openblas'])")
+    env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                         check=True).stdout
+    assert "[" in out
+    for kernel in ("SkylakeX", "Cooperlake", "SapphireRapids"):
+        assert kernel not in out, out
