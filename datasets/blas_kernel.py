@@ -1,9 +1,9 @@
 """Pin OpenBLAS's x86 kernels to Haswell's (AVX2) on an AVX-512 machine, before NumPy loads it.
 
-OpenBLAS chooses its kernels by CPU when it loads, and its AVX-512 (SkylakeX) single-precision
-matrix product rounds differently from its AVX2 one. The real-lens splits take each lens's shape
-from float32 moments computed by a matrix product (baselines/arcfinder.py: lens_shape), so on an
-AVX-512 machine real-hsc v9's and real-vis v9's real splits came out with other bytes
+OpenBLAS chooses its kernels by CPU when it loads, and its AVX-512 (SkylakeX) matrix products
+round differently from its AVX2 ones. The real-lens splits resample their HST images by matrix
+products (datasets/degrade.py: rebin_flux), so on an AVX-512 machine real-hsc v9's and
+real-vis v9's real splits came out with other bytes
 (tests/test_golden_hashes.py failed there and passed with ``OPENBLAS_CORETYPE=Haswell``). Every
 lensbench package imports this first, so `bench` and the tests make the same bytes on either
 kind of machine. It does nothing where the user chose a kernel (``OPENBLAS_CORETYPE`` set), where
