@@ -121,8 +121,6 @@ def epochs(path, field: str, value, count: int) -> list[int]:
 
 def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
     """The fitted :class:`Preprocessor` described by ``value`` (its ``state()``)."""
-    channels = bands * (2 if isinstance(value, dict) and value.get("lens_light_keep_image")
-                        is True else 1)
     known = [f.name for f in fields(Preprocessor)]
     if not isinstance(value, dict):
         raise refuse(path, field, "a dict of Preprocessor settings", value)
@@ -135,9 +133,8 @@ def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
         "crop": (lambda v: v is None or (isinstance(v, int) and not isinstance(v, bool)
                                         and v > 0), "a positive int or None"),
         "mask_value": (lambda v: v is None or _finite(v), "a finite number or None"),
-        "noise": (lambda v: isinstance(v, (list, tuple)) and len(v) == channels
-                  and all(_finite(s) and s > 0 for s in v),
-                  f"{channels} positive finite numbers (one sky sigma per channel)"),
+        "noise": (lambda v: isinstance(v, (list, tuple)) and all(_finite(s) and s > 0 for s in v),
+                  "positive finite numbers (one sky sigma per channel)"),
         "lens_light": (lambda v: isinstance(v, bool), "true or false"),
         "lens_light_keep_image": (lambda v: isinstance(v, bool), "true or false"),
         "bands": (lambda v: v is None or (isinstance(v, (list, tuple)) and len(v) == bands
@@ -152,9 +149,14 @@ def preprocessor(path, field: str, value, bands: int) -> Preprocessor:
     settings = dict(value)
     settings["noise"] = tuple(float(s) for s in value["noise"])
     try:
-        return Preprocessor(**settings)
+        prep = Preprocessor(**settings)
     except ValueError as error:
         raise refuse(path, field, str(error), value) from None
+    channels = bands * prep.channels_per_band
+    if len(prep.noise) != channels:
+        raise refuse(path, field, f"'noise': {channels} positive finite numbers (one sky sigma "
+                     "per channel)", value["noise"])
+    return prep
 
 
 def net_configs(path, field: str, value, in_channels: int) -> list[dict]:

@@ -83,7 +83,7 @@ def test_openblas_kernel_is_pinned_to_avx2_only_on_an_avx512_cpu(tmp_path, monke
 
 def test_importing_lensbench_first_keeps_numpy_off_the_avx512_blas_kernels():
     # In a fresh process, as `bench` starts: whatever this CPU is, NumPy's OpenBLAS must not
-    # run an AVX-512 kernel (they round float32 products differently: datasets/blas_kernel.py).
+    # run an AVX-512 kernel (they round matrix products differently: datasets/blas_kernel.py).
     code = ("import lensbench.bench, numpy, threadpoolctl; print([i.get('architecture') for i in "
             "threadpoolctl.threadpool_info() if i.get('internal_api') == 'openblas'])")
     env = {k: v for k, v in os.environ.items() if k != "OPENBLAS_CORETYPE"}
