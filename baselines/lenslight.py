@@ -21,12 +21,13 @@ from lensbench.baselines.features import band_names, blue_red_indices
 
 
 def subtract_lens_light(X, bands=None, pixel_scale: float = 0.168, fit_radius: float = 0.5,
-                        shape: str = "weighted") -> np.ndarray:
+                        shape: str = "weighted", profile: str = "median") -> np.ndarray:
     """``X`` (n, B, H, W) in any flux unit minus its lens model in every band: float32, same
     shape. ``bands`` names the bands (blue to red when None); ``pixel_scale`` in arcsec/px;
     ``fit_radius`` in arcsec (at least 1.5 px) bounds the pixels that set each band's amplitude;
     ``shape``: how the model's centre, axis ratio and angle are measured (``elliptical_model``:
-    the arc finder's round-"weighted" moments, or "adaptive" ones)."""
+    the arc finder's round-"weighted" moments, or "adaptive" ones); ``profile``: its annulus
+    medians or "sersic-clipped" ones (``elliptical_model``)."""
     X = np.asarray(X, dtype=np.float32)
     if X.ndim != 4:
         raise ValueError(f"expected images of shape (n, bands, H, W), got {X.shape}")
@@ -34,7 +35,7 @@ def subtract_lens_light(X, bands=None, pixel_scale: float = 0.168, fit_radius: f
     out = np.empty_like(X)
     for start in range(0, len(X), CHUNK):
         block = X[start: start + CHUNK]
-        model, x, y = elliptical_model(block[:, red], pixel_scale, shape)
+        model, x, y = elliptical_model(block[:, red], pixel_scale, shape, profile)
         inner = (np.hypot(x, y) <= max(fit_radius / pixel_scale, 1.5)).reshape(len(block), -1)
         for b in range(X.shape[1]):
             amplitude = 1.0 if b == red else model_amplitude(block[:, b], block[:, red], inner)[

@@ -69,6 +69,7 @@ class NetFinder(Method):
     lens_light = False  # parameters of ResNetFinder; the other nets never subtract it
     lens_light_shape = "weighted"
     lens_light_keep_image = False
+    lens_light_profile = "median"
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
@@ -97,7 +98,8 @@ class NetFinder(Method):
         return Preprocessor(stretch=self.stretch, crop=self.crop, lens_light=True,
                             bands=tuple(info.bands), pixel_scale=float(info.pixel_scale),
                             lens_light_shape=self.lens_light_shape,
-                            lens_light_keep_image=bool(self.lens_light_keep_image))
+                            lens_light_keep_image=bool(self.lens_light_keep_image),
+                            lens_light_profile=self.lens_light_profile)
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, info: TaskInfo | None = None, epoch_callback=None):
@@ -251,7 +253,8 @@ class ResNetFinder(NetFinder):
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
-                 lens_light_shape: str = "weighted", lens_light_keep_image: bool = False):
+                 lens_light_shape: str = "weighted", lens_light_keep_image: bool = False,
+                 lens_light_profile: str = "median"):
         self.arch = arch
         self.width = width
         self.depth = depth
@@ -276,12 +279,15 @@ class ResNetFinder(NetFinder):
         self.memory_format = memory_format
         # Subtract the lens light (baselines/lenslight.py) from every image the net sees, in
         # fit and in predict, so a saved model (bench scan, bench predict) does it too; its
-        # model's shape by round-"weighted" or "adaptive" moments (baselines/arcfinder.py).
+        # model's shape by round-"weighted" or "adaptive" moments, its profile the annulus
+        # medians or ("sersic-clipped") those with annuli raised by arcs replaced by a Sersic fit
+        # (baselines/arcfinder.py: elliptical_model).
         self.lens_light = lens_light
         self.lens_light_shape = lens_light_shape
         # ... and with lens_light_keep_image the image itself beside the residual (deep/
         # preprocess.py): in one band the subtraction takes a ring with the lens.
         self.lens_light_keep_image = lens_light_keep_image
+        self.lens_light_profile = lens_light_profile
 
 
 class CommitteeFinder(ResNetFinder):
@@ -304,7 +310,8 @@ class CommitteeFinder(ResNetFinder):
                  num_threads: int | None = None, checkpoint_dir: str | None = None,
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
-                 lens_light_shape: str = "weighted", lens_light_keep_image: bool = False):
+                 lens_light_shape: str = "weighted", lens_light_keep_image: bool = False,
+                 lens_light_profile: str = "median"):
         super().__init__(arch=arch, width=width, depth=depth, members=members, combine=combine,
                          tta=tta, calibrate=calibrate, crop=crop, stretch=stretch,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr,
@@ -314,7 +321,8 @@ class CommitteeFinder(ResNetFinder):
                          random_state=random_state, precision=precision,
                          memory_format=memory_format, lens_light=lens_light,
                          lens_light_shape=lens_light_shape,
-                         lens_light_keep_image=lens_light_keep_image)
+                         lens_light_keep_image=lens_light_keep_image,
+                         lens_light_profile=lens_light_profile)
 
 
 class DeepLensFinder(NetFinder):

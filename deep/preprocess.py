@@ -87,6 +87,9 @@ class Preprocessor:
     # of annuli, takes most of an arc that covers much of the Einstein ring along with the lens
     # (README, "After cause 12"), so a net that sees only the residual cannot see a ring.
     lens_light_keep_image: bool = False
+    # The lens model's profile (baselines/arcfinder.py: PROFILES); a checkpoint without this
+    # field was fitted with "median".
+    lens_light_profile: str = "median"
 
     def __post_init__(self):
         if self.stretch not in STRETCHES:
@@ -97,11 +100,14 @@ class Preprocessor:
             raise ValueError("lens_light needs bands and pixel_scale")
         if self.lens_light_keep_image and not self.lens_light:
             raise ValueError("lens_light_keep_image needs lens_light")
-        from lensbench.baselines.arcfinder import SHAPES
+        from lensbench.baselines.arcfinder import PROFILES, SHAPES
 
         if self.lens_light_shape not in SHAPES:
             raise ValueError(f"lens_light_shape must be one of {SHAPES}, got "
                              f"{self.lens_light_shape!r}")
+        if self.lens_light_profile not in PROFILES:
+            raise ValueError(f"lens_light_profile must be one of {PROFILES}, got "
+                             f"{self.lens_light_profile!r}")
 
     def _cleaned(self, X: np.ndarray) -> np.ndarray:
         X = clean(X, self.mask_value)
@@ -110,7 +116,8 @@ class Preprocessor:
         from lensbench.baselines.lenslight import subtract_lens_light
 
         residual = subtract_lens_light(X, bands=self.bands, pixel_scale=self.pixel_scale,
-                                       shape=self.lens_light_shape)
+                                       shape=self.lens_light_shape,
+                                       profile=self.lens_light_profile)
         return np.concatenate([X, residual], axis=1) if self.lens_light_keep_image else residual
 
     @property

@@ -484,10 +484,20 @@ def test_lens_light_option_subtracts_the_lens_in_fit_predict_and_a_saved_model(t
     assert not np.allclose(light.normalise(X), Preprocessor(
         stretch="none", lens_light=True, bands=("g", "i"), pixel_scale=0.2,
         lens_light_shape="adaptive").fit(X).normalise(X))
+    # So is the profile (baselines/arcfinder.py: PROFILES).
+    sersic = resolve_method("committee")(members=1, max_epochs=1, width=8, crop=None,
+                                         tta="none", num_threads=1, lens_light=True,
+                                         lens_light_profile="sersic-clipped").fit(X, y, info)
+    reloaded = load_checkpoint(save_checkpoint(sersic, tmp_path / "sersic.pt"))
+    assert reloaded.preprocessor_.lens_light_profile == "sersic-clipped"
+    assert np.allclose(reloaded.predict_score(X), sersic.predict_score(X))
+    with pytest.raises(ValueError, match="lens_light_profile must be one of"):
+        Preprocessor(lens_light=True, bands=("i",), pixel_scale=0.2, lens_light_profile="cubic")
     # A checkpoint written before the field existed was fitted with the round-weighted shape.
     older = light.state()
-    del older["lens_light_shape"]
+    del older["lens_light_shape"], older["lens_light_profile"]
     assert Preprocessor(**older).lens_light_shape == "weighted"
+    assert Preprocessor(**older).lens_light_profile == "median"
     with pytest.raises(ValueError, match="lens_light_shape must be one of"):
         Preprocessor(lens_light=True, bands=("i",), pixel_scale=0.2, lens_light_shape="round")
 
