@@ -346,7 +346,8 @@ class ResNetRegressor(Method):
         variance_scale = checkpoint.finite_numbers(path, "variance_scale", get("variance_scale"),
                                                    n, positive=True)
         prep = checkpoint.preprocessor(path, "preprocessor", get("preprocessor"), len(bands))
-        configs = checkpoint.net_configs(path, "net_configs", get("net_configs"), len(bands))
+        configs = checkpoint.net_configs(path, "net_configs", get("net_configs"),
+                                         len(bands) * prep.channels_per_band)
         for i, config in enumerate(configs):
             if config.get("outputs") != 2 * n:
                 raise checkpoint.refuse(path, "net_configs", f"member {i}: 'outputs' {2 * n} (a "
