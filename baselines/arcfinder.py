@@ -232,10 +232,11 @@ def sersic_clipped_profile(medians: np.ndarray, counts: np.ndarray, sigma: np.nd
     Sersic profile cannot bend around a ring, so an annulus more than CLIP_SIGMA errors above
     the profile fitted to the annuli between ``inner`` and ``outer`` px is taken for arcs, and
     the fit is repeated without it. Only those annuli change, so a real galaxy keeps its own
-    profile wherever it has no ring. ``sigma`` (n,): the noise of one median of a single pixel;
-    ``counts``: the pixels of each annulus. The fit is a grid search over (SERSIC_N,
-    SERSIC_R_EFF) with the amplitude solved by weighted least squares for each: some hundred
-    templates for a batch, and no iterative optimiser to fail on a noisy profile."""
+    profile wherever it has no ring. ``sigma`` (n,): the error of the median of one pixel
+    (an annulus of N pixels has sigma / sqrt(N)); ``counts``: the pixels of each annulus. The
+    fit is a grid search over (SERSIC_N, SERSIC_R_EFF) with the amplitude solved by weighted
+    least squares for each: some hundred templates for a batch, and no iterative optimiser to
+    fail on a noisy profile."""
     n, n_bins = medians.shape
     templates = sersic_templates(n_bins)
     radius = np.arange(n_bins) + 0.5

@@ -13,11 +13,11 @@ sources made invisible), so that the arcs are known exactly; subtracts the lens 
 and prints, binned by how much of the Einstein ring the arcs cover (the share of the annulus
 0.8-1.2 theta_E where the arcs exceed a tenth of their maximum there), the share of the arc flux
 within 0.5-1.8 theta_E that the subtraction keeps (subtracted lenses minus subtracted lens light,
-over the arcs) in each band. ``--profile ring-corrected``: the annulus medians lowered where arcs
-raised them (``arcfinder.ring_correction``). ``--noise``: the same lenses with the task's noise
-(one seed, so lens and lens light share their noise), the arcs still the noise-free difference.
-(The real lenses cannot be measured so: the arc split that gives
-their arcs, ``known_lenses.split_arcs``, is itself a median of elliptical annuli.)
+over the arcs) in each band. ``--profile sersic-clipped``: the annuli that arcs raised above a
+Sersic fit replaced by the fit (``arcfinder.sersic_clipped_profile``). ``--noise``: the same
+lenses with the task's noise (one seed, so lens and lens light share their noise), the arcs still
+the noise-free difference. (The real lenses cannot be measured so: the arc split that gives their
+arcs, ``known_lenses.split_arcs``, is itself a median of elliptical annuli.)
 """
 
 from __future__ import annotations
