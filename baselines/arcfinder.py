@@ -174,8 +174,8 @@ def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted
         sigma = 1.4826 * np.median(np.abs(residual - np.median(residual, axis=1,
                                                                  keepdims=True)), axis=1)
         sigma = 1.2533 * sigma * np.sqrt(_correlation_inflation(residual.reshape(n, h, w)))
-        profile_values, _ = sersic_clipped_profile(medians, counts, sigma, inner=2.0,
-                                                   outer=(min(h, w) - 1) / 2)
+        profile_values = sersic_clipped_profile(medians, counts, sigma, inner=2.0,
+                                                outer=(min(h, w) - 1) / 2)
         model = _profile_image(profile_values, radius)
     return model.astype(np.float32), x, y
 
@@ -222,9 +222,9 @@ def sersic_templates(n_bins: int) -> np.ndarray:
 
 
 def sersic_clipped_profile(medians: np.ndarray, counts: np.ndarray, sigma: np.ndarray,
-                           inner: float, outer: float) -> tuple[np.ndarray, np.ndarray]:
+                           inner: float, outer: float) -> np.ndarray:
     """The annulus medians (n, n_bins) with the annuli that arcs raised replaced by a Sersic
-    fit of the others; also the (n, n_bins) mask of those annuli.
+    fit of the others.
 
     The median of an annulus is arc light where an arc or a ring covers most of it (on VIS
     lenses with the task's noise the median model kept 0.09 of the arc flux where the arcs cover
@@ -257,7 +257,7 @@ def sersic_clipped_profile(medians: np.ndarray, counts: np.ndarray, sigma: np.nd
         best = np.argmin(chi2, axis=1)
         fit = amplitude[np.arange(n), best][:, None] * templates[best]
         clipped = usable & (level - fit > CLIP_SIGMA * error)
-    return np.where(clipped, fit, medians), clipped
+    return np.where(clipped, fit, medians)
 
 
 def model_amplitude(image: np.ndarray, model: np.ndarray, inner: np.ndarray) -> np.ndarray:

@@ -474,23 +474,19 @@ def test_lens_light_option_subtracts_the_lens_in_fit_predict_and_a_saved_model(t
     loaded = load_checkpoint(path)
     assert loaded.preprocessor_.lens_light and loaded.preprocessor_.pixel_scale == 0.2
     assert np.allclose(loaded.predict_score(X), finder.predict_score(X))
-    # The adaptive shape is a parameter; it reaches the preprocessor and survives a reload.
-    adaptive = resolve_method("committee")(members=1, max_epochs=1, width=8, crop=None,
-                                           tta="none", num_threads=1, lens_light=True,
-                                           lens_light_shape="adaptive").fit(X, y, info)
-    reloaded = load_checkpoint(save_checkpoint(adaptive, tmp_path / "adaptive.pt"))
-    assert reloaded.preprocessor_.lens_light_shape == "adaptive"
-    assert np.allclose(reloaded.predict_score(X), adaptive.predict_score(X))
+    # The adaptive shape and the profile (baselines/arcfinder.py: SHAPES, PROFILES) are
+    # parameters; each reaches the preprocessor and survives a reload.
+    for setting, value in (("lens_light_shape", "adaptive"),
+                           ("lens_light_profile", "sersic-clipped")):
+        fitted = resolve_method("committee")(members=1, max_epochs=1, width=8, crop=None,
+                                             tta="none", num_threads=1, lens_light=True,
+                                             **{setting: value}).fit(X, y, info)
+        reloaded = load_checkpoint(save_checkpoint(fitted, tmp_path / f"{value}.pt"))
+        assert getattr(reloaded.preprocessor_, setting) == value
+        assert np.allclose(reloaded.predict_score(X), fitted.predict_score(X))
     assert not np.allclose(light.normalise(X), Preprocessor(
         stretch="none", lens_light=True, bands=("g", "i"), pixel_scale=0.2,
         lens_light_shape="adaptive").fit(X).normalise(X))
-    # So is the profile (baselines/arcfinder.py: PROFILES).
-    sersic = resolve_method("committee")(members=1, max_epochs=1, width=8, crop=None,
-                                         tta="none", num_threads=1, lens_light=True,
-                                         lens_light_profile="sersic-clipped").fit(X, y, info)
-    reloaded = load_checkpoint(save_checkpoint(sersic, tmp_path / "sersic.pt"))
-    assert reloaded.preprocessor_.lens_light_profile == "sersic-clipped"
-    assert np.allclose(reloaded.predict_score(X), sersic.predict_score(X))
     with pytest.raises(ValueError, match="lens_light_profile must be one of"):
         Preprocessor(lens_light=True, bands=("i",), pixel_scale=0.2, lens_light_profile="cubic")
     # A checkpoint written before the field existed was fitted with the round-weighted shape.
