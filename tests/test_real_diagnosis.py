@@ -212,8 +212,25 @@ def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_
         shares = [float(cell) for cell in row[1:6]]
         assert all(0 <= share <= 1 for share in shares)
         assert float(row[7]) == pytest.approx(sum(shares), abs=0.051)
+        row_expected = row[7]
         above = re.search(r"`pixel-logreg`: SLACS lenses (\d+) / 5", section).group(1)
         assert row[9] == above
+        # The simulated test lenses by source offset: the bins, open-ended at the top, add up to
+        # the lenses.
+        row = next(line for line in section.split("offset from the lens centre")[1]
+                   .splitlines() if line.startswith("| `pixel-logreg` |"))
+        counts = [int(count) for count in re.findall(r"\((\d+)\)", row)]
+        assert len(counts) == len(real_diagnosis.OFFSET_BINS)
+        assert sum(counts) == int((test.truth["label"] == 1).sum())
+        # Weighted look-alikes: mu^0 is the unweighted table's expected count, and the
+        # magnification bias moves the look-alikes towards the lens centre.
+        weighted = next(line for line in section.split("flux-limited spectroscopic")[1]
+                        .splitlines() if line.startswith("| `pixel-logreg` |")).split(" | ")
+        assert weighted[1] == above
+        cells = [[float(v) for v in cell.strip(" |").split("; ")] for cell in weighted[2:]]
+        assert len(cells) == len(real_diagnosis.SELECTION_SLOPES)
+        assert f"{cells[0][1]:.1f}" == row_expected
+        assert cells[2][0] < cells[0][0]
         for figure in (f"real-smoke-{task}-real-dist.png", f"real-smoke-{task}-real-neighbours"
                        ".png"):
             assert f"({figure})" in section and (out / figure).stat().st_size > 1000
@@ -231,6 +248,32 @@ def test_lookalike_shares_count_the_found_among_the_nearest_by_hand():
     np.testing.assert_allclose(shares, [0.0, 1.0])
     np.testing.assert_allclose(real_diagnosis.lookalike_shares(simulated, real, found, k=7),
                                [2 / 7, 2 / 7])
+
+
+def test_weighted_lookalike_shares_and_source_offsets_by_hand():
+    # One axis; the real lens at 0 has the four look-alikes 0, +-1 and 2 (k = 4; 3 is farthest).
+    simulated = np.array([[0.0], [1.0], [-1.0], [2.0], [3.0]])
+    found = np.array([True, False, True, False, True])
+    real = np.array([[0.0]])
+    weights = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    # Found: weights 1 and 3 of 1 + 2 + 3 + 4; unweighted 2 of 4. The far row's weight is unused.
+    np.testing.assert_allclose(real_diagnosis.lookalike_shares(simulated, real, found, k=4,
+                                                               weights=weights), [0.4])
+    np.testing.assert_allclose(real_diagnosis.lookalike_shares(simulated, real, found, k=4),
+                               [0.5])
+    # Numbers give their weighted mean: (1*10 + 2*20 + 3*30 + 4*40) / 10 = 30.
+    values = np.array([10.0, 20.0, 30.0, 40.0, 50.0])
+    np.testing.assert_allclose(real_diagnosis.lookalike_shares(simulated, real, values, k=4,
+                                                               weights=weights), [30.0])
+    # Source offsets: (0.3, 0.4) from a lens at the origin with theta_E 1 is 0.5; from a lens at
+    # (0.1, 0.1) with theta_E 0.5, (0.4, 0.5) is 0.5 / 0.5 = 1; a non-lens has NaN.
+    truth = {"source_x": np.array([0.3, 0.4, np.nan]), "source_y": np.array([0.4, 0.5, np.nan]),
+             "lens_x": np.array([0.0, 0.1, 0.0]), "lens_y": np.array([0.0, 0.1, 0.0]),
+             "theta_e": np.array([1.0, 0.5, 0.0])}
+    offset = real_diagnosis.source_offset(truth)
+    np.testing.assert_allclose(offset[:2], [0.5, 1.0])
+    assert np.isnan(offset[2])
+    assert real_diagnosis.source_offset({"theta_e": truth["theta_e"]}) is None
 
 
 def test_success_count_distribution_by_hand():

@@ -24,7 +24,9 @@ For a lens-finding task with real known lenses, three pieces of evidence:
   simulated look-alikes (its nearest simulated test lenses in Einstein radius, lens magnitude,
   lens-to-arc flux and arc S/N), against how many it found: it separates "the real lenses are
   unlike the simulated ones" (far fewer found than expected) from "the finder finds too few
-  lenses like these even in simulation" (few expected).
+  lenses like these even in simulation" (few expected); and again with the look-alikes weighted
+  as SLACS's spectroscopic selection would weight them (magnification bias), beside each
+  finder's simulated lenses found by source offset (:func:`source_offset_lines`).
 
 Everything is a measurement of the test objects; nothing here is used to choose or tune a
 finder (the real lenses are a test set).
@@ -485,18 +487,19 @@ def scored_test_splits(task, runs, workdir: Path) -> list:
     return scored
 
 
-def share_above_rows(scored, column: str, groups) -> list[str]:
-    """One table row per run of ``scored`` (:func:`scored_test_splits`) whose test split has the
-    truth ``column``: the share of each group of its simulated test lenses above the run's
-    real-lens threshold (FPR 1e-3), with the group's size in brackets. ``groups(values)`` gives
-    the groups as boolean masks over the split, from the column's values."""
+def share_above_rows(scored, values, groups) -> list[str]:
+    """One table row per run of ``scored`` (:func:`scored_test_splits`) whose test split holds
+    what ``values(truth)`` needs (None when it does not): the share of each group of its simulated
+    test lenses above the run's real-lens threshold (FPR 1e-3), with the group's size in brackets.
+    ``groups(values)`` gives the groups as boolean masks over the split."""
     rows = []
     for r, saved, labels, scores, split in scored:
-        if column not in split.truth:
+        per_cutout = values(split.truth)
+        if per_cutout is None:
             continue
         lens = labels == 1
         cells = []
-        for group in groups(split.truth[column]):
+        for group in groups(per_cutout):
             chosen = lens & group
             above = scores[chosen] > saved["threshold"][()]
             cells.append(f"{above.mean():.3f} ({int(chosen.sum())})" if chosen.any() else "–")
@@ -504,12 +507,28 @@ def share_above_rows(scored, column: str, groups) -> list[str]:
     return rows
 
 
+def truth_column(name: str):
+    """``values`` for :func:`share_above_rows`: the truth column ``name``, or None."""
+    return lambda truth: truth[name] if name in truth else None
+
+
+def source_offset(truth) -> np.ndarray | None:
+    """Each cutout's source offset from the lens centre over its Einstein radius, beta/theta_E
+    (NaN for non-lenses), or None when the truth lacks the positions. Small offsets make
+    near-complete Einstein rings, about 1 the arc and counter-image of a fold."""
+    if not {"source_x", "source_y", "lens_x", "lens_y", "theta_e"} <= set(truth):
+        return None
+    offset = np.hypot(truth["source_x"] - truth["lens_x"], truth["source_y"] - truth["lens_y"])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return (offset / truth["theta_e"]).astype(np.float64)
+
+
 def neighbour_lines(task, scored) -> list[str]:
     """Each run's simulated test lenses above its real-lens threshold (FPR 1e-3), by the
     brightest field galaxy in their stamps: a finder that learned "a neighbour means no lens"
     loses the lenses with bright neighbours (empty when the test split has none). ``scored``:
     :func:`scored_test_splits`."""
-    rows = share_above_rows(scored, "field_mag_min", lambda brightest: [
+    rows = share_above_rows(scored, truth_column("field_mag_min"), lambda brightest: [
         np.isnan(brightest) if name == "none" else (brightest >= low) & (brightest < high)
         for name, low, high in NEIGHBOUR_BINS])
     if not rows:
@@ -526,12 +545,34 @@ def companion_lines(scored) -> list[str]:
     with a group's companions around them (``SimConfig.lens_companion_fraction``): a finder
     that learned "companions mean no lens" loses the second (empty when the test split's lenses
     have none). ``scored``: :func:`scored_test_splits`."""
-    rows = share_above_rows(scored, "n_companions", lambda count: [count == 0, count > 0])
+    rows = share_above_rows(scored, truth_column("n_companions"),
+                            lambda count: [count == 0, count > 0])
     if not rows:
         return []
     return ["", "Simulated test lenses above the FPR-1e-3 threshold, without and with a "
             "group's companions (2-4 early types 0.3-2 mag fainter; lenses in brackets):", "",
             "| method | no companions | group companions |", "|---|---|---|", *rows]
+
+
+# Source offset bins (beta/theta_E) of the report: below 0.1 a near-complete ring, 0.3-0.45 the
+# middle of a uniform-in-area draw within the magnification cut, above 0.7 a fold's lone arc.
+OFFSET_BINS = ((0.0, 0.1), (0.1, 0.2), (0.2, 0.3), (0.3, 0.45), (0.45, 0.7), (0.7, np.inf))
+
+
+def source_offset_lines(scored) -> list[str]:
+    """Each run's simulated test lenses above its real-lens threshold (FPR 1e-3), by the source
+    offset beta/theta_E (:func:`source_offset`): how a finder fares on rings against single
+    arcs. ``scored``: :func:`scored_test_splits`."""
+    rows = share_above_rows(scored, source_offset, lambda offset: [
+        (offset >= low) & (offset < high) for low, high in OFFSET_BINS])
+    if not rows:
+        return []
+    header = ["method", *[f"{low:g}-{high:g}" if np.isfinite(high) else f">= {low:g}"
+                          for low, high in OFFSET_BINS]]
+    return ["", "Simulated test lenses above the FPR-1e-3 threshold, by the source's offset from "
+            "the lens centre in Einstein radii (beta / theta_E; small: a near-complete ring; "
+            "lenses in brackets):", "",
+            "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
 
 
 # Look-alikes of a real lens: its nearest simulated test lenses in (theta_E, lens magnitude,
@@ -556,10 +597,15 @@ def nearest_lookalikes(simulated: np.ndarray, real: np.ndarray, k: int = LOOKALI
 
 
 def lookalike_shares(simulated: np.ndarray, real: np.ndarray, found: np.ndarray,
-                     k: int = LOOKALIKES) -> np.ndarray:
+                     k: int = LOOKALIKES, weights: np.ndarray | None = None) -> np.ndarray:
     """For each row of ``real``, the share of ``found`` (bool, one per simulated row) among its
-    ``k`` nearest rows of ``simulated`` (:func:`nearest_lookalikes`)."""
-    return found[nearest_lookalikes(simulated, real, k)].mean(axis=1)
+    ``k`` nearest rows of ``simulated`` (:func:`nearest_lookalikes`), each row counted with its
+    ``weights`` (one per simulated row; equal when None). Numbers for ``found`` give their
+    (weighted) mean over the look-alikes."""
+    nearest = nearest_lookalikes(simulated, real, k)
+    if weights is None:
+        return found[nearest].mean(axis=1)
+    return (weights[nearest] * found[nearest]).sum(axis=1) / weights[nearest].sum(axis=1)
 
 
 def success_count_distribution(probabilities: np.ndarray) -> np.ndarray:
@@ -580,40 +626,72 @@ def lookalike_axes(values: dict[str, np.ndarray]) -> np.ndarray:
                             np.log10(np.clip(values[names[3]], 1e-6, None))])
 
 
+# SLACS chose its lenses by the sources' emission lines in the SDSS fibre (Bolton et al. 2006,
+# docs/references.md): a flux-limited selection, under which a source position is weighted by its
+# magnification to the power of its number counts' slope alpha (N(>F) ~ F^-alpha): the
+# magnification bias. The report weights the look-alikes by mu^alpha for these slopes.
+SELECTION_SLOPES = (0, 1, 2)
+
+
 def lookalike_lines(task, scored, real: Split, parts: RealLensParts) -> list[str]:
     """How many real lenses each run would find if they fared as their simulated look-alikes:
     a real lens's chance is the share of its look-alikes above the run's threshold. Far fewer
     found than expected means the real lenses differ from the simulated ones in something these
     four quantities do not hold; few expected means the goal asks more than the finder gives
-    even on simulated lenses like them. ``scored``: :func:`scored_test_splits`."""
+    even on simulated lenses like them. A second table weights the look-alikes as a
+    spectroscopic, flux-limited selection like SLACS's would (``SELECTION_SLOPES``), which
+    favours the high magnifications of sources behind the lens centre, i.e. rings. ``scored``:
+    :func:`scored_test_splits`."""
     ref = task.config.reference
     real_axes = lookalike_axes(real_lens_quantities(real, parts, ref))
     n = len(parts.rows)
     goal = math.ceil(GOAL_SHARE * n)
-    rows = []
+    rows, weighted_rows = [], []
     for r, saved, labels, scores, split in scored:
         lenses = np.flatnonzero(labels == 1)
         found = scores[lenses] > saved["threshold"][()]
-        shares = lookalike_shares(
-            lookalike_axes(simulated_lens_quantities(split.truth, lenses, ref)), real_axes,
-            found)
+        simulated = lookalike_axes(simulated_lens_quantities(split.truth, lenses, ref))
+        shares = lookalike_shares(simulated, real_axes, found)
         observed = int((saved["scores"][parts.rows] > saved["threshold"][()]).sum())
         distribution = success_count_distribution(shares)
         rows.append("| " + " | ".join([
             f"`{r.run_id}`", *[f"{s:.2f}" for s in shares], f"{found.mean():.2f}",
             f"{shares.sum():.1f}", f"{distribution[goal:].sum():.2f}", f"{observed}",
             f"{distribution[:observed + 1].sum():.3f}"]) + " |")
+        offset = source_offset(split.truth)
+        if offset is None or "magnification" not in split.truth:
+            continue
+        offset = offset[lenses]
+        magnification = split.truth["magnification"][lenses].astype(np.float64)
+        cells = []
+        for slope in SELECTION_SLOPES:
+            weights = magnification ** slope
+            weighted = lookalike_shares(simulated, real_axes, found, weights=weights)
+            mean_offset = lookalike_shares(simulated, real_axes, offset, weights=weights)
+            cells.append(f"{mean_offset.mean():.2f}; {weighted.sum():.1f}; "
+                         f"{success_count_distribution(weighted)[:observed + 1].sum():.3f}")
+        weighted_rows.append("| " + " | ".join([f"`{r.run_id}`", f"{observed}", *cells]) + " |")
     if not rows:
         return []
     header = ["method", *parts.names, "all test lenses", "expected", f"P(>= {goal})",
               "found", "P(<= found)"]
-    return ["", f"Look-alikes ({n} real lenses): the share of each real lens's {LOOKALIKES} "
-            "nearest simulated test lenses (theta_E, lens magnitude, log lens/arc flux, log arc "
-            "S/N; standardised) that the run puts above its FPR-1e-3 threshold, the share of all "
-            "simulated test lenses, the real lenses it would find if they fared as their "
-            f"look-alikes (expected, and the chance of at least {goal}), how many it found, and "
-            "the chance of finding that few:", "",
-            "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
+    md = ["", f"Look-alikes ({n} real lenses): the share of each real lens's {LOOKALIKES} "
+          "nearest simulated test lenses (theta_E, lens magnitude, log lens/arc flux, log arc "
+          "S/N; standardised) that the run puts above its FPR-1e-3 threshold, the share of all "
+          "simulated test lenses, the real lenses it would find if they fared as their "
+          f"look-alikes (expected, and the chance of at least {goal}), how many it found, and "
+          "the chance of finding that few:", "",
+          "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *rows]
+    if weighted_rows:
+        header = ["method", "found", *[f"weight mu^{slope}" for slope in SELECTION_SLOPES]]
+        md += ["", f"The same look-alikes ({n} real lenses) weighted as a flux-limited "
+               "spectroscopic selection like SLACS's would weight them: each by its "
+               "magnification mu to the power alpha, the slope of the sources' number counts "
+               "(mu^0: unweighted, as above). Each cell: the look-alikes' mean source offset "
+               "beta / theta_E (averaged over the real lenses); the real lenses expected; the "
+               "chance of finding as few as found:", "",
+               "| " + " | ".join(header) + " |", "|" + "---|" * len(header), *weighted_rows]
+    return md
 
 
 def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, profile: str
@@ -657,6 +735,7 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
         scored = scored_test_splits(task, runs, workdir)
         md += neighbour_lines(task, scored)
         md += companion_lines(scored)
+        md += source_offset_lines(scored)
         parts = real_lens_parts(spec, real)
         md += lookalike_lines(task, scored, real, parts)
         md += ["", f"Probe ({counts[1]} real lenses): each fitted finder's score of controlled "
