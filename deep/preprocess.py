@@ -85,7 +85,8 @@ class Preprocessor:
     lens_light_shape: str = "weighted"
     # Keep the image as channels of its own beside the lens-subtracted ones: the model, a median
     # of annuli, takes most of an arc that covers much of the Einstein ring along with the lens
-    # (README, "After cause 12"), so a net that sees only the residual cannot see a ring.
+    # (docs/real-lenses.md, "Why VIS still falls short"), so a net that sees only the residual
+    # cannot see a ring.
     lens_light_keep_image: bool = False
     # The lens model's profile (baselines/arcfinder.py: PROFILES); a checkpoint without this
     # field was fitted with "median".

@@ -5,7 +5,8 @@
 METHOD_ID as the runs table names it, e.g. "committee[lens_light=True,max_epochs=40,members=5,
 patience=None]". The members' best epochs are those training kept (lowest validation loss,
 deep/train.py); their validation AUROC is what the adoption rules of the real suite compare
-(README, "After cause 12"). Reads the latest finished run of that method on that task.
+(docs/real-lenses.md, "Why VIS still falls short"). Reads the latest finished run of that
+method on that task.
 """
 
 from __future__ import annotations
