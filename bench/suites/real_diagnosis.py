@@ -602,10 +602,16 @@ def lookalike_shares(simulated: np.ndarray, real: np.ndarray, found: np.ndarray,
     ``k`` nearest rows of ``simulated`` (:func:`nearest_lookalikes`), each row counted with its
     ``weights`` (one per simulated row; equal when None). Numbers for ``found`` give their
     (weighted) mean over the look-alikes."""
-    nearest = nearest_lookalikes(simulated, real, k)
+    return lookalike_mean(found, nearest_lookalikes(simulated, real, k), weights)
+
+
+def lookalike_mean(values: np.ndarray, nearest: np.ndarray, weights: np.ndarray | None = None
+                   ) -> np.ndarray:
+    """The (weighted) mean of ``values`` (one per simulated row) over each real row's
+    look-alikes, ``nearest`` (n, k) from :func:`nearest_lookalikes`."""
     if weights is None:
-        return found[nearest].mean(axis=1)
-    return (weights[nearest] * found[nearest]).sum(axis=1) / weights[nearest].sum(axis=1)
+        return values[nearest].mean(axis=1)
+    return (weights[nearest] * values[nearest]).sum(axis=1) / weights[nearest].sum(axis=1)
 
 
 def success_count_distribution(probabilities: np.ndarray) -> np.ndarray:
@@ -650,8 +656,10 @@ def lookalike_lines(task, scored, real: Split, parts: RealLensParts) -> list[str
     for r, saved, labels, scores, split in scored:
         lenses = np.flatnonzero(labels == 1)
         found = scores[lenses] > saved["threshold"][()]
-        simulated = lookalike_axes(simulated_lens_quantities(split.truth, lenses, ref))
-        shares = lookalike_shares(simulated, real_axes, found)
+        # One neighbour search serves the plain and every weighted table.
+        nearest = nearest_lookalikes(
+            lookalike_axes(simulated_lens_quantities(split.truth, lenses, ref)), real_axes)
+        shares = lookalike_mean(found, nearest)
         observed = int((saved["scores"][parts.rows] > saved["threshold"][()]).sum())
         distribution = success_count_distribution(shares)
         rows.append("| " + " | ".join([
@@ -666,8 +674,8 @@ def lookalike_lines(task, scored, real: Split, parts: RealLensParts) -> list[str
         cells = []
         for slope in SELECTION_SLOPES:
             weights = magnification ** slope
-            weighted = lookalike_shares(simulated, real_axes, found, weights=weights)
-            mean_offset = lookalike_shares(simulated, real_axes, offset, weights=weights)
+            weighted = lookalike_mean(found, nearest, weights)
+            mean_offset = lookalike_mean(offset, nearest, weights)
             cells.append(f"{mean_offset.mean():.2f}; {weighted.sum():.1f}; "
                          f"{success_count_distribution(weighted)[:observed + 1].sum():.3f}")
         weighted_rows.append("| " + " | ".join([f"`{r.run_id}`", f"{observed}", *cells]) + " |")
