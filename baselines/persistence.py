@@ -335,17 +335,36 @@ def save_model(method, path, contract: ModelContract | None = None) -> Path:
     return path
 
 
-def load_model(path, data: bytes | None = None):
+def load_model(path, data: bytes | None = None, device: str | None = None):
     """``(method, contract)`` from the model file ``path`` (or its bytes ``data``), every part
     checked (see the module docstring). The contract is None for an archive without one (a
-    method nested in another)."""
+    method nested in another). ``device``: where a torch model (and any nested in it) scores
+    (:func:`placed_params`)."""
     path = Path(path)
     if data is None:
         data = path.read_bytes()
     try:
-        return _read_archive(str(path), data)
+        return _read_archive(str(path), data, device=device)
     except RecursionError:  # JSON or archives nested past any model's depth
         raise ValueError(f"{path}: not a lensbench model file: nested too deeply") from None
+
+
+def placed_params(cls: type, params: dict, device: str | None = None) -> dict:
+    """``params`` of a ``cls`` read from a file, with ``device`` when ``cls`` takes one (the
+    torch methods): where a model scores is the loader's choice, not the trainer's. ``None``
+    keeps the stored device where torch can use it; a CUDA device it cannot (a model trained
+    on a GPU, loaded on a CPU-only machine) becomes "auto", the CPU there."""
+    if "device" not in inspect.signature(cls.__init__).parameters:
+        return params
+    if device is None:
+        if not str(params.get("device", "")).startswith("cuda"):
+            return params
+        import torch
+
+        if torch.cuda.is_available():
+            return params
+        device = "auto"
+    return {**params, "device": device}
 
 
 def _archive(method, contract: ModelContract | None) -> bytes:
@@ -391,7 +410,7 @@ def _via_file(write, suffix: str) -> bytes:
         return target.read_bytes()
 
 
-def _read_archive(path: str, data: bytes, depth: int = 0):
+def _read_archive(path: str, data: bytes, depth: int = 0, device: str | None = None):
     if depth > MAX_NESTING:
         raise ValueError(f"{path}: methods nested more than {MAX_NESTING} deep")
     try:
@@ -422,7 +441,7 @@ def _read_archive(path: str, data: bytes, depth: int = 0):
         cls = registered_class(path, "method", manifest.get("method", _MISSING),
                                lambda found: family_of(found) == family,
                                f"a method saved as {family!r}")
-        params = checked_params(path, cls, manifest.get("params"))
+        params = placed_params(cls, checked_params(path, cls, manifest.get("params")), device)
         contract = None
         if "contract.json" in members:
             contract = ModelContract.from_json(
@@ -433,15 +452,15 @@ def _read_archive(path: str, data: bytes, depth: int = 0):
         if family == "net-finder":
             from lensbench.deep.checkpoint import load_checkpoint
 
-            method = load_checkpoint(path, data=read("checkpoint.pt"))
+            method = load_checkpoint(path, data=read("checkpoint.pt"), device=device)
         elif family == "net-regressor":
-            method = cls.load(path, data=read("checkpoint.pt"))
+            method = cls.load(path, data=read("checkpoint.pt"), device=device)
         else:
             try:
                 tree = json.loads(read("state.json"))
             except ValueError as error:
                 raise ValueError(f"{path}: state.json: {error}") from None
-            reader = _StateReader(path, read, members, depth)
+            reader = _StateReader(path, read, members, depth, device)
             state = reader.decode(tree, "state")
             if not isinstance(state, dict):
                 raise refuse(path, "state", "a dict of fitted attributes", state)
@@ -557,8 +576,9 @@ class _StateWriter:
 class _StateReader:
     """Decodes the JSON nodes of ``_StateWriter``, checking every one."""
 
-    def __init__(self, path: str, read, members, depth: int = 0):
+    def __init__(self, path: str, read, members, depth: int = 0, device: str | None = None):
         self.path, self.read, self.members, self.depth = path, read, members, depth
+        self.device = device
         self._arrays = None
 
     def arrays(self):
@@ -620,7 +640,7 @@ class _StateReader:
         if tag == "method":
             member = self._member(node, where, "nested/")
             return _read_archive(f"{self.path}:{member}", self.read(member),
-                                 self.depth + 1)[0]
+                                 self.depth + 1, self.device)[0]
         if tag == "xgboost":
             if node.get("class") not in _XGBOOST_CLASSES:
                 raise refuse(self.path, where, f"one of {_XGBOOST_CLASSES}", node.get("class"))

@@ -541,6 +541,10 @@ def cmd_data_show(args) -> int:
     return 0
 
 
+DEVICE_HELP = ("where a torch model scores, whatever it was trained on: auto (CUDA when torch "
+               "sees one, else the CPU), cpu, cuda")
+
+
 def check_device(device: str) -> str:
     """``device`` when torch can use it; a CUDA device torch does not see is a usage error."""
     import torch
@@ -624,7 +628,7 @@ def cmd_predict(args) -> int:
                              f"--catalog")
         summary = predict_catalogue(args.model, args.catalog, args.out,
                                     columns=parse_column_map(args.columns),
-                                    tracking_uri=tracking_uri)
+                                    tracking_uri=tracking_uri, device=check_device(args.device))
         what, skipped = "galaxies", "dropped by the suite's cleaning"
     else:
         if args.columns is not None:
@@ -635,7 +639,7 @@ def cmd_predict(args) -> int:
                                   weight_files=args.weight_files,
                                   band_map=parse_band_map(args.bands),
                                   zero_point=args.zeropoint, pixel_scale=args.pixel_scale,
-                                  noise_seed=args.noise_seed)
+                                  noise_seed=args.noise_seed, device=check_device(args.device))
         what, skipped = "cutouts", "bad"
     if summary.n_total and not summary.n_predicted:
         reasons = "; ".join(f"{n} x {reason}" for reason, n in summary.reasons.items())
@@ -666,7 +670,8 @@ def cmd_scan(args) -> int:
                        rms_files=args.rms_files, weight_files=args.weight_files,
                        band_map=parse_band_map(args.bands), zero_point=args.zeropoint,
                        pixel_scale=args.pixel_scale, model_pixel_scale=args.model_pixel_scale,
-                       noise_seed=args.noise_seed, psf_files=args.psf_files)
+                       noise_seed=args.noise_seed, psf_files=args.psf_files,
+                       device=check_device(args.device))
     except KeyboardInterrupt:
         print(f"interrupted: scored cutouts are kept in {args.out}.partial; rerun the same "
               "command to resume", file=sys.stderr)
@@ -857,6 +862,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (the cutouts "
                            "must be readable by every worker at the same path)")
     scan.add_argument("--threads-per-worker", type=int_at_least(1), default=1)
+    scan.add_argument("--device", default="auto", help=DEVICE_HELP)
     scan.add_argument("--restart", action="store_true",
                       help="discard an unfinished scan of OUT instead of resuming it")
     scan.add_argument("--no-progress", action="store_true")
@@ -889,6 +895,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--batch-size", type=int_at_least(1), default=256)
     predict.add_argument("--tracking-uri", help="MLflow store of the run id (default: "
                          "$MLFLOW_TRACKING_URI or the workdir's)")
+    predict.add_argument("--device", default="auto", help=DEVICE_HELP)
     _add_preparation(predict)
     _add_workdir(predict)
     predict.set_defaults(func=cmd_predict)

@@ -20,7 +20,13 @@ from dataclasses import fields
 from pathlib import Path
 
 import torch
-from lensbench.baselines.persistence import _MISSING, checked_params, refuse, registered_class
+from lensbench.baselines.persistence import (
+    _MISSING,
+    checked_params,
+    placed_params,
+    refuse,
+    registered_class,
+)
 from lensbench.baselines.persistence import is_plain as _is_plain
 from lensbench.baselines.registry import METHODS, registered_name
 from lensbench.deep.nets import NETS, build_net
@@ -277,14 +283,16 @@ def save_checkpoint(method, path) -> Path:
 
 
 def load_checkpoint(path, expected_bands=None, expected_architecture: str | None = None, *,
-                    data: bytes | None = None):
+                    data: bytes | None = None, device: str | None = None):
     """The fitted CNN finder stored at ``path``, every field checked (see the module docstring).
     ``data``: the file's bytes when the caller has read them already (``path`` then only names
     the file, in errors and as ``checkpoint_path_``).
 
     ``expected_bands`` (a sequence of band names) and ``expected_architecture`` (an architecture
     name such as ``"resnet"`` or a full description as :func:`architecture` writes it) must match
-    the checkpoint, else ValueError naming the file and the mismatch."""
+    the checkpoint, else ValueError naming the file and the mismatch. ``device``: where the
+    finder scores (baselines.persistence.placed_params: by default the stored device where
+    torch can use it, else "auto")."""
     path = Path(path)
     payload = read_payload(path, "lensbench deep checkpoint", data)
     version = payload.get("format")
@@ -299,7 +307,7 @@ def load_checkpoint(path, expected_bands=None, expected_architecture: str | None
         raise ValueError(f"{path}: not a lensbench deep checkpoint (format {version!r}, "
                          f"expected {FORMAT!r})")
     cls = registered_class(path, field, name, _is_cnn_finder, "a CNN lens finder (NetFinder)")
-    params = checked_params(path, cls, payload.get("params"))
+    params = placed_params(cls, checked_params(path, cls, payload.get("params")), device)
     bands = names(path, "bands", payload.get("bands", _MISSING), "band names")
     shape = image_shape(path, "image_shape", payload.get("image_shape", _MISSING), len(bands))
     prep = preprocessor(path, "preprocessing", payload.get("preprocessing", _MISSING),

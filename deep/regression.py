@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.baselines.persistence import placed_params
 from lensbench.baselines.registry import registered_name
 from lensbench.baselines.transforms import dihedral, inverse_dihedral
 from lensbench.deep import checkpoint
@@ -313,11 +314,12 @@ class ResNetRegressor(Method):
 
     @classmethod
     def load(cls, path: str | Path, info: TaskInfo | None = None, *,
-             data: bytes | None = None) -> ResNetRegressor:
+             data: bytes | None = None, device: str | None = None) -> ResNetRegressor:
         """The fitted regressor saved at ``path`` (or in ``data``, its bytes, ``path`` then
         naming it in errors), every field checked; refused (naming the file) when ``info`` has
-        other bands or targets. Files written before this format pickled numpy arrays: they do
-        not load weights-only and are refused (refit the method)."""
+        other bands or targets. ``device``: where it predicts (persistence.placed_params).
+        Files written before this format pickled numpy arrays: they do not load weights-only
+        and are refused (refit the method)."""
         path = Path(path)
         payload = checkpoint.read_payload(path, "lensbench regressor checkpoint", data, hint=(
             f"; regressor files written before the format {FORMAT!r} pickled numpy arrays: "
@@ -329,7 +331,8 @@ class ResNetRegressor(Method):
         method_cls = checkpoint.registered_class(path, "method", get("method"),
                                                  lambda found: issubclass(found, cls),
                                                  f"a {cls.__name__}")
-        params = checkpoint.checked_params(path, method_cls, get("params"))
+        params = placed_params(method_cls, checkpoint.checked_params(path, method_cls,
+                                                                     get("params")), device)
         targets = checkpoint.names(path, "targets", get("targets"), "target names")
         bands = checkpoint.names(path, "bands", get("bands"), "band names")
         if info is not None:

@@ -225,7 +225,12 @@ def test_training_data_stays_on_the_host_for_a_cpu_device():
     assert train.memory_format_for(torch.device("cuda")) == torch.contiguous_format
 
 
-def test_a_checkpoint_saved_on_cuda_loads_on_a_cpu_only_machine(tmp_path, monkeypatch):
+def test_a_model_trained_on_cuda_scores_on_a_cpu_only_machine(tmp_path, monkeypatch):
+    """A run on a GPU saves tensors tagged "cuda:0" and the parameter device="cuda"; both the
+    bare checkpoint and the model file load and score on a machine without CUDA, where the
+    loader (not the trainer) names the device."""
+    from lensbench.baselines.persistence import load_model, save_model
+    from lensbench.bench.tools.scan import scan
     from lensbench.deep.checkpoint import load_checkpoint, save_checkpoint
     from lensbench.deep.methods import CommitteeFinder
 
@@ -234,14 +239,30 @@ def test_a_checkpoint_saved_on_cuda_loads_on_a_cpu_only_machine(tmp_path, monkey
                     image_shape=X.shape[1:])
     method = CommitteeFinder(width=8, members=1, max_epochs=1, tta="none", num_threads=1,
                              device="cpu").fit(X, y, info=info)
+    expected = method.predict_score(X)
+    method.set_params(device="cuda")  # as fitted by `--param committee.device=cuda`
     # What torch writes for tensors that lived on a GPU: storages tagged "cuda:0".
     monkeypatch.setattr(torch.serialization, "location_tag", lambda storage: "cuda:0")
-    path = save_checkpoint(method, tmp_path / "cuda.pt")
+    ckpt = save_checkpoint(method, tmp_path / "cuda.pt")
+    model = save_model(method, tmp_path / "cuda.lbmodel")
     monkeypatch.undo()
     with pytest.raises(RuntimeError, match="CUDA"):  # what a load without map_location does
-        torch.load(io.BytesIO(path.read_bytes()), weights_only=True)
-    loaded = load_checkpoint(path)
-    np.testing.assert_array_equal(loaded.predict_score(X), method.predict_score(X))
+        torch.load(io.BytesIO(ckpt.read_bytes()), weights_only=True)
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)  # a GPU machine keeps it
+    assert load_checkpoint(ckpt).device == load_model(model)[0].device == "cuda"
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    for loaded in (load_checkpoint(ckpt), load_model(model)[0]):  # a CPU-only one does not
+        assert loaded.device == "auto"
+        np.testing.assert_array_equal(loaded.predict_score(X), expected)
+    assert load_model(model, device="cpu")[0].device == "cpu"  # the loader's choice
+    # bench scan of an HDF5 split with the CUDA-trained model file, on this CPU-only machine
+    from lensbench.datasets.storage import SplitWriter
+
+    with SplitWriter(tmp_path / "split", config={"kind": "t"}, seed=0, bands=["g", "r"],
+                     created_by="test") as writer:
+        writer.add_shard(X, {"object_id": np.arange(len(X))})
+    summary = scan(model, tmp_path / "split", tmp_path / "candidates.csv", progress=False)
+    assert summary.complete and summary.n_scored == len(X)
 
 
 # ----------------------------------------------------------------------------- the simulator
@@ -266,13 +287,16 @@ def test_float32_rendering_matches_float64():
 
 @pytest.mark.parametrize("argv", [["perf", "sim", "--n", "8"],
                                   ["data", "make", "--preset", "kids", "--n", "8", "--seed", "1"],
-                                  ["perf", "gpu", "--profile", "smoke"]])
+                                  ["perf", "gpu", "--profile", "smoke"],
+                                  ["scan", "--model", "m.lbmodel", "--cutouts", "c"],
+                                  ["predict", "--model", "m.lbmodel", "--catalog", "c.csv"]])
 def test_a_cuda_device_torch_does_not_see_is_a_usage_error(argv, tmp_path, monkeypatch, capsys):
     from lensbench.bench.cli import main
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
-    extra = ["--out", str(tmp_path / "out")] if argv[0] == "data" else [
-        "--workdir", str(tmp_path), "--out", str(tmp_path / "gpu.md")] if argv[1] == "gpu" else []
+    extra = (["--out", str(tmp_path / "out")] if argv[0] in ("data", "scan", "predict") else
+             ["--workdir", str(tmp_path), "--out", str(tmp_path / "gpu.md")] if argv[1] == "gpu"
+             else [])
     assert main([*argv, *extra, "--device", "cuda"]) == 2
     err = capsys.readouterr().err
     assert "bench: error: " in err and "no CUDA device" in err

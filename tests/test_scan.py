@@ -147,9 +147,9 @@ def test_resume_after_an_interrupt_scores_no_cutout_twice(data, tmp_path, monkey
     scored: list[str] = []
     real_score_batch = scan_module.score_batch
 
-    def counting(blob, digest, items, num_threads=None):
+    def counting(blob, digest, items, num_threads=None, **options):
         scored.extend(item.id for item in items)
-        return real_score_batch(blob, digest, items, num_threads)
+        return real_score_batch(blob, digest, items, num_threads, **options)
 
     monkeypatch.setattr(scan_module, "score_batch", counting)
     out = tmp_path / "candidates.csv"

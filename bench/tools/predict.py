@@ -86,9 +86,10 @@ def _counted(reasons: Iterable[str]) -> dict[str, int]:
 
 
 def open_model(model: str | os.PathLike, kind: str, tracking_uri: str | None = None,
-               download_dir: str | os.PathLike | None = None):
+               download_dir: str | os.PathLike | None = None, device: str = "auto"):
     """(method, contract) of the model file ``model`` (or of the MLflow run id whose
-    ``model.lbmodel`` artefact is downloaded), which must be a ``kind`` model."""
+    ``model.lbmodel`` artefact is downloaded), which must be a ``kind`` model; a torch model
+    scores on ``device`` (baselines.persistence.placed_params)."""
     from lensbench.baselines.persistence import load_model
 
     path = Path(model)
@@ -99,7 +100,7 @@ def open_model(model: str | os.PathLike, kind: str, tracking_uri: str | None = N
         from lensbench.bench.tracking import download_model
 
         path = download_model(str(model), tracking_uri, download_dir)
-    method, contract = load_model(path)
+    method, contract = load_model(path, device=device)
     if contract is None:
         raise ValueError(f"{path}: the model file has no contract.json: it does not say what "
                          f"inputs it takes")
@@ -120,15 +121,16 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
                     batch_size: int = 256, prepare: bool = False, band_files: str | None = None,
                     rms_files: str | None = None, weight_files: str | None = None,
                     band_map: dict[str, str] | None = None, zero_point: float | None = None,
-                    pixel_scale: float | None = None, noise_seed: int = 0) -> PredictSummary:
+                    pixel_scale: float | None = None, noise_seed: int = 0,
+                    device: str = "auto") -> PredictSummary:
     """Predict the lens-model parameters of every cutout under ``cutouts`` with the saved
-    regressor ``model``; the preparation arguments are those of ``bench scan`` (any of them, or
-    a manifest CSV as ``cutouts``, turns preparation on)."""
+    regressor ``model`` on ``device``; the preparation arguments are those of ``bench scan``
+    (any of them, or a manifest CSV as ``cutouts``, turns preparation on)."""
     from lensbench.bench.suites.modeling import predict
     from lensbench.bench.tools.scan import Preparer, list_items, load_batch, model_inputs
 
     out = Path(out)
-    method, contract = open_model(model, "modeling", tracking_uri, out.parent)
+    method, contract = open_model(model, "modeling", tracking_uri, out.parent, device)
     prepare = prepare or any(v not in (None, 0, {}) for v in (
         band_files, rms_files, weight_files, band_map, zero_point, pixel_scale, noise_seed)) \
         or Path(cutouts).suffix.lower() == ".csv"
@@ -217,14 +219,15 @@ def _column(table, path: Path, name: str, role: str) -> np.ndarray:
 
 def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
                       out: str | os.PathLike, *, columns: dict[str, str] | None = None,
-                      tracking_uri: str | None = None) -> PredictSummary:
-    """Predict z for every row of ``catalogue`` with the saved photo-z ``model``; ``columns``
-    maps each of the model's bands ``b`` and ``err_b`` (and optionally ``id``, ``z_spec``) to a
-    column (default: the contract's own names, ``mag_b`` and ``err_b``)."""
+                      tracking_uri: str | None = None, device: str = "auto") -> PredictSummary:
+    """Predict z for every row of ``catalogue`` with the saved photo-z ``model`` (a torch one on
+    ``device``); ``columns`` maps each of the model's bands ``b`` and ``err_b`` (and optionally
+    ``id``, ``z_spec``) to a column (default: the contract's own names, ``mag_b`` and
+    ``err_b``)."""
     from lensbench.datasets.photoz import drop_reasons
 
     out, path = Path(out), Path(catalogue)
-    method, contract = open_model(model, "photoz", tracking_uri, out.parent)
+    method, contract = open_model(model, "photoz", tracking_uri, out.parent, device)
     bands = list(contract.bands)
     named = contract.columns
     defaults = {**dict(zip(bands, named.get("magnitudes", [f"mag_{b}" for b in bands]),

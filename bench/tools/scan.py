@@ -450,7 +450,7 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
-_MODELS: dict[str, tuple] = {}  # per-process cache: model sha256 -> (method, contract)
+_MODELS: dict[tuple, tuple] = {}  # per-process cache: (sha256, device) -> (method, contract)
 
 
 def is_model_file(blob: bytes) -> bool:
@@ -466,31 +466,29 @@ def is_model_file(blob: bytes) -> bool:
     return False
 
 
-def load_scan_model(blob: bytes, digest: str | None = None, name: str = "model"):
+def load_scan_model(blob: bytes, digest: str | None = None, name: str = "model",
+                    device: str = "auto"):
     """(fitted method, its ModelContract or None) in the bytes of a model file (any saved
     finder: ``baselines.persistence.load_model``) or of a bare torch checkpoint, read from the
-    file ``name`` (which errors name); loaded once per process (workers reuse it)."""
+    file ``name`` (which errors name), a torch finder set to score on ``device``; loaded once
+    per process (workers reuse it)."""
     digest = digest or sha256_bytes(blob)
-    if digest not in _MODELS:
+    key = (digest, device)
+    if key not in _MODELS:
         if is_model_file(blob):
             from lensbench.baselines.persistence import load_model
 
-            method, contract = load_model(name, data=blob)
+            method, contract = load_model(name, data=blob, device=device)
         else:
             from lensbench.deep.checkpoint import load_checkpoint
 
-            method, contract = load_checkpoint(name, data=blob), None
+            method, contract = load_checkpoint(name, data=blob, device=device), None
         if not callable(getattr(method, "predict_score", None)):
             raise ValueError(f"{name}: a {type(method).__name__} model predicts no lens score; "
                              "bench scan needs a lens finder")
         _MODELS.clear()  # one model per process at a time
-        _MODELS[digest] = (method, contract)
-    return _MODELS[digest]
-
-
-def model_from_bytes(blob: bytes, digest: str | None = None, name: str = "checkpoint"):
-    """The fitted method in model or checkpoint bytes (see :func:`load_scan_model`)."""
-    return load_scan_model(blob, digest, name)[0]
+        _MODELS[key] = (method, contract)
+    return _MODELS[key]
 
 
 def model_inputs(method, contract, model_pixel_scale: float | None = None):
@@ -520,13 +518,13 @@ def _image_shape(method, contract) -> tuple[int, ...]:
 
 
 def score_batch(blob: bytes, digest: str, items: list[Item], num_threads: int | None = None,
-                prepare: Preparer | None = None):
-    """Read (and with ``prepare``, prepare) and score one batch: ([(index, id, score, spread,
-    source)], [(bad item, reason)]), and with ``prepare`` the Preparation records as a third
-    element. Runs in the scanning process or on a Dask worker."""
+                prepare: Preparer | None = None, device: str = "auto"):
+    """Read (and with ``prepare``, prepare) and score one batch on ``device``: ([(index, id,
+    score, spread, source)], [(bad item, reason)]), and with ``prepare`` the Preparation
+    records as a third element. Runs in the scanning process or on a Dask worker."""
     import torch
 
-    method, contract = load_scan_model(blob, digest)
+    method, contract = load_scan_model(blob, digest, device=device)
     if num_threads:
         torch.set_num_threads(int(num_threads))
     preprocessor = getattr(method, "preprocessor_", None)
@@ -694,11 +692,12 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
          weight_files: str | None = None, band_map: dict[str, str] | None = None,
          zero_point: float | None = None, pixel_scale: float | None = None,
          model_pixel_scale: float | None = None, noise_seed: int = 0,
-         psf_files: str | None = None) -> ScanSummary:
+         psf_files: str | None = None, device: str = "auto") -> ScanSummary:
     """Score every cutout under ``cutouts`` with the model file, checkpoint (or MLflow run)
     ``model`` and write the ranked table to ``out``; see the module docstring. ``on_batch(n)``
     is called after each batch of n cutouts is recorded (an exception there stops the scan,
-    leaving it resumable).
+    leaving it resumable). ``device``: where a torch finder scores ("auto": CUDA when torch
+    sees one, else the CPU; on Dask workers, each worker's own), whatever it was trained on.
 
     Preparation (``prepare``, implied by any of the arguments after it): every cutout is
     brought to the model's inputs by :func:`lensbench.datasets.prepare.prepare_cutout` (units,
@@ -724,7 +723,7 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
         return _scan(files, model, cutouts, batch_size=batch_size, workers=workers,
                      scheduler=scheduler, threads_per_worker=threads_per_worker,
                      tracking_uri=tracking_uri, restart=restart, progress=progress,
-                     on_batch=on_batch, prepare=prepare, **options)
+                     on_batch=on_batch, prepare=prepare, device=device, **options)
 
 
 @contextlib.contextmanager
@@ -748,11 +747,11 @@ def _exclusive(lock: Path):
 def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
           threads_per_worker, tracking_uri, restart, progress, on_batch, prepare, band_files,
           rms_files, weight_files, psf_files, band_map, zero_point, pixel_scale, model_pixel_scale,
-          noise_seed) -> ScanSummary:
+          noise_seed, device) -> ScanSummary:
     checkpoint = resolve_model(str(model), tracking_uri, download_dir=files.out.parent)
     blob = checkpoint.read_bytes()
     digest = sha256_bytes(blob)
-    method, contract = load_scan_model(blob, digest, str(checkpoint))  # fail early
+    method, contract = load_scan_model(blob, digest, str(checkpoint), device)  # fail early
     inputs = model_inputs(method, contract, model_pixel_scale)
     items, layout = list_items(cutouts, bands=inputs.bands, band_files=band_files,
                                rms_files=rms_files, weight_files=weight_files,
@@ -788,7 +787,6 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     partial, bad = _Appender(files.partial, _PARTIAL_COLUMNS), _Appender(files.bad, BAD_COLUMNS)
     prepared = None if preparer is None else _Appender(files.prepared, PREPARATION_COLUMNS)
     bar = _progress(len(items), len(items) - len(todo), progress)
-    extra = {} if preparer is None else {"prepare": preparer}
     try:
         def record(rows, bad_items, records=()) -> None:
             nonlocal scored_rows, bad_rows
@@ -807,13 +805,13 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
         batches = _batches(todo, batch_size)
         if scheduler is None and workers == 1:
             for batch in batches:
-                record(*score_batch(blob, digest, batch, **extra))
+                record(*score_batch(blob, digest, batch, prepare=preparer, device=device))
                 if on_batch is not None:
                     on_batch(len(batch))
         else:
             _scan_dask(blob, digest, batches, record, workers=workers, scheduler=scheduler,
                        threads_per_worker=threads_per_worker, on_batch=on_batch,
-                       prepare=preparer)
+                       prepare=preparer, device=device)
     finally:
         partial.close()
         bad.close()
@@ -870,7 +868,7 @@ def _progress(total: int, initial: int, enabled: bool):
 
 def _scan_dask(blob: bytes, digest: str, batches: Iterator[list[Item]], record, *,
                workers: int, scheduler: str | None, threads_per_worker: int,
-               on_batch=None, prepare: Preparer | None = None) -> None:
+               on_batch=None, prepare: Preparer | None = None, device: str = "auto") -> None:
     """Batches as tasks on a Dask cluster, at most 2 per worker thread in flight (so memory
     stays flat), recorded as they complete."""
     from distributed import Client, LocalCluster, as_completed
@@ -890,7 +888,7 @@ def _scan_dask(blob: bytes, digest: str, batches: Iterator[list[Item]], record, 
 
         def submit(batch) -> bool:
             future = client.submit(score_batch, model, digest, batch, threads_per_worker,
-                                   prepare, pure=False)
+                                   prepare, device, pure=False)
             sizes[future.key] = len(batch)
             pending.add(future)
             return True
