@@ -571,6 +571,8 @@ def cmd_perf_gpu(args) -> int:
                "workdir": args.workdir, "methods": tuple(args.methods)}
     if args.out is not None:
         options["out"] = args.out
+    if args.speed_epochs is not None:
+        options["speed_epochs"] = args.speed_epochs
     gpu_compare(**options, command=command_line(options))
     return 0
 
@@ -841,6 +843,9 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--seed", type=int_at_least(0), default=0)
     gpu.add_argument("--methods", nargs="+", default=["committee", "deeplens"],
                      choices=("committee", "deeplens"))
+    gpu.add_argument("--speed-epochs", type=int_at_least(0), default=None,
+                     help="epochs of the short runs that time bf16 autocast and channels-last "
+                          "against float32 / contiguous (default 3, smoke 1; 0: skip them)")
     gpu.add_argument("--out", type=Path, default=None,
                      help="the report (default reports/metcalf-compare-gpu.md)")
     _add_workdir(gpu)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import inspect
 import io
 import os
+import re
 import subprocess
 import sys
 
@@ -73,6 +74,31 @@ def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path)
         auroc, *_, train_rate, predict_rate = cells
         assert 0 <= float(auroc) <= 1
         assert float(train_rate.replace(",", "")) > 0 < float(predict_rate.replace(",", ""))
+    # bench scan of the test split with each trained finder, on the device
+    scans = [line for line in text.splitlines() if line.startswith("- `bench scan` ")]
+    assert len(scans) == 2 and all("single process, cpu" in line for line in scans)
+    assert all(float(re.search(r"([0-9,]+) cutouts/s end to end", line).group(1)
+                     .replace(",", "")) > 0 for line in scans)
+    # every precision and memory layout, for both networks, beside float32 / contiguous
+    speed = [[cell.strip() for cell in line.strip("|").split("|")]
+             for line in text.split("## Precision and memory layout")[1].splitlines()
+             if line.startswith(("| committee", "| deeplens"))]
+    assert [(row[0], row[1], row[2]) for row in speed] == [
+        (name, precision, layout) for name in ("committee", "deeplens")
+        for precision, layout in perf_gpu.SPEED_SETTINGS]
+    for row in speed:
+        assert row[3] == "1" and float(row[5].replace(",", "")) > 0
+        assert 0 <= float(row[9]) <= 1
+    assert [row[6] for row in speed][::4] == ["1.00x", "1.00x"]
+    # the simulator needs astropy (the GPU machine gets it as wheels): said, not a crash
+    assert "Not measured: the simulator needs astropy" in text.split("## Simulator")[1]
+
+
+def test_the_report_times_the_simulator_against_lenstronomy_in_the_same_process():
+    pytest.importorskip("lenstronomy")  # the dev extra, which CI installs
+    text = "\n".join(perf_gpu.simulator_lines("smoke", torch.device("cpu"), seed=0))
+    assert "On `cpu`:" in text and re.search(r"lensbench +: +[0-9]+ band-images/s", text)
+    assert re.search(r"ratio +: +[0-9.]+x per band-image", text)
 
 
 def test_without_astropy_making_the_splits_is_one_clear_error(tmp_path):

@@ -20,6 +20,7 @@ import os
 import platform
 import re
 import shlex
+import tempfile
 import time
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -32,6 +33,16 @@ GPU_REPORT = COMPARE_REPORT.with_name("metcalf-compare-gpu.md")
 METHODS = ("committee", "deeplens")
 # The smoke profile checks the rotation columns on this many test cutouts (8 passes each).
 SMOKE_ROTATION_SUBSET = 64
+# Precision and memory layout of the CNNs (issue 27, point 2), each against the first (float32,
+# contiguous: the default on a GPU) on the same splits, seed and short schedule.
+SPEED_SETTINGS = (("float32", "contiguous"), ("float32", "channels_last"),
+                  ("bfloat16", "contiguous"), ("bfloat16", "channels_last"))
+# Epochs of those short runs: long enough for the metrics to say whether a flag costs accuracy,
+# short enough for the 4 x 2 runs to take about a minute on a GPU.
+SPEED_EPOCHS = {"compare": 3, "smoke": 1}
+SCAN_BATCH = 512  # bench scan's default batch
+# `bench perf sim`'s systems (lensbench, lenstronomy) for the report's simulator section.
+SIM_SYSTEMS = {"compare": (4096, 64), "smoke": (64, 4)}
 
 
 def published_deeplens_schedule() -> dict:
@@ -54,6 +65,14 @@ def profile_params(profile: str) -> dict[str, dict]:
         return {"committee": {"members": 1, "max_epochs": 1, "width": 8, "tta": "none"},
                 "deeplens": {"max_epochs": 1, "step_every": 1, "crop": 32}}
     raise ValueError(f"bench perf gpu: --profile must be 'compare' or 'smoke', got {profile!r}")
+
+
+def speed_params(profile: str, epochs: int) -> dict[str, dict]:
+    """method -> params of the short runs that measure the speed flags: the profile's settings
+    with one committee member and ``epochs`` epochs (no learning-rate step for DeepLens)."""
+    params = profile_params(profile)
+    return {"committee": {**params["committee"], "members": 1, "max_epochs": epochs},
+            "deeplens": {**params["deeplens"], "max_epochs": epochs, "step_every": epochs}}
 
 
 def stated_split_hashes(report: Path = COMPARE_REPORT, task: str = METCALF_GROUND.name
@@ -135,6 +154,7 @@ class MethodRun:
     n_fit: int  # training cutouts a member sees per epoch (validation held out)
     n_test: int
     scores: object = field(repr=False, default=None)
+    method: object = field(repr=False, default=None)  # the fitted method
 
     @property
     def train_rate(self) -> float:
@@ -178,7 +198,61 @@ def run_method(name: str, params: dict, kind, task, splits, seed: int, device: s
     epochs = len(method.history_.get("train_loss", []))
     n_fit = round(len(X) * (1 - float(method.validation_fraction)))
     return MethodRun(name, params, evaluation.metrics, fit_s, evaluation.predict_time_s, epochs,
-                     n_fit, splits.test.n, evaluation.predictions["scores"])
+                     n_fit, splits.test.n, evaluation.predictions["scores"], method)
+
+
+def scan_line(run: MethodRun, test_split: Path, device, tmp: Path) -> str:
+    """`bench scan` of the test split with ``run``'s fitted finder (saved as a checkpoint and
+    read back, as a user's scan does) on ``device``: one line of cutouts/s."""
+    from lensbench.bench.tools.scan import timed_scan_line
+    from lensbench.deep.checkpoint import save_checkpoint
+
+    ckpt = save_checkpoint(run.method, tmp / f"{run.name}.pt")
+    line = timed_scan_line(ckpt, test_split, tmp / f"{run.name}-candidates.csv", 1, SCAN_BATCH,
+                          str(device))
+    return (f"- `bench scan` of the {run.n_test:,} test cutouts with "
+            f"`{run_id(run.name, run.params)}` (batch {SCAN_BATCH}): {line.strip()}")
+
+
+def simulator_lines(profile: str, device, seed: int) -> list[str]:
+    """`bench perf sim` on ``device`` and, for a GPU, on this machine's CPU too: band-images/s
+    of the simulator against lenstronomy's (when installed) in the same process."""
+    from lensbench.bench.tools.perf import simulation_throughput
+
+    ours, theirs = SIM_SYSTEMS[profile]
+    lines = ["", "## Simulator", "",
+             f"`bench perf sim --n {ours} --device DEVICE`: the same systems rendered by "
+             f"lensbench and by lenstronomy ({theirs} systems, numpy on one CPU core) in "
+             "alternating rounds."]
+    for where in dict.fromkeys([str(device), "cpu"]):
+        try:
+            result = simulation_throughput(ours, theirs, seed=seed, device=where)
+        except ImportError as error:  # the splits may be in the workdir already: go on
+            return [*lines, "", f"Not measured: the simulator needs {error.name or error} "
+                    "(astropy's cosmology); bring it as wheels (scripts/gpu-run.sh)."]
+        lines += ["", f"On `{where}`:", "", "```", *result.lines(), "```"]
+    return lines
+
+
+def speed_lines(runs: list[MethodRun]) -> list[str]:
+    """The speed-flag table: each setting beside the float32 / contiguous run of its method."""
+    lines = ["", "## Precision and memory layout", "",
+             "Each CNN trained briefly (one committee member; the epochs column) with each "
+             "setting, from the same seed on the same splits; speed-up against float32 / "
+             "contiguous of the same method. A flag is worth turning on where it is faster and "
+             "its AUROC and TPR10 stay within the spread a short schedule has.", "",
+             "| method | precision | memory layout | epochs | fit (s) | train cutouts/s | "
+             "speed-up | inference cutouts/s | speed-up | AUROC | TPR10 |",
+             "|---|---|---|---|---|---|---|---|---|---|---|"]
+    base = {}
+    for run in runs:
+        precision, layout = run.params["precision"], run.params["memory_format"]
+        first = base.setdefault(run.name, run)
+        lines.append(f"| {run.name} | {precision} | {layout} | {run.epochs} | {run.fit_s:.1f} | "
+                     f"{run.train_rate:,.0f} | {run.train_rate / first.train_rate:.2f}x | "
+                     f"{run.predict_rate:,.0f} | {run.predict_rate / first.predict_rate:.2f}x | "
+                     f"{run.metrics['auroc']:.4f} | {run.metrics['tpr10']:.3f} |")
+    return lines
 
 
 def run_id(name: str, params: dict) -> str:
@@ -231,8 +305,11 @@ def report_lines(runs: list[MethodRun], labels, hashes: list[str], header: list[
 
 def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
                 workdir: Path = Path(".lensbench"), out: Path = GPU_REPORT,
-                methods: tuple[str, ...] = METHODS, command: str = "", log=print) -> Path:
-    """Make the splits, train and score ``methods`` on ``device``, write the report ``out``."""
+                methods: tuple[str, ...] = METHODS, speed_epochs: int | None = None,
+                command: str = "", log=print) -> Path:
+    """Make the splits, train and score ``methods`` on ``device``, time `bench scan` with each,
+    measure the speed flags with ``speed_epochs``-epoch runs (None: the profile's
+    SPEED_EPOCHS; 0: not measured), and write the report ``out``."""
     import torch
     from lensbench.bench.kinds import get_kind
     from lensbench.bench.report import versions_line
@@ -240,6 +317,7 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
     from lensbench.deep.train import resolve_device
 
     params = profile_params(profile)
+    speed_epochs = SPEED_EPOCHS[profile] if speed_epochs is None else int(speed_epochs)
     unknown = [name for name in methods if name not in params]
     if unknown:
         raise ValueError(f"bench perf gpu: --methods: unknown {unknown}; expected some of "
@@ -277,19 +355,47 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
                  f"{published_deeplens_schedule()})"] if profile == "compare" else [])]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    runs = []
+    runs, scans, speed_runs = [], [], []
+    # First and short, so that a time limit on the long runs cannot cut it off.
+    simulator = simulator_lines(profile, resolved, seed)
+    log("\n".join(simulator))
+
+    def write() -> None:
+        """The report as far as it has got: a run cut short by a time limit keeps what it
+        measured, and a crash never leaves half a file."""
+        lines = report_lines(runs, splits.test.truth[task.target], hashes, header,
+                             beside_cpu=profile == "compare")
+        lines += ["", *scans] if scans else []
+        lines += speed_lines(speed_runs) if speed_runs else []
+        lines += simulator
+        partial = out.with_name(out.name + ".partial")
+        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
+        partial.replace(out)
+
     for name in methods:
         run = run_method(name, params[name], kind, task, splits, seed, str(resolved))
         log(f"{run_id(name, run.params)}: AUROC {run.metrics['auroc']:.4f} TPR0 "
             f"{run.metrics['tpr0']:.3f} TPR10 {run.metrics['tpr10']:.3f}; fit {run.fit_s:.0f} s "
             f"({run.train_rate:,.0f} cutouts/s), inference {run.predict_rate:,.0f} cutouts/s")
         runs.append(run)
-        # Written after every method: a run cut short by a time limit keeps what it measured.
-        lines = report_lines(runs, splits.test.truth[task.target], hashes, header,
-                             beside_cpu=profile == "compare")
-        partial = out.with_name(out.name + ".partial")
-        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        partial.replace(out)  # a crash never leaves half a report
+        write()
+    with tempfile.TemporaryDirectory(prefix="lensbench-perf-gpu-") as tmp:
+        for run in runs:
+            scans.append(scan_line(run, splits.test.path, resolved, Path(tmp)))
+            log(scans[-1])
+            write()
+    short = speed_params(profile, speed_epochs) if speed_epochs else {}
+    speed_kind = copy.copy(kind)
+    speed_kind.rotation_subset = 0  # the speed table has no rotation columns
+    for name in methods if short else ():
+        for precision, layout in SPEED_SETTINGS:
+            run = run_method(name, {**short[name], "precision": precision,
+                                    "memory_format": layout}, speed_kind, task, splits, seed,
+                             str(resolved))
+            log(f"{name} {precision} {layout}: {run.train_rate:,.0f} train cutouts/s, "
+                f"{run.predict_rate:,.0f} inference cutouts/s, AUROC {run.metrics['auroc']:.4f}")
+            speed_runs.append(run)
+            write()
     log(f"wrote {out} ({time.perf_counter() - start:.0f} s in all)")
     return out
 

@@ -947,7 +947,7 @@ def benchmark(n: int = 8192, worker_counts: tuple[int, ...] = (1, 2), batch_size
                      f"crop=64), batch {batch_size}, torch {torch.__version__}, "
                      f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f}")
         for workers in worker_counts:
-            lines.append(_benchmark_one(ckpt, split, tmp / f"candidates-{workers}.csv",
+            lines.append(timed_scan_line(ckpt, split, tmp / f"candidates-{workers}.csv",
                                         workers, batch_size))
     return lines
 
@@ -958,11 +958,12 @@ def _process_cpu_seconds() -> float:
     return times.user + times.system
 
 
-def _benchmark_one(ckpt: Path, split: Path, out: Path, workers: int, batch_size: int) -> str:
+def timed_scan_line(ckpt: Path, split: Path, out: Path, workers: int, batch_size: int,
+                   device: str = "cpu") -> str:
     """One benchmark line: steady wall-clock cutouts/s (first finished batch to last: no
     start-up, model loading or warm-up), end to end, and cutouts per CPU-second of the scoring
     processes (this process, or the Dask workers), which the machine's other load disturbs
-    less than wall-clock time does."""
+    less than wall-clock time does. ``device``: where the model scores (bench perf gpu)."""
     stamps: list[tuple[float, int]] = []
 
     def on_batch(size: int) -> None:
@@ -971,9 +972,9 @@ def _benchmark_one(ckpt: Path, split: Path, out: Path, workers: int, batch_size:
     if workers == 1:
         cpu = time.process_time()
         summary = scan(ckpt, split, out, batch_size=batch_size, progress=False,
-                       on_batch=on_batch)
+                       on_batch=on_batch, device=device)
         cpu = time.process_time() - cpu
-        mode = "single process"
+        mode = f"single process, {device}"
     else:
         from distributed import Client, LocalCluster
 
@@ -982,7 +983,8 @@ def _benchmark_one(ckpt: Path, split: Path, out: Path, workers: int, batch_size:
             client.run(lambda: __import__("torch").__version__)  # warm: torch imported
             before = client.run(_process_cpu_seconds)
             summary = scan(ckpt, split, out, batch_size=batch_size, progress=False,
-                           scheduler=cluster.scheduler_address, on_batch=on_batch)
+                           scheduler=cluster.scheduler_address, on_batch=on_batch,
+                           device=device)
             after = client.run(_process_cpu_seconds)
         cpu = sum(after[w] - before[w] for w in after)
         mode = f"LocalCluster, {workers} one-thread workers"
