@@ -841,8 +841,8 @@ def build_parser() -> argparse.ArgumentParser:
                           "120 epochs; smoke: tiny, to check the command on a CPU")
     gpu.add_argument("--device", default="auto", help="auto (CUDA when there is one), cuda, cpu")
     gpu.add_argument("--seed", type=int_at_least(0), default=0)
-    gpu.add_argument("--methods", nargs="+", default=["committee", "deeplens"],
-                     choices=("committee", "deeplens"))
+    gpu.add_argument("--methods", nargs="+", default=["deeplens", "committee"],
+                     choices=("committee", "deeplens"), help="run in this order")
     gpu.add_argument("--speed-epochs", type=int_at_least(0), default=None,
                      help="epochs of the short runs that time bf16 autocast and channels-last "
                           "against float32 / contiguous (default 3, smoke 1; 0: skip them)")

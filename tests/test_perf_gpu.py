@@ -68,7 +68,7 @@ def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path)
 
     assert stale_reason(report) is None
     rows = [line for line in text.splitlines() if line.startswith("| `")]
-    assert [row.split("`")[1].split("[")[0] for row in rows] == ["committee", "deeplens"]
+    assert [row.split("`")[1].split("[")[0] for row in rows] == ["deeplens", "committee"]
     for row in rows:  # every metric and both rates are numbers
         cells = [cell.strip() for cell in row.strip("|").split("|")[1:]]
         auroc, *_, train_rate, predict_rate = cells
@@ -82,9 +82,9 @@ def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path)
     # every precision and memory layout, for both networks, beside float32 / contiguous
     speed = [[cell.strip() for cell in line.strip("|").split("|")]
              for line in text.split("## Precision and memory layout")[1].splitlines()
-             if line.startswith(("| committee", "| deeplens"))]
+             if line.startswith(("| deeplens", "| committee"))]
     assert [(row[0], row[1], row[2]) for row in speed] == [
-        (name, precision, layout) for name in ("committee", "deeplens")
+        (name, precision, layout) for name in ("deeplens", "committee")
         for precision, layout in perf_gpu.SPEED_SETTINGS]
     for row in speed:
         assert row[3] == "1" and float(row[5].replace(",", "")) > 0

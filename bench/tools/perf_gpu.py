@@ -30,7 +30,10 @@ from lensbench.bench.tasks import COMPARE_PARAMS, METCALF_GROUND, Suite
 
 COMPARE_REPORT = Path(__file__).resolve().parents[2] / "reports" / "metcalf-compare.md"
 GPU_REPORT = COMPARE_REPORT.with_name("metcalf-compare-gpu.md")
-METHODS = ("committee", "deeplens")
+# DeepLens first: its published schedule is the open question, and the committee it is compared
+# with ran on the same splits in the CPU report (hashes checked), so a time limit that cuts the
+# committee here still leaves the answer.
+METHODS = ("deeplens", "committee")
 # The smoke profile checks the rotation columns on this many test cutouts (8 passes each).
 SMOKE_ROTATION_SUBSET = 64
 # Precision and memory layout of the CNNs (issue 27, point 2), each against the first (float32,
