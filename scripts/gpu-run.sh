@@ -6,12 +6,12 @@
 #                               through .git/info/exclude); carry .whl to the GPU machine.
 #   scripts/gpu-run.sh          on the GPU machine, from the repository root: installs .whl/*.whl
 #                               into /tmp/site, makes the repository importable as `lensbench`
-#                               (no pip install: the machine has no network), runs the smoke
-#                               profile on the device (fails fast, ~1 min), then the compare
-#                               profile (simulator against lenstronomy, committee and DeepLens,
-#                               bench scan, precision and memory layout), and writes
-#                               reports/metcalf-compare-gpu.md (copied to $OUT when set, with
-#                               the logs).
+#                               (no pip install: the machine has no network), runs the tests
+#                               that need CUDA, the smoke profile on the device (fails fast,
+#                               ~1 min), then the compare profile (simulator against
+#                               lenstronomy, DeepLens and the committee, bench scan, precision
+#                               and memory layout), and writes reports/metcalf-compare-gpu.md
+#                               (copied to $OUT when set, with the logs).
 #
 # Wheels: the run imports torch, numpy, scipy, scikit-learn, h5py and tqdm (all on the GPU
 # machine) and astropy, which the simulator needs for its cosmology (distances in flat LCDM):
@@ -60,6 +60,13 @@ mkdir -p "$out"
 
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'available', torch.cuda.is_available())"
+# The tests that need a CUDA device (tests/test_perf_gpu.py: every torch method, the simulator
+# against the CPU, bf16 and channels-last, a GPU-trained model on a CPU-only process, bench scan
+# on both); a failure is reported at the end but does not stop the measurements.
+if [[ "$device" == cuda* ]]; then
+    LENSBENCH_REQUIRE_GPU=1 timeout 150 python3 -m pytest -q -p no:cacheprovider \
+        tests/test_perf_gpu.py -k cuda 2>&1 | tee "$out/gpu-tests.log" || tests_status=$?
+fi
 timeout 120 python3 -m lensbench.bench.cli perf gpu --profile smoke --device "$device" \
     --workdir "$workdir" --out "$out/metcalf-compare-gpu-smoke.md" 2>&1 | tee "$out/smoke.log"
 if [[ "${LB_SKIP_COMPARE:-0}" == 1 ]]; then
@@ -70,4 +77,5 @@ echo "compare profile: ${left} s left"
 timeout "$left" python3 -m lensbench.bench.cli perf gpu --profile compare \
     --device "$device" --workdir "$workdir" 2>&1 | tee "$out/compare.log" || status=$?
 cp reports/metcalf-compare-gpu.md "$out/" 2>/dev/null || true  # written after each method
-exit "${status:-0}"
+[[ -z "${tests_status:-}" ]] || echo "the GPU tests failed (rc $tests_status): $out/gpu-tests.log"
+exit "${status:-${tests_status:-0}}"

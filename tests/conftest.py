@@ -1,9 +1,12 @@
 """Shared fixtures: what tests need from outside the repository (real-data files, Chromium,
-PostgreSQL, a real MLflow tracking server on loopback).
+PostgreSQL, a real MLflow tracking server on loopback, a CUDA device).
 
 A test that needs something outside gets it from one fixture here (``real_data``, ``chromium``,
-``postgres_url``). When it is missing the test is skipped with one line naming what is missing
-and how to get it; with ``LENSBENCH_REQUIRE_ALL=1`` (CI sets it) that line is a failure instead.
+``postgres_url``, ``cuda``). When it is missing the test is skipped with one line naming what is
+missing and how to get it; with ``LENSBENCH_REQUIRE_ALL=1`` (CI sets it) that line is a failure
+instead. A GPU is the exception: no package install brings one, so CI cannot ask for it;
+``LENSBENCH_REQUIRE_GPU=1`` (scripts/gpu-run.sh sets it on the GPU machine) makes its absence a
+failure.
 """
 
 from __future__ import annotations
@@ -99,6 +102,19 @@ def chromium() -> str:
     if not os.access(CHROMIUM, os.X_OK):
         missing(f"needs Chromium at {CHROMIUM}: apt-get install chromium")
     return CHROMIUM
+
+
+@pytest.fixture(scope="session")
+def cuda():
+    """A CUDA device torch can use (tests/test_gpu.py; run on a GPU by scripts/gpu-run.sh)."""
+    import torch
+
+    if not torch.cuda.is_available():
+        what = "needs a CUDA device (torch.cuda.is_available() is False): scripts/gpu-run.sh"
+        if os.environ.get("LENSBENCH_REQUIRE_GPU", "") not in ("", "0"):
+            pytest.fail(f"{what} (LENSBENCH_REQUIRE_GPU=1)", pytrace=False)
+        pytest.skip(what)
+    return torch.device("cuda")
 
 
 def free_port() -> int:

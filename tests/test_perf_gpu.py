@@ -4,6 +4,7 @@ the packages the GPU machine lacks, the split-hash check against the committed r
 
 from __future__ import annotations
 
+import csv
 import inspect
 import io
 import os
@@ -184,11 +185,11 @@ def test_every_torch_method_with_a_device_is_covered():
     assert TORCH_METHODS == sorted(TINY)
 
 
-@pytest.mark.parametrize("name", TORCH_METHODS)
-def test_device_auto_trains_and_predicts_on_the_cpu(name, monkeypatch):
-    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+def _fit_tiny(name: str, device: str):
+    """(the method ``name`` fitted for one tiny epoch on ``device``, its outputs on 8 inputs,
+    its networks)."""
     cls = resolve_method(name)
-    params = {**TINY[name], "device": "auto"}
+    params = {**TINY[name], "device": device}
     if "num_threads" in inspect.signature(cls).parameters:
         params["num_threads"] = 1
     method = cls(**params)
@@ -215,11 +216,18 @@ def test_device_auto_trains_and_predicts_on_the_cpu(name, monkeypatch):
                         image_shape=X.shape[1:])
         method.fit(X, y, info=info)
         out = method.predict_score(X[:8])
-    assert np.isfinite(np.asarray(out, dtype=float)).all()
     nets = [value for value in vars(method).values() if isinstance(value, torch.nn.Module)]
     nets += [net for value in vars(method).values() if isinstance(value, list)
              for net in value if isinstance(net, torch.nn.Module)]
     assert nets, f"{name}: no fitted network found"
+    return method, np.asarray(out, dtype=float), nets
+
+
+@pytest.mark.parametrize("name", TORCH_METHODS)
+def test_device_auto_trains_and_predicts_on_the_cpu(name, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    _, out, nets = _fit_tiny(name, "auto")
+    assert np.isfinite(out).all()
     assert {p.device.type for net in nets for p in net.parameters()} == {"cpu"}
 
 
@@ -327,3 +335,110 @@ def test_a_cuda_device_torch_does_not_see_is_a_usage_error(argv, tmp_path, monke
     err = capsys.readouterr().err
     assert "bench: error: " in err and "no CUDA device" in err
     assert not any(tmp_path.iterdir())
+
+
+# ----------------------------------------------------------------------------- on a CUDA device
+# Skipped without one (the `cuda` fixture); scripts/gpu-run.sh runs them on the GPU machine, with
+# LENSBENCH_REQUIRE_GPU=1, before its timed run. GPU convolutions use TF32 by default (cuDNN's
+# allow_tf32: a 10-bit mantissa), so scores on a GPU match the CPU's to about 1e-3, not to
+# float32 rounding; the simulator uses no convolution layers and is held to float32 rounding.
+GPU_SCORE_ATOL = 2e-3
+
+
+@pytest.mark.parametrize("name", TORCH_METHODS)
+def test_every_torch_method_trains_and_predicts_on_cuda(name, cuda):
+    _, out, nets = _fit_tiny(name, str(cuda))
+    assert np.isfinite(out).all()
+    assert {p.device.type for net in nets for p in net.parameters()} == {cuda.type}
+
+
+def test_the_training_set_stays_on_a_cuda_device(cuda):
+    assert train.fits_on_device([torch.zeros(64, 4, 64, 64)], cuda)
+    assert train.memory_format_for(cuda) == torch.contiguous_format
+
+
+def test_the_simulator_on_cuda_renders_the_cpus_images(cuda):
+    """`bench perf sim --device cuda` / `bench data make --device cuda`: the same truth and, to
+    float32 rounding, the same pixels as the CPU in float64 (noiseless) and in float32 (with the
+    noise, which is drawn on the CPU for every device)."""
+    from lensbench.bench.tasks import METCALF_GROUND
+    from lensbench.datasets.simulate import Simulator
+
+    noiseless = METCALF_GROUND.config.replace(noise=False)
+    on_gpu, truth = Simulator(noiseless, device=cuda).simulate(24, seed=5)
+    double, truth64 = Simulator(noiseless, dtype=torch.float64).simulate(24, seed=5)
+    assert on_gpu.dtype == np.float32 and truth["label"].any() and not truth["label"].all()
+    assert truth.keys() == truth64.keys()
+    for key in truth:
+        np.testing.assert_allclose(truth[key], truth64[key], rtol=1e-5, atol=1e-6,
+                                   err_msg=key)
+    peak = np.abs(double).max(axis=(2, 3), keepdims=True)
+    assert (np.abs(on_gpu - double) / peak).max() < 1e-5
+    noisy_gpu, _ = Simulator(METCALF_GROUND.config, device=cuda).simulate(24, seed=5)
+    noisy_cpu, _ = Simulator(METCALF_GROUND.config).simulate(24, seed=5)
+    peak = np.abs(noisy_cpu).max(axis=(2, 3), keepdims=True)
+    assert (np.abs(noisy_gpu - noisy_cpu) / peak).max() < 1e-4
+
+
+def test_bf16_autocast_and_channels_last_train_on_cuda(cuda):
+    from lensbench.deep.methods import ResNetFinder
+
+    X, y = _image_data(n=64, size=20)
+    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
+                    image_shape=X.shape[1:])
+    base = dict(width=8, max_epochs=2, patience=None, random_state=4, device=str(cuda))
+    fp32 = ResNetFinder(**base).fit(X, y, info=info).predict_score(X)
+    fast = ResNetFinder(**base, precision="bfloat16", memory_format="channels_last").fit(
+        X, y, info=info).predict_score(X)
+    assert np.isfinite(fast).all() and not np.array_equal(fast, fp32)
+    assert np.corrcoef(fast, fp32)[0, 1] > 0.9
+
+
+def test_a_model_trained_on_cuda_scores_alike_on_a_cpu_only_machine(cuda, tmp_path):
+    """Real CUDA tensors and device="cuda" in the files; a process that sees no GPU loads the
+    checkpoint and the model file and scores as the GPU did; bench scan on both devices too."""
+    from lensbench.baselines.persistence import save_model
+    from lensbench.bench.tools.scan import scan
+    from lensbench.datasets.storage import SplitWriter
+    from lensbench.deep.checkpoint import save_checkpoint
+    from lensbench.deep.methods import CommitteeFinder
+
+    X, y = _image_data()
+    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
+                    image_shape=X.shape[1:])
+    method = CommitteeFinder(width=8, members=2, max_epochs=2, device=str(cuda),
+                             random_state=1).fit(X, y, info=info)
+    on_gpu = method.predict_score(X)
+    np.save(tmp_path / "X.npy", X)
+    save_checkpoint(method, tmp_path / "model.pt")
+    save_model(method, tmp_path / "model.lbmodel")
+    code = (
+        "import sys, numpy as np, torch\n"
+        "from pathlib import Path\n"
+        "from lensbench.baselines.persistence import load_model\n"
+        "from lensbench.deep.checkpoint import load_checkpoint\n"
+        "assert not torch.cuda.is_available()\n"
+        "d = Path(sys.argv[1]); X = np.load(d / 'X.npy')\n"
+        "for name, m in (('pt', load_checkpoint(d / 'model.pt')),\n"
+        "                ('lbmodel', load_model(d / 'model.lbmodel')[0])):\n"
+        "    np.save(d / f'scores-{name}.npy', m.predict_score(X))\n")
+    done = subprocess.run([sys.executable, "-c", code, str(tmp_path)], capture_output=True,
+                          text=True, env={**os.environ, "CUDA_VISIBLE_DEVICES": ""}, timeout=300)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for name in ("pt", "lbmodel"):
+        np.testing.assert_allclose(np.load(tmp_path / f"scores-{name}.npy"), on_gpu,
+                                   atol=GPU_SCORE_ATOL, err_msg=name)
+    with SplitWriter(tmp_path / "split", config={"kind": "t"}, seed=0, bands=["g", "r"],
+                     created_by="test") as writer:
+        writer.add_shard(X, {"object_id": np.arange(len(X))})
+
+    def scan_scores(device: str, out) -> dict[str, float]:
+        assert scan(tmp_path / "model.lbmodel", tmp_path / "split", out, progress=False,
+                    device=device).complete
+        return {row["id"]: float(row["score"]) for row in csv.DictReader(out.open())}
+
+    cpu_table = scan_scores("cpu", tmp_path / "on-cpu.csv")
+    gpu_table = scan_scores(str(cuda), tmp_path / "on-gpu.csv")
+    assert cpu_table.keys() == gpu_table.keys() and len(cpu_table) == len(X)
+    np.testing.assert_allclose([gpu_table[key] for key in cpu_table], list(cpu_table.values()),
+                               atol=GPU_SCORE_ATOL)

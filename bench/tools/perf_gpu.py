@@ -178,7 +178,9 @@ def machine_lines(device) -> list[str]:
     if device.type == "cuda":
         name = torch.cuda.get_device_name(device)
         memory = torch.cuda.get_device_properties(device).total_memory / 2**30
-        machine = f"{name} ({memory:.0f} GiB)"
+        # "float32" on a GPU: cuDNN convolutions run in TF32 unless this is off
+        machine = (f"{name} ({memory:.0f} GiB; cuDNN TF32 {torch.backends.cudnn.allow_tf32}, "
+                   f"float32 matmul precision {torch.get_float32_matmul_precision()})")
     else:
         machine = f"CPU only ({platform.processor() or platform.machine()})"
     return [f"- machine: {machine}; {os.cpu_count()} CPUs, torch threads "
