@@ -199,28 +199,32 @@ def _fit_tiny(name: str, device: str):
         X, y = _photoz_data()
         info = TaskInfo(name="t", kind="photoz", bands=BANDS, pixel_scale=float("nan"),
                         image_shape=(5, 0, 0))
-        method.fit(X, y, info=info)
-        out = method.predict(X[:8])
     elif name.endswith("regressor"):
         from lensbench.baselines.contract import LENS_MODEL_TARGETS
 
         X, _ = _image_data(bands=4)
-        Y = np.random.default_rng(1).normal(0, 0.3, (len(X), len(LENS_MODEL_TARGETS)))
+        y = np.random.default_rng(1).normal(0, 0.3, (len(X), len(LENS_MODEL_TARGETS)))
         info = TaskInfo(name="t", kind="modeling", bands=("g", "r", "i", "z"), pixel_scale=0.2,
                         image_shape=X.shape[1:], targets=LENS_MODEL_TARGETS)
-        method.fit(X, Y, info=info)
-        out = method.predict_score(X[:8])
     else:
         X, y = _image_data()
         info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
                         image_shape=X.shape[1:])
-        method.fit(X, y, info=info)
-        out = method.predict_score(X[:8])
+    method.fit(X, y, info=info)
+    out = _tiny_outputs(name, method)
     nets = [value for value in vars(method).values() if isinstance(value, torch.nn.Module)]
     nets += [net for value in vars(method).values() if isinstance(value, list)
              for net in value if isinstance(net, torch.nn.Module)]
     assert nets, f"{name}: no fitted network found"
-    return method, np.asarray(out, dtype=float), nets
+    return method, out, nets
+
+
+def _tiny_outputs(name: str, method) -> np.ndarray:
+    """What the fitted ``method`` (of _fit_tiny's ``name``) says of 8 of its inputs."""
+    if name.endswith("photoz"):
+        return np.asarray(method.predict(_photoz_data()[0][:8]), dtype=float)
+    return np.asarray(method.predict_score(_image_data(bands=4 if name.endswith("regressor")
+                                                       else 2)[0][:8]), dtype=float)
 
 
 @pytest.mark.parametrize("name", TORCH_METHODS)
@@ -297,6 +301,23 @@ def test_a_model_trained_on_cuda_scores_on_a_cpu_only_machine(tmp_path, monkeypa
         writer.add_shard(X, {"object_id": np.arange(len(X))})
     summary = scan(model, tmp_path / "split", tmp_path / "candidates.csv", progress=False)
     assert summary.complete and summary.n_scored == len(X)
+
+
+@pytest.mark.parametrize("name", ["resnet-regressor", "ae-bgmm", "netz-photoz"])
+def test_other_torch_model_files_trained_on_cuda_load_on_a_cpu_only_machine(name, tmp_path,
+                                                                             monkeypatch):
+    """The regressor's own loader and the "state" family (torch modules inside) place the
+    model the same way as the finders' checkpoints."""
+    from lensbench.baselines.persistence import load_model, save_model
+
+    method, out, _ = _fit_tiny(name, "cpu")
+    method.set_params(device="cuda")
+    path = save_model(method, tmp_path / "model.lbmodel")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    loaded = load_model(path)[0]
+    assert loaded.device == "auto"
+    again = _tiny_outputs(name, loaded)
+    np.testing.assert_allclose(again, out, rtol=1e-6, atol=1e-9)
 
 
 # ----------------------------------------------------------------------------- the simulator
