@@ -212,6 +212,7 @@ def scan_line(run: MethodRun, test_split: Path, device, tmp: Path) -> str:
     from lensbench.bench.tools.scan import timed_scan_line
     from lensbench.deep.checkpoint import save_checkpoint
 
+    tmp.mkdir(parents=True, exist_ok=True)
     ckpt = save_checkpoint(run.method, tmp / f"{run.name}.pt")
     line = timed_scan_line(ckpt, test_split, tmp / f"{run.name}-candidates.csv", 1, SCAN_BATCH,
                           str(device))
@@ -385,10 +386,12 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
         runs.append(run)
         write()
     with tempfile.TemporaryDirectory(prefix="lensbench-perf-gpu-") as tmp:
-        for run in runs:
-            scans.append(scan_line(run, splits.test.path, resolved, Path(tmp)))
-            log(scans[-1])
-            write()
+        # on the device, then on this machine's CPU cores: inference beside the CPU's
+        for where in dict.fromkeys([str(resolved), "cpu"]):
+            for run in runs:
+                scans.append(scan_line(run, splits.test.path, where, Path(tmp) / where))
+                log(scans[-1])
+                write()
     short = speed_params(profile, speed_epochs) if speed_epochs else {}
     speed_kind = copy.copy(kind)
     speed_kind.rotation_subset = 0  # the speed table has no rotation columns
