@@ -17,8 +17,8 @@
 # machine) and astropy, which the simulator needs for its cosmology (distances in flat LCDM):
 # astropy, pyerfa and astropy-iers-data travel as wheels (~13 MB; PyYAML and packaging are
 # there), and lenstronomy, the peer of the simulator's rate (pure Python, published only as a
-# source archive: built into a wheel here; of its needs, the rendering path imports only what
-# the machine has, mpmath and PyYAML among them). pooch, mlflow, optuna, xgboost and photutils
+# source archive: built into a wheel here; its rendering path runs with numpy, scipy, astropy
+# and PyYAML alone, checked with its other requirements unimportable). pooch, mlflow, optuna, xgboost and photutils
 # are not needed: nothing on this path imports them (tests/test_perf_gpu.py runs the command
 # with them unimportable).
 #
