@@ -187,12 +187,22 @@ def fast_asinh(x: torch.Tensor) -> torch.Tensor:
 # every module); ``dihedral`` is imported from there.
 
 
+def host_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
+    """A small CPU tensor (random draws, batch indices) on ``device``. On CUDA through pinned
+    memory, without waiting: a plain copy (or a boolean mask) waits for every queued kernel, so
+    a few per batch keep the host from running ahead of the GPU."""
+    if device.type != "cuda" or t.device.type != "cpu":
+        return t.to(device)
+    return t.pin_memory().to(device, non_blocking=True)
+
+
 def dihedral_each(x: torch.Tensor, ks: torch.Tensor) -> torch.Tensor:
-    """Image i of a batch (n, ...) through dihedral transform ``ks[i]``."""
+    """Image i of a batch (n, ...) through dihedral transform ``ks[i]`` (``ks`` on the CPU;
+    row indices, not masks, so that nothing waits for the device)."""
     out = torch.empty_like(x)
     for k in ks.unique().tolist():
-        sel = (ks == k).to(x.device)
-        out[sel] = dihedral(x[sel], k)
+        rows = host_to(torch.nonzero(ks == k).squeeze(1), x.device)
+        out.index_copy_(0, rows, dihedral(x.index_select(0, rows), k))
     return out
 
 
@@ -228,10 +238,10 @@ class Augment:
             theta[:, 1, 1] = 1.0 / scale
             theta[:, 0, 2] = shift[:, 0] * 2.0 / w  # pixels -> normalised [-1, 1] coordinates
             theta[:, 1, 2] = shift[:, 1] * 2.0 / h
-            grid = F.affine_grid(theta.to(x.device), list(x.shape), align_corners=False)
+            grid = F.affine_grid(host_to(theta, x.device), list(x.shape), align_corners=False)
             x = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros",
                               align_corners=False)
         if self.flux_scale > 0:
             factor = torch.exp(self.flux_scale * torch.randn(n, generator=generator))
-            x = x * factor.to(x.device)[:, None, None, None]
+            x = x * host_to(factor, x.device)[:, None, None, None]
         return x

@@ -36,7 +36,7 @@ from lensbench.baselines.transforms import dihedral, inverse_dihedral
 from lensbench.deep import checkpoint
 from lensbench.deep.methods import as_images, member_seeds
 from lensbench.deep.nets import build_net
-from lensbench.deep.preprocess import Augment, Preprocessor, dihedral_each
+from lensbench.deep.preprocess import Augment, Preprocessor, dihedral_each, host_to
 from lensbench.deep.progress import Progress
 from lensbench.deep.train import (
     Objective,
@@ -61,7 +61,7 @@ def transform_targets(Y: torch.Tensor, ks: torch.Tensor, names: tuple[str, ...],
     docstring for the axes). With ``variance=True``, Y holds per-target variances, which the
     signed permutations permute (the squares of their entries)."""
     out = Y.clone()
-    ks = torch.as_tensor(ks, device=Y.device).long()
+    ks = host_to(torch.as_tensor(ks).long(), Y.device)
     quarter_turns, flipped = ks % 4, ks >= 4
     for (a, b), spin in SPIN_PAIRS.items():
         if a not in names or b not in names:
@@ -69,8 +69,8 @@ def transform_targets(Y: torch.Tensor, ks: torch.Tensor, names: tuple[str, ...],
         ia, ib = names.index(a), names.index(b)
         # A quarter turn rotates positions by -90 deg: the angle of a spin-s pair by -s 90 deg.
         m = (-spin * quarter_turns) % 4
-        cos = torch.tensor(_COS, dtype=Y.dtype, device=Y.device)[m]
-        sin = torch.tensor(_SIN, dtype=Y.dtype, device=Y.device)[m]
+        cos = host_to(torch.tensor(_COS, dtype=Y.dtype), Y.device)[m]
+        sin = host_to(torch.tensor(_SIN, dtype=Y.dtype), Y.device)[m]
         if variance:
             cos, sin = cos**2, sin**2
             first, second = cos * Y[:, ia] + sin * Y[:, ib], sin * Y[:, ia] + cos * Y[:, ib]

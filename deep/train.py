@@ -21,7 +21,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 import torch.nn.functional as F
-from lensbench.deep.preprocess import Augment, Preprocessor
+from lensbench.deep.preprocess import Augment, Preprocessor, host_to
 from lensbench.deep.progress import Progress
 from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import train_test_split
@@ -282,7 +282,7 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
             net.train()
             total, count = 0.0, 0
             for idx in _batches(len(x_all), cfg.batch_size, generator):
-                rows = idx.to(x_all.device)
+                rows = host_to(idx, x_all.device)
                 x, y = objective.augment(cfg.augment, x_all[rows], y_all[rows], generator)
                 if pin:
                     x, y = x.pin_memory(), y.pin_memory()

@@ -378,6 +378,28 @@ def test_the_training_set_stays_on_a_cuda_device(cuda):
     assert train.memory_format_for(cuda) == torch.contiguous_format
 
 
+def test_a_training_batch_on_cuda_never_waits_for_the_device(cuda):
+    """Gathering a batch of the device-resident training set and augmenting it there issue no
+    host-device synchronisation (torch's sync debug mode makes one an error), and give the
+    CPU's augmentation to float32 rounding (the random draws come from the same CPU generator)."""
+    from lensbench.deep.preprocess import Augment, host_to
+
+    x = torch.randn(64, 4, 32, 32, generator=torch.Generator().manual_seed(1))
+    augment = Augment(zoom=(0.9, 1.0))
+    batches = []
+    for device in (cuda, torch.device("cpu")):
+        generator = torch.Generator().manual_seed(0)
+        on_device = x.to(device)
+        torch.cuda.synchronize()
+        torch.cuda.set_sync_debug_mode("error" if device.type == "cuda" else "default")
+        try:
+            rows = host_to(torch.randperm(64, generator=generator)[:32], device)
+            batches.append(augment(on_device[rows], generator))
+        finally:
+            torch.cuda.set_sync_debug_mode("default")
+    torch.testing.assert_close(batches[0].cpu(), batches[1], rtol=1e-5, atol=1e-5)
+
+
 def test_the_simulator_on_cuda_renders_the_cpus_images(cuda):
     """`bench perf sim --device cuda` / `bench data make --device cuda`: the same truth and, to
     float32 rounding, the same pixels as the CPU in float64 (noiseless) and in float32 (with the
