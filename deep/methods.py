@@ -28,6 +28,7 @@ from lensbench.deep.train import (
     Objective,
     TrainConfig,
     deterministic,
+    device_resident,
     memory_format_for,
     predict_outputs,
     resolve_device,
@@ -162,6 +163,7 @@ class NetFinder(Method):
         """(n_members, n) TTA-combined logits of normalised images."""
         device = resolve_device(self.device)
         ks = tta_transforms(Xn.shape, self.tta)
+        Xn = device_resident(Xn, device)  # read members x transforms times
         rule = "mean" if self.tta == "none" else self.tta
         out = []
         with (deterministic(0, self.num_threads),

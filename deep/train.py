@@ -73,6 +73,16 @@ def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
     return sum(t.numel() * t.element_size() for t in tensors) <= DEVICE_DATA_SHARE * free
 
 
+def device_resident(X: np.ndarray, device: torch.device) -> np.ndarray | torch.Tensor:
+    """``X`` as a tensor on ``device`` when it fits there (a CUDA device), else ``X`` itself:
+    inputs read many times (each epoch's validation, each test-time pass of each member) then
+    cross the bus once instead of every time."""
+    if device.type != "cuda":
+        return X
+    x = torch.from_numpy(np.ascontiguousarray(X))
+    return x.to(device) if fits_on_device([x], device) else X
+
+
 def resolve_device(device: str = "auto") -> torch.device:
     """"auto" -> CUDA when available, else CPU; anything else is passed to torch.device."""
     if device == "auto":
@@ -215,24 +225,29 @@ def _batches(n: int, batch_size: int, generator: torch.Generator | None):
 
 
 @torch.no_grad()
-def predict_outputs(net: nn.Module, X: np.ndarray, pre: Preprocessor, objective: Objective,
+def predict_outputs(net: nn.Module, X: np.ndarray | torch.Tensor, pre: Preprocessor,
+                    objective: Objective,
                     device: torch.device, batch_size: int = 512,
                     transform: Callable[[torch.Tensor], torch.Tensor] | None = None,
                     progress: Progress | None = None, precision: str = "float32",
                     memory_format: str = "auto") -> torch.Tensor:
-    """Objective outputs (logits, or reconstruction errors) of normalised images X, on CPU.
-    ``progress``: told which images are done (``alive``) after each batch. ``precision`` and
-    ``memory_format`` as in TrainConfig."""
+    """Objective outputs (logits, or reconstruction errors) of normalised images X (an array, or
+    a tensor already on the device: :func:`device_resident`), on CPU. ``progress``: told which
+    images are done (``alive``) after each batch. ``precision`` and ``memory_format`` as in
+    TrainConfig."""
     net.eval()
     layout = memory_format_for(device, memory_format)
     out = []
     for start in range(0, len(X), batch_size):
         if progress is not None and start:
             progress.alive(f"{start}/{len(X)} images")
-        x = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_size]))
-        if device.type == "cuda":
-            x = x.pin_memory()
-        x = x.to(device, non_blocking=x.is_pinned())
+        if isinstance(X, torch.Tensor):
+            x = X[start:start + batch_size].to(device)
+        else:
+            x = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_size]))
+            if device.type == "cuda":
+                x = x.pin_memory()
+            x = x.to(device, non_blocking=x.is_pinned())
         if transform is not None:
             x = transform(x)
         x = x.contiguous(memory_format=layout)
@@ -270,6 +285,7 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
         # kept on the device between epochs: batches are gathered and augmented there
         x_all, y_all = x_all.to(device), y_all.to(device)
     pin = device.type == "cuda" and x_all.device.type == "cpu"
+    X_val = device_resident(X_val, device) if len(X_val) else X_val
     history: dict[str, list[float]] = {}
     best_value, best_state, best_epoch, stale = None, None, 0, 0
     stopped_early = False

@@ -263,6 +263,24 @@ def test_training_data_stays_on_the_host_for_a_cpu_device():
     assert train.memory_format_for(torch.device("cuda")) == torch.contiguous_format
 
 
+def test_inputs_already_on_the_device_score_as_arrays_do():
+    """predict_outputs reads a tensor kept on the device (device_resident, on CUDA when it
+    fits) as it reads the array: same outputs; on the CPU the array stays an array."""
+    from lensbench.deep.methods import ResNetFinder
+
+    X, y = _image_data()
+    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
+                    image_shape=X.shape[1:])
+    method = ResNetFinder(width=8, max_epochs=1, num_threads=1, device="cpu").fit(X, y, info=info)
+    Xn = method.preprocessor_.normalise(X)
+    assert train.device_resident(Xn, torch.device("cpu")) is Xn
+    net, cpu = method.nets_[0], torch.device("cpu")
+    as_array = train.predict_outputs(net, Xn, method.preprocessor_, train.Objective(), cpu, 16)
+    as_tensor = train.predict_outputs(net, torch.from_numpy(Xn), method.preprocessor_,
+                                      train.Objective(), cpu, 16)
+    torch.testing.assert_close(as_tensor, as_array, rtol=0, atol=0)
+
+
 def test_a_model_trained_on_cuda_scores_on_a_cpu_only_machine(tmp_path, monkeypatch):
     """A run on a GPU saves tensors tagged "cuda:0" and the parameter device="cuda"; both the
     bare checkpoint and the model file load and score on a machine without CUDA, where the
@@ -375,6 +393,7 @@ def test_every_torch_method_trains_and_predicts_on_cuda(name, cuda):
 
 def test_the_training_set_stays_on_a_cuda_device(cuda):
     assert train.fits_on_device([torch.zeros(64, 4, 64, 64)], cuda)
+    assert train.device_resident(np.zeros((8, 2, 4, 4), np.float32), cuda).device.type == "cuda"
     assert train.memory_format_for(cuda) == torch.contiguous_format
 
 
