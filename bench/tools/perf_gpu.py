@@ -215,7 +215,7 @@ def scan_line(run: MethodRun, test_split: Path, device, tmp: Path) -> str:
     tmp.mkdir(parents=True, exist_ok=True)
     ckpt = save_checkpoint(run.method, tmp / f"{run.name}.pt")
     line = timed_scan_line(ckpt, test_split, tmp / f"{run.name}-candidates.csv", 1, SCAN_BATCH,
-                          str(device))
+                           str(device))
     return (f"- `bench scan` of the {run.n_test:,} test cutouts with "
             f"`{run_id(run.name, run.params)}` (batch {SCAN_BATCH}): {line.strip()}")
 

@@ -948,7 +948,7 @@ def benchmark(n: int = 8192, worker_counts: tuple[int, ...] = (1, 2), batch_size
                      f"{os.cpu_count()} CPU(s), load average {os.getloadavg()[0]:.2f}")
         for workers in worker_counts:
             lines.append(timed_scan_line(ckpt, split, tmp / f"candidates-{workers}.csv",
-                                        workers, batch_size))
+                                         workers, batch_size))
     return lines
 
 
@@ -959,7 +959,7 @@ def _process_cpu_seconds() -> float:
 
 
 def timed_scan_line(ckpt: Path, split: Path, out: Path, workers: int, batch_size: int,
-                   device: str = "cpu") -> str:
+                    device: str = "cpu") -> str:
     """One benchmark line: steady wall-clock cutouts/s (first finished batch to last: no
     start-up, model loading or warm-up), end to end, and cutouts per CPU-second of the scoring
     processes (this process, or the Dask workers), which the machine's other load disturbs
