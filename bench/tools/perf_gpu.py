@@ -430,6 +430,7 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
         partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
         partial.replace(out)
 
+    write()  # the splits and the simulator already: a run cut in its first method keeps them
     for name in methods:
         run = run_method(name, params[name], kind, task, splits, seed, str(resolved))
         log(f"{run_id(name, run.params)}: AUROC {run.metrics['auroc']:.4f} TPR0 "
