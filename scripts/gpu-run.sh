@@ -26,7 +26,8 @@
 # run gets what the smoke run left, and its report is rewritten after every step, so a cut
 # keeps what was measured.
 # Environment: LB_DEVICE (default cuda), LB_BUDGET, LB_WORKDIR (splits, default
-# /tmp/lensbench-work), LB_SKIP_COMPARE=1 (smoke only).
+# /tmp/lensbench-work), LB_SKIP_COMPARE=1 (smoke only); for a rerun that must be shorter,
+# LB_METHODS (default "deeplens committee") and LB_SPEED_EPOCHS (0 skips the speed runs).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -74,8 +75,11 @@ if [[ "${LB_SKIP_COMPARE:-0}" == 1 ]]; then
 fi
 left=$(( ${LB_BUDGET:-570} - SECONDS - 10 ))  # 10 s to copy the report back
 echo "compare profile: ${left} s left"
+# shellcheck disable=SC2086  # LB_METHODS is a list of words
 timeout "$left" python3 -m lensbench.bench.cli perf gpu --profile compare \
-    --device "$device" --workdir "$workdir" 2>&1 | tee "$out/compare.log" || status=$?
+    --device "$device" --workdir "$workdir" --methods ${LB_METHODS:-deeplens committee} \
+    ${LB_SPEED_EPOCHS:+--speed-epochs "$LB_SPEED_EPOCHS"} 2>&1 | tee "$out/compare.log" \
+    || status=$?
 cp reports/metcalf-compare-gpu.md "$out/" 2>/dev/null || true  # written after each method
 [[ -z "${tests_status:-}" ]] || echo "the GPU tests failed (rc $tests_status): $out/gpu-tests.log"
 exit "${status:-${tests_status:-0}}"

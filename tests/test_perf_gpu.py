@@ -11,6 +11,7 @@ import os
 import re
 import subprocess
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -121,6 +122,18 @@ def test_split_hashes_are_checked_against_the_committed_report():
     line = perf_gpu.hash_lines(other, stated, "compare")[0]
     assert "DIFFERENT" in line and f"test `{stated['test']}`" in line
     assert "numpy and torch builds" in line and "'s train `" not in line  # only the test differs
+
+
+def test_the_report_names_the_command_that_reproduces_it():
+    from lensbench.bench.cli import build_parser
+
+    options = {"profile": "compare", "device": "cuda", "seed": 0, "workdir": Path("w"),
+               "methods": ("deeplens",), "speed_epochs": 0}
+    line = perf_gpu.command_line(options)
+    assert line == ("bench perf gpu --profile compare --device cuda --seed 0 --workdir w "
+                    "--methods deeplens --speed-epochs 0")
+    parsed = build_parser().parse_args(line.split()[1:])  # what it says, the CLI accepts
+    assert (parsed.methods, parsed.speed_epochs, parsed.device) == (["deeplens"], 0, "cuda")
 
 
 def test_the_probe_hashes_are_this_machines_and_name_the_stage_that_differs():

@@ -465,5 +465,6 @@ def command_line(options: dict) -> str:
     """The `bench perf gpu` command that gives ``options`` (gpu_compare's keywords)."""
     words = ["bench", "perf", "gpu"]
     for key, value in options.items():
-        words += [f"--{key}", *(map(str, value) if isinstance(value, tuple) else [str(value)])]
+        words += [f"--{key.replace('_', '-')}",
+                  *(map(str, value) if isinstance(value, tuple) else [str(value)])]
     return shlex.join(words)
