@@ -31,14 +31,13 @@ _MIRROR = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 if _MIRROR.is_dir() and os.environ.get("LENSBENCH_NO_MIRROR", "") in ("", "0"):
     os.environ.setdefault("LENSBENCH_DATA_DIR", str(_MIRROR))
 os.environ["LENSBENCH_NO_DOWNLOAD"] = "1"
-REQUIRE_ALL = os.environ.get("LENSBENCH_REQUIRE_ALL", "") not in ("", "0")
 
 
-def missing(what: str) -> None:
-    """Skip the test (fail it under LENSBENCH_REQUIRE_ALL=1) with one line saying what is
-    missing and how to get it."""
-    if REQUIRE_ALL:
-        pytest.fail(f"{what} (LENSBENCH_REQUIRE_ALL=1)", pytrace=False)
+def missing(what: str, switch: str = "LENSBENCH_REQUIRE_ALL") -> None:
+    """Skip the test (fail it when the environment variable ``switch`` is set, e.g.
+    LENSBENCH_REQUIRE_ALL=1) with one line saying what is missing and how to get it."""
+    if os.environ.get(switch, "") not in ("", "0"):
+        pytest.fail(f"{what} ({switch}=1)", pytrace=False)
     pytest.skip(what)
 
 
@@ -106,14 +105,13 @@ def chromium() -> str:
 
 @pytest.fixture(scope="session")
 def cuda():
-    """A CUDA device torch can use (tests/test_gpu.py; run on a GPU by scripts/gpu-run.sh)."""
+    """A CUDA device torch can use (tests/test_perf_gpu.py; run on a GPU by
+    scripts/gpu-run.sh, which sets LENSBENCH_REQUIRE_GPU=1)."""
     import torch
 
     if not torch.cuda.is_available():
-        what = "needs a CUDA device (torch.cuda.is_available() is False): scripts/gpu-run.sh"
-        if os.environ.get("LENSBENCH_REQUIRE_GPU", "") not in ("", "0"):
-            pytest.fail(f"{what} (LENSBENCH_REQUIRE_GPU=1)", pytrace=False)
-        pytest.skip(what)
+        missing("needs a CUDA device (torch.cuda.is_available() is False): scripts/gpu-run.sh",
+                switch="LENSBENCH_REQUIRE_GPU")
     return torch.device("cuda")
 
 
