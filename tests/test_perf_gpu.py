@@ -185,6 +185,12 @@ def _image_data(n=48, bands=2, size=16, seed=0):
     return X, y
 
 
+def _finder_info(X) -> TaskInfo:
+    """The lens-finding TaskInfo of _image_data's two-band cutouts ``X``."""
+    return TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
+                    image_shape=X.shape[1:])
+
+
 def _photoz_data(n=64, seed=0):
     rng = np.random.default_rng(seed)
     z = rng.uniform(0.1, 0.5, n)
@@ -235,8 +241,7 @@ def _fit_tiny(name: str, device: str):
                         image_shape=X.shape[1:], targets=LENS_MODEL_TARGETS)
     else:
         X, y = _image_data()
-        info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
-                        image_shape=X.shape[1:])
+        info = _finder_info(X)
     method.fit(X, y, info=info)
     out = _tiny_outputs(name, method)
     nets = [value for value in vars(method).values() if isinstance(value, torch.nn.Module)]
@@ -267,8 +272,7 @@ def test_bf16_autocast_and_memory_format_flags_reach_the_network():
     from lensbench.deep.methods import ResNetFinder
 
     X, y = _image_data(n=64, size=20)
-    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
-                    image_shape=X.shape[1:])
+    info = _finder_info(X)
     base = dict(width=8, max_epochs=2, patience=None, num_threads=1, random_state=4)
     fp32 = ResNetFinder(**base).fit(X, y, info=info).predict_score(X)
     contiguous = ResNetFinder(**base, memory_format="contiguous").fit(X, y, info=info)
@@ -296,8 +300,7 @@ def test_inputs_already_on_the_device_score_as_arrays_do():
     from lensbench.deep.methods import ResNetFinder
 
     X, y = _image_data()
-    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
-                    image_shape=X.shape[1:])
+    info = _finder_info(X)
     method = ResNetFinder(width=8, max_epochs=1, num_threads=1, device="cpu").fit(X, y, info=info)
     Xn = method.preprocessor_.normalise(X)
     assert train.device_resident(Xn, torch.device("cpu")) is Xn
@@ -318,8 +321,7 @@ def test_a_model_trained_on_cuda_scores_on_a_cpu_only_machine(tmp_path, monkeypa
     from lensbench.deep.methods import CommitteeFinder
 
     X, y = _image_data()
-    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
-                    image_shape=X.shape[1:])
+    info = _finder_info(X)
     method = CommitteeFinder(width=8, members=1, max_epochs=1, tta="none", num_threads=1,
                              device="cpu").fit(X, y, info=info)
     expected = method.predict_score(X)
@@ -366,15 +368,14 @@ def test_other_torch_model_files_trained_on_cuda_load_on_a_cpu_only_machine(name
 
 
 # ----------------------------------------------------------------------------- the simulator
-def test_float32_rendering_matches_float64():
-    """What `--device cuda` renders in (float32) against float64, on the CPU: the same truth and
-    the same noiseless pixels to float32 rounding (the noise is drawn on the CPU for every
-    device; only its dtype changes its draws, so it is left out here)."""
+def _assert_float32_render_matches_float64(device) -> None:
+    """Noiseless metcalf-ground cutouts rendered in float32 on ``device``: the same truth and,
+    to float32 rounding, the same pixels as float64 on the CPU."""
     from lensbench.bench.tasks import METCALF_GROUND
     from lensbench.datasets.simulate import Simulator
 
     config = METCALF_GROUND.config.replace(noise=False)
-    single, truth = Simulator(config).simulate(24, seed=5)
+    single, truth = Simulator(config, device=device).simulate(24, seed=5)
     double, truth64 = Simulator(config, dtype=torch.float64).simulate(24, seed=5)
     assert single.dtype == np.float32 and truth["label"].any() and not truth["label"].all()
     assert truth.keys() == truth64.keys()
@@ -383,6 +384,14 @@ def test_float32_rendering_matches_float64():
                                    err_msg=key)
     peak = np.abs(double).max(axis=(2, 3), keepdims=True)
     assert (np.abs(single - double) / peak).max() < 1e-5
+
+
+def test_float32_rendering_matches_float64():
+    """What `--device cuda` renders in (float32) against float64, on the CPU: the same truth and
+    the same noiseless pixels to float32 rounding (the noise is drawn on the CPU for every
+    device; only its dtype changes its draws, so it is left out here)."""
+
+    _assert_float32_render_matches_float64("cpu")
 
 
 @pytest.mark.parametrize("argv", [["perf", "sim", "--n", "8"],
@@ -453,16 +462,7 @@ def test_the_simulator_on_cuda_renders_the_cpus_images(cuda):
     from lensbench.bench.tasks import METCALF_GROUND
     from lensbench.datasets.simulate import Simulator
 
-    noiseless = METCALF_GROUND.config.replace(noise=False)
-    on_gpu, truth = Simulator(noiseless, device=cuda).simulate(24, seed=5)
-    double, truth64 = Simulator(noiseless, dtype=torch.float64).simulate(24, seed=5)
-    assert on_gpu.dtype == np.float32 and truth["label"].any() and not truth["label"].all()
-    assert truth.keys() == truth64.keys()
-    for key in truth:
-        np.testing.assert_allclose(truth[key], truth64[key], rtol=1e-5, atol=1e-6,
-                                   err_msg=key)
-    peak = np.abs(double).max(axis=(2, 3), keepdims=True)
-    assert (np.abs(on_gpu - double) / peak).max() < 1e-5
+    _assert_float32_render_matches_float64(cuda)
     noisy_gpu, _ = Simulator(METCALF_GROUND.config, device=cuda).simulate(24, seed=5)
     noisy_cpu, _ = Simulator(METCALF_GROUND.config).simulate(24, seed=5)
     peak = np.abs(noisy_cpu).max(axis=(2, 3), keepdims=True)
@@ -473,8 +473,7 @@ def test_bf16_autocast_and_channels_last_train_on_cuda(cuda):
     from lensbench.deep.methods import ResNetFinder
 
     X, y = _image_data(n=64, size=20)
-    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
-                    image_shape=X.shape[1:])
+    info = _finder_info(X)
     base = dict(width=8, max_epochs=2, patience=None, random_state=4, device=str(cuda))
     fp32 = ResNetFinder(**base).fit(X, y, info=info).predict_score(X)
     fast = ResNetFinder(**base, precision="bfloat16", memory_format="channels_last").fit(
@@ -493,8 +492,7 @@ def test_a_model_trained_on_cuda_scores_alike_on_a_cpu_only_machine(cuda, tmp_pa
     from lensbench.deep.methods import CommitteeFinder
 
     X, y = _image_data()
-    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r"), pixel_scale=0.2,
-                    image_shape=X.shape[1:])
+    info = _finder_info(X)
     method = CommitteeFinder(width=8, members=2, max_epochs=2, device=str(cuda),
                              random_state=1).fit(X, y, info=info)
     on_gpu = method.predict_score(X)
