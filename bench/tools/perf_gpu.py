@@ -256,16 +256,13 @@ def run_method(name: str, params: dict, kind, task, splits, seed: int, device: s
                      n_fit, splits.test.n, evaluation.predictions["scores"], method)
 
 
-def scan_line(run: MethodRun, test_split: Path, device, tmp: Path) -> str:
-    """`bench scan` of the test split with ``run``'s fitted finder (saved as a checkpoint and
-    read back, as a user's scan does) on ``device``: one line of cutouts/s."""
+def scan_line(run: MethodRun, ckpt: Path, test_split: Path, device) -> str:
+    """`bench scan` of the test split on ``device`` with ``run``'s fitted finder, saved as the
+    checkpoint ``ckpt`` (read back, as a user's scan does): one line of cutouts/s."""
     from lensbench.bench.tools.scan import timed_scan_line
-    from lensbench.deep.checkpoint import save_checkpoint
 
-    tmp.mkdir(parents=True, exist_ok=True)
-    ckpt = save_checkpoint(run.method, tmp / f"{run.name}.pt")
-    line = timed_scan_line(ckpt, test_split, tmp / f"{run.name}-candidates.csv", 1, SCAN_BATCH,
-                           str(device))
+    line = timed_scan_line(ckpt, test_split, ckpt.with_name(f"{ckpt.stem}-{device}.csv"), 1,
+                           SCAN_BATCH, str(device))
     return (f"- `bench scan` of the {run.n_test:,} test cutouts with "
             f"`{run_id(run.name, run.params)}` (batch {SCAN_BATCH}): {line.strip()}")
 
@@ -439,10 +436,14 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
         runs.append(run)
         write()
     with tempfile.TemporaryDirectory(prefix="lensbench-perf-gpu-") as tmp:
+        from lensbench.deep.checkpoint import save_checkpoint
+
+        ckpts = {run.name: save_checkpoint(run.method, Path(tmp) / f"{run.name}.pt")
+                 for run in runs}
         # on the device, then on this machine's CPU cores: inference beside the CPU's
         for where in dict.fromkeys([str(resolved), "cpu"]):
             for run in runs:
-                scans.append(scan_line(run, splits.test.path, where, Path(tmp) / where))
+                scans.append(scan_line(run, ckpts[run.name], splits.test.path, where))
                 log(scans[-1])
                 write()
     short = speed_params(profile, speed_epochs) if speed_epochs else {}
