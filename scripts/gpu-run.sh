@@ -16,7 +16,8 @@
 # Wheels: the run imports torch, numpy, scipy, scikit-learn, h5py and tqdm (all on the GPU
 # machine) and astropy, which the simulator needs for its cosmology (distances in flat LCDM):
 # astropy, pyerfa and astropy-iers-data travel as wheels (~13 MB; PyYAML and packaging are
-# there), and lenstronomy, the peer of the simulator's rate (pure Python, published only as a
+# there); so do skops, prettytable and wcwidth (pure Python), which save and load the
+# scikit-learn half of a model file (ae-bgmm's mixture), as the CUDA tests do; and lenstronomy, the peer of the simulator's rate (pure Python, published only as a
 # source archive: built into a wheel here; its rendering path runs with numpy, scipy, astropy
 # and PyYAML alone, checked with its other requirements unimportable). pooch, mlflow, optuna, xgboost and photutils
 # are not needed: nothing on this path imports them (tests/test_perf_gpu.py runs the command
@@ -38,6 +39,8 @@ if [[ "${1:-}" == "wheels" ]]; then
         --implementation cp --platform manylinux_2_28_x86_64 --platform manylinux_2_27_x86_64 \
         --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 -d .whl \
         astropy==8.0.2 pyerfa==2.0.1.5 astropy-iers-data==0.2026.11.16.0.37.44
+    python3 -m pip download --no-deps --only-binary=:all: -d .whl \
+        skops==0.16.0 prettytable==3.19.0 wcwidth==0.7.0
     python3 -m pip wheel --no-deps -w .whl lenstronomy==1.14.2
     exit 0
 fi
