@@ -573,6 +573,8 @@ def cmd_perf_gpu(args) -> int:
         options["out"] = args.out
     if args.speed_epochs is not None:
         options["speed_epochs"] = args.speed_epochs
+    if args.together is not None:
+        options["together"] = args.together
     gpu_compare(**options, command=command_line(options))
     return 0
 
@@ -846,6 +848,10 @@ def build_parser() -> argparse.ArgumentParser:
     gpu.add_argument("--speed-epochs", type=int_at_least(0), default=None,
                      help="epochs of the short runs that time bf16 autocast and channels-last "
                           "against float32 / contiguous (default 3, smoke 1; 0: skip them)")
+    gpu.add_argument("--together", choices=("auto", "yes", "no"), default=None,
+                     help="train DeepLens and the committee at the same time, each in its own "
+                          "process on the device: yes, no, or auto (default: where the short "
+                          "runs measure it under 90%% of the time one after the other)")
     gpu.add_argument("--out", type=Path, default=None,
                      help="the report (default reports/metcalf-compare-gpu.md)")
     _add_workdir(gpu)

@@ -28,7 +28,9 @@
 # keeps what was measured.
 # Environment: LB_DEVICE (default cuda), LB_BUDGET, LB_WORKDIR (splits, default
 # /tmp/lensbench-work), LB_SKIP_COMPARE=1 (smoke only); for a rerun that must be shorter,
-# LB_METHODS (default "deeplens committee") and LB_SPEED_EPOCHS (0 skips the speed runs).
+# LB_METHODS (default "deeplens committee") and LB_SPEED_EPOCHS (0 skips the speed runs);
+# LB_TOGETHER (auto, yes, no: DeepLens and the committee trained at once; default auto, which
+# times the short runs both ways first and trains at once where that is faster).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
@@ -81,7 +83,8 @@ echo "compare profile: ${left} s left"
 # shellcheck disable=SC2086  # LB_METHODS is a list of words
 timeout "$left" python3 -m lensbench.bench.cli perf gpu --profile compare \
     --device "$device" --workdir "$workdir" --methods ${LB_METHODS:-deeplens committee} \
-    ${LB_SPEED_EPOCHS:+--speed-epochs "$LB_SPEED_EPOCHS"} 2>&1 | tee "$out/compare.log" \
+    ${LB_SPEED_EPOCHS:+--speed-epochs "$LB_SPEED_EPOCHS"} ${LB_TOGETHER:+--together "$LB_TOGETHER"} \
+    2>&1 | tee "$out/compare.log" \
     || status=$?
 cp reports/metcalf-compare-gpu.md "$out/" 2>/dev/null || true  # written after each method
 [[ -z "${tests_status:-}" ]] || echo "the GPU tests failed (rc $tests_status): $out/gpu-tests.log"

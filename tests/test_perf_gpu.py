@@ -27,25 +27,30 @@ ON_GPU_MACHINE = ("torch", "numpy", "scipy", "h5py", "scikit-learn", "scikit-ima
                   "matplotlib", "tqdm")
 MISSING_ON_GPU_MACHINE = ("astropy", "pooch", "mlflow", "optuna", "xgboost", "photutils",
                           "astroscrappy", "qp", "dask", "distributed")
-# A prelude that makes those packages unimportable, as on that machine (a meta-path finder ahead
-# of every other one raises the error a missing package gives).
-PRELUDE = f"""
+# A sitecustomize that makes those packages unimportable, as on that machine, in every Python
+# process the command starts (its runs at once too): a meta-path finder ahead of every other
+# one raises the error a missing package gives.
+BLOCKER = f"""
 import importlib.abc, sys
 MISSING = {MISSING_ON_GPU_MACHINE!r}
-assert not [m for m in sys.modules if m.split(".")[0] in MISSING], "imported before the prelude"
+assert not [m for m in sys.modules if m.split(".")[0] in MISSING], "imported before the blocker"
 class Missing(importlib.abc.MetaPathFinder):
     def find_spec(self, name, path=None, target=None):
         if name.split(".")[0] in MISSING:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 sys.meta_path.insert(0, Missing())
-from lensbench.bench.cli import main
 """
 
 
-def run_without_missing_packages(argv: list[str]) -> subprocess.CompletedProcess:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "LENSBENCH_PROGRESS": "0"}
-    return subprocess.run([sys.executable, "-c", PRELUDE + f"sys.exit(main({argv!r}))"],
-                          capture_output=True, text=True, env=env, timeout=300)
+def run_without_missing_packages(argv: list[str], tmp_path: Path) -> subprocess.CompletedProcess:
+    blocker = tmp_path / "blocker"
+    blocker.mkdir(exist_ok=True)
+    (blocker / "sitecustomize.py").write_text(BLOCKER)
+    path = os.pathsep.join(filter(None, [str(blocker), os.environ.get("PYTHONPATH")]))
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "LENSBENCH_PROGRESS": "0", "PYTHONPATH": path}
+    code = f"import sys; from lensbench.bench.cli import main; sys.exit(main({argv!r}))"
+    return subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env,
+                          timeout=300)
 
 
 def test_every_dependency_is_on_the_gpu_machine_carried_there_or_shown_unneeded():
@@ -69,7 +74,8 @@ def test_every_dependency_is_on_the_gpu_machine_carried_there_or_shown_unneeded(
 
 def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path):
     # The splits need astropy's cosmology (the GPU machine gets it as wheels): made here first,
-    # so the run below shows that training, scoring and the report need none of the six.
+    # so the run below shows that training, scoring and the report need none of those packages.
+    # Both CNNs train at once (--together yes), so the children they train in are shown too.
     from lensbench.bench.splits import ensure_split
     from lensbench.bench.tasks import METCALF_GROUND
 
@@ -78,7 +84,7 @@ def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path)
             for role in ("train", "test")}
     done = run_without_missing_packages(["perf", "gpu", "--profile", "smoke", "--device",
                                          "auto", "--seed", "3", "--workdir", str(workdir),
-                                         "--out", str(report)])
+                                         "--together", "yes", "--out", str(report)], tmp_path)
     assert done.returncode == 0, done.stderr[-3000:]
     text = report.read_text()
     versions = (f"torch {torch.__version__}", f"numpy {np.__version__}", "CUDA ")
@@ -115,6 +121,14 @@ def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path)
         assert row[3] == "1" and float(row[5].replace(",", "")) > 0
         assert 0 <= float(row[9]) <= 1
     assert [row[6] for row in speed][::4] == ["1.00x", "1.00x"]
+    # both at once: the short float32 runs timed alone and at once, then the methods above
+    # trained at once; a run in its own process scores as it does alone (its thread count aside)
+    together = text.split("## Both at once")[1].split("- `bench scan`")[0]
+    assert re.search(r"took [0-9.]+ s of fitting one after the other and [0-9.]+ s both at once",
+                     together)
+    change = re.search(r"differ from the runs alone by at most ([0-9.e+-]+)\.", together)
+    assert float(change.group(1)) < 1e-4
+    assert "trained **both at once**" in together and "`--together yes`" in together
     # the simulator needs astropy (the GPU machine gets it as wheels): said, not a crash
     assert "Not measured: the simulator needs astropy" in text.split("## Simulator")[1]
 
@@ -128,7 +142,8 @@ def test_the_report_times_the_simulator_against_lenstronomy_in_the_same_process(
 
 def test_without_astropy_making_the_splits_is_one_clear_error(tmp_path):
     done = run_without_missing_packages(["perf", "gpu", "--profile", "smoke", "--workdir",
-                                         str(tmp_path), "--out", str(tmp_path / "gpu.md")])
+                                         str(tmp_path), "--out", str(tmp_path / "gpu.md")],
+                                        tmp_path)
     assert done.returncode == 2
     assert "Traceback" not in done.stderr
     last = done.stderr.strip().splitlines()[-1]
@@ -151,12 +166,46 @@ def test_the_report_names_the_command_that_reproduces_it():
     from lensbench.bench.cli import build_parser
 
     options = {"profile": "compare", "device": "cuda", "seed": 0, "workdir": Path("w"),
-               "methods": ("deeplens",), "speed_epochs": 0}
+               "methods": ("deeplens",), "speed_epochs": 0, "together": "no"}
     line = perf_gpu.command_line(options)
     assert line == ("bench perf gpu --profile compare --device cuda --seed 0 --workdir w "
-                    "--methods deeplens --speed-epochs 0")
+                    "--methods deeplens --speed-epochs 0 --together no")
     parsed = build_parser().parse_args(line.split()[1:])  # what it says, the CLI accepts
-    assert (parsed.methods, parsed.speed_epochs, parsed.device) == (["deeplens"], 0, "cuda")
+    assert (parsed.methods, parsed.speed_epochs, parsed.device, parsed.together) == (
+        ["deeplens"], 0, "cuda", "no")
+
+
+def _timed(name: str, started: float, fit_s: float, scores=(0.2, 0.8)) -> perf_gpu.MethodRun:
+    return perf_gpu.MethodRun(name, {}, {}, fit_s, 1.0, 1, 10, 2, np.asarray(scores),
+                              fit_started=started)
+
+
+def test_both_at_once_only_where_the_short_runs_measure_it_faster():
+    alone = [_timed("deeplens", 100.0, 10.0), _timed("committee", 110.0, 10.0)]
+    # at once: from the first fit's start (200) to the last one's end (217): 0.85 of 20 s
+    quick = perf_gpu.TogetherProbe(alone, [_timed("committee", 200.5, 16.0),
+                                           _timed("deeplens", 200.0, 17.0, (0.2, 0.55))])
+    assert (quick.sequential_s, quick.at_once_s) == (20.0, pytest.approx(17.0))
+    assert quick.faster and quick.score_change() == pytest.approx(0.25)
+    slow = perf_gpu.TogetherProbe(alone, [_timed("deeplens", 200.0, 19.0),
+                                          _timed("committee", 201.0, 18.5)])  # 0.975 of it
+    assert not slow.faster
+    failed = perf_gpu.TogetherProbe(alone, error="RuntimeError: out of memory")
+    assert not failed.faster
+
+    choose = perf_gpu.trains_at_once
+    assert choose("auto", quick, 2) and not choose("auto", slow, 2)
+    assert not choose("auto", failed, 2) and not choose("auto", None, 2)
+    assert choose("yes", None, 2) and not choose("no", quick, 2)
+    assert not choose("yes", quick, 1)  # one method: nothing to run beside it
+    # the report says what was measured and what was chosen
+    text = "\n".join(perf_gpu.together_lines(quick, True, "auto", "cuda"))
+    assert "20.0 s of fitting one after the other and 17.0 s both at once" in text
+    assert "0.85x the time" in text and "by at most 0.25." in text
+    assert "trained **both at once**" in text and "under 90% of the time" in text
+    text = "\n".join(perf_gpu.together_lines(failed, False, "auto", "cuda"))
+    assert "failed: RuntimeError: out of memory" in text and "**one after the other**" in text
+    assert "Not measured" in "\n".join(perf_gpu.together_lines(None, False, "auto", "cpu"))
 
 
 def test_the_probe_hashes_are_this_machines_and_name_the_stage_that_differs():

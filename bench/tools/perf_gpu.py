@@ -5,7 +5,9 @@ The splits are the compare profile's metcalf-ground splits, made by the suite ki
 (``bench/splits.py``), and their content hashes are checked against the ones stated in the
 committed CPU report (reports/metcalf-compare.md). Both methods are scored like a suite run (the
 lens-finding kind's ``evaluate``: the Metcalf et al. 2019 metrics, rotation and spread columns)
-with the compare profile's 95% paired bootstrap intervals. Nothing is tracked (no MLflow).
+with the compare profile's 95% paired bootstrap intervals. Nothing is tracked (no MLflow). The two
+train one after the other, or at once, each in its own process, where the short runs of the
+speed table measure that faster (TOGETHER_GAIN).
 
 Imports: this path needs torch, numpy, scipy, scikit-learn, h5py, tqdm and astropy (the
 simulator's cosmology) and none of pooch, mlflow, optuna, xgboost or photutils; heavy imports are
@@ -44,6 +46,14 @@ SPEED_SETTINGS = (("float32", "contiguous"), ("float32", "channels_last"),
 # short enough for the 4 x 2 runs to take about a minute on a GPU.
 SPEED_EPOCHS = {"compare": 3, "smoke": 1}
 SCAN_BATCH = 512  # bench scan's default batch
+# Both at once (issue 27, point 1: "if that is faster"): DeepLens and the committee trained at the
+# same time, each in its own process on the one device. Processes, not threads: torch's seed,
+# thread count and determinism switch are process-wide, and each run must draw what it would
+# draw alone. `--together auto` decides from the speed table's short float32 runs, timed one
+# after the other and then at once: at once where the pair's fits take under this fraction of
+# their time one after the other.
+TOGETHER_GAIN = 0.9
+TOGETHER_CHOICES = ("auto", "yes", "no")
 # `bench perf sim`'s systems (lensbench, lenstronomy) for the report's simulator section.
 SIM_SYSTEMS = {"compare": (4096, 64), "smoke": (64, 4)}
 
@@ -208,6 +218,12 @@ class MethodRun:
     n_test: int
     scores: object = field(repr=False, default=None)
     method: object = field(repr=False, default=None)  # the fitted method
+    checkpoint: Path | None = None  # the fitted method saved (a run in another process)
+    fit_started: float = 0.0  # time.time() when the fit began: spans across processes
+
+    @property
+    def fit_ended(self) -> float:
+        return self.fit_started + self.fit_s
 
     @property
     def train_rate(self) -> float:
@@ -246,14 +262,124 @@ def run_method(name: str, params: dict, kind, task, splits, seed: int, device: s
     method = build_method(name, {**params, "device": device},
                           derive_seed(seed, name, task.name))
     X, y = kind.training_data(task, splits)
-    start = time.perf_counter()
+    started, start = time.time(), time.perf_counter()
     method.fit(X, y, info=kind.task_info(task, splits))
     fit_s = time.perf_counter() - start
     evaluation = kind.evaluate(method, task, splits, name)
     epochs = len(method.history_.get("train_loss", []))
     n_fit = round(len(X) * (1 - float(method.validation_fraction)))
     return MethodRun(name, params, evaluation.metrics, fit_s, evaluation.predict_time_s, epochs,
-                     n_fit, splits.test.n, evaluation.predictions["scores"], method)
+                     n_fit, splits.test.n, evaluation.predictions["scores"], method,
+                     fit_started=started)
+
+
+def _run_in_own_process(name: str, params: dict, rotation_subset: int,
+                        split_paths: tuple[Path, Path], seed: int, device: str, checkpoint: Path,
+                        threads: int) -> MethodRun:
+    """run_method in a child process of runs_at_once: the run, with its fitted method saved as
+    ``checkpoint`` instead of sent back."""
+    import torch
+    from lensbench.bench.kinds import get_kind
+    from lensbench.bench.suites.lens_finding import LensFindingSplits
+    from lensbench.datasets.storage import load_split
+    from lensbench.deep.checkpoint import save_checkpoint
+
+    torch.set_num_threads(threads)
+    if torch.device(device).type == "cuda":  # made before the fit is timed, as the parent's was
+        torch.zeros(1, device=device)
+        torch.cuda.synchronize(device)
+    kind = copy.copy(get_kind(METCALF_GROUND.kind))
+    kind.rotation_subset = rotation_subset
+    # the parent verified every shard's sha256 already
+    splits = LensFindingSplits(*(load_split(path, verify=False) for path in split_paths))
+    run = run_method(name, params, kind, METCALF_GROUND, splits, seed, device)
+    run.checkpoint = save_checkpoint(run.method, checkpoint)
+    run.method = None
+    return run
+
+
+def runs_at_once(jobs: dict[str, dict], kind, splits, seed: int, device: str, folder: Path):
+    """Train and score each method of ``jobs`` (name -> params) at the same time, each in its
+    own process on ``device`` with its share of the CPU threads; yields each MethodRun as it
+    ends, its fitted method saved as a checkpoint in ``folder``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    threads = max(1, (os.cpu_count() or 1) // len(jobs))
+    # spawn, not fork: a forked child cannot use the CUDA context its parent made
+    with ProcessPoolExecutor(len(jobs), mp_context=multiprocessing.get_context("spawn")) as pool:
+        futures = [pool.submit(_run_in_own_process, name, params, kind.rotation_subset,
+                               (splits.train.path, splits.test.path), seed, device,
+                               Path(folder) / f"{name}-{run_id(name, params)}.pt", threads)
+                   for name, params in jobs.items()]
+        for future in as_completed(futures):
+            yield future.result()
+
+
+@dataclass
+class TogetherProbe:
+    """The speed table's short float32 runs of both CNNs, one after the other and at once."""
+
+    one_after_other: list[MethodRun]
+    at_once: list[MethodRun] = field(default_factory=list)
+    error: str = ""  # why the runs at once failed, if they did
+
+    @property
+    def sequential_s(self) -> float:
+        return sum(run.fit_s for run in self.one_after_other)
+
+    @property
+    def at_once_s(self) -> float:
+        """From the first fit's start to the last one's end."""
+        return (max(run.fit_ended for run in self.at_once)
+                - min(run.fit_started for run in self.at_once))
+
+    @property
+    def faster(self) -> bool:
+        return bool(self.at_once) and self.at_once_s < TOGETHER_GAIN * self.sequential_s
+
+    def score_change(self) -> float:
+        """The largest |score change| of a test cutout between a run at once and its run alone
+        (threads differ: each process had its share of them)."""
+        import numpy as np
+
+        alone = {run.name: run.scores for run in self.one_after_other}
+        return max(float(np.max(np.abs(np.asarray(run.scores) - alone[run.name])))
+                   for run in self.at_once)
+
+
+def trains_at_once(together: str, probe: TogetherProbe | None, n_methods: int) -> bool:
+    """Whether the methods train at once: two of them, and "yes", or "auto" with a probe that
+    measured it faster."""
+    return n_methods == 2 and (together == "yes" or (
+        together == "auto" and probe is not None and probe.faster))
+
+
+def together_lines(probe: TogetherProbe | None, at_once: bool, together: str,
+                   device) -> list[str]:
+    """The report's "Both at once" section: the probe's timing and the choice it led to."""
+    trained = ("**both at once**, each in its own process, so their fit times and rates are "
+               "each while sharing the device with the other" if at_once
+               else "**one after the other**")
+    lines = ["", "## Both at once", ""]
+    if probe is None:
+        lines.append("Not measured (it needs both CNNs and the speed runs: `--speed-epochs` "
+                     "above 0).")
+    elif probe.error:
+        lines.append(f"The short runs at once failed: {probe.error}")
+    else:
+        epochs = ", ".join(f"{run.name} {run.epochs}" for run in probe.one_after_other)
+        lines.append(
+            f"The speed table's float32 / contiguous short runs (epochs: {epochs}) took "
+            f"{probe.sequential_s:.1f} s of fitting one after the other and "
+            f"{probe.at_once_s:.1f} s both at once, each in its own process on `{device}` "
+            f"(from the first fit's start to the last one's end): "
+            f"{probe.at_once_s / probe.sequential_s:.2f}x the time. Their test scores differ "
+            f"from the runs alone by at most {probe.score_change():.2g}.")
+    rule = (f"at once where the short runs take under {TOGETHER_GAIN:.0%} of the time one "
+            "after the other" if together == "auto" else "as the command line chose")
+    lines += ["", f"The methods above were trained {trained}. `--together {together}`: {rule}."]
+    return lines
 
 
 def scan_line(run: MethodRun, ckpt: Path, test_split: Path, device) -> str:
@@ -359,10 +485,12 @@ def report_lines(runs: list[MethodRun], labels, hashes: list[str], header: list[
 def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
                 workdir: Path = Path(".lensbench"), out: Path = GPU_REPORT,
                 methods: tuple[str, ...] = METHODS, speed_epochs: int | None = None,
-                command: str = "", log=print) -> Path:
+                together: str = "auto", command: str = "", log=print) -> Path:
     """Make the splits, train and score ``methods`` on ``device``, time `bench scan` with each,
     measure the speed flags with ``speed_epochs``-epoch runs (None: the profile's
-    SPEED_EPOCHS; 0: not measured), and write the report ``out``."""
+    SPEED_EPOCHS; 0: not measured), and write the report ``out``. ``together``: train the two
+    methods at once ("yes"), one after the other ("no"), or as the short runs measure faster
+    ("auto"; TOGETHER_GAIN)."""
     import torch
     from lensbench.bench.kinds import get_kind
     from lensbench.bench.report import versions_line
@@ -375,6 +503,9 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
     if unknown:
         raise ValueError(f"bench perf gpu: --methods: unknown {unknown}; expected some of "
                          f"{', '.join(METHODS)}")
+    if together not in TOGETHER_CHOICES:
+        raise ValueError(f"bench perf gpu: --together must be one of {TOGETHER_CHOICES}, got "
+                         f"{together!r}")
     resolved = resolve_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("bench perf gpu: --device cuda but torch sees no CUDA device")
@@ -410,54 +541,94 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
                  f"{published_deeplens_schedule()})"] if profile == "compare" else [])]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    runs, scans, speed_runs = [], [], []
+    runs, scans, speed_runs, together_section = [], [], [], []
     # First and short, so that a time limit on the long runs cannot cut it off.
     simulator = simulator_lines(profile, resolved, seed)
     log("\n".join(simulator))
 
+    def in_order(done: list[MethodRun]) -> list[MethodRun]:
+        """Runs in --methods order, a method's speed runs in SPEED_SETTINGS order (runs at once
+        end in any order; the speed table's first rows run first, for the probe)."""
+        return sorted(done, key=lambda run: (methods.index(run.name), SPEED_SETTINGS.index(
+            (run.params.get("precision", "float32"),
+             run.params.get("memory_format", "contiguous")))))
+
     def write() -> None:
         """The report as far as it has got: a run cut short by a time limit keeps what it
         measured, and a crash never leaves half a file."""
-        lines = report_lines(runs, splits.test.truth[task.target], hashes, header,
+        lines = report_lines(in_order(runs), splits.test.truth[task.target], hashes, header,
                              beside_cpu=profile == "compare")
+        lines += together_section
         lines += ["", *scans] if scans else []
-        lines += speed_lines(speed_runs) if speed_runs else []
+        lines += speed_lines(in_order(speed_runs)) if speed_runs else []
         lines += simulator
         partial = out.with_name(out.name + ".partial")
         partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
         partial.replace(out)
 
-    write()  # the splits and the simulator already: a run cut in its first method keeps them
-    for name in methods:
-        run = run_method(name, params[name], kind, task, splits, seed, str(resolved))
-        log(f"{run_id(name, run.params)}: AUROC {run.metrics['auroc']:.4f} TPR0 "
+    def logged(run: MethodRun) -> MethodRun:
+        log(f"{run_id(run.name, run.params)}: AUROC {run.metrics['auroc']:.4f} TPR0 "
             f"{run.metrics['tpr0']:.3f} TPR10 {run.metrics['tpr10']:.3f}; fit {run.fit_s:.0f} s "
             f"({run.train_rate:,.0f} cutouts/s), inference {run.predict_rate:,.0f} cutouts/s")
-        runs.append(run)
-        write()
-    with tempfile.TemporaryDirectory(prefix="lensbench-perf-gpu-") as tmp:
-        from lensbench.deep.checkpoint import save_checkpoint
+        return run
 
-        ckpts = {run.name: save_checkpoint(run.method, Path(tmp) / f"{run.name}.pt")
-                 for run in runs}
-        # on the device, then on this machine's CPU cores: inference beside the CPU's
-        for where in dict.fromkeys([str(resolved), "cpu"]):
-            for run in runs:
-                scans.append(scan_line(run, ckpts[run.name], splits.test.path, where))
-                log(scans[-1])
-                write()
+    write()  # the splits and the simulator already: a run cut in its first method keeps them
     short = speed_params(profile, speed_epochs) if speed_epochs else {}
     speed_kind = copy.copy(kind)
     speed_kind.rotation_subset = 0  # the speed table has no rotation columns
+
+    def speed_run(name: str, precision: str, layout: str) -> MethodRun:
+        run = run_method(name, {**short[name], "precision": precision,
+                                "memory_format": layout}, speed_kind, task, splits, seed,
+                         str(resolved))
+        log(f"{name} {precision} {layout}: {run.train_rate:,.0f} train cutouts/s, "
+            f"{run.predict_rate:,.0f} inference cutouts/s, AUROC {run.metrics['auroc']:.4f}")
+        speed_runs.append(run)
+        write()
+        return run
+
+    with tempfile.TemporaryDirectory(prefix="lensbench-perf-gpu-") as tmp:
+        from lensbench.deep.checkpoint import save_checkpoint
+
+        probe = None
+        if short and len(methods) == 2:  # both at once, measured on the speed table's first rows
+            probe = TogetherProbe([speed_run(name, *SPEED_SETTINGS[0]) for name in methods])
+            first = {name: {**short[name], "precision": SPEED_SETTINGS[0][0],
+                            "memory_format": SPEED_SETTINGS[0][1]} for name in methods}
+            try:
+                probe.at_once = list(runs_at_once(first, speed_kind, splits, seed,
+                                                  str(resolved), Path(tmp) / "probe"))
+            except Exception as error:  # noqa: BLE001  (said in the report; the runs go on)
+                probe.error = f"{type(error).__name__}: {error}"
+        at_once = trains_at_once(together, probe, len(methods))
+        together_section = together_lines(probe, at_once, together, resolved)
+        log("\n".join(together_section))
+        write()
+        if at_once:
+            for run in runs_at_once({name: params[name] for name in methods}, kind, splits,
+                                    seed, str(resolved), Path(tmp)):
+                runs.append(logged(run))
+                write()
+        else:
+            for name in methods:
+                runs.append(logged(run_method(name, params[name], kind, task, splits, seed,
+                                              str(resolved))))
+                write()
+        ckpts = {run.name: run.checkpoint or save_checkpoint(run.method,
+                                                             Path(tmp) / f"{run.name}.pt")
+                 for run in runs}
+        # on the device, then on this machine's CPU cores: inference beside the CPU's
+        for where in dict.fromkeys([str(resolved), "cpu"]):
+            for run in in_order(runs):
+                scans.append(scan_line(run, ckpts[run.name], splits.test.path, where))
+                log(scans[-1])
+                write()
+    done = {(run.name, run.params["precision"], run.params["memory_format"])
+            for run in speed_runs}
     for name in methods if short else ():
         for precision, layout in SPEED_SETTINGS:
-            run = run_method(name, {**short[name], "precision": precision,
-                                    "memory_format": layout}, speed_kind, task, splits, seed,
-                             str(resolved))
-            log(f"{name} {precision} {layout}: {run.train_rate:,.0f} train cutouts/s, "
-                f"{run.predict_rate:,.0f} inference cutouts/s, AUROC {run.metrics['auroc']:.4f}")
-            speed_runs.append(run)
-            write()
+            if (name, precision, layout) not in done:
+                speed_run(name, precision, layout)
     log(f"wrote {out} ({time.perf_counter() - start:.0f} s in all)")
     return out
 

@@ -988,9 +988,9 @@ def timed_scan_line(ckpt: Path, split: Path, out: Path, workers: int, batch_size
             after = client.run(_process_cpu_seconds)
         cpu = sum(after[w] - before[w] for w in after)
         mode = f"LocalCluster, {workers} one-thread workers"
-    steady = (sum(size for _, size in stamps[1:]) / (stamps[-1][0] - stamps[0][0])
-              if len(stamps) > 1 else float("nan"))
-    return (f"  {workers} worker(s) ({mode}): {steady:,.0f} cutouts/s steady, "
+    steady = (f"{sum(size for _, size in stamps[1:]) / (stamps[-1][0] - stamps[0][0]):,.0f} "
+              "cutouts/s steady" if len(stamps) > 1 else "no steady rate (one batch)")
+    return (f"  {workers} worker(s) ({mode}): {steady}, "
             f"{summary.rate:,.0f} cutouts/s end to end ({summary.n_scored_now} in "
             f"{summary.seconds:.2f} s), {summary.n_scored_now / cpu:,.0f} cutouts per "
             "CPU-second of scoring")
