@@ -554,6 +554,30 @@ def test_bf16_autocast_and_channels_last_train_on_cuda(cuda):
     assert np.corrcoef(fast, fp32)[0, 1] > 0.9
 
 
+def test_two_runs_at_once_on_cuda_score_as_they_do_alone(cuda, tmp_path):
+    """bench perf gpu's runs at once: each CNN in its own process on the one device scores the
+    test split as its run alone in this process does, and leaves its fitted finder as a
+    checkpoint. Alike, not required equal: training asks for deterministic algorithms with
+    warn_only, so a CUDA op without a deterministic version still runs, and a child has its
+    share of the CPU threads."""
+    import copy
+
+    from lensbench.bench.kinds import get_kind
+    from lensbench.bench.tasks import METCALF_GROUND
+
+    kind = copy.copy(get_kind(METCALF_GROUND.kind))
+    kind.rotation_subset = 0
+    splits = kind.splits(METCALF_GROUND, "smoke", tmp_path / "work", log=lambda *_: None)
+    params = perf_gpu.speed_params("smoke", 1)
+    alone = {name: perf_gpu.run_method(name, params[name], kind, METCALF_GROUND, splits, 0,
+                                       str(cuda)) for name in perf_gpu.METHODS}
+    at_once = list(perf_gpu.runs_at_once(params, kind, splits, 0, str(cuda), tmp_path))
+    assert sorted(run.name for run in at_once) == sorted(perf_gpu.METHODS)
+    for run in at_once:
+        np.testing.assert_allclose(run.scores, alone[run.name].scores, atol=GPU_SCORE_ATOL)
+        assert run.checkpoint.is_file() and run.method is None
+
+
 def test_a_model_trained_on_cuda_scores_alike_on_a_cpu_only_machine(cuda, tmp_path):
     """Real CUDA tensors and device="cuda" in the files; a process that sees no GPU loads the
     checkpoint and the model file and scores as the GPU did; bench scan on both devices too."""
