@@ -7,8 +7,8 @@
 #   scripts/gpu-run.sh          on the GPU machine, from the repository root: installs .whl/*.whl
 #                               into /tmp/site, makes the repository importable as `lensbench`
 #                               (no pip install: the machine has no network), runs the tests
-#                               that need CUDA, the smoke profile on the device (fails fast,
-#                               ~1 min), then the compare profile (simulator against
+#                               that need CUDA (pytest -m cuda), then the compare profile
+#                               (simulator against
 #                               lenstronomy, DeepLens and the committee, bench scan, precision
 #                               and memory layout), and writes reports/metcalf-compare-gpu.md
 #                               (copied to $OUT when set, with the logs).
@@ -24,10 +24,12 @@
 # with them unimportable).
 #
 # Time: everything ends inside LB_BUDGET seconds (default 570, for a 600 s call): the compare
-# run gets what the smoke run left, and its report is rewritten after every step, so a cut
-# keeps what was measured.
+# run gets what the tests left, and its report is rewritten after every step, so a cut keeps
+# what was measured. The tests train every torch method, scan and render on the device, so a
+# smoke run there first (LB_SMOKE=1, ~1 min) would only take the compare run's time.
 # Environment: LB_DEVICE (default cuda), LB_BUDGET, LB_WORKDIR (splits, default
-# /tmp/lensbench-work), LB_SKIP_COMPARE=1 (smoke only); for a rerun that must be shorter,
+# /tmp/lensbench-work), LB_SMOKE=1 (the smoke profile first), LB_SKIP_COMPARE=1 (no compare
+# run: with LB_SMOKE=1 and LB_DEVICE=cpu, a dry run on a CPU); for a rerun that must be shorter,
 # LB_METHODS (default "deeplens committee") and LB_SPEED_EPOCHS (0 skips the speed runs);
 # LB_TOGETHER (auto, yes, no: DeepLens and the committee trained at once; default auto, which
 # times the short runs both ways first and trains at once where that is faster).
@@ -67,14 +69,18 @@ mkdir -p "$out"
 python3 -c "import torch; print('torch', torch.__version__, 'cuda', torch.version.cuda,
 'available', torch.cuda.is_available())"
 # The tests that need a CUDA device (tests/test_perf_gpu.py: every torch method, the simulator
-# against the CPU, bf16 and channels-last, a GPU-trained model on a CPU-only process, bench scan
-# on both); a failure is reported at the end but does not stop the measurements.
+# against the CPU, bf16 and channels-last, runs at once, a GPU-trained model on a CPU-only
+# process, bench scan on both); a failure is reported at the end but does not stop the
+# measurements.
 if [[ "$device" == cuda* ]]; then
-    LENSBENCH_REQUIRE_GPU=1 timeout 150 python3 -m pytest -q -p no:cacheprovider \
-        tests/test_perf_gpu.py -k cuda 2>&1 | tee "$out/gpu-tests.log" || tests_status=$?
+    LENSBENCH_REQUIRE_GPU=1 timeout 150 python3 -m pytest -q -p no:cacheprovider -m cuda \
+        tests/test_perf_gpu.py 2>&1 | tee "$out/gpu-tests.log" || tests_status=$?
 fi
-timeout 120 python3 -m lensbench.bench.cli perf gpu --profile smoke --device "$device" \
-    --workdir "$workdir" --out "$out/metcalf-compare-gpu-smoke.md" 2>&1 | tee "$out/smoke.log"
+if [[ "${LB_SMOKE:-0}" == 1 ]]; then
+    timeout 120 python3 -m lensbench.bench.cli perf gpu --profile smoke --device "$device" \
+        --workdir "$workdir" --out "$out/metcalf-compare-gpu-smoke.md" 2>&1 \
+        | tee "$out/smoke.log"
+fi
 if [[ "${LB_SKIP_COMPARE:-0}" == 1 ]]; then
     exit 0
 fi

@@ -33,6 +33,14 @@ if _MIRROR.is_dir() and os.environ.get("LENSBENCH_NO_MIRROR", "") in ("", "0"):
 os.environ["LENSBENCH_NO_DOWNLOAD"] = "1"
 
 
+def pytest_collection_modifyitems(items):
+    """The tests that take the ``cuda`` fixture are marked ``cuda``: scripts/gpu-run.sh runs
+    `pytest -m cuda` on the GPU machine, the tests that need one and no others."""
+    for item in items:
+        if "cuda" in getattr(item, "fixturenames", ()):
+            item.add_marker(pytest.mark.cuda)
+
+
 def missing(what: str, switch: str = "LENSBENCH_REQUIRE_ALL") -> None:
     """Skip the test (fail it when the environment variable ``switch`` is set, e.g.
     LENSBENCH_REQUIRE_ALL=1) with one line saying what is missing and how to get it."""
