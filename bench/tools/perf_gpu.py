@@ -363,8 +363,8 @@ def together_lines(probe: TogetherProbe | None, at_once: bool, together: str,
                else "**one after the other**")
     lines = ["", "## Both at once", ""]
     if probe is None:
-        lines.append("Not measured (it needs both CNNs and the speed runs: `--speed-epochs` "
-                     "above 0).")
+        lines.append("Not measured: that needs both CNNs, the speed runs (`--speed-epochs` "
+                     "above 0) and `--together auto` or `yes`.")
     elif probe.error:
         lines.append(f"The short runs at once failed: {probe.error}")
     else:
@@ -591,7 +591,7 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
         from lensbench.deep.checkpoint import save_checkpoint
 
         probe = None
-        if short and len(methods) == 2:  # both at once, measured on the speed table's first rows
+        if short and len(methods) == 2 and together != "no":  # on the speed table's first rows
             probe = TogetherProbe([speed_run(name, *SPEED_SETTINGS[0]) for name in methods])
             first = {name: {**short[name], "precision": SPEED_SETTINGS[0][0],
                             "memory_format": SPEED_SETTINGS[0][1]} for name in methods}
