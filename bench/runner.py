@@ -14,7 +14,9 @@ import functools
 import hashlib
 import inspect
 import json
+import os
 import platform
+import re
 import subprocess
 import time
 import traceback
@@ -54,23 +56,58 @@ DIRTY = "+dirty"
 CODE_PATHS = ("bench", "baselines", "deep", "datasets", "pyproject.toml")
 
 
+# A copy of the tree without its .git (the GPU machine of scripts/gpu-run.sh) names its commit
+# through a stamp made where the checkout is: `git rev-parse HEAD`, then `git ls-tree -r HEAD`
+# of CODE_PATHS. This variable gives the stamp's path; the copy's files are checked against it.
+COMMIT_STAMP_ENV = "LENSBENCH_COMMIT_STAMP"
+
+
 @functools.cache  # the commit of the code this process runs, not of later commits made under it
 def git_commit() -> str | None:
     """HEAD of the lensbench checkout, with DIRTY appended when tracked code (CODE_PATHS)
-    differs from it (the code that ran is then not exactly that commit's); None outside a git
-    checkout."""
+    differs from it (the code that ran is then not exactly that commit's); outside a git
+    checkout, the commit of the stamp that $LENSBENCH_COMMIT_STAMP names (stamped_commit), else
+    None."""
     root = Path(__file__).resolve().parent.parent
     try:
         head = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True,
                               timeout=10, cwd=root)
-        if head.returncode != 0 or not head.stdout.strip():
-            return None
-        changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no", "--",
-                                  *CODE_PATHS], capture_output=True, text=True, timeout=10,
-                                 cwd=root)
-    except (OSError, subprocess.SubprocessError):
-        return None
-    return head.stdout.strip() + (DIRTY if changed.stdout.strip() else "")
+        if head.returncode == 0 and head.stdout.strip():
+            changed = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no",
+                                      "--", *CODE_PATHS], capture_output=True, text=True,
+                                     timeout=10, cwd=root)
+            return head.stdout.strip() + (DIRTY if changed.stdout.strip() else "")
+    except (OSError, subprocess.SubprocessError):  # no git on this machine
+        pass
+    stamp = os.environ.get(COMMIT_STAMP_ENV)
+    return stamped_commit(Path(stamp), root) if stamp else None
+
+
+def git_blob_hash(data: bytes) -> str:
+    """The object name git gives a file of these bytes (`git hash-object`)."""
+    return hashlib.sha1(b"blob %d\0" % len(data) + data).hexdigest()
+
+
+def stamped_commit(stamp: Path, root: Path) -> str:
+    """The commit ``stamp`` names, with DIRTY appended when a code file under ``root`` is
+    missing or differs from its blob in that commit (as `git status` would say)."""
+    lines = stamp.read_text(encoding="utf-8").splitlines()
+    head = lines[0].strip() if lines else ""
+    if not re.fullmatch(r"[0-9a-f]{40}", head):
+        raise ValueError(f"{stamp}: line 1 must be a commit (40 hex digits, `git rev-parse "
+                         f"HEAD`), got {head!r}")
+    if len(lines) < 2:
+        raise ValueError(f"{stamp}: no files listed after the commit (`git ls-tree -r HEAD -- "
+                         f"{' '.join(CODE_PATHS)}`)")
+    changed = False
+    for number, line in enumerate(lines[1:], start=2):
+        entry = re.fullmatch(r"[0-7]{6} blob ([0-9a-f]{40})\t(.+)", line)
+        if entry is None:
+            raise ValueError(f"{stamp}: line {number} must be `MODE blob SHA<tab>PATH` (`git "
+                             f"ls-tree -r HEAD`), got {line!r}")
+        file = root / entry.group(2)
+        changed |= not file.is_file() or git_blob_hash(file.read_bytes()) != entry.group(1)
+    return head + (DIRTY if changed else "")
 
 
 def now() -> str:

@@ -3,7 +3,12 @@
 #
 #   scripts/gpu-run.sh wheels   on a machine with pip and a package index (a developer's):
 #                               downloads the wheels the GPU machine lacks into .whl/ (git-ignored
-#                               through .git/info/exclude); carry .whl to the GPU machine.
+#                               through .git/info/exclude), then stamps; carry .whl to the GPU
+#                               machine.
+#   scripts/gpu-run.sh stamp    in the git checkout, after the last commit before the run: writes
+#                               .whl/commit-stamp.txt (HEAD and its blob of every code file), by
+#                               which the report names its commit on a machine given the tree
+#                               without .git (bench/runner.py: stamped_commit checks the files).
 #   scripts/gpu-run.sh          on the GPU machine, from the repository root: installs .whl/*.whl
 #                               into /tmp/site, makes the repository importable as `lensbench`
 #                               (no pip install: the machine has no network), runs the tests
@@ -37,6 +42,23 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 repo=$(pwd)
 
+stamp() {  # to $LB_STAMP (tests) or .whl/commit-stamp.txt
+    local paths file=${LB_STAMP:-.whl/commit-stamp.txt}
+    paths=$("${PYTHON:-python3}" -c 'from lensbench.bench.runner import CODE_PATHS
+print(*CODE_PATHS)')
+    mkdir -p "$(dirname "$file")"
+    # shellcheck disable=SC2086  # a list of paths
+    { git rev-parse HEAD; git ls-tree -r HEAD -- $paths; } > "$file"
+    # shellcheck disable=SC2086
+    if [[ -n "$(git status --porcelain --untracked-files=no -- $paths)" ]]; then
+        echo "uncommitted code changes: the report will say +dirty (commit, then stamp again)"
+    fi
+    echo "stamped $(head -c 12 "$file")"
+}
+if [[ "${1:-}" == "stamp" ]]; then
+    stamp
+    exit 0
+fi
 if [[ "${1:-}" == "wheels" ]]; then
     grep -qx '/.whl/' .git/info/exclude 2>/dev/null || echo '/.whl/' >> .git/info/exclude
     python3 -m pip download --no-deps --only-binary=:all: --python-version 3.12 \
@@ -46,6 +68,7 @@ if [[ "${1:-}" == "wheels" ]]; then
     python3 -m pip download --no-deps --only-binary=:all: -d .whl \
         skops==0.16.0 prettytable==3.19.0 wcwidth==0.7.0
     python3 -m pip wheel --no-deps -w .whl lenstronomy==1.14.2
+    stamp
     exit 0
 fi
 
@@ -60,6 +83,9 @@ for part in bench baselines deep datasets; do
 done
 export PYTHONPATH="/tmp/lensbench-src:/tmp/site${PYTHONPATH:+:$PYTHONPATH}"
 export PYTHONUNBUFFERED=1 LENSBENCH_PROGRESS_INTERVAL=60
+if [[ -f .whl/commit-stamp.txt ]]; then  # the commit, where the tree came without .git
+    export LENSBENCH_COMMIT_STAMP="$repo/.whl/commit-stamp.txt"
+fi
 export CUBLAS_WORKSPACE_CONFIG=:4096:8  # deterministic cuBLAS (train_net asks for determinism)
 device=${LB_DEVICE:-cuda}
 workdir=${LB_WORKDIR:-/tmp/lensbench-work}

@@ -72,6 +72,50 @@ def test_every_dependency_is_on_the_gpu_machine_carried_there_or_shown_unneeded(
     assert {"astropy", "skops", "lenstronomy"} <= carried  # the parse found the wheel list
 
 
+def test_the_stamp_names_the_commit_as_git_would(tmp_path):
+    """gpu-run.sh's stamp, read back where the tree has no .git (the GPU machine), gives the
+    commit and clean-or-dirty that git gives in this checkout."""
+    from conftest import missing
+    from lensbench.bench import runner
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        missing("a git checkout of lensbench (the stamp is made from one)")
+    stamp = tmp_path / "commit-stamp.txt"
+    made = subprocess.run(["bash", "scripts/gpu-run.sh", "stamp"], cwd=root, text=True,
+                          capture_output=True, timeout=120,
+                          env={**os.environ, "LB_STAMP": str(stamp), "PYTHON": sys.executable})
+    assert made.returncode == 0, made.stderr
+    assert runner.stamped_commit(stamp, root) == runner.git_commit()
+
+
+def test_a_stamp_flags_a_changed_or_missing_file_and_names_what_is_malformed(tmp_path):
+    from lensbench.bench.runner import DIRTY, git_blob_hash, stamped_commit
+
+    tree = tmp_path / "tree"
+    (tree / "bench").mkdir(parents=True)
+    (tree / "bench" / "a.py").write_bytes(b"x = 1\n")
+    (tree / "pyproject.toml").write_bytes(b"")
+    # git's own object names of these bytes (`git hash-object`), the reference
+    assert git_blob_hash(b"x = 1\n") == "7d4290a117a4ddcc11daae7ea675841033830c8f"
+    assert git_blob_hash(b"") == "e69de29bb2d1d6434b8b29ae775ad8c2e48c5391"
+    head = "c" * 40
+    listing = ("100644 blob 7d4290a117a4ddcc11daae7ea675841033830c8f\tbench/a.py\n"
+               "100644 blob e69de29bb2d1d6434b8b29ae775ad8c2e48c5391\tpyproject.toml\n")
+    stamp = tmp_path / "stamp.txt"
+    stamp.write_text(f"{head}\n{listing}")
+    assert stamped_commit(stamp, tree) == head
+    (tree / "bench" / "a.py").write_bytes(b"x = 2\n")
+    assert stamped_commit(stamp, tree) == head + DIRTY
+    (tree / "bench" / "a.py").unlink()
+    assert stamped_commit(stamp, tree) == head + DIRTY
+    for text, where in ((f"HEAD\n{listing}", "line 1"), (f"{head}\n", "no files listed"),
+                        (f"{head}\n100644 blob xyz\tbench/a.py\n", "line 2")):
+        stamp.write_text(text)
+        with pytest.raises(ValueError, match=f"{re.escape(str(stamp))}: {where}"):
+            stamped_commit(stamp, tree)
+
+
 def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path):
     # The splits need astropy's cosmology (the GPU machine gets it as wheels): made here first,
     # so the run below shows that training, scoring and the report need none of those packages.
