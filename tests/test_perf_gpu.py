@@ -149,6 +149,11 @@ def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path)
         auroc, *_, train_rate, predict_rate = cells
         assert 0 <= float(auroc) <= 1
         assert float(train_rate.replace(",", "")) > 0 < float(predict_rate.replace(",", ""))
+    # the arithmetic of each fit
+    arithmetic = re.findall(r"`(\w+)\[[^`]*\]` ([0-9.e+-]+) GFLOP per cutout, ([0-9.e+-]+) "
+                            r"TFLOP/s", text.split("Arithmetic of training")[1].split("\n")[0])
+    assert [name for name, *_ in arithmetic] == ["deeplens", "committee"]
+    assert all(float(gflop) > 0 and float(rate) > 0 for _, gflop, rate in arithmetic)
     # bench scan of the test split with each trained finder, on the device
     scans = [line for line in text.splitlines() if line.startswith("- `bench scan` ")]
     assert len(scans) == 2 and all("single process, cpu" in line for line in scans)
@@ -163,7 +168,7 @@ def test_smoke_command_runs_without_the_packages_the_gpu_machine_lacks(tmp_path)
         for precision, layout in perf_gpu.SPEED_SETTINGS]
     for row in speed:
         assert row[3] == "1" and float(row[5].replace(",", "")) > 0
-        assert 0 <= float(row[9]) <= 1
+        assert 0 <= float(row[9]) <= 1 and float(row[11]) > 0  # AUROC; train TFLOP/s
     assert [row[6] for row in speed][::4] == ["1.00x", "1.00x"]
     # both at once: the short float32 runs timed alone and at once, then the methods above
     # trained at once; a run in its own process scores as it does alone (its thread count aside)
@@ -384,6 +389,38 @@ def test_device_auto_trains_and_predicts_on_the_cpu(name, monkeypatch):
 
 
 # ----------------------------------------------------------------------------- speed flags
+def test_the_arithmetic_of_training_is_counted_at_the_input_the_network_sees():
+    """bench perf gpu's GFLOP per training cutout: those of a fresh network of the same build at
+    the crop it is given (not at the stamp's size), counted on a copy (the fitted finder is left
+    as it was), and none for a method without a torch network."""
+    from lensbench.deep.methods import DeepLensFinder
+    from lensbench.deep.nets import build_net
+    from torch.utils.flop_counter import FlopCounterMode
+
+    def gflop(config: dict, side: int) -> float:
+        with FlopCounterMode(display=False) as counter:
+            build_net(**config)(torch.zeros(1, 2, side, side)).sum().backward()
+        return counter.get_total_flops() / 1e9
+
+    X, y = _image_data(n=32, size=41)
+    for crop, side in ((16, 17), (32, 33)):  # centre_crop keeps a 41-pixel stamp's centre
+        method = DeepLensFinder(max_epochs=1, crop=crop, num_threads=1).fit(
+            X, y, info=_finder_info(X))
+        net = method.nets_[0]
+        before = method.predict_score(X)
+        weights = {k: v.clone() for k, v in net.state_dict().items()}
+        grads = [None if p.grad is None else p.grad.clone() for p in net.parameters()]
+        counted = perf_gpu.training_gflop_per_cutout(method, X)
+        assert counted == pytest.approx(gflop(method.net_configs_[0], side), rel=1e-12)
+        assert counted < 0.9 * gflop(method.net_configs_[0], 41)
+        assert np.array_equal(method.predict_score(X), before)
+        assert all(torch.equal(weights[k], v) for k, v in net.state_dict().items())
+        assert all((g is None and p.grad is None) or torch.equal(g, p.grad)
+                   for g, p in zip(grads, net.parameters(), strict=True))
+    logreg = resolve_method("pixel-logreg")().fit(X, y, info=_finder_info(X))
+    assert perf_gpu.training_gflop_per_cutout(logreg, X) is None
+
+
 def test_bf16_autocast_and_memory_format_flags_reach_the_network():
     from lensbench.deep.methods import ResNetFinder
 

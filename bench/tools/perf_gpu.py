@@ -219,6 +219,7 @@ class MethodRun:
     scores: object = field(repr=False, default=None)
     method: object = field(repr=False, default=None)  # the fitted method
     checkpoint: Path | None = None  # the fitted method saved (a run in another process)
+    gflop_per_cutout: float | None = None  # training_gflop_per_cutout
     fit_started: float = 0.0  # time.time() when the fit began: spans across processes
 
     @property
@@ -235,6 +236,36 @@ class MethodRun:
     def predict_rate(self) -> float:
         """Test cutouts scored per second (TTA and members included, reading the split too)."""
         return self.n_test / self.predict_s
+
+    @property
+    def train_tflops(self) -> float | None:
+        """Arithmetic rate of the fit: training passes only, over the whole fit time."""
+        if self.gflop_per_cutout is None:
+            return None
+        return self.train_rate * self.gflop_per_cutout / 1e3
+
+
+def training_gflop_per_cutout(method, X) -> float | None:
+    """GFLOP of one training cutout through the fitted method's first network, forward and
+    backward (torch's FLOP counter: convolutions and matrix products), at the input size the
+    network sees (a crop, say: read off a forward pass on ``X[:1]``); None for a method with no
+    torch network. Counted on a CPU copy, so the fitted network is left as it was."""
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    nets = getattr(method, "nets_", None)
+    if not nets:
+        return None
+    shapes = []
+    hook = nets[0].register_forward_pre_hook(lambda _, args: shapes.append(args[0].shape))
+    try:
+        method.predict_score(X[:1])
+    finally:
+        hook.remove()
+    net = copy.deepcopy(nets[0]).to("cpu").train()
+    with FlopCounterMode(display=False) as counter:
+        net(torch.zeros((1, *shapes[0][1:]))).float().sum().backward()
+    return counter.get_total_flops() / 1e9
 
 
 def machine_lines(device) -> list[str]:
@@ -270,7 +301,7 @@ def run_method(name: str, params: dict, kind, task, splits, seed: int, device: s
     n_fit = round(len(X) * (1 - float(method.validation_fraction)))
     return MethodRun(name, params, evaluation.metrics, fit_s, evaluation.predict_time_s, epochs,
                      n_fit, splits.test.n, evaluation.predictions["scores"], method,
-                     fit_started=started)
+                     fit_started=started, gflop_per_cutout=training_gflop_per_cutout(method, X))
 
 
 def _run_in_own_process(name: str, params: dict, rotation_subset: int,
@@ -421,8 +452,8 @@ def speed_lines(runs: list[MethodRun]) -> list[str]:
              "contiguous of the same method. A flag is worth turning on where it is faster and "
              "its AUROC and TPR10 stay within the spread a short schedule has.", "",
              "| method | precision | memory layout | epochs | fit (s) | train cutouts/s | "
-             "speed-up | inference cutouts/s | speed-up | AUROC | TPR10 |",
-             "|---|---|---|---|---|---|---|---|---|---|---|"]
+             "speed-up | inference cutouts/s | speed-up | AUROC | TPR10 | train TFLOP/s |",
+             "|---|---|---|---|---|---|---|---|---|---|---|---|"]
     base = {}
     for run in runs:
         precision, layout = run.params["precision"], run.params["memory_format"]
@@ -430,7 +461,8 @@ def speed_lines(runs: list[MethodRun]) -> list[str]:
         lines.append(f"| {run.name} | {precision} | {layout} | {run.epochs} | {run.fit_s:.1f} | "
                      f"{run.train_rate:,.0f} | {run.train_rate / first.train_rate:.2f}x | "
                      f"{run.predict_rate:,.0f} | {run.predict_rate / first.predict_rate:.2f}x | "
-                     f"{run.metrics['auroc']:.4f} | {run.metrics['tpr10']:.3f} |")
+                     f"{run.metrics['auroc']:.4f} | {run.metrics['tpr10']:.3f} | "
+                     + (f"{run.train_tflops:.3g} |" if run.train_tflops is not None else "– |"))
     return lines
 
 
@@ -459,6 +491,13 @@ def report_lines(runs: list[MethodRun], labels, hashes: list[str], header: list[
               "whole fit, validation passes and calibration included. Inference cutouts/s: test "
               "cutouts over the scoring time, test-time augmentation and members included "
               "(the committee scores each cutout 8 x members times), reading the split too."]
+    counted = [run for run in runs if run.gflop_per_cutout is not None]
+    if counted:
+        lines += ["", "Arithmetic of training (torch's FLOP counter: one cutout through one "
+                  "network, forward and backward; the rate counts training passes only, over "
+                  "the whole fit): " + "; ".join(
+                      f"`{run_id(run.name, run.params)}` {run.gflop_per_cutout:.3g} GFLOP per "
+                      f"cutout, {run.train_tflops:.3g} TFLOP/s" for run in counted) + "."]
     if beside_cpu:
         lines += cpu_lines(runs)
     by_name = {run.name: run for run in runs}
