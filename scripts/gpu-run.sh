@@ -13,20 +13,21 @@
 #                               into /tmp/site, makes the repository importable as `lensbench`
 #                               (no pip install: the machine has no network), runs the tests
 #                               that need CUDA (pytest -m cuda), then the compare profile
-#                               (simulator against
-#                               lenstronomy, DeepLens and the committee, bench scan, precision
-#                               and memory layout), and writes reports/metcalf-compare-gpu.md
-#                               (copied to $OUT when set, with the logs).
+#                               (simulator against lenstronomy, DeepLens and the committee, at
+#                               once or not, bench scan, precision and memory layout), and
+#                               writes reports/metcalf-compare-gpu.md (copied to $OUT when set,
+#                               with the logs).
 #
 # Wheels: the run imports torch, numpy, scipy, scikit-learn, h5py and tqdm (all on the GPU
 # machine) and astropy, which the simulator needs for its cosmology (distances in flat LCDM):
 # astropy, pyerfa and astropy-iers-data travel as wheels (~13 MB; PyYAML and packaging are
-# there); so do skops, prettytable and wcwidth (pure Python), which save and load the
-# scikit-learn half of a model file (ae-bgmm's mixture), as the CUDA tests do; and lenstronomy, the peer of the simulator's rate (pure Python, published only as a
-# source archive: built into a wheel here; its rendering path runs with numpy, scipy, astropy
-# and PyYAML alone, checked with its other requirements unimportable). pooch, mlflow, optuna, xgboost and photutils
-# are not needed: nothing on this path imports them (tests/test_perf_gpu.py runs the command
-# with them unimportable).
+# there). So do skops, prettytable and wcwidth (pure Python), which save and load the
+# scikit-learn half of a model file (ae-bgmm's mixture), as the CUDA tests do; and lenstronomy,
+# the peer of the simulator's rate (pure Python, published only as a source archive: built into
+# a wheel here; its rendering path runs with numpy, scipy, astropy and PyYAML alone, checked
+# with its other requirements unimportable). Nothing on this path imports pooch, mlflow,
+# optuna, xgboost, photutils, astroscrappy, qp or Dask: tests/test_perf_gpu.py runs the command
+# with them unimportable, and places every dependency of pyproject.toml.
 #
 # Time: everything ends inside LB_BUDGET seconds (default 570, for a 600 s call): the compare
 # run gets what the tests left, and its report is rewritten after every step, so a cut keeps
@@ -115,8 +116,8 @@ echo "compare profile: ${left} s left"
 # shellcheck disable=SC2086  # LB_METHODS is a list of words
 timeout "$left" python3 -m lensbench.bench.cli perf gpu --profile compare \
     --device "$device" --workdir "$workdir" --methods ${LB_METHODS:-deeplens committee} \
-    ${LB_SPEED_EPOCHS:+--speed-epochs "$LB_SPEED_EPOCHS"} ${LB_TOGETHER:+--together "$LB_TOGETHER"} \
-    2>&1 | tee "$out/compare.log" \
+    ${LB_SPEED_EPOCHS:+--speed-epochs "$LB_SPEED_EPOCHS"} \
+    ${LB_TOGETHER:+--together "$LB_TOGETHER"} 2>&1 | tee "$out/compare.log" \
     || status=$?
 cp reports/metcalf-compare-gpu.md "$out/" 2>/dev/null || true  # written after each method
 [[ -z "${tests_status:-}" ]] || echo "the GPU tests failed (rc $tests_status): $out/gpu-tests.log"

@@ -10,8 +10,8 @@ train one after the other, or at once, each in its own process, where the short 
 speed table measure that faster (TOGETHER_GAIN).
 
 Imports: this path needs torch, numpy, scipy, scikit-learn, h5py, tqdm and astropy (the
-simulator's cosmology) and none of pooch, mlflow, optuna, xgboost or photutils; heavy imports are
-inside the functions so that ``bench --help`` stays fast.
+simulator's cosmology) and none of pooch, mlflow, optuna, xgboost, photutils, astroscrappy, qp or
+Dask; heavy imports are inside the functions so that ``bench --help`` stays fast.
 """
 
 from __future__ import annotations
