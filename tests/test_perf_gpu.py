@@ -65,7 +65,7 @@ def test_every_dependency_is_on_the_gpu_machine_carried_there_or_shown_unneeded(
               for spec in project["dependencies"]}
     script = (root / "scripts" / "gpu-run.sh").read_text()
     carried = {name.lower() for name in re.findall(r"\b([A-Za-z][\w.-]*)==[\w.]+", script)}
-    module_of = {"qp-prob": "qp"}  # distribution name -> the module the prelude blocks
+    module_of = {"qp-prob": "qp"}  # distribution name -> the module the blocker blocks
     unplaced = sorted(name for name in needed - set(ON_GPU_MACHINE) - carried
                       if module_of.get(name, name) not in MISSING_ON_GPU_MACHINE)
     assert not unplaced, f"pyproject dependencies not placed for the GPU machine: {unplaced}"
