@@ -332,7 +332,9 @@ def _run_in_own_process(name: str, params: dict, rotation_subset: int,
 def runs_at_once(jobs: dict[str, dict], kind, splits, seed: int, device: str, folder: Path):
     """Train and score each method of ``jobs`` (name -> params) at the same time, each in its
     own process on ``device`` with its share of the CPU threads; yields each MethodRun as it
-    ends, its fitted method saved as a checkpoint in ``folder``."""
+    ends, its fitted method saved as a checkpoint in ``folder``. The processes are spawned, and
+    spawning imports the main module again: a script that calls this (or gpu_compare) keeps its
+    own work under ``if __name__ == "__main__":``, as `bench` does."""
     import multiprocessing
     from concurrent.futures import ProcessPoolExecutor, as_completed
 
