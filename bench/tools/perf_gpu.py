@@ -578,8 +578,9 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
               *machine_lines(resolved),
               f"- splits simulated (or found in the workdir) in {splits_s:.0f} s on the CPU",
               *([f"- the CPU figures beside these: {COMPARE_REPORT.name} (DeepLens at 12 "
-                 "epochs there; here with its published schedule, "
-                 f"{published_deeplens_schedule()})"] if profile == "compare" else [])]
+                 "epochs there; here with its published schedule, " + ", ".join(
+                     f"{key}={value}" for key, value in published_deeplens_schedule().items())
+                 + ")"] if profile == "compare" else [])]
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     runs, scans, speed_runs, together_section = [], [], [], []
