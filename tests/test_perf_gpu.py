@@ -73,20 +73,45 @@ def test_every_dependency_is_on_the_gpu_machine_carried_there_or_shown_unneeded(
 
 
 def test_the_stamp_names_the_commit_as_git_would(tmp_path):
-    """gpu-run.sh's stamp, read back where the tree has no .git (the GPU machine), gives the
-    commit and clean-or-dirty that git gives in this checkout."""
-    from conftest import missing
-    from lensbench.bench import runner
+    """gpu-run.sh's stamp of a git repository, read back from the files alone (the GPU machine
+    gets the tree without .git), gives the commit and the clean-or-dirty that git gives: dirty
+    for a changed code file, clean for a change outside the code."""
+    import shutil
 
-    root = Path(__file__).resolve().parents[1]
-    if not (root / ".git").exists():
-        missing("a git checkout of lensbench (the stamp is made from one)")
+    from conftest import missing
+    from lensbench.bench.runner import CODE_PATHS, DIRTY, stamped_commit
+
+    if shutil.which("git") is None:
+        missing("git (scripts/gpu-run.sh stamps a commit with it)")
+    repo = tmp_path / "repo"
+    (repo / "scripts").mkdir(parents=True)
+    shutil.copy(Path(__file__).resolve().parents[1] / "scripts" / "gpu-run.sh", repo / "scripts")
+    for path in CODE_PATHS:  # a file for pyproject.toml, a module in each code folder
+        file = repo / path if "." in path else repo / path / "module.py"
+        file.parent.mkdir(parents=True, exist_ok=True)
+        file.write_text(f"# {path}\n")
+    (repo / "README.md").write_text("words\n")
+
+    def git(*args: str) -> str:
+        return subprocess.run(["git", "-C", str(repo), "-c", "user.name=lensbench", "-c",
+                               "user.email=tests@lensbench.invalid", *args], check=True,
+                              capture_output=True, text=True).stdout.strip()
+
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-q", "-m", "a tree")
     stamp = tmp_path / "commit-stamp.txt"
-    made = subprocess.run(["bash", "scripts/gpu-run.sh", "stamp"], cwd=root, text=True,
+    made = subprocess.run(["bash", str(repo / "scripts" / "gpu-run.sh"), "stamp"], text=True,
                           capture_output=True, timeout=120,
                           env={**os.environ, "LB_STAMP": str(stamp), "PYTHON": sys.executable})
     assert made.returncode == 0, made.stderr
-    assert runner.stamped_commit(stamp, root) == runner.git_commit()
+    head = git("rev-parse", "HEAD")
+    assert stamped_commit(stamp, repo) == head
+    (repo / "README.md").write_text("other words\n")  # not code: git_commit says clean too
+    assert stamped_commit(stamp, repo) == head
+    (repo / "deep" / "module.py").write_text("# changed\n")
+    assert git("status", "--porcelain", "--untracked-files=no", "--", "deep")
+    assert stamped_commit(stamp, repo) == head + DIRTY
 
 
 def test_a_stamp_flags_a_changed_or_missing_file_and_names_what_is_malformed(tmp_path):
