@@ -188,9 +188,9 @@ def fast_asinh(x: torch.Tensor) -> torch.Tensor:
 
 
 def host_to(t: torch.Tensor, device: torch.device) -> torch.Tensor:
-    """A small CPU tensor (random draws, batch indices) on ``device``. On CUDA through pinned
-    memory, without waiting: a plain copy (or a boolean mask) waits for every queued kernel, so
-    a few per batch keep the host from running ahead of the GPU."""
+    """``t`` on ``device``: a CPU tensor (a batch, its random draws, its indices) goes to CUDA
+    through pinned memory, without waiting; a plain copy (or a boolean mask) waits for every
+    queued kernel, so a few per batch keep the host from running ahead of the GPU."""
     if device.type != "cuda" or t.device.type != "cpu":
         return t.to(device)
     return t.pin_memory().to(device, non_blocking=True)

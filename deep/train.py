@@ -60,9 +60,9 @@ def autocast(device: torch.device, precision: str = "float32"):
 
 def to_device(x: torch.Tensor, device: torch.device,
               memory_format: torch.memory_format = CHANNELS_LAST) -> torch.Tensor:
-    """A batch (n, B, H, W) on ``device`` in ``memory_format`` (a pinned batch is copied
-    asynchronously)."""
-    return x.to(device, non_blocking=x.is_pinned()).contiguous(memory_format=memory_format)
+    """A batch (n, B, H, W) on ``device`` in ``memory_format`` (from the CPU to CUDA through
+    pinned memory, asynchronously: host_to)."""
+    return host_to(x, device).contiguous(memory_format=memory_format)
 
 
 def fits_on_device(tensors: list[torch.Tensor], device: torch.device) -> bool:
@@ -241,13 +241,9 @@ def predict_outputs(net: nn.Module, X: np.ndarray | torch.Tensor, pre: Preproces
     for start in range(0, len(X), batch_size):
         if progress is not None and start:
             progress.alive(f"{start}/{len(X)} images")
-        if isinstance(X, torch.Tensor):
-            x = X[start:start + batch_size].to(device)
-        else:
-            x = torch.from_numpy(np.ascontiguousarray(X[start:start + batch_size]))
-            if device.type == "cuda":
-                x = x.pin_memory()
-            x = x.to(device, non_blocking=x.is_pinned())
+        x = X[start:start + batch_size]
+        x = host_to(x if isinstance(x, torch.Tensor) else torch.from_numpy(
+            np.ascontiguousarray(x)), device)
         if transform is not None:
             x = transform(x)
         x = x.contiguous(memory_format=layout)
@@ -284,7 +280,6 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
     if fits_on_device([x_all, y_all], device):
         # kept on the device between epochs: batches are gathered and augmented there
         x_all, y_all = x_all.to(device), y_all.to(device)
-    pin = device.type == "cuda" and x_all.device.type == "cpu"
     X_val = device_resident(X_val, device) if len(X_val) else X_val
     history: dict[str, list[float]] = {}
     best_value, best_state, best_epoch, stale = None, None, 0, 0
@@ -300,11 +295,9 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
             for idx in _batches(len(x_all), cfg.batch_size, generator):
                 rows = host_to(idx, x_all.device)
                 x, y = objective.augment(cfg.augment, x_all[rows], y_all[rows], generator)
-                if pin:
-                    x, y = x.pin_memory(), y.pin_memory()
                 with autocast(device, cfg.precision):
                     loss = objective.loss(net, pre.apply_stretch(to_device(x, device, layout)),
-                                          y.to(device, non_blocking=pin))
+                                          host_to(y, device))
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 optimizer.step()
