@@ -666,13 +666,9 @@ def test_two_runs_at_once_on_cuda_score_as_they_do_alone(cuda, tmp_path):
     checkpoint. Alike, not required equal: training asks for deterministic algorithms with
     warn_only, so a CUDA op without a deterministic version still runs, and a child has its
     share of the CPU threads."""
-    import copy
-
-    from lensbench.bench.kinds import get_kind
     from lensbench.bench.tasks import METCALF_GROUND
 
-    kind = copy.copy(get_kind(METCALF_GROUND.kind))
-    kind.rotation_subset = 0
+    kind = perf_gpu.ground_kind(0)
     splits = kind.splits(METCALF_GROUND, "smoke", tmp_path / "work", log=lambda *_: None)
     params = perf_gpu.speed_params("smoke", 1)
     alone = {name: perf_gpu.run_method(name, params[name], kind, METCALF_GROUND, splits, 0,

@@ -287,6 +287,17 @@ def machine_lines(device) -> list[str]:
             f"{torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'none'}"]
 
 
+def ground_kind(rotation_subset: int | None = None):
+    """The lens-finding kind of METCALF_GROUND, scoring the rotation columns on
+    ``rotation_subset`` test cutouts (None: the kind's own number; 0: none)."""
+    from lensbench.bench.kinds import get_kind
+
+    kind = copy.copy(get_kind(METCALF_GROUND.kind))
+    if rotation_subset is not None:
+        kind.rotation_subset = rotation_subset
+    return kind
+
+
 def run_method(name: str, params: dict, kind, task, splits, seed: int, device: str) -> MethodRun:
     from lensbench.bench.runner import build_method, derive_seed
 
@@ -310,7 +321,6 @@ def _run_in_own_process(name: str, params: dict, rotation_subset: int,
     """run_method in a child process of runs_at_once: the run, with its fitted method saved as
     ``checkpoint`` instead of sent back."""
     import torch
-    from lensbench.bench.kinds import get_kind
     from lensbench.bench.suites.lens_finding import LensFindingSplits
     from lensbench.datasets.storage import load_split
     from lensbench.deep.checkpoint import save_checkpoint
@@ -319,8 +329,7 @@ def _run_in_own_process(name: str, params: dict, rotation_subset: int,
     if torch.device(device).type == "cuda":  # made before the fit is timed, as the parent's was
         torch.zeros(1, device=device)
         torch.cuda.synchronize(device)
-    kind = copy.copy(get_kind(METCALF_GROUND.kind))
-    kind.rotation_subset = rotation_subset
+    kind = ground_kind(rotation_subset)
     # the parent verified every shard's sha256 already
     splits = LensFindingSplits(*(load_split(path, verify=False) for path in split_paths))
     run = run_method(name, params, kind, METCALF_GROUND, splits, seed, device)
@@ -533,7 +542,6 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
     methods at once ("yes"), one after the other ("no"), or as the short runs measure faster
     ("auto"; TOGETHER_GAIN)."""
     import torch
-    from lensbench.bench.kinds import get_kind
     from lensbench.bench.report import versions_line
     from lensbench.bench.runner import git_commit
     from lensbench.deep.train import resolve_device
@@ -550,9 +558,7 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
     resolved = resolve_device(device)
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise ValueError("bench perf gpu: --device cuda but torch sees no CUDA device")
-    kind, task = copy.copy(get_kind(METCALF_GROUND.kind)), METCALF_GROUND
-    if profile == "smoke":
-        kind.rotation_subset = SMOKE_ROTATION_SUBSET
+    kind, task = ground_kind(SMOKE_ROTATION_SUBSET if profile == "smoke" else None), METCALF_GROUND
     start = time.perf_counter()
     try:
         splits = kind.splits(task, "compare" if profile == "compare" else "smoke",
@@ -616,8 +622,7 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
 
     write()  # the splits and the simulator already: a run cut in its first method keeps them
     short = speed_params(profile, speed_epochs) if speed_epochs else {}
-    speed_kind = copy.copy(kind)
-    speed_kind.rotation_subset = 0  # the speed table has no rotation columns
+    speed_kind = ground_kind(0)  # the speed table has no rotation columns
 
     def speed_run(name: str, precision: str, layout: str) -> MethodRun:
         run = run_method(name, {**short[name], "precision": precision,
