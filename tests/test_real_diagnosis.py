@@ -244,10 +244,12 @@ def test_lookalike_shares_count_the_found_among_the_nearest_by_hand():
     real = np.array([[6.0, 0.2], [0.0, 0.6]])
     # (6, 0.2) in MAD units (x 1/1.4826): (0, 0) at sqrt(0.6^2 + 0.2^2) is nearest, not found;
     # unscaled, (10, 2) at 4.4 would beat (0, 0) at 6.0. (0, 0.6): (0, 1) at 0.4, found.
-    shares = real_diagnosis.lookalike_shares(simulated, real, found, k=1)
-    np.testing.assert_allclose(shares, [0.0, 1.0])
-    np.testing.assert_allclose(real_diagnosis.lookalike_shares(simulated, real, found, k=7),
-                               [2 / 7, 2 / 7])
+    def shares(k):
+        return real_diagnosis.lookalike_mean(
+            found, real_diagnosis.nearest_lookalikes(simulated, real, k))
+
+    np.testing.assert_allclose(shares(1), [0.0, 1.0])
+    np.testing.assert_allclose(shares(7), [2 / 7, 2 / 7])
 
 
 def test_weighted_lookalike_shares_and_source_offsets_by_hand():
@@ -256,15 +258,13 @@ def test_weighted_lookalike_shares_and_source_offsets_by_hand():
     found = np.array([True, False, True, False, True])
     real = np.array([[0.0]])
     weights = np.array([1.0, 2.0, 3.0, 4.0, 100.0])
+    nearest = real_diagnosis.nearest_lookalikes(simulated, real, k=4)
     # Found: weights 1 and 3 of 1 + 2 + 3 + 4; unweighted 2 of 4. The far row's weight is unused.
-    np.testing.assert_allclose(real_diagnosis.lookalike_shares(simulated, real, found, k=4,
-                                                               weights=weights), [0.4])
-    np.testing.assert_allclose(real_diagnosis.lookalike_shares(simulated, real, found, k=4),
-                               [0.5])
+    np.testing.assert_allclose(real_diagnosis.lookalike_mean(found, nearest, weights), [0.4])
+    np.testing.assert_allclose(real_diagnosis.lookalike_mean(found, nearest), [0.5])
     # Numbers give their weighted mean: (1*10 + 2*20 + 3*30 + 4*40) / 10 = 30.
     values = np.array([10.0, 20.0, 30.0, 40.0, 50.0])
-    np.testing.assert_allclose(real_diagnosis.lookalike_shares(simulated, real, values, k=4,
-                                                               weights=weights), [30.0])
+    np.testing.assert_allclose(real_diagnosis.lookalike_mean(values, nearest, weights), [30.0])
     # Source offsets: (0.3, 0.4) from a lens at the origin with theta_E 1 is 0.5; from a lens at
     # (0.1, 0.1) with theta_E 0.5, (0.4, 0.5) is 0.5 / 0.5 = 1; a non-lens has NaN.
     truth = {"source_x": np.array([0.3, 0.4, np.nan]), "source_y": np.array([0.4, 0.5, np.nan]),

@@ -596,19 +596,12 @@ def nearest_lookalikes(simulated: np.ndarray, real: np.ndarray, k: int = LOOKALI
     return np.argsort(distance, axis=1, kind="stable")[:, :min(k, len(simulated))]
 
 
-def lookalike_shares(simulated: np.ndarray, real: np.ndarray, found: np.ndarray,
-                     k: int = LOOKALIKES, weights: np.ndarray | None = None) -> np.ndarray:
-    """For each row of ``real``, the share of ``found`` (bool, one per simulated row) among its
-    ``k`` nearest rows of ``simulated`` (:func:`nearest_lookalikes`), each row counted with its
-    ``weights`` (one per simulated row; equal when None). Numbers for ``found`` give their
-    (weighted) mean over the look-alikes."""
-    return lookalike_mean(found, nearest_lookalikes(simulated, real, k), weights)
-
-
 def lookalike_mean(values: np.ndarray, nearest: np.ndarray, weights: np.ndarray | None = None
                    ) -> np.ndarray:
     """The (weighted) mean of ``values`` (one per simulated row) over each real row's
-    look-alikes, ``nearest`` (n, k) from :func:`nearest_lookalikes`."""
+    look-alikes, ``nearest`` (n, k) from :func:`nearest_lookalikes`, each row counted with its
+    ``weights`` (one per simulated row; equal when None): for bool ``values`` (found or not),
+    the share found among the look-alikes."""
     if weights is None:
         return values[nearest].mean(axis=1)
     return (weights[nearest] * values[nearest]).sum(axis=1) / weights[nearest].sum(axis=1)
