@@ -34,6 +34,7 @@ from lensbench.baselines.features import (
     border_noise,
     moment_matrix,
 )
+from lensbench.datasets.robust import mad_sigma
 from skimage.measure import label
 
 HSC_PIXEL_SCALE = 0.168  # arcsec/px: the pixels of Sonnenfeld et al.'s area cut
@@ -171,8 +172,7 @@ def elliptical_model(red: np.ndarray, pixel_scale: float, shape: str = "weighted
         # Noise of one pixel from the residuals (mostly sky; arcs are few), times the
         # variance inflation of lag-1 correlated noise, so that an annulus of N pixels has a
         # median error of 1.25 sigma / sqrt(N) as for white noise of N / inflation pixels.
-        sigma = 1.4826 * np.median(np.abs(residual - np.median(residual, axis=1,
-                                                                 keepdims=True)), axis=1)
+        sigma = mad_sigma(residual, axis=1)
         sigma = 1.2533 * sigma * np.sqrt(_correlation_inflation(residual.reshape(n, h, w)))
         profile_values = sersic_clipped_profile(medians, counts, sigma, inner=2.0,
                                                 outer=(min(h, w) - 1) / 2)

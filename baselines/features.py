@@ -27,6 +27,7 @@ import time
 from functools import lru_cache
 
 import numpy as np
+from lensbench.datasets.robust import mad_sigma
 from skimage.filters import gabor_kernel
 
 APERTURE_RADII_ARCSEC = (1.04, 1.76, 3.00, 4.64)  # Cañameras et al. (2020)
@@ -82,8 +83,7 @@ def border_noise(X: np.ndarray, width: int = 2) -> np.ndarray:
                             X[..., -width:, :].reshape(*X.shape[:2], -1),
                             X[..., width:-width, :width].reshape(*X.shape[:2], -1),
                             X[..., width:-width, -width:].reshape(*X.shape[:2], -1)], axis=2)
-    median = np.median(frame, axis=2, keepdims=True)
-    return np.maximum(1.4826 * np.median(np.abs(frame - median), axis=2), _TINY)
+    return np.maximum(mad_sigma(frame, axis=2), _TINY)
 
 
 def asinh_magnitude(flux, softening) -> np.ndarray:

@@ -7,6 +7,7 @@ import hashlib
 
 import numpy as np
 from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.datasets.robust import mad_sigma
 from sklearn.linear_model import LogisticRegression
 from sklearn.pipeline import make_pipeline
 from sklearn.preprocessing import StandardScaler
@@ -70,8 +71,7 @@ class PixelLogisticRegression(Method):
         edge = np.concatenate([X[:, :, :2].reshape(*X.shape[:2], -1),
                                X[:, :, -2:].reshape(*X.shape[:2], -1)], axis=2)
         # Robust per-band sky noise from the stamp borders (1.4826 MAD).
-        deviation = np.abs(edge - np.median(edge, axis=(0, 2), keepdims=True))
-        self.noise_ = np.maximum(1.4826 * np.median(deviation, axis=(0, 2)), 1e-12)
+        self.noise_ = np.maximum(mad_sigma(edge, axis=(0, 2)), 1e-12)
         self.model_ = make_pipeline(
             StandardScaler(),
             LogisticRegression(C=self.C, max_iter=self.max_iter,

@@ -27,9 +27,9 @@ from __future__ import annotations
 import warnings
 
 import numpy as np
+from lensbench.datasets.robust import mad_sigma
 from numpy.typing import ArrayLike
 
-NMAD_SCALE = 1.4826  # 1 / Phi^-1(3/4): sigma of a Gaussian from its median absolute deviation
 IQR_SCALE = 1.349  # IQR of a unit Gaussian
 OUTLIER_DZ = 0.15
 LSST_OUTLIER_FLOOR = 0.06
@@ -64,8 +64,7 @@ def delta_z(z_phot: ArrayLike, z_spec: ArrayLike) -> np.ndarray:
 
 def sigma_nmad(dz: ArrayLike) -> float:
     """1.4826 median(|dz - median(dz)|)."""
-    dz = np.asarray(dz, dtype=np.float64)
-    return float(NMAD_SCALE * np.median(np.abs(dz - np.median(dz))))
+    return float(mad_sigma(np.asarray(dz, dtype=np.float64)))
 
 
 def sigma_iqr(dz: ArrayLike) -> float:

@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
 from lensbench.datasets.files import atomic_path
+from lensbench.datasets.robust import mad_sigma
 from lensbench.datasets.surveys import Band, Survey, get_survey
 
 NANOMAGGY_ZEROPOINT = 22.5  # AB magnitude of 1 nanomaggy
@@ -79,14 +80,14 @@ def border_noise(image: np.ndarray, width: int = 12, block: int = 4
     strips = _border(image, width)
     pixels = np.concatenate([s.ravel() for s in strips])
     median = float(np.median(pixels))
-    sigma = float(1.4826 * np.median(np.abs(pixels - median)))
+    sigma = float(mad_sigma(pixels))
     sums = []
     for s in strips:
         s = s - median
         h, w = (s.shape[0] // block) * block, (s.shape[1] // block) * block
         sums.append(s[:h, :w].reshape(h // block, block, w // block, block).sum((1, 3)).ravel())
     sums = np.concatenate(sums)
-    block_sigma = 1.4826 * np.median(np.abs(sums - np.median(sums)))
+    block_sigma = mad_sigma(sums)
     factor = (block_sigma / (block * sigma)) ** 2 if sigma > 0 else 1.0
     return median, sigma, float(np.clip(factor, 1.0, 10.0))
 

@@ -18,6 +18,7 @@ from pathlib import Path
 import numpy as np
 from astropy.visualization import LuptonAsinhStretch, ManualInterval, make_lupton_rgb
 from lensbench.datasets.files import atomic_savefig
+from lensbench.datasets.robust import mad_sigma
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
@@ -55,7 +56,7 @@ def auto_lupton_parameters(intensity: np.ndarray) -> tuple[float, float]:
         x_sat = float(values.max())
     if not x_sat > 0.0:
         return 1.0, 8.0  # nothing above the minimum: the composite is black whatever we choose
-    sigma = 1.4826 * float(np.median(np.abs(values - np.median(values))))
+    sigma = float(mad_sigma(values))
     if sigma > 0.0:
         target = max(x_sat / (_NOISE_SIGMAS * sigma), 1.0)
         # invert D = sinh(asinh(frac Q) / frac) for Q

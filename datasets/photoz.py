@@ -37,7 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.datasets import registry
-from lensbench.datasets.storage import sha256_file
+from lensbench.datasets.storage import arrays_sha256, sha256_file
 
 log = logging.getLogger(__name__)
 
@@ -330,10 +330,8 @@ def make_photoz_split(sample: str, seed: int, fractions=DEFAULT_FRACTIONS,
 
 
 def _arrays_hash(part: Catalogue) -> str:
-    h = hashlib.sha256()
-    for array in (part.mags, part.errs, part.z):
-        h.update(np.ascontiguousarray(array, dtype=np.float64).tobytes())
-    return h.hexdigest()
+    return arrays_sha256(*(np.asarray(array, dtype=np.float64)
+                           for array in (part.mags, part.errs, part.z)))
 
 
 def split_key(sample: str, seed: int, fractions, data_files: dict[str, str]) -> str:

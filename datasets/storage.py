@@ -101,6 +101,15 @@ def sha256_file(path: str | os.PathLike) -> str:
     return h.hexdigest()
 
 
+def arrays_sha256(*arrays) -> str:
+    """Hex sha256 of the C-ordered bytes of ``arrays``, one after the other, each in its own
+    dtype (convert first where the hash must not depend on it)."""
+    h = hashlib.sha256()
+    for array in arrays:
+        h.update(np.ascontiguousarray(array).tobytes())
+    return h.hexdigest()
+
+
 def _canonical(obj: Any) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=True,
                       allow_nan=False).encode()

@@ -27,6 +27,7 @@ import torch
 from lensbench.baselines.contract import Method
 from lensbench.baselines.photoz import PhotozFeatures, gaussian_pdf
 from lensbench.baselines.transforms import dihedral
+from lensbench.datasets.robust import mad_sigma
 from lensbench.deep.progress import Progress
 from torch import nn
 
@@ -49,7 +50,7 @@ def validation_sigma_nmad(z_phot: np.ndarray, z_spec: np.ndarray) -> float:
     """sigma_NMAD of dz = (z_phot - z_spec)/(1 + z_spec), for the nets' per-epoch validation
     (the harness scores runs with bench/photoz_metrics.py, which deep/ does not import)."""
     dz = (np.asarray(z_phot, dtype=np.float64) - z_spec) / (1 + z_spec)
-    return float(1.4826 * np.median(np.abs(dz - np.median(dz))))
+    return float(mad_sigma(dz))
 
 
 @dataclass(frozen=True)

@@ -24,6 +24,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from lensbench.baselines.transforms import dihedral
+from lensbench.datasets.robust import mad_sigma
 
 MASK_VALUE = 100.0
 STRETCHES = ("none", "sqrt", "asinh")
@@ -59,8 +60,7 @@ def border_noise(X: np.ndarray, width: int = 3) -> np.ndarray:
     edge = np.concatenate([X[:, :, :w].reshape(n, b, -1), X[:, :, -w:].reshape(n, b, -1),
                            X[:, :, :, :w].reshape(n, b, -1), X[:, :, :, -w:].reshape(n, b, -1)],
                           axis=2).transpose(1, 0, 2).reshape(b, -1)
-    med = np.median(edge, axis=1, keepdims=True)
-    sigma = 1.4826 * np.median(np.abs(edge - med), axis=1)
+    sigma = mad_sigma(edge, axis=1)
     fallback = np.std(edge, axis=1)  # an all-zero border (e.g. fully masked) has MAD 0
     sigma = np.where(sigma > 0, sigma, fallback)
     return np.maximum(sigma, 1e-12).astype(np.float32)

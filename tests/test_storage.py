@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import time
@@ -17,6 +18,7 @@ from lensbench.datasets.storage import (
     MANIFEST,
     SplitError,
     SplitWriter,
+    arrays_sha256,
     load_split,
     sha256_file,
     split_is_complete,
@@ -363,3 +365,13 @@ def test_writer_misuse(tmp_path):
         with SplitWriter(tmp_path / "s", config=CONFIG, seed=1, bands=BANDS):
             pass
     assert siblings(tmp_path) == []
+
+
+def test_arrays_sha256_hashes_c_ordered_bytes_in_turn():
+    """Two little-endian int32 pairs, one given in Fortran order: the bytes hashed are 1, 2 then
+    the rows of [[3, 4], [5, 6]]."""
+    first = np.array([1, 2], dtype="<i4")
+    second = np.asfortranarray(np.array([[3, 4], [5, 6]], dtype="<i4"))
+    expected = hashlib.sha256(b"".join(int(v).to_bytes(4, "little") for v in range(1, 7)))
+    assert arrays_sha256(first, second) == expected.hexdigest()
+    assert arrays_sha256(first.astype("<i8"), second) != expected.hexdigest()  # dtype counts

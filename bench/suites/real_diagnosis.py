@@ -41,6 +41,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.datasets.files import atomic_savefig
+from lensbench.datasets.robust import mad_sigma
 from lensbench.datasets.storage import Split, load_split
 
 # Edits of a real cutout R = lens light L + arcs A + noise (L, A noise-free, degraded to the
@@ -355,7 +356,7 @@ def compare_with_training(task, train: Split, real: Split, parts: RealLensParts)
                        _peak_stretched(real_images, ref_b, sigma)))
 
     centre = np.median(train_features, axis=0)
-    spread = 1.4826 * np.median(np.abs(train_features - centre), axis=0)
+    spread = mad_sigma(train_features, axis=0)
     keep = spread > 0
     standard_train = (train_features[:, keep] - centre[keep]) / spread[keep]
     standard_real = (real_features[:, keep] - centre[keep]) / spread[keep]
@@ -589,7 +590,7 @@ def nearest_lookalikes(simulated: np.ndarray, real: np.ndarray, k: int = LOOKALI
     ``simulated`` (m, Q), in units of the simulated rows' median absolute deviation per axis
     (1.4826 MAD)."""
     centre = np.median(simulated, axis=0)
-    spread = 1.4826 * np.median(np.abs(simulated - centre), axis=0)
+    spread = mad_sigma(simulated, axis=0)
     spread = np.where(spread > 0, spread, 1.0)
     sim, rl = (simulated - centre) / spread, (real - centre) / spread
     distance = ((rl[:, None, :] - sim[None]) ** 2).sum(axis=2)

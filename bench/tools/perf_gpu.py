@@ -105,16 +105,11 @@ def probe_hashes(systems: int = 8) -> dict[str, str]:
     """sha256 prefixes of the first ``systems`` metcalf-ground systems simulated on this
     machine's CPU: the truth table (the random draws and the lens geometry), the noiseless
     images (the rendering's float32 arithmetic) and the images with noise (the noise draws)."""
-    import hashlib
-
-    import numpy as np
     from lensbench.datasets.simulate import Simulator
+    from lensbench.datasets.storage import arrays_sha256
 
     def digest(*arrays) -> str:
-        sha = hashlib.sha256()
-        for array in arrays:
-            sha.update(np.ascontiguousarray(array).tobytes())
-        return sha.hexdigest()[:16]
+        return arrays_sha256(*arrays)[:16]
 
     noisy, truth = Simulator(METCALF_GROUND.config).simulate(systems, seed=0)
     noiseless, _ = Simulator(METCALF_GROUND.config.replace(noise=False)).simulate(systems, seed=0)
