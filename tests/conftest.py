@@ -157,6 +157,23 @@ def wait_until_healthy(base_url: str, process: subprocess.Popen, log: Path, what
         time.sleep(0.5)
 
 
+def stop_process_groups(processes: list[subprocess.Popen], timeout_s: float = 20) -> None:
+    """SIGTERM each process's group (servers and schedulers started with
+    ``start_new_session=True`` run their workers there), then SIGKILL what is still running
+    after ``timeout_s``."""
+    for process in processes:
+        try:
+            os.killpg(process.pid, signal.SIGTERM)
+        except ProcessLookupError:
+            pass
+    for process in processes:
+        try:
+            process.wait(timeout=timeout_s)
+        except subprocess.TimeoutExpired:
+            os.killpg(process.pid, signal.SIGKILL)
+            process.wait()
+
+
 @pytest.fixture(scope="session")
 def mlflow_server(tmp_path_factory):
     """A real `mlflow server` (SQLite backend, served artefacts) on a free loopback port."""
@@ -174,12 +191,7 @@ def mlflow_server(tmp_path_factory):
         wait_until_healthy(uri, process, root / "server.log", "mlflow server", timeout_s=120)
         yield uri
     finally:
-        # The server runs uvicorn workers in its own process group: stop them all.
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_groups([process])  # the server's uvicorn workers are in its group
         log.close()
 
 

@@ -17,6 +17,7 @@ import time
 from pathlib import Path
 
 import pytest
+from conftest import stop_process_groups
 from lensbench.datasets.storage import load_split
 from test_contract import TINY
 from test_reproducible import same
@@ -89,20 +90,6 @@ def start_scheduler(address: str) -> subprocess.Popen:
                   "--port", address.rsplit(":", 1)[1], "--no-dashboard"])
 
 
-def stop(processes: list[subprocess.Popen]) -> None:
-    for process in processes:
-        try:
-            os.killpg(process.pid, signal.SIGTERM)
-        except ProcessLookupError:
-            pass
-    for process in processes:
-        try:
-            process.wait(timeout=20)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
-            process.wait()
-
-
 def wait_for_workers(address: str, n: int) -> None:
     from distributed import Client
 
@@ -170,7 +157,7 @@ def test_smoke_suite_on_a_scheduler_and_two_worker_processes(tmp_path, params_fi
         assert "max_iter" in status["pixel-logreg"]["error"]
         assert {status[name]["status"] for name in METHODS if name != "pixel-logreg"} == {"ok"}
     finally:
-        stop(processes)
+        stop_process_groups(processes)
 
 
 @pytest.mark.slow
@@ -193,7 +180,7 @@ def test_a_worker_that_cannot_see_the_workdir_is_refused(tmp_path, params_file):
         wait_for_workers(address, 2)
         run = bench_run(workdir, params_file, "--scheduler", address)
     finally:
-        stop(processes)
+        stop_process_groups(processes)
     assert run.returncode == 2, run.stdout[-3000:] + run.stderr[-3000:]
     assert "Traceback" not in run.stderr, run.stderr
     error = run.stderr.strip().splitlines()[-1]
@@ -232,7 +219,7 @@ def test_a_worker_killed_mid_run_costs_that_run_a_rerun_not_the_suite(tmp_path):
             os.kill(pid, signal.SIGKILL)
         output, _ = run.communicate(timeout=300)
     finally:
-        stop(processes)
+        stop_process_groups(processes)
     assert run.returncode == 0, output[-3000:]
     results = records(tmp_path / "work")
     assert sorted(r["method"] for r in results) == ["random", "resnet"]  # each recorded once

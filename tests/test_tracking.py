@@ -196,35 +196,23 @@ def test_smoke_suite_against_a_real_mlflow_server(mlflow_server, tmp_path):
 def test_bench_ui_serves_the_store(tmp_path):
     """`bench ui` starts the MLflow UI on the workdir's store and answers on its port."""
     import os
-    import signal
     import subprocess
     import sys
-    import time
-    import urllib.request
 
-    from conftest import free_port
+    from conftest import free_port, stop_process_groups, wait_until_healthy
 
-    port = free_port()
+    port, log = free_port(), tmp_path / "ui.log"
     environment = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
-    process = subprocess.Popen([sys.executable, "-m", "lensbench.bench.cli", "ui", "--workdir",
-                                str(tmp_path), "--port", str(port)], env=environment,
-                               stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
-                               start_new_session=True)  # its own group: stop the workers too
+    with open(log, "w") as output:
+        process = subprocess.Popen([sys.executable, "-m", "lensbench.bench.cli", "ui",
+                                    "--workdir", str(tmp_path), "--port", str(port)],
+                                   env=environment, stdout=output, stderr=subprocess.STDOUT,
+                                   start_new_session=True)  # its own group: stop the workers too
     try:
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline and process.poll() is None:
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{port}/health", timeout=2) as r:
-                    assert r.status == 200
-                    break
-            except OSError:
-                time.sleep(0.5)
-        else:
-            pytest.fail(f"bench ui did not come up: {process.communicate(timeout=5)[0][-2000:]}")
+        wait_until_healthy(f"http://127.0.0.1:{port}", process, log, "bench ui", timeout_s=120)
         assert (tmp_path / "mlflow.db").exists()
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        process.wait(timeout=30)
+        stop_process_groups([process], timeout_s=30)
 
 
 def test_a_terminated_run_is_marked_killed_and_keeps_its_store(tmp_path):

@@ -14,7 +14,6 @@ import argparse
 import contextlib
 import math
 import os
-import signal
 import subprocess
 import sys
 import tempfile
@@ -22,7 +21,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from conftest import CHROMIUM, free_port, wait_until_healthy
+from conftest import CHROMIUM, free_port, stop_process_groups, wait_until_healthy
 from lensbench.bench import cli
 from lensbench.bench.tracking import read_suite_runs
 
@@ -79,11 +78,7 @@ def bench_ui(workdir: Path, port: int) -> Iterator[str]:
         assert printed, f"bench ui printed no runs-view URL: {log.read_text()[-3000:]}"
         yield printed[0]
     finally:
-        os.killpg(process.pid, signal.SIGTERM)
-        try:
-            process.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(process.pid, signal.SIGKILL)
+        stop_process_groups([process], timeout_s=30)
 
 
 def numbers(texts: list[str]) -> list[float]:
