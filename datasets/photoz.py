@@ -53,6 +53,17 @@ ROLES = ("train", "val", "test")
 
 
 # ----------------------------------------------------------------------------- readers
+def _numeric_row(fields: list[str], n_columns: int) -> list[float] | None:
+    """The fields of one table row as floats, or None (a malformed row) where their number is
+    not ``n_columns`` or one is not a number."""
+    if len(fields) != n_columns:
+        return None
+    try:
+        return [float(f) for f in fields]
+    except ValueError:
+        return None
+
+
 def read_annz_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray, int]:
     """An ANNZ catalogue: ``(columns, rows (n, C) float64, n_malformed)``.
 
@@ -74,14 +85,11 @@ def read_annz_csv(path: str | os.PathLike) -> tuple[list[str], np.ndarray, int]:
                 continue
             if columns is None:
                 raise ValueError(f"{path}: data before the '#' header line")
-            fields = text.split(",")
-            if len(fields) != len(columns):
+            row = _numeric_row(text.split(","), len(columns))
+            if row is None:
                 malformed += 1
-                continue
-            try:
-                rows.append([float(f) for f in fields])
-            except ValueError:
-                malformed += 1
+            else:
+                rows.append(row)
     if columns is None:
         raise ValueError(f"{path}: no '#' header line")
     array = np.asarray(rows, dtype=np.float64).reshape(-1, len(columns))
@@ -98,14 +106,11 @@ def read_mlz_table(path: str | os.PathLike, columns: tuple[str, ...] = MGS_COLUM
             text = line.strip()
             if not text or text.startswith("#"):
                 continue
-            fields = text.split()
-            if len(fields) != len(columns):
+            row = _numeric_row(text.split(), len(columns))
+            if row is None:
                 malformed += 1
-                continue
-            try:
-                rows.append([float(f) for f in fields])
-            except ValueError:
-                malformed += 1
+            else:
+                rows.append(row)
     return list(columns), np.asarray(rows, dtype=np.float64).reshape(-1, len(columns)), malformed
 
 

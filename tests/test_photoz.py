@@ -23,6 +23,19 @@ def _row(u=22.1, eu=0.5, g=20.5, eg=0.04, z=0.3):
 
 
 # ----------------------------------------------------------------------------- loaders
+def test_mlz_reader_reads_whitespace_rows_and_counts_the_malformed(tmp_path):
+    columns = ("zs", "u", "g")
+    table = tmp_path / "mgs.txt"
+    table.write_text("# zs u g eu (the file's own header, not trusted)\n"
+                     "0.1 19.5  18.2\n\n0.2\t20.0 18.9\n"  # spaces and a tab
+                     "0.3 20.1\n"  # a field short
+                     "0.4 20.2 18.0 0.1\n"  # a field too many
+                     "0.5 nan? 18.1\n")  # not a number
+    names, rows, malformed = P.read_mlz_table(table, columns)
+    assert names == list(columns) and malformed == 3
+    np.testing.assert_array_equal(rows, [[0.1, 19.5, 18.2], [0.2, 20.0, 18.9]])
+
+
 def test_annz_reader_and_cleaning_count_every_drop(tmp_path):
     a = tmp_path / "a.csv"
     a.write_text(HEADER + _row(z=0.30) + _row(g=99.0) + _row(g=-99.0) + _row(eg=-1.0)
