@@ -2,10 +2,11 @@
 
 Sky noise from stamp borders (the finders' normalisation, the degraded real images, the gallery
 stretch), the spread of simulated lenses in the real-lens diagnosis and photo-z sigma_NMAD all
-use it, with the field's rounded constant 1.4826 (REFERENCES: sigma_NMAD = 1.4826 median|dz -
-median dz|). Not ``astropy.stats.mad_std``: its exact 1/Phi^-1(3/4) = 1.482602... would change
-every committed split and score in the sixth digit, and the GPU machine of ``bench perf gpu``
-has no astropy, while deep/ normalises by this estimate there.
+use it, with the field's rounded constant 1.4826 (docs/references.md: sigma_NMAD = 1.4826
+median |dz - median dz|). Not ``astropy.stats.mad_std``: its exact 1/Phi^-1(3/4) = 1.482602...
+would move the real-lens splits' bytes (their HST sky noise) and every normalised input by 1.5e-6,
+and the GPU machine of ``bench perf gpu`` has no astropy, while deep/ normalises by this estimate
+there.
 """
 
 from __future__ import annotations
