@@ -447,6 +447,20 @@ def test_report_lists_known_lens_scores_in_split_order():
                     + ", ".join(f"{i / 100:.3g}" for i in range(12)))
 
 
+def test_auroc_by_negative_class_pits_every_lens_against_one_class_at_a_time():
+    from lensbench.bench.suites.lens_finding import auroc_by_negative_class
+
+    # Lenses 0.9 and 0.6. Ellipticals (class 0) 0.1, 0.2: both lenses above both, AUROC 1.
+    # Spirals (class 1) 0.7, 0.95: of the 4 pairs only 0.9 > 0.7 is won, AUROC 0.25. Rings
+    # (class 2) 0.6: tied with one lens (half a pair) and below the other, (1 + 0.5) / 2.
+    # No class 3 at all, and a lens's own class entry (0 here) is ignored.
+    labels = np.array([1, 1, 0, 0, 0, 0, 0])
+    scores = np.array([0.9, 0.6, 0.1, 0.2, 0.7, 0.95, 0.6])
+    negative_class = np.array([0, 0, 0, 0, 1, 1, 2])
+    assert auroc_by_negative_class(labels, scores, negative_class) == {
+        "elliptical": (1.0, 2), "spiral": (0.25, 2), "ring": (0.75, 1)}
+
+
 def test_compare_goal_is_checked_on_unrounded_metrics_with_intervals(tmp_path):
     from lensbench.bench.metrics import auroc, tpr0, tpr10
     from lensbench.bench.results import Result

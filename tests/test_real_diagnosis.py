@@ -13,9 +13,10 @@ import pytest
 from lensbench.baselines.contract import Method
 from lensbench.bench.report import write_report
 from lensbench.bench.runner import run_suite
-from lensbench.bench.suites import real_diagnosis
+from lensbench.bench.suites import lens_finding, real_diagnosis
 from lensbench.bench.tasks import get_suite
 from lensbench.datasets import cosmos, known_lenses
+from lensbench.datasets.config import NEGATIVE_CLASSES
 from lensbench.datasets.storage import load_split
 
 
@@ -191,6 +192,21 @@ def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_
         counts = [int(count) for count in re.findall(r"\((\d+)\)", row)]
         assert sum(counts) == int((test.truth["label"] == 1).sum())
         assert 0 < counts[0] < sum(counts)  # some lenses alone, some with neighbours
+        # Which non-lenses pass for lenses: each class's count and AUROC, recomputed from the
+        # run's stored scores and the test split's classes.
+        table = section.split("Which non-lenses pass for lenses")[1].split("\n\n")[1]
+        header, _, row = table.splitlines()[:3]
+        classes = re.findall(r"\| ([\w-]+) \((\d+)\)", header)
+        negative_class = test.truth["negative_class"][test.truth["label"] == 0]
+        assert [(name, int(n)) for name, n in classes] == [
+            (name, int((negative_class == k).sum())) for k, name in enumerate(NEGATIVE_CLASSES)
+            if (negative_class == k).any()]
+        labels, scores, _ = real_diagnosis.stored_test_scores(
+            next(r for r in results if r.task == task), workdir)
+        expected = lens_finding.auroc_by_negative_class(labels, scores,
+                                                        test.truth["negative_class"])
+        assert row == "| `pixel-logreg` | " + " | ".join(
+            f"{value:.3f}" for value, _ in expected.values()) + " |"
         # ... and by group companions: the two add up to the lenses again, some in each.
         row = next(line for line in section.split("with a group's companions")[1]
                    .splitlines() if line.startswith("| `pixel-logreg` |"))

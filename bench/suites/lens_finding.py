@@ -4,7 +4,8 @@ Splits are simulated (bench/splits.py); methods are fitted on the train split's 
 labels and score every test cutout. Metrics (bench/metrics.py): AUROC, TPR0, TPR10, TPR at fixed
 FPR, ECE, the same in bins of theta_E, arc S/N and lens magnitude, the rotation-invariance check
 on a subset of the test cutouts and, for tasks with real known lenses, how many score above the
-simulated test set's FPR-1e-3 threshold.
+simulated test set's FPR-1e-3 threshold. Where the test split holds several classes of non-lens
+(spirals, rings, mergers...), the report also gives each run's AUROC against each class alone.
 """
 
 from __future__ import annotations
@@ -17,12 +18,18 @@ import numpy as np
 from lensbench.baselines.contract import TaskInfo
 from lensbench.baselines.transforms import dihedral
 from lensbench.bench.kinds import MAXIMIZE, MINIMIZE, Evaluation, RunCase, StudyData, SuiteKind
-from lensbench.bench.metrics import binned_lens_finding_metrics, lens_finding_metrics, roc_points
+from lensbench.bench.metrics import (
+    auroc,
+    binned_lens_finding_metrics,
+    lens_finding_metrics,
+    roc_points,
+)
 from lensbench.bench.report import fmt
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
-from lensbench.bench.suites.real_diagnosis import stored_test_scores
+from lensbench.bench.suites.real_diagnosis import find_split, stored_test_scores
 from lensbench.bench.tasks import Suite, Task
+from lensbench.datasets.config import NEGATIVE_CLASSES
 from lensbench.datasets.files import atomic_savez
 from lensbench.datasets.interrupts import check_stop
 from lensbench.datasets.storage import Split
@@ -327,6 +334,7 @@ class LensFinding(SuiteKind):
               f"`{hashes.get('test', '?')[:12]}` (content hashes).", ""]
         figures = []
         md += task_table(results)
+        md += negative_class_lines(task, results, workdir)
         md += diagnostics_lines(results)
         goal = suite.goals.get(profile)
         if goal:
@@ -379,6 +387,55 @@ def task_table(results: list[Result]) -> list[str]:
             lines.append(f"| `{r.run_id}` | {r.status}: {r.error_line[:80]} |" + " |" *
                          (len(header) - 2))
     return lines
+
+
+def auroc_by_negative_class(labels: np.ndarray, scores: np.ndarray, negative_class: np.ndarray
+                            ) -> dict[str, tuple[float, int]]:
+    """For each class of simulated non-lens (``NEGATIVE_CLASSES``) among the cutouts: (AUROC of
+    every lens against the non-lenses of that class alone, how many there are)."""
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    lenses = labels == 1
+    by_class = {}
+    for index, name in enumerate(NEGATIVE_CLASSES):
+        members = (labels == 0) & (np.asarray(negative_class) == index)
+        if members.any() and lenses.any():
+            keep = lenses | members
+            by_class[name] = (auroc(labels[keep], scores[keep]), int(members.sum()))
+    return by_class
+
+
+def negative_class_lines(task: Task, results: list[Result], workdir: Path) -> list[str]:
+    """Which non-lenses pass for lenses: a table of :func:`auroc_by_negative_class` per run, from
+    the test scores each run stored and the test split in the workdir (runs without them, and
+    splits with one class of non-lens, give none)."""
+    truths, rows, header = {}, [], None
+    for r in sorted((r for r in results if r.status == "ok"), key=lambda r: -r.metrics["auroc"]):
+        stored = stored_test_scores(r, workdir)
+        if stored is None:
+            continue
+        labels, scores, content_hash = stored
+        if content_hash not in truths:
+            split = find_split(workdir, task, "test", content_hash)
+            truths[content_hash] = None if split is None else split.truth
+        truth = truths[content_hash]
+        if truth is None or "negative_class" not in truth \
+                or not np.array_equal(truth[task.target], labels):
+            continue
+        by_class = auroc_by_negative_class(labels, scores, truth["negative_class"])
+        if len(by_class) < 2:
+            continue
+        if header is None:
+            header = {name: n for name, (_, n) in by_class.items()}
+        if {name: n for name, (_, n) in by_class.items()} == header:  # the first run's split
+            rows.append(f"| `{r.run_id}` | " + " | ".join(
+                f"{value:.3f}" for value, _ in by_class.values()) + " |")
+    if not rows:
+        return []
+    return ["", "Which non-lenses pass for lenses: the AUROC of all test lenses against each "
+            "class of simulated non-lens alone (how many in brackets). 0.5 is chance; below it a "
+            "finder ranks that class above the lenses.", "",
+            "| method | " + " | ".join(f"{name} ({n})" for name, n in header.items()) + " |",
+            "|" + "---|" * (len(header) + 1), *rows]
 
 
 # diag/* keys in the order and words of the report; "cnn_" keys are a chain's CNN's own.
