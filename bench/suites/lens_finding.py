@@ -27,7 +27,7 @@ from lensbench.bench.metrics import (
 from lensbench.bench.report import fmt
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
-from lensbench.bench.suites.real_diagnosis import find_split, stored_test_scores
+from lensbench.bench.suites.real_diagnosis import scored_test_splits, stored_test_scores
 from lensbench.bench.tasks import Suite, Task
 from lensbench.datasets.config import NEGATIVE_CLASSES
 from lensbench.datasets.files import atomic_savez
@@ -406,30 +406,22 @@ def auroc_by_negative_class(labels: np.ndarray, scores: np.ndarray, negative_cla
 
 def negative_class_lines(task: Task, results: list[Result], workdir: Path) -> list[str]:
     """Which non-lenses pass for lenses: a table of :func:`auroc_by_negative_class` per run, from
-    the test scores each run stored and the test split in the workdir (runs without them, and
-    splits with one class of non-lens, give none)."""
-    truths, rows, header = {}, [], None
-    for r in sorted((r for r in results if r.status == "ok"), key=lambda r: -r.metrics["auroc"]):
-        stored = stored_test_scores(r, workdir)
-        if stored is None:
+    the test scores each run stored and the test split in the workdir (runs without them, runs
+    on another split than the first's, and splits with one class of non-lens give none)."""
+    ok = sorted((r for r in results if r.status == "ok"), key=lambda r: -r.metrics["auroc"])
+    scored = scored_test_splits(task, [(r, None) for r in ok], workdir)
+    if not scored or "negative_class" not in scored[0][4].truth:
+        return []
+    first_split = scored[0][4].content_hash
+    header, rows = None, []
+    for r, _, labels, scores, split in scored:
+        if split.content_hash != first_split:  # one table, one split
             continue
-        labels, scores, content_hash = stored
-        if content_hash not in truths:
-            split = find_split(workdir, task, "test", content_hash)
-            truths[content_hash] = None if split is None else split.truth
-        truth = truths[content_hash]
-        if truth is None or "negative_class" not in truth \
-                or not np.array_equal(truth[task.target], labels):
-            continue
-        by_class = auroc_by_negative_class(labels, scores, truth["negative_class"])
-        if len(by_class) < 2:
-            continue
-        if header is None:
-            header = {name: n for name, (_, n) in by_class.items()}
-        if {name: n for name, (_, n) in by_class.items()} == header:  # the first run's split
-            rows.append(f"| `{r.run_id}` | " + " | ".join(
-                f"{value:.3f}" for value, _ in by_class.values()) + " |")
-    if not rows:
+        by_class = auroc_by_negative_class(labels, scores, split.truth["negative_class"])
+        header = header or {name: n for name, (_, n) in by_class.items()}
+        rows.append(f"| `{r.run_id}` | " + " | ".join(
+            f"{value:.3f}" for value, _ in by_class.values()) + " |")
+    if len(header) < 2:
         return []
     return ["", "Which non-lenses pass for lenses: the AUROC of all test lenses against each "
             "class of simulated non-lens alone (how many in brackets). 0.5 is chance; below it a "
