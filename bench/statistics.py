@@ -1,6 +1,7 @@
 """Uncertainty of the benchmark's figures: the paired, class-stratified bootstrap of a finder's
-AUROC and TPR10 on one test set (used by the design study's changes against its baseline and by
-the compare profile's goal check)."""
+AUROC and TPR10 (and TPR at FPR 1e-3) on one test set (used by the design study's changes against
+its baseline, by the compare profile's goal check and by the leaderboards' runners-up against
+their leader)."""
 
 from __future__ import annotations
 
@@ -9,15 +10,28 @@ import numpy as np
 BOOTSTRAP_RESAMPLES = 200
 
 
-def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.ndarray | None,
-                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
-                     ) -> dict[str, tuple[float, float, float]]:
-    """Change of AUROC and TPR10 from ``base_scores`` to ``scores`` on one test set: (observed
-    change, 2.5th and 97.5th percentile over ``resamples`` stratified resamples of the test set,
-    the same resample for both). With ``base_scores`` None: the metrics of ``scores`` themselves
-    and their intervals."""
-    from lensbench.bench.metrics import auroc, tpr10
+def _bootstrap_metrics() -> dict:
+    """The metrics :func:`paired_bootstrap` can resample, by their result keys."""
+    from lensbench.bench.metrics import auroc, tpr10, tpr_at_fpr
 
+    return {"auroc": auroc, "tpr10": tpr10,
+            "tpr_fpr1e-3": lambda labels, scores: tpr_at_fpr(labels, scores, 1e-3)}
+
+
+def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.ndarray | None,
+                     resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0,
+                     metrics: tuple[str, ...] = ("auroc", "tpr10")
+                     ) -> dict[str, tuple[float, float, float]]:
+    """Change of each of ``metrics`` (result keys: auroc, tpr10, tpr_fpr1e-3) from
+    ``base_scores`` to ``scores`` on one test set: (observed change, 2.5th and 97.5th percentile
+    over ``resamples`` stratified resamples of the test set, the same resample for both). With
+    ``base_scores`` None: the metrics of ``scores`` themselves and their intervals. The metrics
+    draw their resamples one after another in the order given, so a metric added at the end
+    leaves the others' intervals unchanged."""
+    known = _bootstrap_metrics()
+    unknown = [key for key in metrics if key not in known]
+    if unknown:
+        raise ValueError(f"paired_bootstrap: unknown metric(s) {unknown}; known: {list(known)}")
     labels = labels.astype(bool)
     lens, other = np.flatnonzero(labels), np.flatnonzero(~labels)
     rng = np.random.default_rng(seed)
@@ -27,7 +41,8 @@ def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.nda
         return value if base_scores is None else value - metric(labels[rows], base_scores[rows])
 
     out = {}
-    for key, metric in (("auroc", auroc), ("tpr10", tpr10)):
+    for key in metrics:
+        metric = known[key]
         observed = change(metric, np.arange(len(labels)))
         draws = []
         for _ in range(resamples):

@@ -461,6 +461,58 @@ def test_auroc_by_negative_class_pits_every_lens_against_one_class_at_a_time():
         "elliptical": (1.0, 2), "spiral": (0.25, 2), "ring": (0.75, 1)}
 
 
+def test_leader_change_lines_set_the_runners_up_against_the_leader(tmp_path):
+    from lensbench.bench.metrics import auroc, tpr_at_fpr
+    from lensbench.bench.results import Result
+    from lensbench.bench.suites.lens_finding import LEADER_RIVALS, leader_change_lines
+
+    labels = np.repeat([0, 1], 500)
+    perfect = np.r_[np.arange(500) / 1000, np.linspace(0.6, 1.0, 500)]
+
+    def run(name, scores, test_hash="abc"):
+        np.savez(tmp_path / f"{name}.npz", labels=labels, scores=scores, test_hash=test_hash)
+        return Result(run_id=name, method=name, task="t", suite="s", profile="default",
+                      params={}, split_hashes={}, seed=0, status="ok",
+                      artifacts={"scores": f"{name}.npz"},
+                      metrics={"auroc": auroc(labels, scores)})
+
+    # ``below`` lenses under every non-lens: AUROC 1 - below / 500, TPR at FPR 1e-3 (no
+    # non-lens may pass, as 1e-3 of 500 is below one) 1 - below / 500.
+    weaker = {}
+    for below in (10, 20, 30, 40):
+        scores = perfect.copy()
+        scores[500:500 + below] = -1.0
+        weaker[below] = scores
+    runs = [run(f"weaker{below}", scores) for below, scores in weaker.items()]
+    runs += [run("leader", perfect), run("twin", perfect.copy()),
+             run("elsewhere", perfect, test_hash="other")]
+    lines = leader_change_lines(runs, tmp_path)
+    assert "minus `leader`" in lines[1]
+    rows = [line for line in lines if line.startswith("| `")]
+    # The best AUROC leads; the twin ties it exactly; a run on other cutouts is left out; and
+    # only LEADER_RIVALS runners-up are shown, in the order of their AUROC.
+    assert [row.split("`")[1] for row in rows] == ["twin", "weaker10", "weaker20"][:LEADER_RIVALS]
+    assert rows[0] == ("| `twin` | +0.0000 [+0.0000, +0.0000] | +0.000 [+0.000, +0.000] | "
+                       "+0.000 [+0.000, +0.000] |")
+    # weaker10: every change is -0.02 observed, and no resample can favour it over a leader
+    # that separates the classes in every resample.
+    assert tpr_at_fpr(labels, weaker[10], 1e-3) == pytest.approx(0.98)
+    cells = rows[1].split(" | ")[1:]
+    assert cells[0].startswith("-0.0200 [") and cells[2].startswith("-0.020 [")
+    for cell in cells:
+        low, high = (float(x) for x in cell.split("[")[1].rstrip("] |").split(", "))
+        assert low < 0 and high <= 0
+    # One scored run alone has nothing to be compared with.
+    assert leader_change_lines([runs[4]], tmp_path) == []
+
+
+def test_paired_bootstrap_names_an_unknown_metric():
+    from lensbench.bench.statistics import paired_bootstrap
+
+    with pytest.raises(ValueError, match="tpr0.*known: \\['auroc'"):
+        paired_bootstrap(np.array([0, 1]), np.array([0.1, 0.9]), None, metrics=("tpr0",))
+
+
 def test_compare_goal_is_checked_on_unrounded_metrics_with_intervals(tmp_path):
     from lensbench.bench.metrics import auroc, tpr0, tpr10
     from lensbench.bench.results import Result

@@ -334,6 +334,7 @@ class LensFinding(SuiteKind):
               f"`{hashes.get('test', '?')[:12]}` (content hashes).", ""]
         figures = []
         md += task_table(results)
+        md += leader_change_lines(results, workdir)
         md += negative_class_lines(task, results, workdir)
         md += diagnostics_lines(results)
         goal = suite.goals.get(profile)
@@ -387,6 +388,46 @@ def task_table(results: list[Result]) -> list[str]:
             lines.append(f"| `{r.run_id}` | {r.status}: {r.error_line[:80]} |" + " |" *
                          (len(header) - 2))
     return lines
+
+
+# How many runners-up a leaderboard sets against its leader, and on which metrics (column,
+# result key, decimals: AUROC changes between leaders are a few thousandths).
+LEADER_RIVALS = 3
+LEADER_METRICS = (("AUROC", "auroc", 4), ("TPR10", "tpr10", 3), ("TPR@FPR1e-3", "tpr_fpr1e-3", 3))
+
+
+def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
+    """Is the leaderboard's order more than test-set noise? Each of the next
+    :data:`LEADER_RIVALS` runs minus the leader (the best AUROC among the runs whose test scores
+    are stored), on the same test cutouts, with 95% intervals from paired, class-stratified
+    bootstrap resamples (:func:`~lensbench.bench.statistics.paired_bootstrap`)."""
+    from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap
+
+    ok = sorted((r for r in results if r.status == "ok"), key=lambda r: -r.metrics["auroc"])
+    scored = [(r, stored) for r in ok if (stored := stored_test_scores(r, workdir)) is not None]
+    if len(scored) < 2:
+        return []
+    (leader, (labels, leader_scores, test_hash)), *others = scored
+    rows = []
+    for r, (_, scores, other_hash) in others:
+        if other_hash != test_hash:  # a change needs the same cutouts
+            continue
+        change = paired_bootstrap(labels, scores, leader_scores,
+                                  metrics=tuple(key for _, key, _ in LEADER_METRICS))
+        rows.append(f"| `{r.run_id}` | " + " | ".join(
+            f"{change[key][0]:+.{digits}f} [{change[key][1]:+.{digits}f}, "
+            f"{change[key][2]:+.{digits}f}]"
+            for _, key, digits in LEADER_METRICS) + " |")
+        if len(rows) == LEADER_RIVALS:
+            break
+    if not rows:
+        return []
+    return ["", f"How far apart: each runner-up minus `{leader.run_id}` on the same test cutouts, "
+            f"with 95% intervals from {BOOTSTRAP_RESAMPLES} paired bootstrap resamples of the "
+            "test set within each class. They cover the test set's noise, not the training "
+            "seed's; an interval that holds 0 is no firm difference.", "",
+            "| method | " + " | ".join(f"{name} change" for name, _, _ in LEADER_METRICS) + " |",
+            "|" + "---|" * (len(LEADER_METRICS) + 1), *rows]
 
 
 def auroc_by_negative_class(labels: np.ndarray, scores: np.ndarray, negative_class: np.ndarray
