@@ -51,3 +51,9 @@ def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.nda
         low, high = np.percentile(draws, [2.5, 97.5])
         out[key] = (float(observed), float(low), float(high))
     return out
+
+
+def change_text(change: tuple[float, float, float], digits: int = 3) -> str:
+    """One :func:`paired_bootstrap` entry as the reports write it: "+0.012 [+0.004, +0.020]"."""
+    observed, low, high = change
+    return f"{observed:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"

@@ -37,7 +37,7 @@ from lensbench.bench.kinds import RunCase
 from lensbench.bench.report import fmt
 from lensbench.bench.results import Result, canonical_run_id
 from lensbench.bench.splits import ensure_real_lens_split, ensure_split
-from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap
+from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, change_text, paired_bootstrap
 from lensbench.bench.suites.lens_finding import ROTATION_COLUMNS, LensFinding, LensFindingSplits
 from lensbench.bench.suites.real_diagnosis import stored_test_scores
 from lensbench.bench.tasks import (
@@ -396,9 +396,7 @@ def _signed(value: float) -> str:
 
 
 def _interval(delta: tuple[float, float, float] | None) -> str:
-    if not delta:
-        return "–"
-    return f"{_signed(delta[0])} [{_signed(delta[1])}, {_signed(delta[2])}]"
+    return change_text(delta) if delta else "–"
 
 
 def design_statement(rows: list[Row]) -> list[str]:

@@ -401,7 +401,7 @@ def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
     :data:`LEADER_RIVALS` runs minus the leader (the best AUROC among the runs whose test scores
     are stored), on the same test cutouts, with 95% intervals from paired, class-stratified
     bootstrap resamples (:func:`~lensbench.bench.statistics.paired_bootstrap`)."""
-    from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, paired_bootstrap
+    from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, change_text, paired_bootstrap
 
     ok = sorted((r for r in results if r.status == "ok"), key=lambda r: -r.metrics["auroc"])
     scored = [(r, stored) for r in ok if (stored := stored_test_scores(r, workdir)) is not None]
@@ -415,9 +415,7 @@ def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
         change = paired_bootstrap(labels, scores, leader_scores,
                                   metrics=tuple(key for _, key, _ in LEADER_METRICS))
         rows.append(f"| `{r.run_id}` | " + " | ".join(
-            f"{change[key][0]:+.{digits}f} [{change[key][1]:+.{digits}f}, "
-            f"{change[key][2]:+.{digits}f}]"
-            for _, key, digits in LEADER_METRICS) + " |")
+            change_text(change[key], digits) for _, key, digits in LEADER_METRICS) + " |")
         if len(rows) == LEADER_RIVALS:
             break
     if not rows:
@@ -520,7 +518,7 @@ def compare_goal_lines(results: list[Result], workdir: Path, profile_params: dic
     against the peer (the test set is a few thousand cutouts, so the third decimal is noise).
     ``profile_params``: the parameters the suite runs the task's methods with in the profile
     (``Suite.params_for``: method -> params)."""
-    from lensbench.bench.statistics import paired_bootstrap
+    from lensbench.bench.statistics import change_text, paired_bootstrap
 
     ok = [r for r in results if r.status == "ok"]
 
@@ -550,8 +548,8 @@ def compare_goal_lines(results: list[Result], workdir: Path, profile_params: dic
             + "; ".join(f"{key.upper()} {alone[key][1]:.4f} to {alone[key][2]:.4f}"
                         for key in ("auroc", "tpr10"))
             + f"; minus `{peer.run_id}`: "
-            + "; ".join(f"{key.upper()} {change[key][0]:+.4f} [{change[key][1]:+.4f}, "
-                        f"{change[key][2]:+.4f}]" for key in ("auroc", "tpr10")))
+            + "; ".join(f"{key.upper()} {change_text(change[key], 4)}"
+                        for key in ("auroc", "tpr10")))
     return lines
 
 

@@ -480,7 +480,7 @@ def run_id(name: str, params: dict) -> str:
 
 def report_lines(runs: list[MethodRun], labels, hashes: list[str], header: list[str],
                  beside_cpu: bool = True) -> list[str]:
-    from lensbench.bench.statistics import paired_bootstrap
+    from lensbench.bench.statistics import change_text, paired_bootstrap
     from lensbench.bench.suites.lens_finding import COLUMNS
 
     lines = [*header, "", f"## {METCALF_GROUND.name} (v{METCALF_GROUND.version})", "",
@@ -515,8 +515,8 @@ def report_lines(runs: list[MethodRun], labels, hashes: list[str], header: list[
                   + "; ".join(f"{key.upper()} {alone[key][1]:.4f} to {alone[key][2]:.4f}"
                               for key in ("auroc", "tpr10"))
                   + f"; minus `{run_id(peer.name, peer.params)}`: "
-                  + "; ".join(f"{key.upper()} {change[key][0]:+.4f} [{change[key][1]:+.4f}, "
-                              f"{change[key][2]:+.4f}]" for key in ("auroc", "tpr10"))]
+                  + "; ".join(f"{key.upper()} {change_text(change[key], 4)}"
+                              for key in ("auroc", "tpr10"))]
         m, p = own.metrics, peer.metrics
         beats = m["tpr0"] > p["tpr0"] and m["tpr10"] > p["tpr10"]
         lines += ["", f"`{run_id(own.name, own.params)}` against "
