@@ -1,7 +1,8 @@
-"""Uncertainty of the benchmark's figures: the paired, class-stratified bootstrap of a finder's
-AUROC and TPR10 (and TPR at FPR 1e-3) on one test set (used by the design study's changes against
-its baseline, by the compare profile's goal check and by the leaderboards' runners-up against
-their leader)."""
+"""Uncertainty of the benchmark's figures: the paired bootstrap of a figure of merit on one test
+set, class-stratified for a lens finder's AUROC, TPR10 and TPR at FPR 1e-3 (the design study's
+changes against its baseline, the compare profile's goal check, the leaderboards' runners-up
+against their leader), over all test galaxies for photo-z's sigma_NMAD, outlier fraction and
+mean bias."""
 
 from __future__ import annotations
 
@@ -16,6 +17,18 @@ def _bootstrap_metrics() -> dict:
 
     return {"auroc": auroc, "tpr10": tpr10,
             "tpr_fpr1e-3": lambda labels, scores: tpr_at_fpr(labels, scores, 1e-3)}
+
+
+def bootstrap_change(change, strata: list[np.ndarray], resamples: int, rng
+                     ) -> tuple[float, float, float]:
+    """(``change(rows)`` on every row, its 2.5th and 97.5th percentile over ``resamples``
+    bootstrap resamples): each resample draws, with replacement, as many rows from each of
+    ``strata`` (arrays of row indices) as it holds."""
+    observed = change(np.concatenate(strata))
+    draws = [change(np.concatenate([rng.choice(rows, len(rows)) for rows in strata]))
+             for _ in range(resamples)]
+    low, high = np.percentile(draws, [2.5, 97.5])
+    return float(observed), float(low), float(high)
 
 
 def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.ndarray | None,
@@ -33,27 +46,68 @@ def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.nda
     if unknown:
         raise ValueError(f"paired_bootstrap: unknown metric(s) {unknown}; known: {list(known)}")
     labels = labels.astype(bool)
-    lens, other = np.flatnonzero(labels), np.flatnonzero(~labels)
+    strata = [np.flatnonzero(labels), np.flatnonzero(~labels)]
     rng = np.random.default_rng(seed)
 
-    def change(metric, rows):
-        value = metric(labels[rows], scores[rows])
-        return value if base_scores is None else value - metric(labels[rows], base_scores[rows])
+    def changer(metric):
+        def change(rows):
+            value = metric(labels[rows], scores[rows])
+            return value if base_scores is None else value - metric(labels[rows],
+                                                                     base_scores[rows])
+        return change
 
-    out = {}
-    for key in metrics:
-        metric = known[key]
-        observed = change(metric, np.arange(len(labels)))
-        draws = []
-        for _ in range(resamples):
-            rows = np.concatenate([rng.choice(lens, len(lens)), rng.choice(other, len(other))])
-            draws.append(change(metric, rows))
-        low, high = np.percentile(draws, [2.5, 97.5])
-        out[key] = (float(observed), float(low), float(high))
-    return out
+    return {key: bootstrap_change(changer(known[key]), strata, resamples, rng)
+            for key in metrics}
+
+
+PHOTOZ_BOOTSTRAP_METRICS = ("sigma_nmad", "outlier_frac", "bias_mean")
+
+
+def paired_bootstrap_photoz(z_phot: np.ndarray, base_z_phot: np.ndarray | None,
+                            z_spec: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
+                            seed: int = 0) -> dict[str, tuple[float, float, float]]:
+    """As :func:`paired_bootstrap` for photometric redshifts: the change of sigma_NMAD, the
+    outlier fraction and the mean bias of dz from ``base_z_phot`` to ``z_phot`` (or, with
+    ``base_z_phot`` None, those of ``z_phot`` themselves), over resamples of the test galaxies
+    (all of them one stratum: no class to keep)."""
+    from lensbench.bench.photoz_metrics import delta_z, outlier_fraction, sigma_nmad
+
+    metrics = {"sigma_nmad": sigma_nmad, "outlier_frac": outlier_fraction,
+               "bias_mean": lambda dz: float(np.mean(dz))}
+    dz = delta_z(z_phot, z_spec)
+    base_dz = None if base_z_phot is None else delta_z(base_z_phot, z_spec)
+    rng = np.random.default_rng(seed)
+
+    def changer(metric):
+        def change(rows):
+            value = metric(dz[rows])
+            return value if base_dz is None else value - metric(base_dz[rows])
+        return change
+
+    everyone = [np.arange(len(dz))]
+    return {key: bootstrap_change(changer(metrics[key]), everyone, resamples, rng)
+            for key in PHOTOZ_BOOTSTRAP_METRICS}
 
 
 def change_text(change: tuple[float, float, float], digits: int = 3) -> str:
     """One :func:`paired_bootstrap` entry as the reports write it: "+0.012 [+0.004, +0.020]"."""
     observed, low, high = change
     return f"{observed:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
+
+
+def leader_change_table(leader: str, changes: list[tuple[str, dict]],
+                        columns: tuple[tuple[str, str, int], ...], resampled: str) -> list[str]:
+    """A report's table of runners-up against the leader: one row per (run id, change dict of
+    :func:`paired_bootstrap` or :func:`paired_bootstrap_photoz`), ``columns`` (title, key,
+    decimals); ``resampled`` says what the resamples draw from."""
+    if not changes:
+        return []
+    return ["", f"How far apart: each runner-up minus `{leader}` on the same test {resampled}, "
+            f"with 95% intervals from {BOOTSTRAP_RESAMPLES} paired bootstrap resamples. They "
+            "cover the test set's noise, not the training seed's; an interval that holds 0 is "
+            "no firm difference.", "",
+            "| method | " + " | ".join(f"{title} change" for title, _, _ in columns) + " |",
+            "|" + "---|" * (len(columns) + 1),
+            *(f"| `{run_id}` | " + " | ".join(change_text(change[key], digits)
+                                             for _, key, digits in columns) + " |"
+              for run_id, change in changes)]

@@ -122,6 +122,73 @@ def test_metrics_by_hand():
     assert m["n"] == 5
 
 
+def test_paired_bootstrap_of_photoz_figures_by_hand():
+    from lensbench.bench.statistics import paired_bootstrap_photoz
+
+    rng = np.random.default_rng(4)
+    z_spec = rng.uniform(0.1, 0.9, 400)
+    # dz of the base: 40 of 400 (10%) beyond 0.15, the rest small; the perfect method has dz 0.
+    dz = rng.normal(0, 0.02, 400)
+    dz[:40] = 0.3
+    base = z_spec + dz * (1 + z_spec)
+    change = paired_bootstrap_photoz(z_spec.copy(), base, z_spec, resamples=50)
+    # Perfect minus base: every figure drops by the base's own, observed and in every resample
+    # (a perfect method has no outliers, no scatter and no bias in any of them).
+    assert change["outlier_frac"][0] == pytest.approx(-0.1)
+    assert change["sigma_nmad"][0] == pytest.approx(-pm.sigma_nmad(dz))
+    assert change["bias_mean"][0] == pytest.approx(-dz.mean())
+    for observed, low, high in change.values():
+        assert low <= observed <= high < 0
+    # A shift by c (1 + z_spec) moves the mean bias by exactly c in every resample, and leaves
+    # sigma_NMAD as it was.
+    shifted = paired_bootstrap_photoz(base + 0.01 * (1 + z_spec), base, z_spec, resamples=50)
+    np.testing.assert_allclose(shifted["bias_mean"], 0.01, atol=1e-12)
+    np.testing.assert_allclose(shifted["sigma_nmad"], 0.0, atol=1e-12)
+    # Without a base: the figures themselves, as photoz_metrics gives them, with intervals.
+    alone = paired_bootstrap_photoz(base, None, z_spec, resamples=50)
+    figures = pm.photoz_metrics(base, z_spec)
+    for key in ("sigma_nmad", "outlier_frac", "bias_mean"):
+        assert alone[key][0] == pytest.approx(figures[key])
+        assert alone[key][1] <= figures[key] <= alone[key][2]
+
+
+def test_photoz_report_sets_runners_up_against_the_leader(tmp_path):
+    from lensbench.bench.results import Result
+    from lensbench.bench.suites.photoz import goal_lines, leader_change_lines
+
+    rng = np.random.default_rng(5)
+    z_spec = rng.uniform(0.1, 0.9, 300)
+
+    def run(name, scatter, test_hash="abc"):
+        z_phot = z_spec + rng.normal(0, scatter, 300) * (1 + z_spec)
+        np.savez(tmp_path / f"{name}.npz", z_phot=z_phot, z_spec=z_spec, test_hash=test_hash)
+        return Result(run_id=name, method=name, task="t", suite="photoz", profile="default",
+                      params={}, split_hashes={}, seed=0, status="ok",
+                      artifacts={"predictions": f"{name}.npz"},
+                      metrics=pm.photoz_metrics(z_phot, z_spec))
+
+    runs = [run("wide", 0.05), run("narrow", 0.01), run("middle", 0.02),
+            run("elsewhere", 0.03, test_hash="other")]
+    lines = leader_change_lines(runs, tmp_path)
+    # The best sigma_NMAD leads; a run on other galaxies is left out; every runner-up is worse,
+    # firmly for scatters this far apart.
+    assert "minus `narrow`" in lines[1]
+    rows = [line for line in lines if line.startswith("| `")]
+    assert [row.split("`")[1] for row in rows] == ["middle", "wide"]
+    for row in rows:
+        sigma_change = row.split(" | ")[1]
+        low = float(sigma_change.split("[")[1].split(",")[0])
+        assert low > 0
+    goal = {"issue": "issue 8", "sigma_nmad": 0.017, "outlier_frac": 0.01,
+            "abs_bias_mean": 0.002, "reference": "wide"}
+    with_intervals = goal_lines(runs[:3], goal, tmp_path)
+    assert with_intervals[0].startswith("Goal (issue 8), best method by test sigma_NMAD: "
+                                        "`narrow`")
+    assert with_intervals[-1].startswith("95% bootstrap intervals of its figures")
+    assert goal_lines(runs[:3], goal) == with_intervals[:1]  # no workdir, no intervals
+    assert leader_change_lines(runs[:1], tmp_path) == []
+
+
 def test_lsst_outliers_floor_and_strict_threshold():
     dz = np.array([0.0] * 8 + [0.07, -0.05, 0.15])
     assert pm.outlier_fraction(dz) == 0.0  # |dz| = 0.15 is not > 0.15
@@ -338,5 +405,8 @@ def test_cli_smoke_suite_end_to_end(tmp_path, real_data):
     assert text.count("Goal (issue 8)") == 1
     assert text.index("## photoz-boss") < text.index("Goal (issue 8)") < text.index(
         "## photoz-mgs")
+    # Each task's runner-up against its leader, and the goal's figures with their intervals.
+    assert text.count("How far apart: each runner-up minus") == 2
+    assert text.count("95% bootstrap intervals of its figures") == 1
     assert (out / "photoz-smoke-photoz-boss-density.png").stat().st_size > 1000
     assert (out / "photoz-smoke-photoz-boss-metrics-vs-z.png").exists()

@@ -401,31 +401,23 @@ def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
     :data:`LEADER_RIVALS` runs minus the leader (the best AUROC among the runs whose test scores
     are stored), on the same test cutouts, with 95% intervals from paired, class-stratified
     bootstrap resamples (:func:`~lensbench.bench.statistics.paired_bootstrap`)."""
-    from lensbench.bench.statistics import BOOTSTRAP_RESAMPLES, change_text, paired_bootstrap
+    from lensbench.bench.statistics import leader_change_table, paired_bootstrap
 
     ok = sorted((r for r in results if r.status == "ok"), key=lambda r: -r.metrics["auroc"])
     scored = [(r, stored) for r in ok if (stored := stored_test_scores(r, workdir)) is not None]
     if len(scored) < 2:
         return []
     (leader, (labels, leader_scores, test_hash)), *others = scored
-    rows = []
+    changes = []
     for r, (_, scores, other_hash) in others:
         if other_hash != test_hash:  # a change needs the same cutouts
             continue
-        change = paired_bootstrap(labels, scores, leader_scores,
-                                  metrics=tuple(key for _, key, _ in LEADER_METRICS))
-        rows.append(f"| `{r.run_id}` | " + " | ".join(
-            change_text(change[key], digits) for _, key, digits in LEADER_METRICS) + " |")
-        if len(rows) == LEADER_RIVALS:
+        changes.append((r.run_id, paired_bootstrap(
+            labels, scores, leader_scores, metrics=tuple(key for _, key, _ in LEADER_METRICS))))
+        if len(changes) == LEADER_RIVALS:
             break
-    if not rows:
-        return []
-    return ["", f"How far apart: each runner-up minus `{leader.run_id}` on the same test cutouts, "
-            f"with 95% intervals from {BOOTSTRAP_RESAMPLES} paired bootstrap resamples of the "
-            "test set within each class. They cover the test set's noise, not the training "
-            "seed's; an interval that holds 0 is no firm difference.", "",
-            "| method | " + " | ".join(f"{name} change" for name, _, _ in LEADER_METRICS) + " |",
-            "|" + "---|" * (len(LEADER_METRICS) + 1), *rows]
+    return leader_change_table(leader.run_id, changes, LEADER_METRICS,
+                               "cutouts, resampled within each class")
 
 
 def auroc_by_negative_class(labels: np.ndarray, scores: np.ndarray, negative_class: np.ndarray

@@ -321,9 +321,22 @@ def binned_table(results: list[Result], prefix: str, key: str = "sigma_nmad") ->
     return lines
 
 
-def goal_lines(results: list[Result], goal: dict) -> list[str]:
+def stored_predictions(result: Result, workdir: Path) -> dict[str, np.ndarray] | None:
+    """The test predictions a run saved (``predictions`` artefact: z_phot, z_spec, test_hash and,
+    for a p(z) method, its PIT and example p(z)), or None."""
+    path = result.artifacts.get("predictions") if result.status == "ok" else None
+    if not path or not (workdir / path).is_file():
+        return None
+    with np.load(workdir / path) as data:
+        return {key: data[key] for key in data.files}
+
+
+def goal_lines(results: list[Result], goal: dict, workdir: Path | None = None) -> list[str]:
     """The task's goal (``Task.goal``) against the best method by test sigma_NMAD, and whether
-    that method beats the goal's reference method."""
+    that method beats the goal's reference method; with ``workdir``, the bootstrap intervals of
+    that method's figures from its stored test predictions."""
+    from lensbench.bench.statistics import paired_bootstrap_photoz
+
     ok = [r for r in results if r.status == "ok"]
     if not ok:
         return []
@@ -339,8 +352,39 @@ def goal_lines(results: list[Result], goal: dict) -> list[str]:
     if ref:
         checks.append((f"beats `{reference}` in sigma_NMAD ({ref[0].metrics['sigma_nmad']:.4f})",
                        m["sigma_nmad"] < ref[0].metrics["sigma_nmad"]))
-    return [f"Goal ({goal['issue']}), best method by test sigma_NMAD: `{best.run_id}`: "
-            + "; ".join(f"{text}: {'yes' if passed else 'NO'}" for text, passed in checks)]
+    lines = [f"Goal ({goal['issue']}), best method by test sigma_NMAD: `{best.run_id}`: "
+             + "; ".join(f"{text}: {'yes' if passed else 'NO'}" for text, passed in checks)]
+    stored = stored_predictions(best, workdir) if workdir is not None else None
+    if stored is not None:
+        alone = paired_bootstrap_photoz(stored["z_phot"], None, stored["z_spec"])
+        lines += ["", "95% bootstrap intervals of its figures (test galaxies resampled): "
+                  + "; ".join(f"{title} {alone[key][1]:.4f} to {alone[key][2]:.4f}"
+                              for title, key, _ in CHANGE_COLUMNS)]
+    return lines
+
+
+# The figures a runner-up is set against the leader on (title, key, decimals).
+CHANGE_COLUMNS = (("sigma_NMAD", "sigma_nmad", 4), ("outliers", "outlier_frac", 4),
+                  ("mean bias", "bias_mean", 4))
+
+
+def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
+    """Is the order more than test-set noise? Every other run minus the leader (the best
+    sigma_NMAD among the runs whose test predictions are stored) on the same test galaxies,
+    with paired bootstrap intervals
+    (:func:`~lensbench.bench.statistics.paired_bootstrap_photoz`)."""
+    from lensbench.bench.statistics import leader_change_table, paired_bootstrap_photoz
+
+    ok = sorted((r for r in results if r.status == "ok"), key=lambda r: r.metrics["sigma_nmad"])
+    stored = [(r, saved) for r in ok if (saved := stored_predictions(r, workdir)) is not None]
+    if len(stored) < 2:
+        return []
+    (leader, lead), *others = stored
+    changes = [(r.run_id, paired_bootstrap_photoz(saved["z_phot"], lead["z_phot"],
+                                                  lead["z_spec"]))
+               for r, saved in others
+               if str(saved["test_hash"]) == str(lead["test_hash"])]  # the same galaxies
+    return leader_change_table(leader.run_id, changes, CHANGE_COLUMNS, "galaxies")
 
 
 # ----------------------------------------------------------------------------- the kind
@@ -505,7 +549,8 @@ class Photoz(SuiteKind):
             md += [f"Rows dropped when loading: {drops or 'none'}; galaxies kept: "
                    f"{int(ok[0].metrics.get('data/n_kept', 0))}.", ""]
         md += photoz_table(results)
-        md += ["", *(goal_lines(results, task.goal) if task.goal else []), ""]
+        md += leader_change_lines(results, workdir)
+        md += ["", *(goal_lines(results, task.goal, workdir) if task.goal else []), ""]
         if not ok:
             return md, []
         md += ["sigma_NMAD in bins of spectroscopic z:", "",
@@ -517,10 +562,8 @@ class Photoz(SuiteKind):
         figures = []
         panels = {}
         for r in ok:
-            path = workdir / r.artifacts.get("predictions", "missing")
-            if path.is_file():
-                with np.load(path) as data:
-                    panels[r.run_id] = (data["z_phot"], data["z_spec"])
+            if (saved := stored_predictions(r, workdir)) is not None:
+                panels[r.run_id] = (saved["z_phot"], saved["z_spec"])
         prefix = f"{stem}-{task.name}"
         if panels:
             figure = plot_density(panels, out_dir / f"{prefix}-density.png",
@@ -551,15 +594,12 @@ class Photoz(SuiteKind):
                "outliers 4.11%.", ""]
         pits, examples, z_examples = {}, {}, None
         for r in sorted(ok, key=lambda r: r.metrics.get("cdeloss", np.inf)):
-            path = workdir / r.artifacts.get("predictions", "missing")
-            if not path.is_file():
+            saved = stored_predictions(r, workdir)
+            if saved is None or "pit" not in saved:
                 continue
-            with np.load(path) as data:
-                if "pit" not in data.files:
-                    continue
-                pits[r.run_id] = data["pit"]
-                examples[r.run_id] = data["pdf_examples"]
-                z_examples = data["z_spec"][data["example_rows"]]
+            pits[r.run_id] = saved["pit"]
+            examples[r.run_id] = saved["pdf_examples"]
+            z_examples = saved["z_spec"][saved["example_rows"]]
         if not pits:
             return []
         figures = [plot_pit(pits, out_dir / f"{prefix}-pit.png"),
