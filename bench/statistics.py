@@ -1,8 +1,8 @@
 """Uncertainty of the benchmark's figures: the paired bootstrap of a figure of merit on one test
 set, class-stratified for a lens finder's AUROC, TPR10 and TPR at FPR 1e-3 (the design study's
 changes against its baseline, the compare profile's goal check, the leaderboards' runners-up
-against their leader), over all test galaxies for photo-z's sigma_NMAD, outlier fraction and
-mean bias."""
+against their leader), over all test objects for a statistic of one value per object (photo-z's
+sigma_NMAD, outlier fraction and mean bias; a lens model's error)."""
 
 from __future__ import annotations
 
@@ -60,33 +60,41 @@ def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.nda
             for key in metrics}
 
 
-PHOTOZ_BOOTSTRAP_METRICS = ("sigma_nmad", "outlier_frac", "bias_mean")
+def paired_bootstrap_rows(values: np.ndarray, base_values: np.ndarray | None,
+                          statistics: dict, resamples: int = BOOTSTRAP_RESAMPLES, seed: int = 0
+                          ) -> dict[str, tuple[float, float, float]]:
+    """As :func:`paired_bootstrap` for a figure that is a statistic of one value per test object
+    (a redshift's dz, a lens model's error): the change of each of ``statistics`` (name ->
+    function of the values) from ``base_values`` to ``values``, or with ``base_values`` None
+    the statistic itself, over resamples of all the test objects as one stratum."""
+    values = np.asarray(values, dtype=np.float64)
+    base = None if base_values is None else np.asarray(base_values, dtype=np.float64)
+    rng = np.random.default_rng(seed)
+
+    def changer(statistic):
+        def change(rows):
+            value = statistic(values[rows])
+            return value if base is None else value - statistic(base[rows])
+        return change
+
+    everyone = [np.arange(len(values))]
+    return {name: bootstrap_change(changer(statistic), everyone, resamples, rng)
+            for name, statistic in statistics.items()}
 
 
 def paired_bootstrap_photoz(z_phot: np.ndarray, base_z_phot: np.ndarray | None,
                             z_spec: np.ndarray, resamples: int = BOOTSTRAP_RESAMPLES,
                             seed: int = 0) -> dict[str, tuple[float, float, float]]:
-    """As :func:`paired_bootstrap` for photometric redshifts: the change of sigma_NMAD, the
-    outlier fraction and the mean bias of dz from ``base_z_phot`` to ``z_phot`` (or, with
-    ``base_z_phot`` None, those of ``z_phot`` themselves), over resamples of the test galaxies
-    (all of them one stratum: no class to keep)."""
+    """:func:`paired_bootstrap_rows` of dz = (z_phot - z_spec) / (1 + z_spec): the change of
+    sigma_NMAD, the outlier fraction and the mean bias from ``base_z_phot`` to ``z_phot`` (or,
+    with ``base_z_phot`` None, those of ``z_phot`` themselves)."""
     from lensbench.bench.photoz_metrics import delta_z, outlier_fraction, sigma_nmad
 
-    metrics = {"sigma_nmad": sigma_nmad, "outlier_frac": outlier_fraction,
-               "bias_mean": lambda dz: float(np.mean(dz))}
-    dz = delta_z(z_phot, z_spec)
-    base_dz = None if base_z_phot is None else delta_z(base_z_phot, z_spec)
-    rng = np.random.default_rng(seed)
-
-    def changer(metric):
-        def change(rows):
-            value = metric(dz[rows])
-            return value if base_dz is None else value - metric(base_dz[rows])
-        return change
-
-    everyone = [np.arange(len(dz))]
-    return {key: bootstrap_change(changer(metrics[key]), everyone, resamples, rng)
-            for key in PHOTOZ_BOOTSTRAP_METRICS}
+    statistics = {"sigma_nmad": sigma_nmad, "outlier_frac": outlier_fraction,
+                  "bias_mean": lambda dz: float(np.mean(dz))}
+    return paired_bootstrap_rows(
+        delta_z(z_phot, z_spec), None if base_z_phot is None else delta_z(base_z_phot, z_spec),
+        statistics, resamples, seed)
 
 
 def change_text(change: tuple[float, float, float], digits: int = 3) -> str:

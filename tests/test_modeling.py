@@ -175,6 +175,51 @@ def trained():
     return method, X[300:], Y[300:]
 
 
+def test_runners_up_are_set_against_the_narrowest_theta_e_error(tmp_path):
+    from lensbench.bench.results import Result
+    from lensbench.bench.suites.modeling import leader_change_lines
+
+    rng = np.random.default_rng(6)
+    true = rng.uniform(0.5, 2.0, (400, 7))
+    theta = LENS_MODEL_TARGETS.index("theta_e")
+
+    def run(name, error, test_hash="abc", rows=None):
+        rows = np.arange(400) if rows is None else rows
+        pred = true.copy()
+        pred[:, theta] += error
+        np.savez(tmp_path / f"{name}.npz", rows=rows, pred=pred, true=true,
+                 targets=np.array(LENS_MODEL_TARGETS), test_hash=test_hash)
+        metrics = parameter_metrics(pred, true, LENS_MODEL_TARGETS)
+        return Result(run_id=name, method=name, task="t", suite="modeling", profile="default",
+                      params={}, split_hashes={}, seed=0, status="ok",
+                      artifacts={"predictions": f"{name}.npz"}, metrics=metrics)
+
+    small = rng.normal(0, 0.05, 400)
+    runs = [run("wide", 3 * small), run("narrow", small),
+            run("shifted", small + 0.02),  # the leader's errors moved by 0.02
+            run("elsewhere", 2 * small, test_hash="other"),
+            run("other-rows", 2 * small, rows=np.arange(400)[::-1])]
+    lines = leader_change_lines(runs, tmp_path)
+    assert "minus `narrow`" in lines[1]
+    def numbers(cell):  # "+0.0123 [+0.0100, +0.0150] |" -> (0.0123, 0.0100, 0.0150)
+        return tuple(float(x) for x in cell.strip(" |]").replace("[", ",").split(","))
+
+    rows = {line.split("`")[1]: [numbers(cell) for cell in line.split(" | ")[1:]]
+            for line in lines if line.startswith("| `")}
+    # Other test lenses, or the same ones in another order, are not a paired comparison.
+    assert sorted(rows) == ["shifted", "wide"]
+    # A shift of every error by 0.02 moves the median by exactly 0.02 in every resample and
+    # leaves the half width where it was.
+    half_width, median, _ = rows["shifted"]
+    np.testing.assert_allclose(half_width, 0.0, atol=1e-9)
+    np.testing.assert_allclose(median, 0.02, atol=1e-9)
+    # Errors three times as wide: twice the leader's half width wider, firmly.
+    observed, low, _ = rows["wide"][0]
+    assert observed == pytest.approx(2 * runs[1].metrics["theta_e/half_width_68"], abs=1e-4)
+    assert low > 0
+    assert leader_change_lines(runs[1:2], tmp_path) == []
+
+
 def test_variances_are_calibrated_on_the_validation_split(trained):
     method, _, _ = trained
     X, Y = toy_lens_models(360, seed=1)
@@ -305,7 +350,8 @@ def test_modeling_suite_end_to_end(tmp_path, real_data):
                      "smoke", "--out", str(out)]) == 0
     text = (out / "modeling-smoke.md").read_text()
     for needle in ("68% half width", "Coverage of the 68% / 95%", "Known SLACS lenses",
-                   "SDSSJ", "--param resnet-regressor.max_epochs=1"):
+                   "SDSSJ", "--param resnet-regressor.max_epochs=1",
+                   "How far apart: each runner-up minus"):
         assert needle in text
     assert (out / "modeling-smoke-modeling-hsc-slacs.png").stat().st_size > 1000
     assert "### Rotation equivariance" in text

@@ -45,6 +45,21 @@ GOAL_MS_PER_LENS = 10.0
 
 
 # ----------------------------------------------------------------------------- metrics
+def half_width_68(error: np.ndarray) -> float:
+    """Half the 16th-84th percentile range of an error (a Gaussian's sigma, robust to tails)."""
+    lo, hi = np.percentile(error, [16, 84])
+    return float((hi - lo) / 2)
+
+
+# A parameter's error statistics (the leaderboard's and, for theta_E, what a runner-up is set
+# against the leader on: title, key, decimals).
+CHANGE_COLUMNS = (("theta_E 68% half width", "half_width_68", 4),
+                  ("theta_E median bias", "bias_median", 4), ("theta_E RMSE", "rmse", 4))
+ERROR_STATISTICS = {"bias_median": lambda error: float(np.median(error)),
+                    "half_width_68": half_width_68,
+                    "rmse": lambda error: float(np.sqrt(np.mean(error ** 2)))}
+
+
 def parameter_metrics(pred: np.ndarray, true: np.ndarray, names: tuple[str, ...],
                       variance: np.ndarray | None = None, prefix: str = "") -> dict[str, float]:
     """Per parameter: median bias, 68% half width and RMSE of the error and, with a variance,
@@ -60,10 +75,8 @@ def parameter_metrics(pred: np.ndarray, true: np.ndarray, names: tuple[str, ...]
     if variance is not None:
         sigma = np.sqrt(np.clip(np.asarray(variance, dtype=np.float64)[ok], 0, None))
     for j, name in enumerate(names):
-        lo, hi = np.percentile(error[:, j], [16, 84])
-        metrics[f"{prefix}{name}/bias_median"] = float(np.median(error[:, j]))
-        metrics[f"{prefix}{name}/half_width_68"] = float((hi - lo) / 2)
-        metrics[f"{prefix}{name}/rmse"] = float(np.sqrt(np.mean(error[:, j] ** 2)))
+        for key, statistic in ERROR_STATISTICS.items():
+            metrics[f"{prefix}{name}/{key}"] = statistic(error[:, j])
         if sigma is not None and np.isfinite(sigma[:, j]).all():
             within = np.abs(error[:, j]) / np.maximum(sigma[:, j], 1e-300)
             metrics[f"{prefix}{name}/coverage_68"] = float(np.mean(within <= 1.0))
@@ -314,6 +327,40 @@ def per_lens(result: Result) -> bool:
     """Whether a run modelled only the fit subset (a lens-by-lens fitter)."""
     m = result.metrics
     return m.get("n", 0) + m.get("n_failed", 0) < result.n_test
+
+
+def stored_theta_e_errors(result: Result, workdir: Path
+                          ) -> tuple[np.ndarray, np.ndarray, str] | None:
+    """(test rows, theta_E error on them, test-split hash) from a run's stored predictions."""
+    path = result.artifacts.get("predictions") if result.status == "ok" else None
+    if not path or not (workdir / path).is_file():
+        return None
+    with np.load(workdir / path) as data:
+        column = list(data["targets"]).index("theta_e")
+        return (data["rows"], data["pred"][:, column] - data["true"][:, column],
+                str(data["test_hash"]))
+
+
+def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
+    """Is the order more than test-set noise? Each other run minus the leader (the narrowest
+    theta_E error among the runs whose predictions are stored) on the same test lenses: the
+    change of the theta_E error's half width, median and RMSE with paired bootstrap intervals
+    (:func:`~lensbench.bench.statistics.paired_bootstrap_rows`)."""
+    from lensbench.bench.statistics import leader_change_table, paired_bootstrap_rows
+
+    ranked = sorted(results, key=lambda r: r.metrics["theta_e/half_width_68"])
+    stored = [(r, saved) for r in ranked if (saved := stored_theta_e_errors(r, workdir))]
+    if len(stored) < 2:
+        return []
+    (leader, (rows, lead_error, test_hash)), *others = stored
+    changes = []
+    for r, (other_rows, error, other_hash) in others:
+        same = other_hash == test_hash and np.array_equal(other_rows, rows)  # the same lenses
+        finite = np.isfinite(error) & np.isfinite(lead_error) if same else None
+        if same and finite.all():
+            changes.append((r.run_id, paired_bootstrap_rows(error, lead_error,
+                                                            ERROR_STATISTICS)))
+    return leader_change_table(leader.run_id, changes, CHANGE_COLUMNS, "lenses")
 
 
 def best_network(results: list[Result]) -> Result | None:
@@ -612,7 +659,8 @@ def modeling_section(task: Task, results: list[Result], *, workdir: Path, out_di
     if not ok:
         return md, figures
     md += ["", f"### Accuracy on the {ok[0].n_test} test lenses", "",
-           "68% half width of the error:", "", *metric_table(full, "half_width_68"), "",
+           "68% half width of the error:", "", *metric_table(full, "half_width_68"),
+           *leader_change_lines(full, workdir), "",
            "Median bias:", "", *metric_table(full, "bias_median", signed=True), "",
            "RMSE:", "", *metric_table(full, "rmse"), "",
            "Coverage of the 68% / 95% intervals:", "", *coverage_table(full), "",
