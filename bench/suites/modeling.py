@@ -51,13 +51,13 @@ def half_width_68(error: np.ndarray) -> float:
     return float((hi - lo) / 2)
 
 
-# A parameter's error statistics (the leaderboard's and, for theta_E, what a runner-up is set
-# against the leader on: title, key, decimals).
-CHANGE_COLUMNS = (("theta_E 68% half width", "half_width_68", 4),
-                  ("theta_E median bias", "bias_median", 4), ("theta_E RMSE", "rmse", 4))
+# The statistics of a parameter's error on the leaderboard.
 ERROR_STATISTICS = {"bias_median": lambda error: float(np.median(error)),
                     "half_width_68": half_width_68,
                     "rmse": lambda error: float(np.sqrt(np.mean(error ** 2)))}
+# Those of theta_E that a runner-up is set against the leader on (title, key, decimals).
+CHANGE_COLUMNS = (("theta_E 68% half width", "half_width_68", 4),
+                  ("theta_E median bias", "bias_median", 4), ("theta_E RMSE", "rmse", 4))
 
 
 def parameter_metrics(pred: np.ndarray, true: np.ndarray, names: tuple[str, ...],
@@ -356,8 +356,7 @@ def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
     changes = []
     for r, (other_rows, error, other_hash) in others:
         same = other_hash == test_hash and np.array_equal(other_rows, rows)  # the same lenses
-        finite = np.isfinite(error) & np.isfinite(lead_error) if same else None
-        if same and finite.all():
+        if same and np.isfinite(error).all() and np.isfinite(lead_error).all():
             changes.append((r.run_id, paired_bootstrap_rows(error, lead_error,
                                                             ERROR_STATISTICS)))
     return leader_change_table(leader.run_id, changes, CHANGE_COLUMNS, "lenses")
