@@ -65,6 +65,12 @@ class Result:
         lines = (self.error or "").strip().splitlines()
         return lines[-1] if lines else ""
 
+    def stored_file(self, name: str, workdir: Path) -> Path | None:
+        """The file a finished run saved as its artefact ``name`` under ``workdir``, or None
+        (a failed run, an artefact it did not save, a file since removed)."""
+        path = self.artifacts.get(name) if self.status == "ok" else None
+        return workdir / path if path and (workdir / path).is_file() else None
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=True)
 

@@ -19,11 +19,16 @@ def _bootstrap_metrics() -> dict:
             "tpr_fpr1e-3": lambda labels, scores: tpr_at_fpr(labels, scores, 1e-3)}
 
 
-def bootstrap_change(change, strata: list[np.ndarray], resamples: int, rng
+def bootstrap_change(figure, base_figure, strata: list[np.ndarray], resamples: int, rng
                      ) -> tuple[float, float, float]:
-    """(``change(rows)`` on every row, its 2.5th and 97.5th percentile over ``resamples``
-    bootstrap resamples): each resample draws, with replacement, as many rows from each of
-    ``strata`` (arrays of row indices) as it holds."""
+    """The change ``figure(rows) - base_figure(rows)`` (``figure(rows)`` itself with
+    ``base_figure`` None) on every row, and its 2.5th and 97.5th percentile over ``resamples``
+    bootstrap resamples, both figures on the same rows: each resample draws, with replacement,
+    as many rows from each of ``strata`` (arrays of row indices) as it holds."""
+    def change(rows):
+        value = figure(rows)
+        return value if base_figure is None else value - base_figure(rows)
+
     observed = change(np.concatenate(strata))
     draws = [change(np.concatenate([rng.choice(rows, len(rows)) for rows in strata]))
              for _ in range(resamples)]
@@ -49,14 +54,11 @@ def paired_bootstrap(labels: np.ndarray, scores: np.ndarray, base_scores: np.nda
     strata = [np.flatnonzero(labels), np.flatnonzero(~labels)]
     rng = np.random.default_rng(seed)
 
-    def changer(metric):
-        def change(rows):
-            value = metric(labels[rows], scores[rows])
-            return value if base_scores is None else value - metric(labels[rows],
-                                                                     base_scores[rows])
-        return change
+    def figure_of(metric, values):
+        return None if values is None else lambda rows: metric(labels[rows], values[rows])
 
-    return {key: bootstrap_change(changer(known[key]), strata, resamples, rng)
+    return {key: bootstrap_change(figure_of(known[key], scores),
+                                  figure_of(known[key], base_scores), strata, resamples, rng)
             for key in metrics}
 
 
@@ -71,14 +73,12 @@ def paired_bootstrap_rows(values: np.ndarray, base_values: np.ndarray | None,
     base = None if base_values is None else np.asarray(base_values, dtype=np.float64)
     rng = np.random.default_rng(seed)
 
-    def changer(statistic):
-        def change(rows):
-            value = statistic(values[rows])
-            return value if base is None else value - statistic(base[rows])
-        return change
+    def figure_of(statistic, per_object):
+        return None if per_object is None else lambda rows: statistic(per_object[rows])
 
     everyone = [np.arange(len(values))]
-    return {name: bootstrap_change(changer(statistic), everyone, resamples, rng)
+    return {name: bootstrap_change(figure_of(statistic, values), figure_of(statistic, base),
+                                   everyone, resamples, rng)
             for name, statistic in statistics.items()}
 
 

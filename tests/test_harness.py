@@ -461,6 +461,22 @@ def test_auroc_by_negative_class_pits_every_lens_against_one_class_at_a_time():
         "elliptical": (1.0, 2), "spiral": (0.25, 2), "ring": (0.75, 1)}
 
 
+def test_stored_file_is_a_finished_runs_existing_artefact(tmp_path):
+    from lensbench.bench.results import Result
+
+    (tmp_path / "scores.npz").write_bytes(b"x")
+
+    def run(status, artifacts):
+        return Result(run_id="m", method="m", task="t", suite="s", profile="default", params={},
+                      split_hashes={}, seed=0, status=status, artifacts=artifacts)
+
+    assert run("ok", {"scores": "scores.npz"}).stored_file("scores", tmp_path) == (
+        tmp_path / "scores.npz")
+    assert run("failed", {"scores": "scores.npz"}).stored_file("scores", tmp_path) is None
+    assert run("ok", {"scores": "gone.npz"}).stored_file("scores", tmp_path) is None
+    assert run("ok", {}).stored_file("scores", tmp_path) is None
+
+
 def test_leader_change_lines_set_the_runners_up_against_the_leader(tmp_path):
     from lensbench.bench.metrics import auroc, tpr_at_fpr
     from lensbench.bench.results import Result

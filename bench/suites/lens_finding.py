@@ -550,10 +550,9 @@ def roc_figure(results: list[Result], workdir: Path, path: Path, title: str) -> 
 
     curves = {}
     for r in sorted(results, key=lambda r: -r.metrics.get("auroc", 0)):
-        scores_path = r.artifacts.get("scores") if r.status == "ok" else None
-        if scores_path and (workdir / scores_path).exists():
-            data = np.load(workdir / scores_path)
-            roc = roc_points(data["labels"], data["scores"])
+        if (scores_file := r.stored_file("scores", workdir)) is not None:
+            with np.load(scores_file) as data:
+                roc = roc_points(data["labels"], data["scores"])
             curves[f"{r.run_id} (AUROC {r.metrics['auroc']:.3f})"] = (roc.fpr, roc.tpr)
     if not curves:
         return None

@@ -332,10 +332,10 @@ def per_lens(result: Result) -> bool:
 def stored_theta_e_errors(result: Result, workdir: Path
                           ) -> tuple[np.ndarray, np.ndarray, str] | None:
     """(test rows, theta_E error on them, test-split hash) from a run's stored predictions."""
-    path = result.artifacts.get("predictions") if result.status == "ok" else None
-    if not path or not (workdir / path).is_file():
+    path = result.stored_file("predictions", workdir)
+    if path is None:
         return None
-    with np.load(workdir / path) as data:
+    with np.load(path) as data:
         column = list(data["targets"]).index("theta_e")
         return (data["rows"], data["pred"][:, column] - data["true"][:, column],
                 str(data["test_hash"]))
@@ -449,8 +449,8 @@ def real_lines(results: list[Result], workdir: Path) -> tuple[list[str], dict]:
 
     panels, columns = {}, {}
     for r in results:
-        path = workdir / r.artifacts.get("predictions", "missing")
-        if not path.is_file():
+        path = r.stored_file("predictions", workdir)
+        if path is None:
             continue
         with np.load(path) as data:
             if "real_pred" not in data:
@@ -690,8 +690,8 @@ def modeling_section(task: Task, results: list[Result], *, workdir: Path, out_di
         md += [f"![68% half widths in bins of {prop}]({figure.name})", ""]
         figures.append(figure)
     for r in full:
-        path = workdir / r.artifacts.get("predictions", "missing")
-        if r.method == "prior-median" or not path.is_file():
+        path = r.stored_file("predictions", workdir)
+        if r.method == "prior-median" or path is None:
             continue
         with np.load(path) as data:
             figure = plot_predicted_vs_true(

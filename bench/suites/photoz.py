@@ -321,13 +321,19 @@ def binned_table(results: list[Result], prefix: str, key: str = "sigma_nmad") ->
     return lines
 
 
+# The figures a runner-up is set against the leader on and the goal's intervals are given for
+# (title, key, decimals).
+CHANGE_COLUMNS = (("sigma_NMAD", "sigma_nmad", 4), ("outliers", "outlier_frac", 4),
+                  ("mean bias", "bias_mean", 4))
+
+
 def stored_predictions(result: Result, workdir: Path) -> dict[str, np.ndarray] | None:
     """The test predictions a run saved (``predictions`` artefact: z_phot, z_spec, test_hash and,
     for a p(z) method, its PIT and example p(z)), or None."""
-    path = result.artifacts.get("predictions") if result.status == "ok" else None
-    if not path or not (workdir / path).is_file():
+    path = result.stored_file("predictions", workdir)
+    if path is None:
         return None
-    with np.load(workdir / path) as data:
+    with np.load(path) as data:
         return {key: data[key] for key in data.files}
 
 
@@ -361,11 +367,6 @@ def goal_lines(results: list[Result], goal: dict, workdir: Path | None = None) -
                   + "; ".join(f"{title} {alone[key][1]:.4f} to {alone[key][2]:.4f}"
                               for title, key, _ in CHANGE_COLUMNS)]
     return lines
-
-
-# The figures a runner-up is set against the leader on (title, key, decimals).
-CHANGE_COLUMNS = (("sigma_NMAD", "sigma_nmad", 4), ("outliers", "outlier_frac", 4),
-                  ("mean bias", "bias_mean", 4))
 
 
 def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:

@@ -453,19 +453,19 @@ def run_test_split(workdir: Path, task, run: Path) -> Split | None:
 def stored_test_scores(result, workdir: Path):
     """(labels, scores, test-split hash) a run saved for its test set (``scores`` artefact),
     or None."""
-    path = result.artifacts.get("scores")
-    if result.status != "ok" or not path or not (workdir / path).exists():
+    path = result.stored_file("scores", workdir)
+    if path is None:
         return None
-    with np.load(workdir / path) as data:
+    with np.load(path) as data:
         return data["labels"], data["scores"], str(data["test_hash"])
 
 
 def load_real_scores(result, workdir: Path, real_hash: str) -> dict | None:
     """What a run saved about the real split (``real_scores`` artefact) if made from it."""
-    path = result.artifacts.get("real_scores") if result.status == "ok" else None
-    if not path or not (workdir / path).exists():
+    path = result.stored_file("real_scores", workdir)
+    if path is None:
         return None
-    with np.load(workdir / path) as data:
+    with np.load(path) as data:
         if str(data["real_hash"]) != real_hash:
             return None
         return {key: data[key] for key in data.files}
