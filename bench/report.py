@@ -74,7 +74,25 @@ def provenance_lines(suite: str, profile: str, results: list[Result], store: Pat
             f"- produced by: `{run_command(suite, profile, results, seeds)}`{seed_note}",
             f"- lensbench commit(s) of the runs: {', '.join(map(short_commit, commits))}; "
             f"report commit {short_commit(git_commit() or 'unknown')}",
-            versions_line(get_suite(suite))]
+            software_line(results), versions_line(get_suite(suite))]
+
+
+# The packages a report header names (keys of Result.versions), in this order.
+REPORTED_PACKAGES = ("python", "numpy", "torch", "scikit-learn", "xgboost", "astropy")
+
+
+def software_line(results: list[Result]) -> str:
+    """The header line naming the versions the runs used (each value, where runs differ) and
+    torch's thread count in their processes: with another count a torch run can differ in its
+    last digits (README, Reproducibility)."""
+    packages = []
+    for name in REPORTED_PACKAGES:
+        values = sorted({r.versions[name] for r in results if name in r.versions})
+        if values:
+            packages.append(f"{name} {' / '.join(values)}")
+    threads = sorted({r.threads["torch"] for r in results if "torch" in r.threads})
+    return (f"- software of the runs: {', '.join(packages) or 'not recorded'}; torch threads "
+            f"{' / '.join(map(str, threads)) if threads else 'not recorded'}")
 
 
 VERSIONS_LABEL = "- task versions: "

@@ -57,6 +57,9 @@ class Result:
     artifacts: dict[str, str] = field(default_factory=dict)  # name -> path under the workdir
     suite_seed: int | None = None  # the `bench run --seed` every seed derives from
     data_files: dict[str, str] = field(default_factory=dict)  # real data used: name -> sha256
+    # torch's thread count in the process that ran it (runner.torch_threads): the last digits
+    # of a torch training run depend on it (README, Reproducibility).
+    threads: dict[str, int] = field(default_factory=dict)
     schema_version: int = SCHEMA_VERSION
 
     @property

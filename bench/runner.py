@@ -18,6 +18,7 @@ import os
 import platform
 import re
 import subprocess
+import sys
 import time
 import traceback
 from dataclasses import dataclass, field
@@ -49,6 +50,14 @@ def package_versions() -> dict[str, str]:
         except metadata.PackageNotFoundError:
             pass
     return versions
+
+
+def torch_threads() -> dict[str, int]:
+    """{"torch": N}: torch's intra-op thread count in this process once a method has loaded
+    torch ({} before); a method's own ``num_threads`` parameter, which its run id shows,
+    overrides it while that method trains."""
+    torch = sys.modules.get("torch")
+    return {"torch": torch.get_num_threads()} if torch is not None else {}
 
 
 DIRTY = "+dirty"
@@ -195,7 +204,8 @@ def run_method(kind: SuiteKind, case: RunCase, *, suite: str, profile: str, seed
         if not history:
             history.update(getattr(method, "history_", {}) or {})
         result = Result(**base, status="ok", metrics=evaluation.metrics, fit_time_s=fit_time,
-                        predict_time_s=evaluation.predict_time_s, finished_at=now())
+                        predict_time_s=evaluation.predict_time_s, finished_at=now(),
+                        threads=torch_threads())
         return RunOutcome(result, evaluation, history, files)
     except Exception:  # a failing method is recorded, the suite goes on
         result = Result(**base, status="failed", error=traceback.format_exc(), finished_at=now())

@@ -404,6 +404,10 @@ class MlflowTracker:
                 "lensbench.suite": result.suite, "lensbench.profile": result.profile}
         tags |= {f"lensbench.split.{metric_name(k)}": str(v)
                  for k, v in result.split_hashes.items()}
+        if result.git_commit:  # MLflow's own tag for it: the run page shows it
+            tags["mlflow.source.git.commit"] = result.git_commit
+        if "torch" in result.threads:
+            tags["lensbench.torch_threads"] = str(result.threads["torch"])
         if "variant" in result.params:  # the design suite: one run per training-set variant
             tags["lensbench.variant"] = str(result.params["variant"])
         if self.parent_run_id:

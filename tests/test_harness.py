@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import json
+from dataclasses import asdict
 
 import numpy as np
 import pytest
 from lensbench.baselines.contract import Method, TaskInfo
 from lensbench.baselines.registry import METHODS, resolve_method
 from lensbench.bench import cli
-from lensbench.bench.results import read_results
+from lensbench.bench.results import Result, read_results
 from lensbench.bench.runner import derive_seed, run_suite
 from lensbench.bench.tasks import COMPARE_GOAL, REAL_VIS, SUITES, get_suite
 
@@ -115,6 +116,32 @@ def test_smoke_suite_records_every_run_and_survives_a_failure(smoke_run):
     for name in ("scores", "roc", "score_histograms", "mistakes"):
         assert (workdir / good.artifacts[name]).exists(), name
     assert good.versions["numpy"] and good.schema_version == 1
+
+
+def test_a_run_records_torch_s_thread_count_and_the_report_states_it(tmp_path):
+    import torch
+    from lensbench.bench.report import provenance_lines
+
+    previous = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        [result] = run_suite(get_suite("smoke"), profile="default", seed=5, workdir=tmp_path,
+                             methods=["random"], log=lambda _: None)
+    finally:
+        torch.set_num_threads(previous)
+    [stored] = read_results(tmp_path / "results.jsonl")
+    assert result.threads == stored.threads == {"torch": 1}
+
+    older = Result(**{**asdict(stored), "threads": {}, "versions": {
+        **stored.versions, "numpy": "0.1"}})
+    later = Result(**{**asdict(stored), "threads": {"torch": 3}})
+    line = next(line for line in provenance_lines("smoke", "default", [stored, older, later],
+                                                  tmp_path, None) if "software" in line)
+    assert f"numpy 0.1 / {stored.versions['numpy']}," in line
+    assert line.endswith("; torch threads 1 / 3")
+    [line] = [line for line in provenance_lines("smoke", "default", [older], tmp_path, None)
+              if "software" in line]
+    assert line.endswith("; torch threads not recorded")
 
 
 def test_resume_skips_completed_runs_and_reuses_splits(smoke_run, capsys):
