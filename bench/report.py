@@ -124,13 +124,16 @@ def run_command(suite_name: str, profile: str, results: list[Result], seeds: lis
     """The `bench run` command line that produced ``results``: ``--methods`` when they are not
     the suite's defaults, ``--param`` for parameters other than the suite's for the result's
     task (``Suite.params_for``). Results run with different parameters came from different
-    commands: one is given for each, joined by "` and `" (the report line quotes each)."""
+    commands: one is given for each, joined by "` and `" (the report line quotes each). A
+    command whose torch runs all recorded one thread count sets it (``OMP_NUM_THREADS=N``): a
+    torch run's last digits depend on it."""
     suite = get_suite(suite_name)
     base = f"bench run --suite {suite_name} --profile {profile} --seed " \
            f"{','.join(map(str, seeds))}"
     tasks = {task.name: task for task in suite.tasks}
     commands: dict[tuple[str, ...], list[str]] = {}  # the --param options -> their methods
     accepted: dict[str, dict | None] = {}  # method -> the params it takes (None: unknown)
+    threads: dict[tuple[str, ...], set[int]] = {}  # the --param options -> torch thread counts
     for r in results:
         # Keys the method does not take (the design suite's variant annotations) are no option.
         if r.method not in accepted:
@@ -147,9 +150,12 @@ def run_command(suite_name: str, profile: str, results: list[Result], seeds: lis
         methods = commands.setdefault(options, [])
         if r.method not in methods:
             methods.append(r.method)
+        if "torch" in r.threads:
+            threads.setdefault(options, set()).add(r.threads["torch"])
     lines = []
     for options, methods in commands.items():
-        command = base
+        counts = threads.get(options, set())
+        command = f"OMP_NUM_THREADS={min(counts)} {base}" if len(counts) == 1 else base
         if set(methods) != set(suite.methods_for(profile)):
             command += f" --methods {','.join(methods)}"
         lines.append(command + "".join(f" --param {option}" for option in options))

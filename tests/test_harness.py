@@ -120,7 +120,7 @@ def test_smoke_suite_records_every_run_and_survives_a_failure(smoke_run):
 
 def test_a_run_records_torch_s_thread_count_and_the_report_states_it(tmp_path):
     import torch
-    from lensbench.bench.report import provenance_lines
+    from lensbench.bench.report import provenance_lines, run_command
 
     previous = torch.get_num_threads()
     torch.set_num_threads(1)
@@ -142,6 +142,11 @@ def test_a_run_records_torch_s_thread_count_and_the_report_states_it(tmp_path):
     [line] = [line for line in provenance_lines("smoke", "default", [older], tmp_path, None)
               if "software" in line]
     assert line.endswith("; torch threads not recorded")
+    # The reproducing command sets the count where its runs recorded one.
+    base = "bench run --suite smoke --profile default --seed 5 --methods random"
+    assert run_command("smoke", "default", [stored, older], [5]) == f"OMP_NUM_THREADS=1 {base}"
+    assert run_command("smoke", "default", [stored, later], [5]) == base
+    assert run_command("smoke", "default", [older], [5]) == base
 
 
 def test_resume_skips_completed_runs_and_reuses_splits(smoke_run, capsys):
@@ -453,8 +458,11 @@ def test_a_tasks_own_method_params_come_between_the_suites_and_the_users(tmp_pat
                        workdir=tmp_path, params={"pixel-logreg": {"max_iter": 9}},
                        log=lambda _: None)
     assert user.params == {"C": 0.5, "max_iter": 9}
-    # The report's command line needs no --param for either task's own defaults.
+    # The report's command line needs no --param for either task's own defaults (thread
+    # counts left out: their OMP_NUM_THREADS prefix is another test's).
     monkeypatch.setitem(SUITES, "per-task", suite)
+    results = [dataclasses.replace(r, threads={}) for r in results]
+    user = dataclasses.replace(user, threads={})
     assert run_command("per-task", "default", results, [1]) == \
         "bench run --suite per-task --profile default --seed 1"
     assert run_command("per-task", "default", [user], [1]) == \
