@@ -1,24 +1,24 @@
 """How much a torch method's trained scores move with torch's thread count.
 
-    python scripts/thread_sensitivity.py TRAIN_SPLIT TEST_SPLIT METHOD [--param KEY=VALUE ...]
-        [--n-train 1200] [--n-test 300] [--threads 1 2]
+    python scripts/thread_sensitivity.py TRAIN_SPLIT TEST_SPLIT METHOD
+        [--param METHOD.KEY=VALUE ...] [--n-train 1200] [--n-test 300] [--threads 1 2]
 
 Trains METHOD (a registered name) on the first --n-train cutouts of TRAIN_SPLIT once per thread
 count, each time in a fresh process with OMP_NUM_THREADS set (as a user would set it), scores the
 first --n-test cutouts of TEST_SPLIT and prints the largest score change against the first count.
+--param is read and checked as `bench run` reads it.
 Every run has the same seed, so a change comes from the thread count alone: parallel sums round
 in another order. The README's comparison of DeepLens with the committee (two epochs each on the
 compare profile's splits) was measured with it:
 
     python scripts/thread_sensitivity.py WORKDIR/splits/metcalf-ground-v2-train-12000-* \\
-        WORKDIR/splits/metcalf-ground-v2-test-3000-* deeplens --param crop=64 \\
-        --param max_epochs=2 --param step_every=1
+        WORKDIR/splits/metcalf-ground-v2-test-3000-* deeplens --param deeplens.crop=64 \\
+        --param deeplens.max_epochs=2 --param deeplens.step_every=1
 """
 
 from __future__ import annotations
 
 import argparse
-import json
 import os
 import subprocess
 import sys
@@ -26,6 +26,7 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
+from lensbench.bench.cli import _check_params, _parse_params
 
 
 def train_and_score(train: str, test: str, method: str, params: dict, n_train: int,
@@ -49,20 +50,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("train")
     parser.add_argument("test")
     parser.add_argument("method")
-    parser.add_argument("--param", action="append", default=[], metavar="KEY=VALUE",
-                        help="a method parameter; the value is read as JSON, else a string")
+    parser.add_argument("--param", action="append", default=[], metavar="METHOD.KEY=VALUE",
+                        help="a method parameter, as `bench run --param` takes it")
     parser.add_argument("--n-train", type=int, default=1200)
     parser.add_argument("--n-test", type=int, default=300)
     parser.add_argument("--threads", type=int, nargs="+", default=[1, 2])
     parser.add_argument("--child", help=argparse.SUPPRESS)  # the scores file of one child run
     args = parser.parse_args(argv)
-    params = {}
-    for item in args.param:
-        key, _, value = item.partition("=")
-        try:
-            params[key] = json.loads(value)
-        except json.JSONDecodeError:
-            params[key] = value
+    params = _check_params(_parse_params(args.param), [args.method], "--param")
+    params = params.get(args.method, {})
     if args.child:
         train_and_score(args.train, args.test, args.method, params, args.n_train, args.n_test,
                         args.child)
