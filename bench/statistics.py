@@ -103,13 +103,28 @@ def change_text(change: tuple[float, float, float], digits: int = 3) -> str:
     return f"{observed:+.{digits}f} [{low:+.{digits}f}, {high:+.{digits}f}]"
 
 
-def leader_change_table(leader: str, changes: list[tuple[str, dict]],
-                        columns: tuple[tuple[str, str, int], ...], resampled: str) -> list[str]:
-    """A report's table of runners-up against the leader: one row per (run id, change dict of
-    :func:`paired_bootstrap` or :func:`paired_bootstrap_photoz`), ``columns`` (title, key,
-    decimals); ``resampled`` says what the resamples draw from."""
+def leader_change_table(ranked: list, load, change, columns: tuple[tuple[str, str, int], ...],
+                        resampled: str, limit: int | None = None) -> list[str]:
+    """A report's table of runners-up against the leader, the one skeleton of every kind's.
+
+    ``ranked``: Results, best first. ``load(result)``: the test predictions it stored, or None
+    (a run without them takes no part). The leader is the first run with stored predictions;
+    each later one, up to ``limit`` of them, is a row: ``change(its predictions, the leader's)``,
+    a change dict of :func:`paired_bootstrap` or :func:`paired_bootstrap_photoz`, or None where
+    the two did not predict the same test objects (no paired change exists). ``columns``:
+    (title, change key, decimals); ``resampled``: what the resamples draw from."""
+    # lazy, so that loading stops once ``limit`` rows are made
+    stored = ((r, data) for r in ranked if (data := load(r)) is not None)
+    leader, lead = next(stored, (None, None))
+    changes = []
+    for r, data in stored:
+        if (difference := change(data, lead)) is not None:
+            changes.append((r.run_id, difference))
+            if len(changes) == limit:
+                break
     if not changes:
         return []
+    leader = leader.run_id
     return ["", f"How far apart: each runner-up minus `{leader}` on the same test {resampled}, "
             f"with 95% intervals from {BOOTSTRAP_RESAMPLES} paired bootstrap resamples. They "
             "cover the test set's noise, not the training seed's; an interval that holds 0 is "

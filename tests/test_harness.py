@@ -557,6 +557,34 @@ def test_leader_change_lines_set_the_runners_up_against_the_leader(tmp_path):
     assert leader_change_lines([runs[4]], tmp_path) == []
 
 
+def test_leader_change_table_reads_only_what_its_rows_need():
+    from types import SimpleNamespace
+
+    from lensbench.bench.statistics import leader_change_table
+
+    ranked = [SimpleNamespace(run_id=name) for name in ("unstored", "a", "b", "c", "d", "e")]
+    stored = {"a": 10.0, "b": 7.0, "c": None, "d": 4.0, "e": 1.0}  # c: other test objects
+    loaded = []
+
+    def load(r):
+        loaded.append(r.run_id)
+        return None if r.run_id == "unstored" else r.run_id
+
+    def change(name, leader_name):
+        if stored[name] is None:
+            return None
+        return {"x": (stored[name] - stored[leader_name], -1.0, 0.5)}
+
+    lines = leader_change_table(ranked, load, change, (("X", "x", 1),), "objects", limit=2)
+    # The first run with stored data leads; a run whose change is refused takes no row; the
+    # limit stops the reading: "e" is never loaded.
+    assert "minus `a`" in lines[1]
+    assert [line for line in lines if line.startswith("| `")] == [
+        "| `b` | -3.0 [-1.0, +0.5] |", "| `d` | -6.0 [-1.0, +0.5] |"]
+    assert loaded == ["unstored", "a", "b", "c", "d"]
+    assert leader_change_table(ranked[:2], load, change, (("X", "x", 1),), "objects") == []
+
+
 def test_paired_bootstrap_names_an_unknown_metric():
     from lensbench.bench.statistics import paired_bootstrap
 

@@ -154,7 +154,11 @@ def test_paired_bootstrap_of_photoz_figures_by_hand():
 
 def test_photoz_report_sets_runners_up_against_the_leader(tmp_path):
     from lensbench.bench.results import Result
-    from lensbench.bench.suites.photoz import goal_lines, leader_change_lines
+    from lensbench.bench.suites.photoz import (
+        goal_lines,
+        leader_change_lines,
+        stored_predictions_by_run,
+    )
 
     rng = np.random.default_rng(5)
     z_spec = rng.uniform(0.1, 0.9, 300)
@@ -169,7 +173,9 @@ def test_photoz_report_sets_runners_up_against_the_leader(tmp_path):
 
     runs = [run("wide", 0.05), run("narrow", 0.01), run("middle", 0.02),
             run("elsewhere", 0.03, test_hash="other")]
-    lines = leader_change_lines(runs, tmp_path)
+    predictions = stored_predictions_by_run(runs, tmp_path)
+    assert set(predictions) == {"wide", "narrow", "middle", "elsewhere"}
+    lines = leader_change_lines(runs, predictions)
     # The best sigma_NMAD leads; a run on other galaxies is left out; every runner-up is worse,
     # firmly for scatters this far apart.
     assert "minus `narrow`" in lines[1]
@@ -181,12 +187,12 @@ def test_photoz_report_sets_runners_up_against_the_leader(tmp_path):
         assert low > 0
     goal = {"issue": "issue 8", "sigma_nmad": 0.017, "outlier_frac": 0.01,
             "abs_bias_mean": 0.002, "reference": "wide"}
-    with_intervals = goal_lines(runs[:3], goal, tmp_path)
+    with_intervals = goal_lines(runs[:3], goal, predictions)
     assert with_intervals[0].startswith("Goal (issue 8), best method by test sigma_NMAD: "
                                         "`narrow`")
     assert with_intervals[-1].startswith("95% bootstrap intervals of its figures")
-    assert goal_lines(runs[:3], goal) == with_intervals[:1]  # no workdir, no intervals
-    assert leader_change_lines(runs[:1], tmp_path) == []
+    assert goal_lines(runs[:3], goal) == with_intervals[:1]  # no predictions, no intervals
+    assert leader_change_lines(runs[:1], predictions) == []
 
 
 def test_lsst_outliers_floor_and_strict_threshold():

@@ -403,21 +403,17 @@ def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
     bootstrap resamples (:func:`~lensbench.bench.statistics.paired_bootstrap`)."""
     from lensbench.bench.statistics import leader_change_table, paired_bootstrap
 
+    def change(stored, leader_stored):
+        (_, scores, test_hash), (labels, leader_scores, leader_hash) = stored, leader_stored
+        if test_hash != leader_hash:  # a change needs the same cutouts
+            return None
+        return paired_bootstrap(labels, scores, leader_scores,
+                                metrics=tuple(key for _, key, _ in LEADER_METRICS))
+
     ok = sorted((r for r in results if r.status == "ok"), key=lambda r: -r.metrics["auroc"])
-    scored = [(r, stored) for r in ok if (stored := stored_test_scores(r, workdir)) is not None]
-    if len(scored) < 2:
-        return []
-    (leader, (labels, leader_scores, test_hash)), *others = scored
-    changes = []
-    for r, (_, scores, other_hash) in others:
-        if other_hash != test_hash:  # a change needs the same cutouts
-            continue
-        changes.append((r.run_id, paired_bootstrap(
-            labels, scores, leader_scores, metrics=tuple(key for _, key, _ in LEADER_METRICS))))
-        if len(changes) == LEADER_RIVALS:
-            break
-    return leader_change_table(leader.run_id, changes, LEADER_METRICS,
-                               "cutouts, resampled within each class")
+    return leader_change_table(ok, lambda r: stored_test_scores(r, workdir), change,
+                               LEADER_METRICS, "cutouts, resampled within each class",
+                               limit=LEADER_RIVALS)
 
 
 def auroc_by_negative_class(labels: np.ndarray, scores: np.ndarray, negative_class: np.ndarray

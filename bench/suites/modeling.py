@@ -348,18 +348,16 @@ def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
     (:func:`~lensbench.bench.statistics.paired_bootstrap_rows`)."""
     from lensbench.bench.statistics import leader_change_table, paired_bootstrap_rows
 
+    def change(stored, leader_stored):
+        (rows, error, test_hash), (leader_rows, leader_error, leader_hash) = stored, leader_stored
+        same = test_hash == leader_hash and np.array_equal(rows, leader_rows)  # the same lenses
+        if not (same and np.isfinite(error).all() and np.isfinite(leader_error).all()):
+            return None
+        return paired_bootstrap_rows(error, leader_error, ERROR_STATISTICS)
+
     ranked = sorted(results, key=lambda r: r.metrics["theta_e/half_width_68"])
-    stored = [(r, saved) for r in ranked if (saved := stored_theta_e_errors(r, workdir))]
-    if len(stored) < 2:
-        return []
-    (leader, (rows, lead_error, test_hash)), *others = stored
-    changes = []
-    for r, (other_rows, error, other_hash) in others:
-        same = other_hash == test_hash and np.array_equal(other_rows, rows)  # the same lenses
-        if same and np.isfinite(error).all() and np.isfinite(lead_error).all():
-            changes.append((r.run_id, paired_bootstrap_rows(error, lead_error,
-                                                            ERROR_STATISTICS)))
-    return leader_change_table(leader.run_id, changes, CHANGE_COLUMNS, "lenses")
+    return leader_change_table(ranked, lambda r: stored_theta_e_errors(r, workdir), change,
+                               CHANGE_COLUMNS, "lenses")
 
 
 def best_network(results: list[Result]) -> Result | None:

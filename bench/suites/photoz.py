@@ -337,10 +337,19 @@ def stored_predictions(result: Result, workdir: Path) -> dict[str, np.ndarray] |
         return {key: data[key] for key in data.files}
 
 
-def goal_lines(results: list[Result], goal: dict, workdir: Path | None = None) -> list[str]:
+def stored_predictions_by_run(results: list[Result], workdir: Path
+                              ) -> dict[str, dict[str, np.ndarray]]:
+    """Each run's stored test predictions (:func:`stored_predictions`) by run id, read once for
+    all of a report's sections; runs without them are left out."""
+    return {r.run_id: saved for r in results
+            if (saved := stored_predictions(r, workdir)) is not None}
+
+
+def goal_lines(results: list[Result], goal: dict,
+               predictions: dict[str, dict[str, np.ndarray]] | None = None) -> list[str]:
     """The task's goal (``Task.goal``) against the best method by test sigma_NMAD, and whether
-    that method beats the goal's reference method; with ``workdir``, the bootstrap intervals of
-    that method's figures from its stored test predictions."""
+    that method beats the goal's reference method; with the runs' stored test ``predictions``
+    (:func:`stored_predictions_by_run`), the bootstrap intervals of that method's figures."""
     from lensbench.bench.statistics import paired_bootstrap_photoz
 
     ok = [r for r in results if r.status == "ok"]
@@ -360,7 +369,7 @@ def goal_lines(results: list[Result], goal: dict, workdir: Path | None = None) -
                        m["sigma_nmad"] < ref[0].metrics["sigma_nmad"]))
     lines = [f"Goal ({goal['issue']}), best method by test sigma_NMAD: `{best.run_id}`: "
              + "; ".join(f"{text}: {'yes' if passed else 'NO'}" for text, passed in checks)]
-    stored = stored_predictions(best, workdir) if workdir is not None else None
+    stored = (predictions or {}).get(best.run_id)
     if stored is not None:
         alone = paired_bootstrap_photoz(stored["z_phot"], None, stored["z_spec"])
         lines += ["", "95% bootstrap intervals of its figures (test galaxies resampled): "
@@ -369,23 +378,22 @@ def goal_lines(results: list[Result], goal: dict, workdir: Path | None = None) -
     return lines
 
 
-def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
+def leader_change_lines(results: list[Result], predictions: dict[str, dict[str, np.ndarray]]
+                        ) -> list[str]:
     """Is the order more than test-set noise? Every other run minus the leader (the best
-    sigma_NMAD among the runs whose test predictions are stored) on the same test galaxies,
-    with paired bootstrap intervals
-    (:func:`~lensbench.bench.statistics.paired_bootstrap_photoz`)."""
+    sigma_NMAD among the runs whose test ``predictions`` are stored,
+    :func:`stored_predictions_by_run`) on the same test galaxies, with paired bootstrap
+    intervals (:func:`~lensbench.bench.statistics.paired_bootstrap_photoz`)."""
     from lensbench.bench.statistics import leader_change_table, paired_bootstrap_photoz
 
+    def change(saved, lead):
+        if str(saved["test_hash"]) != str(lead["test_hash"]):  # a change needs the same galaxies
+            return None
+        return paired_bootstrap_photoz(saved["z_phot"], lead["z_phot"], lead["z_spec"])
+
     ok = sorted((r for r in results if r.status == "ok"), key=lambda r: r.metrics["sigma_nmad"])
-    stored = [(r, saved) for r in ok if (saved := stored_predictions(r, workdir)) is not None]
-    if len(stored) < 2:
-        return []
-    (leader, lead), *others = stored
-    changes = [(r.run_id, paired_bootstrap_photoz(saved["z_phot"], lead["z_phot"],
-                                                  lead["z_spec"]))
-               for r, saved in others
-               if str(saved["test_hash"]) == str(lead["test_hash"])]  # the same galaxies
-    return leader_change_table(leader.run_id, changes, CHANGE_COLUMNS, "galaxies")
+    return leader_change_table(ok, lambda r: predictions.get(r.run_id), change, CHANGE_COLUMNS,
+                               "galaxies")
 
 
 # ----------------------------------------------------------------------------- the kind
@@ -549,9 +557,10 @@ class Photoz(SuiteKind):
                      if k.startswith("data/dropped/")}
             md += [f"Rows dropped when loading: {drops or 'none'}; galaxies kept: "
                    f"{int(ok[0].metrics.get('data/n_kept', 0))}.", ""]
+        predictions = stored_predictions_by_run(ok, workdir)
         md += photoz_table(results)
-        md += leader_change_lines(results, workdir)
-        md += ["", *(goal_lines(results, task.goal, workdir) if task.goal else []), ""]
+        md += leader_change_lines(results, predictions)
+        md += ["", *(goal_lines(results, task.goal, predictions) if task.goal else []), ""]
         if not ok:
             return md, []
         md += ["sigma_NMAD in bins of spectroscopic z:", "",
@@ -561,17 +570,15 @@ class Photoz(SuiteKind):
                f"sigma_NMAD in bins of {MAG_BAND} magnitude:", "",
                *binned_table(ok, f"binned/mag_{MAG_BAND}"), ""]
         figures = []
-        panels = {}
-        for r in ok:
-            if (saved := stored_predictions(r, workdir)) is not None:
-                panels[r.run_id] = (saved["z_phot"], saved["z_spec"])
+        panels = {r.run_id: (predictions[r.run_id]["z_phot"], predictions[r.run_id]["z_spec"])
+                  for r in ok if r.run_id in predictions}
         prefix = f"{stem}-{task.name}"
         if panels:
             figure = plot_density(panels, out_dir / f"{prefix}-density.png",
                                   task.photoz["z_range"])
             md += [f"![z_phot against z_spec]({figure.name})", ""]
             figures.append(figure)
-        figures += self._distribution_section(md, ok, workdir, out_dir, prefix, task)
+        figures += self._distribution_section(md, ok, predictions, out_dir, prefix, task)
         for binned, xlabel, tag in (("binned/z_spec", "z_spec", "vs-z"),
                                     (f"binned/mag_{MAG_BAND}", f"{MAG_BAND} magnitude",
                                      "vs-mag")):
@@ -582,10 +589,11 @@ class Photoz(SuiteKind):
         return md, figures
 
     @staticmethod
-    def _distribution_section(md: list[str], ok: list[Result], workdir: Path, out_dir: Path,
+    def _distribution_section(md: list[str], ok: list[Result],
+                              predictions: dict[str, dict[str, np.ndarray]], out_dir: Path,
                               prefix: str, task: Task) -> list[Path]:
         """Appends the distribution metrics table to ``md``; returns the PIT (histogram and
-        Q-Q) and example p(z) figures of the runs that kept them."""
+        Q-Q) and example p(z) figures of the runs whose stored ``predictions`` kept them."""
         table = distribution_table(ok)
         if not table:
             return []
@@ -595,7 +603,7 @@ class Photoz(SuiteKind):
                "outliers 4.11%.", ""]
         pits, examples, z_examples = {}, {}, None
         for r in sorted(ok, key=lambda r: r.metrics.get("cdeloss", np.inf)):
-            saved = stored_predictions(r, workdir)
+            saved = predictions.get(r.run_id)
             if saved is None or "pit" not in saved:
                 continue
             pits[r.run_id] = saved["pit"]
