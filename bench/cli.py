@@ -10,8 +10,8 @@ import functools
 import json
 import math
 import os
+import re
 import sys
-import types
 import typing
 from inspect import signature
 from pathlib import Path
@@ -90,45 +90,17 @@ def _parse_value(text: str):
         return text
 
 
-def _hint_options(hint) -> list:
-    """The types a hint allows: each member of a union, a generic by its origin
-    (``tuple[int, ...]`` -> tuple)."""
-    union = isinstance(hint, types.UnionType) or typing.get_origin(hint) is typing.Union
-    return [typing.get_origin(o) or o for o in (typing.get_args(hint) if union else (hint,))]
-
-
-def _value_fits(value, hint) -> bool | None:
-    """Whether ``value`` fits the type hint ``hint`` (None where the hint is not made of plain
-    classes, e.g. Literal: then it is not checked). An int fits a float; a bool fits neither; a
-    list fits a tuple."""
-    options = _hint_options(hint)
-    if not all(isinstance(o, type) for o in options):
-        return None
-    if isinstance(value, bool):
-        return bool in options
-    if isinstance(value, int) and float in options:
-        return True
-    if isinstance(value, (list, tuple)) and (list in options or tuple in options):
-        return True  # JSON has lists only
-    return isinstance(value, tuple(options))
-
-
 def _check_value(cls, key: str, value, where: str) -> None:
     """ValueError naming ``where`` if ``value`` does not fit the type of ``cls``'s parameter
     ``key``: "None" read as the string would otherwise fail deep inside a run."""
+    from lensbench.baselines.contract import fits_type, type_text
+
     try:
         hint = typing.get_type_hints(cls.__init__).get(key)
     except (NameError, TypeError):  # a hint that names something not importable here
         return
-    if hint is not None and _value_fits(value, hint) is False:
-        raise ValueError(f"{where}={value!r}: {cls.__name__} expects {_hint_text(hint)}")
-
-
-def _hint_text(hint) -> str:
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             type(None): "None (write None or null)", list: "a list", tuple: "a list",
-             dict: "an object"}
-    return " or ".join(names.get(option, str(option)) for option in _hint_options(hint))
+    if hint is not None and fits_type(value, hint) is False:
+        raise ValueError(f"{where}={value!r}: {cls.__name__} expects {type_text(hint)}")
 
 
 def _parse_params(items: list[str]) -> dict[str, dict]:
@@ -442,22 +414,36 @@ def make_config(args):
     from lensbench.datasets.config import SimConfig
 
     record = SimConfig(survey=args.preset).to_dict()
+    given = {}  # field -> the option that set it, named in an error about that field
     if args.config is not None:
-        loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        try:
+            loaded = json.loads(Path(args.config).read_text(encoding="utf-8"))
+        except json.JSONDecodeError as error:
+            raise ValueError(f"--config {args.config}: not JSON: {error}") from None
         if not isinstance(loaded, dict):
             raise ValueError(f"--config {args.config}: expected a JSON object of SimConfig "
                              f"fields, got {type(loaded).__name__}")
         record.update(loaded)
+        given.update(dict.fromkeys(loaded, f"--config {args.config}"))
     if args.negatives is not None:
         record["negatives"] = _parse_negatives(args.negatives)
+        given["negatives"] = "--negatives"
     if args.source_model is not None:
         record["source_model"] = args.source_model
+        given["source_model"] = "--source-model"
     for item in args.set or []:
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE (a SimConfig field)")
         record[key] = _parse_value(value)
-    return SimConfig.from_dict(record)
+        given[key] = f"--set {key}"
+    try:
+        return SimConfig.from_dict(record)
+    except ValueError as error:
+        field = re.match(r"SimConfig\.(\w+)", str(error))
+        if field is None or field.group(1) not in given:
+            raise
+        raise ValueError(f"{given[field.group(1)]}: {error}") from None
 
 
 def cmd_data_make(args) -> int:

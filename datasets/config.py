@@ -9,8 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
+import typing
 from dataclasses import dataclass, field
 
+from lensbench.baselines.contract import fits_type, type_text
 from lensbench.datasets.surveys import get_survey
 
 # Colours (band - reference band, AB) by band name. The lens is a passive early-type galaxy at
@@ -159,6 +161,7 @@ class SimConfig:
     extra: dict = field(default_factory=dict)  # free-form tags recorded in the manifest
 
     def __post_init__(self):
+        self._check_types()
         for name in ("theta_e_range", "z_lens_range", "q_range", "lens_sersic_n_range",
                      "lens_r_eff_range", "source_mag_range", "source_r_eff_range",
                      "source_sersic_n_range", "clump_flux_fraction_range", "clump_r_eff_range",
@@ -177,6 +180,16 @@ class SimConfig:
                              f"{NEGATIVE_CLASSES}, got {self.negatives!r}")
         object.__setattr__(self, "negatives", dict(self.negatives))  # not the caller's dict
         self._validate()
+
+    def _check_types(self):
+        """Each field's value against its annotation, so that a config from JSON or ``--set``
+        with a wrong type is refused by name before the simulator meets it."""
+        hints = typing.get_type_hints(SimConfig)
+        for f in dataclasses.fields(self):
+            value = getattr(self, f.name)
+            if fits_type(value, hints[f.name]) is False:
+                raise ValueError(f"SimConfig.{f.name} must be {type_text(hints[f.name])}, "
+                                 f"got {value!r}")
 
     def _validate(self):
         survey = get_survey(self.survey)

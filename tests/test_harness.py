@@ -234,6 +234,9 @@ def test_a_record_missing_only_its_newline_is_kept(tmp_path):
     (["data", "make", "--n", "-5"], "argument --n: expected an integer >= 1, got -5"),
     (["data", "make", "--n", "0"], "argument --n: expected an integer >= 1, got 0"),
     (["data", "make", "--seed", "-1"], "argument --seed: expected an integer >= 0, got -1"),
+    (["data", "make", "--set", "field_density=abc"],
+     "--set field_density: SimConfig.field_density must be a number, got 'abc'"),
+    (["data", "make", "--config", "{file}"], "--config {file}: not JSON: Expecting value"),
 ])
 def test_bad_arguments_are_one_line_errors_naming_the_flag(argv, flag, tmp_path, capsys):
     file = tmp_path / "a-file"

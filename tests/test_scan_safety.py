@@ -295,6 +295,25 @@ def test_a_valid_param_reaches_the_run(tmp_path, monkeypatch):
                                             "crop": None}}
 
 
+def test_a_value_is_checked_against_a_type_hint_item_by_item():
+    import typing
+
+    import numpy as np
+    from lensbench.baselines.contract import fits_type, type_text
+
+    assert fits_type(3, float) and fits_type(np.int64(3), int) and fits_type(np.float32(1), float)
+    assert fits_type(True, float) is False and fits_type(True, bool)
+    assert fits_type([1, 2.5], tuple[float, float]) and fits_type((1,), tuple[int, ...])
+    assert fits_type([1, "a"], tuple[float, float]) is False
+    assert fits_type([1, 2, 3], tuple[float, float]) is False
+    assert fits_type(None, int | None) and fits_type("x", int | None) is False
+    assert fits_type("a", typing.Literal["a", "b"]) is None  # not checked
+    assert fits_type("a", typing.Literal["a"] | None) is None
+    assert (type_text(tuple[float, float] | None)
+            == "a list of 2 numbers or None (write None or null)")
+    assert type_text(tuple[str, ...]) == "a list of strings"
+
+
 def test_param_values_are_checked_against_the_parameters_types():
     from lensbench.bench import cli
 

@@ -217,6 +217,13 @@ def test_clean_labelling_applies_its_cuts():
     (dict(labelling="strict"), "labelling must be one of"),
     (dict(field_density=-1.0), "field_density must be a finite number >= 0"),
     (dict(field_mag_range=(25.0, 18.0)), "field_mag_range must be"),
+    # a wrong type (from JSON or --set) is named before the simulator meets it
+    (dict(field_density="abc"), "field_density must be a number, got 'abc'"),
+    (dict(theta_e_range=(1.0, "a")), r"theta_e_range must be a list of 2 numbers"),
+    (dict(theta_e_range=(1.0, 2.0, 3.0)), r"theta_e_range must be a list of 2 numbers"),
+    (dict(max_clumps=2.5), "max_clumps must be an integer, got 2.5"),
+    (dict(noise=1), "noise must be true or false, got 1"),
+    (dict(bands="gri"), "bands must be a list of strings or None"),
 ])
 def test_invalid_configuration_is_a_clear_error(change, message):
     with pytest.raises(ValueError, match=message):
