@@ -384,12 +384,18 @@ def _cube_planes(path: Path, data: np.ndarray, header, bands: Sequence[str],
             where = band_map.get(band)
             if where is None or not where.isdigit() or int(where) >= data.shape[0]:
                 raise PreparationError(f"{path}: --bands gives no plane (0-{data.shape[0] - 1})"
-                                       f" of the cube for band {band}")
+                                       f" of the cube for band {band} (it names "
+                                       f"{', '.join(band_map)}; the model needs "
+                                       f"{', '.join(bands)})")
             index[band] = int(where)
     else:
         listed = header.get("BANDS")
         if isinstance(listed, str):
             names = [b.strip() for b in listed.split(",")]
+            if len(names) != data.shape[0]:
+                raise PreparationError(f"{path}: the cube's BANDS {listed!r} names {len(names)} "
+                                       f"bands, but it has {data.shape[0]} planes; pass "
+                                       f"--bands g=0,r=1,... to say which plane is which")
             missing = [b for b in bands if b not in names]
             if missing:
                 raise PreparationError(f"{path}: the cube's BANDS {listed!r} has no band "

@@ -138,6 +138,15 @@ def test_a_cube_takes_its_bands_from_bands_keyword_or_the_model_order(tmp_path):
     fits.PrimaryHDU(cube, header).writeto(tmp_path / "three.fits")
     with pytest.raises(PreparationError, match=r"three\.fits: a cube of 3 planes.*--bands"):
         prepare_cutout(tmp_path / "three.fits", GR, cutout_id="t")
+    # a BANDS keyword that does not count the planes, and a --bands map that misses a band
+    header["BANDS"] = "z,r,g,i"
+    fits.PrimaryHDU(cube, header).writeto(tmp_path / "miscount.fits")
+    with pytest.raises(PreparationError, match=r"miscount\.fits: the cube's BANDS 'z,r,g,i' "
+                                               r"names 4 bands, but it has 3 planes"):
+        prepare_cutout(tmp_path / "miscount.fits", GR, cutout_id="m")
+    with pytest.raises(PreparationError, match=r"no plane \(0-2\) of the cube for band r "
+                                               r"\(it names g, q; the model needs g, r\)"):
+        prepare_cutout(tmp_path / "three.fits", GR, cutout_id="t", band_map={"g": "0", "q": "1"})
 
 
 def test_padding_is_noise_from_the_rms_map_or_the_border_reproducible_per_id(tmp_path):
@@ -244,6 +253,24 @@ def test_bench_scan_prepares_band_files_and_records_it(finder, tmp_path, capsys)
     first = read_csv(out)
     assert cli.main([*argv, "--model-pixel-scale", "0.2", "--restart"]) == 0
     assert read_csv(out) == first
+
+
+def test_a_scan_counts_one_cause_met_by_many_cutout_files_once(finder, tmp_path, capsys):
+    folder = tmp_path / "cubes"
+    folder.mkdir()
+    header = wcs_header(0.2, 16)
+    header["MAGZPT"], header["BANDS"] = 27.0, "g,r,i"
+    for k in range(3):
+        fits.PrimaryHDU(np.ones((2, 16, 16)), header).writeto(folder / f"c{k}.fits")
+    assert cli.main(["scan", "--model", str(finder), "--cutouts", str(folder), "--out",
+                     str(tmp_path / "c.csv"), "--prepare", "--model-pixel-scale", "0.2",
+                     "--no-progress", "--workdir", str(tmp_path / "w")]) == 2
+    last = capsys.readouterr().err.splitlines()[-1]
+    assert "none of the 3 cutouts could be scored: 3 x the cube's BANDS 'g,r,i' names 3 " \
+           "bands, but it has 2 planes" in last, last
+    # each bad cutout keeps its own file in the list
+    assert all(row["reason"].startswith(row["source"])
+               for row in read_csv(tmp_path / "c.bad.csv"))
 
 
 def test_bench_scan_prepares_a_manifest_with_weights_and_multi_extension_files(finder, tmp_path):

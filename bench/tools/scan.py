@@ -827,10 +827,16 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     complete = n_scored + n_bad >= len(items)
     if complete:
         finish(files, rows, bads, prepared=preparer is not None)
-    reasons = Counter({row["id"]: row["reason"] for row in bads}.values())
+    reasons = Counter({row["id"]: _reason_without_source(row) for row in bads}.values())
     return ScanSummary(files.out if complete else files.partial, files.bad, len(items),
                        n_scored, n_bad, scored_rows, seconds, layout, complete,
                        dict(reasons.most_common()))
+
+
+def _reason_without_source(bad_row: dict) -> str:
+    """A bad cutout's reason without its own file ("x.fits[plane 2]: ..."), so that one cause
+    met by many cutouts is counted as one."""
+    return re.sub(rf"^{re.escape(bad_row['source'])}(\[[^\]]*\])?: ", "", bad_row["reason"])
 
 
 def finish(files: ScanFiles, rows: list[dict], bads: list[dict], prepared: bool = False
