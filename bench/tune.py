@@ -65,17 +65,34 @@ def make_storage(storage: str | None, workdir: Path):
 def rdb_storage(url: str, attempts: int = 6):
     """Optuna's RDB storage for ``url``. Workers that start together on an empty database race to
     create its tables (one gets a duplicate-key error on alembic_version): a loser waits a random
-    moment and connects again, by which time the tables exist."""
+    moment and connects again, by which time the tables exist. A URL that cannot work (not a
+    database URL, an unknown driver, a database that cannot be opened or reached after the
+    retries) is a ValueError naming it, its password hidden."""
     import random
     import time
+
+    from sqlalchemy.exc import ArgumentError, NoSuchModuleError
 
     for attempt in range(attempts):
         try:
             return optuna.storages.RDBStorage(url)
-        except Exception:  # sqlalchemy errors of the schema race; the last attempt re-raises
-            if attempt == attempts - 1:
-                raise
+        except Exception as error:  # sqlalchemy errors of the schema race are retried
+            if attempt == attempts - 1 or isinstance(error, (ArgumentError, NoSuchModuleError)):
+                reason = (str(error).strip().splitlines() or [repr(error)])[0]
+                raise ValueError(f"--storage {_hide_password(url)}: not an Optuna storage "
+                                 f"that can be opened ({type(error).__name__}: {reason})"
+                                 ) from None
             time.sleep(random.uniform(0.2, 1.0) * (attempt + 1))
+
+
+def _hide_password(url: str) -> str:
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import ArgumentError
+
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:  # not a URL: nothing in it is a password
+        return url
 
 
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
@@ -120,6 +137,7 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
         raise ValueError(f"method {method_name!r} declares no search_space"
                          + (" beyond the fixed --param values" if cls.search_space else "")
                          + "; nothing to tune")
+    study_storage = make_storage(storage, workdir)  # a bad URL fails before any simulation
     base_params = {**suite.params_for(profile, task).get(method_name, {}), **fixed}
     default_name = f"{suite.name}.{task.name}.{method_name}.{profile}"
     study_name = study_name or (default_name if metric == kind.tune_metric
@@ -132,7 +150,7 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     study = optuna.create_study(
-        study_name=study_name, storage=make_storage(storage, workdir), direction=direction,
+        study_name=study_name, storage=study_storage, direction=direction,
         load_if_exists=True, pruner=make_pruner(pruner),
         sampler=optuna.samplers.TPESampler(seed=derive_seed(seed, "sampler", study_name)))
     finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,

@@ -229,3 +229,20 @@ def test_tune_metric_names_another_metric_of_the_kind_or_lists_them(tmp_path, ca
     study = optuna.load_study(study_name="smoke.smoke-ground.pixel-logreg.default.ece",
                               storage=tune.make_storage(None, tmp_path))
     assert study.direction == optuna.study.StudyDirection.MINIMIZE
+
+
+@pytest.mark.parametrize("url, reason", [
+    ("bogus", "ArgumentError: Could not parse"),
+    ("nosuchdriver://host/db", "NoSuchModuleError"),
+])
+def test_a_storage_that_cannot_be_opened_is_refused_before_any_data(url, reason, tmp_path,
+                                                                    capsys):
+    assert cli.main(["tune", "--suite", "smoke", "--task", "ground", "--method", "pixel-logreg",
+                     "--trials", "1", "--no-tracking", "--workdir", str(tmp_path),
+                     "--storage", url]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "Traceback" not in err, err
+    assert err.startswith(f"bench: error: --storage {url}: not an Optuna storage") and reason in err
+    assert not (tmp_path / "splits").exists()
+    # a password in a URL is never printed
+    assert tune._hide_password("postgresql://me:secret@db/lens") == "postgresql://me:***@db/lens"
