@@ -272,9 +272,22 @@ def cmd_run(args) -> int:
             tracker.end_suite(status)
     failed = [r for r in results if r.status == "failed"]
     print(f"{len(results)} runs, {len(failed)} failed; results in "
-          f"{args.workdir / 'results.jsonl'}; `bench report --suite {suite.name}` writes the "
-          "leaderboard")
+          f"{args.workdir / 'results.jsonl'}; `bench report --suite {suite.name}"
+          f"{_same_store_options(args)}` writes the leaderboard")
     return 1 if failed and args.strict else 0
+
+
+def _same_store_options(args) -> str:
+    """The --profile and --workdir a suggested next command needs to find what this one made
+    (none where they are the defaults)."""
+    from lensbench.bench.tasks import DEFAULT_PROFILE
+
+    options = ""
+    if args.profile != DEFAULT_PROFILE:
+        options += f" --profile {args.profile}"
+    if args.workdir != DEFAULT_WORKDIR:
+        options += f" --workdir {args.workdir}"
+    return options
 
 
 def _params_from_file(path: Path | None) -> dict[str, dict]:
@@ -314,7 +327,8 @@ def cmd_tune(args) -> int:
           f"{outcome.metric} ({outcome.direction}) {outcome.best_value}, params "
           f"{outcome.best_params}")
     print(f"best params in {outcome.params_file}; use them with `bench run --suite "
-          f"{suite.name} --methods {args.method} --params {outcome.params_file}`")
+          f"{suite.name} --methods {args.method} --params {outcome.params_file}"
+          f"{_same_store_options(args)}`")
     return 0
 
 

@@ -42,10 +42,15 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path,
     suite = get_suite(suite_name)
     kind = kind_of(suite)
     store = workdir / RESULTS_FILE
-    results = latest_results(read_results(store), suite.name, profile)
+    stored = read_results(store)
+    results = latest_results(stored, suite.name, profile)
     if not results:
+        others = sorted({r.profile for r in stored if r.suite == suite.name})
+        hint = (f"it has the profile(s) {', '.join(others)}: `bench report --suite {suite.name} "
+                f"--profile {others[0]}`" if others else
+                f"run `bench run --suite {suite.name} --profile {profile}` first")
         raise ValueError(f"{store}: no results for suite {suite.name!r} and profile "
-                         f"{profile!r}; run `bench run --suite {suite.name} --profile {profile}`")
+                         f"{profile!r}; {hint}")
     out_dir.mkdir(parents=True, exist_ok=True)
     md = [f"# lensbench {kind.report_title}: `{suite.name}` suite ({profile} profile)", "",
           *provenance_lines(suite.name, profile, kind.provenance_results(results), store,

@@ -393,7 +393,7 @@ def test_rotation_metrics_separate_invariant_from_orientation_bound_methods():
     assert invariant["rotation/tpr0_spread"] == 0 and invariant["rotation/n_cutouts"] == 4
 
 
-def test_tasks_option_runs_the_named_tasks_with_their_own_seeds(tmp_path, monkeypatch):
+def test_tasks_option_runs_the_named_tasks_with_their_own_seeds(tmp_path, monkeypatch, capsys):
     import dataclasses
 
     from lensbench.bench.tasks import SMOKE_TASK, Suite
@@ -410,6 +410,14 @@ def test_tasks_option_runs_the_named_tasks_with_their_own_seeds(tmp_path, monkey
     assert (only.task, only.seed) == (same.task, same.seed)
     np.testing.assert_equal(only.metrics, same.metrics)  # NaN-aware (empty bins)
     assert only.split_hashes == same.split_hashes
+    # The next step it suggests finds this run's results; without the profile, the report
+    # says which profile the store has.
+    suggested = capsys.readouterr().out.splitlines()[-1].split("`")[1]
+    assert suggested == f"bench report --suite two --profile smoke --workdir {tmp_path / 'one'}"
+    assert cli.main([*suggested.split()[1:], "--out", str(tmp_path / "reports")]) == 0
+    assert cli.main(["report", "--suite", "two", "--workdir", str(tmp_path / "one")]) == 2
+    assert "it has the profile(s) smoke: `bench report --suite two --profile smoke`" in \
+        capsys.readouterr().err
 
 
 def test_profile_params_tasks_without_the_profile_and_report_names(tmp_path, monkeypatch):

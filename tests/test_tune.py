@@ -197,6 +197,9 @@ def test_every_kind_tunes_on_validation_only_and_hands_params_to_run(
     assert loaded_splits and not [n for n in loaded_splits if "-test-" in n]
     assert not [p.name for p in (tmp_path / "splits").iterdir() if "-test-" in p.name]
     (params_file,) = (tmp_path / "tune").glob("*/best_params.json")
+    # the run it suggests reads this profile's splits in this workdir
+    assert (f"bench run --suite {suite} --methods {method} --params {params_file} --profile "
+            f"smoke --workdir {tmp_path}`") in out
     best = json.loads(params_file.read_text())[method]
     space = set(resolve_method(method).search_space)
     assert space - {value.split("=")[0].split(".")[1] for value in fixed} <= set(best)
