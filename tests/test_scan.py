@@ -339,6 +339,22 @@ def test_a_second_scan_of_the_same_table_is_refused(data, tmp_path):
     assert len(read_csv(out)) == 12
 
 
+def test_a_finished_scan_is_kept_until_restart(data, tmp_path):
+    out = tmp_path / "c.csv"
+    scan(data["ckpt"], data["fits"], out, progress=False)
+    finished = out.read_text()
+    # A rerun names the finished table (perhaps graded since) and leaves it as it is.
+    with pytest.raises(ValueError, match=r"c\.csv holds a finished scan.*--restart"):
+        scan(data["ckpt"], data["fits"], out, progress=False)
+    assert out.read_text() == finished
+    summary = scan(data["ckpt"], data["fits"], out, progress=False, restart=True)
+    assert summary.complete and out.read_text() == finished  # the same scan again
+    # Without the table, a left-over bad list alone does not say which scan made it.
+    out.unlink()
+    with pytest.raises(ValueError, match=r"c\.bad\.csv exist\(s\) without c\.csv\.scan\.json"):
+        scan(data["ckpt"], data["fits"], out, progress=False)
+
+
 def test_duplicate_ids_are_an_error_not_a_silent_skip(data, tmp_path):
     folder = tmp_path / "dup"
     folder.mkdir()

@@ -628,9 +628,14 @@ def _check_state(files: ScanFiles, state: dict, restart: bool) -> None:
                 raise ValueError(
                     f"{files.partial} holds an unfinished scan of a different {key.split('_')[0]}"
                     f" ({old.get(key)!r}, now {state[key]!r}); pass --restart to discard it")
-    elif files.partial.is_file() or files.bad.is_file():
-        raise ValueError(f"{files.partial} or {files.bad} exists without {files.state.name}; "
-                         "pass --restart to discard it")
+    elif files.out.is_file() and not restart:  # finished; perhaps graded since (inspect --merge)
+        raise ValueError(f"{files.out} holds a finished scan (its bad cutouts in "
+                         f"{files.bad.name}); pass --restart to scan again and replace it, or "
+                         "choose another --out")
+    elif found := [path for path in (files.partial, files.bad) if path.is_file()]:
+        raise ValueError(f"{' and '.join(map(str, found))} exist(s) without "
+                         f"{files.state.name}, so which scan made it is unknown; pass "
+                         "--restart to discard it")
     tmp = files.state.with_name(files.state.name + ".tmp")
     tmp.write_text(json.dumps(state, indent=1))
     tmp.replace(files.state)
