@@ -16,6 +16,7 @@ from __future__ import annotations
 import io
 import math
 import re
+import zipfile
 from dataclasses import fields
 from pathlib import Path
 
@@ -58,8 +59,15 @@ def read_payload(path, kind: str, data: bytes | None = None, hint: str = "") -> 
         # pickled object it asked for is worth showing
         text = str(error)
         wanted = re.search(r"Unsupported global: GLOBAL (\S+)", text)
-        reason = (f"it holds a pickled Python object ({wanted.group(1)})" if wanted
-                  else text.strip().splitlines()[0] if text.strip() else type(error).__name__)
+        unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
+        if wanted:
+            reason = f"it holds a pickled Python object ({wanted.group(1)})"
+        elif not zipfile.is_zipfile(io.BytesIO(data) if data is not None else path):
+            reason = "it is not a torch file (torch.save writes zip archives)"
+        elif unpickler:
+            reason = unpickler.group(1).strip()
+        else:
+            reason = text.strip().splitlines()[0] if text.strip() else type(error).__name__
         raise ValueError(f"{path}: not a {kind} that loads as weights only (plain data and "
                          f"tensors): {reason}{hint}") from None
     if not isinstance(payload, dict):

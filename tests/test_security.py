@@ -110,6 +110,19 @@ def test_scan_of_a_checkpoint_naming_a_function_runs_nothing(finder_file, tmp_pa
     assert str(crafted) in lines[0] and "'subprocess:run'" in lines[0]
 
 
+def test_a_model_that_is_not_a_torch_file_is_named_as_such_without_torchs_advice(tmp_path):
+    # torch's own refusal advises loading with weights_only=False, which would run the file's
+    # code: lensbench never passes that advice on
+    image = tmp_path / "image.fits"
+    fits.writeto(image, np.zeros((4, 4)))
+    with pytest.raises(ValueError) as refused:
+        load_checkpoint(image)
+    message = str(refused.value)
+    assert message.startswith(f"{image}: not a lensbench deep checkpoint")
+    assert message.endswith("it is not a torch file (torch.save writes zip archives)")
+    assert "weights_only" not in message and "trusted source" not in message
+
+
 def test_old_class_field_loads_only_when_it_is_exactly_a_registered_class(finder_file, tmp_path):
     payload = torch.load(finder_file, map_location="cpu", weights_only=True)
     old = tmp_path / "old.pt"
