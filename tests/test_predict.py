@@ -145,6 +145,26 @@ def test_bad_column_maps_are_one_line_errors(photoz_run, tmp_path, capsys, argv,
     assert err.count("\n") == 1 and not (tmp_path / "z.csv").exists()
 
 
+def test_a_missing_catalogue_or_a_text_cell_is_named_with_its_row(photoz_run, tmp_path, capsys):
+    workdir, _, result = photoz_run
+    catalogue = _write_catalogue(tmp_path / "c.csv", np.full((3, 10), 20.0))
+    lines = catalogue.read_text().splitlines()
+    cells = lines[2].split(",")
+    cells[3] = "abc"  # MAG_R of the second data row
+    lines[2] = ",".join(cells)
+    catalogue.write_text("\n".join(lines) + "\n")
+    base = ["predict", "--model", str(workdir / result.artifacts["model"]), "--columns", COLUMNS,
+            "--out", str(tmp_path / "z.csv")]
+    for where, message in ((catalogue, f"{catalogue}: column 'MAG_R' (mapped to r) is not "
+                                       "numeric: data row 2 holds 'abc'; expected numbers"),
+                           (tmp_path / "nope.csv", f"--catalog {tmp_path / 'nope.csv'}: no such "
+                                                   "file")):
+        assert main([*base, "--catalog", str(where)]) == 2
+        err = capsys.readouterr().err
+        assert err == f"bench: error: {message}\n"
+    assert not (tmp_path / "z.csv").exists()
+
+
 def test_a_photoz_model_given_cutouts_says_what_it_is(photoz_run, tmp_path, capsys):
     workdir, _, result = photoz_run
     code = main(["predict", "--model", str(workdir / result.artifacts["model"]), "--cutouts",

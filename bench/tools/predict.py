@@ -193,13 +193,21 @@ def read_table(path: Path):
         fmt = "ascii.csv"
     else:
         raise ValueError(f"{path}: expected a CSV (.csv) or FITS table (.fits, .fit) file")
+    if not path.is_file():
+        raise FileNotFoundError(f"--catalog {path}: no such file")
     try:
         return Table.read(path, format=fmt)
-    except FileNotFoundError:
-        raise
     except Exception as error:  # astropy's many parser errors: the file is not a table
         raise ValueError(f"{path}: not a readable {fmt.split('.')[-1].upper()} table: "
                          f"{str(error).splitlines()[0] if str(error) else error!r}") from None
+
+
+def _is_number(value) -> bool:
+    try:
+        float(value)
+    except (TypeError, ValueError):
+        return value is np.ma.masked  # an empty cell: NaN, dropped later with its reason
+    return True
 
 
 def _column(table, path: Path, name: str, role: str) -> np.ndarray:
@@ -212,8 +220,10 @@ def _column(table, path: Path, name: str, role: str) -> np.ndarray:
     try:
         values = np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
     except (TypeError, ValueError):
-        raise ValueError(f"{path}: column {name!r} (mapped to {role}) is not numeric: expected "
-                         f"numbers, got {column.dtype}") from None
+        row, value = next((row, value) for row, value in enumerate(column, start=1)
+                          if not _is_number(value))
+        raise ValueError(f"{path}: column {name!r} (mapped to {role}) is not numeric: data row "
+                         f"{row} holds {str(value)!r}; expected numbers") from None
     return np.asarray(values, dtype=np.float64).ravel()
 
 
