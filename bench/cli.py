@@ -857,11 +857,12 @@ def build_parser() -> argparse.ArgumentParser:
     _add_workdir(gpu)
     gpu.set_defaults(func=cmd_perf_gpu)
 
-    scan = sub.add_parser("scan", help="score real cutouts with a fitted CNN finder and rank "
-                          "them (resumable; Dask for scale-out)")
+    scan = sub.add_parser("scan", help="score real cutouts with any saved lens finder and "
+                          "rank them (resumable; Dask for scale-out)")
     scan.add_argument("--model", required=True,
-                      help="a checkpoint file, or an MLflow run id whose checkpoint artefact "
-                           "is used")
+                      help="a model file (model.lbmodel, any saved finder), a bare torch "
+                           "checkpoint (*.pt, with --model-pixel-scale), or an MLflow run id "
+                           "whose model artefact is used")
     scan.add_argument("--cutouts", type=Path, required=True,
                       help="a folder of FITS cutouts (one (B, H, W) file per object, or the "
                            "Metcalf layout) or a split directory (HDF5 shards + manifest)")
