@@ -93,7 +93,7 @@ def _parse_value(text: str):
 def _check_value(cls, key: str, value, where: str) -> None:
     """ValueError naming ``where`` if ``value`` does not fit the type of ``cls``'s parameter
     ``key``: "None" read as the string would otherwise fail deep inside a run."""
-    from lensbench.baselines.contract import fits_type, type_text
+    from lensbench.datasets.typecheck import fits_type, type_text
 
     try:
         hint = typing.get_type_hints(cls.__init__).get(key)

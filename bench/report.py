@@ -17,6 +17,7 @@ from lensbench.bench.kinds import kind_of
 from lensbench.bench.results import Result, read_results
 from lensbench.bench.runner import DIRTY, RESULTS_FILE, git_commit
 from lensbench.bench.tasks import DEFAULT_PROFILE, Suite, Task, all_tasks, get_suite
+from lensbench.datasets.files import atomic_write_text
 
 
 def latest_results(results: list[Result], suite: str, profile: str) -> list[Result]:
@@ -169,11 +170,10 @@ def run_command(suite_name: str, profile: str, results: list[Result], seeds: lis
 
 def write_markdown_and_html(md: list[str], out_dir: Path, stem: str) -> list[Path]:
     """``<stem>.md`` and ``<stem>.html`` (figures embedded) in ``out_dir``."""
-    md_path = out_dir / f"{stem}.md"
-    md_path.write_text("\n".join(md) + "\n", encoding="utf-8")
-    html_path = out_dir / f"{stem}.html"
-    html_path.write_text(markdown_to_html("\n".join(md), out_dir), encoding="utf-8")
-    return [md_path, html_path]
+    html_text = markdown_to_html("\n".join(md), out_dir)
+    # each file whole or not at all: a crash or an interrupt leaves the previous report
+    return [atomic_write_text(out_dir / f"{stem}.md", "\n".join(md) + "\n"),
+            atomic_write_text(out_dir / f"{stem}.html", html_text)]
 
 
 def markdown_to_html(text: str, folder: Path) -> str:

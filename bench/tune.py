@@ -27,7 +27,7 @@ from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import MAXIMIZE, get_kind
 from lensbench.bench.runner import derive_seed
 from lensbench.bench.tasks import DEFAULT_PROFILE, Suite, find_task
-from lensbench.datasets.files import atomic_savefig
+from lensbench.datasets.files import atomic_savefig, atomic_write_text
 
 PRUNERS = ("median", "hyperband", "none")
 
@@ -231,9 +231,8 @@ def _write_outcome(study: optuna.Study, method_name: str, fixed: dict, metric: s
     folder = workdir / "tune" / _safe(study_name)
     folder.mkdir(parents=True, exist_ok=True)
     params_file = folder / "best_params.json"
-    tmp = params_file.with_suffix(".json.tmp")
-    tmp.write_text(json.dumps({method_name: best_params}, indent=2, sort_keys=True) + "\n")
-    tmp.replace(params_file)  # atomic: never a half-written params file
+    atomic_write_text(params_file,  # never a half-written params file
+                      json.dumps({method_name: best_params}, indent=2, sort_keys=True) + "\n")
     return TuneOutcome(study_name, metric, direction, best.value if best else None, best_params,
                        len(study.get_trials(deepcopy=False)), params_file)
 

@@ -12,8 +12,8 @@ import math
 import typing
 from dataclasses import dataclass, field
 
-from lensbench.baselines.contract import fits_type, type_text
 from lensbench.datasets.surveys import get_survey
+from lensbench.datasets.typecheck import fits_type, type_text
 
 # Colours (band - reference band, AB) by band name. The lens is a passive early-type galaxy at
 # z ~ 0.5 (red); the source a star-forming galaxy at z ~ 1-2 (blue, nearly flat in f_nu); clumps of

@@ -35,6 +35,13 @@ def atomic_open(path: str | os.PathLike, mode: str = "w", **kwargs):
         os.fsync(f.fileno())
 
 
+def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
+    """``Path(path).write_text(text, encoding="utf-8")`` through :func:`atomic_open`."""
+    with atomic_open(path, "w", encoding="utf-8") as f:
+        f.write(text)
+    return Path(path)
+
+
 def atomic_savez(path: str | os.PathLike, **arrays) -> Path:
     """``numpy.savez_compressed`` to ``path`` through :func:`atomic_open`: a crash leaves the
     old file, and a file linked elsewhere (a workdir copied with hard links) is replaced, not

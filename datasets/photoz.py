@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.datasets import registry
+from lensbench.datasets.files import atomic_write_text
 from lensbench.datasets.storage import arrays_sha256, sha256_file
 
 log = logging.getLogger(__name__)
@@ -359,9 +360,7 @@ def save_photoz_split(split: PhotozSplit, folder: Path) -> Path:
     os.replace(tmp, npz)
     manifest = {**split.meta, "files": list(split.parts["train"].files),
                 "npz_sha256": sha256_file(npz), "created_by": "lensbench.datasets.photoz"}
-    tmp_manifest = folder / "manifest.json.tmp"
-    tmp_manifest.write_text(json.dumps(manifest, indent=1, sort_keys=True))
-    os.replace(tmp_manifest, folder / "manifest.json")
+    atomic_write_text(folder / "manifest.json", json.dumps(manifest, indent=1, sort_keys=True))
     return folder
 
 

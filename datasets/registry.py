@@ -29,6 +29,7 @@ from functools import cache
 from importlib import resources
 from pathlib import Path
 
+from lensbench.datasets.files import atomic_write_text
 from lensbench.datasets.storage import sha256_file
 
 DATA_DIR_ENV = "LENSBENCH_DATA_DIR"
@@ -146,7 +147,7 @@ def build_registry_table(shared_dir: str | os.PathLike, out: str | os.PathLike |
                      "SHA256SUMS and SOURCE.txt files; do not edit by hand.",
              "files": dict(sorted(files.items()))}
     target = Path(out) if out is not None else Path(__file__).with_name(REGISTRY_FILE)
-    target.write_text(json.dumps(table, indent=1, sort_keys=True) + "\n")
+    atomic_write_text(target, json.dumps(table, indent=1, sort_keys=True) + "\n")
     return table
 
 

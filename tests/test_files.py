@@ -61,3 +61,19 @@ def test_run_artefacts_replace_their_file_and_leave_hard_links_alone(tmp_path):
     atomic_savefig(fig, figure_path, dpi=20)
     assert figure_path.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert figure_path.read_bytes() != old and (tmp_path / "copy.png").read_bytes() == old
+
+
+def test_an_interrupted_report_leaves_the_previous_one(tmp_path, monkeypatch):
+    from lensbench.bench import report
+
+    report.write_markdown_and_html(["# old", "", "- a line"], tmp_path, "suite")
+    before = {p.name: p.read_bytes() for p in tmp_path.iterdir()}
+    assert sorted(before) == ["suite.html", "suite.md"]
+
+    def interrupted(text, folder):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(report, "markdown_to_html", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        report.write_markdown_and_html(["# new"], tmp_path, "suite")
+    assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before

@@ -299,7 +299,7 @@ def test_a_value_is_checked_against_a_type_hint_item_by_item():
     import typing
 
     import numpy as np
-    from lensbench.baselines.contract import fits_type, type_text
+    from lensbench.datasets.typecheck import fits_type, type_text
 
     assert fits_type(3, float) and fits_type(np.int64(3), int) and fits_type(np.float32(1), float)
     assert fits_type(True, float) is False and fits_type(True, bool)

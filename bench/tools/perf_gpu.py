@@ -29,6 +29,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from lensbench.bench.tasks import COMPARE_PARAMS, METCALF_GROUND, Suite
+from lensbench.datasets.files import atomic_write_text
 
 COMPARE_REPORT = Path(__file__).resolve().parents[2] / "reports" / "metcalf-compare.md"
 GPU_REPORT = COMPARE_REPORT.with_name("metcalf-compare-gpu.md")
@@ -605,9 +606,7 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
         lines += ["", *scans] if scans else []
         lines += speed_lines(in_order(speed_runs)) if speed_runs else []
         lines += simulator
-        partial = out.with_name(out.name + ".partial")
-        partial.write_text("\n".join(lines) + "\n", encoding="utf-8")
-        partial.replace(out)
+        atomic_write_text(out, "\n".join(lines) + "\n")
 
     def logged(run: MethodRun) -> MethodRun:
         log(f"{run_id(run.name, run.params)}: AUROC {run.metrics['auroc']:.4f} TPR0 "

@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from lensbench.datasets.files import atomic_open
+from lensbench.datasets.files import atomic_open, atomic_write_text
 from lensbench.datasets.prepare import PREPARATION_COLUMNS
 from lensbench.datasets.readers import (
     METCALF_FILE,
@@ -636,9 +636,7 @@ def _check_state(files: ScanFiles, state: dict, restart: bool) -> None:
         raise ValueError(f"{' and '.join(map(str, found))} exist(s) without "
                          f"{files.state.name}, so which scan made it is unknown; pass "
                          "--restart to discard it")
-    tmp = files.state.with_name(files.state.name + ".tmp")
-    tmp.write_text(json.dumps(state, indent=1))
-    tmp.replace(files.state)
+    atomic_write_text(files.state, json.dumps(state, indent=1))
 
 
 def _format(value: float) -> str:

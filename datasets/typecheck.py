@@ -1,0 +1,54 @@
+"""A value read from JSON or the command line against a type hint: a simulation config's fields
+(datasets/config.py) and a method's parameters (``bench run --param``) are checked with it, so a
+wrong type is refused by name before any work instead of failing deep inside a run."""
+
+from __future__ import annotations
+
+import numbers
+import types
+import typing
+
+
+def fits_type(value, hint) -> bool | None:
+    """Whether ``value`` (read from JSON or the command line) fits the type hint ``hint`` of a
+    method parameter or a config field: an int fits a float (numpy's numbers too), a bool fits
+    no number, a list fits a tuple (JSON has lists only), whose items are checked. None where
+    the hint is not made of classes (a Literal...): then it is not checked."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        fits = [fits_type(value, option) for option in args]
+        return True if True in fits else None if None in fits else False
+    if hint is type(None):
+        return value is None
+    if hint in (int, float):
+        kind = numbers.Integral if hint is int else numbers.Real
+        return isinstance(value, kind) and not isinstance(value, bool)
+    if origin in (tuple, list):
+        if not isinstance(value, (list, tuple)):
+            return False
+        if args and origin is tuple and args[-1] is not Ellipsis:
+            if len(value) != len(args):
+                return False
+            fits = list(map(fits_type, value, args))
+        else:
+            fits = [fits_type(item, args[0]) for item in value] if args else []
+        return False if False in fits else None if None in fits else True
+    cls = origin or hint
+    if not isinstance(cls, type):
+        return None
+    return isinstance(value, (list, tuple) if cls in (list, tuple) else cls)
+
+
+def type_text(hint) -> str:
+    """A type hint as someone writing JSON or ``KEY=VALUE`` reads it: "a list of 2 numbers"."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(map(type_text, args))
+    if origin in (tuple, list) and args:
+        items = type_text(args[0]).split(" ", 1)[1]  # "an integer" -> "integer"
+        count = "" if origin is list or args[-1] is Ellipsis else f"{len(args)} "
+        return f"a list of {count}{items}s"
+    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+             type(None): "None (write None or null)", list: "a list", tuple: "a list",
+             dict: "an object"}
+    return names.get(origin or hint, str(hint))
