@@ -161,6 +161,9 @@ class SimConfig:
     extra: dict = field(default_factory=dict)  # free-form tags recorded in the manifest
 
     def __post_init__(self):
+        if not isinstance(self.negatives, dict):  # before the type check: a fuller message
+            raise ValueError(f"SimConfig.negatives must be a dict of class -> fraction over "
+                             f"{NEGATIVE_CLASSES}, got {self.negatives!r}")
         self._check_types()
         for name in ("theta_e_range", "z_lens_range", "q_range", "lens_sersic_n_range",
                      "lens_r_eff_range", "source_mag_range", "source_r_eff_range",
@@ -175,9 +178,6 @@ class SimConfig:
             object.__setattr__(self, "bands", tuple(self.bands))
         if isinstance(self.correlated_noise, (list, tuple)):  # JSON gives a list
             object.__setattr__(self, "correlated_noise", tuple(self.correlated_noise))
-        if not isinstance(self.negatives, dict):
-            raise ValueError(f"SimConfig.negatives must be a dict of class -> fraction over "
-                             f"{NEGATIVE_CLASSES}, got {self.negatives!r}")
         object.__setattr__(self, "negatives", dict(self.negatives))  # not the caller's dict
         self._validate()
 
