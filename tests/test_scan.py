@@ -337,6 +337,7 @@ def test_a_second_scan_of_the_same_table_is_refused(data, tmp_path):
     assert not out.exists()
     scan(data["ckpt"], data["fits"], out, progress=False)  # free again
     assert len(read_csv(out)) == 12
+    assert not (tmp_path / "c.csv.lock").exists()  # no lock file is left beside the table
 
 
 def test_a_finished_scan_is_kept_until_restart(data, tmp_path):
