@@ -124,8 +124,7 @@ def leader_change_table(ranked: list, load, change, columns: tuple[tuple[str, st
                 break
     if not changes:
         return []
-    leader = leader.run_id
-    return ["", f"How far apart: each runner-up minus `{leader}` on the same test {resampled}, "
+    return ["", f"How far apart: each runner-up minus `{leader.run_id}` on the same test {resampled}, "
             f"with 95% intervals from {BOOTSTRAP_RESAMPLES} paired bootstrap resamples. They "
             "cover the test set's noise, not the training seed's; an interval that holds 0 is "
             "no firm difference.", "",
