@@ -124,10 +124,10 @@ def leader_change_table(ranked: list, load, change, columns: tuple[tuple[str, st
                 break
     if not changes:
         return []
-    return ["", f"How far apart: each runner-up minus `{leader.run_id}` on the same test {resampled}, "
-            f"with 95% intervals from {BOOTSTRAP_RESAMPLES} paired bootstrap resamples. They "
-            "cover the test set's noise, not the training seed's; an interval that holds 0 is "
-            "no firm difference.", "",
+    return ["", f"How far apart: each runner-up minus `{leader.run_id}` on the same test "
+            f"{resampled}, with 95% intervals from {BOOTSTRAP_RESAMPLES} paired bootstrap "
+            "resamples. They cover the test set's noise, not the training seed's; an interval "
+            "that holds 0 is no firm difference.", "",
             "| method | " + " | ".join(f"{title} change" for title, _, _ in columns) + " |",
             "|" + "---|" * (len(columns) + 1),
             *(f"| `{run_id}` | " + " | ".join(change_text(change[key], digits)

@@ -9,15 +9,34 @@ from contextlib import contextmanager
 from pathlib import Path
 
 
+def _process_umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+# Read once, at import (single-threaded): os.umask can only be read by setting it.
+UMASK = _process_umask()
+
+
+def as_if_created(path: str | os.PathLike, directory: bool = False) -> None:
+    """Give ``path``, made by mkstemp or mkdtemp (0600 / 0700), the permissions ``open`` or
+    ``mkdir`` would have given it under the process's umask, so that a file written through a
+    temporary one is as readable by others as any other file the user makes."""
+    os.chmod(path, (0o777 if directory else 0o666) & ~UMASK)
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """A temporary path beside ``path`` (same folder, so the rename is atomic) to write to;
     renamed onto ``path`` when the block ends without an exception, removed otherwise. Readers
-    see the old file or the complete new one, never a torn one. Parents are created."""
+    see the old file or the complete new one, never a torn one. Parents are created; the new
+    file has the permissions a plain ``open`` would give it."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     handle, tmp = tempfile.mkstemp(prefix=path.name + ".", suffix=".tmp", dir=path.parent)
     os.close(handle)
+    as_if_created(tmp)
     try:
         yield Path(tmp)
         os.replace(tmp, path)

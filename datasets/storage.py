@@ -30,6 +30,7 @@ from typing import Any
 
 import h5py
 import numpy as np
+from lensbench.datasets.files import as_if_created
 from lensbench.datasets.interrupts import check_stop, signals_deferred
 
 FORMAT = "lensbench-split"
@@ -183,6 +184,7 @@ class SplitWriter:
         self._tmp = Path(tempfile.mkdtemp(
             prefix=f"{self.out_dir.name}.partial-{_host()}-{os.getpid()}-",
             dir=self.out_dir.parent))
+        as_if_created(self._tmp, directory=True)
         return self
 
     def __exit__(self, exc_type, exc, tb) -> bool:

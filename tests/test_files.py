@@ -77,3 +77,20 @@ def test_an_interrupted_report_leaves_the_previous_one(tmp_path, monkeypatch):
     with pytest.raises(KeyboardInterrupt):
         report.write_markdown_and_html(["# new"], tmp_path, "suite")
     assert {p.name: p.read_bytes() for p in tmp_path.iterdir()} == before
+
+
+def test_written_files_and_splits_get_the_permissions_of_a_plain_open(tmp_path):
+    from lensbench.datasets.storage import SplitWriter
+
+    plain, plain_folder = tmp_path / "plain.txt", tmp_path / "plain-folder"
+    plain.write_text("x")
+    plain_folder.mkdir()
+    with atomic_open(tmp_path / "atomic.txt") as f:
+        f.write("x")
+    with SplitWriter(tmp_path / "split", config={"kind": "test"}, seed=0, bands=["g"],
+                     created_by="test_files") as writer:
+        writer.add_shard(np.zeros((2, 1, 4, 4), np.float32), {"label": np.zeros(2, np.int64)})
+    # mkstemp alone would give 0600, mkdtemp 0700, whatever the umask
+    assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
+    assert (tmp_path / "split").stat().st_mode & 0o777 == plain_folder.stat().st_mode & 0o777
+    assert plain.stat().st_mode & 0o077  # the umask of a test run lets others read
