@@ -8,12 +8,14 @@ from __future__ import annotations
 import fcntl
 import json
 import os
+import typing
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from lensbench.datasets.interrupts import signals_deferred
+from lensbench.datasets.typecheck import fits_type, type_text
 
 SCHEMA_VERSION = 1
 
@@ -79,13 +81,31 @@ class Result:
 
     @classmethod
     def from_dict(cls, record: dict) -> Result:
+        """The record as a Result: ValueError for another schema version; TypeError for a
+        field missing, unknown or of the wrong type (a hand edit), naming it."""
         version = record.get("schema_version")
         if version != SCHEMA_VERSION:
             raise ValueError(
                 f"Result record {record.get('run_id')!r} has schema_version {version!r}; "
                 f"this lensbench reads schema_version {SCHEMA_VERSION}"
             )
+        hints = typing.get_type_hints(cls)
+        for name, value in record.items():
+            if name in hints and fits_type(value, hints[name]) is False:
+                raise TypeError(f"field {name!r} must be {type_text(hints[name])}, got "
+                                f"{_short(value)}")
+        if record.get("status") not in STATUSES:
+            raise TypeError(f"field 'status' must be one of {', '.join(STATUSES)}, got "
+                            f"{_short(record.get('status'))}")
         return cls(**record)
+
+
+STATUSES = ("ok", "failed", "declined")
+
+
+def _short(value) -> str:
+    text = repr(value)
+    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def append_result(store: Path, result: Result) -> None:
@@ -166,7 +186,7 @@ def read_results(store: Path) -> list[Result]:
             continue
         try:
             results.append(Result.from_dict(record))
-        except TypeError as error:  # fields missing or unknown
+        except TypeError as error:  # fields missing, unknown or of the wrong type
             skipped.append(f"line {number} is not a Result record ({error})")
     if skipped:
         warnings.warn(f"{store}: skipped {len(skipped)} line(s) that are not Result records: "

@@ -1,6 +1,7 @@
 """A value read from JSON or the command line against a type hint: a simulation config's fields
-(datasets/config.py) and a method's parameters (``bench run --param``) are checked with it, so a
-wrong type is refused by name before any work instead of failing deep inside a run."""
+(datasets/config.py), a method's parameters (``bench run --param``) and the fields of a stored
+Result record (bench/results.py) are checked with it, so a wrong type is refused by name before
+any work instead of failing deep inside a run or a report."""
 
 from __future__ import annotations
 
@@ -11,9 +12,10 @@ import typing
 
 def fits_type(value, hint) -> bool | None:
     """Whether ``value`` (read from JSON or the command line) fits the type hint ``hint`` of a
-    method parameter or a config field: an int fits a float (numpy's numbers too), a bool fits
-    no number, a list fits a tuple (JSON has lists only), whose items are checked. None where
-    the hint is not made of classes (a Literal...): then it is not checked."""
+    method parameter, a config field or a stored record's field: an int fits a float (numpy's
+    numbers too), a bool fits no number, a list fits a tuple (JSON has lists only), and the
+    items of a list, a tuple and a dict are checked. None where the hint is not made of classes
+    (a Literal...): then it is not checked."""
     origin, args = typing.get_origin(hint), typing.get_args(hint)
     if origin in (typing.Union, types.UnionType):
         fits = [fits_type(value, option) for option in args]
@@ -33,6 +35,12 @@ def fits_type(value, hint) -> bool | None:
         else:
             fits = [fits_type(item, args[0]) for item in value] if args else []
         return False if False in fits else None if None in fits else True
+    if origin is dict and args:
+        if not isinstance(value, dict):
+            return False
+        fits = [fits_type(item, hint) for pair in value.items()
+                for item, hint in zip(pair, args, strict=True)]
+        return False if False in fits else None if None in fits else True
     cls = origin or hint
     if not isinstance(cls, type):
         return None
@@ -48,6 +56,9 @@ def type_text(hint) -> str:
         items = type_text(args[0]).split(" ", 1)[1]  # "an integer" -> "integer"
         count = "" if origin is list or args[-1] is Ellipsis else f"{len(args)} "
         return f"a list of {count}{items}s"
+    if origin is dict and args:
+        return (f"an object of {type_text(args[1]).split(' ', 1)[1]}s keyed by "
+                f"{type_text(args[0]).split(' ', 1)[1]}s")
     names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
              type(None): "None (write None or null)", list: "a list", tuple: "a list",
              dict: "an object"}

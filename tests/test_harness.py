@@ -209,6 +209,37 @@ def test_a_torn_last_line_loses_no_record(smoke_run, tmp_path):
                          str(tmp_path / "report")]) == 0
     assert "| `pixel-logreg` |" in (tmp_path / "report" / "smoke.md").read_text()
 
+    # A record whose fields have the wrong types (a hand edit) is named by its field and
+    # skipped, as not done: --resume runs it again instead of failing in the report.
+    records = [json.loads(line) for line in good]
+    edited = next(r for r in records if r["method"] == "pixel-logreg")
+    edited["metrics"]["auroc"] = "high"
+    store.write_text("".join(json.dumps(r) + "\n" for r in records))
+    with pytest.warns(ResultsStoreWarning, match=r"field 'metrics' must be an object of "
+                                                 r"numbers keyed by strings, got \{'auroc': "
+                                                 r"'high'"):
+        assert cli.main(["run", "--suite", "smoke", "--workdir", str(workdir), "--no-tracking",
+                         "--methods", "random,pixel-logreg", "--seed", "5", "--resume"]) == 0
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", ResultsStoreWarning)
+        rerun = [r for r in read_results(store) if r.method == "pixel-logreg"]
+    assert rerun and isinstance(rerun[-1].metrics["auroc"], float)
+
+
+def test_a_record_with_a_field_of_the_wrong_type_is_named(tmp_path):
+    from lensbench.bench.results import Result
+
+    base = dict(run_id="r", method="r", task="t", suite="s", profile="p", params={},
+                split_hashes={}, seed=0, status="ok", schema_version=1)
+    assert Result.from_dict(base).status == "ok"
+    for field, value, message in (("seed", "abc", "field 'seed' must be an integer"),
+                                  ("params", None, "field 'params' must be an object"),
+                                  ("status", "weird", "field 'status' must be one of ok"),
+                                  ("metrics", [1, 2], "field 'metrics' must be an object of "
+                                                      "numbers")):
+        with pytest.raises(TypeError, match=message):
+            Result.from_dict({**base, field: value})
+
 
 def test_a_record_missing_only_its_newline_is_kept(tmp_path):
     from lensbench.bench.results import Result, append_result
