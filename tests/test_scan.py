@@ -329,6 +329,35 @@ def test_split_ids_come_from_object_id(data):
     assert items[45].source.endswith("shard-00001.h5#0")
 
 
+def test_resume_files_that_this_scan_did_not_write_are_refused(data, tmp_path):
+    out = tmp_path / "candidates.csv"
+
+    def interrupt(size):
+        raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scan(data["ckpt"], data["split"], out, batch_size=8, progress=False, on_batch=interrupt)
+    files = ScanFiles.for_output(out)
+    written, state = files.partial.read_text(), files.state.read_text()
+    for name, text, message in (
+            ("partial", written + "99999,fake,2.5,0.0,/etc/passwd\n",
+             r"partial: line 10 is not a row this scan wrote \(index='99999', id='fake'"),
+            ("partial", written.replace(",0.", ",high0.", 1), "line 2 is not a row this scan"),
+            ("partial", written + '"' + "x" * 200_000 + "\n", "not a CSV lensbench wrote"),
+            ("bad", "id,source,reason\nfake,x,y\n", r"bad\.csv: line 2 names a cutout this "
+                                                     r"scan does not have \('fake'\)"),
+            ("state", state[:10], r"scan\.json: not the state of a lensbench scan")):
+        getattr(files, name).write_text(text)
+        with pytest.raises(ValueError, match=message):
+            scan(data["ckpt"], data["split"], out, batch_size=8, progress=False)
+        assert not out.exists()
+        files.partial.write_text(written)
+        files.bad.unlink(missing_ok=True)
+        files.state.write_text(state)
+    summary = scan(data["ckpt"], data["split"], out, batch_size=8, progress=False)
+    assert summary.complete and summary.n_scored_now == 70 - 8
+
+
 def test_a_second_scan_of_the_same_table_is_refused(data, tmp_path):
     out = tmp_path / "c.csv"
     with scan_module._exclusive(tmp_path / "c.csv.lock"):

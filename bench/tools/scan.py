@@ -586,11 +586,43 @@ def _read_rows(path: Path, columns: tuple[str, ...]) -> list[dict]:
         return []
     with open(path, newline="") as f:
         reader = csv.DictReader(f)
-        if reader.fieldnames is None:
-            return []
-        if tuple(reader.fieldnames) != columns:
-            raise ValueError(f"{path}: columns {reader.fieldnames}, expected {list(columns)}")
-        return list(reader)
+        try:
+            if reader.fieldnames is None:
+                return []
+            if tuple(reader.fieldnames) != columns:
+                raise ValueError(f"{path}: columns {reader.fieldnames}, expected "
+                                 f"{list(columns)}")
+            return list(reader)
+        except (csv.Error, UnicodeDecodeError) as error:
+            raise ValueError(f"{path}: not a CSV lensbench wrote (line {reader.line_num}: "
+                             f"{error}); pass --restart to discard it") from None
+
+
+def _resumed_ids(files: ScanFiles, items: list[Item]) -> set[str]:
+    """The ids an earlier, interrupted run of this scan recorded. Each row of the resume files
+    is checked against this scan's cutouts (its index, id and source; a finite score), so that
+    an edited or foreign file cannot put a row into the ranked table."""
+    by_index = {item.index: item for item in items}
+    done = set()
+    for line, row in enumerate(_read_rows(files.partial, _PARTIAL_COLUMNS), start=2):
+        try:
+            item, score = by_index.get(int(row["index"])), float(row["score"])
+            float(row["spread"])
+        except (TypeError, ValueError):
+            item, score = None, math.nan
+        if item is None or (item.id, item.source) != (row["id"], row["source"]) \
+                or not math.isfinite(score):
+            raise ValueError(f"{files.partial}: line {line} is not a row this scan wrote "
+                             f"({', '.join(f'{k}={v!r}' for k, v in row.items())}); pass "
+                             "--restart to discard the unfinished scan")
+        done.add(item.id)
+    ids = {item.id for item in items}
+    for line, row in enumerate(_read_rows(files.bad, BAD_COLUMNS), start=2):
+        if row["id"] not in ids:
+            raise ValueError(f"{files.bad}: line {line} names a cutout this scan does not have "
+                             f"({row['id']!r}); pass --restart to discard the unfinished scan")
+        done.add(row["id"])
+    return done
 
 
 class _Appender:
@@ -622,7 +654,13 @@ def _check_state(files: ScanFiles, state: dict, restart: bool) -> None:
         for path in (files.partial, files.bad, files.state, files.prepared):
             path.unlink(missing_ok=True)
     if files.state.is_file():
-        old = json.loads(files.state.read_text())
+        try:
+            old = json.loads(files.state.read_text(encoding="utf-8"))
+        except (json.JSONDecodeError, UnicodeDecodeError):
+            old = None
+        if not isinstance(old, dict) or old.get("format") != STATE_FORMAT:
+            raise ValueError(f"{files.state}: not the state of a lensbench scan "
+                             f"({STATE_FORMAT}); pass --restart to discard the unfinished scan")
         for key in ("model_sha256", "cutouts", "preparation"):
             if old.get(key) != state[key]:
                 raise ValueError(
@@ -792,8 +830,7 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
                  restart)
     _truncate_torn_line(files.partial)
     _truncate_torn_line(files.bad)
-    done = {row["id"] for row in _read_rows(files.partial, _PARTIAL_COLUMNS)}
-    done |= {row["id"] for row in _read_rows(files.bad, BAD_COLUMNS)}
+    done = _resumed_ids(files, items)
     todo = [item for item in items if item.id not in done]
     scored_rows = bad_rows = 0
     start = time.perf_counter()
