@@ -47,7 +47,27 @@ def ensure_split(task: Task, role: str, profile: str, workdir: Path, *, quiet: b
             make_split(task.config, n, seed, path, progress=bar.update,
                        created_by=f"lensbench task {task.name} v{task.version}",
                        map_shards=SHARD_MAP.get())
-    return load_split(path, verify=True)
+    split = load_split(path, verify=True)
+    check_split_made_as(split, task.config.to_dict(), n, seed)
+    return split
+
+
+def check_split_made_as(split: Split, config: dict, n: int, seed: int) -> None:
+    """ValueError unless ``split`` was simulated from ``config`` with ``seed`` and holds ``n``
+    cutouts, as its folder's key says: a split copied or renamed into the folder of another
+    would otherwise be trained or scored on, unnoticed (the hashes verify only its bytes)."""
+    made = {"config": split.manifest.get("config"), "seed": split.manifest.get("seed"),
+            "n": split.n}
+    wanted = {"config": config, "seed": seed, "n": n}
+    differ = [name for name in wanted if made[name] != wanted[name]]
+    if differ:
+        fields = [key for key in sorted(set(config) | set(made["config"] or {}))
+                  if (made["config"] or {}).get(key) != config.get(key)] \
+            if "config" in differ else []
+        raise ValueError(f"{split.path}: not the split its folder name stands for: its "
+                         f"manifest has another {' and '.join(differ)}"
+                         + (f" (config fields {', '.join(fields)})" if fields else "")
+                         + "; remove the folder and run again to simulate the right one")
 
 
 def ensure_real_lens_split(task: Task, workdir: Path) -> Split:

@@ -690,3 +690,23 @@ def test_compare_goal_uses_the_profiles_configured_run(tmp_path):
     lines = compare_goal_lines(results[::2], tmp_path, params, COMPARE_GOAL)
     goal = next(x for x in lines if x.startswith("Goal"))
     assert "`committee[width=8]` against" in goal and "TPR0 0.100 > 0.500: NO" in goal
+
+
+def test_a_split_in_the_folder_of_another_is_refused(tmp_path):
+    import re
+    import shutil
+
+    from lensbench.bench.splits import ensure_split
+    from lensbench.bench.tasks import SMOKE_TASK
+
+    train = ensure_split(SMOKE_TASK, "train", "smoke", tmp_path, quiet=True)
+    test = ensure_split(SMOKE_TASK, "test", "smoke", tmp_path, quiet=True)
+    assert ensure_split(SMOKE_TASK, "train", "smoke", tmp_path).path == train.path  # reused
+    # The test split copied over the training split's folder: its bytes verify, but it is not
+    # the split that folder's name stands for; training on it would be training on the test set.
+    shutil.rmtree(train.path)
+    shutil.copytree(test.path, train.path)
+    with pytest.raises(ValueError, match=rf"{re.escape(str(train.path))}: not the split its "
+                                         r"folder name stands for: its manifest has another "
+                                         r"seed; remove the folder"):
+        ensure_split(SMOKE_TASK, "train", "smoke", tmp_path)
