@@ -469,6 +469,10 @@ def load_split(path: str | os.PathLike, *, verify: bool = True) -> Split:
                 raise TypeError(f"bad shard entry {s!r}")
         columns = {c["name"]: np.dtype(c["dtype"]) for c in manifest["truth_columns"]}
         shape = tuple(manifest["image_shape"])
+        bands = manifest["bands"]
+        if not (isinstance(bands, list) and all(isinstance(b, str) for b in bands)
+                and len(bands) == shape[0]):
+            raise TypeError(f"bands {bands!r} must name each of the {shape[0]} image planes")
         expected_hash = compute_content_hash(manifest["config"], manifest["seed"], shas)
     except (TypeError, KeyError, ValueError) as e:
         raise SplitError(f"{mpath}: malformed manifest ({e!r})") from e
@@ -486,7 +490,8 @@ def load_split(path: str | os.PathLike, *, verify: bool = True) -> Split:
             if actual != shard["sha256"]:
                 raise SplitError(f"{file}: sha256 mismatch (manifest expects "
                                  f"{shard['sha256']}, file has {actual}); the file is "
-                                 f"corrupt or stale")
+                                 f"corrupt or stale: restore it, or remove {path} and make "
+                                 f"the split again (a bench run remakes a removed split)")
         try:
             with h5py.File(file, "r") as f:
                 ds = f["images"]

@@ -358,6 +358,22 @@ def test_resume_files_that_this_scan_did_not_write_are_refused(data, tmp_path):
     assert summary.complete and summary.n_scored_now == 70 - 8
 
 
+def test_a_split_of_other_bands_than_the_model_takes_is_refused(data, tmp_path):
+    from lensbench.baselines.contract import TaskInfo
+    from lensbench.baselines.persistence import make_contract, save_model
+
+    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r", "i", "y"), pixel_scale=0.2,
+                    image_shape=tuple(data["images"].shape[1:]))
+    X, y = toy_lens_images(np.random.default_rng(4), 32)
+    method = ResNetFinder(width=8, crop=None, max_epochs=1, batch_size=32, device="cpu",
+                          num_threads=1, random_state=1).fit(X, y, info=info)
+    model = save_model(method, tmp_path / "m.lbmodel", make_contract(method, info))
+    # the split's 4 planes fit the model's shape, but its fourth band is z, not y
+    with pytest.raises(ValueError, match=r"split: a split of bands g,r,i,z; the model takes "
+                                         r"g,r,i,y \(in that order\)"):
+        scan(model, data["split"], tmp_path / "c.csv", progress=False)
+
+
 def test_a_second_scan_of_the_same_table_is_refused(data, tmp_path):
     out = tmp_path / "c.csv"
     with scan_module._exclusive(tmp_path / "c.csv.lock"):

@@ -308,7 +308,11 @@ def test_bad_manifests(tmp_path):
 
     for key, value, pattern in [("format", "other", "format is 'other'"),
                                 ("format_version", 2, "format_version is 2"),
-                                ("seed", 2, "content_hash")]:
+                                ("seed", 2, "content_hash"),
+                                # the bands are not hashed: each plane must have its name
+                                ("bands", ["g", "r"], r"bands \['g', 'r'\] must name each of "
+                                                      r"the 3 image planes"),
+                                ("bands", None, "bands None must name each")]:
         (out / MANIFEST).write_text(json.dumps({**good, key: value}))
         with pytest.raises(SplitError, match=pattern):
             load_split(out)

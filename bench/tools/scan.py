@@ -112,10 +112,12 @@ def _is_split(path: Path) -> bool:
 
 def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None, *,
                band_files: str | None = None, rms_files: str | None = None,
-               weight_files: str | None = None, psf_files: str | None = None
-               ) -> tuple[list[Item], str]:
+               weight_files: str | None = None, psf_files: str | None = None,
+               split_bands_checked: bool = False) -> tuple[list[Item], str]:
     """Every cutout under ``cutouts`` in a fixed order, and the layout ("split", "fits",
-    "metcalf", "band files" or "manifest"). ``bands``: the model's bands, which pick and order
+    "metcalf", "band files" or "manifest"). ``bands``: the model's bands (with
+    ``split_bands_checked``, as its contract declares them: a split must hold those bands in
+    that order; a bare checkpoint's are only placeholders), which pick and order
     the Metcalf band files and the files of a cutout delivered one file per band: found with
     the ``band_files`` pattern (``{id}`` and ``{band}`` in a path relative to ``cutouts``; rms
     and weight maps and PSF images with ``rms_files`` / ``weight_files`` / ``psf_files``), or
@@ -130,7 +132,10 @@ def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None, *
     if _is_split(path):
         from lensbench.datasets.storage import load_split
 
-        split = load_split(path, verify=False)
+        split = load_split(path, verify=True)  # its bytes as made: one read before scoring
+        if split_bands_checked and tuple(split.bands) != tuple(bands or ()):
+            raise ValueError(f"{path}: a split of bands {','.join(split.bands)}; the model "
+                             f"takes {','.join(bands or ())} (in that order)")
         ids = _split_ids(split)
         items = []
         index = 0
@@ -806,7 +811,7 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     inputs = model_inputs(method, contract, model_pixel_scale)
     items, layout = list_items(cutouts, bands=inputs.bands, band_files=band_files,
                                rms_files=rms_files, weight_files=weight_files,
-                               psf_files=psf_files)
+                               psf_files=psf_files, split_bands_checked=contract is not None)
     preparer = None
     if prepare:
         if layout in ("split", "metcalf"):
