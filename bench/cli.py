@@ -11,6 +11,7 @@ import json
 import math
 import os
 import re
+import shlex
 import sys
 import typing
 from inspect import signature
@@ -286,7 +287,7 @@ def _same_store_options(args) -> str:
     if args.profile != DEFAULT_PROFILE:
         options += f" --profile {args.profile}"
     if args.workdir != DEFAULT_WORKDIR:
-        options += f" --workdir {args.workdir}"
+        options += f" --workdir {shlex.quote(str(args.workdir))}"
     return options
 
 
@@ -295,13 +296,17 @@ def _params_from_file(path: Path | None) -> dict[str, dict]:
     if path is None:
         return {}
     try:
-        data = json.loads(Path(path).read_text())
-    except (OSError, json.JSONDecodeError) as error:
+        data = json.loads(Path(path).read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as error:
         raise ValueError(f"--params {path}: cannot read a JSON object of method params: "
                          f"{error}") from None
-    if not isinstance(data, dict) or not all(isinstance(v, dict) for v in data.values()):
-        raise ValueError(f"--params {path}: expected {{method: {{param: value}}}}, got "
+    if not isinstance(data, dict):
+        raise ValueError(f"--params {path}: expected {{method: {{param: value}}}}, got a JSON "
                          f"{type(data).__name__}")
+    for method, values in data.items():
+        if not isinstance(values, dict):
+            raise ValueError(f"--params {path}: {method!r} must map parameter names to values "
+                             f"({{param: value}}), got {values!r}")
     return data
 
 

@@ -248,6 +248,8 @@ class SimConfig:
         self._validate_negatives()
         if self.supersample < 1 or self.stamp_size is not None and self.stamp_size < 8:
             raise ValueError("SimConfig: supersample must be >= 1 and stamp_size >= 8")
+        if self.shard_size < 1:
+            raise ValueError(f"SimConfig.shard_size must be >= 1 cutouts, got {self.shard_size}")
         if self.psf_model == "pixelised" and not self.psf_file:
             raise ValueError("SimConfig.psf_model 'pixelised' needs psf_file (a FITS kernel)")
         if self.z_source_max <= self.z_lens_range[1]:

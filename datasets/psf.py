@@ -39,16 +39,24 @@ def read_psf_file(path: str, bands: tuple[str, ...]) -> list[np.ndarray]:
     Each must be 2-D, odd-sized, with a positive sum; it is normalised to unit sum."""
     from astropy.io import fits
 
-    with fits.open(path) as hdul:
-        arrays = [np.asarray(h.data, dtype=np.float64) for h in hdul
-                  if h.data is not None and np.ndim(h.data) == 2]
+    try:
+        with fits.open(path) as hdul:
+            arrays = [np.asarray(h.data, dtype=np.float64) for h in hdul
+                      if h.data is not None and np.ndim(h.data) == 2]
+    except FileNotFoundError:
+        raise ValueError(f"SimConfig.psf_file {path}: no such file") from None
+    except OSError as error:  # astropy's word for a file that is not FITS
+        raise ValueError(f"SimConfig.psf_file {path}: not a FITS file ({error})") from None
     if len(arrays) not in (1, len(bands)):
         raise ValueError(f"{path}: expected 1 PSF image or {len(bands)} (one per band "
                          f"{list(bands)}), found {len(arrays)} 2-D image HDUs")
     kernels = []
     for index, array in enumerate(arrays):
-        if array.shape[0] % 2 == 0 or array.shape[1] % 2 == 0 or array.sum() <= 0:
-            raise ValueError(f"{path}: PSF HDU {index} must be odd-sized with a positive sum, "
-                             f"got shape {array.shape} and sum {array.sum():.3g}")
+        if (array.shape[0] % 2 == 0 or array.shape[1] % 2 == 0
+                or not np.isfinite(array).all() or array.sum() <= 0):
+            raise ValueError(f"{path}: PSF HDU {index} must be odd-sized, finite, with a "
+                             f"positive sum, got shape {array.shape}, "
+                             f"{np.count_nonzero(~np.isfinite(array))} non-finite pixel(s) "
+                             f"and sum {np.nansum(array):.3g}")
         kernels.append(array / array.sum())
     return kernels * len(bands) if len(kernels) == 1 else kernels

@@ -295,6 +295,22 @@ def test_a_valid_param_reaches_the_run(tmp_path, monkeypatch):
                                             "crop": None}}
 
 
+def test_a_params_file_that_is_not_method_params_is_named(tmp_path):
+    from lensbench.bench import cli
+
+    path = tmp_path / "best_params.json"
+    for content, message in ((b"\xff\xfe not utf-8", "cannot read a JSON object of method "
+                                                      "params: 'utf-8' codec"),
+                             (b"[1, 2]", "expected {method: {param: value}}, got a JSON list"),
+                             (b'{"pixel-logreg": [1]}', "'pixel-logreg' must map parameter "
+                                                        "names to values ({param: value}), got "
+                                                        "[1]")):
+        path.write_bytes(content)
+        with pytest.raises(ValueError) as refused:
+            cli._params_from_file(path)
+        assert str(refused.value).startswith(f"--params {path}: {message}")
+
+
 def test_a_value_is_checked_against_a_type_hint_item_by_item():
     import typing
 

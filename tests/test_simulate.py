@@ -224,6 +224,7 @@ def test_clean_labelling_applies_its_cuts():
     (dict(max_clumps=2.5), "max_clumps must be an integer, got 2.5"),
     (dict(noise=1), "noise must be true or false, got 1"),
     (dict(bands="gri"), "bands must be a list of strings or None"),
+    (dict(shard_size=0), "shard_size must be >= 1"),
 ])
 def test_invalid_configuration_is_a_clear_error(change, message):
     with pytest.raises(ValueError, match=message):
@@ -235,6 +236,18 @@ def test_pixelised_psf_file_errors_name_the_file(tmp_path):
     fits.PrimaryHDU(np.ones((4, 4))).writeto(path)
     with pytest.raises(ValueError, match="bad_psf.fits.*odd-sized"):
         Simulator(SimConfig(**SMALL, psf_model="pixelised", psf_file=str(path)))
+    nan = np.ones((5, 5))
+    nan[2, 2] = np.nan  # its sum is NaN, which "sum <= 0" lets through
+    fits.PrimaryHDU(nan).writeto(path, overwrite=True)
+    with pytest.raises(ValueError, match=r"bad_psf.fits: PSF HDU 0 must be odd-sized, finite.*"
+                                         r"1 non-finite pixel"):
+        Simulator(SimConfig(**SMALL, psf_model="pixelised", psf_file=str(path)))
+    text = tmp_path / "notes.txt"
+    text.write_text("not a PSF")
+    for where, message in ((text, "notes.txt: not a FITS file"),
+                           (tmp_path / "none.fits", "none.fits: no such file")):
+        with pytest.raises(ValueError, match=rf"SimConfig.psf_file .*{message}"):
+            Simulator(SimConfig(**SMALL, psf_model="pixelised", psf_file=str(where)))
 
 
 def test_psf_kernels_have_the_requested_width():
