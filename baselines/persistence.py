@@ -591,6 +591,29 @@ class _StateReader:
                                  f"objects: {error}") from None
         return self._arrays
 
+    def _check_declared_size(self, key: str) -> None:
+        """ValueError if the header of array ``key`` declares more bytes than the archive
+        holds for it: numpy allocates the declared array before reading it, so a few hundred
+        bytes could otherwise claim terabytes."""
+        from numpy.lib import format as npy
+
+        archive = self.arrays().zip
+        info = archive.getinfo(f"{key}.npy")
+        try:
+            with archive.open(info) as f:
+                version = npy.read_magic(f)
+                read_header = (npy.read_array_header_1_0 if version == (1, 0)
+                               else npy.read_array_header_2_0)
+                shape, _, dtype = read_header(f)
+                held = info.file_size - f.tell()
+        except (ValueError, OSError) as error:
+            raise ValueError(f"{self.path}: arrays.npz: {key}: not a numpy array: {error}"
+                             ) from None
+        declared = math.prod(shape) * dtype.itemsize
+        if declared > held:
+            raise ValueError(f"{self.path}: arrays.npz: {key}: its header declares {shape} "
+                             f"{dtype} ({declared} bytes), the archive holds {held}")
+
     def decode(self, node, where: str):
         if isinstance(node, _SCALARS):
             return node
@@ -616,6 +639,7 @@ class _StateReader:
             key = node.get("key")
             if not isinstance(key, str) or key not in self.arrays().files:
                 raise refuse(self.path, where, "the key of an array in arrays.npz", key)
+            self._check_declared_size(key)
             try:
                 array = self.arrays()[key]
             except ValueError as error:  # an object array: numpy refuses to unpickle it

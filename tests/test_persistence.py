@@ -105,6 +105,30 @@ def _members(path) -> dict[str, bytes]:
         return {name: archive.read(name) for name in archive.namelist()}
 
 
+def test_an_array_header_claiming_more_than_the_archive_holds_is_refused(tmp_path):
+    from numpy.lib import format as npy
+
+    path, _ = _knn_file(tmp_path)
+    with np.load(io.BytesIO(_members(path)["arrays.npz"])) as arrays:
+        members = {f"{key}.npy": arrays[key] for key in arrays.files}
+    name = next(iter(members))
+    claim = io.BytesIO()  # 36 TiB declared, 16 bytes held: numpy would allocate it all first
+    npy.write_array_header_2_0(claim, {"descr": "<f8", "fortran_order": False,
+                                       "shape": (10**5, 10**5, 500)})
+    claim.write(bytes(16))
+    npz = io.BytesIO()
+    with zipfile.ZipFile(npz, "w") as archive:
+        for key, array in members.items():
+            buffer = io.BytesIO()
+            np.lib.format.write_array(buffer, array, allow_pickle=False)
+            archive.writestr(key, claim.getvalue() if key == name else buffer.getvalue())
+    _rewrite(path, {"arrays.npz": npz.getvalue()})
+    with pytest.raises(ValueError, match=rf"knn.lbmodel: arrays.npz: {name[:-4]}: its header "
+                                         r"declares \(100000, 100000, 500\) float64 "
+                                         r"\(40000000000000 bytes\), the archive holds 16"):
+        load_model(path)
+
+
 def test_a_method_outside_the_registry_is_refused(tmp_path):
     path, _ = _knn_file(tmp_path)
     manifest = json.loads(_members(path)["manifest.json"])
