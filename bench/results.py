@@ -76,6 +76,13 @@ class Result:
         path = self.artifacts.get(name) if self.status == "ok" else None
         return workdir / path if path and (workdir / path).is_file() else None
 
+    def load_artifact(self, name: str, workdir: Path, required: tuple[str, ...] = ()
+                      ) -> dict | None:
+        """The arrays of the npz artefact ``name`` this run stored (:func:`read_artifact`), or
+        None where it stored none."""
+        path = self.stored_file(name, workdir)
+        return None if path is None else read_artifact(path, required)
+
     def to_json(self) -> str:
         return json.dumps(asdict(self), sort_keys=True, allow_nan=True)
 
@@ -106,6 +113,27 @@ STATUSES = ("ok", "failed", "declined")
 def _short(value) -> str:
     text = repr(value)
     return text if len(text) <= 60 else text[:57] + "..."
+
+
+def read_artifact(path: Path, required: tuple[str, ...] = ()) -> dict:
+    """Every array of the run artefact ``path`` (an npz file: scores, predictions), read now;
+    ValueError naming the file where it is damaged, is not numpy arrays without pickled
+    objects, or lacks one of the ``required`` arrays."""
+    import zipfile
+
+    import numpy as np
+
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            arrays = {key: data[key] for key in data.files}
+    except (OSError, ValueError, EOFError, zipfile.BadZipFile) as error:
+        raise ValueError(f"{path}: a damaged run artefact ({type(error).__name__}: {error}); "
+                         "remake it by running that method again") from None
+    missing = [key for key in required if key not in arrays]
+    if missing:
+        raise ValueError(f"{path}: a run artefact without the array(s) {', '.join(missing)} "
+                         f"(it has {', '.join(arrays) or 'none'})")
+    return arrays
 
 
 def append_result(store: Path, result: Result) -> None:

@@ -546,9 +546,8 @@ def roc_figure(results: list[Result], workdir: Path, path: Path, title: str) -> 
 
     curves = {}
     for r in sorted(results, key=lambda r: -r.metrics.get("auroc", 0)):
-        if (scores_file := r.stored_file("scores", workdir)) is not None:
-            with np.load(scores_file) as data:
-                roc = roc_points(data["labels"], data["scores"])
+        if (data := r.load_artifact("scores", workdir, ("labels", "scores"))) is not None:
+            roc = roc_points(data["labels"], data["scores"])
             curves[f"{r.run_id} (AUROC {r.metrics['auroc']:.3f})"] = (roc.fpr, roc.tpr)
     if not curves:
         return None

@@ -332,13 +332,13 @@ def per_lens(result: Result) -> bool:
 def stored_theta_e_errors(result: Result, workdir: Path
                           ) -> tuple[np.ndarray, np.ndarray, str] | None:
     """(test rows, theta_E error on them, test-split hash) from a run's stored predictions."""
-    path = result.stored_file("predictions", workdir)
-    if path is None:
+    data = result.load_artifact("predictions", workdir,
+                                ("targets", "rows", "pred", "true", "test_hash"))
+    if data is None:
         return None
-    with np.load(path) as data:
-        column = list(data["targets"]).index("theta_e")
-        return (data["rows"], data["pred"][:, column] - data["true"][:, column],
-                str(data["test_hash"]))
+    column = list(data["targets"]).index("theta_e")
+    return (data["rows"], data["pred"][:, column] - data["true"][:, column],
+            str(data["test_hash"]))
 
 
 def leader_change_lines(results: list[Result], workdir: Path) -> list[str]:
@@ -447,18 +447,15 @@ def real_lines(results: list[Result], workdir: Path) -> tuple[list[str], dict]:
 
     panels, columns = {}, {}
     for r in results:
-        path = r.stored_file("predictions", workdir)
-        if path is None:
+        data = r.load_artifact("predictions", workdir, ("targets",))
+        if data is None or "real_pred" not in data:
             continue
-        with np.load(path) as data:
-            if "real_pred" not in data:
-                continue
-            j = list(data["targets"]).index("theta_e")
-            published = data["real_published_theta_e"]
-            sigma = np.sqrt(np.clip(data["real_variance"][:, j], 0, None))
-            panels[r.run_id] = (published, data["real_pred"][:, j], sigma)
-            columns[r.run_id] = (data["real_pred"][:, j], sigma)
-            index = data["real_object_index"]
+        j = list(data["targets"]).index("theta_e")
+        published = data["real_published_theta_e"]
+        sigma = np.sqrt(np.clip(data["real_variance"][:, j], 0, None))
+        panels[r.run_id] = (published, data["real_pred"][:, j], sigma)
+        columns[r.run_id] = (data["real_pred"][:, j], sigma)
+        index = data["real_object_index"]
     if not panels:
         return [], {}
     lenses = load_slacs("198x198")
@@ -688,13 +685,13 @@ def modeling_section(task: Task, results: list[Result], *, workdir: Path, out_di
         md += [f"![68% half widths in bins of {prop}]({figure.name})", ""]
         figures.append(figure)
     for r in full:
-        path = r.stored_file("predictions", workdir)
-        if r.method == "prior-median" or path is None:
+        data = (None if r.method == "prior-median" else
+                r.load_artifact("predictions", workdir, ("pred", "true", "targets")))
+        if data is None:
             continue
-        with np.load(path) as data:
-            figure = plot_predicted_vs_true(
-                data["pred"], data["true"], tuple(data["targets"]), r.run_id,
-                out_dir / f"{stem}-{task.name}-{r.method}-predicted-vs-true.png")
+        figure = plot_predicted_vs_true(
+            data["pred"], data["true"], tuple(data["targets"]), r.run_id,
+            out_dir / f"{stem}-{task.name}-{r.method}-predicted-vs-true.png")
         md += [f"![predicted against true, {r.method}]({figure.name})", ""]
         figures.append(figure)
     lines, panels = real_lines([r for r in ok if r.method != "prior-median"], workdir)

@@ -330,11 +330,7 @@ CHANGE_COLUMNS = (("sigma_NMAD", "sigma_nmad", 4), ("outliers", "outlier_frac", 
 def stored_predictions(result: Result, workdir: Path) -> dict[str, np.ndarray] | None:
     """The test predictions a run saved (``predictions`` artefact: z_phot, z_spec, test_hash and,
     for a p(z) method, its PIT and example p(z)), or None."""
-    path = result.stored_file("predictions", workdir)
-    if path is None:
-        return None
-    with np.load(path) as data:
-        return {key: data[key] for key in data.files}
+    return result.load_artifact("predictions", workdir, ("z_phot", "z_spec", "test_hash"))
 
 
 def stored_predictions_by_run(results: list[Result], workdir: Path

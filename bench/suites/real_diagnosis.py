@@ -40,6 +40,7 @@ from functools import cache
 from pathlib import Path
 
 import numpy as np
+from lensbench.bench.results import read_artifact
 from lensbench.datasets.files import atomic_savefig
 from lensbench.datasets.robust import mad_sigma
 from lensbench.datasets.storage import Split, load_split
@@ -445,30 +446,25 @@ def plot_neighbours(comparison: Comparison, bands, path: Path, title: str) -> Pa
 def run_test_split(workdir: Path, task, run: Path) -> Split | None:
     """The test split a run (its artefact folder ``run``) was scored on: the split under
     ``workdir`` with the content hash its ``scores.npz`` names, every shard verified."""
-    with np.load(run / "scores.npz") as data:
-        content_hash = str(data["test_hash"])
+    content_hash = str(read_artifact(run / "scores.npz", ("test_hash",))["test_hash"])
     return find_split(workdir, task, "test", content_hash, verify=True)
 
 
 def stored_test_scores(result, workdir: Path):
     """(labels, scores, test-split hash) a run saved for its test set (``scores`` artefact),
     or None."""
-    path = result.stored_file("scores", workdir)
-    if path is None:
+    data = result.load_artifact("scores", workdir, ("labels", "scores", "test_hash"))
+    if data is None:
         return None
-    with np.load(path) as data:
-        return data["labels"], data["scores"], str(data["test_hash"])
+    return data["labels"], data["scores"], str(data["test_hash"])
 
 
 def load_real_scores(result, workdir: Path, real_hash: str) -> dict | None:
     """What a run saved about the real split (``real_scores`` artefact) if made from it."""
-    path = result.stored_file("real_scores", workdir)
-    if path is None:
+    data = result.load_artifact("real_scores", workdir, ("real_hash",))
+    if data is None or str(data["real_hash"]) != real_hash:
         return None
-    with np.load(path) as data:
-        if str(data["real_hash"]) != real_hash:
-            return None
-        return {key: data[key] for key in data.files}
+    return data
 
 
 # Brightest field galaxy (reference band) of a simulated test lens: the bins of the report.
