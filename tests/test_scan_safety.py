@@ -378,3 +378,33 @@ def test_a_scan_where_every_cutout_is_bad_exits_2_with_the_reason(model, tmp_pat
     assert "10 x shape (3, 32, 32), the model expects (4, 32, 32)" in err
     assert str(tmp_path / "candidates.bad.csv") in err
     assert len(read_csv(tmp_path / "candidates.bad.csv")) == 10
+
+
+def test_a_damaged_or_contractless_model_file_is_named_as_such(tmp_path):
+    import io
+    import zipfile
+
+    from lensbench.baselines.contract import TaskInfo
+    from lensbench.baselines.persistence import make_contract, save_model
+    from lensbench.baselines.registry import resolve_method
+
+    X, y = toy_lens_images(np.random.default_rng(6), 32)
+    info = TaskInfo(name="t", kind="lens-finding", bands=("g", "r", "i", "z"), pixel_scale=0.2,
+                    image_shape=X.shape[1:])
+    method = resolve_method("pixel-logreg")(max_iter=20).fit(X, y, info=info)
+    path = save_model(method, tmp_path / "m.lbmodel", make_contract(method, info))
+    cutouts = _fits_folder(tmp_path / "cutouts", {"a": X[0], "b": X[1]})
+    whole = path.read_bytes()
+    # cut short: named as a damaged model file, not taken for a torch checkpoint
+    path.write_bytes(whole[:300])
+    with pytest.raises(ValueError, match=r"m\.lbmodel: not a lensbench model file"):
+        scan(path, cutouts, tmp_path / "c.csv", progress=False)
+    # without its contract, a method that does not record its bands cannot say its input
+    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+        members = {n: archive.read(n) for n in archive.namelist() if n != "contract.json"}
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(ValueError, match=r"m\.lbmodel: no contract \(contract\.json\), and its "
+                                         r"PixelLogisticRegression does not record its bands"):
+        scan(path, cutouts, tmp_path / "c.csv", progress=False)

@@ -480,9 +480,9 @@ def load_scan_model(blob: bytes, digest: str | None = None, name: str = "model",
     digest = digest or sha256_bytes(blob)
     key = (digest, device)
     if key not in _MODELS:
-        if is_model_file(blob):
-            from lensbench.baselines.persistence import load_model
+        from lensbench.baselines.persistence import SUFFIX, load_model
 
+        if is_model_file(blob) or str(name).endswith(SUFFIX):  # a damaged one is named as such
             method, contract = load_model(name, data=blob, device=device)
         else:
             from lensbench.deep.checkpoint import load_checkpoint
@@ -496,10 +496,11 @@ def load_scan_model(blob: bytes, digest: str | None = None, name: str = "model",
     return _MODELS[key]
 
 
-def model_inputs(method, contract, model_pixel_scale: float | None = None):
+def model_inputs(method, contract, model_pixel_scale: float | None = None,
+                 name: str = "model"):
     """The model's :class:`lensbench.datasets.prepare.ModelInputs`: from its contract, else
     from the checkpoint (bands, stamp) and ``model_pixel_scale`` (a bare checkpoint does not
-    store its pixel scale)."""
+    store its pixel scale); ValueError naming the model file ``name`` where neither says."""
     from lensbench.datasets.prepare import ModelInputs
 
     if contract is not None and contract.stamp_shape is not None:
@@ -512,6 +513,10 @@ def model_inputs(method, contract, model_pixel_scale: float | None = None):
                            tuple(contract.stamp_shape[1:]),
                            tuple(float(fwhm[b]) for b in contract.bands)
                            if all(b in fwhm for b in contract.bands) else None)
+    if not (hasattr(method, "bands_") and hasattr(method, "image_shape_")):
+        raise ValueError(f"{name}: no contract (contract.json), and its "
+                         f"{type(method).__name__} does not record its bands and stamp: what "
+                         "input it takes is unknown")
     return ModelInputs(tuple(method.bands_), model_pixel_scale,
                        tuple(method.image_shape_[1:]))
 
@@ -808,7 +813,7 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     blob = checkpoint.read_bytes()
     digest = sha256_bytes(blob)
     method, contract = load_scan_model(blob, digest, str(checkpoint), device)  # fail early
-    inputs = model_inputs(method, contract, model_pixel_scale)
+    inputs = model_inputs(method, contract, model_pixel_scale, str(checkpoint))
     items, layout = list_items(cutouts, bands=inputs.bands, band_files=band_files,
                                rms_files=rms_files, weight_files=weight_files,
                                psf_files=psf_files, split_bands_checked=contract is not None)
