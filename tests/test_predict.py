@@ -165,6 +165,44 @@ def test_a_missing_catalogue_or_a_text_cell_is_named_with_its_row(photoz_run, tm
     assert not (tmp_path / "z.csv").exists()
 
 
+@pytest.mark.parametrize("edit, message", [
+    (lambda c: c["cleaning"].update(max_error="one"),
+     "'columns.cleaning.max_error': expected a number, got 'one'"),
+    (lambda c: c.update(magnitudes=c["magnitudes"][:2]),
+     "'columns.magnitudes': expected one name per band of u, g, r, i, z"),
+    (lambda c: c["cleaning"].update(colours="all"),
+     "'columns.cleaning.colours' is not one a photo-z model has"),
+    (lambda c: c["cleaning"].update(error_bands=["g", "q"]),
+     "'columns.cleaning.error_bands': expected bands of the model"),
+])
+def test_a_photoz_contracts_columns_are_checked(photoz_run, tmp_path, capsys, edit, message):
+    import io
+    import zipfile
+
+    from lensbench.bench.tools.predict import PHOTOZ_CLEANING
+    from lensbench.datasets.photoz import CLEANING
+
+    assert set(PHOTOZ_CLEANING) == set(CLEANING)  # every cleaning setting has its check
+    workdir, _, result = photoz_run
+    with zipfile.ZipFile(workdir / result.artifacts["model"]) as archive:
+        members = {name: archive.read(name) for name in archive.namelist()}
+    contract = json.loads(members["contract.json"])
+    edit(contract["columns"])
+    members["contract.json"] = json.dumps(contract).encode()
+    model = tmp_path / "edited.lbmodel"
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    model.write_bytes(buffer.getvalue())
+    catalogue = _write_catalogue(tmp_path / "c.csv", np.full((2, 10), 20.0))
+    assert main(["predict", "--model", str(model), "--catalog", str(catalogue), "--columns",
+                 COLUMNS, "--out", str(tmp_path / "z.csv")]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bench: error: {model}: contract field {message}"), err
+    assert err.count("\n") == 1 and not (tmp_path / "z.csv").exists()
+
+
 def test_a_photoz_model_given_cutouts_says_what_it_is(photoz_run, tmp_path, capsys):
     workdir, _, result = photoz_run
     code = main(["predict", "--model", str(workdir / result.artifacts["model"]), "--cutouts",

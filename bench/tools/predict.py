@@ -227,6 +227,42 @@ def _column(table, path: Path, name: str, role: str) -> np.ndarray:
     return np.asarray(values, dtype=np.float64).ravel()
 
 
+# What a photo-z contract's ``columns`` may hold (written by the photoz kind's
+# contract_details: the column names and datasets/photoz.py's CLEANING settings).
+PHOTOZ_COLUMNS = {"magnitudes": list[str], "errors": list[str], "cleaning": dict,
+                  "layout": str, "sample": str}
+PHOTOZ_CLEANING = {"max_error": float, "error_bands": list[str], "z_max": float}
+
+
+def _checked_photoz_columns(contract, model: str) -> dict:
+    """The ``columns`` of a photo-z model's contract, each entry checked (they come from the
+    model file and reach the cleaning and the column mapping): ValueError naming the field."""
+    from lensbench.datasets.typecheck import fits_type, type_text
+
+    columns = contract.columns
+    cleaning = columns.get("cleaning", {})
+    entries = [(f"columns.{key}", columns.get(key), PHOTOZ_COLUMNS.get(key)) for key in columns]
+    if isinstance(cleaning, dict):
+        entries += [(f"columns.cleaning.{key}", value, PHOTOZ_CLEANING.get(key))
+                    for key, value in cleaning.items()]
+    for name, value, hint in entries:
+        if hint is None:
+            raise ValueError(f"{model}: contract field {name!r} is not one a photo-z model has")
+        if fits_type(value, hint) is False:
+            raise ValueError(f"{model}: contract field {name!r}: expected {type_text(hint)}, "
+                             f"got {value!r}")
+    for key in ("magnitudes", "errors"):
+        if key in columns and len(columns[key]) != len(contract.bands):
+            raise ValueError(f"{model}: contract field 'columns.{key}': expected one name per "
+                             f"band of {', '.join(contract.bands)}, got {columns[key]!r}")
+    unknown = set(cleaning.get("error_bands", ())) - set(contract.bands)
+    if unknown:
+        raise ValueError(f"{model}: contract field 'columns.cleaning.error_bands': expected "
+                         f"bands of the model ({', '.join(contract.bands)}), got "
+                         f"{sorted(unknown)}")
+    return columns
+
+
 def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
                       out: str | os.PathLike, *, columns: dict[str, str] | None = None,
                       tracking_uri: str | None = None, device: str = "auto") -> PredictSummary:
@@ -239,7 +275,7 @@ def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
     out, path = Path(out), Path(catalogue)
     method, contract = open_model(model, "photoz", tracking_uri, out.parent, device)
     bands = list(contract.bands)
-    named = contract.columns
+    named = _checked_photoz_columns(contract, str(model))
     defaults = {**dict(zip(bands, named.get("magnitudes", [f"mag_{b}" for b in bands]),
                            strict=True)),
                 **dict(zip((f"err_{b}" for b in bands),
