@@ -38,13 +38,20 @@ def fits_type(value, hint) -> bool | None:
     if origin is dict and args:
         if not isinstance(value, dict):
             return False
-        fits = [fits_type(item, hint) for pair in value.items()
-                for item, hint in zip(pair, args, strict=True)]
+        fits = [fits_type(item, item_hint) for pair in value.items()
+                for item, item_hint in zip(pair, args, strict=True)]
         return False if False in fits else None if None in fits else True
     cls = origin or hint
     if not isinstance(cls, type):
         return None
     return isinstance(value, (list, tuple) if cls in (list, tuple) else cls)
+
+
+_ONE = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
+        type(None): "None (write None or null)", list: "a list", tuple: "a list",
+        dict: "an object"}
+_MANY = {int: "integers", float: "numbers", str: "strings", bool: "booleans (true or false)",
+         type(None): "nulls", list: "lists", tuple: "lists", dict: "objects"}
 
 
 def type_text(hint) -> str:
@@ -53,13 +60,14 @@ def type_text(hint) -> str:
     if origin in (typing.Union, types.UnionType):
         return " or ".join(map(type_text, args))
     if origin in (tuple, list) and args:
-        items = type_text(args[0]).split(" ", 1)[1]  # "an integer" -> "integer"
         count = "" if origin is list or args[-1] is Ellipsis else f"{len(args)} "
-        return f"a list of {count}{items}s"
+        return f"a list of {count}{_many(args[0])}"
     if origin is dict and args:
-        return (f"an object of {type_text(args[1]).split(' ', 1)[1]}s keyed by "
-                f"{type_text(args[0]).split(' ', 1)[1]}s")
-    names = {int: "an integer", float: "a number", str: "a string", bool: "true or false",
-             type(None): "None (write None or null)", list: "a list", tuple: "a list",
-             dict: "an object"}
-    return names.get(origin or hint, str(hint))
+        return f"an object of {_many(args[1])} keyed by {_many(args[0])}"
+    return _ONE.get(origin or hint, str(hint))
+
+
+def _many(hint) -> str:
+    if typing.get_origin(hint) in (typing.Union, types.UnionType):
+        return " or ".join(map(_many, typing.get_args(hint)))
+    return _MANY.get(typing.get_origin(hint) or hint, f"values of type {hint}")

@@ -328,6 +328,10 @@ def test_a_value_is_checked_against_a_type_hint_item_by_item():
     assert (type_text(tuple[float, float] | None)
             == "a list of 2 numbers or None (write None or null)")
     assert type_text(tuple[str, ...]) == "a list of strings"
+    assert type_text(list[bool]) == "a list of booleans (true or false)"
+    assert type_text(list[int | None]) == "a list of integers or nulls"
+    assert type_text(dict[str, float]) == "an object of numbers keyed by strings"
+    assert fits_type({"a": 1}, dict[str, float]) and not fits_type({"a": "x"}, dict[str, float])
 
 
 def test_param_values_are_checked_against_the_parameters_types():
