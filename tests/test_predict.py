@@ -176,19 +176,36 @@ def test_a_missing_catalogue_or_a_text_cell_is_named_with_its_row(photoz_run, tm
      "'columns.cleaning.error_bands': expected bands of the model"),
 ])
 def test_a_photoz_contracts_columns_are_checked(photoz_run, tmp_path, capsys, edit, message):
-    import io
-    import zipfile
-
     from lensbench.bench.tools.predict import PHOTOZ_CLEANING
     from lensbench.datasets.photoz import CLEANING
 
     assert set(PHOTOZ_CLEANING) == set(CLEANING)  # every cleaning setting has its check
+    _edited_photoz_model_is_refused(photoz_run, tmp_path, capsys, "contract.json",
+                                    lambda contract: edit(contract["columns"]),
+                                    f"contract field {message}")
+
+
+def test_an_edited_photoz_state_is_named_on_loading(photoz_run, tmp_path, capsys):
+    def edit(state):
+        state["items"]["bandwidth_"] = "x"  # a string where knn-photoz keeps a number
+
+    _edited_photoz_model_is_refused(photoz_run, tmp_path, capsys, "state.json", edit,
+                                    "its fitted state cannot score an input of its own "
+                                    "contract (UFuncTypeError")
+
+
+def _edited_photoz_model_is_refused(photoz_run, tmp_path, capsys, member, edit, message):
+    """``member`` of the photo-z run's model file changed by ``edit``: bench predict refuses
+    it with ``message``, naming the file, and writes nothing."""
+    import io
+    import zipfile
+
     workdir, _, result = photoz_run
     with zipfile.ZipFile(workdir / result.artifacts["model"]) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
-    contract = json.loads(members["contract.json"])
-    edit(contract["columns"])
-    members["contract.json"] = json.dumps(contract).encode()
+    record = json.loads(members[member])
+    edit(record)
+    members[member] = json.dumps(record).encode()
     model = tmp_path / "edited.lbmodel"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
@@ -199,7 +216,7 @@ def test_a_photoz_contracts_columns_are_checked(photoz_run, tmp_path, capsys, ed
     assert main(["predict", "--model", str(model), "--catalog", str(catalogue), "--columns",
                  COLUMNS, "--out", str(tmp_path / "z.csv")]) == 2
     err = capsys.readouterr().err
-    assert err.startswith(f"bench: error: {model}: contract field {message}"), err
+    assert err.startswith(f"bench: error: {model}: {message}"), err
     assert err.count("\n") == 1 and not (tmp_path / "z.csv").exists()
 
 

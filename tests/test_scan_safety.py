@@ -412,3 +412,15 @@ def test_a_damaged_or_contractless_model_file_is_named_as_such(tmp_path):
     with pytest.raises(ValueError, match=r"m\.lbmodel: no contract \(contract\.json\), and its "
                                          r"PixelLogisticRegression does not record its bands"):
         scan(path, cutouts, tmp_path / "c.csv", progress=False)
+    # an edited fitted state (a number where its noise array belongs) is named on loading
+    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+    state = json.loads(members["state.json"])
+    state["items"]["noise_"] = 5
+    members["state.json"] = json.dumps(state).encode()
+    with zipfile.ZipFile(path, "w") as archive:
+        for name, content in members.items():
+            archive.writestr(name, content)
+    with pytest.raises(ValueError, match=r"m\.lbmodel: its fitted state cannot score an input of "
+                                         r"its own contract \(TypeError"):
+        scan(path, cutouts, tmp_path / "c.csv", progress=False)

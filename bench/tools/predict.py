@@ -270,12 +270,20 @@ def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
     ``device``); ``columns`` maps each of the model's bands ``b`` and ``err_b`` (and optionally
     ``id``, ``z_spec``) to a column (default: the contract's own names, ``mag_b`` and
     ``err_b``)."""
+    from lensbench.bench.tools.scan import check_model_runs
     from lensbench.datasets.photoz import drop_reasons
 
     out, path = Path(out), Path(catalogue)
     method, contract = open_model(model, "photoz", tracking_uri, out.parent, device)
     bands = list(contract.bands)
     named = _checked_photoz_columns(contract, str(model))
+    predict = method.predict if hasattr(method, "predict") else method.predict_score
+    # one plain galaxy (magnitude 20, error 0.05 in every band) in the model's input layout,
+    # through every prediction this command makes
+    check_model_runs([predict, *(getattr(method, name) for name in ("predict_variance",
+                                                                    "predict_pdf")
+                                 if hasattr(method, name))],
+                     np.array([[20.0] * len(bands) + [0.05] * len(bands)]), str(model))
     defaults = {**dict(zip(bands, named.get("magnitudes", [f"mag_{b}" for b in bands]),
                            strict=True)),
                 **dict(zip((f"err_{b}" for b in bands),
@@ -305,7 +313,6 @@ def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
     reasons = drop_reasons(mags, errs, z_spec, bands=tuple(bands), **cleaning)
     kept = np.flatnonzero(reasons == "")
     X = np.hstack([mags[kept], errs[kept]])
-    predict = method.predict if hasattr(method, "predict") else method.predict_score
     z_phot = np.asarray(predict(X), dtype=np.float64) if len(kept) else np.zeros(0)
     sigma = (np.sqrt(np.asarray(method.predict_variance(X), dtype=np.float64))
              if hasattr(method, "predict_variance") and len(kept) else None)

@@ -491,9 +491,28 @@ def load_scan_model(blob: bytes, digest: str | None = None, name: str = "model",
         if not callable(getattr(method, "predict_score", None)):
             raise ValueError(f"{name}: a {type(method).__name__} model predicts no lens score; "
                              "bench scan needs a lens finder")
+        shape = (contract.stamp_shape if contract is not None and contract.stamp_shape
+                 else getattr(method, "image_shape_", None))
+        if shape is not None:
+            check_model_runs([method.predict_score], np.zeros((1, *shape), np.float32), name)
         _MODELS.clear()  # one model per process at a time
         _MODELS[key] = (method, contract)
     return _MODELS[key]
+
+
+def check_model_runs(predictions: Iterable[Callable], X: np.ndarray, name: str) -> None:
+    """Run each of the model's ``predictions`` (the methods a tool will call) once on ``X``,
+    an input of the model's own contract: a model file whose fitted state was edited (a number
+    where an array belongs, an array of another shape) fails here, naming the file, instead of
+    deep inside a scan. The state's values are decoded by their tags
+    (baselines/persistence.py), not checked against each method's expectations: these calls
+    are that check."""
+    try:
+        for predict in predictions:
+            predict(X)
+    except (TypeError, ValueError, IndexError, KeyError, AttributeError) as error:
+        raise ValueError(f"{name}: its fitted state cannot score an input of its own contract "
+                         f"({type(error).__name__}: {error})") from None
 
 
 def model_inputs(method, contract, model_pixel_scale: float | None = None,
