@@ -399,28 +399,28 @@ def test_a_damaged_or_contractless_model_file_is_named_as_such(tmp_path):
     path = save_model(method, tmp_path / "m.lbmodel", make_contract(method, info))
     cutouts = _fits_folder(tmp_path / "cutouts", {"a": X[0], "b": X[1]})
     whole = path.read_bytes()
+    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
+        members = {n: archive.read(n) for n in archive.namelist()}
+
+    def rewrite(changed: dict[str, bytes | None]) -> None:  # None removes a member
+        with zipfile.ZipFile(path, "w") as archive:
+            for name, content in {**members, **changed}.items():
+                if content is not None:
+                    archive.writestr(name, content)
+
     # cut short: named as a damaged model file, not taken for a torch checkpoint
     path.write_bytes(whole[:300])
     with pytest.raises(ValueError, match=r"m\.lbmodel: not a lensbench model file"):
         scan(path, cutouts, tmp_path / "c.csv", progress=False)
     # without its contract, a method that does not record its bands cannot say its input
-    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
-        members = {n: archive.read(n) for n in archive.namelist() if n != "contract.json"}
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
+    rewrite({"contract.json": None})
     with pytest.raises(ValueError, match=r"m\.lbmodel: no contract \(contract\.json\), and its "
                                          r"PixelLogisticRegression does not record its bands"):
         scan(path, cutouts, tmp_path / "c.csv", progress=False)
     # an edited fitted state (a number where its noise array belongs) is named on loading
-    with zipfile.ZipFile(io.BytesIO(whole)) as archive:
-        members = {n: archive.read(n) for n in archive.namelist()}
     state = json.loads(members["state.json"])
     state["items"]["noise_"] = 5
-    members["state.json"] = json.dumps(state).encode()
-    with zipfile.ZipFile(path, "w") as archive:
-        for name, content in members.items():
-            archive.writestr(name, content)
+    rewrite({"state.json": json.dumps(state).encode()})
     with pytest.raises(ValueError, match=r"m\.lbmodel: its fitted state cannot score an input of "
                                          r"its own contract \(TypeError"):
         scan(path, cutouts, tmp_path / "c.csv", progress=False)
