@@ -49,6 +49,7 @@ from pathlib import Path
 import numpy as np
 from lensbench.baselines.registry import METHODS, registered_name, resolve_method
 from lensbench.datasets.files import atomic_open
+from lensbench.datasets.typecheck import short_repr
 
 FORMAT = "lensbench-model/1"
 SUFFIX = ".lbmodel"
@@ -90,8 +91,7 @@ def refuse(path, field: str, expected: str, value=_MISSING) -> ValueError:
     if value is _MISSING:
         got = "it is missing"
     else:
-        shown = repr(value)
-        got = f"got {type(value).__name__} {shown if len(shown) <= 60 else shown[:57] + '...'}"
+        got = f"got {type(value).__name__} {short_repr(value)}"
     return ValueError(f"{path}: field {field!r}: expected {expected}, {got}")
 
 

@@ -8,14 +8,13 @@ from __future__ import annotations
 import fcntl
 import json
 import os
-import typing
 import warnings
 from dataclasses import asdict, dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from lensbench.datasets.interrupts import signals_deferred
-from lensbench.datasets.typecheck import fits_type, type_text
+from lensbench.datasets.typecheck import field_hints, fits_type, short_repr, type_text
 
 SCHEMA_VERSION = 1
 
@@ -96,23 +95,18 @@ class Result:
                 f"Result record {record.get('run_id')!r} has schema_version {version!r}; "
                 f"this lensbench reads schema_version {SCHEMA_VERSION}"
             )
-        hints = typing.get_type_hints(cls)
+        hints = field_hints(cls)
         for name, value in record.items():
             if name in hints and fits_type(value, hints[name]) is False:
                 raise TypeError(f"field {name!r} must be {type_text(hints[name])}, got "
-                                f"{_short(value)}")
+                                f"{short_repr(value)}")
         if record.get("status") not in STATUSES:
             raise TypeError(f"field 'status' must be one of {', '.join(STATUSES)}, got "
-                            f"{_short(record.get('status'))}")
+                            f"{short_repr(record.get('status'))}")
         return cls(**record)
 
 
 STATUSES = ("ok", "failed", "declined")
-
-
-def _short(value) -> str:
-    text = repr(value)
-    return text if len(text) <= 60 else text[:57] + "..."
 
 
 def read_artifact(path: Path, required: tuple[str, ...] = ()) -> dict:

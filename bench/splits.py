@@ -61,9 +61,9 @@ def check_split_made_as(split: Split, config: dict, n: int, seed: int) -> None:
     wanted = {"config": config, "seed": seed, "n": n}
     differ = [name for name in wanted if made[name] != wanted[name]]
     if differ:
-        fields = [key for key in sorted(set(config) | set(made["config"] or {}))
-                  if (made["config"] or {}).get(key) != config.get(key)] \
-            if "config" in differ else []
+        made_config = made["config"] if isinstance(made["config"], dict) else {}
+        fields = sorted(key for key in set(config) | set(made_config)
+                        if made_config.get(key) != config.get(key))
         raise ValueError(f"{split.path}: not the split its folder name stands for: its "
                          f"manifest has another {' and '.join(differ)}"
                          + (f" (config fields {', '.join(fields)})" if fields else "")

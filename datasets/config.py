@@ -9,11 +9,10 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import typing
 from dataclasses import dataclass, field
 
 from lensbench.datasets.surveys import get_survey
-from lensbench.datasets.typecheck import fits_type, type_text
+from lensbench.datasets.typecheck import field_hints, fits_type, type_text
 
 # Colours (band - reference band, AB) by band name. The lens is a passive early-type galaxy at
 # z ~ 0.5 (red); the source a star-forming galaxy at z ~ 1-2 (blue, nearly flat in f_nu); clumps of
@@ -184,7 +183,7 @@ class SimConfig:
     def _check_types(self):
         """Each field's value against its annotation, so that a config from JSON or ``--set``
         with a wrong type is refused by name before the simulator meets it."""
-        hints = typing.get_type_hints(SimConfig)
+        hints = field_hints(SimConfig)
         for f in dataclasses.fields(self):
             value = getattr(self, f.name)
             if fits_type(value, hints[f.name]) is False:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -58,6 +58,18 @@ def atomic_write_text(path: str | os.PathLike, text: str) -> Path:
     """``Path(path).write_text(text, encoding="utf-8")`` through :func:`atomic_open`."""
     with atomic_open(path, "w", encoding="utf-8") as f:
         f.write(text)
+    return Path(path)
+
+
+def atomic_write_csv(path: str | os.PathLike, columns: Iterable[str], rows: Iterable
+                     ) -> Path:
+    """A CSV of ``columns`` then ``rows`` written to ``path`` through :func:`atomic_open`."""
+    import csv
+
+    with atomic_open(path, "w", newline="", encoding="utf-8") as f:
+        writer = csv.writer(f)
+        writer.writerow(list(columns))
+        writer.writerows(rows)
     return Path(path)
 
 

@@ -25,7 +25,6 @@ Every file is written to a temporary file and renamed: an interrupted run leaves
 
 from __future__ import annotations
 
-import csv
 import json
 import os
 import re
@@ -34,7 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from lensbench.datasets.files import atomic_open
+from lensbench.datasets.files import atomic_write_csv, atomic_write_text
 
 FITS_TABLE = (".fits", ".fit", ".fits.gz", ".fit.gz")
 
@@ -52,25 +51,6 @@ class PredictSummary:
 
 def stem_of(out: Path) -> str:
     return out.name[:-4] if out.name.lower().endswith(".csv") else out.name
-
-
-def _write_atomic(path: Path, write) -> Path:
-    """``write(file)`` into a temporary file beside ``path``, then renamed to it."""
-    with atomic_open(path, "w", newline="") as f:
-        write(f)
-    return path
-
-
-def write_csv(path: Path, columns: Iterable[str], rows: Iterable) -> Path:
-    def write(f):
-        writer = csv.writer(f)
-        writer.writerow(list(columns))
-        writer.writerows(rows)
-    return _write_atomic(path, write)
-
-
-def write_text(path: Path, text: str) -> Path:
-    return _write_atomic(path, lambda f: f.write(text))
 
 
 def _number(value) -> str:
@@ -153,13 +133,13 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
             rows.append([item.id, *(value for t in range(len(targets)) for value in (
                 _number(mean[k, t]), _number(sigma[k, t])))])
     stem = stem_of(out)
-    files = {"out": write_csv(out, ["id", *(name for t in targets
-                                            for name in (t, f"{t}_sigma"))], rows)}
-    files["bad"] = write_csv(out.with_name(stem + ".bad.csv"), ["id", "reason"], bad)
+    files = {"out": atomic_write_csv(out, ["id", *(name for t in targets
+                                                   for name in (t, f"{t}_sigma"))], rows)}
+    files["bad"] = atomic_write_csv(out.with_name(stem + ".bad.csv"), ["id", "reason"], bad)
     if records:
         columns = list(records[0].row())
-        files["prepared"] = write_csv(out.with_name(stem + ".prepared.csv"), columns,
-                                      ([r.row()[c] for c in columns] for r in records))
+        files["prepared"] = atomic_write_csv(out.with_name(stem + ".prepared.csv"), columns,
+                                             ([r.row()[c] for c in columns] for r in records))
     return PredictSummary(out, len(items), len(rows), len(bad), files,
                           _counted(reason for _, reason in bad))
 
@@ -318,27 +298,28 @@ def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
              if hasattr(method, "predict_variance") and len(kept) else None)
     label = (lambda row: ids[row]) if ids is not None else (lambda row: "")
     stem = stem_of(out)
-    files = {"out": write_csv(out, ["row", "id", "z_phot", "z_phot_sigma"], (
+    files = {"out": atomic_write_csv(out, ["row", "id", "z_phot", "z_phot_sigma"], (
         [int(row), label(row), _number(z_phot[k]), _number(None if sigma is None else sigma[k])]
         for k, row in enumerate(kept)))}
     dropped = np.flatnonzero(reasons != "")
-    files["dropped"] = write_csv(out.with_name(stem + ".dropped.csv"), ["row", "id", "reason"],
-                                 ([int(row), label(row), reasons[row]] for row in dropped))
+    files["dropped"] = atomic_write_csv(out.with_name(stem + ".dropped.csv"),
+                                        ["row", "id", "reason"],
+                                        ([int(row), label(row), reasons[row]] for row in dropped))
     if hasattr(method, "predict_pdf"):
         from lensbench.baselines.photoz import PDF_GRID
 
         pdf = np.asarray(method.predict_pdf(X), dtype=np.float64) if len(kept) else np.zeros(
             (0, len(PDF_GRID)))
-        files["pdf"] = write_csv(out.with_name(stem + ".pdf.csv"),
-                                 ["row", "id", *(f"{z:.3f}" for z in PDF_GRID)],
-                                 ([int(row), label(row), *(repr(float(p)) for p in pdf[k])]
-                                  for k, row in enumerate(kept)))
+        files["pdf"] = atomic_write_csv(out.with_name(stem + ".pdf.csv"),
+                                        ["row", "id", *(f"{z:.3f}" for z in PDF_GRID)],
+                                        ([int(row), label(row), *(repr(float(p)) for p in pdf[k])]
+                                         for k, row in enumerate(kept)))
     metrics = {}
     if z_spec is not None and len(kept):
         from lensbench.bench.photoz_metrics import photoz_metrics
 
         metrics = photoz_metrics(z_phot, z_spec[kept])
-        files["metrics"] = write_text(out.with_name(stem + ".metrics.json"),
-                                      json.dumps(metrics, indent=1, sort_keys=True))
+        files["metrics"] = atomic_write_text(out.with_name(stem + ".metrics.json"),
+                                             json.dumps(metrics, indent=1, sort_keys=True))
     return PredictSummary(out, len(table), len(kept), len(dropped), files,
                           _counted(reasons[dropped]), metrics)

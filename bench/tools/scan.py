@@ -55,7 +55,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from lensbench.datasets.files import atomic_open, atomic_write_text
+from lensbench.datasets.files import atomic_write_csv, atomic_write_text
 from lensbench.datasets.prepare import PREPARATION_COLUMNS
 from lensbench.datasets.readers import (
     METCALF_FILE,
@@ -710,13 +710,6 @@ def _format(value: float) -> str:
     return repr(float(value))
 
 
-def _write_atomic(path: Path, columns: tuple[str, ...], rows: Iterable) -> None:
-    with atomic_open(path, "w", newline="") as f:
-        writer = csv.writer(f)
-        writer.writerow(columns)
-        writer.writerows(rows)
-
-
 # --------------------------------------------------------------------------- scan
 
 
@@ -927,17 +920,17 @@ def finish(files: ScanFiles, rows: list[dict], bads: list[dict], prepared: bool 
         records = {}
         for row in _read_rows(files.prepared, PREPARATION_COLUMNS):
             records[row["id"]] = row  # a batch redone after an interrupt: its last record
-        _write_atomic(files.prepared, PREPARATION_COLUMNS,
-                      ([r[c] for c in PREPARATION_COLUMNS] for r in
-                       sorted(records.values(), key=lambda r: _sort_key(r["id"]))))
+        atomic_write_csv(files.prepared, PREPARATION_COLUMNS,
+                         ([r[c] for c in PREPARATION_COLUMNS] for r in
+                          sorted(records.values(), key=lambda r: _sort_key(r["id"]))))
     unique = {}
     for row in rows:  # the lock makes repeats impossible; keep the first one regardless
         unique.setdefault(row["id"], row)
     ranked = sorted(unique.values(), key=lambda r: (-float(r["score"]), int(r["index"])))
-    _write_atomic(files.out, COLUMNS, ((k + 1, r["id"], r["score"], r["spread"], r["source"])
-                                       for k, r in enumerate(ranked)))
-    _write_atomic(files.bad, BAD_COLUMNS, ((r["id"], r["source"], r["reason"]) for r in
-                                           sorted(bads, key=lambda r: _sort_key(r["id"]))))
+    atomic_write_csv(files.out, COLUMNS, ((k + 1, r["id"], r["score"], r["spread"], r["source"])
+                                          for k, r in enumerate(ranked)))
+    atomic_write_csv(files.bad, BAD_COLUMNS, ((r["id"], r["source"], r["reason"]) for r in
+                                              sorted(bads, key=lambda r: _sort_key(r["id"]))))
     files.partial.unlink(missing_ok=True)
     files.state.unlink(missing_ok=True)
 
