@@ -182,6 +182,45 @@ def test_resume_after_an_interrupt_scores_no_cutout_twice(data, tmp_path, monkey
     assert not files.partial.exists()
 
 
+def test_a_batch_recorded_in_part_is_scored_again_whole(data, tmp_path, monkeypatch):
+    """A kill in the middle of writing a batch can leave some of its rows on disk. The resumed
+    scan scores that batch again whole, at the same bounds: a network's scores move in the 7th
+    digit with the cutouts that share its batch, and the table must equal an uninterrupted
+    scan's to the last digit."""
+    reference = tmp_path / "reference.csv"
+    scan(data["ckpt"], data["split"], reference, batch_size=8, progress=False)
+    out = tmp_path / "candidates.csv"
+
+    batches_done = []
+
+    def interrupt_after_three(size):
+        batches_done.append(size)
+        if len(batches_done) == 3:
+            raise KeyboardInterrupt
+
+    with pytest.raises(KeyboardInterrupt):
+        scan(data["ckpt"], data["split"], out, batch_size=8, progress=False,
+             on_batch=interrupt_after_three)
+    files = ScanFiles.for_output(out)
+    lines = files.partial.read_text().splitlines(keepends=True)
+    assert len(lines) == 1 + 24
+    files.partial.write_text("".join(lines[:-3]))  # the third batch's last 3 rows never written
+
+    scored: list[list[str]] = []
+    real_score_batch = scan_module.score_batch
+
+    def recording(blob, digest, items, num_threads=None, **options):
+        scored.append([item.id for item in items])
+        return real_score_batch(blob, digest, items, num_threads, **options)
+
+    monkeypatch.setattr(scan_module, "score_batch", recording)
+    summary = scan(data["ckpt"], data["split"], out, batch_size=8, progress=False)
+    ids = [str(i) for i in range(1000, 1070)]
+    assert scored == [ids[start:start + 8] for start in range(16, 70, 8)]
+    assert summary.n_scored == 70 and summary.n_scored_now == 70 - 16
+    assert out.read_bytes() == reference.read_bytes()
+
+
 def test_local_cluster_with_two_workers_equals_the_single_process_scan(data, tmp_path):
     from distributed import LocalCluster
 

@@ -5,9 +5,11 @@ however many cutouts there are), appends every scored batch to ``<out>.partial``
 fsynced, so an interrupt loses at most the batch in flight) and bad cutouts (unreadable, wrong
 shape, NaN or implausible pixels, see :data:`PIXEL_LIMIT_SIGMA`, or a non-finite score) to the
 side file ``<out stem>.bad.csv`` with the reason: every score in the table is finite. A rerun
-with the same model and cutouts skips every id already in either file, so no cutout is scored
-twice; the final ranked CSV is written to a temporary file and renamed into place. A lock
-(``<out>.lock``) refuses a second scan writing the same table at the same time.
+with the same model and cutouts skips every batch already in either file (a batch recorded only
+in part is scored again whole; batches lie at fixed positions in the input, so a resumed scan
+writes the same table as an uninterrupted one with the same batch size); the final ranked CSV
+is written to a temporary file and renamed into place. A lock (``<out>.lock``) refuses a
+second scan writing the same table at the same time.
 
 Inputs (``cutouts``):
 
@@ -742,9 +744,15 @@ class ScanSummary:
         return self.n_scored_now / self.seconds if self.seconds > 0 else float("nan")
 
 
-def _batches(items: list[Item], batch_size: int) -> Iterator[list[Item]]:
-    for start in range(0, len(items), batch_size):
-        yield items[start:start + batch_size]
+def _batches(items: list[Item], batch_size: int, done: set[str] = frozenset()
+             ) -> list[list[Item]]:
+    """The batches still to score. Their bounds are fixed positions in the input (0,
+    batch_size, 2 batch_size, ...), whatever was done before, because a network's float32 sums
+    depend on which cutouts share its batch (scores move in the 7th digit): so a resumed scan
+    scores every cutout beside the same ones as an uninterrupted scan and writes the same table.
+    A batch the interrupted run recorded only in part is scored again whole."""
+    batches = (items[start:start + batch_size] for start in range(0, len(items), batch_size))
+    return [batch for batch in batches if any(item.id not in done for item in batch)]
 
 
 def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.PathLike, *,
@@ -852,13 +860,13 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
                  restart)
     _truncate_torn_line(files.partial)
     _truncate_torn_line(files.bad)
-    done = _resumed_ids(files, items)
-    todo = [item for item in items if item.id not in done]
+    batches = _batches(items, batch_size, _resumed_ids(files, items))
+    n_todo = sum(map(len, batches))
     scored_rows = bad_rows = 0
     start = time.perf_counter()
     partial, bad = _Appender(files.partial, _PARTIAL_COLUMNS), _Appender(files.bad, BAD_COLUMNS)
     prepared = None if preparer is None else _Appender(files.prepared, PREPARATION_COLUMNS)
-    bar = _progress(len(items), len(items) - len(todo), progress)
+    bar = _progress(len(items), len(items) - n_todo, progress)
     try:
         def record(rows, bad_items, records=()) -> None:
             nonlocal scored_rows, bad_rows
@@ -874,14 +882,13 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
             if bar is not None:
                 bar.update(len(rows) + len(bad_items))
 
-        batches = _batches(todo, batch_size)
         if scheduler is None and workers == 1:
             for batch in batches:
                 record(*score_batch(blob, digest, batch, prepare=preparer, device=device))
                 if on_batch is not None:
                     on_batch(len(batch))
         else:
-            _scan_dask(blob, digest, batches, record, workers=workers, scheduler=scheduler,
+            _scan_dask(blob, digest, iter(batches), record, workers=workers, scheduler=scheduler,
                        threads_per_worker=threads_per_worker, on_batch=on_batch,
                        prepare=preparer, device=device)
     finally:
@@ -923,9 +930,8 @@ def finish(files: ScanFiles, rows: list[dict], bads: list[dict], prepared: bool 
         atomic_write_csv(files.prepared, PREPARATION_COLUMNS,
                          ([r[c] for c in PREPARATION_COLUMNS] for r in
                           sorted(records.values(), key=lambda r: _sort_key(r["id"]))))
-    unique = {}
-    for row in rows:  # the lock makes repeats impossible; keep the first one regardless
-        unique.setdefault(row["id"], row)
+    unique = {row["id"]: row for row in rows}  # a batch scored again whole: its last record
+    bads = list({row["id"]: row for row in bads}.values())
     ranked = sorted(unique.values(), key=lambda r: (-float(r["score"]), int(r["index"])))
     atomic_write_csv(files.out, COLUMNS, ((k + 1, r["id"], r["score"], r["spread"], r["source"])
                                           for k, r in enumerate(ranked)))
