@@ -194,24 +194,31 @@ def test_an_edited_photoz_state_is_named_on_loading(photoz_run, tmp_path, capsys
                                     "contract (UFuncTypeError")
 
 
-def _edited_photoz_model_is_refused(photoz_run, tmp_path, capsys, member, edit, message):
-    """``member`` of the photo-z run's model file changed by ``edit``: bench predict refuses
-    it with ``message``, naming the file, and writes nothing."""
+def _edited_model(model: Path, member: str, edit, out: Path) -> Path:
+    """A copy of the model file ``model`` at ``out`` with its JSON ``member`` changed by
+    ``edit``."""
     import io
     import zipfile
 
-    workdir, _, result = photoz_run
-    with zipfile.ZipFile(workdir / result.artifacts["model"]) as archive:
+    with zipfile.ZipFile(model) as archive:
         members = {name: archive.read(name) for name in archive.namelist()}
     record = json.loads(members[member])
     edit(record)
     members[member] = json.dumps(record).encode()
-    model = tmp_path / "edited.lbmodel"
     buffer = io.BytesIO()
     with zipfile.ZipFile(buffer, "w") as archive:
         for name, content in members.items():
             archive.writestr(name, content)
-    model.write_bytes(buffer.getvalue())
+    out.write_bytes(buffer.getvalue())
+    return out
+
+
+def _edited_photoz_model_is_refused(photoz_run, tmp_path, capsys, member, edit, message):
+    """``member`` of the photo-z run's model file changed by ``edit``: bench predict refuses
+    it with ``message``, naming the file, and writes nothing."""
+    workdir, _, result = photoz_run
+    model = _edited_model(workdir / result.artifacts["model"], member, edit,
+                          tmp_path / "edited.lbmodel")
     catalogue = _write_catalogue(tmp_path / "c.csv", np.full((2, 10), 20.0))
     assert main(["predict", "--model", str(model), "--catalog", str(catalogue), "--columns",
                  COLUMNS, "--out", str(tmp_path / "z.csv")]) == 2
@@ -257,6 +264,25 @@ def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_r
         np.testing.assert_array_equal([float(r[target]) for r in rows], saved["pred"][:, k])
         np.testing.assert_array_equal([float(r[f"{target}_sigma"]) for r in rows],
                                       np.sqrt(saved["variance"][:, k]))
+
+
+def test_an_edited_regressor_state_is_named_before_any_cutout_is_read(modeling_run, tmp_path,
+                                                                      capsys):
+    workdir, result = modeling_run
+    [test_split] = (workdir / "splits").glob("modeling-hsc-v1-test-*")
+
+    def edit(state):
+        state["items"]["scale_"] = "x"  # a string where the target scales belong
+
+    model = _edited_model(workdir / result.artifacts["model"], "state.json", edit,
+                          tmp_path / "edited.lbmodel")
+    out = tmp_path / "params.csv"
+    assert main(["predict", "--model", str(model), "--cutouts", str(test_split), "--out",
+                 str(out)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"bench: error: {model}: its fitted state cannot score an input of "
+                          "its own contract ("), err
+    assert err.count("\n") == 1 and not out.exists()
 
 
 def test_a_saved_regressor_predicts_theta_e_of_real_slacs_lenses_from_band_files(

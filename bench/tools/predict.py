@@ -107,10 +107,18 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     regressor ``model`` on ``device``; the preparation arguments are those of ``bench scan``
     (any of them, or a manifest CSV as ``cutouts``, turns preparation on)."""
     from lensbench.bench.suites.modeling import predict
-    from lensbench.bench.tools.scan import Preparer, list_items, load_batch, model_inputs
+    from lensbench.bench.tools.scan import (
+        Preparer,
+        check_model_runs,
+        list_items,
+        load_batch,
+        model_inputs,
+    )
 
     out = Path(out)
     method, contract = open_model(model, "modeling", tracking_uri, out.parent, device)
+    check_model_runs([lambda X: predict(method, X)],  # one blank stamp, before any cutout is read
+                     np.zeros((1, *contract.stamp_shape), np.float32), str(model))
     prepare = prepare or any(v not in (None, 0, {}) for v in (
         band_files, rms_files, weight_files, band_map, zero_point, pixel_scale, noise_seed)) \
         or Path(cutouts).suffix.lower() == ".csv"
