@@ -546,6 +546,8 @@ def cmd_data_show(args) -> int:
     return 0
 
 
+RECURSIVE_HELP = ("a folder of FITS cutouts: read its subfolders too (ids become paths in it, "
+                  "night2/obj7); without, only its top level is read")
 DEVICE_HELP = ("where a torch model scores, whatever it was trained on: auto (CUDA when torch "
                "sees one, else the CPU), cpu, cuda")
 
@@ -648,7 +650,8 @@ def cmd_predict(args) -> int:
                                   weight_files=args.weight_files,
                                   band_map=parse_band_map(args.bands),
                                   zero_point=args.zeropoint, pixel_scale=args.pixel_scale,
-                                  noise_seed=args.noise_seed, device=check_device(args.device))
+                                  noise_seed=args.noise_seed, device=check_device(args.device),
+                                  recursive=args.recursive)
         what, skipped = "cutouts", "bad"
     if summary.n_total and not summary.n_predicted:
         reasons = "; ".join(f"{n} x {reason}" for reason, n in summary.reasons.items())
@@ -658,6 +661,7 @@ def cmd_predict(args) -> int:
                       ("sigma_nmad", "outlier_frac", "bias_mean") if key in summary.metrics)
     print(f"{summary.n_predicted} of {summary.n_total} {what} predicted, {summary.n_skipped} "
           f"{skipped}: {summary.out}{extra}{metrics}")
+    _say_unread_subfolders(args, summary.layout)
     return 0
 
 
@@ -680,7 +684,7 @@ def cmd_scan(args) -> int:
                        band_map=parse_band_map(args.bands), zero_point=args.zeropoint,
                        pixel_scale=args.pixel_scale, model_pixel_scale=args.model_pixel_scale,
                        noise_seed=args.noise_seed, psf_files=args.psf_files,
-                       device=check_device(args.device))
+                       device=check_device(args.device), recursive=args.recursive)
     except KeyboardInterrupt:
         print(f"interrupted: scored cutouts are kept in {args.out}.partial; rerun the same "
               "command to resume", file=sys.stderr)
@@ -690,7 +694,20 @@ def cmd_scan(args) -> int:
     print(f"{summary.n_scored} of {summary.n_total} cutouts scored ({summary.layout}; "
           f"{summary.n_scored_now} now at {summary.rate:,.0f}/s), {summary.n_bad} bad "
           f"(listed in {summary.bad_file}); ranked table {summary.out}")
+    _say_unread_subfolders(args, summary.layout)
     return 0
+
+
+def _say_unread_subfolders(args, layout: str) -> None:
+    """A folder of FITS cutouts is read at its top level: say how many FITS files its
+    subfolders hold, which --recursive would have read too."""
+    from lensbench.bench.tools.scan import fits_files
+
+    if layout == "fits" and not args.recursive:
+        top = len(fits_files(args.cutouts))
+        if below := len(fits_files(args.cutouts, recursive=True)) - top:
+            print(f"note: {below} FITS file(s) in subfolders of {args.cutouts} were not read "
+                  "(--recursive reads them)", file=sys.stderr)
 
 
 def cmd_degrade(args) -> int:
@@ -885,6 +902,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--no-progress", action="store_true")
     scan.add_argument("--tracking-uri", help="MLflow store of the run id (default: "
                       "$MLFLOW_TRACKING_URI or the workdir's)")
+    scan.add_argument("--recursive", action="store_true", help=RECURSIVE_HELP)
     prep = _add_preparation(scan)
     prep.add_argument("--psf-files", metavar="PATTERN",
                       help="PSF images, e.g. '{id}_{band}.psf.fits': their FWHM is recorded "
@@ -913,6 +931,7 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--tracking-uri", help="MLflow store of the run id (default: "
                          "$MLFLOW_TRACKING_URI or the workdir's)")
     predict.add_argument("--device", default="auto", help=DEVICE_HELP)
+    predict.add_argument("--recursive", action="store_true", help=RECURSIVE_HELP)
     _add_preparation(predict)
     _add_workdir(predict)
     predict.set_defaults(func=cmd_predict)

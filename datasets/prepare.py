@@ -45,6 +45,7 @@ A missing band, file or HDU is an error naming the file and the band.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import math
 import re
@@ -60,8 +61,18 @@ PIXEL_SCALE_KEYWORDS = ("PIXSCALE", "PIXSCAL1", "SECPIX")
 BAND_KEYWORDS = ("FILTER", "BAND", "FILTNAM1")
 NANOMAGGY_UNITS = ("nanomaggy", "nanomaggies", "nmgy")
 SCALE_TOLERANCE = 1e-6  # relative: scales closer than this are the same (no resampling)
+# A header read as it is (no preparation) contradicts the model beyond this relative difference
+# (headers round the pixel scale: 0.168 for HSC's 0.16799...)
+AS_IS_TOLERANCE = 1e-3
+# An input pixel may cover at most 8 x 8 model pixels: coarser is no survey (SDSS's 0.396" into
+# a 0.1" Euclid VIS model is 4), but a scale in the wrong unit (1 read as 1 degree).
+MAX_SCALE_FACTOR = 8.0
+# At least half of a stamp must hold the cutout's own data; the rest may be padding noise and
+# masked pixels (a 3x3 cutout padded to 101x101 would be scored as if it were a cutout).
+MIN_DATA_FRACTION = 0.5
 BORDER_WIDTH = 4  # pixels of the border that give the sky sigma without an rms map
 ARCSEC_PER_DEG = 3600.0
+AB_ZERO_POINT_JY = 3631.0  # the AB system's zero-point flux density (Oke & Gunn 1983)
 
 
 class PreparationError(ValueError):
@@ -114,6 +125,14 @@ class Preparation:
     seed: int = 0
     psf_fwhm: str = ""  # per band, arcsec, of the PSF images given ("" without any)
     model_psf_fwhm: str = ""  # per band, arcsec, the model's training PSF (where it says)
+    masked_pixels: int = 0  # stamp pixels without data (non-finite, zero weight): noise
+    # where the cutout's centre lies in the stamp, model pixels from the stamp's centre (x along
+    # columns, y along rows): +-0.5 when the cutout's side and the stamp's differ in parity
+    centre_dx: float = 0.0
+    centre_dy: float = 0.0
+    sky_level: str = ""  # per band, the border's clipped median in sky sigmas (~0: sky-subtracted)
+    north_angle: float = math.nan  # degrees from +y (rows) towards +x of North, from the WCS
+    east_left: str = ""  # "True": East at -x (North up, East left as on the sky), from the WCS
 
     def row(self) -> dict[str, str]:
         return {key: repr(v) if isinstance(v, float) else str(v)
@@ -126,6 +145,57 @@ PREPARATION_COLUMNS = tuple(Preparation.__dataclass_fields__)
 # --------------------------------------------------------------------------- header facts
 
 
+def _number(value) -> float | None:
+    """A finite number from a header value (a number, or a string holding one: "30.0")."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        try:
+            value = float(value)
+        except ValueError:
+            return None
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
+
+def _unit(text: str):
+    """BUNIT as an astropy unit (FITS spelling first, then astropy's), or None."""
+    import astropy.units as u
+
+    for fmt in ("fits", None):
+        try:
+            return u.Unit(text, format=fmt, parse_strict="raise")
+        except (ValueError, TypeError):
+            continue
+    return None
+
+
+def _flux_density_zero_point(unit) -> float | None:
+    """The AB zero point of one ``unit`` when it is a flux density (nJy: 31.4), else None."""
+    import astropy.units as u
+
+    if unit is None or not unit.is_equivalent(u.Jy):
+        return None
+    return -2.5 * math.log10(unit.to(u.Jy) / AB_ZERO_POINT_JY)
+
+
+def _is_count_rate(text: str, unit) -> bool | None:
+    """True for counts (electrons, DN) per second, False for counts, None when BUNIT says
+    neither. Astropy parses "count s-1" or "electron / s"; HST and others write "ELECTRONS/S",
+    "COUNTS/S", "CPS", which it does not."""
+    import astropy.units as u
+
+    if unit is not None and not unit.is_equivalent(u.Jy):
+        powers = dict(zip(unit.decompose().bases, unit.decompose().powers, strict=True))
+        if powers.get(u.s, 0) < 0:
+            return True
+    words = text.upper().replace(" ", "")
+    if re.search(r"(/S(EC(OND)?)?$|S-1$|S\*\*-1$|^CPS$|PERS(EC(OND)?)?$)", words):
+        return True
+    if re.fullmatch(r"(COUNTS?|CTS?|ELECTRONS?|E-?|DN|ADUS?)", words):
+        return False
+    return None
+
+
 def zero_point_of(header, where: str, flag: float | None = None) -> tuple[float, float, str]:
     """(AB zero point, factor the values are multiplied by first, where the zero point came
     from) of an image with ``header``; see the module docstring. PreparationError naming
@@ -133,29 +203,38 @@ def zero_point_of(header, where: str, flag: float | None = None) -> tuple[float,
     if flag is not None:
         return float(flag), 1.0, "--zeropoint"
     header = header if header is not None else {}
-    unit = str(header.get("BUNIT", "")).strip().lower()
-    if unit in NANOMAGGY_UNITS:
+    text = str(header.get("BUNIT", "")).strip()
+    unit = _unit(text) if text else None
+    if text.lower() in NANOMAGGY_UNITS:
         return NANOMAGGY_ZEROPOINT, 1.0, "BUNIT"
+    if (zero_point := _flux_density_zero_point(unit)) is not None:  # nJy (Rubin), uJy, ...
+        return zero_point, 1.0, f"BUNIT {text}"
     for key in ZERO_POINT_KEYWORDS:
-        value = header.get(key)
-        if isinstance(value, (int, float)) and not isinstance(value, bool) \
-                and math.isfinite(value):
-            return float(value), 1.0, key
-    photflam, photplam = header.get("PHOTFLAM"), header.get("PHOTPLAM")
-    if isinstance(photflam, (int, float)) and isinstance(photplam, (int, float)) \
-            and photflam > 0 and photplam > 0:
+        if (value := _number(header.get(key))) is not None:
+            return value, 1.0, key
+    photflam, photplam = _number(header.get("PHOTFLAM")), _number(header.get("PHOTPLAM"))
+    if photflam is not None and photplam is not None and photflam > 0 and photplam > 0:
         # AB magnitude of 1 e-/s (STScI ACS zero points)
         zero_point = -2.5 * math.log10(photflam) - 5.0 * math.log10(photplam) - 2.408
-        if "/s" in unit:
+        rate = _is_count_rate(text, unit)
+        if rate:
             return zero_point, 1.0, "PHOTFLAM"
-        exptime = header.get("EXPTIME")
-        if not isinstance(exptime, (int, float)) or exptime <= 0:
-            raise PreparationError(f"{where}: BUNIT {unit or 'missing'!r} is counts, not "
+        exptime = _number(header.get("EXPTIME"))
+        if rate is None:
+            seconds = f"; over EXPTIME {exptime:g} s, counts have zero point " \
+                f"{zero_point + 2.5 * math.log10(exptime):.4f}" if exptime and exptime > 0 else ""
+            raise PreparationError(
+                f"{where}: BUNIT {text or 'missing'!r} does not say whether the values are "
+                f"counts or counts per second, and PHOTFLAM's zero point ({zero_point:.4f}) is "
+                f"that of 1 e-/s{seconds}; pass --zeropoint")
+        if exptime is None or exptime <= 0:
+            raise PreparationError(f"{where}: BUNIT {text!r} is counts, not "
                                    "counts/s, and there is no EXPTIME to turn the PHOTFLAM zero "
                                    "point (of 1 e-/s) into one for these values")
-        return zero_point, 1.0 / float(exptime), "PHOTFLAM/EXPTIME"
+        return zero_point, 1.0 / exptime, "PHOTFLAM/EXPTIME"
+    stated = f"BUNIT {text!r} is not a flux density, and no " if text else "no BUNIT, no "
     raise PreparationError(
-        f"{where}: nothing says the zero point (no BUNIT nanomaggies, no "
+        f"{where}: nothing says the zero point ({stated}"
         f"{'/'.join(ZERO_POINT_KEYWORDS)} or PHOTFLAM keyword); pass --zeropoint")
 
 
@@ -177,19 +256,61 @@ def pixel_scale_of(header, where: str, flag: float | None = None
                 wcs = WCS(header, naxis=2)
             except Exception as error:  # a broken WCS is the file's fault: say so
                 raise PreparationError(f"{where}: unreadable WCS ({error})") from None
-        m = wcs.pixel_scale_matrix
+        to_arcsec = _wcs_arcsec_per_unit(wcs)
+        m = wcs.pixel_scale_matrix * (to_arcsec or 0.0)
         area = abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])
-        sides = np.sqrt((m**2).sum(axis=0))  # per pixel axis, degrees
+        sides = np.sqrt((m**2).sum(axis=0))  # per pixel axis, arcsec
         if area > 0:
             if abs(sides[0] / sides[1] - 1) > 0.01:
-                raise PreparationError(f"{where}: pixels of {sides[0] * 3600:.4g}\" x "
-                                       f"{sides[1] * 3600:.4g}\" are not square")
-            return math.sqrt(area) * ARCSEC_PER_DEG, "WCS"
+                raise PreparationError(f"{where}: pixels of {sides[0]:.4g}\" x "
+                                       f"{sides[1]:.4g}\" are not square")
+            return math.sqrt(area), "WCS"
     for key in PIXEL_SCALE_KEYWORDS:
-        value = header.get(key)
-        if isinstance(value, (int, float)) and value > 0:
-            return float(value), key
+        value = _number(header.get(key))
+        if value is not None and value > 0:
+            return value, key
     return None, "unknown"
+
+
+def _wcs_arcsec_per_unit(wcs) -> float | None:
+    """Arcsec per unit of a 2-D WCS's axes: celestial axes are in degrees; a linear WCS counts
+    only when both its CUNITs are angles (CDELT1 = 1 without CTYPE or CUNIT is a pixel
+    count, not a degree, and would make a 1"/px cutout 3600"/px). None: not a sky WCS."""
+    import astropy.units as u
+
+    if wcs.has_celestial:
+        return ARCSEC_PER_DEG
+    units = [u.Unit(unit) if str(unit) else u.dimensionless_unscaled
+             for unit in wcs.wcs.cunit]
+    if units and all(unit == units[0] and unit.is_equivalent(u.arcsec) for unit in units):
+        return float(units[0].to(u.arcsec))
+    return None
+
+
+def orientation_of(header) -> tuple[float, bool] | None:
+    """(angle of North in degrees from the +y pixel axis (rows) towards +x (columns), East
+    left: whether East lies 90 degrees counter-clockwise from North, as on the sky, not
+    mirrored) of a header's celestial WCS; None without one."""
+    import warnings
+
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    if header is None or not any(key in header for key in ("CD1_1", "CDELT1", "PC1_1")):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            wcs = WCS(header, naxis=2)
+        except Exception:
+            return None
+    if not wcs.has_celestial:
+        return None
+    sky = wcs.celestial
+    m = sky.pixel_scale_matrix[[sky.wcs.lng, sky.wcs.lat]]  # rows: (East, North) per pixel
+    if abs(np.linalg.det(m)) == 0:
+        return None
+    north = np.linalg.solve(m, [0.0, 1.0])  # the pixel step towards North
+    return math.degrees(math.atan2(north[0], north[1])) + 0.0, bool(np.linalg.det(m) < 0)
 
 
 def band_of(header, bands: Sequence[str]) -> str | None:
@@ -209,20 +330,71 @@ def band_of(header, bands: Sequence[str]) -> str | None:
     return None
 
 
+def as_is_conflicts(header, model: ModelInputs) -> list[str]:
+    """What the header of a cutout read as it is (no preparation: taken to be in the model's
+    bands, nanomaggies and pixel scale already) says against that: its BANDS, zero point or
+    pixel scale. Empty when it says nothing or agrees."""
+    if header is None:
+        return []
+    said = []
+    listed = header.get("BANDS")
+    if isinstance(listed, str) and model.bands:  # no bands: a model that does not say them
+        names = tuple(b.strip() for b in listed.split(","))
+        if names != tuple(model.bands):
+            said.append(f"bands {','.join(names)} (the model takes {','.join(model.bands)}, "
+                        "in that order)")
+    try:
+        zero_point, factor, source = zero_point_of(header, "")
+    except PreparationError:  # nothing it says gives a zero point; a unit it names may
+        unit = str(header.get("BUNIT", "")).strip()
+        zero_point, factor, source = None, 1.0, ""
+        if unit or "PHOTFLAM" in header:
+            said.append(f"values in {('BUNIT ' + repr(unit)) if unit else 'HST counts'} (the "
+                        "model takes nanomaggies)")
+    if zero_point is not None and (abs(zero_point - NANOMAGGY_ZEROPOINT) > AS_IS_TOLERANCE
+                                   or factor != 1.0):
+        said.append(f"zero point {zero_point:.4g} from {source} (the model takes nanomaggies, "
+                    f"zero point {NANOMAGGY_ZEROPOINT:g})")
+    try:
+        scale, source = pixel_scale_of(header, "")
+    except PreparationError:
+        scale = None
+    if scale is not None and model.pixel_scale is not None \
+            and abs(scale / model.pixel_scale - 1.0) > AS_IS_TOLERANCE:
+        said.append(f"pixels of {scale:.4g}\" from {source} (the model takes "
+                    f"{model.pixel_scale:.4g}\")")
+    return said
+
+
 # --------------------------------------------------------------------------- reading
 
 
+@contextlib.contextmanager
 def _open(path: str | Path, band: str | None = None):
+    """The open HDU list of a FITS file. A file cut short (an interrupted download) or
+    otherwise corrupt fails when its data are read, inside the block, not when it opens: any
+    error there is one bad cutout, named with its file."""
     from astropy.io import fits
 
     path = Path(path)
     if not path.is_file():
         raise PreparationError(f"{path}: no such file" + (f" (band {band})" if band else ""))
     try:
-        return fits.open(path, memmap=False)
+        with fits.open(path, memmap=False) as hdul:
+            yield hdul
+    except PreparationError:
+        raise
     except Exception as error:  # a corrupt file is one bad cutout, named
         raise PreparationError(f"{path}: unreadable FITS ({type(error).__name__}: "
-                               f"{error})") from None
+                               f"{error})" + (f" (band {band})" if band else "")) from None
+
+
+def _without_leading_axes(data: np.ndarray) -> np.ndarray:
+    """``data`` without its leading axes of length 1 ((1, 1, H, W) -> (H, W)); the two image
+    axes stay, whatever their length (np.squeeze made a (4, 1, 1) cube a line of 4 values)."""
+    while data.ndim > 2 and data.shape[0] == 1:
+        data = data[0]
+    return data
 
 
 def _image_hdus(hdul) -> list[tuple[int, object]]:
@@ -244,7 +416,7 @@ def read_plane(path: str | Path, band: str | None = None, what: str = "image"
         header = hdu.header.copy()
         if hdus[0][0] > 0:
             header = _merged(hdul[0].header, header)
-    data = np.squeeze(data)
+    data = _without_leading_axes(data)
     if data.ndim != 2:
         raise PreparationError(f"{path}: {what} of shape {data.shape}, expected one 2-D plane"
                                + (f" (band {band})" if band else ""))
@@ -331,12 +503,12 @@ def read_cutout(path: str | Path, bands: Sequence[str],
             raise PreparationError(f"{path}: no image HDU with data")
         primary = hdul[0].header
         first = hdus[0][1]
-        if np.squeeze(first.data).ndim == 3:  # a cube, with its rms cube in an HDU "RMS"
-            data = np.asarray(np.squeeze(first.data), dtype=np.float64)
+        if _without_leading_axes(first.data).ndim == 3:  # a cube, with its rms cube in an HDU "RMS"
+            data = np.asarray(_without_leading_axes(first.data), dtype=np.float64)
             planes = _cube_planes(path, data, first.header, bands, band_map)
             rms = [h for _, h in hdus[1:] if h.name == "RMS" and h.data.shape == first.data.shape]
             if rms:
-                sigma = np.asarray(np.squeeze(rms[0].data), dtype=np.float64)
+                sigma = np.asarray(_without_leading_axes(rms[0].data), dtype=np.float64)
                 for plane in planes:
                     plane.rms = sigma[plane.index]
                     plane.rms_file = f"{path}[RMS]"
@@ -353,7 +525,7 @@ def read_cutout(path: str | Path, bands: Sequence[str],
                     hdu = hdul[key]
                 except (KeyError, IndexError):
                     raise PreparationError(f"{path}: no HDU {where!r} for band {band}") from None
-                if hdu.data is None or np.squeeze(hdu.data).ndim != 2:
+                if hdu.data is None or _without_leading_axes(hdu.data).ndim != 2:
                     raise PreparationError(f"{path}[{where}]: no 2-D image for band {band}")
                 planes[band] = (f"{path}[{where}]", hdu)
         else:
@@ -371,7 +543,8 @@ def read_cutout(path: str | Path, bands: Sequence[str],
             raise PreparationError(f"{path}: no HDU for band {missing[0]} (image HDUs and their "
                                    f"FILTER/BAND: {', '.join(found)}); pass --bands "
                                    f"{missing[0]}=<HDU name or index>")
-        return [BandPlane(band, np.asarray(np.squeeze(planes[band][1].data), dtype=np.float64),
+        return [BandPlane(band, np.asarray(_without_leading_axes(planes[band][1].data),
+                                           dtype=np.float64),
                           planes[band][0], _merged(primary, planes[band][1].header))
                 for band in bands]
 
@@ -428,17 +601,21 @@ def border_sigma(image: np.ndarray, width: int = BORDER_WIDTH) -> float:
 
 
 def _fit_to_stamp(image: np.ndarray, shape: tuple[int, int]
-                  ) -> tuple[np.ndarray, tuple[tuple[int, int], tuple[int, int]]]:
-    """Centre-crop (B, h, w) ``image`` to at most ``shape``, and the padding (before, after)
-    still needed per axis to reach it."""
-    pads = []
+                  ) -> tuple[np.ndarray, tuple[tuple[int, int], tuple[int, int]],
+                             tuple[float, float]]:
+    """Centre-crop (B, h, w) ``image`` to at most ``shape``; the padding (before, after) still
+    needed per axis to reach it; and where the image's centre then lies in the stamp, in
+    pixels (rows, columns) from the stamp's centre: half a pixel when the sizes' parities
+    differ, since whole pixels are cut or added."""
+    pads, offsets = [], []
     for axis, want in ((1, shape[0]), (2, shape[1])):
         have = image.shape[axis]
         lo = max(have - want, 0) // 2
         image = np.take(image, np.arange(lo, lo + min(have, want)), axis=axis)
         extra = max(want - have, 0)
         pads.append((extra // 2, extra - extra // 2))
-    return image, (pads[0], pads[1])
+        offsets.append((have - 1) / 2 - lo + extra // 2 - (want - 1) / 2)
+    return image, (pads[0], pads[1]), (offsets[0], offsets[1])
 
 
 def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
@@ -508,10 +685,19 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
     # one band's header may say it where another's does not
     scale_in, record.pixel_scale_from = next(((s, f) for s, f in scales if s is not None),
                                              scales[0])
+    if (turned := next(filter(None, map(orientation_of, (p.header for p in planes))), None)):
+        record.north_angle, east_left = turned
+        record.east_left = str(east_left)
     flux = np.stack(fluxes)
+    flux_in_shape = flux.shape[1:]
     rms = None if any(r is None for r in rmses) else np.stack(rmses)
+    # no data: a non-finite value, or zero weight (an infinite rms): chip gaps, survey edges
+    masked = ~np.isfinite(flux) if rms is None else ~(np.isfinite(flux) & np.isfinite(rms))
+    flux = np.where(masked, 0.0, flux)
+    if rms is not None:
+        rms = np.where(masked, np.nan, rms)
     if model.pixel_scale is not None and scale_in is None:
-        raise PreparationError(f"{planes[0].file}: no pixel scale (no WCS, no "
+        raise PreparationError(f"{planes[0].file}: no pixel scale (no celestial WCS, no "
                                f"{'/'.join(PIXEL_SCALE_KEYWORDS)} keyword); pass --pixel-scale")
     if scale_in is not None and model.pixel_scale is None:
         raise PreparationError(f"the model does not say its pixel scale (a bare torch "
@@ -520,37 +706,92 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
     if scale_in is not None:
         record.pixel_scale_in = scale_in
         record.scale_factor = scale_in / model.pixel_scale
+        if record.scale_factor > MAX_SCALE_FACTOR:
+            raise PreparationError(
+                f"{planes[0].file}: its pixels of {scale_in:.4g}\" ({record.pixel_scale_from}) "
+                f"would each cover {record.scale_factor:.3g} x {record.scale_factor:.3g} of the "
+                f"model's {model.pixel_scale:.4g}\" pixels; no survey is that much coarser "
+                f"than the model's: is the scale right? (--pixel-scale sets it)")
         if abs(record.scale_factor - 1.0) > SCALE_TOLERANCE:
-            n_out = tuple(int(math.floor(n * record.scale_factor + 1e-9))
-                          for n in flux.shape[1:])
+            # straight onto the stamp's grid where the cutout covers it (same centre, so no
+            # crop moves the centre); else onto the largest grid it covers fully with the
+            # stamp's parity, so the padding is even on both sides
+            n_out = tuple(_resampled_side(n, record.scale_factor, want)
+                          for n, want in zip(flux.shape[1:], model.stamp_shape, strict=True))
+            _check_coverage(n_out[0] * n_out[1], 0, model.stamp_shape, planes[0].file)
+            area = record.scale_factor ** 2  # model pixels per input pixel
             flux = rebin_flux(flux, scale_in, model.pixel_scale, n_out)
+            masked = rebin_flux(masked.astype(np.float64), scale_in, model.pixel_scale,
+                                n_out) * area > 1e-6  # touched by a pixel without data
             if rms is not None:
-                rms = np.sqrt(rebin_flux(np.where(np.isfinite(rms), rms, 0.0) ** 2, scale_in,
-                                         model.pixel_scale, n_out, variance=True))
+                rms = np.sqrt(rebin_flux(np.nan_to_num(rms) ** 2, scale_in, model.pixel_scale,
+                                         n_out, variance=True))
             record.resampling = "rebin_flux"
-    resampled = flux.shape[1] * flux.shape[2]
-    flux, pads = _fit_to_stamp(flux, model.stamp_shape)
+    covered = flux.shape[1] * flux.shape[2]
+    if record.resampling != "none":  # what the input covers in model pixels, the stamp or not
+        covered = math.prod(int(math.floor(n * record.scale_factor + 1e-9))
+                            for n in flux_in_shape)
+    flux, pads, offset = _fit_to_stamp(flux, model.stamp_shape)
+    masked = _fit_to_stamp(masked, model.stamp_shape)[0]
     if rms is not None:
-        rms = _fit_to_stamp(rms, model.stamp_shape)[0]
+        rms = np.where(masked, np.nan, _fit_to_stamp(rms, model.stamp_shape)[0])
     before = flux.shape[1] * flux.shape[2]
-    record.crop_pixels = resampled - before
-    if any(sum(p) for p in pads):
+    record.crop_pixels = max(covered - before, 0)
+    record.centre_dy, record.centre_dx = offset
+    record.masked_pixels = int(masked.any(axis=0).sum())
+    _check_coverage(before, record.masked_pixels, model.stamp_shape, planes[0].file)
+    with_gaps = np.where(masked, np.nan, flux)
+    if rms is not None and all(np.isfinite(_edge(r)).any() for r in rms):
+        sigmas = [float(np.nanmedian(_edge(r))) for r in rms]
+        record.noise_source = "rms map"
+    else:
+        sigmas = [border_sigma(f) for f in with_gaps]
+        record.noise_source = "border sigma-clipped std"
+    record.sky_level = ",".join(f"{b}={_border_median(f) / s:.3g}" if s > 0 else f"{b}=nan"
+                                for b, f, s in zip(bands, with_gaps, sigmas, strict=True))
+    if any(sum(p) for p in pads) or record.masked_pixels:
         rng = np.random.default_rng(record.seed)
-        if rms is not None:
-            sigmas = [float(np.median(_edge(r))) for r in rms]
-            record.noise_source = "rms map"
-        else:
-            sigmas = [border_sigma(f) for f in flux]
-            record.noise_source = "border sigma-clipped std"
         out = np.empty((len(bands), *model.stamp_shape), dtype=np.float64)
         for k, sigma in enumerate(sigmas):
             out[k] = rng.normal(0.0, sigma, model.stamp_shape)
-            out[k, pads[0][0]:pads[0][0] + flux.shape[1],
-                   pads[1][0]:pads[1][0] + flux.shape[2]] = flux[k]
+            inside = out[k, pads[0][0]:pads[0][0] + flux.shape[1],
+                         pads[1][0]:pads[1][0] + flux.shape[2]]
+            inside[~masked[k]] = flux[k][~masked[k]]
         record.padding_pixels = int(out.shape[1] * out.shape[2] - before)
         record.noise_sigma = ",".join(f"{b}={s:.4g}" for b, s in zip(bands, sigmas, strict=True))
         flux = out
+    else:
+        record.noise_source = "none"
     return flux.astype(np.float32), record
+
+
+def _resampled_side(n: int, factor: float, want: int) -> int:
+    """Model pixels along one axis of an ``n``-pixel input resampled by ``factor``: the stamp's
+    ``want`` where the input covers it, else the most it covers fully with ``want``'s parity."""
+    covered = int(math.floor(n * factor + 1e-9))
+    return want if covered >= want else max(covered - (want - covered) % 2, 0)
+
+
+def _check_coverage(data_pixels: int, masked_pixels: int, stamp: tuple[int, int], where: str
+                    ) -> None:
+    """Refuse a cutout whose own data would fill less than MIN_DATA_FRACTION of the stamp: the
+    rest would be noise lensbench made up (padding, masked pixels), and the model would score
+    that."""
+    total = stamp[0] * stamp[1]
+    if data_pixels - masked_pixels < MIN_DATA_FRACTION * total:
+        raise PreparationError(
+            f"{where}: its data would fill {data_pixels - masked_pixels} of the model's "
+            f"{stamp[0]}x{stamp[1]} stamp pixels ({data_pixels} from the cutout, "
+            f"{masked_pixels} of them without data); at least {MIN_DATA_FRACTION:.0%} must "
+            "hold the cutout's data, not padding noise")
+
+
+def _border_median(image: np.ndarray) -> float:
+    """The 3-sigma-clipped median of a band's border (NaN: no data): a sky-subtracted cutout's
+    is near 0; prepared.csv gives it in sky sigmas."""
+    from astropy.stats import sigma_clipped_stats
+
+    return float(sigma_clipped_stats(_edge(image), sigma=3.0)[1])
 
 
 def _edge(image: np.ndarray, width: int = BORDER_WIDTH) -> np.ndarray:

@@ -151,14 +151,15 @@ def test_a_cube_takes_its_bands_from_bands_keyword_or_the_model_order(tmp_path):
 
 def test_padding_is_noise_from_the_rms_map_or_the_border_reproducible_per_id(tmp_path):
     rng = np.random.default_rng(1)
-    small = rng.normal(0.0, 0.5, (2, 10, 10))
-    small[:, 4:6, 4:6] += 20.0
+    small = rng.normal(0.0, 0.5, (2, 24, 24))
+    small[:, 11:13, 11:13] += 20.0
     array_model = ModelInputs(("g", "r"), None, (32, 32))
     image, record = prepare_cutout(small, array_model, cutout_id="obj-1", zero_point=22.5)
-    assert image.shape == (2, 32, 32) and record.padding_pixels == 32 * 32 - 10 * 10
-    assert np.array_equal(image[:, 11:21, 11:21], small.astype(np.float32))  # centred
+    assert image.shape == (2, 32, 32) and record.padding_pixels == 32 * 32 - 24 * 24
+    assert np.array_equal(image[:, 4:28, 4:28], small.astype(np.float32))  # centred
     assert record.noise_source == "border sigma-clipped std"
-    frame = np.concatenate([image[0, :11].ravel(), image[0, 21:].ravel()])
+    assert (record.centre_dx, record.centre_dy) == (0.0, 0.0)
+    frame = np.concatenate([image[0, :4].ravel(), image[0, 28:].ravel()])
     assert frame.std() == pytest.approx(border_sigma(small[0]), rel=0.15)
     assert frame.std() == pytest.approx(0.5, rel=0.3)  # the clipped border ignores the source
     again, _ = prepare_cutout(small, array_model, cutout_id="obj-1", zero_point=22.5)
@@ -168,12 +169,12 @@ def test_padding_is_noise_from_the_rms_map_or_the_border_reproducible_per_id(tmp
     files = {}
     for band in ("g", "r"):
         header = fits.Header({"BUNIT": "nanomaggy", "PIXSCALE": 0.2})
-        fits.PrimaryHDU(small[0], header).writeto(tmp_path / f"s_{band}.fits")
-        fits.PrimaryHDU(np.full((10, 10), 3.0), header).writeto(tmp_path / f"s_{band}.rms.fits")
+        fits.PrimaryHDU(np.pad(small[0], 12), header).writeto(tmp_path / f"s_{band}.fits")
+        fits.PrimaryHDU(np.full((48, 48), 3.0), header).writeto(tmp_path / f"s_{band}.rms.fits")
         files[band] = {"sci": tmp_path / f"s_{band}.fits", "rms": tmp_path / f"s_{band}.rms.fits"}
     image, record = prepare_cutout(files, ModelInputs(("g", "r"), 0.2, (64, 64)), cutout_id="s")
     assert record.noise_source == "rms map" and record.noise_sigma == "g=3,r=3"
-    assert image[1, :20].std() == pytest.approx(3.0, rel=0.1)
+    assert image[1, :8].std() == pytest.approx(3.0, rel=0.1)
     files["r"] = {"sci": tmp_path / "s_z.fits"}
     with pytest.raises(PreparationError, match=r"s_z\.fits: no such file \(band r\)"):
         prepare_cutout(files, GR, cutout_id="s")

@@ -47,6 +47,7 @@ class PredictSummary:
     files: dict[str, Path] = field(default_factory=dict)
     reasons: dict[str, int] = field(default_factory=dict)  # why rows were skipped, commonest first
     metrics: dict[str, float] = field(default_factory=dict)
+    layout: str = ""  # of the cutouts (bench.tools.scan.list_items); "" for a catalogue
 
 
 def stem_of(out: Path) -> str:
@@ -102,7 +103,7 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
                     rms_files: str | None = None, weight_files: str | None = None,
                     band_map: dict[str, str] | None = None, zero_point: float | None = None,
                     pixel_scale: float | None = None, noise_seed: int = 0,
-                    device: str = "auto") -> PredictSummary:
+                    device: str = "auto", recursive: bool = False) -> PredictSummary:
     """Predict the lens-model parameters of every cutout under ``cutouts`` with the saved
     regressor ``model`` on ``device``; the preparation arguments are those of ``bench scan``
     (any of them, or a manifest CSV as ``cutouts``, turns preparation on)."""
@@ -122,8 +123,8 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     prepare = prepare or any(v not in (None, 0, {}) for v in (
         band_files, rms_files, weight_files, band_map, zero_point, pixel_scale, noise_seed)) \
         or Path(cutouts).suffix.lower() == ".csv"
-    items, _ = list_items(cutouts, contract.bands, band_files=band_files, rms_files=rms_files,
-                          weight_files=weight_files)
+    items, layout = list_items(cutouts, contract.bands, band_files=band_files, rms_files=rms_files,
+                          weight_files=weight_files, recursive=recursive)
     preparer = Preparer(model_inputs(method, contract), zero_point, pixel_scale,
                         tuple((band_map or {}).items()), noise_seed) if prepare else None
     targets = list(contract.targets)
@@ -131,12 +132,15 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     for start in range(0, len(items), batch_size):
         images, good, rejected = load_batch(items[start:start + batch_size],
                                             contract.stamp_shape, prepare=preparer,
-                                            records=records)
+                                            records=records,
+                                            as_is=None if preparer else model_inputs(method,
+                                                                                     contract))
         bad += [(item.id, reason) for item, reason in rejected]
         if not good:
             continue
         mean, variance = predict(method, images)
         sigma = np.sqrt(variance) if variance is not None else np.full_like(mean, np.nan)
+        _from_cutout_centre(mean, good, records, targets, contract.pixel_scale)
         for k, item in enumerate(good):
             rows.append([item.id, *(value for t in range(len(targets)) for value in (
                 _number(mean[k, t]), _number(sigma[k, t])))])
@@ -149,7 +153,23 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
         files["prepared"] = atomic_write_csv(out.with_name(stem + ".prepared.csv"), columns,
                                              ([r.row()[c] for c in columns] for r in records))
     return PredictSummary(out, len(items), len(rows), len(bad), files,
-                          _counted(reason for _, reason in bad))
+                          _counted(reason for _, reason in bad), layout=layout)
+
+
+def _from_cutout_centre(mean: np.ndarray, good: list, records: list, targets: list[str],
+                        pixel_scale: float | None) -> None:
+    """Positions (x, y: arcsec from the stamp's centre) made relative to each cutout's own
+    centre, which preparation puts half a pixel off the stamp's when their sides differ in
+    parity (datasets.prepare.Preparation.centre_dx/dy): the catalogue position the cutout was
+    cut around is the user's origin, not lensbench's stamp."""
+    if not records or pixel_scale is None:
+        return
+    shifts = {record.id: (record.centre_dx, record.centre_dy) for record in records}
+    for axis, name in enumerate(("x", "y")):
+        if name in targets:
+            column = targets.index(name)
+            for k, item in enumerate(good):
+                mean[k, column] -= shifts[item.id][axis] * pixel_scale
 
 
 # --------------------------------------------------------------------------- catalogues

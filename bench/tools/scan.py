@@ -69,8 +69,8 @@ from lensbench.datasets.readers import (
 COLUMNS = ("rank", "id", "score", "spread", "source")
 BAD_COLUMNS = ("id", "source", "reason")
 _PARTIAL_COLUMNS = ("index", "id", "score", "spread", "source")
-STATE_FORMAT = "lensbench-scan/1"
-_FITS = re.compile(r"\.fits?(\.gz)?$", re.IGNORECASE)
+STATE_FORMAT = "lensbench-scan/2"  # 2: prepared.csv records masked pixels, centre, sky, North
+_FITS = re.compile(r"\.fits?(\.gz|\.fz)?$", re.IGNORECASE)  # .fz: tile-compressed (fpack)
 
 
 # A pixel brighter than this many training sky sigma (the per-band noise the checkpoint stores,
@@ -115,7 +115,8 @@ def _is_split(path: Path) -> bool:
 def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None, *,
                band_files: str | None = None, rms_files: str | None = None,
                weight_files: str | None = None, psf_files: str | None = None,
-               split_bands_checked: bool = False) -> tuple[list[Item], str]:
+               split_bands_checked: bool = False, recursive: bool = False
+               ) -> tuple[list[Item], str]:
     """Every cutout under ``cutouts`` in a fixed order, and the layout ("split", "fits",
     "metcalf", "band files" or "manifest"). ``bands``: the model's bands (with
     ``split_bands_checked``, as its contract declares them: a split must hold those bands in
@@ -124,7 +125,9 @@ def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None, *
     the ``band_files`` pattern (``{id}`` and ``{band}`` in a path relative to ``cutouts``; rms
     and weight maps and PSF images with ``rms_files`` / ``weight_files`` / ``psf_files``), or
     listed in a manifest CSV given as ``cutouts`` (columns id, band, sci and optionally rms,
-    weight, psf; paths relative to it)."""
+    weight, psf; paths relative to it). A folder of FITS cutouts is read at its top level
+    only, unless ``recursive`` (ids are then paths relative to it, "night2/obj7"): a folder
+    beside the cutouts often holds their PSFs or weight maps, which must not be scored."""
     path = Path(cutouts).resolve()
     if band_files is not None:
         return _band_file_items(path, list(bands or ()), band_files, rms_files,
@@ -162,11 +165,25 @@ def list_items(cutouts: str | os.PathLike, bands: Iterable[str] | None = None, *
             parts = [str(files[b]) if b in files else f"missing:{b}" for b in order]
             items.append(Item(k, oid, ";".join(parts)))
         return items, "metcalf"
-    files = sorted((f for f in path.iterdir() if f.is_file() and _FITS.search(f.name)),
-                   key=lambda f: _sort_key(_FITS.sub("", f.name)))
+    files = sorted(fits_files(path, recursive),
+                   key=lambda f: tuple(map(_sort_key, _fits_id(f, path).split("/"))))
     if not files:
-        raise FileNotFoundError(f"{path}: no FITS files (*.fits, *.fits.gz) and not a split")
-    return [Item(k, _FITS.sub("", f.name), str(f)) for k, f in enumerate(files)], "fits"
+        below = "" if recursive or not (n := len(fits_files(path, True))) else \
+            f"; {n} in its subfolders, which --recursive reads"
+        raise FileNotFoundError(f"{path}: no FITS files (*.fits, *.fits.gz, *.fits.fz) and not "
+                                f"a split{below}")
+    return [Item(k, _fits_id(f, path), str(f)) for k, f in enumerate(files)], "fits"
+
+
+def fits_files(folder: Path, recursive: bool = False) -> list[Path]:
+    """The FITS files in ``folder`` (and, ``recursive``, its subfolders; hidden ones skipped)."""
+    found = folder.rglob("*") if recursive else folder.iterdir()
+    return [f for f in found if f.is_file() and _FITS.search(f.name)
+            and not any(part.startswith(".") for part in f.relative_to(folder).parts)]
+
+
+def _fits_id(file: Path, folder: Path) -> str:
+    return _FITS.sub("", file.relative_to(folder).as_posix())
 
 
 def _pattern_regex(pattern: str, bands: list[str]) -> re.Pattern:
@@ -243,25 +260,32 @@ def _split_ids(split) -> list[str]:
     return [str(i) for i in range(split.n)]
 
 
-def _read_fits_plane(path: str) -> np.ndarray:
+def _read_fits_plane(path: str) -> tuple[np.ndarray, object]:
+    """(the first image HDU with data as float32, its header with the primary's keywords)."""
     from astropy.io import fits
 
     try:
         with fits.open(path, memmap=False) as hdul:
-            for hdu in hdul:
+            for k, hdu in enumerate(hdul):
                 if (hdu.data is not None and getattr(hdu, "is_image", True)
                         and hdu.data.ndim >= 2):
-                    return np.asarray(hdu.data, dtype=np.float32)
+                    header = hdu.header.copy()
+                    if k:
+                        header.extend(hdul[0].header, unique=True)  # keywords it lacks
+                    return np.asarray(hdu.data, dtype=np.float32), header
     except Exception as error:  # a corrupt or truncated file is one bad cutout
         raise BadCutout(f"unreadable FITS ({type(error).__name__}: {error})") from None
     raise BadCutout("unreadable FITS (no image HDU with data)")
 
 
-def read_locator(source: str) -> np.ndarray:
+def read_locator(source: str, as_is=None) -> np.ndarray:
     """The (B, H, W) float32 pixels a ``source`` locator points at; BadCutout if unusable.
 
     ``file.h5#row`` reads a row of a split shard; ``a.fits;b.fits;...`` stacks one plane per
-    band (Metcalf masked pixels, value 100, become 0); a single FITS path holds the cube."""
+    band (Metcalf masked pixels, value 100, become 0); a single FITS path holds the cube.
+    ``as_is``: the model's ModelInputs, for a cube scored as it is: a header that says other
+    bands, units or pixel scale (:func:`lensbench.datasets.prepare.as_is_conflicts`) makes it a
+    bad cutout, with --prepare as the remedy."""
     if (where := _h5_locator(source)) is not None:
         image = next(_read_shard_rows(where[0], [(Item(0, "", source), where[1])]))[1]
         if isinstance(image, Exception):
@@ -272,7 +296,7 @@ def read_locator(source: str) -> np.ndarray:
         for part in source.split(";"):
             if part.startswith("missing:"):
                 raise BadCutout(f"missing band {part[len('missing:'):]}")
-            plane = _read_fits_plane(part)
+            plane = _read_fits_plane(part)[0]
             if plane.ndim == 3 and plane.shape[0] == 1:
                 plane = plane[0]
             if plane.ndim != 2:
@@ -284,9 +308,15 @@ def read_locator(source: str) -> np.ndarray:
         image = np.stack(planes)
         image[image == METCALF_MASK_VALUE] = 0.0
     else:
-        image = _read_fits_plane(source)
+        image, header = _read_fits_plane(source)
         if image.ndim == 2:
             image = image[None]
+        if as_is is not None:
+            from lensbench.datasets.prepare import as_is_conflicts
+
+            if said := as_is_conflicts(header, as_is):
+                raise BadCutout(f"its header says {'; '.join(said)}: pass --prepare to convert "
+                                "it to the model's inputs")
     return image
 
 
@@ -295,15 +325,16 @@ def _h5_locator(source: str) -> tuple[str, int] | None:
     return (file, int(row)) if sep and file.endswith(".h5") and row.isdigit() else None
 
 
-def _read_items(items: list[Item]) -> Iterator[tuple[Item, np.ndarray | Exception]]:
+def _read_items(items: list[Item], as_is=None) -> Iterator[tuple[Item, np.ndarray | Exception]]:
     """(item, pixels or the exception reading them), in order. Rows of one split shard are read
-    with one open file and one slice per batch, not one open per cutout."""
+    with one open file and one slice per batch, not one open per cutout. ``as_is``: see
+    :func:`read_locator`."""
     k = 0
     while k < len(items):
         where = _h5_locator(items[k].source)
         if where is None:
             try:
-                yield items[k], read_locator(items[k].source)
+                yield items[k], read_locator(items[k].source, as_is)
             except (BadCutout, OSError) as error:
                 yield items[k], error
             k += 1
@@ -394,16 +425,18 @@ def _prepared_items(items: list[Item], prepare: Preparer, records: list
 
 def load_batch(items: list[Item], image_shape: tuple[int, ...], noise=None,
                mask_value: float | None = None, prepare: Preparer | None = None,
-               records: list | None = None
+               records: list | None = None, as_is=None
                ) -> tuple[np.ndarray, list[Item], list[tuple[Item, str]]]:
     """(images (n, B, H, W) float32 of the good items, the good items, [(bad item, reason)]).
     ``noise``: the model's per-band training sky sigma, which sets the plausible pixel range
     (:data:`PIXEL_LIMIT_SIGMA`; pixels equal to ``mask_value`` are exempt); None checks no
     range. With ``prepare`` each cutout is prepared to the model's inputs first and what was
-    done is appended to ``records``."""
+    done is appended to ``records``; without, ``as_is`` (the model's ModelInputs) checks the
+    header of each FITS cube against them (:func:`read_locator`)."""
     good, bad, images = [], [], []
     records = [] if records is None else records
-    read = _read_items(items) if prepare is None else _prepared_items(items, prepare, records)
+    read = _read_items(items, as_is) if prepare is None \
+        else _prepared_items(items, prepare, records)
     for item, image in read:
         try:
             if isinstance(image, Exception):
@@ -412,7 +445,10 @@ def load_batch(items: list[Item], image_shape: tuple[int, ...], noise=None,
                 raise BadCutout(f"shape {image.shape}, the model expects {tuple(image_shape)}")
             finite = np.isfinite(image)
             if not finite.all():
-                raise BadCutout(f"{int((~finite).sum())} NaN/inf pixel(s)")
+                planes = ", ".join(map(str, np.flatnonzero(~finite.all(axis=(1, 2)))))
+                raise BadCutout(f"{int((~finite).sum())} NaN/inf pixel(s) in plane(s) {planes}"
+                                + ("" if prepare is not None else
+                                   " (--prepare fills pixels without data with sky noise)"))
             if noise is not None:
                 _check_pixel_range(image, noise, mask_value)
         except BadCutout as error:
@@ -542,6 +578,16 @@ def model_inputs(method, contract, model_pixel_scale: float | None = None,
                        tuple(method.image_shape_[1:]))
 
 
+def _as_is(method, contract):
+    """The ModelInputs a cube scored as it is must agree with. A bare checkpoint's bands are
+    placeholders and it has no pixel scale: only its units are checked."""
+    from lensbench.datasets.prepare import ModelInputs
+
+    if contract is not None and contract.stamp_shape is not None:
+        return model_inputs(method, contract)
+    return ModelInputs((), None, tuple(_image_shape(method, contract)[1:]))
+
+
 def _image_shape(method, contract) -> tuple[int, ...]:
     if contract is not None and contract.stamp_shape is not None:
         return tuple(contract.stamp_shape)
@@ -562,7 +608,8 @@ def score_batch(blob: bytes, digest: str, items: list[Item], num_threads: int | 
     records: list = []
     images, good, bad = load_batch(items, _image_shape(method, contract),
                                    getattr(preprocessor, "noise", None),
-                                   getattr(preprocessor, "mask_value", None), prepare, records)
+                                   getattr(preprocessor, "mask_value", None), prepare, records,
+                                   as_is=None if prepare is not None else _as_is(method, contract))
     if not good:
         return ([], bad) if prepare is None else ([], bad, records)
     with torch.inference_mode():
@@ -763,12 +810,14 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
          weight_files: str | None = None, band_map: dict[str, str] | None = None,
          zero_point: float | None = None, pixel_scale: float | None = None,
          model_pixel_scale: float | None = None, noise_seed: int = 0,
-         psf_files: str | None = None, device: str = "auto") -> ScanSummary:
+         psf_files: str | None = None, device: str = "auto", recursive: bool = False
+         ) -> ScanSummary:
     """Score every cutout under ``cutouts`` with the model file, checkpoint (or MLflow run)
     ``model`` and write the ranked table to ``out``; see the module docstring. ``on_batch(n)``
     is called after each batch of n cutouts is recorded (an exception there stops the scan,
-    leaving it resumable). ``device``: where a torch finder scores ("auto": CUDA when torch
-    sees one, else the CPU; on Dask workers, each worker's own), whatever it was trained on.
+    leaving it resumable). ``recursive``: a folder of FITS cutouts with its subfolders.
+    ``device``: where a torch finder scores ("auto": CUDA when torch sees one, else the CPU; on
+    Dask workers, each worker's own), whatever it was trained on.
 
     Preparation (``prepare``, implied by any of the arguments after it): every cutout is
     brought to the model's inputs by :func:`lensbench.datasets.prepare.prepare_cutout` (units,
@@ -794,7 +843,8 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
         return _scan(files, model, cutouts, batch_size=batch_size, workers=workers,
                      scheduler=scheduler, threads_per_worker=threads_per_worker,
                      tracking_uri=tracking_uri, restart=restart, progress=progress,
-                     on_batch=on_batch, prepare=prepare, device=device, **options)
+                     on_batch=on_batch, prepare=prepare, device=device, recursive=recursive,
+                     **options)
 
 
 @contextlib.contextmanager
@@ -828,7 +878,7 @@ def _exclusive(lock: Path):
 def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
           threads_per_worker, tracking_uri, restart, progress, on_batch, prepare, band_files,
           rms_files, weight_files, psf_files, band_map, zero_point, pixel_scale, model_pixel_scale,
-          noise_seed, device) -> ScanSummary:
+          noise_seed, device, recursive) -> ScanSummary:
     checkpoint = resolve_model(str(model), tracking_uri, download_dir=files.out.parent)
     blob = checkpoint.read_bytes()
     digest = sha256_bytes(blob)
@@ -836,7 +886,8 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     inputs = model_inputs(method, contract, model_pixel_scale, str(checkpoint))
     items, layout = list_items(cutouts, bands=inputs.bands, band_files=band_files,
                                rms_files=rms_files, weight_files=weight_files,
-                               psf_files=psf_files, split_bands_checked=contract is not None)
+                               psf_files=psf_files, split_bands_checked=contract is not None,
+                               recursive=recursive)
     preparer = None
     if prepare:
         if layout in ("split", "metcalf"):
