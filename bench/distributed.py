@@ -42,9 +42,9 @@ from lensbench.bench.kinds import RunCase, SuiteKind
 from lensbench.bench.results import Result
 from lensbench.bench.runner import (
     RESULTS_FILE,
+    already_done,
     now,
     record_result,
-    resume_key,
     run_folder,
     run_method,
     start_record,
@@ -244,10 +244,7 @@ def run_on_cluster(client, kind: SuiteKind, suite: Suite, *, names: list[str], p
                 splits = kind.splits(task, profile, workdir, log=log)
                 for case in kind.cases(suite, task, splits, names, params, profile, workdir):
                     check_stop()
-                    probe = Result(run_id=case.run_id, method=case.method, task=case.task.name,
-                                   suite=suite.name, profile=profile, params=case.record_params,
-                                   split_hashes=case.split_hashes, seed=seed, status="ok")
-                    if resume_key(probe) in done:
+                    if already_done(case, done, suite=suite.name, profile=profile, seed=seed):
                         left -= 1
                         log(f"skip {case.run_id} on {case.task.name}: already done (--resume)")
                         continue

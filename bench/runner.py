@@ -235,9 +235,18 @@ def collect_into(history: dict):
 
 
 def resume_key(result: Result) -> tuple:
-    """What makes two runs the same run: run id, task, split hashes and recorded params."""
+    """What makes two runs the same run: run id, task, split hashes, recorded params and the
+    method's seed (derived from the suite's ``--seed``, so another ``--seed`` is another run;
+    every record holds it, older ones without ``suite_seed`` too)."""
     return (result.run_id, result.task, json.dumps(result.split_hashes, sort_keys=True),
-            json.dumps(result.params, sort_keys=True, default=str))
+            json.dumps(result.params, sort_keys=True, default=str), result.seed)
+
+
+def already_done(case: RunCase, done: set[tuple], *, suite: str, profile: str,
+                 seed: int) -> bool:
+    """Whether ``done`` (:func:`completed_runs`) holds this case's run at suite seed ``seed``."""
+    probe = Result(**start_record(case, suite=suite, profile=profile, seed=seed), status="ok")
+    return resume_key(probe) in done
 
 
 def completed_runs(store: Path, suite: str, profile: str) -> set[tuple]:
@@ -303,11 +312,8 @@ def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,
         splits = kind.splits(task, profile, workdir, log=log)
         for case in kind.cases(suite, task, splits, names, params or {}, profile, workdir):
             check_stop()  # between methods (a skipped one included)
-            probe = Result(run_id=case.run_id, method=case.method, task=case.task.name,
-                           suite=suite.name, profile=profile, params=case.record_params,
-                           split_hashes=case.split_hashes, seed=seed, status="ok")
             left -= 1
-            if resume_key(probe) in done:
+            if already_done(case, done, suite=suite.name, profile=profile, seed=seed):
                 log(f"skip {case.run_id} on {case.task.name}: already done (--resume)")
                 continue
             folder = run_folder(workdir, suite.name, case.task.name, case.run_id)

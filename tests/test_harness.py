@@ -165,6 +165,21 @@ def test_resume_skips_completed_runs_and_reuses_splits(smoke_run, capsys):
     assert [r.run_id for r in results] == ["pixel-logreg[C=0.1]"]
 
 
+def test_resume_reruns_a_run_made_at_another_suite_seed(smoke_run, tmp_path):
+    # --seed derives every method's seed: a run at --seed 6 is not the run made at --seed 5.
+    import shutil
+
+    workdir = tmp_path / "work"
+    shutil.copytree(smoke_run[0], workdir)
+    quiet = {"log": lambda _: None, "methods": ["random"], "resume": True}
+    assert run_suite(get_suite("smoke"), profile="default", seed=5, workdir=workdir,
+                     **quiet) == []
+    [result] = run_suite(get_suite("smoke"), profile="default", seed=6, workdir=workdir, **quiet)
+    assert result.suite_seed == 6 and result.status == "ok"
+    assert run_suite(get_suite("smoke"), profile="default", seed=6, workdir=workdir,
+                     **quiet) == []
+
+
 def test_a_torn_last_line_loses_no_record(smoke_run, tmp_path):
     # A crash in the middle of an append leaves half a record and no newline: the next --resume
     # must not glue its record onto it, and the report must name a bad line and go on.
