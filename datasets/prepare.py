@@ -595,9 +595,7 @@ def cutout_seed(cutout_id: str, seed: int = 0) -> int:
 
 def border_sigma(image: np.ndarray, width: int = BORDER_WIDTH) -> float:
     """Sky sigma of a cutout from its border: the 3-sigma-clipped standard deviation."""
-    from astropy.stats import sigma_clipped_stats
-
-    return float(sigma_clipped_stats(_edge(image, width), sigma=3.0)[2])
+    return _clipped_border(image, width)[2]
 
 
 def _fit_to_stamp(image: np.ndarray, shape: tuple[int, int]
@@ -690,6 +688,7 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
         record.east_left = str(east_left)
     flux = np.stack(fluxes)
     flux_in_shape = flux.shape[1:]
+    cutout_file = re.sub(r"\[[^\]]*\]$", "", planes[0].file)  # the file, not its plane or HDU
     rms = None if any(r is None for r in rmses) else np.stack(rmses)
     # no data: a non-finite value, or zero weight (an infinite rms): chip gaps, survey edges
     masked = ~np.isfinite(flux) if rms is None else ~(np.isfinite(flux) & np.isfinite(rms))
@@ -718,7 +717,7 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
             # stamp's parity, so the padding is even on both sides
             n_out = tuple(_resampled_side(n, record.scale_factor, want)
                           for n, want in zip(flux.shape[1:], model.stamp_shape, strict=True))
-            _check_coverage(n_out[0] * n_out[1], 0, model.stamp_shape, planes[0].file)
+            _check_coverage(n_out[0] * n_out[1], 0, model.stamp_shape, cutout_file)
             area = record.scale_factor ** 2  # model pixels per input pixel
             flux = rebin_flux(flux, scale_in, model.pixel_scale, n_out)
             masked = rebin_flux(masked.astype(np.float64), scale_in, model.pixel_scale,
@@ -739,7 +738,7 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
     record.crop_pixels = max(covered - before, 0)
     record.centre_dy, record.centre_dx = offset
     record.masked_pixels = int(masked.any(axis=0).sum())
-    _check_coverage(before, record.masked_pixels, model.stamp_shape, planes[0].file)
+    _check_coverage(before, record.masked_pixels, model.stamp_shape, cutout_file)
     with_gaps = np.where(masked, np.nan, flux)
     if rms is not None and all(np.isfinite(_edge(r)).any() for r in rms):
         sigmas = [float(np.nanmedian(_edge(r))) for r in rms]
@@ -789,9 +788,18 @@ def _check_coverage(data_pixels: int, masked_pixels: int, stamp: tuple[int, int]
 def _border_median(image: np.ndarray) -> float:
     """The 3-sigma-clipped median of a band's border (NaN: no data): a sky-subtracted cutout's
     is near 0; prepared.csv gives it in sky sigmas."""
+    return _clipped_border(image)[1]
+
+
+def _clipped_border(image: np.ndarray, width: int = BORDER_WIDTH) -> tuple[float, float, float]:
+    """3-sigma-clipped (mean, median, std) of a band's border pixels with data (NaN: none)."""
     from astropy.stats import sigma_clipped_stats
 
-    return float(sigma_clipped_stats(_edge(image), sigma=3.0)[1])
+    border = _edge(image, width)
+    border = border[np.isfinite(border)]
+    if not border.size:
+        return math.nan, math.nan, math.nan
+    return tuple(map(float, sigma_clipped_stats(border, sigma=3.0)))
 
 
 def _edge(image: np.ndarray, width: int = BORDER_WIDTH) -> np.ndarray:

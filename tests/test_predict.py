@@ -315,3 +315,34 @@ def test_a_saved_regressor_predicts_theta_e_of_real_slacs_lenses_from_band_files
                                   saved["real_pred"][:, theta])
     prepared = _rows(tmp_path / "theta.prepared.csv")
     assert len(prepared) == len(lenses)
+
+
+def test_positions_are_given_from_the_cutouts_own_centre(modeling_run, tmp_path):
+    """Test cutouts 65 pixels wide (one more column and row than the 64-pixel stamp, centred on
+    the lens as a cutout service cuts them): preparation keeps the stamp's pixels, so the centre
+    of the cutout lies half a pixel from the stamp's, and x, y are given from the cutout's."""
+    from lensbench.datasets.storage import load_split
+
+    workdir, result = modeling_run
+    saved = np.load(workdir / result.artifacts["predictions"])
+    [test_split] = (workdir / "splits").glob("modeling-hsc-v1-test-*")
+    images = load_split(test_split).images(np.arange(3))
+    cutouts = tmp_path / "odd"
+    cutouts.mkdir()
+    header = fits.Header({"BUNIT": "nanomaggy", "PIXSCALE": 0.168, "BANDS": "g,r,i,z"})
+    for k, image in enumerate(images):
+        fits.PrimaryHDU(np.pad(image, ((0, 0), (0, 1), (0, 1))), header).writeto(
+            cutouts / f"{k}.fits")
+    out = tmp_path / "params.csv"
+    assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--cutouts",
+                 str(cutouts), "--prepare", "--out", str(out)]) == 0
+    rows = _rows(out)
+    targets = list(saved["targets"])
+    for name in ("x", "y"):
+        np.testing.assert_allclose([float(r[name]) for r in rows],
+                                   saved["pred"][:3, targets.index(name)] - 0.5 * 0.168,
+                                   rtol=0, atol=1e-12)
+    np.testing.assert_array_equal([float(r["theta_e"]) for r in rows],
+                                  saved["pred"][:3, targets.index("theta_e")])
+    records = _rows(tmp_path / "params.prepared.csv")
+    assert {(r["centre_dx"], r["centre_dy"]) for r in records} == {("0.5", "0.5")}

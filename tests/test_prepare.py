@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 from astropy.io import fits
 from lensbench.bench import cli
+from lensbench.bench.tools.scan import scan
 from lensbench.datasets.prepare import (
     ModelInputs,
     PreparationError,
@@ -313,3 +314,243 @@ def test_bench_scan_prepares_a_manifest_with_weights_and_multi_extension_files(f
     assert {r["id"]: r["score"] for r in read_csv(tmp_path / "mef.csv")} == from_manifest
     records = read_csv(tmp_path / "mef.prepared.csv")
     assert [r["zero_point_from"] for r in records] == ["g=MAGZERO,r=MAGZERO"] * 2
+
+
+# ------------------------------------------------------------- headers as surveys write them
+
+
+def _zero_point(header: dict):
+    from lensbench.datasets.prepare import zero_point_of
+
+    return zero_point_of(fits.Header(header), "x.fits")
+
+
+HST_ZP = -2.5 * math.log10(7.0e-20) - 5.0 * math.log10(8000.0) - 2.408  # of 1 e-/s
+
+
+@pytest.mark.parametrize("bunit", ["ELECTRONS/S", "electron / s", "count s-1", "COUNTS/S", "CPS",
+                                   "e-/s"])
+def test_a_count_rate_bunit_in_any_spelling_takes_photflams_zero_point(bunit):
+    header = {"BUNIT": bunit, "PHOTFLAM": 7.0e-20, "PHOTPLAM": 8000.0, "EXPTIME": 2000.0}
+    zero_point, factor, source = _zero_point(header)
+    assert (zero_point, factor, source) == (pytest.approx(HST_ZP), 1.0, "PHOTFLAM")
+
+
+@pytest.mark.parametrize("bunit", ["ELECTRONS", "counts", "DN", "ADU"])
+def test_counts_are_divided_by_the_exposure_time(bunit):
+    header = {"BUNIT": bunit, "PHOTFLAM": 7.0e-20, "PHOTPLAM": 8000.0, "EXPTIME": 2000.0}
+    assert _zero_point(header) == (pytest.approx(HST_ZP), 1 / 2000.0, "PHOTFLAM/EXPTIME")
+
+
+def test_photflam_without_a_bunit_that_says_counts_or_rates_is_refused_with_both_zero_points():
+    header = {"PHOTFLAM": 7.0e-20, "PHOTPLAM": 8000.0, "EXPTIME": 2000.0}
+    with pytest.raises(PreparationError, match=r"x\.fits: BUNIT 'missing' does not say whether "
+                       rf"the values are counts or counts per second.*\({HST_ZP:.4f}\).*over "
+                       rf"EXPTIME 2000 s, counts have zero point {HST_ZP + 8.2526:.4f}"):
+        _zero_point(header)
+
+
+@pytest.mark.parametrize(("bunit", "zero_point"), [("nJy", 31.4), ("uJy", 23.9), ("mJy", 16.4),
+                                                   ("nanomaggies", 22.5), ("nmgy", 22.5)])
+def test_flux_density_units_give_their_ab_zero_point(bunit, zero_point):
+    assert _zero_point({"BUNIT": bunit})[0] == pytest.approx(zero_point, abs=1e-3)
+
+
+def test_header_numbers_written_as_strings_are_read():
+    assert _zero_point({"MAGZERO": "30.0"})[:2] == (30.0, 1.0)
+    with pytest.raises(PreparationError, match="BUNIT 'MJy/sr' is not a flux density"):
+        _zero_point({"BUNIT": "MJy/sr"})
+
+
+def test_only_a_sky_wcs_gives_a_pixel_scale(tmp_path):
+    """CDELT1 = 1 without CTYPE or CUNIT counts pixels: read as degrees it made a 1"/px cutout
+    3600"/px and its resampling a 96 TiB allocation. Angular CUNITs do say the scale."""
+    from lensbench.datasets.prepare import pixel_scale_of
+
+    assert pixel_scale_of(fits.Header({"CDELT1": 1.0, "CDELT2": 1.0}), "x") == (None, "unknown")
+    linear = fits.Header({"CDELT1": 0.2, "CDELT2": 0.2, "CUNIT1": "arcsec", "CUNIT2": "arcsec"})
+    assert pixel_scale_of(linear, "x") == (pytest.approx(0.2), "WCS")
+    header = fits.Header({"CDELT1": 1.0, "CDELT2": 1.0, "MAGZERO": 22.5})
+    fits.PrimaryHDU(np.ones((16, 16)), header).writeto(tmp_path / "lin.fits")
+    with pytest.raises(PreparationError, match=r"lin\.fits: no pixel scale \(no celestial WCS"):
+        prepare_cutout(tmp_path / "lin.fits", ModelInputs(("g",), 0.2, (16, 16)), cutout_id="l")
+    # a scale in the wrong unit: each input pixel would cover 18 x 18 model pixels
+    coarse = wcs_header(3.6, 16)
+    coarse["MAGZERO"] = 22.5
+    fits.PrimaryHDU(np.ones((16, 16)), coarse).writeto(tmp_path / "coarse.fits")
+    with pytest.raises(PreparationError, match=r"coarse\.fits: its pixels of 3\.6\" \(WCS\) "
+                       r"would each cover 18 x 18 of the model's 0\.2\" pixels"):
+        prepare_cutout(tmp_path / "coarse.fits", ModelInputs(("g",), 0.2, (16, 16)),
+                       cutout_id="c")
+
+
+def test_a_file_cut_short_or_a_tiny_cutout_is_one_named_bad_cutout(tmp_path):
+    header = fits.Header({"MAGZERO": 22.5, "PIXSCALE": 0.2, "BANDS": "g,r"})
+    fits.PrimaryHDU(np.ones((2, 16, 16)), header).writeto(tmp_path / "whole.fits")
+    (tmp_path / "cut.fits").write_bytes((tmp_path / "whole.fits").read_bytes()[:2880 + 1000])
+    with pytest.raises(PreparationError, match=r"cut\.fits: unreadable FITS"):
+        prepare_cutout(tmp_path / "cut.fits", GR, cutout_id="c")
+    # a (2, 1, 1) cube is a cube of two 1x1 planes (np.squeeze made it a line of 2 values)
+    fits.PrimaryHDU(np.ones((2, 1, 1)), header).writeto(tmp_path / "dot.fits")
+    with pytest.raises(PreparationError, match=r"dot\.fits: its data would fill 1 of the "
+                       r"model's 16x16 stamp pixels .* at least 50% must hold the cutout's data"):
+        prepare_cutout(tmp_path / "dot.fits", GR, cutout_id="d")
+    fits.PrimaryHDU(np.ones((2, 11, 11)), header).writeto(tmp_path / "small.fits")
+    with pytest.raises(PreparationError, match="its data would fill 121 of"):
+        prepare_cutout(tmp_path / "small.fits", GR, cutout_id="s")
+    fits.PrimaryHDU(np.ones((2, 12, 12)), header).writeto(tmp_path / "enough.fits")
+    assert prepare_cutout(tmp_path / "enough.fits", GR, cutout_id="e")[1].padding_pixels == \
+        16 * 16 - 12 * 12
+
+
+def test_pixels_without_data_are_sky_noise_and_counted(tmp_path):
+    """Zero weight (a chip gap along the border) and NaN pixels: no data, filled with noise of
+    the rms map's sigma like padding, counted; the rms of the data sets the padding's sigma."""
+    rng = np.random.default_rng(4)
+    files = {}
+    for band in ("g", "r"):
+        header = fits.Header({"BUNIT": "nanomaggy", "PIXSCALE": 0.2})
+        data = rng.normal(0.0, 2.0, (14, 14))
+        data[5, 5] = np.nan
+        weight = np.full((14, 14), 0.25)
+        weight[:, :3] = 0.0  # the left 3 columns lie in a chip gap
+        fits.PrimaryHDU(data, header).writeto(tmp_path / f"m_{band}.fits")
+        fits.PrimaryHDU(weight, header).writeto(tmp_path / f"m_{band}.wht.fits")
+        files[band] = {"sci": tmp_path / f"m_{band}.fits",
+                       "weight": tmp_path / f"m_{band}.wht.fits"}
+    image, record = prepare_cutout(files, GR, cutout_id="m")
+    assert np.isfinite(image).all()
+    assert record.masked_pixels == 14 * 3 + 1 and record.noise_source == "rms map"
+    assert record.noise_sigma == "g=2,r=2"
+    assert image[:, 1:15, 1:4].std() == pytest.approx(2.0, rel=0.3)  # the gap: noise, sigma 2
+
+
+def test_the_cutout_centre_lies_half_a_pixel_off_when_parities_differ_and_is_recorded(tmp_path):
+    """A 17x17 cutout centred on its object into a 16x16 stamp: whole pixels are cut, so the
+    object sits +0.5 px from the stamp's centre on each axis, recorded; resampled cutouts go
+    straight onto the stamp's grid and stay centred."""
+    header = fits.Header({"BUNIT": "nanomaggy", "PIXSCALE": 0.2, "BANDS": "g,r"})
+    odd = np.zeros((2, 17, 17))
+    odd[:, 8, 8] = 100.0  # the object, at the cutout's centre
+    fits.PrimaryHDU(odd, header).writeto(tmp_path / "odd.fits")
+    image, record = prepare_cutout(tmp_path / "odd.fits", GR, cutout_id="o")
+    assert (record.centre_dx, record.centre_dy) == (0.5, 0.5)
+    assert image[0, 8, 8] == 100.0  # the stamp centre is at 7.5: the object at +0.5
+    fits.PrimaryHDU(odd[:, :15, :15], header).writeto(tmp_path / "pad.fits")  # 15 -> 16
+    assert (lambda r: (r.centre_dx, r.centre_dy))(
+        prepare_cutout(tmp_path / "pad.fits", GR, cutout_id="p")[1]) == (-0.5, -0.5)
+    fine = wcs_header(0.1, 41)
+    fine["BUNIT"], fine["BANDS"] = "nanomaggy", "g,r"
+    point = np.zeros((2, 41, 41))
+    point[:, 20, 20] = 100.0
+    fits.PrimaryHDU(point, fine).writeto(tmp_path / "fine.fits")
+    image, record = prepare_cutout(tmp_path / "fine.fits", GR, cutout_id="f")
+    assert (record.centre_dx, record.centre_dy) == (0.0, 0.0)
+    assert record.crop_pixels == 20 * 20 - 16 * 16
+    # the point at the centre of 41 pixels of 0.1" spreads evenly over the central 2x2
+    np.testing.assert_allclose(image[0, 7:9, 7:9], 25.0, rtol=1e-6)
+
+
+def test_the_sky_orientation_and_the_border_sky_level_are_recorded(tmp_path):
+    rng = np.random.default_rng(2)
+    header = wcs_header(0.2, 16, rotation_deg=30)
+    header["BUNIT"], header["BANDS"] = "nanomaggy", "g,r"
+    cube = rng.normal(0.0, 1.0, (2, 16, 16))
+    cube[1] += 3.0  # band r keeps a sky level of 3 sigma
+    fits.PrimaryHDU(cube, header).writeto(tmp_path / "sky.fits")
+    _, record = prepare_cutout(tmp_path / "sky.fits", GR, cutout_id="s")
+    assert record.north_angle == pytest.approx(30.0) and record.east_left == "True"
+    levels = {band: float(v) for band, v in (p.split("=") for p in record.sky_level.split(","))}
+    assert abs(levels["g"]) < 0.5 and levels["r"] == pytest.approx(3.0, abs=0.5)
+    mirrored = wcs_header(0.2, 16)
+    mirrored["CD1_1"] = -mirrored["CD1_1"]  # East to the right: a mirror image of the sky
+    mirrored["BUNIT"], mirrored["BANDS"] = "nanomaggy", "g,r"
+    fits.PrimaryHDU(cube, mirrored).writeto(tmp_path / "mirror.fits")
+    _, record = prepare_cutout(tmp_path / "mirror.fits", GR, cutout_id="m")
+    assert (record.north_angle, record.east_left) == (0.0, "False")
+
+
+@pytest.fixture(scope="module")
+def saved_finder(tmp_path_factory):
+    """pixel-logreg on g,r 16x16 at 0.2"/px, saved with its contract (model.lbmodel)."""
+    from lensbench.baselines.contract import TaskInfo
+    from lensbench.baselines.persistence import make_contract, save_model
+    from lensbench.baselines.reference import PixelLogisticRegression
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0.0, 1.0, (64, 2, 16, 16)).astype(np.float32)
+    y = np.repeat([0, 1], 32)
+    X[y == 1, :, 6:10, 6:10] += 3.0
+    info = TaskInfo("tiny", "lens-finding", ("g", "r"), 0.2, (2, 16, 16))
+    method = PixelLogisticRegression().fit(X, y, info)
+    path = tmp_path_factory.mktemp("saved") / "model.lbmodel"
+    return save_model(method, path, make_contract(method, info))
+
+
+def test_a_cube_scanned_as_it_is_whose_header_says_otherwise_is_a_bad_cutout(saved_finder,
+                                                                              tmp_path):
+    """Without --prepare a cube is taken to be in the model's bands, nanomaggies and pixel
+    scale. A header that says otherwise made silently wrong scores (planes reversed: every
+    non-lens a lens); it is now a bad cutout naming what the header says, and --prepare reads
+    it right."""
+    rng = np.random.default_rng(6)
+    cube = rng.normal(0.0, 1.0, (2, 16, 16))
+    folder = tmp_path / "cubes"
+    folder.mkdir()
+    headers = {
+        "plain": {},
+        "agrees": {"BANDS": "g,r", "BUNIT": "nanomaggy", "PIXSCALE": 0.2},
+        "reversed": {"BANDS": "r,g"},
+        "zp30": {"MAGZERO": 30.0},
+        "coarse": {"PIXSCALE": 0.263},
+        "adu": {"BUNIT": "adu"},
+    }
+    for name, cards in headers.items():
+        data = cube[::-1] if name == "reversed" else cube
+        fits.PrimaryHDU(data, fits.Header(cards)).writeto(folder / f"{name}.fits")
+    out = tmp_path / "as-is.csv"
+    scan(saved_finder, folder, out, progress=False)
+    scored = {r["id"]: r["score"] for r in read_csv(out)}
+    assert set(scored) == {"plain", "agrees"} and scored["plain"] == scored["agrees"]
+    reasons = {r["id"]: r["reason"] for r in read_csv(tmp_path / "as-is.bad.csv")}
+    assert "its header says bands r,g (the model takes g,r, in that order): pass --prepare" \
+        in reasons["reversed"]
+    assert "zero point 30 from MAGZERO (the model takes nanomaggies, zero point 22.5)" \
+        in reasons["zp30"]
+    assert "pixels of 0.263\" from PIXSCALE (the model takes 0.2\")" in reasons["coarse"]
+    assert "values in BUNIT 'adu' (the model takes nanomaggies)" in reasons["adu"]
+    # prepared, the reversed cube's planes are put in the model's order: the plain cube's score
+    prepared = tmp_path / "prepared.csv"
+    scan(saved_finder, folder, prepared, progress=False, prepare=True, zero_point=22.5,
+         pixel_scale=0.2)
+    again = {r["id"]: float(r["score"]) for r in read_csv(prepared)}
+    # the same pixels; batches of other cutouts move the last digits of BLAS sums
+    assert again["reversed"] == pytest.approx(float(scored["plain"]), rel=1e-6)
+    assert again["plain"] == pytest.approx(float(scored["plain"]), rel=1e-6)
+
+
+def test_compressed_cutouts_and_subfolders_are_read_when_asked(saved_finder, tmp_path, capsys):
+    """fpack'ed .fits.fz cutouts (lossless here) score as their .fits; a folder's subfolders are
+    read with --recursive (ids are paths in it), and otherwise a note says they were not."""
+    rng = np.random.default_rng(8)
+    cube = rng.normal(0.0, 1.0, (2, 16, 16)).astype(np.float32)
+    folder = tmp_path / "cutouts"
+    (folder / "night2").mkdir(parents=True)
+    (folder / ".hidden").mkdir()
+    fits.PrimaryHDU(cube).writeto(folder / "a.fits")
+    fits.HDUList([fits.PrimaryHDU(), fits.CompImageHDU(cube, quantize_level=0.0,
+                                                       compression_type="GZIP_2")]
+                 ).writeto(folder / "b.fits.fz")
+    fits.PrimaryHDU(cube).writeto(folder / "night2" / "a.fits")
+    fits.PrimaryHDU(cube).writeto(folder / ".hidden" / "c.fits")
+    common = ["--model", str(saved_finder), "--cutouts", str(folder), "--no-progress",
+              "--workdir", str(tmp_path / "w")]
+    assert cli.main(["scan", *common, "--out", str(tmp_path / "top.csv")]) == 0
+    assert "note: 1 FITS file(s) in subfolders of" in capsys.readouterr().err
+    top = {r["id"]: r["score"] for r in read_csv(tmp_path / "top.csv")}
+    assert set(top) == {"a", "b"} and top["a"] == top["b"]
+    assert cli.main(["scan", *common, "--recursive", "--out", str(tmp_path / "all.csv")]) == 0
+    assert "note:" not in capsys.readouterr().err
+    every = {r["id"]: float(r["score"]) for r in read_csv(tmp_path / "all.csv")}
+    assert every == pytest.approx({"a": float(top["a"]), "b": float(top["a"]),
+                                   "night2/a": float(top["a"])}, rel=1e-6)
