@@ -16,29 +16,35 @@ did (:class:`Preparation`, one record per cutout). Inputs:
 Steps, per band:
 
 1. Units to nanomaggies: ``flux_nmgy = value * 10**(-0.4 * (ZP - 22.5))`` with the AB zero point
-   ZP of one unit of the stored values: a flag (``zero_point``) wins, else BUNIT nanomaggies (22.5),
-   else a MAGZERO / MAGZPT / MAGZP / PHOTZP / ZP / ZEROPT keyword, else HST's PHOTFLAM and PHOTPLAM
-   (the zero point of 1 e-/s; an image in counts, BUNIT without "/S", is divided by EXPTIME).
-   Nothing saying the zero point is an error: a guessed one shifts every flux.
+   ZP of one unit of the stored values: a flag (``zero_point``) wins, else a BUNIT of nanomaggies
+   or of a flux density (astropy.units: nJy is 31.4), else a MAGZERO / MAGZPT / MAGZP / PHOTZP /
+   ZP / ZEROPT keyword, else HST's PHOTFLAM and PHOTPLAM (the zero point of 1 e-/s; BUNIT must
+   then say counts, divided by EXPTIME, or a count rate). Nothing saying the zero point is an
+   error: a guessed one shifts every flux.
 2. Pixel scale: a flag wins, else the WCS of the header (astropy; the pixel side is
-   sqrt |det CD|, so rotated frames are measured right), else a PIXSCALE / PIXSCAL1 / SECPIX
-   keyword. Nothing saying it, when the model needs resampling, is an error.
+   sqrt |det CD|, so rotated frames are measured right; celestial axes or angular CUNITs only),
+   else a PIXSCALE / PIXSCAL1 / SECPIX keyword. Nothing saying it, when the model needs
+   resampling, is an error; so is an input pixel over MAX_SCALE_FACTOR model pixels wide.
 3. Resampling, when the scales differ by more than 1e-6: flux-conserving, by exact pixel-area
    overlap (:func:`lensbench.datasets.degrade.rebin_flux`, the rebinning the real suite renders
    its known lenses with and tests). We use it rather than ``reproject`` because it keeps the
    grid centred on the cutout centre and the orientation of the input: a lens finder trained
-   with dihedral augmentation does not care about the sky orientation, and matching the suite's
-   own rebinning means a cutout the suite made is resampled exactly as the suite resamples. The
-   output grid holds only pixels the input covers fully (no partial edge pixels).
+   with dihedral augmentation does not care about the sky orientation (North and the parity
+   are recorded for regressors' outputs), and matching the suite's own rebinning means a cutout
+   the suite made is resampled exactly as the suite resamples. The output grid is the stamp's
+   where the input covers it, else the largest grid of the stamp's parity it covers fully.
    An rms map is resampled as a variance (squared weights).
 4. Centring: cutouts are taken to be centred on the object (as a cutout service delivers them
-   around a catalogue position); the stamp is cut around the centre, or padded on every side.
-   Padding pixels get Gaussian noise of the sky sigma, from the rms map (its median over the
-   cutout border) or, without one, the sigma-clipped standard deviation of the cutout's border
+   around a catalogue position); the stamp is cut around the centre, or padded on every side
+   (whole pixels: the offset of the cutout's centre, half a pixel when parities differ, is
+   recorded). Padding pixels, and pixels without data (non-finite, zero weight), get Gaussian
+   noise of the sky sigma, from the rms map (its median over the cutout border) or, without one,
+   the sigma-clipped standard deviation of the cutout's border
    (``astropy.stats.sigma_clipped_stats``). Zero padding would put a noiseless frame around the
    object that no training image has (a real lens moved from 0.983 to 0.910 between the two).
    The noise is drawn from a generator seeded by the cutout id (and ``seed``), so a rerun gives
-   the same pixels.
+   the same pixels. A cutout whose own data would fill less than MIN_DATA_FRACTION of the stamp
+   is refused.
 
 A missing band, file or HDU is an error naming the file and the band.
 """
