@@ -205,7 +205,7 @@ def _with_tasks(suite, names: str):
 
 def cmd_run(args) -> int:
     from lensbench.baselines.registry import resolve_method
-    from lensbench.bench.runner import run_suite
+    from lensbench.bench.runner import suite_lock
     from lensbench.bench.tasks import get_suite
 
     suite = get_suite(args.suite)
@@ -226,6 +226,14 @@ def cmd_run(args) -> int:
     params = _merge_params(
         _check_params(_params_from_file(args.params), names, f"--params {args.params}:"),
         _check_params(_parse_params(args.param), names, "--param"))
+    with suite_lock(args.workdir, suite.name, args.profile):
+        return _run_locked(args, suite, methods, params)
+
+
+def _run_locked(args, suite, methods: list[str] | None, params: dict) -> int:
+    """`bench run` once the suite's lock on the workdir is held (before any MLflow run)."""
+    from lensbench.bench.runner import run_suite
+
     tracker = None
     if not args.no_tracking:
         from lensbench.bench.kinds import MINIMIZE, kind_of
@@ -661,6 +669,10 @@ def cmd_predict(args) -> int:
                       ("sigma_nmad", "outlier_frac", "bias_mean") if key in summary.metrics)
     print(f"{summary.n_predicted} of {summary.n_total} {what} predicted, {summary.n_skipped} "
           f"{skipped}: {summary.out}{extra}{metrics}")
+    if summary.outside_training:
+        print(f"note: {summary.outside_training} of them have a magnitude beyond the model's "
+              "training set's (column outside_training names the bands): their z extrapolates",
+              file=sys.stderr)
     _say_unread_subfolders(args, summary.layout)
     return 0
 

@@ -31,6 +31,7 @@ from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import Evaluation, RunCase, SuiteKind, kind_of
 from lensbench.bench.results import Result, append_result, read_results
 from lensbench.bench.tasks import Suite
+from lensbench.datasets.files import exclusive_lock
 from lensbench.datasets.interrupts import check_stop
 
 RESULTS_FILE = "results.jsonl"
@@ -280,6 +281,15 @@ def write_run_artifacts(kind: SuiteKind, case: RunCase, outcome: RunOutcome, fol
 
             artifacts["curves"] = plot_curves(outcome.history, folder / "curves.png")
     return artifacts
+
+
+def suite_lock(workdir: Path, suite: str, profile: str):
+    """The lock one `bench run` of ``suite`` and ``profile`` holds on ``workdir`` (two at once
+    would each do every run and record it twice): a second is refused at once, naming the
+    first's process (:func:`lensbench.datasets.files.exclusive_lock`)."""
+    return exclusive_lock(workdir / f"run.{suite}.{profile}.lock",
+                          busy=f"another bench run of suite {suite}, profile {profile}, is "
+                               f"using {workdir}")
 
 
 def run_suite(suite: Suite, *, profile: str, seed: int, workdir: Path,

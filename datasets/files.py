@@ -89,3 +89,41 @@ def atomic_savefig(fig, path: str | os.PathLike, **kwargs) -> Path:
     with atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", **kwargs)
     return Path(path)
+
+
+@contextmanager
+def exclusive_lock(lock: str | os.PathLike, busy: str | None = None) -> Iterator[None]:
+    """Hold an exclusive OS lock (``fcntl.flock``) on the file ``lock`` for the block. With
+    ``busy`` (what a holder is doing, e.g. "another scan is writing c.csv") a held lock is a
+    ValueError at once, naming the lock and the process that holds it; without, the block waits
+    for it. The OS releases the lock when its process ends, however it ends, so an interrupted
+    or killed holder never blocks the next one; the file is removed when the block ends."""
+    import fcntl
+    import sys
+
+    lock = Path(lock)
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    while True:
+        handle = open(lock, "a+", encoding="utf-8")
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | (fcntl.LOCK_NB if busy else 0))
+        except BlockingIOError:
+            handle.seek(0)
+            holder = handle.read().strip() or "a process that has not yet written its id"
+            handle.close()
+            raise ValueError(f"{busy} (lock {lock}, held by {holder}); wait for it or stop it "
+                             "first") from None
+        try:  # the holder before us may have removed the file we opened: lock the new one
+            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
+                break
+        except FileNotFoundError:
+            pass
+        handle.close()
+    try:
+        handle.truncate(0)  # who holds it, for the message of a process refused
+        handle.write(f"pid {os.getpid()}: {' '.join([Path(sys.argv[0]).name, *sys.argv[1:]])}")
+        handle.flush()
+        yield
+    finally:
+        lock.unlink(missing_ok=True)  # while still held: a later holder locks a new file
+        handle.close()  # releases the lock

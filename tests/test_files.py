@@ -93,3 +93,64 @@ def test_written_files_and_splits_get_the_permissions_of_a_plain_open(tmp_path):
     # mkstemp alone would give 0600, mkdtemp 0700, whatever the umask
     assert (tmp_path / "atomic.txt").stat().st_mode & 0o777 == plain.stat().st_mode & 0o777
     assert (tmp_path / "split").stat().st_mode & 0o777 == plain_folder.stat().st_mode & 0o777
+
+
+HOLD_LOCK = """
+import sys, time
+from lensbench.datasets.files import exclusive_lock
+with exclusive_lock(sys.argv[1], busy="held"):
+    print("locked", flush=True)
+    time.sleep(60)
+"""
+
+
+def _hold_lock_in_another_process(lock):
+    """A process that holds ``lock`` once the returned Popen has printed 'locked'."""
+    import subprocess
+    import sys
+
+    holder = subprocess.Popen([sys.executable, "-c", HOLD_LOCK, str(lock)],
+                              stdout=subprocess.PIPE, text=True)
+    assert holder.stdout.readline().strip() == "locked"
+    return holder
+
+
+def test_a_held_lock_refuses_at_once_naming_the_holder_and_dies_with_it(tmp_path):
+    import signal
+
+    from lensbench.datasets.files import exclusive_lock
+
+    lock = tmp_path / "run.smoke.default.lock"
+    holder = _hold_lock_in_another_process(lock)
+    try:
+        with pytest.raises(ValueError, match=rf"^another run \(lock {lock}, held by pid "
+                                             rf"{holder.pid}: -c {lock}\); wait for it"):
+            with exclusive_lock(lock, busy="another run"):
+                pass
+    finally:
+        holder.send_signal(signal.SIGKILL)  # no cleanup: the lock file stays behind
+        holder.wait()
+    assert lock.exists()
+    with exclusive_lock(lock, busy="another run"):  # the OS lock died with its process
+        assert lock.read_text().startswith(f"pid {os.getpid()}: ")
+    assert not lock.exists()
+
+
+def test_bench_run_refuses_while_another_runs_the_same_suite_on_the_workdir(tmp_path, capsys):
+    import signal
+
+    from lensbench.bench import cli
+
+    holder = _hold_lock_in_another_process(tmp_path / "run.smoke.smoke.lock")
+    try:
+        code = cli.main(["run", "--suite", "smoke", "--profile", "smoke", "--workdir",
+                         str(tmp_path), "--no-tracking", "--methods", "random"])
+    finally:
+        holder.send_signal(signal.SIGKILL)
+        holder.wait()
+    assert code == 2
+    error = capsys.readouterr().err.strip()
+    assert error.startswith("bench: error: another bench run of suite smoke, profile smoke, is "
+                            f"using {tmp_path} (lock {tmp_path}/run.smoke.smoke.lock, held by "
+                            f"pid {holder.pid}")
+    assert not (tmp_path / "results.jsonl").exists() and "\n" not in error

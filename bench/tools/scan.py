@@ -57,7 +57,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from lensbench.datasets.files import atomic_write_csv, atomic_write_text
+from lensbench.datasets.files import atomic_write_csv, atomic_write_text, exclusive_lock
 from lensbench.datasets.prepare import PREPARATION_COLUMNS
 from lensbench.datasets.readers import (
     METCALF_FILE,
@@ -847,32 +847,10 @@ def scan(model: str | os.PathLike, cutouts: str | os.PathLike, out: str | os.Pat
                      **options)
 
 
-@contextlib.contextmanager
 def _exclusive(lock: Path):
-    """Hold an exclusive lock on ``lock`` (a second scan writing the same table would score
-    cutouts twice and interleave rows): ValueError at once if another process holds it. The
-    lock file is removed when the scan ends, so none is left beside the table."""
-    import fcntl
-
-    while True:
-        handle = open(lock, "a")
-        try:
-            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except BlockingIOError:
-            handle.close()
-            raise ValueError(f"another scan is writing {lock.with_suffix('')} (lock "
-                             f"{lock}); wait for it or stop it first") from None
-        try:  # the holder before us may have removed the file we opened: lock the new one
-            if os.stat(lock).st_ino == os.fstat(handle.fileno()).st_ino:
-                break
-        except FileNotFoundError:
-            pass
-        handle.close()
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)  # while still held: a later scan locks a new file
-        handle.close()  # releases the lock
+    """Hold the lock ``lock`` beside the table (a second scan writing the same table would score
+    cutouts twice and interleave rows): ValueError at once if another process holds it."""
+    return exclusive_lock(lock, busy=f"another scan is writing {lock.with_suffix('')}")
 
 
 def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
