@@ -346,3 +346,41 @@ def test_positions_are_given_from_the_cutouts_own_centre(modeling_run, tmp_path)
                                   saved["pred"][:3, targets.index("theta_e")])
     records = _rows(tmp_path / "params.prepared.csv")
     assert {(r["centre_dx"], r["centre_dy"]) for r in records} == {("0.5", "0.5")}
+
+
+def test_galaxies_beyond_the_training_magnitudes_are_flagged_and_fluxes_refused(
+        photoz_run, tmp_path, capsys):
+    """The contract records the training magnitudes' 0.1-99.9 percentile range per band;
+    bench predict names the bands a galaxy lies beyond, and refuses a column whose median lies
+    beyond (fluxes given as magnitudes: 90% outliers in the audit, with no word said)."""
+    from lensbench.baselines.persistence import load_model
+    from lensbench.bench.suites.photoz import load_task_data
+
+    workdir, task, result = photoz_run
+    model = workdir / result.artifacts["model"]
+    _, contract = load_model(model)
+    data = load_task_data(task, "smoke", workdir)
+    ranges = contract.columns["magnitude_range"]
+    train = data.X["train"][:, :5]
+    for k, band in enumerate(BANDS):
+        low, high = ranges[band]
+        assert low == pytest.approx(np.percentile(train[:, k], 0.1), abs=1e-4)
+        assert high == pytest.approx(np.percentile(train[:, k], 99.9), abs=1e-4)
+    X = data.X["test"].copy()
+    X[7, 1] = ranges["g"][1] + 1.0  # one galaxy fainter in g than any the model saw
+    out = tmp_path / "z.csv"
+    assert main(["predict", "--model", str(model), "--catalog",
+                 str(_write_catalogue(tmp_path / "c.csv", X)), "--columns", COLUMNS,
+                 "--out", str(out)]) == 0
+    flags = [row["outside_training"] for row in _rows(out)]
+    assert "g" in flags[7].split(",")
+    assert f"note: {sum(map(bool, flags))} of them have a magnitude beyond" in \
+        capsys.readouterr().err
+    fluxes = data.X["test"].copy()
+    fluxes[:, 0] = 10 ** (-0.4 * (fluxes[:, 0] - 22.5))  # u in nanomaggies, not magnitudes
+    assert main(["predict", "--model", str(model), "--catalog",
+                 str(_write_catalogue(tmp_path / "f.csv", fluxes)), "--columns", COLUMNS,
+                 "--out", str(tmp_path / "zf.csv")]) == 2
+    err = capsys.readouterr().err
+    assert "column 'MAG_U' (band u) has median" in err and "the model takes AB magnitudes" in err
+    assert not (tmp_path / "zf.csv").exists()

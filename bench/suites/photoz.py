@@ -45,6 +45,10 @@ ROLES = ("train", "val", "test")
 EXAMPLE_QUANTILES = (0.05, 0.25, 0.5, 0.75, 0.95, 0.995)
 PIT_BINS = 20
 
+# The training magnitudes' range a photo-z model's contract records, per band: the 0.1 and 99.9
+# percentiles (the extreme 0.1% are single galaxies, not coverage).
+TRAINING_RANGE_PERCENTILES = (0.1, 99.9)
+
 
 # ----------------------------------------------------------------------------- data
 @dataclass
@@ -426,11 +430,17 @@ class Photoz(SuiteKind):
         cleaning the task's split had (datasets/photoz.py ``drop_reasons``)."""
         from lensbench.datasets.photoz import CLEANING
 
+        magnitudes = splits.X["train"][:, :len(splits.bands)]
+        low, high = np.percentile(magnitudes, TRAINING_RANGE_PERCENTILES, axis=0)
         return {"columns": {
             "magnitudes": [f"mag_{band}" for band in splits.bands],
             "errors": [f"err_{band}" for band in splits.bands],
             "layout": "X = the magnitudes then their errors, bands in 'magnitudes' order",
-            "cleaning": dict(CLEANING), "sample": task.photoz["sample"]}}
+            "cleaning": dict(CLEANING), "sample": task.photoz["sample"],
+            # what the model has seen: bench predict flags galaxies beyond it and refuses a
+            # column whose median lies beyond it (fluxes given for magnitudes)
+            "magnitude_range": {band: [round(float(lo), 4), round(float(hi), 4)]
+                                for band, lo, hi in zip(splits.bands, low, high, strict=True)}}}
 
     def fit_kwargs(self, accepted, splits: PhotozData) -> dict:
         if "validation" in accepted:

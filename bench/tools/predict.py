@@ -48,6 +48,7 @@ class PredictSummary:
     reasons: dict[str, int] = field(default_factory=dict)  # why rows were skipped, commonest first
     metrics: dict[str, float] = field(default_factory=dict)
     layout: str = ""  # of the cutouts (bench.tools.scan.list_items); "" for a catalogue
+    outside_training: int = 0  # galaxies with a magnitude beyond the training set's
 
 
 def stem_of(out: Path) -> str:
@@ -238,7 +239,7 @@ def _column(table, path: Path, name: str, role: str) -> np.ndarray:
 # What a photo-z contract's ``columns`` may hold (written by the photoz kind's
 # contract_details: the column names and datasets/photoz.py's CLEANING settings).
 PHOTOZ_COLUMNS = {"magnitudes": list[str], "errors": list[str], "cleaning": dict,
-                  "layout": str, "sample": str}
+                  "layout": str, "sample": str, "magnitude_range": dict[str, tuple[float, float]]}
 PHOTOZ_CLEANING = {"max_error": float, "error_bands": list[str], "z_max": float}
 
 
@@ -263,6 +264,10 @@ def _checked_photoz_columns(contract, model: str) -> dict:
         if key in columns and len(columns[key]) != len(contract.bands):
             raise ValueError(f"{model}: contract field 'columns.{key}': expected one name per "
                              f"band of {', '.join(contract.bands)}, got {columns[key]!r}")
+    if set(columns.get("magnitude_range", contract.bands)) != set(contract.bands):
+        raise ValueError(f"{model}: contract field 'columns.magnitude_range': expected the "
+                         f"bands {', '.join(contract.bands)}, got "
+                         f"{sorted(columns['magnitude_range'])}")
     unknown = set(cleaning.get("error_bands", ())) - set(contract.bands)
     if unknown:
         raise ValueError(f"{model}: contract field 'columns.cleaning.error_bands': expected "
@@ -320,15 +325,17 @@ def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
                 for k, v in named.get("cleaning", {}).items()}
     reasons = drop_reasons(mags, errs, z_spec, bands=tuple(bands), **cleaning)
     kept = np.flatnonzero(reasons == "")
+    outside = _outside_training(mags[kept], bands, named.get("magnitude_range"), mapping, path)
     X = np.hstack([mags[kept], errs[kept]])
     z_phot = np.asarray(predict(X), dtype=np.float64) if len(kept) else np.zeros(0)
     sigma = (np.sqrt(np.asarray(method.predict_variance(X), dtype=np.float64))
              if hasattr(method, "predict_variance") and len(kept) else None)
     label = (lambda row: ids[row]) if ids is not None else (lambda row: "")
     stem = stem_of(out)
-    files = {"out": atomic_write_csv(out, ["row", "id", "z_phot", "z_phot_sigma"], (
-        [int(row), label(row), _number(z_phot[k]), _number(None if sigma is None else sigma[k])]
-        for k, row in enumerate(kept)))}
+    files = {"out": atomic_write_csv(out, ["row", "id", "z_phot", "z_phot_sigma",
+                                           "outside_training"], (
+        [int(row), label(row), _number(z_phot[k]), _number(None if sigma is None else sigma[k]),
+         outside[k]] for k, row in enumerate(kept)))}
     dropped = np.flatnonzero(reasons != "")
     files["dropped"] = atomic_write_csv(out.with_name(stem + ".dropped.csv"),
                                         ["row", "id", "reason"],
@@ -349,5 +356,28 @@ def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
         metrics = photoz_metrics(z_phot, z_spec[kept])
         files["metrics"] = atomic_write_text(out.with_name(stem + ".metrics.json"),
                                              json.dumps(metrics, indent=1, sort_keys=True))
-    return PredictSummary(out, len(table), len(kept), len(dropped), files,
-                          _counted(reasons[dropped]), metrics)
+    summary = PredictSummary(out, len(table), len(kept), len(dropped), files,
+                             _counted(reasons[dropped]), metrics)
+    summary.outside_training = sum(1 for bands_outside in outside if bands_outside)
+    return summary
+
+
+def _outside_training(mags: np.ndarray, bands: list[str], ranges: dict | None,
+                      mapping: dict[str, str], path: Path) -> list[str]:
+    """Per galaxy, the bands whose magnitude lies beyond the training set's (the contract's
+    ``magnitude_range``; none for a model saved without it): a prediction there extrapolates.
+    A band whose median lies beyond it is not magnitudes as the model knows them (fluxes, or
+    another zero point): ValueError naming the column."""
+    if not ranges or not len(mags):
+        return [""] * len(mags)
+    low = np.array([ranges[b][0] for b in bands])
+    high = np.array([ranges[b][1] for b in bands])
+    for k, band in enumerate(bands):
+        median = float(np.median(mags[:, k]))
+        if not low[k] <= median <= high[k]:
+            raise ValueError(
+                f"{path}: column {mapping[band]!r} (band {band}) has median {median:.4g}, "
+                f"beyond the model's training magnitudes {low[k]:.4g}-{high[k]:.4g}: the model "
+                "takes AB magnitudes (are these fluxes, or of another zero point?)")
+    beyond = (mags < low) | (mags > high)
+    return [",".join(b for b, out in zip(bands, row, strict=True) if out) for row in beyond]
