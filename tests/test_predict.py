@@ -234,6 +234,12 @@ def test_a_photoz_model_given_cutouts_says_what_it_is(photoz_run, tmp_path, caps
     err = capsys.readouterr().err
     assert code == 2 and "a photoz model (knn-photoz); --cutouts takes a lens-model regressor" \
         in err
+    # bench scan takes lens finders: it says where a photo-z model goes (it said "no contract")
+    code = main(["scan", "--model", str(workdir / result.artifacts["model"]), "--cutouts",
+                 str(tmp_path), "--out", str(tmp_path / "s.csv")])
+    err = capsys.readouterr().err
+    assert code == 2 and "a photoz model (knn-photoz), not a lens finder: bench predict " \
+        "--catalog gives its redshifts" in err, err
 
 
 # --------------------------------------------------------------------------- lens modeling

@@ -526,6 +526,12 @@ def load_scan_model(blob: bytes, digest: str | None = None, name: str = "model",
             from lensbench.deep.checkpoint import load_checkpoint
 
             method, contract = load_checkpoint(name, data=blob, device=device), None
+        if contract is not None and contract.kind != "lens-finding":
+            other = {"modeling": "bench predict --cutouts gives its lens-model parameters",
+                     "photoz": "bench predict --catalog gives its redshifts"}.get(
+                         contract.kind, "bench scan needs a lens finder")
+            raise ValueError(f"{name}: a {contract.kind} model ({contract.method}), not a lens "
+                             f"finder: {other}")
         if not callable(getattr(method, "predict_score", None)):
             raise ValueError(f"{name}: a {type(method).__name__} model predicts no lens score; "
                              "bench scan needs a lens finder")
