@@ -203,18 +203,25 @@ def read_csv(path):
         return list(csv.DictReader(f))
 
 
+def _tiny_gr_task(n: int, boost: float):
+    """(X, y, info): n g,r 16x16 noise stamps at 0.2"/px, the second half (the lenses) with a
+    central square ``boost`` sigma bright."""
+    from lensbench.baselines.contract import TaskInfo
+
+    rng = np.random.default_rng(0)
+    X = rng.normal(0.0, 1.0, (n, 2, 16, 16)).astype(np.float32)
+    y = np.repeat([0, 1], n // 2)
+    X[y == 1, :, 6:10, 6:10] += boost
+    return X, y, TaskInfo("tiny", "lens-finding", ("g", "r"), 0.2, (2, 16, 16))
+
+
 @pytest.fixture(scope="module")
 def finder(tmp_path_factory):
     """A tiny torch finder on g,r 16x16 (a bare checkpoint: no pixel scale stored)."""
-    from lensbench.baselines.contract import TaskInfo
     from lensbench.deep.checkpoint import save_checkpoint
     from lensbench.deep.methods import ResNetFinder
 
-    rng = np.random.default_rng(0)
-    X = rng.normal(0.0, 1.0, (32, 2, 16, 16)).astype(np.float32)
-    y = np.repeat([0, 1], 16)
-    X[y == 1, :, 6:10, 6:10] += 5.0
-    info = TaskInfo("tiny", "lens-finding", ("g", "r"), 0.2, (2, 16, 16))
+    X, y, info = _tiny_gr_task(32, 5.0)
     method = ResNetFinder(max_epochs=1, crop=None, device="cpu", random_state=0).fit(X, y, info)
     return save_checkpoint(method, tmp_path_factory.mktemp("finder") / "finder.pt")
 
@@ -473,15 +480,10 @@ def test_the_sky_orientation_and_the_border_sky_level_are_recorded(tmp_path):
 @pytest.fixture(scope="module")
 def saved_finder(tmp_path_factory):
     """pixel-logreg on g,r 16x16 at 0.2"/px, saved with its contract (model.lbmodel)."""
-    from lensbench.baselines.contract import TaskInfo
     from lensbench.baselines.persistence import make_contract, save_model
     from lensbench.baselines.reference import PixelLogisticRegression
 
-    rng = np.random.default_rng(0)
-    X = rng.normal(0.0, 1.0, (64, 2, 16, 16)).astype(np.float32)
-    y = np.repeat([0, 1], 32)
-    X[y == 1, :, 6:10, 6:10] += 3.0
-    info = TaskInfo("tiny", "lens-finding", ("g", "r"), 0.2, (2, 16, 16))
+    X, y, info = _tiny_gr_task(64, 3.0)
     method = PixelLogisticRegression().fit(X, y, info)
     path = tmp_path_factory.mktemp("saved") / "model.lbmodel"
     return save_model(method, path, make_contract(method, info))

@@ -54,6 +54,18 @@ def data(tmp_path_factory):
             "cubes": cubes}
 
 
+def interrupt_after(n: int):
+    """An on_batch callback that interrupts the scan as its n-th batch is recorded."""
+    batches = []
+
+    def on_batch(size: int) -> None:
+        batches.append(size)
+        if len(batches) == n:
+            raise KeyboardInterrupt
+
+    return on_batch
+
+
 def read_csv(path):
     with open(path, newline="") as f:
         return list(csv.DictReader(f))
@@ -153,15 +165,9 @@ def test_resume_after_an_interrupt_scores_no_cutout_twice(data, tmp_path, monkey
 
     monkeypatch.setattr(scan_module, "score_batch", counting)
     out = tmp_path / "candidates.csv"
-    batches = []
-
-    def interrupt(size):
-        batches.append(size)
-        if len(batches) == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
-        scan(data["ckpt"], data["split"], out, batch_size=8, progress=False, on_batch=interrupt)
+        scan(data["ckpt"], data["split"], out, batch_size=8, progress=False,
+             on_batch=interrupt_after(3))
     files = ScanFiles.for_output(out)
     assert not out.exists() and files.partial.is_file()
     assert len(read_csv(files.partial)) == 24 and len(scored) == 24
@@ -190,17 +196,9 @@ def test_a_batch_recorded_in_part_is_scored_again_whole(data, tmp_path, monkeypa
     reference = tmp_path / "reference.csv"
     scan(data["ckpt"], data["split"], reference, batch_size=8, progress=False)
     out = tmp_path / "candidates.csv"
-
-    batches_done = []
-
-    def interrupt_after_three(size):
-        batches_done.append(size)
-        if len(batches_done) == 3:
-            raise KeyboardInterrupt
-
     with pytest.raises(KeyboardInterrupt):
         scan(data["ckpt"], data["split"], out, batch_size=8, progress=False,
-             on_batch=interrupt_after_three)
+             on_batch=interrupt_after(3))
     files = ScanFiles.for_output(out)
     lines = files.partial.read_text().splitlines(keepends=True)
     assert len(lines) == 1 + 24
