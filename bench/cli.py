@@ -319,7 +319,7 @@ def _params_from_file(path: Path | None) -> dict[str, dict]:
 
 
 def cmd_tune(args) -> int:
-    from lensbench.bench.tasks import get_suite
+    from lensbench.bench.tasks import find_task, get_suite
     from lensbench.bench.tune import tune
 
     suite = get_suite(args.suite)
@@ -339,9 +339,10 @@ def cmd_tune(args) -> int:
     print(f"study {outcome.study_name}: {outcome.n_trials} trials, best validation "
           f"{outcome.metric} ({outcome.direction}) {outcome.best_value}, params "
           f"{outcome.best_params}")
+    # The params were tuned on this task alone: the run they suggest is of this task alone.
     print(f"best params in {outcome.params_file}; use them with `bench run --suite "
-          f"{suite.name} --methods {args.method} --params {outcome.params_file}"
-          f"{_same_store_options(args)}`")
+          f"{suite.name} --tasks {find_task(suite, args.task).name} --methods {args.method} "
+          f"--params {outcome.params_file}{_same_store_options(args)}`")
     return 0
 
 

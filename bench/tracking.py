@@ -48,6 +48,11 @@ DATASET_CONTEXTS = {"train": "training", "val": "validation", "test": "testing",
 _NOT_A_KEY_CHARACTER = re.compile(r"[^A-Za-z0-9_\-. /]")
 
 
+# The MLflow status of a trial's run by its state (Optuna's, or KILLED: interrupted); a pruned
+# trial, stopped on purpose, is FINISHED with its state in the optuna.state tag.
+TRIAL_RUN_STATUS = {"FAIL": "FAILED", "KILLED": "KILLED"}
+
+
 def default_tracking_uri(workdir: Path) -> str:
     """$MLFLOW_TRACKING_URI when set, else an embedded SQLite store in the workdir, so tracking
     works with no server and `bench ui` finds it again."""
@@ -305,7 +310,13 @@ class MlflowTracker:
 
     def log_trial(self, number: int, params: dict, value: float | None, state: str,
                   attributes: dict | None = None) -> str | None:
-        """A nested run per trial: its params, objective value, validation metrics and state."""
+        """A nested run per trial: its params, objective value, validation metrics and state
+        (Optuna's, or KILLED for a trial interrupted). Only a completed trial has a ``value``: a
+        pruned one's last reported validation figure, from an earlier epoch, is logged as
+        ``pruned_at/<name>`` (with ``pruned_at/epoch``), so sorting by value compares like with
+        like."""
+        attributes = attributes or {}
+
         def action():
             tags = {"lensbench.kind": "trial", "optuna.state": state,
                     "optuna.trial": str(number)}
@@ -314,13 +325,16 @@ class MlflowTracker:
             run_id = self._create_run(f"trial {number}", tags)
             try:
                 self._log_params(run_id, params)
-                finals = {"value": value, **{f"val/{k}": v for k, v in
-                                             (attributes or {}).get("val_metrics", {}).items()}}
+                finals = {f"val/{k}": v for k, v in attributes.get("val_metrics", {}).items()}
+                if state == "COMPLETE":
+                    finals["value"] = value
+                finals |= {f"pruned_at/{k}": v
+                           for k, v in attributes.get("pruned_at", {}).items()}
                 self._log_metrics(run_id, finals, {})
             except BaseException:
                 self._close_quietly(run_id)
                 raise
-            self._client.set_terminated(run_id, "FAILED" if state == "FAIL" else "FINISHED")
+            self._client.set_terminated(run_id, TRIAL_RUN_STATUS.get(state, "FINISHED"))
             return run_id
         return self._guard(f"log trial {number}", action)
 

@@ -9,7 +9,13 @@ part); the test split is never made or read while tuning. The objective is a met
 Epoch-based methods report every epoch and are pruned. Storage is an embedded journal file by
 default (safe for several processes on one machine, thanks to file locks) or any Optuna RDB URL
 (e.g. PostgreSQL for many machines); rerunning the same command resumes the study until it holds
-``trials`` finished trials.
+``trials`` completed or pruned trials (a failed or interrupted trial does not count).
+
+A study is of one objective: its name says the method's fixed parameters and the seed (which
+carves the validation part), and a study given by ``--study`` that was made with others is
+refused rather than mixed. Each trial's proposals are drawn with a seed of its own (the study's
+seed and the trial's number), so one uninterrupted single-process study gives the same trials
+for the same seed, while a resumed study and parallel workers go on proposing new ones.
 """
 
 from __future__ import annotations
@@ -18,6 +24,7 @@ import inspect
 import json
 import logging
 import time
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,6 +32,7 @@ import numpy as np
 import optuna
 from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import MAXIMIZE, get_kind
+from lensbench.bench.results import canonical_run_id
 from lensbench.bench.runner import derive_seed
 from lensbench.bench.tasks import DEFAULT_PROFILE, Suite, find_task
 from lensbench.datasets.files import atomic_savefig, atomic_write_text
@@ -95,6 +103,68 @@ def _hide_password(url: str) -> str:
         return url
 
 
+class TrialSeededSampler(optuna.samplers.BaseSampler):
+    """Optuna's TPE sampler, seeded afresh for each trial from ``seed`` and the trial's number.
+    A TPESampler seeded once draws the same sequence in every process that makes it: a resumed
+    study re-proposed its first trials and two workers on one study proposed the same ones.
+    Trial numbers are unique within a study, whoever asks, so here every trial draws its own
+    numbers, and a study made in one go by one process is still the same for the same seed."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+        self._samplers: dict[int, optuna.samplers.TPESampler] = {}  # by trial number
+
+    def _for(self, trial) -> optuna.samplers.TPESampler:
+        if trial.number not in self._samplers:
+            self._samplers[trial.number] = optuna.samplers.TPESampler(
+                seed=derive_seed(self.seed, "trial", str(trial.number)))
+        return self._samplers[trial.number]
+
+    def before_trial(self, study, trial) -> None:
+        self._for(trial).before_trial(study, trial)
+
+    def infer_relative_search_space(self, study, trial):
+        return self._for(trial).infer_relative_search_space(study, trial)
+
+    def sample_relative(self, study, trial, search_space):
+        return self._for(trial).sample_relative(study, trial, search_space)
+
+    def sample_independent(self, study, trial, param_name, param_distribution):
+        return self._for(trial).sample_independent(study, trial, param_name,
+                                                   param_distribution)
+
+    def after_trial(self, study, trial, state, values) -> None:
+        self._for(trial).after_trial(study, trial, state, values)
+        del self._samplers[trial.number]
+
+
+IDENTITY_ATTR = "lensbench.objective"  # the study's user attribute: what its trials optimise
+
+
+def default_study_name(suite: str, task: str, method: str, profile: str, seed: int,
+                       fixed: dict, metric: str | None) -> str:
+    """``suite.task.method[fixed params].profile``, then ``.seed<N>`` for a seed other than 0
+    and ``.<metric>`` for a metric other than the kind's: one name per objective."""
+    return ".".join([suite, task, canonical_run_id(method, fixed), profile]
+                    + ([f"seed{seed}"] if seed else []) + ([metric] if metric else []))
+
+
+def check_study_objective(study: optuna.Study, objective: dict) -> None:
+    """Stamp ``objective`` (what a trial's value depends on: task, method, fixed params, seed,
+    metric, profile) on the study, or, where the study already holds another, refuse: its
+    trials would be ranked with ours. A study made before the stamp existed is stamped now."""
+    stored = study.user_attrs.get(IDENTITY_ATTR)
+    if stored is None:
+        study.set_user_attr(IDENTITY_ATTR, objective)
+        return
+    differing = [f"{key} {stored.get(key)!r} (now {value!r})" for key, value in objective.items()
+                 if stored.get(key) != value]
+    if differing:
+        raise ValueError(f"--study {study.study_name}: that study was made with "
+                         f"{'; '.join(differing)}; its trials would be ranked with this tune's: "
+                         "give the same options or another --study name")
+
+
 def make_pruner(name: str) -> optuna.pruners.BasePruner:
     if name == "median":
         return optuna.pruners.MedianPruner(n_startup_trials=3, n_warmup_steps=1)
@@ -113,7 +183,10 @@ class TuneOutcome:
     best_value: float | None
     best_params: dict
     n_trials: int
-    params_file: Path
+    params_file: Path | None  # None: no trial completed
+
+
+COUNTED = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED)  # toward --trials
 
 
 def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir: Path,
@@ -121,11 +194,18 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
          fixed_params: dict | None = None, study_name: str | None = None,
          storage: str | None = None, timeout: float | None = None, n_jobs: int = 1,
          pruner: str = "median", tracker=None, log=print) -> TuneOutcome:
-    """Tune ``method_name`` on one task of ``suite``: ``trials`` finished trials in the study
-    (a rerun resumes it). ``fixed_params`` (the user's ``--param``) are set in every trial and
-    left out of the search; the suite's parameters for the profile are the base every trial
-    starts from. The best parameters (with the fixed ones) go to ``best_params.json``, which
-    ``bench run --params`` reads."""
+    """Tune ``method_name`` on one task of ``suite`` until the study holds ``trials`` completed
+    or pruned trials (a rerun resumes it; a failed trial is recorded and another tried in its
+    place, until ``trials`` fail in a row). ``fixed_params`` (the user's ``--param``)
+    are set in every trial and left out of the search; the suite's parameters for the profile
+    are the base every trial starts from. The best parameters (with the fixed ones) go to
+    ``best_params.json``, which ``bench run --params`` reads; a study with no completed trial
+    is a ValueError giving the first failure's reason, and writes none."""
+    for option, value, least in (("--trials", trials, 1), ("--n-jobs", n_jobs, 1)):
+        if value < least:
+            raise ValueError(f"{option} must be at least {least}, got {value}")
+    if timeout is not None and not timeout > 0:
+        raise ValueError(f"--timeout must be a positive number of seconds, got {timeout}")
     cls = resolve_method(method_name)
     task = find_task(suite, task_name)
     kind = get_kind(task.kind)
@@ -139,22 +219,22 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
                          + "; nothing to tune")
     study_storage = make_storage(storage, workdir)  # a bad URL fails before any simulation
     base_params = {**suite.params_for(profile, task).get(method_name, {}), **fixed}
-    default_name = f"{suite.name}.{task.name}.{method_name}.{profile}"
-    study_name = study_name or (default_name if metric == kind.tune_metric
-                                else f"{default_name}.{metric}")
+    study_name = study_name or default_study_name(
+        suite.name, task.name, method_name, profile, seed, fixed,
+        None if metric == kind.tune_metric else metric)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    study = optuna.create_study(
+        study_name=study_name, storage=study_storage, direction=direction,
+        load_if_exists=True, pruner=make_pruner(pruner),
+        sampler=TrialSeededSampler(derive_seed(seed, "sampler", study_name)))
+    check_study_objective(study, {"suite": suite.name, "task": task.name,  # before any data
+                                  "method": method_name, "profile": profile, "seed": seed,
+                                  "metric": metric, "fixed_params": fixed})
     study_data = kind.study_data(task, profile, workdir,
                                  derive_seed(seed, "validation", task.name))
     reason = cls(**base_params).decline(study_data.info)
     if reason:
         raise ValueError(f"method {method_name!r} declines task {task.name!r}: {reason}")
-
-    optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name, storage=study_storage, direction=direction,
-        load_if_exists=True, pruner=make_pruner(pruner),
-        sampler=optuna.samplers.TPESampler(seed=derive_seed(seed, "sampler", study_name)))
-    finished = (optuna.trial.TrialState.COMPLETE, optuna.trial.TrialState.PRUNED,
-                optuna.trial.TrialState.FAIL)
 
     def objective(trial: optuna.Trial) -> float:
         init = {**base_params, **suggest(trial, space)}
@@ -167,6 +247,7 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
             if value is not None and np.isfinite(value):
                 trial.report(float(value), epoch)
                 if trial.should_prune():
+                    trial.set_user_attr("pruned_at", {"epoch": epoch, f"val_{metric}": value})
                     raise optuna.TrialPruned(f"pruned at epoch {epoch}")
 
         accepted = inspect.signature(method.fit).parameters
@@ -184,14 +265,43 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
                              f"{method_name} with {init}")
         return value
 
+    def recorded(trial: optuna.Trial) -> float:
+        """The objective, with why a trial failed kept in the study (the first failure's
+        reason is the error of a study with no completed trial) and an interrupted trial
+        tracked as killed before the interrupt goes on."""
+        try:
+            return objective(trial)
+        except optuna.TrialPruned:
+            raise
+        except Exception as error:
+            lines = str(error).strip().splitlines()
+            trial.set_user_attr("error", f"{type(error).__name__}: {lines[-1] if lines else ''}")
+            raise
+        except KeyboardInterrupt:
+            trial.set_user_attr("interrupted", True)
+            if tracker is not None:
+                tracker.log_trial(trial.number, trial.params, None, "KILLED",
+                                  dict(trial.user_attrs))
+            raise
+
+    # Failures in a row in this invocation: as many as --trials stop it (every trial failing
+    # would otherwise never end), while a space where some trials fail still gets its --trials.
+    failures_in_a_row = [0]
+
     def log_trial(study: optuna.Study, trial: optuna.trial.FrozenTrial) -> None:
-        log(f"trial {trial.number}: {trial.state.name} {metric}={trial.value} "
-            f"params={trial.params}")
+        why = {optuna.trial.TrialState.FAIL: f" ({trial.user_attrs.get('error')})",
+               optuna.trial.TrialState.PRUNED: f" ({trial.user_attrs.get('pruned_at')})"}
+        log(f"trial {trial.number}: {trial.state.name} {metric}={trial.value}"
+            f"{why.get(trial.state, '')} params={trial.params}")
         if tracker is not None:
             tracker.log_trial(trial.number, trial.params, trial.value, trial.state.name,
                               dict(trial.user_attrs))
+        failed = trial.state == optuna.trial.TrialState.FAIL
+        failures_in_a_row[0] = failures_in_a_row[0] + 1 if failed else 0
+        if failures_in_a_row[0] >= trials:
+            study.stop()
 
-    done = sum(t.state in finished for t in study.get_trials(deepcopy=False))
+    done = sum(t.state in COUNTED for t in study.get_trials(deepcopy=False))
     if tracker is not None:
         tracker.start_study(study_name, {"suite": suite.name, "task": task.name,
                                          "method": method_name, "profile": profile,
@@ -201,12 +311,14 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
     status = "FINISHED"
     try:
         if done < trials:
-            study.optimize(
-                objective, n_trials=trials - done, timeout=timeout, n_jobs=n_jobs,
-                catch=(Exception,),  # a failed trial is recorded as FAIL; the study goes on
-                callbacks=[log_trial, optuna.study.MaxTrialsCallback(trials, states=finished)])
+            with _quiet_interrupts():
+                study.optimize(
+                    recorded, timeout=timeout, n_jobs=n_jobs,
+                    catch=(Exception,),  # a failed trial is recorded as FAIL; the study goes on
+                    callbacks=[log_trial, optuna.study.MaxTrialsCallback(trials, states=COUNTED)])
         else:
-            log(f"study {study_name!r} already has {done} finished trials (asked {trials})")
+            log(f"study {study_name!r} already has {done} completed or pruned trials "
+                f"(asked {trials})")
     except KeyboardInterrupt:
         status = "KILLED"
         raise
@@ -215,26 +327,58 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
                                  study_name)
         if tracker is not None:
             tracker.end_study(_figures(study, workdir / "tune" / _safe(study_name)),
-                              outcome.best_params, outcome.best_value, status)
+                              outcome.best_params, outcome.best_value,
+                              "FAILED" if status == "FINISHED" and not outcome.params_file
+                              else status)
+    if outcome.params_file is None:
+        first = next((t for t in study.get_trials(deepcopy=False)
+                      if t.state == optuna.trial.TrialState.FAIL and "error" in t.user_attrs),
+                     None)
+        raise ValueError(f"study {study_name}: no trial completed, so no best parameters"
+                         + (f"; the first failure, trial {first.number}: "
+                            f"{first.user_attrs['error']}" if first else ""))
     return outcome
+
+
+@contextmanager
+def _quiet_interrupts():
+    """Optuna logs a trial ended by Ctrl-C as a failed trial with its whole traceback; the
+    command says 'interrupted' itself. Other failures keep Optuna's warning."""
+    def not_an_interrupt(record: logging.LogRecord) -> bool:
+        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+
+    # On the handlers: a logger's own filters do not see what its child loggers log.
+    handlers = logging.getLogger("optuna").handlers
+    for handler in handlers:
+        handler.addFilter(not_an_interrupt)
+    try:
+        yield
+    finally:
+        for handler in handlers:
+            handler.removeFilter(not_an_interrupt)
 
 
 def _write_outcome(study: optuna.Study, method_name: str, fixed: dict, metric: str,
                    direction: str, workdir: Path, study_name: str) -> TuneOutcome:
-    """best_params.json: ``{method: {param: value}}``, the best trial's parameters with the
-    fixed ones, as ``bench run --params`` reads it (written atomically)."""
+    """best_params.json: ``{method: {param: value}}``, the best completed trial's parameters
+    with the fixed ones (which win: they are what the user asked for), as ``bench run
+    --params`` reads it (written atomically). No completed trial: no file (``params_file`` is
+    None), never an empty recommendation."""
     complete = [t for t in study.get_trials(deepcopy=False)
                 if t.state == optuna.trial.TrialState.COMPLETE]
+    n_trials = len(study.get_trials(deepcopy=False))
+    if not complete:
+        return TuneOutcome(study_name, metric, direction, None, {}, n_trials, None)
     pick = max if direction == MAXIMIZE else min
-    best = pick(complete, key=lambda t: t.value) if complete else None
-    best_params = {**fixed, **best.params} if best else {}
+    best = pick(complete, key=lambda t: t.value)
+    best_params = {**best.params, **fixed}
     folder = workdir / "tune" / _safe(study_name)
     folder.mkdir(parents=True, exist_ok=True)
     params_file = folder / "best_params.json"
     atomic_write_text(params_file,  # never a half-written params file
                       json.dumps({method_name: best_params}, indent=2, sort_keys=True) + "\n")
-    return TuneOutcome(study_name, metric, direction, best.value if best else None, best_params,
-                       len(study.get_trials(deepcopy=False)), params_file)
+    return TuneOutcome(study_name, metric, direction, best.value, best_params, n_trials,
+                       params_file)
 
 
 def _figures(study: optuna.Study, folder: Path) -> list[Path]:

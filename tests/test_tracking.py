@@ -338,3 +338,21 @@ def test_bench_ui_finds_the_latest_suite(tmp_path):
         f"&viewStateShareKey={RUNS_VIEW_ID}")
     assert runs_view_url("http://h:1", second, saved_view=False).endswith(
         "/runs?workflowType=machine_learning")
+
+
+def test_trials_are_logged_with_their_state_and_only_a_completed_one_has_a_value(
+        sqlite_uri, experiment):
+    tracker = MlflowTracker(sqlite_uri, experiment)
+    tracker.start_study("s", {})
+    tracker.log_trial(0, {"C": 1.0}, 0.91, "COMPLETE", {"val_metrics": {"auroc": 0.91}})
+    tracker.log_trial(1, {"C": 2.0}, 0.55, "PRUNED", {"pruned_at": {"epoch": 2,
+                                                                     "val_auroc": 0.55}})
+    tracker.log_trial(2, {"C": 3.0}, None, "KILLED", {"interrupted": True})
+    tracker.end_study([], {"C": 1.0}, 0.91, "KILLED")
+    runs = {run["name"]: run for run in read_suite_runs(sqlite_uri, experiment)}
+    assert runs["trial 0"]["metrics"]["value"] == 0.91
+    pruned = runs["trial 1"]
+    assert "value" not in pruned["metrics"] and pruned["tags"]["optuna.state"] == "PRUNED"
+    assert pruned["metrics"]["pruned_at/val_auroc"] == 0.55
+    assert pruned["metrics"]["pruned_at/epoch"] == 2
+    assert runs["trial 2"]["status"] == "KILLED" and runs["study s"]["status"] == "KILLED"

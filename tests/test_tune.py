@@ -100,21 +100,22 @@ def loaded_splits(monkeypatch):
 
 def test_tuning_prunes_records_failures_and_never_reads_the_test_split(tmp_path, loaded_splits,
                                                                         toy_method):
-    outcome = tune.tune(get_suite("smoke"), "ground", toy_method, trials=14, workdir=tmp_path,
+    outcome = tune.tune(get_suite("smoke"), "ground", toy_method, trials=8, workdir=tmp_path,
                         pruner="median", tracker=None, log=lambda _: None)
     assert [name.split("-")[3] for name in loaded_splits] == ["train"]
     assert [p.name.split("-")[3] for p in (tmp_path / "splits").iterdir()] == ["train"]
     study = optuna.load_study(study_name=outcome.study_name, storage=tune.make_storage(
         None, tmp_path))
     states = [t.state for t in study.trials]
-    assert len(states) == 14
+    assert sum(state in tune.COUNTED for state in states) == 8  # failures do not count
     assert optuna.trial.TrialState.FAIL in states  # mode == "boom", and the study went on
     assert optuna.trial.TrialState.PRUNED in states
     assert json.loads(outcome.params_file.read_text()) == {toy_method: outcome.best_params}
-    # Rerunning the same command resumes: the study already holds 14 finished trials.
-    again = tune.tune(get_suite("smoke"), "ground", toy_method, trials=16, workdir=tmp_path,
+    # Rerunning the same command resumes: the study already holds 8 counted trials.
+    again = tune.tune(get_suite("smoke"), "ground", toy_method, trials=10, workdir=tmp_path,
                       tracker=None, log=lambda _: None)
-    assert again.n_trials == 16
+    counted = [t for t in study.get_trials() if t.state in tune.COUNTED]
+    assert len(counted) == 10 and again.n_trials == len(study.get_trials())
 
 
 def test_cli_tune_logs_to_mlflow_and_hands_best_params_to_run(tmp_path, capsys):
@@ -198,8 +199,10 @@ def test_every_kind_tunes_on_validation_only_and_hands_params_to_run(
     assert not [p.name for p in (tmp_path / "splits").iterdir() if "-test-" in p.name]
     (params_file,) = (tmp_path / "tune").glob("*/best_params.json")
     # the run it suggests reads this profile's splits in this workdir
-    assert (f"bench run --suite {suite} --methods {method} --params {params_file} --profile "
-            f"smoke --workdir {tmp_path}`") in out
+    # ... and the task tuned alone: params tuned on one task are not the others'
+    task_name = tune.find_task(get_suite(suite), task).name
+    assert (f"bench run --suite {suite} --tasks {task_name} --methods {method} --params "
+            f"{params_file} --profile smoke --workdir {tmp_path}`") in out
     best = json.loads(params_file.read_text())[method]
     space = set(resolve_method(method).search_space)
     assert space - {value.split("=")[0].split(".")[1] for value in fixed} <= set(best)
@@ -249,3 +252,149 @@ def test_a_storage_that_cannot_be_opened_is_refused_before_any_data(url, reason,
     assert not (tmp_path / "splits").exists()
     # a password in a URL is never printed
     assert tune._hide_password("postgresql://me:secret@db/lens") == "postgresql://me:***@db/lens"
+
+
+# --------------------------------------------------------------------------- study identity,
+# counting and proposals
+def test_a_resumed_study_and_a_second_worker_propose_new_trials():
+    from optuna.storages import InMemoryStorage
+
+    space = {"x": {"type": "float", "low": 0.0, "high": 1.0}}
+
+    def invocation(storage):  # what one `bench tune` process makes
+        return optuna.create_study(study_name="s", storage=storage, load_if_exists=True,
+                                   sampler=tune.TrialSeededSampler(7))
+
+    def proposals(study, n):
+        study.optimize(lambda trial: tune.suggest(trial, space)["x"], n_trials=n)
+        return [t.params["x"] for t in study.trials]
+
+    # One uninterrupted study: the same trials for the same seed.
+    assert proposals(invocation(InMemoryStorage()), 6) == proposals(
+        invocation(InMemoryStorage()), 6)
+    # Resumed by a second invocation: new proposals (a seed per invocation repeated 0-2 as 3-5).
+    storage = InMemoryStorage()
+    proposals(invocation(storage), 3)
+    assert len(set(proposals(invocation(storage), 3))) == 6
+    # Two workers asking at once each get their own.
+    storage = InMemoryStorage()
+    first, second = invocation(storage).ask(), invocation(storage).ask()
+    assert tune.suggest(first, space) != tune.suggest(second, space)
+
+
+def test_fixed_params_and_seed_name_the_study_and_another_objective_is_refused(tmp_path,
+                                                                            toy_method):
+    def run(**options):
+        return tune.tune(get_suite("smoke"), "ground", toy_method, trials=1, workdir=tmp_path,
+                         log=lambda _: None, **options)
+
+    assert run(fixed_params={"mode": "ok"}).study_name == \
+        "smoke.smoke-ground.epoch-toy[mode=ok].default"
+    assert run(fixed_params={"mode": "ok"}, seed=3).study_name == \
+        "smoke.smoke-ground.epoch-toy[mode=ok].default.seed3"
+    assert run(study_name="mine", fixed_params={"mode": "ok"}).params_file.is_file()
+    with pytest.raises(ValueError, match=r"^--study mine: that study was made with seed 0 "
+                                         r"\(now 1\); its trials would be ranked"):
+        run(study_name="mine", fixed_params={"mode": "ok"}, seed=1)
+    with pytest.raises(ValueError, match=r"fixed_params \{'mode': 'ok'\} \(now \{'mode': "
+                                         r"'ok2'\}\)"):
+        run(study_name="mine", fixed_params={"mode": "ok2"})
+
+
+def test_the_fixed_params_win_over_a_trial_s_in_best_params(tmp_path):
+    study = optuna.create_study(direction="maximize")
+    study.enqueue_trial({"C": 1.0})
+    study.optimize(lambda trial: trial.suggest_float("C", 1e-4, 10.0, log=True), n_trials=1)
+    outcome = tune._write_outcome(study, "pixel-logreg", {"C": 1e-4}, "auroc", "maximize",
+                                  tmp_path, "s")
+    assert json.loads(outcome.params_file.read_text()) == {"pixel-logreg": {"C": 1e-4}}
+
+
+class Tracked:
+    """A tracker that keeps what tune() tells it."""
+
+    def __init__(self):
+        self.trials, self.ended = [], None
+
+    def start_study(self, name, params):
+        pass
+
+    def log_trial(self, number, params, value, state, attributes):
+        self.trials.append((number, state))
+
+    def end_study(self, figures, best_params, best_value, status):
+        self.ended = (best_params, status)
+
+
+def test_a_study_whose_trials_all_fail_is_an_error_and_a_rerun_tries_again(
+        tmp_path, toy_method, monkeypatch, capsys):
+    original = EpochToy.fit
+    monkeypatch.setattr(EpochToy, "fit", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("max_iter must be positive")))
+    tracker = Tracked()
+    with pytest.raises(ValueError, match=r"^study s: no trial completed, so no best "
+                                         r"parameters; the first failure, trial 0: "
+                                         r"RuntimeError: max_iter must be positive$"):
+        tune.tune(get_suite("smoke"), "ground", toy_method, trials=3, workdir=tmp_path,
+                  study_name="s", fixed_params={"mode": "ok"}, tracker=tracker,
+                  log=lambda _: None)
+    assert not list(tmp_path.glob("tune/*/best_params.json"))
+    assert tracker.trials == [(0, "FAIL"), (1, "FAIL"), (2, "FAIL")]
+    assert tracker.ended == ({}, "FAILED")
+    # The cause fixed, the same command does its 3 trials: failures do not count.
+    monkeypatch.setattr(EpochToy, "fit", original)
+    outcome = tune.tune(get_suite("smoke"), "ground", toy_method, trials=3, workdir=tmp_path,
+                        study_name="s", fixed_params={"mode": "ok"}, pruner="none",
+                        log=lambda _: None)
+    assert outcome.n_trials == 6 and outcome.best_params["mode"] == "ok"
+    # Through the CLI: exit 2, one line.
+    monkeypatch.setattr(EpochToy, "fit", lambda *a, **k: (_ for _ in ()).throw(
+        RuntimeError("max_iter must be positive")))
+    capsys.readouterr()
+    assert cli.main(["tune", "--suite", "smoke", "--task", "ground", "--method", toy_method,
+                     "--trials", "1", "--no-tracking", "--workdir", str(tmp_path)]) == 2
+    err = capsys.readouterr().err
+    assert err.startswith("bench: error: study ") and err.count("\n") == 1
+    assert err.strip().endswith("RuntimeError: max_iter must be positive")
+
+
+def test_an_interrupted_trial_is_tracked_killed_quietly_and_not_counted(tmp_path, toy_method,
+                                                                        monkeypatch):
+    import logging
+
+    original = EpochToy.fit
+    monkeypatch.setattr(EpochToy, "fit", lambda *a, **k: (_ for _ in ()).throw(
+        KeyboardInterrupt()))
+    records = []
+    handler = logging.Handler()
+    handler.emit = records.append
+    logging.getLogger("optuna").addHandler(handler)
+    tracker = Tracked()
+    try:
+        with pytest.raises(KeyboardInterrupt):
+            tune.tune(get_suite("smoke"), "ground", toy_method, trials=2, workdir=tmp_path,
+                      study_name="s", tracker=tracker, log=lambda _: None)
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    assert tracker.trials == [(0, "KILLED")] and tracker.ended == ({}, "KILLED")
+    assert not [r for r in records if r.exc_info]  # no traceback before "bench: interrupted"
+    monkeypatch.setattr(EpochToy, "fit", original)
+    outcome = tune.tune(get_suite("smoke"), "ground", toy_method, trials=2, workdir=tmp_path,
+                        study_name="s", pruner="none", log=lambda _: None)
+    study = optuna.load_study(study_name="s", storage=tune.make_storage(None, tmp_path))
+    assert [t.state.name for t in study.trials] == ["FAIL", "COMPLETE", "COMPLETE"]
+    assert outcome.n_trials == 3
+
+
+@pytest.mark.parametrize("option, value, message", [
+    ("--trials", "0", "--trials must be at least 1, got 0"),
+    ("--trials", "-3", "--trials must be at least 1, got -3"),
+    ("--timeout", "-1", "--timeout must be a positive number of seconds, got -1.0"),
+    ("--n-jobs", "0", "--n-jobs must be at least 1, got 0"),
+])
+def test_a_bad_count_is_refused_naming_its_option(option, value, message, tmp_path, capsys):
+    args = ["tune", "--suite", "smoke", "--task", "ground", "--method", "pixel-logreg",
+            "--no-tracking", "--workdir", str(tmp_path), option, value]
+    assert cli.main(args) == 2
+    assert capsys.readouterr().err == f"bench: error: {message}\n"
+    assert not (tmp_path / "splits").exists()
