@@ -386,7 +386,8 @@ def cmd_report(args) -> int:
         raise ValueError("bench report needs --suite SUITE (or --check)")
     check_output_folder(args.out, "--out")
     paths = write_report(args.suite, workdir=args.workdir, out_dir=args.out,
-                         profile=args.profile, command=" ".join(["bench", *sys.argv[1:]]))
+                         profile=args.profile, command=" ".join(["bench", *sys.argv[1:]]),
+                         seed=args.seed)
     for path in paths:
         print(f"wrote {path}")
     return 0
@@ -815,7 +816,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     report = sub.add_parser("report", help="write reports/<suite>.md and .html from results")
     report.add_argument("--suite", metavar="SUITE", help=SUITE_HELP)
-    report.add_argument("--profile", default="default")
+    report.add_argument("--profile", default="default", choices=PROFILES)
+    report.add_argument("--seed", type=int, help="the suite seed whose runs to report "
+                        "(default: the only one the store holds)")
     report.add_argument("--out", type=Path, default=Path("reports"))
     report.add_argument("--check", action="store_true",
                         help="write nothing: list the reports in --out made from splits the "

@@ -15,18 +15,35 @@ from pathlib import Path
 from lensbench.baselines.registry import resolve_method
 from lensbench.bench.kinds import kind_of
 from lensbench.bench.results import Result, read_results
-from lensbench.bench.runner import DIRTY, RESULTS_FILE, git_commit
+from lensbench.bench.runner import DIRTY, RESULTS_FILE, derive_seed, git_commit
 from lensbench.bench.tasks import DEFAULT_PROFILE, Suite, Task, all_tasks, get_suite
 from lensbench.datasets.files import atomic_write_text
 
 
-def latest_results(results: list[Result], suite: str, profile: str) -> list[Result]:
-    """The last record of each (run id, task) for this suite and profile."""
+def latest_results(results: list[Result], suite: str, profile: str, seed: int) -> list[Result]:
+    """The last record of each (run id, task) for this suite, profile and suite seed (a record
+    older than the ``suite_seed`` field is of the seed its method seed derives from)."""
     latest: dict[tuple[str, str], Result] = {}
     for result in results:
-        if result.suite == suite and result.profile == profile:
+        if result.suite == suite and result.profile == profile and (
+                result.suite_seed == seed if result.suite_seed is not None
+                else result.seed == derive_seed(seed, result.method, result.task)):
             latest[(result.run_id, result.task)] = result
     return list(latest.values())
+
+
+def report_seed(results: list[Result], suite: str, profile: str, store: Path,
+                seed: int | None) -> int:
+    """The suite seed a report is of: ``seed`` where given, else the only one the store holds
+    for this suite and profile; a report never mixes seeds (its "produced by" command has one)."""
+    if seed is not None:
+        return seed
+    seeds = sorted({r.suite_seed for r in results if r.suite == suite and r.profile == profile
+                    and r.suite_seed is not None})
+    if len(seeds) > 1:
+        raise ValueError(f"{store}: suite {suite!r}, profile {profile!r} has runs at the seeds "
+                         f"{', '.join(map(str, seeds))}; choose one with --seed")
+    return seeds[0] if seeds else 0  # records older than suite_seed: seed 0, the default
 
 
 def fmt(value) -> str:
@@ -37,14 +54,20 @@ def fmt(value) -> str:
 
 
 def write_report(suite_name: str, *, workdir: Path, out_dir: Path,
-                 profile: str = DEFAULT_PROFILE, command: str | None = None) -> list[Path]:
+                 profile: str = DEFAULT_PROFILE, command: str | None = None,
+                 seed: int | None = None) -> list[Path]:
     """reports/<suite>.md and .html (<suite>-<profile> for profiles other than the default) and
-    their figures: the provenance of the runs, then each task's section as its kind writes it."""
+    their figures: the provenance of the runs, then each task's section as its kind writes it.
+    The runs are those of one suite seed (:func:`report_seed`)."""
     suite = get_suite(suite_name)
     kind = kind_of(suite)
     store = workdir / RESULTS_FILE
     stored = read_results(store)
-    results = latest_results(stored, suite.name, profile)
+    seed = report_seed(stored, suite.name, profile, store, seed)
+    results = latest_results(stored, suite.name, profile, seed)
+    if not results and any(r.suite == suite.name and r.profile == profile for r in stored):
+        raise ValueError(f"{store}: no results for suite {suite.name!r} and profile {profile!r} "
+                         f"at --seed {seed}")
     if not results:
         others = sorted({r.profile for r in stored if r.suite == suite.name})
         hint = (f"it has the profile(s) {', '.join(others)}: `bench report --suite {suite.name} "

@@ -180,6 +180,32 @@ def test_resume_reruns_a_run_made_at_another_suite_seed(smoke_run, tmp_path):
                      **quiet) == []
 
 
+def test_a_report_is_of_one_suite_seed(smoke_run, tmp_path, capsys):
+    import shutil
+
+    workdir = tmp_path / "work"
+    shutil.copytree(smoke_run[0], workdir)
+    run_suite(get_suite("smoke"), profile="default", seed=6, workdir=workdir, methods=["random"],
+              log=lambda _: None)
+    report = ["report", "--suite", "smoke", "--workdir", str(workdir), "--out",
+              str(tmp_path / "reports")]
+    assert cli.main(report) == 2
+    assert capsys.readouterr().err == (
+        f"bench: error: {workdir / 'results.jsonl'}: suite 'smoke', profile 'default' has runs "
+        "at the seeds 5, 6; choose one with --seed\n")
+    assert cli.main([*report, "--seed", "6"]) == 0
+    text = (tmp_path / "reports" / "smoke.md").read_text()
+    assert "bench run --suite smoke --profile default --seed 6 --methods random`" in text
+    assert "| `random` |" in text and "pixel-logreg" not in text  # the seed-5 runs left out
+    assert cli.main([*report, "--seed", "7"]) == 2
+    assert "no results for suite 'smoke' and profile 'default' at --seed 7" in \
+        capsys.readouterr().err
+    # An invalid profile is refused as such, not suggested to bench run.
+    with pytest.raises(SystemExit):
+        cli.main([*report, "--profile", "nope"])
+    assert "invalid choice: 'nope'" in capsys.readouterr().err
+
+
 def test_a_torn_last_line_loses_no_record(smoke_run, tmp_path):
     # A crash in the middle of an append leaves half a record and no newline: the next --resume
     # must not glue its record onto it, and the report must name a bad line and go on.
