@@ -23,6 +23,7 @@ from dataclasses import asdict
 from pathlib import Path
 
 from lensbench.bench.results import Result
+from lensbench.datasets.files import exclusive_lock
 
 MAX_PARAM_LENGTH = 6000  # MLflow's limit on a param value (mlflow.utils.validation)
 MAX_TAG_LENGTH = 8000  # MLflow's limit on a tag value
@@ -175,18 +176,24 @@ def create_sqlite_store(tracking_uri: str) -> None:
     """Make a new SQLite store's tables, with MLflow's ``Default`` experiment (id 0) keeping its
     artefacts beside the database (``mlartifacts/0``, created). Left to the client, Default
     points at ./mlruns/0 of whatever directory the first process ran in, which never exists.
-    Nothing to do for an existing database or another kind of store."""
+    Nothing to do for an existing database or another kind of store. Processes starting at
+    once on a fresh workdir make it one at a time, under a lock beside it (``mlflow.db.lock``):
+    a second one saw the half-made file, took it for a store and failed on its tables ("table
+    metrics already exists") or its alembic version, and ran untracked."""
     folder = _sqlite_folder(tracking_uri)
-    database = tracking_uri[len("sqlite:///"):].split("?", 1)[0]
-    if folder is None or Path(database).exists():
+    if folder is None:
         return
-    from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
+    database = Path(tracking_uri[len("sqlite:///"):].split("?", 1)[0])
+    with exclusive_lock(database.with_name(database.name + ".lock")):  # waits for the maker
+        if database.exists():
+            return
+        from mlflow.store.tracking.sqlalchemy_store import SqlAlchemyStore
 
-    root = folder / "mlartifacts"
-    with quiet_store_setup():
-        store = SqlAlchemyStore(tracking_uri, root.as_uri())
-    store.engine.dispose()
-    (root / "0").mkdir(parents=True, exist_ok=True)
+        root = folder / "mlartifacts"
+        with quiet_store_setup():
+            store = SqlAlchemyStore(tracking_uri, root.as_uri())
+        store.engine.dispose()
+        (root / "0").mkdir(parents=True, exist_ok=True)
 
 
 def metric_name(name: str) -> str:

@@ -356,3 +356,27 @@ def test_trials_are_logged_with_their_state_and_only_a_completed_one_has_a_value
     assert pruned["metrics"]["pruned_at/val_auroc"] == 0.55
     assert pruned["metrics"]["pruned_at/epoch"] == 2
     assert runs["trial 2"]["status"] == "KILLED" and runs["study s"]["status"] == "KILLED"
+
+
+CONNECT_WHEN_BOTH_READY = """
+import pathlib, sys, time
+from lensbench.bench.tracking import MlflowTracker
+folder = pathlib.Path(sys.argv[1])
+(folder / f"ready-{sys.argv[2]}").touch()
+while len(list(folder.glob("ready-*"))) < 2:
+    time.sleep(0.001)
+MlflowTracker(f"sqlite:///{folder}/mlflow.db", "lensbench-smoke")._connect()
+"""
+
+
+def test_two_processes_starting_on_a_fresh_store_both_track(tmp_path):
+    # Without the lock one of the two failed, each time, on the other's half-made tables.
+    import subprocess
+    import sys
+
+    processes = [subprocess.Popen([sys.executable, "-c", CONNECT_WHEN_BOTH_READY, str(tmp_path),
+                                   str(i)], stderr=subprocess.PIPE, text=True) for i in (1, 2)]
+    errors = [p.communicate(timeout=120)[1] for p in processes]
+    assert [p.returncode for p in processes] == [0, 0], errors
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mlartifacts", "mlflow.db", "ready-1",
+                                                          "ready-2"]
