@@ -170,7 +170,7 @@ class NetFinder(Method):
               Progress(len(self.nets_) * len(ks), f"{type(self).__name__} scoring {len(Xn)}",
                        unit="pass") as progress):
             for net in self.nets_:
-                net.to(device, memory_format=memory_format_for(device, self.memory_format))
+                net.to(device, memory_format=memory_format_for(device, self.memory_format, net))
                 per_k = []
                 for k in ks:  # one pass per member and test-time transform
                     per_k.append(predict_outputs(

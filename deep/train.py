@@ -39,13 +39,41 @@ MEMORY_FORMATS = ("auto", "channels_last", "contiguous")
 DEVICE_DATA_SHARE = 0.5
 
 
-def memory_format_for(device: torch.device, memory_format: str = "auto") -> torch.memory_format:
+# torch 2.13's CPU build corrupts memory (double free, "free(): invalid next size", segfault)
+# in the deterministic backward pass of a channels-last network whose narrowest convolution has
+# fewer than 16 output channels, on 2 threads: build_net("resnet", 3, width=8, 10, 12, 13 or 14)
+# trained on 32x32 batches of 16, 3, 1, 7 and 2 crashed, width 16 and 20 never did, nor any
+# width in the contiguous format or on one thread (gdb, in the design study: oneDNN's avx512 1x1
+# convolution backward-weights in a GOMP parallel region). Channels-last is worth keeping where
+# it is safe: 4 epochs of 512 4x64x64 cutouts in batches of 64, 2 threads, deterministic, took
+# 0.37 s an epoch (width 16) and 1.08 s (width 32) against 0.48 s and 1.31 s contiguous.
+CHANNELS_LAST_MIN_CHANNELS = 16
+
+
+def narrowest_convolution(net: nn.Module) -> int | None:
+    """The fewest output channels of any convolution of ``net`` (None: it has none)."""
+    return min((m.out_channels for m in net.modules() if isinstance(m, nn.Conv2d)), default=None)
+
+
+def memory_format_for(device: torch.device, memory_format: str = "auto",
+                      net: nn.Module | None = None, training: bool = False
+                      ) -> torch.memory_format:
     """"auto": channels-last on the CPU (measured there, see CHANNELS_LAST), contiguous on other
-    devices until channels-last is measured on one; or the format named."""
+    devices until channels-last is measured on one, and on the CPU for a ``net`` narrower than
+    CHANNELS_LAST_MIN_CHANNELS (which crashes torch there); or the format named, except
+    channels-last for ``training`` such a net on the CPU, a ValueError."""
     if memory_format not in MEMORY_FORMATS:
         raise ValueError(f"memory_format must be one of {MEMORY_FORMATS}, got {memory_format!r}")
+    narrowest = narrowest_convolution(net) if net is not None and device.type == "cpu" else None
+    unsafe = narrowest is not None and narrowest < CHANNELS_LAST_MIN_CHANNELS
     if memory_format == "auto":
-        return CHANNELS_LAST if device.type == "cpu" else torch.contiguous_format
+        return CHANNELS_LAST if device.type == "cpu" and not unsafe else torch.contiguous_format
+    if memory_format == "channels_last" and unsafe and training:
+        raise ValueError(f"memory_format='channels_last' on the CPU needs convolutions of at "
+                         f"least {CHANNELS_LAST_MIN_CHANNELS} channels (this network has one of "
+                         f"{narrowest}: a width under {CHANNELS_LAST_MIN_CHANNELS}), else torch's "
+                         "backward pass crashes the process; use memory_format='auto' or "
+                         "'contiguous'")
     return CHANNELS_LAST if memory_format == "channels_last" else torch.contiguous_format
 
 
@@ -236,7 +264,7 @@ def predict_outputs(net: nn.Module, X: np.ndarray | torch.Tensor, pre: Preproces
     images are done (``alive``) after each batch. ``precision`` and ``memory_format`` as in
     TrainConfig."""
     net.eval()
-    layout = memory_format_for(device, memory_format)
+    layout = memory_format_for(device, memory_format, net)
     out = []
     for start in range(0, len(X), batch_size):
         if progress is not None and start:
@@ -269,7 +297,7 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
     Progress (epochs, training loss, validation figures) goes to stderr under ``label``."""
     objective = objective or Objective()
     device = resolve_device(cfg.device)
-    layout = memory_format_for(device, cfg.memory_format)
+    layout = memory_format_for(device, cfg.memory_format, net, training=True)
     net.to(device, memory_format=layout)
     # Random draws come from this CPU generator wherever the data is, so a seed gives the same
     # batches and augmentations on every device.

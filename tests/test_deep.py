@@ -536,3 +536,50 @@ def test_lens_light_keep_image_gives_the_nets_the_image_beside_its_residual(tmp_
         finder.predict_score(np.concatenate([X, X], axis=1))
     with pytest.raises(ValueError, match="lens_light_keep_image needs lens_light"):
         resolve_method("committee")(lens_light_keep_image=True).fit(X, y, info)
+
+
+# The training steps that crashed torch 2.13's CPU build (double free, segfault) in channels-
+# last: deterministic backward passes on 2 threads of ResNets narrower than 16 channels, in
+# batches of 16, 3, 1, 7 and 2. Run in a child process: a crash there is a failed test here.
+NARROW_TRAINING = """
+import torch
+from lensbench.deep.nets import build_net
+from lensbench.deep.train import memory_format_for
+torch.set_num_threads(2)
+torch.use_deterministic_algorithms(True)
+torch.manual_seed(0)
+for width in (8, 12, 13, 14):
+    net = build_net("resnet", 3, width=width)
+    layout = memory_format_for(torch.device("cpu"), "auto", net, training=True)
+    net.to(memory_format=layout)
+    optimizer = torch.optim.AdamW(net.parameters(), 1e-3)
+    for n in [16, 3, 1, 7, 2] * 4:
+        x = torch.randn(n, 3, 32, 32).contiguous(memory_format=layout)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            net(x).reshape(-1), torch.randint(0, 2, (n,)).float())
+        optimizer.zero_grad()
+        loss.backward()
+        optimizer.step()
+print("trained")
+"""
+
+
+def test_a_narrow_network_trains_contiguous_on_the_cpu_and_channels_last_is_refused():
+    import subprocess
+    import sys
+
+    from lensbench.deep.train import memory_format_for
+
+    cpu = torch.device("cpu")
+    assert memory_format_for(cpu, "auto", build_net("resnet", 3, width=15)) == \
+        torch.contiguous_format
+    assert memory_format_for(cpu, "auto", build_net("resnet", 3, width=16)) == \
+        torch.channels_last
+    with pytest.raises(ValueError, match=r"^memory_format='channels_last' on the CPU needs "
+                                         r"convolutions of at least 16 channels \(this network "
+                                         r"has one of 8"):
+        ResNetFinder(width=8, crop=None, max_epochs=1, device="cpu", num_threads=1,
+                     memory_format="channels_last").fit(*ring_toy(40), info=INFO)
+    child = subprocess.run([sys.executable, "-c", NARROW_TRAINING], capture_output=True,
+                           text=True, timeout=300)
+    assert child.returncode == 0 and child.stdout.strip() == "trained", child.stderr[-2000:]

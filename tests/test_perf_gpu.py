@@ -451,7 +451,8 @@ def test_bf16_autocast_and_memory_format_flags_reach_the_network():
 
     X, y = _image_data(n=64, size=20)
     info = _finder_info(X)
-    base = dict(width=8, max_epochs=2, patience=None, num_threads=1, random_state=4)
+    # width 16: "auto" is channels-last on the CPU from that width (narrower: contiguous)
+    base = dict(width=16, max_epochs=2, patience=None, num_threads=1, random_state=4)
     fp32 = ResNetFinder(**base).fit(X, y, info=info).predict_score(X)
     contiguous = ResNetFinder(**base, memory_format="contiguous").fit(X, y, info=info)
     # Another memory layout is the same arithmetic up to the order of float32 sums.

@@ -171,10 +171,10 @@ KIND_STUDIES = {
     "modeling": ("modeling", "hsc", "xgboost-modeling",
                  ["xgboost-modeling.n_estimators=20"], ("cosmos", "slacs"),
                  "theta_e/half_width_68", "minimize"),
-    # num_threads=1: with torch 2.13's CPU build on 2 threads, one of these trials segfaults in
+    # num_threads=1: with torch 2.13's CPU build on 2 threads one of these trials segfaulted in
     # oneDNN (jit_avx512_common_1x1_convolution_bwd_weights_t inside a GOMP parallel region,
-    # seen with gdb; fine on one thread): the 2-thread backward crash on tiny training sets that
-    # tests/test_scan.py's fixture already avoids the same way. Not isolated yet: an open bug.
+    # seen with gdb): a channels-last net narrower than 16 channels, which memory_format "auto"
+    # now trains contiguous (deep/train.py, CHANNELS_LAST_MIN_CHANNELS; tests/test_deep.py).
     "design": ("design", "hsc", "committee",
                ["committee.members=1", "committee.max_epochs=1", "committee.width=8",
                 "committee.tta=none", "committee.num_threads=1"], ("cosmos", "slacs"), "auroc",

@@ -76,7 +76,8 @@ def profile_params(profile: str) -> dict[str, dict]:
         return {"committee": dict(COMPARE_PARAMS["committee"]),
                 "deeplens": {**COMPARE_PARAMS["deeplens"], **published_deeplens_schedule()}}
     if profile == "smoke":
-        return {"committee": {"members": 1, "max_epochs": 1, "width": 8, "tta": "none"},
+        # width 16: the narrowest a CPU trains in channels-last (deep/train.py)
+        return {"committee": {"members": 1, "max_epochs": 1, "width": 16, "tta": "none"},
                 "deeplens": {"max_epochs": 1, "step_every": 1, "crop": 32}}
     raise ValueError(f"bench perf gpu: --profile must be 'compare' or 'smoke', got {profile!r}")
 
