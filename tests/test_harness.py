@@ -774,3 +774,14 @@ def test_a_split_in_the_folder_of_another_is_refused(tmp_path):
                                          r"folder name stands for: its manifest has another "
                                          r"seed; remove the folder"):
         ensure_split(SMOKE_TASK, "train", "smoke", tmp_path)
+
+
+def test_a_lens_finding_run_records_the_hash_of_the_real_lenses_it_scored():
+    from types import SimpleNamespace
+
+    from lensbench.bench.suites.lens_finding import LensFindingSplits
+
+    train, test, real = (SimpleNamespace(content_hash=h) for h in ("a1", "b2", "c3"))
+    assert LensFindingSplits(train, test, real).hashes == {"train": "a1", "test": "b2",
+                                                           "real": "c3"}
+    assert LensFindingSplits(train, test).hashes == {"train": "a1", "test": "b2"}

@@ -73,7 +73,12 @@ class LensFindingSplits:
 
     @property
     def hashes(self) -> dict[str, str]:
-        return {"train": self.train.content_hash, "test": self.test.content_hash}
+        """The content hash of each split a run scores: train, test and the real lenses (in
+        the Result, the resume key and MLflow's Dataset column)."""
+        hashes = {"train": self.train.content_hash, "test": self.test.content_hash}
+        if self.real is not None:
+            hashes["real"] = self.real.content_hash
+        return hashes
 
     @property
     def data_files(self) -> dict:
