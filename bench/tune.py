@@ -6,10 +6,12 @@ fixes (``--param``). The task's kind (bench/kinds.py) says what the study sees: 
 a VALIDATION part (carved by seed out of the training split, or the catalogue's own validation
 part); the test split is never made or read while tuning. The objective is a metric of the kind
 (its ``tune_metric`` unless ``--metric`` names another), minimised or maximised as the kind says.
-Epoch-based methods report every epoch and are pruned. Storage is an embedded journal file by
-default (safe for several processes on one machine, thanks to file locks) or any Optuna RDB URL
-(e.g. PostgreSQL for many machines); rerunning the same command resumes the study until it holds
-``trials`` completed or pruned trials (a failed or interrupted trial does not count).
+Methods that report the metric's validation figure each epoch (``val_<metric>``: the
+lens-finding CNNs, ``val_auroc``) are pruned; others run every trial to its end (README).
+Storage is an embedded journal file by default (safe for several processes on one machine,
+thanks to file locks) or any Optuna RDB URL (e.g. PostgreSQL for many machines); rerunning the
+same command resumes the study until it holds ``trials`` completed or pruned trials (a failed or
+interrupted trial does not count).
 
 A study is of one objective: its name says the method's fixed parameters and the seed (which
 carves the validation part), and a study given by ``--study`` that was made with others is
