@@ -50,7 +50,7 @@ class PixelLogisticRegression(Method):
 
     search_space = {
         "C": {"type": "float", "low": 1e-4, "high": 1.0, "log": True},
-        "crop": {"type": "int", "low": 16, "high": 64},
+        "crop": {"type": "int", "low": 16, "high": 64, "at_most": "stamp"},
     }
 
     def __init__(self, C: float = 0.01, crop: int = 32, stretch: float = 3.0,

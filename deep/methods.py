@@ -242,7 +242,7 @@ class ResNetFinder(NetFinder):
         **_COMMON_SPACE,
         "width": {"type": "int", "low": 8, "high": 48},
         "depth": {"type": "int", "low": 1, "high": 3},
-        "crop": {"type": "categorical", "choices": [32, 48, 64, 101]},
+        "crop": {"type": "categorical", "choices": [32, 48, 64, 101], "at_most": "stamp"},
         "max_epochs": {"type": "int", "low": 10, "high": 60},
     }
 

@@ -60,6 +60,16 @@ def test_search_space_types_and_errors():
     assert 1e-3 <= params["a"] <= 1 and 2 <= params["b"] <= 8 and params["c"] in ("x", "y")
     with pytest.raises(ValueError, match="unknown type 'bool'"):
         tune.suggest(study.ask(), {"d": {"type": "bool"}})
+    # crops are held to the task's stamp: a wider one crops nothing and repeats a trial
+    space = {"crop": {"type": "categorical", "choices": [32, 48, 64, 101], "at_most": "stamp"},
+             "side": {"type": "int", "low": 16, "high": 64, "at_most": "stamp"},
+             "lr": {"type": "float", "low": 1e-4, "high": 1e-2}}
+    fitted = tune.fit_space_to_stamp(space, (4, 48, 48))
+    assert fitted["crop"]["choices"] == [32, 48] and fitted["side"]["high"] == 48
+    assert fitted["lr"] == space["lr"] and space["crop"]["choices"] == [32, 48, 64, 101]
+    assert tune.fit_space_to_stamp(space, (1, 20, 24))["crop"]["choices"] == [20]
+    assert (lambda s: (s["low"], s["high"]))(tune.fit_space_to_stamp(space, (1, 12, 12))["side"]) \
+        == (12, 12)
     with pytest.raises(KeyError, match="its tasks: smoke-ground"):
         tune.find_task(get_suite("smoke"), "space")
 
