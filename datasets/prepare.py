@@ -251,17 +251,7 @@ def pixel_scale_of(header, where: str, flag: float | None = None
         return float(flag), "--pixel-scale"
     if header is None:
         return None, "unknown"
-    if any(key in header for key in ("CD1_1", "CDELT1", "PC1_1")):
-        import warnings
-
-        from astropy.wcs import WCS, FITSFixedWarning
-
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", FITSFixedWarning)
-            try:
-                wcs = WCS(header, naxis=2)
-            except Exception as error:  # a broken WCS is the file's fault: say so
-                raise PreparationError(f"{where}: unreadable WCS ({error})") from None
+    if (wcs := _header_wcs(header, where)) is not None:
         to_arcsec = _wcs_arcsec_per_unit(wcs)
         m = wcs.pixel_scale_matrix * (to_arcsec or 0.0)
         area = abs(m[0, 0] * m[1, 1] - m[0, 1] * m[1, 0])
@@ -276,6 +266,23 @@ def pixel_scale_of(header, where: str, flag: float | None = None
         if value is not None and value > 0:
             return value, key
     return None, "unknown"
+
+
+def _header_wcs(header, where: str):
+    """The 2-D astropy WCS of a header that has one (CD, CDELT or PC keywords), else None;
+    PreparationError naming ``where`` for one astropy cannot read (the file's fault)."""
+    import warnings
+
+    from astropy.wcs import WCS, FITSFixedWarning
+
+    if header is None or not any(key in header for key in ("CD1_1", "CDELT1", "PC1_1")):
+        return None
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", FITSFixedWarning)
+        try:
+            return WCS(header, naxis=2)
+        except Exception as error:
+            raise PreparationError(f"{where}: unreadable WCS ({error})") from None
 
 
 def _wcs_arcsec_per_unit(wcs) -> float | None:
@@ -297,19 +304,11 @@ def orientation_of(header) -> tuple[float, bool] | None:
     """(angle of North in degrees from the +y pixel axis (rows) towards +x (columns), East
     left: whether East lies 90 degrees counter-clockwise from North, as on the sky, not
     mirrored) of a header's celestial WCS; None without one."""
-    import warnings
-
-    from astropy.wcs import WCS, FITSFixedWarning
-
-    if header is None or not any(key in header for key in ("CD1_1", "CDELT1", "PC1_1")):
+    try:
+        wcs = _header_wcs(header, "")
+    except PreparationError:  # the pixel scale's reading names an unreadable WCS
         return None
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore", FITSFixedWarning)
-        try:
-            wcs = WCS(header, naxis=2)
-        except Exception:
-            return None
-    if not wcs.has_celestial:
+    if wcs is None or not wcs.has_celestial:
         return None
     sky = wcs.celestial
     m = sky.pixel_scale_matrix[[sky.wcs.lng, sky.wcs.lat]]  # rows: (East, North) per pixel
@@ -421,7 +420,7 @@ def read_plane(path: str | Path, band: str | None = None, what: str = "image"
         data = np.asarray(hdu.data, dtype=np.float64)
         header = hdu.header.copy()
         if hdus[0][0] > 0:
-            header = _merged(hdul[0].header, header)
+            header = merged_header(hdul[0].header, header)
     data = _without_leading_axes(data)
     if data.ndim != 2:
         raise PreparationError(f"{path}: {what} of shape {data.shape}, expected one 2-D plane"
@@ -429,7 +428,7 @@ def read_plane(path: str | Path, band: str | None = None, what: str = "image"
     return data, header
 
 
-def _merged(primary, extension):
+def merged_header(primary, extension):
     """An extension header with the primary's keywords it lacks (zero points often sit in the
     primary header of a multi-extension file)."""
     merged = extension.copy()
@@ -551,7 +550,7 @@ def read_cutout(path: str | Path, bands: Sequence[str],
                                    f"{missing[0]}=<HDU name or index>")
         return [BandPlane(band, np.asarray(_without_leading_axes(planes[band][1].data),
                                            dtype=np.float64),
-                          planes[band][0], _merged(primary, planes[band][1].header))
+                          planes[band][0], merged_header(primary, planes[band][1].header))
                 for band in bands]
 
 

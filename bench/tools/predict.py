@@ -124,8 +124,9 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     prepare = prepare or any(v not in (None, 0, {}) for v in (
         band_files, rms_files, weight_files, band_map, zero_point, pixel_scale, noise_seed)) \
         or Path(cutouts).suffix.lower() == ".csv"
-    items, layout = list_items(cutouts, contract.bands, band_files=band_files, rms_files=rms_files,
-                          weight_files=weight_files, recursive=recursive)
+    items, layout = list_items(cutouts, contract.bands, band_files=band_files,
+                               rms_files=rms_files, weight_files=weight_files,
+                               recursive=recursive)
     preparer = Preparer(model_inputs(method, contract), zero_point, pixel_scale,
                         tuple((band_map or {}).items()), noise_seed) if prepare else None
     targets = list(contract.targets)

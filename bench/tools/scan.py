@@ -263,15 +263,14 @@ def _split_ids(split) -> list[str]:
 def _read_fits_plane(path: str) -> tuple[np.ndarray, object]:
     """(the first image HDU with data as float32, its header with the primary's keywords)."""
     from astropy.io import fits
+    from lensbench.datasets.prepare import merged_header
 
     try:
         with fits.open(path, memmap=False) as hdul:
             for k, hdu in enumerate(hdul):
                 if (hdu.data is not None and getattr(hdu, "is_image", True)
                         and hdu.data.ndim >= 2):
-                    header = hdu.header.copy()
-                    if k:
-                        header.extend(hdul[0].header, unique=True)  # keywords it lacks
+                    header = merged_header(hdul[0].header, hdu.header) if k else hdu.header
                     return np.asarray(hdu.data, dtype=np.float32), header
     except Exception as error:  # a corrupt or truncated file is one bad cutout
         raise BadCutout(f"unreadable FITS ({type(error).__name__}: {error})") from None
