@@ -467,6 +467,8 @@ def test_the_sky_orientation_and_the_border_sky_level_are_recorded(tmp_path):
     fits.PrimaryHDU(cube, header).writeto(tmp_path / "sky.fits")
     _, record = prepare_cutout(tmp_path / "sky.fits", GR, cutout_id="s")
     assert record.north_angle == pytest.approx(30.0) and record.east_left == "True"
+    assert (record.north_angle, record.east_left) == pytest.approx(_north_east_by_astropy(header),
+                                                                    abs=1e-3)
     levels = {band: float(v) for band, v in (p.split("=") for p in record.sky_level.split(","))}
     assert abs(levels["g"]) < 0.5 and levels["r"] == pytest.approx(3.0, abs=0.5)
     mirrored = wcs_header(0.2, 16)
@@ -475,6 +477,22 @@ def test_the_sky_orientation_and_the_border_sky_level_are_recorded(tmp_path):
     fits.PrimaryHDU(cube, mirrored).writeto(tmp_path / "mirror.fits")
     _, record = prepare_cutout(tmp_path / "mirror.fits", GR, cutout_id="m")
     assert (record.north_angle, record.east_left) == (0.0, "False")
+    assert _north_east_by_astropy(mirrored) == (pytest.approx(0.0, abs=1e-3), "False")
+
+
+def _north_east_by_astropy(header) -> tuple[float, str]:
+    """(North's angle from +y towards +x, whether East lies counter-clockwise of North) the long
+    way, independent of the CD matrix algebra: astropy's full transform of the centre and of
+    points 1" North and 1" East of it."""
+    import astropy.units as u
+    from astropy.wcs import WCS
+
+    wcs = WCS(header)
+    centre = wcs.pixel_to_world(7.5, 7.5)
+    steps = [np.subtract(wcs.world_to_pixel(centre.directional_offset_by(angle, 1 * u.arcsec)),
+                         7.5) for angle in (0 * u.deg, 90 * u.deg)]  # position angles E of N
+    (nx, ny), (ex, ey) = steps
+    return math.degrees(math.atan2(nx, ny)), str(bool(nx * ey - ny * ex > 0))
 
 
 @pytest.fixture(scope="module")
