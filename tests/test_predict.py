@@ -390,3 +390,50 @@ def test_galaxies_beyond_the_training_magnitudes_are_flagged_and_fluxes_refused(
     err = capsys.readouterr().err
     assert "column 'MAG_U' (band u) has median" in err and "the model takes AB magnitudes" in err
     assert not (tmp_path / "zf.csv").exists()
+
+
+def test_positions_are_also_given_on_the_sky_through_each_cutouts_wcs(modeling_run, tmp_path):
+    """Test cutouts with a WCS rotated 30 degrees (North 30 degrees from +y towards +x) and one
+    mirrored: x, y stay in the stamp's grid (preparation does not rotate), and east, north are
+    the lens centre's offsets on the sky, as astropy's full transform of its pixel gives them;
+    a cutout without a celestial WCS has none."""
+    import math
+
+    import astropy.units as u
+    from astropy.wcs import WCS
+    from lensbench.datasets.storage import load_split
+
+    workdir, result = modeling_run
+    saved = np.load(workdir / result.artifacts["predictions"])
+    targets = list(saved["targets"])
+    [test_split] = (workdir / "splits").glob("modeling-hsc-v1-test-*")
+    images = load_split(test_split).images(np.arange(3))
+    cutouts = tmp_path / "sky"
+    cutouts.mkdir()
+    d, c, s = 0.168 / 3600, math.cos(math.radians(30)), math.sin(math.radians(30))
+    headers = []
+    for k, mirror in enumerate((1, -1)):
+        header = fits.Header({"BUNIT": "nanomaggy", "BANDS": "g,r,i,z", "CTYPE1": "RA---TAN",
+                              "CTYPE2": "DEC--TAN", "CRPIX1": 32.5, "CRPIX2": 32.5,
+                              "CRVAL1": 150.0, "CRVAL2": 2.0, "CD1_1": -d * c * mirror,
+                              "CD1_2": d * s, "CD2_1": d * s * mirror, "CD2_2": d * c})
+        fits.PrimaryHDU(images[k], header).writeto(cutouts / f"{k}.fits")
+        headers.append(header)
+    plain = fits.Header({"BUNIT": "nanomaggy", "BANDS": "g,r,i,z", "PIXSCALE": 0.168})
+    fits.PrimaryHDU(images[2], plain).writeto(cutouts / "2.fits")
+    out = tmp_path / "params.csv"
+    assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--cutouts",
+                 str(cutouts), "--prepare", "--out", str(out)]) == 0
+    rows = _rows(out)
+    for k, header in enumerate(headers):
+        x, y = (saved["pred"][k, targets.index(name)] for name in ("x", "y"))
+        assert float(rows[k]["x"]) == x and float(rows[k]["y"]) == y
+        wcs = WCS(header)
+        centre = wcs.pixel_to_world(31.5, 31.5)
+        lens = wcs.pixel_to_world(31.5 + x / 0.168, 31.5 + y / 0.168)
+        east, north = centre.spherical_offsets_to(lens)
+        assert float(rows[k]["east"]) == pytest.approx(east.to_value(u.arcsec), abs=1e-5)
+        assert float(rows[k]["north"]) == pytest.approx(north.to_value(u.arcsec), abs=1e-5)
+        sx, sy = (math.sqrt(saved["variance"][k, targets.index(n)]) for n in ("x", "y"))
+        assert float(rows[k]["east_sigma"]) == pytest.approx(math.hypot(sx * c, sy * s))
+    assert all(rows[2][name] == "" for name in ("east", "east_sigma", "north", "north_sigma"))

@@ -130,6 +130,7 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     preparer = Preparer(model_inputs(method, contract), zero_point, pixel_scale,
                         tuple((band_map or {}).items()), noise_seed) if prepare else None
     targets = list(contract.targets)
+    sky_columns = {"x", "y"} <= set(targets)
     rows, bad, records = [], [], []
     for start in range(0, len(items), batch_size):
         images, good, rejected = load_batch(items[start:start + batch_size],
@@ -143,12 +144,15 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
         mean, variance = predict(method, images)
         sigma = np.sqrt(variance) if variance is not None else np.full_like(mean, np.nan)
         _from_cutout_centre(mean, good, records, targets, contract.pixel_scale)
+        on_sky = _on_the_sky(mean, sigma, good, records, targets)
         for k, item in enumerate(good):
             rows.append([item.id, *(value for t in range(len(targets)) for value in (
-                _number(mean[k, t]), _number(sigma[k, t])))])
+                _number(mean[k, t]), _number(sigma[k, t]))),
+                *(map(_number, on_sky[k]) if sky_columns else ())])
     stem = stem_of(out)
     files = {"out": atomic_write_csv(out, ["id", *(name for t in targets
-                                                   for name in (t, f"{t}_sigma"))], rows)}
+                                                   for name in (t, f"{t}_sigma")),
+                                           *(SKY_COLUMNS if sky_columns else ())], rows)}
     files["bad"] = atomic_write_csv(out.with_name(stem + ".bad.csv"), ["id", "reason"], bad)
     if records:
         columns = list(records[0].row())
@@ -172,6 +176,34 @@ def _from_cutout_centre(mean: np.ndarray, good: list, records: list, targets: li
             column = targets.index(name)
             for k, item in enumerate(good):
                 mean[k, column] -= shifts[item.id][axis] * pixel_scale
+
+
+SKY_COLUMNS = ("east", "east_sigma", "north", "north_sigma")
+
+
+def _on_the_sky(mean: np.ndarray, sigma: np.ndarray, good: list, records: list,
+                targets: list[str]) -> np.ndarray:
+    """Per cutout, the position (x, y) turned onto the sky through its WCS: (east, its sigma,
+    north, its sigma) in arcsec from the cutout's centre, east = dRA cos(Dec); NaN where the
+    cutout has no celestial WCS (preparation records North and the parity; x and y are in the
+    stamp's grid, which preparation does not rotate). The sigmas take x and y as independent."""
+    out = np.full((len(good), 4), np.nan)
+    if not {"x", "y"} <= set(targets):
+        return out
+    turned = {r.id: (r.north_angle, r.east_left == "True") for r in records
+              if np.isfinite(r.north_angle)}
+    ix, iy = targets.index("x"), targets.index("y")
+    for k, item in enumerate(good):
+        if item.id not in turned:
+            continue
+        angle, east_left = turned[item.id]
+        a = np.radians(angle)
+        north = np.array([np.sin(a), np.cos(a)])  # unit steps in (x, y)
+        east = np.array([-north[1], north[0]]) if east_left else np.array([north[1], -north[0]])
+        position, error = mean[k, [ix, iy]], sigma[k, [ix, iy]]
+        out[k] = (position @ east, np.hypot(*(error * east)),
+                  position @ north, np.hypot(*(error * north)))
+    return out
 
 
 # --------------------------------------------------------------------------- catalogues
