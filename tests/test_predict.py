@@ -265,7 +265,9 @@ def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_r
     rows = _rows(out)
     saved = np.load(workdir / result.artifacts["predictions"])
     targets = list(saved["targets"])
-    assert list(rows[0]) == ["id", *(c for t in targets for c in (t, f"{t}_sigma"))]
+    assert list(rows[0]) == ["id", *(c for t in targets for c in (t, f"{t}_sigma")), "east",
+                             "east_sigma", "north", "north_sigma"]
+    assert {row["east"] for row in rows} == {""}  # a split has no WCS: no position on the sky
     for k, target in enumerate(targets):
         np.testing.assert_array_equal([float(r[target]) for r in rows], saved["pred"][:, k])
         np.testing.assert_array_equal([float(r[f"{target}_sigma"]) for r in rows],
