@@ -7,15 +7,17 @@ MLflow run that logged it) to a user's own data.
   to the model's contract (units, pixel scale, bands, stamp: datasets/prepare.py, each cutout's
   record in ``<stem>.prepared.csv``). Written: ``OUT`` with ``id`` and, per target,
   the predicted mean and its standard deviation ``<target>_sigma`` (empty when the method has
-  no uncertainty); unreadable or unusable cutouts in ``<stem>.bad.csv`` with the reason.
+  no uncertainty), x and y from the cutout's own centre, and the lens centre on the sky
+  (``east``, ``north`` and their sigmas, for a cutout with a celestial WCS); unreadable or
+  unusable cutouts in ``<stem>.bad.csv`` with the reason.
 - A photo-z model (kind "photoz") on a catalogue (:func:`predict_catalogue`, a CSV or FITS
   table): the model's bands are mapped to columns (``u=MAG_U,...,err_u=MAGERR_U,...``;
   optionally ``id=`` and the spectroscopic redshift ``z_spec=``), rows are cleaned as the suite
   cleaned its split (``datasets.photoz.drop_reasons`` with the cleaning the contract records;
   the spec-z range only when ``z_spec`` is mapped; no de-duplication: every galaxy asked about
   is answered), and written: ``OUT`` with ``row`` (0-based, in the input table), ``id``,
-  ``z_phot`` and ``z_phot_sigma`` (the square root of ``predict_variance``, empty when the method
-  has none); ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv``
+  ``z_phot``, ``z_phot_sigma`` (the square root of ``predict_variance``, empty when the method
+  has none) and ``outside_training`` (the bands beyond the training magnitudes' range); ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv``
   with p(z) on the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) when
   the method has ``predict_pdf``; with ``z_spec`` mapped, the suite's scalar metrics in
   ``<stem>.metrics.json``.
