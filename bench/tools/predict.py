@@ -17,8 +17,8 @@ MLflow run that logged it) to a user's own data.
   the spec-z range only when ``z_spec`` is mapped; no de-duplication: every galaxy asked about
   is answered), and written: ``OUT`` with ``row`` (0-based, in the input table), ``id``,
   ``z_phot``, ``z_phot_sigma`` (the square root of ``predict_variance``, empty when the method
-  has none) and ``outside_training`` (the bands beyond the training magnitudes' range); ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv``
-  with p(z) on the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) when
+  has none) and ``outside_training`` (the bands beyond the training magnitudes' range);
+  ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv`` with p(z) on the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) when
   the method has ``predict_pdf``; with ``z_spec`` mapped, the suite's scalar metrics in
   ``<stem>.metrics.json``.
 
