@@ -18,8 +18,9 @@ MLflow run that logged it) to a user's own data.
   is answered), and written: ``OUT`` with ``row`` (0-based, in the input table), ``id``,
   ``z_phot``, ``z_phot_sigma`` (the square root of ``predict_variance``, empty when the method
   has none) and ``outside_training`` (the bands beyond the training magnitudes' range);
-  ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv`` with p(z) on the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) when
-  the method has ``predict_pdf``; with ``z_spec`` mapped, the suite's scalar metrics in
+  ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv`` with p(z) on
+  the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) when the method
+  has ``predict_pdf``; with ``z_spec`` mapped, the suite's scalar metrics in
   ``<stem>.metrics.json``.
 
 Every file is written to a temporary file and renamed: an interrupted run leaves no torn table.
