@@ -282,8 +282,19 @@ def _run_locked(args, suite, methods: list[str] | None, params: dict) -> int:
     failed = [r for r in results if r.status == "failed"]
     print(f"{len(results)} runs, {len(failed)} failed; results in "
           f"{args.workdir / 'results.jsonl'}; `bench report --suite {suite.name}"
-          f"{_same_store_options(args)}` writes the leaderboard")
+          f"{_same_store_options(args)}{_report_seed_option(args, suite.name)}` writes the "
+          "leaderboard")
     return 1 if failed and args.strict else 0
+
+
+def _report_seed_option(args, suite: str) -> str:
+    """`--seed N` for the report of this run, where the store holds another seed of the suite
+    and profile (a report is of one seed; without it, bench report asks which)."""
+    from lensbench.bench.results import read_results
+
+    seeds = {r.suite_seed for r in read_results(args.workdir / "results.jsonl")
+             if r.suite == suite and r.profile == args.profile and r.suite_seed is not None}
+    return f" --seed {args.seed}" if seeds - {args.seed} else ""
 
 
 def _same_store_options(args) -> str:

@@ -187,6 +187,11 @@ def test_a_report_is_of_one_suite_seed(smoke_run, tmp_path, capsys):
     shutil.copytree(smoke_run[0], workdir)
     run_suite(get_suite("smoke"), profile="default", seed=6, workdir=workdir, methods=["random"],
               log=lambda _: None)
+    # the report bench run suggests names the seed, the store holding two
+    assert cli.main(["run", "--suite", "smoke", "--seed", "6", "--methods", "random", "--resume",
+                     "--no-tracking", "--workdir", str(workdir)]) == 0
+    assert f"`bench report --suite smoke --workdir {workdir} --seed 6` writes the leaderboard" \
+        in capsys.readouterr().out
     report = ["report", "--suite", "smoke", "--workdir", str(workdir), "--out",
               str(tmp_path / "reports")]
     assert cli.main(report) == 2
