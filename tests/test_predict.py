@@ -266,7 +266,8 @@ def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_r
     saved = np.load(workdir / result.artifacts["predictions"])
     targets = list(saved["targets"])
     assert list(rows[0]) == ["id", *(c for t in targets for c in (t, f"{t}_sigma")), "east",
-                             "east_sigma", "north", "north_sigma"]
+                             "east_sigma", "north", "north_sigma", "pa", "pa_sigma",
+                             "shear_pa", "shear_pa_sigma"]
     assert {row["east"] for row in rows} == {""}  # a split has no WCS: no position on the sky
     for k, target in enumerate(targets):
         np.testing.assert_array_equal([float(r[target]) for r in rows], saved["pred"][:, k])
@@ -394,11 +395,13 @@ def test_galaxies_beyond_the_training_magnitudes_are_flagged_and_fluxes_refused(
     assert not (tmp_path / "zf.csv").exists()
 
 
-def test_positions_are_also_given_on_the_sky_through_each_cutouts_wcs(modeling_run, tmp_path):
+def test_the_lens_model_is_also_given_on_the_sky_through_each_cutouts_wcs(modeling_run,
+                                                                            tmp_path):
     """Test cutouts with a WCS rotated 30 degrees (North 30 degrees from +y towards +x) and one
-    mirrored: x, y stay in the stamp's grid (preparation does not rotate), and east, north are
-    the lens centre's offsets on the sky, as astropy's full transform of its pixel gives them;
-    a cutout without a celestial WCS has none."""
+    mirrored: x, y stay in the stamp's grid (preparation does not rotate); east, north are the
+    lens centre's offsets on the sky and pa, shear_pa the position angles of the ellipticity's
+    and the shear's axes, as astropy's full transform of their pixels gives them; a cutout
+    without a celestial WCS has none."""
     import math
 
     import astropy.units as u
@@ -438,4 +441,13 @@ def test_positions_are_also_given_on_the_sky_through_each_cutouts_wcs(modeling_r
         assert float(rows[k]["north"]) == pytest.approx(north.to_value(u.arcsec), abs=1e-5)
         sx, sy = (math.sqrt(saved["variance"][k, targets.index(n)]) for n in ("x", "y"))
         assert float(rows[k]["east_sigma"]) == pytest.approx(math.hypot(sx * c, sy * s))
-    assert all(rows[2][name] == "" for name in ("east", "east_sigma", "north", "north_sigma"))
+        # the major axis (phi counter-clockwise from +x) as a position angle East of North
+        for c1, c2, name in (("e1", "e2", "pa"), ("gamma1", "gamma2", "shear_pa")):
+            phi = 0.5 * math.atan2(*(saved["pred"][k, targets.index(n)] for n in (c2, c1)))
+            tip = wcs.pixel_to_world(31.5 + math.cos(phi), 31.5 + math.sin(phi))
+            expected = centre.position_angle(tip).to_value(u.deg) % 180.0
+            got = float(rows[k][name])
+            assert min(abs(got - expected), 180 - abs(got - expected)) < 1e-3, (name, k)
+            assert float(rows[k][f"{name}_sigma"]) > 0
+    assert all(rows[2][name] == "" for name in ("east", "east_sigma", "north", "north_sigma",
+                                                 "pa", "shear_pa"))

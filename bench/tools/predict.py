@@ -7,9 +7,10 @@ MLflow run that logged it) to a user's own data.
   to the model's contract (units, pixel scale, bands, stamp: datasets/prepare.py, each cutout's
   record in ``<stem>.prepared.csv``). Written: ``OUT`` with ``id`` and, per target,
   the predicted mean and its standard deviation ``<target>_sigma`` (empty when the method has
-  no uncertainty), x and y from the cutout's own centre, and the lens centre on the sky
-  (``east``, ``north`` and their sigmas, for a cutout with a celestial WCS); unreadable or
-  unusable cutouts in ``<stem>.bad.csv`` with the reason.
+  no uncertainty), x and y from the cutout's own centre, and, for a cutout with a celestial
+  WCS, the lens model on the sky (:func:`sky_columns`: the centre's east and north offsets,
+  the position angles of the ellipticity and the shear, with sigmas); unreadable or unusable
+  cutouts in ``<stem>.bad.csv`` with the reason.
 - A photo-z model (kind "photoz") on a catalogue (:func:`predict_catalogue`, a CSV or FITS
   table): the model's bands are mapped to columns (``u=MAG_U,...,err_u=MAGERR_U,...``;
   optionally ``id=`` and the spectroscopic redshift ``z_spec=``), rows are cleaned as the suite
@@ -133,7 +134,7 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     preparer = Preparer(model_inputs(method, contract), zero_point, pixel_scale,
                         tuple((band_map or {}).items()), noise_seed) if prepare else None
     targets = list(contract.targets)
-    sky_columns = {"x", "y"} <= set(targets)
+    on_sky_names = sky_columns(targets)
     rows, bad, records = [], [], []
     for start in range(0, len(items), batch_size):
         images, good, rejected = load_batch(items[start:start + batch_size],
@@ -151,11 +152,11 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
         for k, item in enumerate(good):
             rows.append([item.id, *(value for t in range(len(targets)) for value in (
                 _number(mean[k, t]), _number(sigma[k, t]))),
-                *(map(_number, on_sky[k]) if sky_columns else ())])
+                *map(_number, on_sky[k])])
     stem = stem_of(out)
     files = {"out": atomic_write_csv(out, ["id", *(name for t in targets
                                                    for name in (t, f"{t}_sigma")),
-                                           *(SKY_COLUMNS if sky_columns else ())], rows)}
+                                           *on_sky_names], rows)}
     files["bad"] = atomic_write_csv(out.with_name(stem + ".bad.csv"), ["id", "reason"], bad)
     if records:
         columns = list(records[0].row())
@@ -181,21 +182,32 @@ def _from_cutout_centre(mean: np.ndarray, good: list, records: list, targets: li
                 mean[k, column] -= shifts[item.id][axis] * pixel_scale
 
 
-SKY_COLUMNS = ("east", "east_sigma", "north", "north_sigma")
+SPIN_TWO = (("e1", "e2", "pa"), ("gamma1", "gamma2", "shear_pa"))  # (c1, c2, its sky angle)
+
+
+def sky_columns(targets: list[str]) -> tuple[str, ...]:
+    """The columns of the lens model on the sky that a regressor of ``targets`` has: the
+    centre's offsets (east, north) and the position angles of the ellipticity and the shear."""
+    names = ["east", "east_sigma", "north", "north_sigma"] if {"x", "y"} <= set(targets) else []
+    for c1, c2, name in SPIN_TWO:
+        if {c1, c2} <= set(targets):
+            names += [name, f"{name}_sigma"]
+    return tuple(names)
 
 
 def _on_the_sky(mean: np.ndarray, sigma: np.ndarray, good: list, records: list,
                 targets: list[str]) -> np.ndarray:
-    """Per cutout, the position (x, y) turned onto the sky through its WCS: (east, its sigma,
-    north, its sigma) in arcsec from the cutout's centre, east = dRA cos(Dec); NaN where the
-    cutout has no celestial WCS (preparation records North and the parity; x and y are in the
-    stamp's grid, which preparation does not rotate). The sigmas take x and y as independent."""
-    out = np.full((len(good), 4), np.nan)
-    if not {"x", "y"} <= set(targets):
-        return out
+    """Per cutout, the :func:`sky_columns` through its WCS: the centre (x, y) as east (dRA
+    cos Dec) and north offsets in arcsec from the cutout's centre, and the angles of (e1, e2)
+    and (gamma1, gamma2) as position angles East of North in degrees, with their sigmas (the
+    two components taken as independent); NaN where the cutout has no celestial WCS.
+    Preparation records North and the parity; x, y, e1, ... are in the stamp's grid, which it
+    does not rotate."""
+    names = sky_columns(targets)
+    out = np.full((len(good), len(names)), np.nan)
     turned = {r.id: (r.north_angle, r.east_left == "True") for r in records
               if np.isfinite(r.north_angle)}
-    ix, iy = targets.index("x"), targets.index("y")
+    column = {name: k for k, name in enumerate(targets)}
     for k, item in enumerate(good):
         if item.id not in turned:
             continue
@@ -203,10 +215,31 @@ def _on_the_sky(mean: np.ndarray, sigma: np.ndarray, good: list, records: list,
         a = np.radians(angle)
         north = np.array([np.sin(a), np.cos(a)])  # unit steps in (x, y)
         east = np.array([-north[1], north[0]]) if east_left else np.array([north[1], -north[0]])
-        position, error = mean[k, [ix, iy]], sigma[k, [ix, iy]]
-        out[k] = (position @ east, np.hypot(*(error * east)),
-                  position @ north, np.hypot(*(error * north)))
+        values = []
+        if "east" in names:
+            position = mean[k, [column["x"], column["y"]]]
+            error = sigma[k, [column["x"], column["y"]]]
+            values += [position @ east, np.hypot(*(error * east)),
+                       position @ north, np.hypot(*(error * north))]
+        for c1, c2, _ in SPIN_TWO:
+            if c1 in column and c2 in column:
+                values += _position_angle(mean[k, column[c1]], mean[k, column[c2]],
+                                          sigma[k, column[c1]], sigma[k, column[c2]],
+                                          north, east)
+        out[k] = values
     return out
+
+
+def _position_angle(c1: float, c2: float, s1: float, s2: float, north: np.ndarray,
+                    east: np.ndarray) -> tuple[float, float]:
+    """(degrees East of North in [0, 180), its sigma) of the axis of a spin-2 quantity
+    (c1, c2) = |c| (cos 2 phi, sin 2 phi), phi counter-clockwise from +x (docs/references.md,
+    "Lens model"), with sigmas s1, s2 of independent components."""
+    phi = 0.5 * np.arctan2(c2, c1)
+    axis = np.array([np.cos(phi), np.sin(phi)])
+    angle = np.degrees(np.arctan2(axis @ east, axis @ north)) % 180.0
+    spread = np.degrees(0.5 * np.hypot(c1 * s2, c2 * s1) / (c1 ** 2 + c2 ** 2))
+    return float(angle), float(spread)
 
 
 # --------------------------------------------------------------------------- catalogues
