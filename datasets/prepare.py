@@ -692,7 +692,7 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
         record.north_angle, east_left = turned
         record.east_left = str(east_left)
     flux = np.stack(fluxes)
-    flux_in_shape = flux.shape[1:]
+    covered = flux.shape[1] * flux.shape[2]  # model pixels the input covers, the stamp or not
     cutout_file = re.sub(r"\[[^\]]*\]$", "", planes[0].file)  # the file, not its plane or HDU
     rms = None if any(r is None for r in rmses) else np.stack(rmses)
     # no data: a non-finite value, or zero weight (an infinite rms): chip gaps, survey edges
@@ -720,8 +720,10 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
             # straight onto the stamp's grid where the cutout covers it (same centre, so no
             # crop moves the centre); else onto the largest grid it covers fully with the
             # stamp's parity, so the padding is even on both sides
-            n_out = tuple(_resampled_side(n, record.scale_factor, want)
-                          for n, want in zip(flux.shape[1:], model.stamp_shape, strict=True))
+            sides = [int(math.floor(n * record.scale_factor + 1e-9)) for n in flux.shape[1:]]
+            covered = math.prod(sides)
+            n_out = tuple(_resampled_side(side, want)
+                          for side, want in zip(sides, model.stamp_shape, strict=True))
             _check_coverage(n_out[0] * n_out[1], 0, model.stamp_shape, cutout_file)
             area = record.scale_factor ** 2  # model pixels per input pixel
             flux = rebin_flux(flux, scale_in, model.pixel_scale, n_out)
@@ -731,10 +733,6 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
                 rms = np.sqrt(rebin_flux(np.nan_to_num(rms) ** 2, scale_in, model.pixel_scale,
                                          n_out, variance=True))
             record.resampling = "rebin_flux"
-    covered = flux.shape[1] * flux.shape[2]
-    if record.resampling != "none":  # what the input covers in model pixels, the stamp or not
-        covered = math.prod(int(math.floor(n * record.scale_factor + 1e-9))
-                            for n in flux_in_shape)
     flux, pads, offset = _fit_to_stamp(flux, model.stamp_shape)
     masked = _fit_to_stamp(masked, model.stamp_shape)[0]
     if rms is not None:
@@ -744,15 +742,17 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
     record.centre_dy, record.centre_dx = offset
     record.masked_pixels = int(masked.any(axis=0).sum())
     _check_coverage(before, record.masked_pixels, model.stamp_shape, cutout_file)
-    with_gaps = np.where(masked, np.nan, flux)
+    # one clipping per band gives the sky level and, without an rms map, the sky sigma
+    _, sky, clipped_sigmas = zip(*(_clipped_border(f) for f in np.where(masked, np.nan, flux)),
+                                 strict=True)
     if rms is not None and all(np.isfinite(_edge(r)).any() for r in rms):
         sigmas = [float(np.nanmedian(_edge(r))) for r in rms]
         record.noise_source = "rms map"
     else:
-        sigmas = [border_sigma(f) for f in with_gaps]
+        sigmas = list(clipped_sigmas)
         record.noise_source = "border sigma-clipped std"
-    record.sky_level = ",".join(f"{b}={_border_median(f) / s:.3g}" if s > 0 else f"{b}=nan"
-                                for b, f, s in zip(bands, with_gaps, sigmas, strict=True))
+    record.sky_level = ",".join(f"{b}={level / s:.3g}" if s > 0 else f"{b}=nan"
+                                for b, level, s in zip(bands, sky, sigmas, strict=True))
     if any(sum(p) for p in pads) or record.masked_pixels:
         rng = np.random.default_rng(record.seed)
         out = np.empty((len(bands), *model.stamp_shape), dtype=np.float64)
@@ -769,10 +769,9 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
     return flux.astype(np.float32), record
 
 
-def _resampled_side(n: int, factor: float, want: int) -> int:
-    """Model pixels along one axis of an ``n``-pixel input resampled by ``factor``: the stamp's
-    ``want`` where the input covers it, else the most it covers fully with ``want``'s parity."""
-    covered = int(math.floor(n * factor + 1e-9))
+def _resampled_side(covered: int, want: int) -> int:
+    """Model pixels along one axis of an input that covers ``covered`` model pixels fully: the
+    stamp's ``want`` where it covers them, else the most it covers with ``want``'s parity."""
     return want if covered >= want else max(covered - (want - covered) % 2, 0)
 
 
@@ -790,14 +789,10 @@ def _check_coverage(data_pixels: int, masked_pixels: int, stamp: tuple[int, int]
             "hold the cutout's data, not padding noise")
 
 
-def _border_median(image: np.ndarray) -> float:
-    """The 3-sigma-clipped median of a band's border (NaN: no data): a sky-subtracted cutout's
-    is near 0; prepared.csv gives it in sky sigmas."""
-    return _clipped_border(image)[1]
-
-
 def _clipped_border(image: np.ndarray, width: int = BORDER_WIDTH) -> tuple[float, float, float]:
-    """3-sigma-clipped (mean, median, std) of a band's border pixels with data (NaN: none)."""
+    """3-sigma-clipped (mean, median, std) of a band's border pixels with data (NaN: none).
+    The median is the sky level a sky-subtracted cutout has near 0 (prepared.csv gives it in
+    sky sigmas), the std the sky sigma of a cutout without an rms map."""
     from astropy.stats import sigma_clipped_stats
 
     border = _edge(image, width)
