@@ -131,24 +131,26 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     items, layout = list_items(cutouts, contract.bands, band_files=band_files,
                                rms_files=rms_files, weight_files=weight_files,
                                recursive=recursive)
-    preparer = Preparer(model_inputs(method, contract), zero_point, pixel_scale,
-                        tuple((band_map or {}).items()), noise_seed) if prepare else None
+    inputs = model_inputs(method, contract)
+    preparer = Preparer(inputs, zero_point, pixel_scale, tuple((band_map or {}).items()),
+                        noise_seed) if prepare else None
     targets = list(contract.targets)
     on_sky_names = sky_columns(targets)
     rows, bad, records = [], [], []
     for start in range(0, len(items), batch_size):
+        batch_records: list = []  # this batch's preparation, looked up by id below
         images, good, rejected = load_batch(items[start:start + batch_size],
                                             contract.stamp_shape, prepare=preparer,
-                                            records=records,
-                                            as_is=None if preparer else model_inputs(method,
-                                                                                     contract))
+                                            records=batch_records,
+                                            as_is=None if preparer else inputs)
+        records += batch_records
         bad += [(item.id, reason) for item, reason in rejected]
         if not good:
             continue
         mean, variance = predict(method, images)
         sigma = np.sqrt(variance) if variance is not None else np.full_like(mean, np.nan)
-        _from_cutout_centre(mean, good, records, targets, contract.pixel_scale)
-        on_sky = _on_the_sky(mean, sigma, good, records, targets)
+        _from_cutout_centre(mean, good, batch_records, targets, contract.pixel_scale)
+        on_sky = _on_the_sky(mean, sigma, good, batch_records, targets)
         for k, item in enumerate(good):
             rows.append([item.id, *(value for t in range(len(targets)) for value in (
                 _number(mean[k, t]), _number(sigma[k, t]))),
