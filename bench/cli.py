@@ -290,11 +290,11 @@ def _run_locked(args, suite, methods: list[str] | None, params: dict) -> int:
 def _report_seed_option(args, suite: str) -> str:
     """`--seed N` for the report of this run, where the store holds another seed of the suite
     and profile (a report is of one seed; without it, bench report asks which)."""
+    from lensbench.bench.report import stored_seeds
     from lensbench.bench.results import read_results
 
-    seeds = {r.suite_seed for r in read_results(args.workdir / "results.jsonl")
-             if r.suite == suite and r.profile == args.profile and r.suite_seed is not None}
-    return f" --seed {args.seed}" if seeds - {args.seed} else ""
+    seeds = stored_seeds(read_results(args.workdir / "results.jsonl"), suite, args.profile)
+    return f" --seed {args.seed}" if set(seeds) - {args.seed} else ""
 
 
 def _same_store_options(args) -> str:
@@ -686,7 +686,7 @@ def cmd_predict(args) -> int:
         print(f"note: {summary.outside_training} of them have a magnitude beyond the model's "
               "training set's (column outside_training names the bands): their z extrapolates",
               file=sys.stderr)
-    _say_unread_subfolders(args, summary.layout)
+    _say_unread_subfolders(args, summary.layout, summary.n_total)
     return 0
 
 
@@ -719,18 +719,17 @@ def cmd_scan(args) -> int:
     print(f"{summary.n_scored} of {summary.n_total} cutouts scored ({summary.layout}; "
           f"{summary.n_scored_now} now at {summary.rate:,.0f}/s), {summary.n_bad} bad "
           f"(listed in {summary.bad_file}); ranked table {summary.out}")
-    _say_unread_subfolders(args, summary.layout)
+    _say_unread_subfolders(args, summary.layout, summary.n_total)
     return 0
 
 
-def _say_unread_subfolders(args, layout: str) -> None:
-    """A folder of FITS cutouts is read at its top level: say how many FITS files its
-    subfolders hold, which --recursive would have read too."""
+def _say_unread_subfolders(args, layout: str, n_read: int) -> None:
+    """A folder of FITS cutouts is read at its top level (its ``n_read`` files): say how many
+    FITS files its subfolders hold, which --recursive would have read too."""
     from lensbench.bench.tools.scan import fits_files
 
     if layout == "fits" and not args.recursive:
-        top = len(fits_files(args.cutouts))
-        if below := len(fits_files(args.cutouts, recursive=True)) - top:
+        if below := len(fits_files(args.cutouts, recursive=True)) - n_read:
             print(f"note: {below} FITS file(s) in subfolders of {args.cutouts} were not read "
                   "(--recursive reads them)", file=sys.stderr)
 

@@ -32,14 +32,19 @@ def latest_results(results: list[Result], suite: str, profile: str, seed: int) -
     return list(latest.values())
 
 
+def stored_seeds(results: list[Result], suite: str, profile: str) -> list[int]:
+    """The suite seeds the records of ``suite`` and ``profile`` were run at (those that say)."""
+    return sorted({r.suite_seed for r in results if r.suite == suite and r.profile == profile
+                   and r.suite_seed is not None})
+
+
 def report_seed(results: list[Result], suite: str, profile: str, store: Path,
                 seed: int | None) -> int:
     """The suite seed a report is of: ``seed`` where given, else the only one the store holds
     for this suite and profile; a report never mixes seeds (its "produced by" command has one)."""
     if seed is not None:
         return seed
-    seeds = sorted({r.suite_seed for r in results if r.suite == suite and r.profile == profile
-                    and r.suite_seed is not None})
+    seeds = stored_seeds(results, suite, profile)
     if len(seeds) > 1:
         raise ValueError(f"{store}: suite {suite!r}, profile {profile!r} has runs at the seeds "
                          f"{', '.join(map(str, seeds))}; choose one with --seed")
