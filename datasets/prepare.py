@@ -402,6 +402,17 @@ def _without_leading_axes(data: np.ndarray) -> np.ndarray:
     return data
 
 
+def first_image(hdul) -> tuple[np.ndarray, object] | None:
+    """(the data, unconverted, and header of the first image HDU holding at least 2-D data in
+    an open HDU list, the header with the primary's keywords it lacks), or None if it has none.
+    The one reading of "a FITS file's image" for preparation, the scan and the readers."""
+    hdus = _image_hdus(hdul)
+    if not hdus:
+        return None
+    k, hdu = hdus[0]
+    return hdu.data, merged_header(hdul[0].header, hdu.header) if k else hdu.header.copy()
+
+
 def _image_hdus(hdul) -> list[tuple[int, object]]:
     return [(k, hdu) for k, hdu in enumerate(hdul)
             if getattr(hdu, "is_image", False) and hdu.data is not None and hdu.data.ndim >= 2]
@@ -412,15 +423,11 @@ def read_plane(path: str | Path, band: str | None = None, what: str = "image"
     """(the first 2-D image of a FITS file as float64, its header with the primary's keywords
     it lacks); PreparationError naming the file (and ``band``)."""
     with _open(path, band) as hdul:
-        hdus = _image_hdus(hdul)
-        if not hdus:
+        image = first_image(hdul)
+        if image is None:
             raise PreparationError(f"{path}: no {what} HDU with data"
                                    + (f" (band {band})" if band else ""))
-        _, hdu = hdus[0]
-        data = np.asarray(hdu.data, dtype=np.float64)
-        header = hdu.header.copy()
-        if hdus[0][0] > 0:
-            header = merged_header(hdul[0].header, header)
+        data, header = np.asarray(image[0], dtype=np.float64), image[1]
     data = _without_leading_axes(data)
     if data.ndim != 2:
         raise PreparationError(f"{path}: {what} of shape {data.shape}, expected one 2-D plane"

@@ -71,14 +71,15 @@ class _Problems(list):
 
 
 def _read_plane(path: Path) -> np.ndarray:
-    """The first image HDU with data of a FITS file, as float64."""
+    """The FITS file's image (:func:`lensbench.datasets.prepare.first_image`) as float64."""
     from astropy.io import fits
+    from lensbench.datasets.prepare import first_image
 
     with fits.open(path, memmap=False) as hdul:
-        for hdu in hdul:
-            if hdu.data is not None and getattr(hdu, "is_image", True) and hdu.data.ndim >= 2:
-                return np.asarray(hdu.data, dtype=np.float64)
-    raise ValueError("no image HDU with data")
+        image = first_image(hdul)
+        if image is None:
+            raise ValueError("no image HDU with data")
+        return np.asarray(image[0], dtype=np.float64)
 
 
 def _normalise_id(value: str) -> str:

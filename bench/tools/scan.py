@@ -261,17 +261,16 @@ def _split_ids(split) -> list[str]:
 
 
 def _read_fits_plane(path: str) -> tuple[np.ndarray, object]:
-    """(the first image HDU with data as float32, its header with the primary's keywords)."""
+    """(the FITS file's image (:func:`lensbench.datasets.prepare.first_image`) as float32,
+    its header); BadCutout if there is none or the file is unreadable."""
     from astropy.io import fits
-    from lensbench.datasets.prepare import merged_header
+    from lensbench.datasets.prepare import first_image
 
     try:
         with fits.open(path, memmap=False) as hdul:
-            for k, hdu in enumerate(hdul):
-                if (hdu.data is not None and getattr(hdu, "is_image", True)
-                        and hdu.data.ndim >= 2):
-                    header = merged_header(hdul[0].header, hdu.header) if k else hdu.header
-                    return np.asarray(hdu.data, dtype=np.float32), header
+            image = first_image(hdul)
+            if image is not None:
+                return np.asarray(image[0], dtype=np.float32), image[1]
     except Exception as error:  # a corrupt or truncated file is one bad cutout
         raise BadCutout(f"unreadable FITS ({type(error).__name__}: {error})") from None
     raise BadCutout("unreadable FITS (no image HDU with data)")
