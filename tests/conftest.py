@@ -95,6 +95,21 @@ def real_data() -> RealData:
     return RealData()
 
 
+@pytest.fixture(scope="session")
+def real_suite_smoke(tmp_path_factory, real_data):
+    """(workdir, results): the real suite's smoke profile run once with pixel-logreg, seed 0,
+    for the tests that only read it (test_harness checks its scores and data files,
+    test_real_diagnosis its report)."""
+    from lensbench.bench.runner import run_suite
+    from lensbench.bench.tasks import get_suite
+
+    real_data("cosmos", "slacs")
+    workdir = tmp_path_factory.mktemp("real-suite") / "work"
+    results = run_suite(get_suite("real"), profile="smoke", seed=0, workdir=workdir,
+                        methods=["pixel-logreg"], log=lambda _: None)
+    return workdir, tuple(results)
+
+
 CHROMIUM = "/usr/bin/chromium"
 
 

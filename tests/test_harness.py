@@ -448,10 +448,8 @@ def test_threshold_at_fpr_by_hand():
     assert metrics["real/score/lens1"] == 0.5
 
 
-def test_real_suite_scores_known_lenses_and_names_its_files(tmp_path, real_data):
-    real_data("cosmos", "slacs")
-    results = run_suite(get_suite("real"), profile="smoke", seed=0, workdir=tmp_path,
-                        methods=["pixel-logreg"], log=lambda _: None)
+def test_real_suite_scores_known_lenses_and_names_its_files(real_suite_smoke):
+    _, results = real_suite_smoke  # shared with test_real_diagnosis (conftest.py)
     (result,) = [r for r in results if r.task == "real-hsc"]  # real-vis: test_real_diagnosis
     assert result.status == "ok", result.error
     assert result.metrics["real/known_lenses"] >= 5

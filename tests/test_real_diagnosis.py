@@ -12,9 +12,7 @@ import numpy as np
 import pytest
 from lensbench.baselines.contract import Method
 from lensbench.bench.report import write_report
-from lensbench.bench.runner import run_suite
 from lensbench.bench.suites import lens_finding, real_diagnosis
-from lensbench.bench.tasks import get_suite
 from lensbench.datasets import cosmos, known_lenses
 from lensbench.datasets.config import NEGATIVE_CLASSES
 from lensbench.datasets.storage import load_split
@@ -155,11 +153,9 @@ def test_cleaned_slacs_images_lose_their_cosmic_rays_before_the_arc_split(real_d
 
 
 def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_path,
-                                                                            real_data):
-    real_data("cosmos", "slacs")
-    workdir, out = tmp_path / "work", tmp_path / "reports"
-    results = run_suite(get_suite("real"), profile="smoke", seed=0, workdir=workdir,
-                        methods=["pixel-logreg"], log=lambda _: None)
+                                                                            real_suite_smoke):
+    # The run is shared with test_harness (conftest.py); the report is written here.
+    (workdir, results), out = real_suite_smoke, tmp_path / "reports"
     assert {r.task for r in results} == {"real-hsc", "real-vis"}
     assert all(r.status == "ok" for r in results), [r.error for r in results]
     for r in results:
