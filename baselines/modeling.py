@@ -11,6 +11,9 @@
 
 ``y`` is (n, P) in the order of ``info.targets``; ``predict_score`` returns (n, P) and
 ``predict_variance`` (n, P).
+
+Also the error statistics the modeling kind scores with and the networks report each epoch on
+their validation part: ``half_width_68`` and ``gaussian_nll``.
 """
 
 from __future__ import annotations
@@ -19,6 +22,22 @@ import numpy as np
 from lensbench.baselines.common import task_geometry
 from lensbench.baselines.contract import Method, TaskInfo
 from lensbench.baselines.features import all_features
+
+
+def half_width_68(error: np.ndarray) -> float:
+    """Half the 16th-84th percentile range of an error (a Gaussian's sigma, robust to tails)."""
+    lo, hi = np.percentile(error, [16, 84])
+    return float((hi - lo) / 2)
+
+
+def gaussian_nll(pred: np.ndarray, true: np.ndarray, variance: np.ndarray) -> float:
+    """Mean Gaussian negative log-likelihood of the truth under the predicted means and
+    variances, over lenses and parameters: it rewards small errors and honest uncertainties
+    together (a too-narrow sigma costs more than a wide one), what a posterior-estimating network
+    is for."""
+    variance = np.maximum(np.asarray(variance, dtype=np.float64), 1e-12)
+    error = np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64)
+    return float(np.mean(0.5 * (np.log(2 * np.pi * variance) + error ** 2 / variance)))
 
 
 def _targets(y, info: TaskInfo | None) -> tuple[np.ndarray, tuple[str, ...]]:

@@ -8,6 +8,7 @@ Every function creates the parent directory of ``path``, writes a PNG and return
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 
@@ -137,12 +138,15 @@ def plot_score_histograms(
 
 
 def curve_panels(curves: Mapping[str, Sequence[float]]) -> dict[str, dict[str, Sequence[float]]]:
-    """Group curves ``{"member0/val_rmse_x": [...], "train_loss": [...]}`` into one panel per
-    quantity: ``{"rmse_x": {"member0 val": [...]}, "loss": {"train": [...]}}``. A committee's
+    """Group curves ``{"member0/val_x/rmse": [...], "train_loss": [...]}`` into one panel per
+    quantity: ``{"x/rmse": {"member0 val": [...]}, "loss": {"train": [...]}}``. A committee's
     members and a net's train/validation values of one quantity share a panel (and a scale)."""
     panels: dict[str, dict[str, Sequence[float]]] = {}
     for name, values in curves.items():
-        prefix, _, metric = str(name).rpartition("/")
+        # a member's prefix is split off; the rest is the quantity ("theta_e/half_width_68")
+        prefix, _, metric = str(name).partition("/")
+        if not re.fullmatch(r"member\d+", prefix):
+            prefix, metric = "", str(name)
         split = ""
         for part in ("train_", "val_"):
             if metric.startswith(part):

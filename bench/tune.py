@@ -6,8 +6,10 @@ fixes (``--param``). The task's kind (bench/kinds.py) says what the study sees: 
 a VALIDATION part (carved by seed out of the training split, or the catalogue's own validation
 part); the test split is never made or read while tuning. The objective is a metric of the kind
 (its ``tune_metric`` unless ``--metric`` names another), minimised or maximised as the kind says.
-Methods that report the metric's validation figure each epoch (``val_<metric>``: the
-lens-finding CNNs, ``val_auroc``) are pruned; others run every trial to its end (README).
+Methods that report the metric's validation figure each epoch (``val_<metric>``, or
+``member0/val_<metric>`` for a committee reporting member by member: the lens-finding CNNs,
+the photo-z networks, the lens-model regressors) are pruned; others run every trial to its end
+(README).
 Storage is an embedded journal file by default (safe for several processes on one machine,
 thanks to file locks) or any Optuna RDB URL (e.g. PostgreSQL for many machines); rerunning the
 same command resumes the study until it holds ``trials`` completed or pruned trials (a failed or
@@ -265,7 +267,10 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
         method = cls(**init)
 
         def report(epoch: int, metrics: dict) -> None:
-            value = metrics.get(f"val_{metric}")
+            # A committee that reports member by member (committee-regressor) is pruned on its
+            # first member's curve: later members restart at epoch 0, and a poor trial shows by
+            # then.
+            value = metrics.get(f"val_{metric}", metrics.get(f"member0/val_{metric}"))
             if value is not None and np.isfinite(value):
                 trial.report(float(value), epoch)
                 if trial.should_prune():

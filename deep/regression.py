@@ -30,6 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from lensbench.baselines.contract import Method, TaskInfo
+from lensbench.baselines.modeling import gaussian_nll, half_width_68
 from lensbench.baselines.persistence import placed_params
 from lensbench.baselines.registry import registered_name
 from lensbench.baselines.transforms import dihedral, inverse_dihedral
@@ -98,6 +99,9 @@ class GaussianRegression(Objective):
     then P log variances. Targets arrive in physical units and are standardised here, after the
     augmentation has transformed them."""
 
+    # every parameter's figures are in the history and the tracker; the line shows the headline
+    shown = ("train_loss", "val_loss", "val_nll", "val_theta_e/half_width_68")
+
     def __init__(self, names: tuple[str, ...], mean: np.ndarray, scale: np.ndarray):
         self.names = tuple(names)
         self.mean = torch.as_tensor(mean, dtype=torch.float32)
@@ -120,12 +124,20 @@ class GaussianRegression(Objective):
         return self.nll(net(x), y)
 
     def val_metrics(self, outputs, x, y):
-        y = torch.as_tensor(y, dtype=torch.float32)
-        metrics = {"val_loss": float(self.nll(outputs.float(), y))}
-        mean, _ = self.split(outputs.float())
-        error = mean * self.scale + self.mean - y
+        """The training loss (``val_loss``, standardised) and, in physical units, the modeling
+        kind's own figures named as it names them with ``val_``: ``val_<p>/half_width_68``,
+        ``val_<p>/rmse`` and ``val_nll``, so that `bench tune` prunes on its metric."""
+        metrics = {"val_loss": float(self.nll(outputs.float(), torch.as_tensor(
+            y, dtype=torch.float32)))}
+        mean, log_var = (part.double() for part in self.split(outputs.float()))
+        scale, offset = self.scale.double(), self.mean.double()
+        pred = (mean * scale + offset).numpy()
+        variance = (torch.exp(log_var) * scale ** 2).numpy()
+        error = pred - np.asarray(y, dtype=np.float64)
         for number, name in enumerate(self.names):
-            metrics[f"val_rmse_{name}"] = float(error[:, number].pow(2).mean().sqrt())
+            metrics[f"val_{name}/half_width_68"] = half_width_68(error[:, number])
+            metrics[f"val_{name}/rmse"] = float(np.sqrt(np.mean(error[:, number] ** 2)))
+        metrics["val_nll"] = gaussian_nll(pred, np.asarray(y, dtype=np.float64), variance)
         return metrics
 
 

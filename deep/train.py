@@ -184,6 +184,9 @@ class Objective:
     """Binary classification: BCE on the logit. Subclasses change the loss, the metrics and, when
     augmentation changes the targets (regression of positions and orientations), ``augment``."""
 
+    # The epoch's figures the progress line shows (None: all but the learning rate and time).
+    shown: tuple[str, ...] | None = None
+
     def augment(self, augment: Augment, x: torch.Tensor, y: torch.Tensor,
                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
         return augment(x, generator), y
@@ -342,7 +345,8 @@ def train_net(net: nn.Module, X_train: np.ndarray, y_train: np.ndarray, X_val: n
             metrics["epoch_time_s"] = time.perf_counter() - start
             for key, value in metrics.items():
                 history.setdefault(key, []).append(float(value))
-            progress.update(**{k: v for k, v in metrics.items() if k not in ("lr", "epoch_time_s")})
+            progress.update(**{k: v for k, v in metrics.items() if k not in ("lr", "epoch_time_s")
+                               and (objective.shown is None or k in objective.shown)})
             if epoch_callback is not None:
                 epoch_callback(epoch, dict(metrics))
             if not len(X_val):

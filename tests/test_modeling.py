@@ -141,6 +141,30 @@ def test_gaussian_nll_matches_the_closed_form():
     assert float(objective.nll(outputs, y)) == pytest.approx(expected, rel=1e-6)
 
 
+def test_the_per_epoch_validation_figures_are_the_kinds_metrics_in_physical_units():
+    # bench tune prunes a regressor on val_<metric>, so these must be the modeling kind's own
+    # figures: half widths and RMSEs of the de-standardised errors, the NLL with its 2 pi.
+    names = ("a", "b")
+    objective = GaussianRegression(names, mean=np.array([1.0, -2.0]), scale=np.array([2.0, 0.5]))
+    rng = np.random.default_rng(3)
+    outputs = torch.tensor(np.column_stack([rng.normal(0, 1, (50, 2)),
+                                            rng.normal(-1, 0.3, (50, 2))]), dtype=torch.float32)
+    y = rng.normal([1.0, -2.0], [2.0, 0.5], (50, 2))
+    pred = outputs[:, :2].double().numpy() * [2.0, 0.5] + [1.0, -2.0]
+    variance = np.exp(outputs[:, 2:].double().numpy()) * [4.0, 0.25]
+    metrics = objective.val_metrics(outputs, None, y)
+    for number, name in enumerate(names):
+        lo, hi = np.percentile(pred[:, number] - y[:, number], [16, 84])
+        assert metrics[f"val_{name}/half_width_68"] == pytest.approx((hi - lo) / 2, rel=1e-6)
+        rmse = np.sqrt(np.mean((pred[:, number] - y[:, number]) ** 2))
+        assert metrics[f"val_{name}/rmse"] == pytest.approx(rmse, rel=1e-6)
+    nll = np.mean(0.5 * (np.log(2 * np.pi * variance) + (pred - y) ** 2 / variance))
+    assert metrics["val_nll"] == pytest.approx(nll, rel=1e-6)
+    # the standardised training loss is the NLL less its constants
+    offset = 0.5 * np.log(2 * np.pi) + np.mean(np.log([2.0, 0.5]))
+    assert metrics["val_loss"] + offset == pytest.approx(nll, rel=1e-5)
+
+
 def test_parameter_metrics_on_a_hand_worked_case():
     names = ("theta_e",)
     true = np.zeros((5, 1))
@@ -171,8 +195,23 @@ def trained():
     X, Y = toy_lens_models(360, seed=1)
     method = ResNetRegressor(width=8, members=2, max_epochs=12, lr=1e-2, batch_size=32,
                              num_threads=1, random_state=0)
-    method.fit(X[:300], Y[:300], info=INFO)
+    method.reported = []  # what epoch_callback (bench tune, the tracker) was given
+    method.fit(X[:300], Y[:300], info=INFO,
+               epoch_callback=lambda epoch, metrics: method.reported.append((epoch, metrics)))
     return method, X[300:], Y[300:]
+
+
+def test_each_epoch_reports_the_kinds_figures_member_by_member(trained):
+    method, _, _ = trained
+    figures = {f"val_{p}/{statistic}" for p in INFO.targets
+               for statistic in ("half_width_68", "rmse")} | {"val_nll", "val_loss"}
+    for member in (0, 1):
+        epochs = [(epoch, {key.split("/", 1)[1] for key in metrics})
+                  for epoch, metrics in method.reported
+                  if all(key.startswith(f"member{member}/") for key in metrics)]
+        assert [epoch for epoch, _ in epochs] == list(range(len(epochs))) and epochs
+        assert all(figures <= keys for _, keys in epochs)
+        assert len(method.history_[f"member{member}/val_theta_e/half_width_68"]) == len(epochs)
 
 
 def test_runners_up_are_set_against_the_narrowest_theta_e_error(tmp_path):

@@ -233,13 +233,14 @@ def test_plot_curves(tmp_path):
                       tmp_path / "c" / "curves.png", ylabel="loss")
     _assert_png(out)
     history = {f"member{m}/{key}": [1.0, 0.5] for m in range(3)
-               for key in ("train_loss", "val_loss", "val_rmse_x", "lr")}
+               for key in ("train_loss", "val_loss", "val_x/rmse", "lr")}
     _assert_png(plot_curves(history, tmp_path / "committee.png"))
 
 
 def test_curve_panels_group_members_and_splits_of_one_quantity():
-    panels = curve_panels({"member0/val_rmse_x": [1], "member1/val_rmse_x": [2],
-                           "member0/train_loss": [3], "member0/val_loss": [4], "lr": [5]})
-    assert panels == {"rmse_x": {"member0 val": [1], "member1 val": [2]},
+    panels = curve_panels({"member0/val_x/rmse": [1], "member1/val_x/rmse": [2],
+                           "member0/train_loss": [3], "member0/val_loss": [4], "lr": [5],
+                           "val_auroc": [6]})
+    assert panels == {"x/rmse": {"member0 val": [1], "member1 val": [2]},
                       "loss": {"member0 train": [3], "member0 val": [4]},
-                      "lr": {"lr": [5]}}
+                      "lr": {"lr": [5]}, "auroc": {"val": [6]}}

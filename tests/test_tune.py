@@ -44,6 +44,20 @@ class EpochToy(Method):
         return self.quality * brightness + self.rng_.normal(0, 1e-3, len(X))
 
 
+class MemberToy(EpochToy):
+    """A committee reporting member by member, as committee-regressor does: member m's
+    val_auroc = quality * epoch / 5 * (1 - m / 2), each member's epochs counted from 1."""
+
+    def fit(self, X, y, info=None, epoch_callback=None):
+        for member in (0, 1):
+            for epoch in range(1, 6):
+                if epoch_callback is not None:
+                    epoch_callback(epoch, {f"member{member}/val_auroc":
+                                           self.quality * epoch / 5 * (1 - member / 2)})
+        self.rng_ = np.random.default_rng(self.random_state)
+        return self
+
+
 @pytest.fixture
 def toy_method():
     METHODS["epoch-toy"] = f"{__name__}:EpochToy"
@@ -126,6 +140,25 @@ def test_tuning_prunes_records_failures_and_never_reads_the_test_split(tmp_path,
                       tracker=None, log=lambda _: None)
     counted = [t for t in study.get_trials() if t.state in tune.COUNTED]
     assert len(counted) == 10 and again.n_trials == len(study.get_trials())
+
+
+def test_a_committee_reporting_member_by_member_is_pruned_on_its_first_member(
+        tmp_path, loaded_splits):
+    METHODS["member-toy"] = f"{__name__}:MemberToy"
+    try:
+        outcome = tune.tune(get_suite("smoke"), "ground", "member-toy", trials=8,
+                            workdir=tmp_path, pruner="median", tracker=None,
+                            fixed_params={"mode": "ok"}, log=lambda _: None)
+    finally:
+        del METHODS["member-toy"]
+    study = optuna.load_study(study_name=outcome.study_name, storage=tune.make_storage(
+        None, tmp_path))
+    assert optuna.trial.TrialState.PRUNED in [t.state for t in study.trials]
+    assert all(trial.intermediate_values for trial in study.trials)
+    for trial in study.trials:  # the first member's curve, not the second's (half as high)
+        quality = trial.params["quality"]
+        assert trial.intermediate_values == pytest.approx(
+            {epoch: quality * epoch / 5 for epoch in trial.intermediate_values})
 
 
 def test_cli_tune_logs_to_mlflow_and_hands_best_params_to_run(tmp_path, capsys):

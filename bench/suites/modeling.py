@@ -23,6 +23,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.baselines.contract import LENS_MODEL_TARGETS, TRUTH_COLUMNS, TaskInfo
+from lensbench.baselines.modeling import gaussian_nll, half_width_68
 from lensbench.bench.kinds import MINIMIZE, Evaluation, RunCase, StudyData, SuiteKind
 from lensbench.bench.plots import _new_figure, _save
 from lensbench.bench.results import Result
@@ -45,12 +46,8 @@ GOAL_MS_PER_LENS = 10.0
 
 
 # ----------------------------------------------------------------------------- metrics
-def half_width_68(error: np.ndarray) -> float:
-    """Half the 16th-84th percentile range of an error (a Gaussian's sigma, robust to tails)."""
-    lo, hi = np.percentile(error, [16, 84])
-    return float((hi - lo) / 2)
-
-
+# (half_width_68 and gaussian_nll live in baselines/modeling.py, beside the methods, so the
+# networks' per-epoch validation figures (deep/regression.py) are these same statistics.)
 # The statistics of a parameter's error on the leaderboard.
 ERROR_STATISTICS = {"bias_median": lambda error: float(np.median(error)),
                     "half_width_68": half_width_68,
@@ -484,16 +481,6 @@ def rotation_table(results: list[Result]) -> list[str]:
                  f"({r.metrics[f'rotation/{t}/max_abs_change']:.4f})" for t in targets]
         lines.append(f"| `{r.run_id}` | " + " | ".join(cells) + " |")
     return lines
-
-
-def gaussian_nll(pred: np.ndarray, true: np.ndarray, variance: np.ndarray) -> float:
-    """Mean Gaussian negative log-likelihood of the truth under the predicted means and
-    variances, over lenses and parameters: it rewards small errors and honest uncertainties
-    together (a too-narrow sigma costs more than a wide one), what a posterior-estimating network
-    is for."""
-    variance = np.maximum(np.asarray(variance, dtype=np.float64), 1e-12)
-    error = np.asarray(pred, dtype=np.float64) - np.asarray(true, dtype=np.float64)
-    return float(np.mean(0.5 * (np.log(2 * np.pi * variance) + error ** 2 / variance)))
 
 
 # ----------------------------------------------------------------------------- the kind
