@@ -62,8 +62,19 @@ MAX_RATIO = 1000  # largest inflation of a zip member (numbers compress far less
 _MISSING = object()
 _SCALARS = (type(None), bool, int, float, str)
 
-# Modules whose classes a skops file may hold (checked per type, see _skops_trusted).
-_SKOPS_MODULES = ("sklearn.", "numpy.", "scipy.")
+# The types beyond skops' own trusted defaults that the registered methods' fitted state
+# holds (HistGradientBoosting's trees, the k-d or ball tree of NearestNeighbors with its
+# Euclidean metric, MLPRegressor's optimiser), by full name, compared as text: a name from a
+# file is never imported. A wider rule ("any class of sklearn, numpy or scipy") let a model file
+# build numpy's DataSource, whose __del__ deletes a folder the file names. A scikit-learn that
+# moves one of these classes makes its files refused, naming the type, not loaded.
+_SKOPS_TYPES = frozenset({
+    "sklearn.ensemble._hist_gradient_boosting.predictor.TreePredictor",
+    "sklearn.metrics._dist_metrics.EuclideanDistance64",
+    "sklearn.neighbors._ball_tree.BallTree",
+    "sklearn.neighbors._kd_tree.KDTree",
+    "sklearn.neural_network._stochastic_optimizers.AdamOptimizer",
+})
 # The xgboost scikit-learn wrappers a "state" payload may hold.
 _XGBOOST_CLASSES = ("XGBClassifier", "XGBRegressor")
 # lensbench helper objects a "state" payload may hold: restored as their attribute dicts.
@@ -654,9 +665,12 @@ class _StateReader:
 
             cls = getattr(importlib.import_module(module), name)
             state = self.decode(node.get("state"), where)
+            # a dataclass's fields; another class's instance attributes, none of which may
+            # shadow what the class defines (a file setting ``transform`` on PhotozFeatures)
             allowed = {f.name for f in fields(cls)} if hasattr(cls, "__dataclass_fields__") \
                 else None
-            if not isinstance(state, dict) or (allowed is not None and set(state) - allowed):
+            if not isinstance(state, dict) or (set(state) - allowed if allowed is not None
+                                               else any(hasattr(cls, key) for key in state)):
                 raise refuse(self.path, where, f"the attributes of a {name}", state)
             obj = cls.__new__(cls)
             obj.__dict__.update(state)  # no __init__ or __setstate__ runs
@@ -720,11 +734,8 @@ class _StateReader:
 
 
 def _skops_trusted(path: str, where: str, blob: bytes) -> list[str]:
-    """The types the skops file ``blob`` needs, each checked to be a class of scikit-learn,
-    numpy or scipy (imported to check it: importing these libraries runs nothing of the file's);
-    anything else is refused."""
-    import importlib
-
+    """The types the skops file ``blob`` needs beyond skops' trusted defaults, each one of
+    ``_SKOPS_TYPES``; anything else is refused before anything is built."""
     import skops.io
 
     try:
@@ -733,14 +744,7 @@ def _skops_trusted(path: str, where: str, blob: bytes) -> list[str]:
         raise ValueError(f"{path}: {where}: not a readable skops file: "
                          f"{type(error).__name__}: {error}") from None
     for name in needed:
-        module, _, attribute = name.rpartition(".")
-        ok = name.startswith(_SKOPS_MODULES)
-        if ok:
-            try:
-                ok = isinstance(getattr(importlib.import_module(module), attribute), type)
-            except (ImportError, AttributeError):
-                ok = False
-        if not ok:
+        if name not in _SKOPS_TYPES:
             raise ValueError(f"{path}: {where}: the scikit-learn file needs the type {name!r}, "
-                             f"which is not a scikit-learn, numpy or scipy class: refused")
+                             f"which no lensbench method saves: refused")
     return needed

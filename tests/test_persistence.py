@@ -147,16 +147,70 @@ def test_parameters_the_class_does_not_take_are_refused(tmp_path):
 
 
 @pytest.mark.parametrize("payload", [functools.partial(len), os.system, Counter(a=1)])
-def test_a_skops_file_needing_other_than_sklearn_numpy_scipy_classes_is_refused(
-        tmp_path, payload):
+def test_a_skops_file_needing_other_types_than_the_methods_save_is_refused(tmp_path, payload):
     import skops.io
 
     path, _ = _knn_file(tmp_path)
     member = next(name for name in _members(path) if name.startswith("sklearn/"))
     _rewrite(path, {member: skops.io.dumps(payload)})
-    with pytest.raises(ValueError, match=r"needs the type .* not a scikit-learn, numpy or scipy "
-                                         r"class: refused"):
+    with pytest.raises(ValueError, match=r"needs the type .* which no lensbench method saves: "
+                                         r"refused"):
         load_model(path)
+
+
+def _datasource(folder, remove: bool):
+    """numpy's DataSource, whose __del__ deletes its folder when it made it (_istmpdest)."""
+    from numpy.lib._datasource import DataSource
+
+    source = DataSource.__new__(DataSource)
+    source.__dict__.update(_destpath=str(folder), _istmpdest=remove)
+    return source
+
+
+def test_a_numpy_class_that_deletes_a_folder_is_not_built(tmp_path):
+    # A class of numpy is not therefore safe: this one's __del__ removes the folder the file
+    # names. Only the types the methods save are built.
+    import gc
+
+    import skops.io
+
+    victim = tmp_path / "victim"
+    victim.mkdir()
+    (victim / "data.txt").write_text("precious")
+    source = _datasource(victim, remove=True)
+    blob = skops.io.dumps(source)
+    source._istmpdest = False  # this process's copy must not delete it
+    del source
+    path, _ = _knn_file(tmp_path)
+    member = next(name for name in _members(path) if name.startswith("sklearn/"))
+    _rewrite(path, {member: blob})
+    with pytest.raises(ValueError, match=r"DataSource.* which no lensbench method saves"):
+        load_model(path)
+    gc.collect()
+    assert (victim / "data.txt").read_text() == "precious"
+
+
+def test_a_module_named_in_a_skops_file_is_never_imported(tmp_path):
+    # numpy.f2py.__main__ runs f2py's command line when imported.
+    import sys
+
+    import skops.io
+
+    inner = zipfile.ZipFile(io.BytesIO(skops.io.dumps(_datasource(tmp_path, remove=False))))
+    schema = json.loads(inner.read("schema.json"))
+    schema["__module__"], schema["__class__"] = "numpy.f2py.__main__", "X"
+    blob = io.BytesIO()
+    with zipfile.ZipFile(blob, "w") as archive:
+        for name in inner.namelist():
+            archive.writestr(name, json.dumps(schema) if name == "schema.json"
+                             else inner.read(name))
+    path, _ = _knn_file(tmp_path)
+    member = next(name for name in _members(path) if name.startswith("sklearn/"))
+    _rewrite(path, {member: blob.getvalue()})
+    assert "numpy.f2py.__main__" not in sys.modules
+    with pytest.raises(ValueError, match=r"numpy.f2py.__main__.X.* which no lensbench method"):
+        load_model(path)
+    assert "numpy.f2py.__main__" not in sys.modules
 
 
 def test_pickled_arrays_are_refused(tmp_path):
@@ -249,6 +303,18 @@ def test_state_can_only_set_fitted_attributes(tmp_path):
     _rewrite(path, {"state.json": json.dumps(state)})
     with pytest.raises(ValueError, match=r"field 'state.predict_score': expected a fitted "
                                          r"attribute"):
+        load_model(path)
+
+
+def test_a_helper_objects_state_cannot_shadow_what_its_class_defines(tmp_path):
+    path, _ = _knn_file(tmp_path)
+    state = json.loads(_members(path)["state.json"])
+    features = next(key for key, node in state["items"].items()
+                    if isinstance(node, dict) and node.get("class") == "photoz-features")
+    state["items"][features]["state"]["items"]["transform"] = 0.5
+    _rewrite(path, {"state.json": json.dumps(state)})
+    with pytest.raises(ValueError, match=rf"field 'state.{features}': expected the attributes "
+                                         r"of a PhotozFeatures"):
         load_model(path)
 
 
