@@ -204,9 +204,20 @@ def write_markdown_and_html(md: list[str], out_dir: Path, stem: str) -> list[Pat
             atomic_write_text(out_dir / f"{stem}.html", html_text)]
 
 
+IMAGE = re.compile(r"!\[[^\]]*\]\((?P<name>[^()]+)\)")
+
+
+def _own_figure(folder: Path, name: str) -> bool:
+    path = folder / name
+    return (Path(name).name == name and name not in (".", "..") and name.endswith(".png")
+            and path.is_file() and not path.is_symlink())
+
+
 def markdown_to_html(text: str, folder: Path) -> str:
     """A small converter for the report's own Markdown (headings, lists, tables, images); the
-    figures are embedded so the HTML file stands alone."""
+    figures are embedded so the HTML file stands alone. Only a PNG file in ``folder`` itself,
+    named without a path, is embedded; another image line is shown as text: text from a results
+    store could otherwise copy any file on the disk into a report meant to be shared."""
     body, table = [], []
 
     def flush_table():
@@ -230,9 +241,8 @@ def markdown_to_html(text: str, folder: Path) -> str:
             body.append(f"<h{level}>{html.escape(line[level:].strip())}</h{level}>")
         elif line.startswith("- "):
             body.append(f"<li>{html.escape(line[2:])}</li>")
-        elif line.startswith("!["):
-            name = line[line.index("(") + 1: line.rindex(")")]
-            data = base64.b64encode((folder / name).read_bytes()).decode()
+        elif (figure := IMAGE.fullmatch(line)) and _own_figure(folder, figure["name"]):
+            data = base64.b64encode((folder / figure["name"]).read_bytes()).decode()
             body.append(f'<img src="data:image/png;base64,{data}" width="560">')
         elif line.strip():
             body.append(f"<p>{html.escape(line)}</p>")

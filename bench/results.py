@@ -100,6 +100,10 @@ class Result:
             if name in hints and fits_type(value, hints[name]) is False:
                 raise TypeError(f"field {name!r} must be {type_text(hints[name])}, got "
                                 f"{short_repr(value)}")
+        for name in ONE_LINE_FIELDS:  # they go into report lines and table cells as they are
+            if isinstance(record.get(name), str) and not record[name].isprintable():
+                raise TypeError(f"field {name!r} must be one line of printable text, got "
+                                f"{short_repr(record[name])}")
         if record.get("status") not in STATUSES:
             raise TypeError(f"field 'status' must be one of {', '.join(STATUSES)}, got "
                             f"{short_repr(record.get('status'))}")
@@ -107,6 +111,7 @@ class Result:
 
 
 STATUSES = ("ok", "failed", "declined")
+ONE_LINE_FIELDS = ("run_id", "method", "task", "suite", "profile")
 
 
 def read_artifact(path: Path, required: tuple[str, ...] = ()) -> dict:

@@ -7,6 +7,7 @@ checkpoint ran code."""
 from __future__ import annotations
 
 import pathlib
+import re
 
 import numpy as np
 import pytest
@@ -248,3 +249,41 @@ def test_tampered_regressor_fields_are_refused(regressor_file, tmp_path, changes
     with pytest.raises(ValueError, match=r"regressor\.pt: " + expected):
         ResNetRegressor.load(crafted)
     assert not (tmp_path / "pwned").exists()
+
+
+def test_a_report_embeds_only_its_own_figures(tmp_path):
+    # Text from a results store reaches the report's Markdown; an image line naming another
+    # file must not copy it into an HTML report meant to be shared.
+    import base64
+
+    from lensbench.bench.report import markdown_to_html
+
+    secret = tmp_path / "secret.png"
+    secret.write_bytes(b"outside the report")
+    out = tmp_path / "report"
+    out.mkdir()
+    (out / "roc.png").write_bytes(b"the report's figure")
+    (out / "link.png").symlink_to(secret)
+    page = markdown_to_html("\n".join([
+        "![ROC](roc.png)", f"![x]({secret})", "![x](../secret.png)", "![x](link.png)",
+        "![no parenthesis", "![x](missing.png)"]), out)
+    embedded = [base64.b64decode(data)
+                for data in re.findall(r"base64,([A-Za-z0-9+/=]+)", page)]
+    assert embedded == [b"the report's figure"]
+    assert "../secret.png" in page and "no parenthesis" in page  # shown as text
+
+
+def test_a_record_whose_identity_spans_lines_is_skipped_with_a_warning(tmp_path):
+    import json
+
+    from lensbench.bench.results import ResultsStoreWarning, read_results
+
+    record = {"run_id": "random\n![x](/etc/passwd)", "method": "random", "task": "smoke-ground",
+              "suite": "smoke", "profile": "smoke", "params": {}, "split_hashes": {}, "seed": 0,
+              "status": "failed", "error": "boom", "suite_seed": 0, "schema_version": 1}
+    store = tmp_path / "results.jsonl"
+    store.write_text(json.dumps(record) + "\n" + json.dumps({**record, "run_id": "random"})
+                     + "\n")
+    with pytest.warns(ResultsStoreWarning, match=r"line 1 .*'run_id' must be one line"):
+        results = read_results(store)
+    assert [r.run_id for r in results] == ["random"]
