@@ -421,7 +421,13 @@ def _via_file(write, suffix: str) -> bytes:
         return target.read_bytes()
 
 
-def _read_archive(path: str, data: bytes, depth: int = 0, device: str | None = None):
+def _read_archive(path: str, data: bytes, depth: int = 0, device: str | None = None,
+                  budget: list[int] | None = None):
+    """(method, contract) of the archive ``data``. ``budget``: the bytes the whole model file
+    may still inflate to, shared with the archives nested in it (each archive's ratio alone
+    multiplies through the nesting: a 6 kB file inflated to 1 GB)."""
+    if budget is None:
+        budget = [MAX_RATIO * len(data) + 2**20]
     if depth > MAX_NESTING:
         raise ValueError(f"{path}: methods nested more than {MAX_NESTING} deep")
     try:
@@ -434,6 +440,12 @@ def _read_archive(path: str, data: bytes, depth: int = 0, device: str | None = N
         if info.file_size > MAX_RATIO * max(info.compress_size, 1) + 2**20:
             raise ValueError(f"{path}: {info.filename} claims {info.file_size} bytes from "
                              f"{info.compress_size}: not a model file")
+    claimed = sum(info.file_size for info in members.values())
+    if claimed > budget[0]:
+        raise ValueError(f"{path}: its members claim {claimed} bytes, more than the "
+                         f"{budget[0]} left of {MAX_RATIO} times the model file's size "
+                         f"(nested archives included): not a model file")
+    budget[0] -= claimed
     with archive:
         def read(member: str) -> bytes:
             if member not in members:
@@ -471,7 +483,7 @@ def _read_archive(path: str, data: bytes, depth: int = 0, device: str | None = N
                 tree = json.loads(read("state.json"))
             except ValueError as error:
                 raise ValueError(f"{path}: state.json: {error}") from None
-            reader = _StateReader(path, read, members, depth, device)
+            reader = _StateReader(path, read, members, depth, device, budget)
             state = reader.decode(tree, "state")
             if not isinstance(state, dict):
                 raise refuse(path, "state", "a dict of fitted attributes", state)
@@ -587,8 +599,10 @@ class _StateWriter:
 class _StateReader:
     """Decodes the JSON nodes of ``_StateWriter``, checking every one."""
 
-    def __init__(self, path: str, read, members, depth: int = 0, device: str | None = None):
+    def __init__(self, path: str, read, members, depth: int = 0, device: str | None = None,
+                 budget: list[int] | None = None):
         self.path, self.read, self.members, self.depth = path, read, members, depth
+        self.budget = budget
         self.device = device
         self._arrays = None
 
@@ -678,7 +692,7 @@ class _StateReader:
         if tag == "method":
             member = self._member(node, where, "nested/")
             return _read_archive(f"{self.path}:{member}", self.read(member),
-                                 self.depth + 1, self.device)[0]
+                                 self.depth + 1, self.device, self.budget)[0]
         if tag == "xgboost":
             if node.get("class") not in _XGBOOST_CLASSES:
                 raise refuse(self.path, where, f"one of {_XGBOOST_CLASSES}", node.get("class"))

@@ -326,6 +326,26 @@ def test_a_decompression_bomb_is_refused_before_it_is_inflated(tmp_path):
         load_model(path)
 
 
+def test_archives_nested_to_multiply_their_inflation_are_refused_before_it(tmp_path):
+    # Each archive inflates under 1000-fold alone; nested, the ratios multiply: 300 MiB from
+    # a file of a few kB. The whole file's budget refuses it before the inner one inflates.
+    manifest = {"format": "lensbench-model/1", "params": {}, "family": "state"}
+    inner = io.BytesIO()
+    with zipfile.ZipFile(inner, "w", zipfile.ZIP_DEFLATED, compresslevel=1) as archive:
+        archive.writestr("manifest.json", json.dumps({**manifest, "method": "random"}))
+        archive.writestr("state.json", b" " * (300 * 2**20) + b"{}")
+    path = tmp_path / "nested.lbmodel"
+    with zipfile.ZipFile(path, "w", zipfile.ZIP_DEFLATED, compresslevel=9) as archive:
+        archive.writestr("manifest.json", json.dumps({**manifest, "method": "pixel-logreg"}))
+        archive.writestr("state.json", json.dumps(
+            {"$": "dict", "items": {"m_": {"$": "method", "file": "nested/0.lbmodel"}}}))
+        archive.writestr("nested/0.lbmodel", inner.getvalue())
+    assert path.stat().st_size < 20_000
+    with pytest.raises(ValueError, match=r"nested.lbmodel:nested/0.lbmodel: its members claim "
+                                         r"\d+ bytes, more than the \d+ left of 1000 times"):
+        load_model(path)
+
+
 def test_json_nested_past_any_model_is_a_value_error(tmp_path):
     path, _ = _knn_file(tmp_path)
     _rewrite(path, {"state.json": "[" * 100_000 + "]" * 100_000})
