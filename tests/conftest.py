@@ -110,6 +110,28 @@ def real_suite_smoke(tmp_path_factory, real_data):
     return workdir, tuple(results)
 
 
+@pytest.fixture(scope="session")
+def smoke_suite_twice(tmp_path_factory) -> tuple[Path, Path]:
+    """The workdirs of two `bench run`s of the smoke suite (smoke profile, seed 0, no tracking)
+    with every lens finder at the contract test's tiny parameters, in two processes at once with
+    one thread each (test_reproducible.run_smoke_suite). test_reproducible compares the two;
+    test_distributed takes the first as its serial reference."""
+    import json
+
+    from test_contract import TINY
+    from test_reproducible import LENS_FINDERS, run_smoke_suite
+
+    root = tmp_path_factory.mktemp("smoke-twice")
+    params_file = root / "tiny.json"
+    params_file.write_text(json.dumps({name: TINY.get(name, {}) for name in LENS_FINDERS}))
+    workdirs = (root / "first", root / "second")
+    runs = [run_smoke_suite(workdir, params_file) for workdir in workdirs]
+    for run in runs:
+        output, _ = run.communicate(timeout=600)
+        assert run.returncode == 0, output[-3000:]
+    return workdirs
+
+
 CHROMIUM = "/usr/bin/chromium"
 
 

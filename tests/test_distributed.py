@@ -65,11 +65,11 @@ def params_file(tmp_path_factory) -> Path:
 
 
 @pytest.fixture(scope="module")
-def serial_run(tmp_path_factory, params_file) -> list[dict]:
-    workdir = tmp_path_factory.mktemp("serial")
-    run = bench_run(workdir, params_file)
-    assert run.returncode == 0, run.stdout[-3000:] + run.stderr[-3000:]
-    return records(workdir)
+def serial_run(smoke_suite_twice) -> list[dict]:
+    """The serial reference: the records of METHODS from the first of test_reproducible's two
+    serial `bench run`s of the smoke suite (conftest.smoke_suite_twice: the same suite, profile,
+    seed, TINY parameters and one thread per process as bench_run, every lens finder)."""
+    return [record for record in records(smoke_suite_twice[0]) if record["method"] in METHODS]
 
 
 def free_port() -> int:

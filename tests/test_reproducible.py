@@ -15,7 +15,6 @@ import sys
 
 import pytest
 from lensbench.baselines.registry import METHODS, resolve_method
-from test_contract import TINY
 
 LENS_FINDERS = sorted(name for name in METHODS if "lens-finding" in resolve_method(name).kinds)
 
@@ -42,15 +41,10 @@ def same(a, b) -> bool:
 
 
 @pytest.mark.slow
-def test_two_processes_give_identical_metrics_for_every_lens_finder(tmp_path):
-    params_file = tmp_path / "tiny.json"
-    params_file.write_text(json.dumps({name: TINY.get(name, {}) for name in LENS_FINDERS}))
-    workdirs = [tmp_path / "first", tmp_path / "second"]
-    runs = [run_smoke_suite(workdir, params_file) for workdir in workdirs]
-    for run in runs:
-        output, _ = run.communicate(timeout=600)
-        assert run.returncode == 0, output[-3000:]
-    first, second = (records(workdir) for workdir in workdirs)
+def test_two_processes_give_identical_metrics_for_every_lens_finder(smoke_suite_twice):
+    # The two runs (run_smoke_suite, at once, both exiting 0) are conftest.smoke_suite_twice's,
+    # which test_distributed reads as well.
+    first, second = (records(workdir) for workdir in smoke_suite_twice)
     assert {method for method, _ in first} == set(LENS_FINDERS)
     assert first.keys() == second.keys()
     for key, record in first.items():
