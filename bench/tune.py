@@ -82,6 +82,9 @@ def fit_space_to_stamp(space: dict, image_shape: tuple[int, ...]) -> dict:
     return fitted
 
 
+JOURNAL = "optuna-journal.log"  # the default storage, in the workdir
+
+
 def make_storage(storage: str | None, workdir: Path):
     """An Optuna storage: an RDB URL as given, else a journal file in the workdir."""
     if storage:
@@ -90,7 +93,19 @@ def make_storage(storage: str | None, workdir: Path):
     from optuna.storages.journal import JournalFileBackend
 
     workdir.mkdir(parents=True, exist_ok=True)
-    return JournalStorage(JournalFileBackend(str(workdir / "optuna-journal.log")))
+    with named_journal(workdir):
+        return JournalStorage(JournalFileBackend(str(workdir / JOURNAL)))
+
+
+@contextmanager
+def named_journal(workdir: Path):
+    """A damaged journal named: Optuna reads it whenever it syncs (a bad last line is taken for
+    one being written, and fails at the next read) and raises json's bare error."""
+    try:
+        yield
+    except json.JSONDecodeError as error:
+        raise ValueError(f"{workdir / JOURNAL}: not an Optuna journal ({error}); move it aside "
+                         "to start the studies anew, or name another --storage") from None
 
 
 def rdb_storage(url: str, attempts: int = 6):
@@ -246,10 +261,11 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
         suite.name, task.name, method_name, profile, seed, fixed,
         None if metric == kind.tune_metric else metric)
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    study = optuna.create_study(
-        study_name=study_name, storage=study_storage, direction=direction,
-        load_if_exists=True, pruner=make_pruner(pruner),
-        sampler=TrialSeededSampler(derive_seed(seed, "sampler", study_name)))
+    with named_journal(workdir):
+        study = optuna.create_study(
+            study_name=study_name, storage=study_storage, direction=direction,
+            load_if_exists=True, pruner=make_pruner(pruner),
+            sampler=TrialSeededSampler(derive_seed(seed, "sampler", study_name)))
     check_study_objective(study, {"suite": suite.name, "task": task.name,  # before any data
                                   "method": method_name, "profile": profile, "seed": seed,
                                   "metric": metric, "fixed_params": fixed})

@@ -38,6 +38,8 @@ STAR_COLOURS = {"u": 2.0, "g": 0.9, "r": 0.25, "i": 0.0, "z": -0.1, "y": -0.15, 
 THETA_E_DISTRIBUTIONS = ("natural", "flat")
 LABELLINGS = ("metcalf", "clean")
 PSF_MODELS = ("survey", "moffat", "gaussian", "pixelised")
+MAX_STAMP_SIZE = 1024  # pixels a side; survey lens cutouts are 44-200
+MAX_SUPERSAMPLE = 16
 SOURCE_MODELS = ("sersic", "cosmos", "mix")
 # How a lens galaxy's half-light radius is drawn: "uniform" in ``lens_r_eff_range`` whatever its
 # luminosity and redshift, or "size-luminosity": the early-type size-luminosity relation of Shen
@@ -245,8 +247,12 @@ class SimConfig:
             raise ValueError(f"SimConfig.saturation_level must be > 0 electrons, "
                              f"got {self.saturation_level}")
         self._validate_negatives()
-        if self.supersample < 1 or self.stamp_size is not None and self.stamp_size < 8:
-            raise ValueError("SimConfig: supersample must be >= 1 and stamp_size >= 8")
+        # upper bounds far above any survey's cutouts: a typo of 100000 allocated 76 GiB
+        if not 1 <= self.supersample <= MAX_SUPERSAMPLE or self.stamp_size is not None and \
+                not 8 <= self.stamp_size <= MAX_STAMP_SIZE:
+            raise ValueError(f"SimConfig: supersample must lie in [1, {MAX_SUPERSAMPLE}] and "
+                             f"stamp_size in [8, {MAX_STAMP_SIZE}] pixels, got supersample "
+                             f"{self.supersample} and stamp_size {self.stamp_size}")
         if self.shard_size < 1:
             raise ValueError(f"SimConfig.shard_size must be >= 1 cutouts, got {self.shard_size}")
         if self.psf_model == "pixelised" and not self.psf_file:

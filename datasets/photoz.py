@@ -39,6 +39,7 @@ import numpy as np
 from lensbench.datasets import registry
 from lensbench.datasets.files import atomic_write_text
 from lensbench.datasets.storage import arrays_sha256, sha256_file
+from lensbench.datasets.typecheck import fits_type, short_repr, type_text
 
 log = logging.getLogger(__name__)
 
@@ -364,10 +365,21 @@ def save_photoz_split(split: PhotozSplit, folder: Path) -> Path:
     return folder
 
 
+# What load_photoz_split reads from a split's manifest.json, checked before it is used.
+MANIFEST_FIELDS = {"npz_sha256": str, "sample": str, "files": list[str], "drops": dict[str, int]}
+
+
 def load_photoz_split(folder: Path) -> PhotozSplit:
     """Read a saved split, verifying the npz's sha256 against the manifest (SplitError-like
     ValueError when stale or corrupt)."""
-    manifest = json.loads((folder / "manifest.json").read_text())
+    path = folder / "manifest.json"
+    manifest = json.loads(path.read_text())
+    if not isinstance(manifest, dict):
+        raise ValueError(f"{path}: expected a JSON object, got {short_repr(manifest)}")
+    for name, hint in MANIFEST_FIELDS.items():
+        if fits_type(manifest.get(name), hint) is not True:
+            raise ValueError(f"{path}: field {name!r} must be {type_text(hint)}, got "
+                             f"{short_repr(manifest.get(name))}")
     npz = folder / "split.npz"
     actual = sha256_file(npz)
     if actual != manifest["npz_sha256"]:

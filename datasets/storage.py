@@ -469,6 +469,9 @@ def load_split(path: str | os.PathLike, *, verify: bool = True) -> Split:
                 raise TypeError(f"bad shard entry {s!r}")
         columns = {c["name"]: np.dtype(c["dtype"]) for c in manifest["truth_columns"]}
         shape = tuple(manifest["image_shape"])
+        if len(shape) != 3 or not all(isinstance(n, int) and n > 0 for n in shape):
+            raise TypeError(f"image_shape {manifest['image_shape']!r} must be 3 positive "
+                            f"integers (bands, height, width)")
         bands = manifest["bands"]
         if not (isinstance(bands, list) and all(isinstance(b, str) for b in bands)
                 and len(bands) == shape[0]):

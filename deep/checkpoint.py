@@ -58,7 +58,8 @@ def read_payload(path, kind: str, data: bytes | None = None, hint: str = "") -> 
         # torch's weights-only refusal is a long text advising to trust the file; only the
         # pickled object it asked for is worth showing
         text = str(error)
-        wanted = re.search(r"Unsupported global: GLOBAL (\S+)", text)
+        # a global outside torch's allowed set, or in a module torch blocks (os, posix, ...)
+        wanted = re.search(r"(?:Unsupported global: GLOBAL|unsupported GLOBAL) (\S+)", text)
         unpickler = re.search(r"WeightsUnpickler error:\s*(\S[^\n]*)", text)
         if wanted:
             reason = f"it holds a pickled Python object ({wanted.group(1)})"
@@ -67,7 +68,10 @@ def read_payload(path, kind: str, data: bytes | None = None, hint: str = "") -> 
         elif unpickler:
             reason = unpickler.group(1).strip()
         else:
-            reason = text.strip().splitlines()[0] if text.strip() else type(error).__name__
+            # never torch's advice to load it with weights_only=False
+            lines = [line for line in text.strip().splitlines()
+                     if line.strip() and "weights_only" not in line]
+            reason = lines[0] if lines else type(error).__name__
         raise ValueError(f"{path}: not a {kind} that loads as weights only (plain data and "
                          f"tensors): {reason}{hint}") from None
     if not isinstance(payload, dict):

@@ -287,3 +287,49 @@ def test_a_record_whose_identity_spans_lines_is_skipped_with_a_warning(tmp_path)
     with pytest.warns(ResultsStoreWarning, match=r"line 1 .*'run_id' must be one line"):
         results = read_results(store)
     assert [r.run_id for r in results] == ["random"]
+
+
+class _SystemOnLoad:
+    """Unpickling this object would call os.system, a global in a module torch blocks."""
+
+    def __reduce__(self):
+        import os
+
+        return os.system, ("true",)
+
+
+def test_a_blocked_global_is_named_without_torchs_advice_to_trust_the_file(tmp_path):
+    crafted = tmp_path / "evil.pt"
+    torch.save({"x": _SystemOnLoad()}, crafted)
+    with pytest.raises(ValueError) as refused:
+        load_checkpoint(crafted)
+    message = str(refused.value)
+    assert "it holds a pickled Python object (" in message and "system" in message
+    assert "weights_only" not in message and "arbitrary code" not in message
+
+
+@pytest.mark.parametrize("change, field", [
+    (lambda manifest: [], "expected a JSON object"),
+    (lambda manifest: {**manifest, "drops": [1, 2]}, "field 'drops' must be"),
+    (lambda manifest: {**manifest, "files": "a.csv"}, "field 'files' must be"),
+])
+def test_a_malformed_photoz_split_manifest_is_named_and_the_split_remade(
+        tmp_path, real_data, change, field, monkeypatch):
+    import json
+
+    from lensbench.datasets import photoz
+
+    real_data("photoz_sdss_mgs/")
+    split = photoz.ensure_photoz_split("sdss_mgs", tmp_path, seed=0)
+    folder = next((tmp_path / "splits").iterdir())
+    manifest = folder / "manifest.json"
+    manifest.write_text(json.dumps(change(json.loads(manifest.read_text()))))
+    with pytest.raises(ValueError, match=rf"{re.escape(str(manifest))}: {field}"):
+        photoz.load_photoz_split(folder)
+    made = []
+    monkeypatch.setattr(photoz, "make_photoz_split",
+                        lambda *args: made.append(args) or split)
+    photoz.ensure_photoz_split("sdss_mgs", tmp_path, seed=0)  # remade, not a traceback
+    assert len(made) == 1
+    np.testing.assert_array_equal(photoz.load_photoz_split(folder).parts["test"].z,
+                                  split.parts["test"].z)

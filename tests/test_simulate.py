@@ -225,6 +225,9 @@ def test_clean_labelling_applies_its_cuts():
     (dict(noise=1), "noise must be true or false, got 1"),
     (dict(bands="gri"), "bands must be a list of strings or None"),
     (dict(shard_size=0), "shard_size must be >= 1"),
+    (dict(stamp_size=100000), r"stamp_size in \[8, 1024\] pixels, got .* stamp_size 100000"),
+    (dict(stamp_size=4), r"stamp_size in \[8, 1024\]"),
+    (dict(supersample=64), r"supersample must lie in \[1, 16\]"),
 ])
 def test_invalid_configuration_is_a_clear_error(change, message):
     with pytest.raises(ValueError, match=message):

@@ -312,7 +312,9 @@ def test_bad_manifests(tmp_path):
                                 # the bands are not hashed: each plane must have its name
                                 ("bands", ["g", "r"], r"bands \['g', 'r'\] must name each of "
                                                       r"the 3 image planes"),
-                                ("bands", None, "bands None must name each")]:
+                                ("bands", None, "bands None must name each"),
+                                ("image_shape", [], r"image_shape \[\] must be 3 positive"),
+                                ("image_shape", [3, 0, 8], r"image_shape \[3, 0, 8\] must")]:
         (out / MANIFEST).write_text(json.dumps({**good, key: value}))
         with pytest.raises(SplitError, match=pattern):
             load_split(out)

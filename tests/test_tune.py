@@ -441,3 +441,14 @@ def test_a_bad_count_is_refused_naming_its_option(option, value, message, tmp_pa
     assert cli.main(args) == 2
     assert capsys.readouterr().err == f"bench: error: {message}\n"
     assert not (tmp_path / "splits").exists()
+
+
+@pytest.mark.parametrize("lines", ["{garbage\n", '{garbage\n{"op_code": 0}\n'])
+def test_a_damaged_journal_is_named(tmp_path, lines):
+    # Optuna takes a bad last line for one being written and fails at its next read; a bad
+    # line before others fails at once. Either way the error names the journal.
+    journal = tmp_path / "optuna-journal.log"
+    journal.write_text(lines)
+    with pytest.raises(ValueError, match=rf"{journal}: not an Optuna journal .* move it aside"):
+        tune.tune(get_suite("smoke"), "ground", "pixel-logreg", trials=1, workdir=tmp_path,
+                  tracker=None, log=lambda _: None)
