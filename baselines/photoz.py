@@ -64,6 +64,13 @@ def normalised_pdf(density: np.ndarray, grid: np.ndarray = PDF_GRID) -> np.ndarr
     return density / area[..., None]
 
 
+def on_the_grid(z) -> np.ndarray:
+    """Point estimates held to ``PDF_GRID``'s range, where every method's p(z) lies: a
+    regression runs past it (z < 0 for the brightest galaxies, z > 1.5 for the faintest), and a
+    point estimate outside its own distribution contradicts it."""
+    return np.clip(np.asarray(z, dtype=np.float64), PDF_GRID[0], PDF_GRID[-1])
+
+
 def gaussian_pdf(mean: np.ndarray, variance: np.ndarray, grid: np.ndarray = PDF_GRID
                  ) -> np.ndarray:
     """Gaussian p(z) of each (mean, variance) on ``grid``, cut at the grid's ends and
@@ -395,7 +402,7 @@ class XGBoostPhotoz(PhotozMethod):
             for start in range(0, len(quantiles), 1024)])
 
     def predict(self, X):
-        return self.model_.predict(self.features_.transform(X)).astype(np.float64)
+        return on_the_grid(self.model_.predict(self.features_.transform(X)))
 
 
 class MLPPhotoz(PhotozMethod):
@@ -457,7 +464,7 @@ class MLPPhotoz(PhotozMethod):
         return np.mean([m.predict(F) for m in self.members_], axis=0)
 
     def predict(self, X):
-        return self._mean(self.features_.transform(X))
+        return on_the_grid(self._mean(self.features_.transform(X)))
 
     def predict_variance(self, X):
         return np.exp(self.variance_model_.predict(self.features_.transform(X)))

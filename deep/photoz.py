@@ -25,7 +25,7 @@ from dataclasses import asdict, dataclass
 import numpy as np
 import torch
 from lensbench.baselines.contract import Method
-from lensbench.baselines.photoz import PhotozFeatures, gaussian_pdf
+from lensbench.baselines.photoz import PhotozFeatures, gaussian_pdf, on_the_grid
 from lensbench.baselines.transforms import dihedral
 from lensbench.datasets.robust import mad_sigma
 from lensbench.deep.progress import Progress
@@ -248,7 +248,7 @@ class NetZPhotoz(Method):
             return self._predict(*self._inputs(X))
 
     def predict(self, X):
-        return self._predict_rows(X)[0]
+        return on_the_grid(self._predict_rows(X)[0])
 
     def predict_score(self, X):
         return self.predict(X)

@@ -58,6 +58,7 @@ from lensbench.baselines.photoz import (
     PDF_GRID,
     PhotozFeatures,
     normalised_pdf,
+    on_the_grid,
     pit_recalibration,
     recalibrated_pdf,
 )
@@ -294,7 +295,7 @@ class PDFMLPPhotoz(Method):
         return pdf if pit_quantiles is None else recalibrated_pdf(pdf, pit_quantiles)
 
     def predict(self, X) -> np.ndarray:
-        return self._predict(X)[2]
+        return on_the_grid(self._predict(X)[2])
 
     def predict_score(self, X) -> np.ndarray:
         return self.predict(X)

@@ -30,6 +30,14 @@ def test_every_photoz_method_gives_a_normalised_pdf_on_the_shared_grid(name):
     np.testing.assert_allclose(np.trapezoid(pdf, bp.PDF_GRID, axis=1), 1.0, atol=1e-9)
     assert fitted_digest(method) == fitted, "predict_pdf changed the fitted method"
     np.testing.assert_array_equal(pdf, method.predict_pdf(X[100:]))
+    # galaxies far brighter and fainter than any trained on: a regression runs past the grid
+    # (mlp-photoz gave z = -0.135), the point estimate must stay where its p(z) is
+    n_bands = X.shape[1] // 2
+    extreme = np.concatenate([X[100:110], X[100:110]])
+    extreme[:10, :n_bands] -= 8.0
+    extreme[10:, :n_bands] += 8.0
+    z = method.predict(extreme)
+    assert ((z >= bp.PDF_GRID[0]) & (z <= bp.PDF_GRID[-1])).all(), (z.min(), z.max())
 
 
 def test_gaussian_pdf_matches_scipy_and_floors_the_width():
