@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import fcntl
 import json
+import math
 import os
 import warnings
 from dataclasses import asdict, dataclass, field
@@ -83,7 +84,12 @@ class Result:
         return None if path is None else read_artifact(path, required)
 
     def to_json(self) -> str:
-        return json.dumps(asdict(self), sort_keys=True, allow_nan=True)
+        """One line of strict JSON for the store: a metric without a value (NaN: an empty bin)
+        is null, which every JSON parser reads (bare NaN is Python's extension)."""
+        record = asdict(self)
+        record["metrics"] = {key: None if isinstance(value, float) and math.isnan(value)
+                             else value for key, value in record["metrics"].items()}
+        return json.dumps(record, sort_keys=True, allow_nan=True)
 
     @classmethod
     def from_dict(cls, record: dict) -> Result:
@@ -95,6 +101,9 @@ class Result:
                 f"Result record {record.get('run_id')!r} has schema_version {version!r}; "
                 f"this lensbench reads schema_version {SCHEMA_VERSION}"
             )
+        if isinstance(record.get("metrics"), dict):  # null: a metric without a value
+            record = {**record, "metrics": {key: math.nan if value is None else value
+                                            for key, value in record["metrics"].items()}}
         hints = field_hints(cls)
         for name, value in record.items():
             if name in hints and fits_type(value, hints[name]) is False:

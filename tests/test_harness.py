@@ -788,3 +788,20 @@ def test_a_lens_finding_run_records_the_hash_of_the_real_lenses_it_scored():
     assert LensFindingSplits(train, test, real).hashes == {"train": "a1", "test": "b2",
                                                            "real": "c3"}
     assert LensFindingSplits(train, test).hashes == {"train": "a1", "test": "b2"}
+
+
+def test_the_store_is_strict_json_and_a_missing_metric_reads_back_as_nan(tmp_path):
+    # Strict parsers (JavaScript's JSON.parse, Go's) refuse bare NaN: a metric of an empty bin
+    # is stored as null, and read back as NaN.
+    import math
+
+    result = Result(run_id="r", method="random", task="t", suite="s", profile="p", params={},
+                    split_hashes={}, seed=0, status="ok",
+                    metrics={"auroc": 0.5, "tpr0": float("nan")})
+    line = result.to_json()
+    strict = json.loads(line, parse_constant=lambda name: pytest.fail(f"{name} in the store"))
+    assert strict["metrics"] == {"auroc": 0.5, "tpr0": None}
+    store = tmp_path / "results.jsonl"
+    store.write_text(line + "\n")
+    [back] = read_results(store)
+    assert back.metrics["auroc"] == 0.5 and math.isnan(back.metrics["tpr0"])
