@@ -34,8 +34,21 @@ def _add_cluster(parser, what: str):
     group.add_argument("--workers", type=int_at_least(1), default=1,
                        help=f"> 1: a local Dask cluster of this many one-thread worker "
                             f"processes ({what})")
-    group.add_argument("--scheduler", metavar="ADDRESS",
+    group.add_argument("--scheduler", metavar="ADDRESS", type=scheduler_address,
                        help=f"a running Dask scheduler, e.g. tcp://10.0.0.5:8786 ({what})")
+
+
+def scheduler_address(text: str) -> str:
+    """An argparse ``type``: a Dask scheduler's address with its port, checked before any work
+    (Dask's own error named no flag, and came after the workdir was made)."""
+    from distributed.comm import get_address_host_port
+
+    try:
+        get_address_host_port(text)
+    except ValueError as error:
+        raise argparse.ArgumentTypeError(f"{error}; expected the scheduler's address, e.g. "
+                                         "tcp://10.0.0.5:8786") from None
+    return text
 
 
 def int_at_least(minimum: int):
@@ -76,6 +89,14 @@ def check_output_folder(path: Path, flag: str) -> None:
         raise ValueError(f"{flag} {where} a file, not a folder")
     if not os.access(existing, os.W_OK | os.X_OK):
         raise ValueError(f"{flag} {path}: {existing} is not writable")
+
+
+def check_output_file(path: Path, flag: str) -> None:
+    """Before any work: ``path`` (given by ``flag``) can be a file to write, in a folder that
+    can be written; else a ValueError naming the flag."""
+    if Path(path).is_dir():
+        raise ValueError(f"{flag} {path} is a folder; name the file to write in it")
+    check_output_folder(Path(path).parent, flag)
 
 
 # Python's spellings, which users of a Python tool type, beside JSON's null/true/false.
@@ -643,6 +664,7 @@ def cmd_predict(args) -> int:
     if (args.cutouts is None) == (args.catalog is None):
         raise ValueError("bench predict takes one of --cutouts (a lens-model regressor) or "
                          "--catalog (a photo-z model)")
+    check_output_file(Path(args.out), "--out")
     tracking_uri = args.tracking_uri
     if tracking_uri is None and not Path(args.model).is_file():
         from lensbench.bench.tracking import default_tracking_uri
@@ -680,11 +702,16 @@ def cmd_predict(args) -> int:
     extra = "".join(f", {name} {path}" for name, path in summary.files.items() if name != "out")
     metrics = "".join(f"; {key} {summary.metrics[key]:.4f}" for key in
                       ("sigma_nmad", "outlier_frac", "bias_mean") if key in summary.metrics)
+    if summary.with_spec_z is not None:
+        metrics = (f"; metrics on the {summary.with_spec_z} with a usable z_spec{metrics}"
+                   if summary.with_spec_z else "; none has a usable z_spec (0 < z_spec <= "
+                   "the model's z_max): no metrics")
     print(f"{summary.n_predicted} of {summary.n_total} {what} predicted, {summary.n_skipped} "
           f"{skipped}: {summary.out}{extra}{metrics}")
     if summary.outside_training:
-        print(f"note: {summary.outside_training} of them have a magnitude beyond the model's "
-              "training set's (column outside_training names the bands): their z extrapolates",
+        print(f"note: {summary.outside_training} of them have a magnitude or error beyond the "
+              "model's training set's (column outside_training names them): their z "
+              "extrapolates",
               file=sys.stderr)
     _say_unread_subfolders(args, summary.layout, summary.n_total)
     return 0
@@ -694,6 +721,7 @@ def cmd_scan(args) -> int:
     from lensbench.bench.tools.scan import scan
     from lensbench.datasets.prepare import parse_band_map
 
+    check_output_file(Path(args.out), "--out")
     tracking_uri = args.tracking_uri
     if tracking_uri is None and not Path(args.model).is_file():
         from lensbench.bench.tracking import default_tracking_uri
@@ -918,7 +946,7 @@ def build_parser() -> argparse.ArgumentParser:
     scan.add_argument("--batch-size", type=int_at_least(1), default=512)
     scan.add_argument("--workers", type=int_at_least(1), default=1,
                       help="> 1: a local Dask cluster of this many worker processes")
-    scan.add_argument("--scheduler", metavar="ADDRESS",
+    scan.add_argument("--scheduler", metavar="ADDRESS", type=scheduler_address,
                       help="a running Dask scheduler, e.g. tcp://10.0.0.5:8786 (the cutouts "
                            "must be readable by every worker at the same path)")
     scan.add_argument("--threads-per-worker", type=int_at_least(1), default=1)

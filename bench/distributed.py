@@ -144,8 +144,9 @@ def cluster(workers: int | None = None, scheduler: str | None = None, *,
     else:
         try:
             client = Client(scheduler, timeout=30)
-        except OSError as error:
-            raise ValueError(f"--scheduler {scheduler}: cannot connect ({error})") from None
+        except (OSError, ValueError) as error:  # ValueError: not an address (no port)
+            raise ValueError(f"--scheduler {scheduler}: cannot connect ({error}); expected "
+                             "the scheduler's address, e.g. tcp://host:8786") from None
     try:
         if not client.scheduler_info(n_workers=-1)["workers"]:
             client.wait_for_workers(1, timeout=60)

@@ -337,6 +337,12 @@ def test_a_record_missing_only_its_newline_is_kept(tmp_path):
     (["data", "make", "--set", "field_density=abc"],
      "--set field_density: SimConfig.field_density must be a number, got 'abc'"),
     (["data", "make", "--config", "{file}"], "--config {file}: not JSON: Expecting value"),
+    (["run", "--suite", "smoke", "--no-tracking", "--scheduler", "foo"],
+     "argument --scheduler: missing port number in address 'foo'; expected"),
+    (["predict", "--model", "{file}", "--catalog", "{file}", "--out", "{folder}"],
+     "--out {folder} is a folder"),
+    (["scan", "--model", "{file}", "--cutouts", "{folder}", "--out", "{folder}"],
+     "--out {folder} is a folder"),
 ])
 def test_bad_arguments_are_one_line_errors_naming_the_flag(argv, flag, tmp_path, capsys):
     file = tmp_path / "a-file"

@@ -375,6 +375,9 @@ def test_galaxies_beyond_the_training_magnitudes_are_flagged_and_fluxes_refused(
         low, high = ranges[band]
         assert low == pytest.approx(np.percentile(train[:, k], 0.1), abs=1e-4)
         assert high == pytest.approx(np.percentile(train[:, k], 99.9), abs=1e-4)
+        low, high = contract.columns["error_range"][band]  # and of the errors
+        assert low == pytest.approx(np.percentile(data.X["train"][:, 5 + k], 0.1), abs=1e-5)
+        assert high == pytest.approx(np.percentile(data.X["train"][:, 5 + k], 99.9), abs=1e-5)
     X = data.X["test"].copy()
     X[7, 1] = ranges["g"][1] + 1.0  # one galaxy fainter in g than any the model saw
     out = tmp_path / "z.csv"
@@ -383,7 +386,7 @@ def test_galaxies_beyond_the_training_magnitudes_are_flagged_and_fluxes_refused(
                  "--out", str(out)]) == 0
     flags = [row["outside_training"] for row in _rows(out)]
     assert "g" in flags[7].split(",")
-    assert f"note: {sum(map(bool, flags))} of them have a magnitude beyond" in \
+    assert f"note: {sum(map(bool, flags))} of them have a magnitude or error beyond" in \
         capsys.readouterr().err
     fluxes = data.X["test"].copy()
     fluxes[:, 0] = 10 ** (-0.4 * (fluxes[:, 0] - 22.5))  # u in nanomaggies, not magnitudes
@@ -451,3 +454,111 @@ def test_the_lens_model_is_also_given_on_the_sky_through_each_cutouts_wcs(modeli
             assert float(rows[k][f"{name}_sigma"]) > 0
     assert all(rows[2][name] == "" for name in ("east", "east_sigma", "north", "north_sigma",
                                                  "pa", "shear_pa"))
+
+
+def test_galaxies_without_a_usable_spec_z_are_predicted_and_left_out_of_the_metrics(
+        photoz_run, tmp_path, capsys):
+    # The usual catalogue has spec-z for a few galaxies: a missing, failed (-1) or quasar's
+    # (3.5, beyond the model's z_max) spec-z leaves a galaxy's photo-z as it is.
+    from lensbench.bench.photoz_metrics import photoz_metrics
+    from lensbench.bench.suites.photoz import load_task_data
+
+    workdir, task, result = photoz_run
+    data = load_task_data(task, "smoke", workdir)
+    X, z = data.X["test"][:40], data.z["test"][:40].copy()
+    z[1], z[2], z[3] = np.nan, -1.0, 3.5
+    model = str(workdir / result.artifacts["model"])
+    out = tmp_path / "z.csv"
+    assert main(["predict", "--model", model, "--catalog",
+                 str(_write_catalogue(tmp_path / "c.csv", X, z)), "--columns",
+                 COLUMNS + ",z_spec=Z", "--out", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "40 of 40 galaxies predicted, 0 dropped" in printed
+    assert "metrics on the 37 with a usable z_spec" in printed
+    z_phot = np.array([float(r["z_phot"]) for r in _rows(out)])
+    assert len(z_phot) == 40 and np.isfinite(z_phot).all()
+    usable = np.ones(40, bool)
+    usable[1:4] = False
+    metrics = json.loads((tmp_path / "z.metrics.json").read_text())
+    expected = photoz_metrics(z_phot[usable], z[usable])
+    for key in ("sigma_nmad", "outlier_frac", "bias_mean", "bias_median"):
+        assert metrics[key] == expected[key], key
+    # the same table again without z_spec: the first run's metrics must not pass for this one's
+    assert main(["predict", "--model", model, "--catalog", str(tmp_path / "c.csv"),
+                 "--columns", COLUMNS, "--out", str(out)]) == 0
+    assert not (tmp_path / "z.metrics.json").exists() and (tmp_path / "z.pdf.csv").exists()
+
+
+def test_an_empty_id_stays_empty(photoz_run, tmp_path):
+    # astropy fills a masked string cell with "0" (or "N/A"), which could name another object
+    from lensbench.bench.suites.photoz import load_task_data
+
+    workdir, task, result = photoz_run
+    catalogue = _write_catalogue(tmp_path / "c.csv",
+                                 load_task_data(task, "smoke", workdir).X["test"][:3])
+    lines = catalogue.read_text().splitlines()
+    lines[2] = "," + lines[2].split(",", 1)[1]  # obj1's id left empty
+    catalogue.write_text("\n".join(lines) + "\n")
+    out = tmp_path / "z.csv"
+    assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--catalog",
+                 str(catalogue), "--columns", COLUMNS, "--out", str(out)]) == 0
+    assert [r["id"] for r in _rows(out)] == ["obj0", "", "obj2"]
+
+
+def test_a_catalogue_is_predicted_in_chunks_to_the_same_bytes(photoz_run, tmp_path,
+                                                              monkeypatch):
+    from lensbench.bench.suites.photoz import load_task_data
+    from lensbench.bench.tools import predict
+
+    workdir, task, result = photoz_run
+    catalogue = _write_catalogue(tmp_path / "c.csv",
+                                 load_task_data(task, "smoke", workdir).X["test"][:50])
+    model = str(workdir / result.artifacts["model"])
+    outputs = []
+    for chunk in (20_000, 7):
+        monkeypatch.setattr(predict, "CATALOGUE_CHUNK", chunk)
+        out = tmp_path / f"z{chunk}.csv"
+        assert main(["predict", "--model", model, "--catalog", str(catalogue), "--columns",
+                     COLUMNS, "--out", str(out)]) == 0
+        outputs.append((out.read_bytes(), out.with_name(out.stem + ".pdf.csv").read_bytes()))
+    assert outputs[0] == outputs[1] and outputs[0][0].count(b"\n") == 51
+
+
+def test_errors_beyond_the_training_sets_are_flagged(photoz_run, tmp_path, capsys):
+    # a catalogue's 0 for "no error" moved a pdf-mlp-photoz z from 0.60 to 0.50, unflagged
+    from lensbench.bench.suites.photoz import load_task_data
+
+    workdir, task, result = photoz_run
+    X = load_task_data(task, "smoke", workdir).X["test"][:4].copy()
+    X[1, 5:] = 0.0
+    out = tmp_path / "z.csv"
+    assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--catalog",
+                 str(_write_catalogue(tmp_path / "c.csv", X)), "--columns", COLUMNS,
+                 "--out", str(out)]) == 0
+    flags = [r["outside_training"] for r in _rows(out)]
+    assert {f"err_{b}" for b in BANDS} <= set(flags[1].split(","))
+    assert f"{sum(map(bool, flags))} of them have a magnitude or error beyond" in \
+        capsys.readouterr().err
+
+
+def test_the_pdfs_are_also_a_qp_ensemble_as_rail_writes_them(photoz_run, tmp_path):
+    import qp
+    from lensbench.baselines.photoz import PDF_GRID
+    from lensbench.bench.suites.photoz import load_task_data
+
+    workdir, task, result = photoz_run
+    X = load_task_data(task, "smoke", workdir).X["test"][:30].copy()
+    X[4, 0] = 99.0  # dropped: not in the ensemble
+    out = tmp_path / "z.csv"
+    assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--catalog",
+                 str(_write_catalogue(tmp_path / "c.csv", X)), "--columns", COLUMNS,
+                 "--out", str(out)]) == 0
+    ensemble = qp.read(str(tmp_path / "z.pdf.hdf5"))
+    table, pdf = _rows(out), _rows(tmp_path / "z.pdf.csv")
+    assert ensemble.npdf == len(table) == 29
+    assert [int(r) for r in ensemble.ancil["row"]] == [int(r["row"]) for r in table]
+    assert list(ensemble.ancil["id"]) == [r["id"] for r in table]
+    np.testing.assert_array_equal(ensemble.ancil["z_phot"], [float(r["z_phot"]) for r in table])
+    written = np.array([[float(v) for k, v in row.items() if k not in ("row", "id")]
+                        for row in pdf])
+    np.testing.assert_allclose(ensemble.pdf(PDF_GRID), written, rtol=1e-12, atol=1e-12)

@@ -18,7 +18,8 @@ MLflow run that logged it) to a user's own data.
   the spec-z range only when ``z_spec`` is mapped; no de-duplication: every galaxy asked about
   is answered), and written: ``OUT`` with ``row`` (0-based, in the input table), ``id``,
   ``z_phot``, ``z_phot_sigma`` (the square root of ``predict_variance``, empty when the method
-  has none) and ``outside_training`` (the bands beyond the training magnitudes' range);
+  has none) and ``outside_training`` (the bands whose magnitude, ``g``, or error, ``err_g``,
+  lies beyond the training set's range);
   ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv`` with p(z) on
   the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) when the method
   has ``predict_pdf``; with ``z_spec`` mapped, the suite's scalar metrics in
@@ -29,6 +30,8 @@ Every file is written to a temporary file and renamed: an interrupted run leaves
 
 from __future__ import annotations
 
+import contextlib
+import csv
 import json
 import os
 import re
@@ -37,7 +40,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from lensbench.datasets.files import atomic_write_csv, atomic_write_text
+from lensbench.datasets.files import atomic_open, atomic_path, atomic_write_csv, atomic_write_text
 
 FITS_TABLE = (".fits", ".fit", ".fits.gz", ".fit.gz")
 
@@ -52,7 +55,8 @@ class PredictSummary:
     reasons: dict[str, int] = field(default_factory=dict)  # why rows were skipped, commonest first
     metrics: dict[str, float] = field(default_factory=dict)
     layout: str = ""  # of the cutouts (bench.tools.scan.list_items); "" for a catalogue
-    outside_training: int = 0  # galaxies with a magnitude beyond the training set's
+    outside_training: int = 0  # galaxies with a magnitude or error beyond the training set's
+    with_spec_z: int | None = None  # predicted galaxies with a usable spec-z (metrics.json's)
 
 
 def stem_of(out: Path) -> str:
@@ -162,10 +166,59 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     files["bad"] = atomic_write_csv(out.with_name(stem + ".bad.csv"), ["id", "reason"], bad)
     if records:
         columns = list(records[0].row())
-        files["prepared"] = atomic_write_csv(out.with_name(stem + ".prepared.csv"), columns,
+        files["prepared"] = atomic_write_csv(out.with_name(stem + SIDE_FILES["prepared"]), columns,
                                              ([r.row()[c] for c in columns] for r in records))
+    _remove_stale(out, files, ("prepared",))
     return PredictSummary(out, len(items), len(rows), len(bad), files,
                           _counted(reason for _, reason in bad), layout=layout)
+
+
+CATALOGUE_CHUNK = 20_000  # galaxies predicted and written at a time by bench predict --catalog
+# The files beside --out that a command writes only sometimes, by their name in ``files``.
+SIDE_FILES = {"prepared": ".prepared.csv", "pdf": ".pdf.csv", "pdf_qp": ".pdf.hdf5",
+              "metrics": ".metrics.json"}
+
+
+class _QpWriter:
+    """``path``: the p(z) of ``n`` galaxies as a qp ensemble (``qp.interp`` on ``PDF_GRID``,
+    ancillary ``row``, ``id``, ``z_phot``), the file RAIL's estimators write and
+    ``qp.read(path)`` reads; written chunk by chunk through qp's own chunked HDF5 writer, to a
+    temporary file renamed on success."""
+
+    def __init__(self, path: Path, n: int):
+        self.path, self.n = Path(path), n
+        self._groups = self._file = None
+
+    def __enter__(self):
+        self._atomic = atomic_path(self.path)
+        self._tmp = self._atomic.__enter__()
+        return self
+
+    def write(self, start: int, pdf: np.ndarray, ancil: dict) -> None:
+        import qp
+        from lensbench.baselines.photoz import PDF_GRID
+
+        chunk = qp.Ensemble(qp.interp, data={"xvals": PDF_GRID, "yvals": pdf})
+        chunk.set_ancil({"row": np.asarray(ancil["row"], dtype=np.int64),
+                         "id": np.array([str(i).encode() for i in ancil["id"]], dtype="S"),
+                         "z_phot": np.asarray(ancil["z_phot"], dtype=np.float64)})
+        if self._groups is None:
+            self._groups, self._file = chunk.initializeHdf5Write(str(self._tmp), self.n)
+        chunk.writeHdf5Chunk(self._groups, start, start + len(pdf))
+        self._last = chunk
+
+    def __exit__(self, *error):
+        if self._file is not None:
+            self._last.finalizeHdf5Write(self._file)
+        return self._atomic.__exit__(*error)
+
+
+def _remove_stale(out: Path, files: dict[str, Path], optional: tuple[str, ...]) -> None:
+    """Removes the ``optional`` side files of ``out`` this run did not write: an earlier run's
+    (another catalogue's metrics, another model's p(z)) must not pass for this one's."""
+    for name in optional:
+        if name not in files:
+            out.with_name(stem_of(out) + SIDE_FILES[name]).unlink(missing_ok=True)
 
 
 def _from_cutout_centre(mean: np.ndarray, good: list, records: list, targets: list[str],
@@ -295,8 +348,9 @@ def _column(table, path: Path, name: str, role: str) -> np.ndarray:
         raise ValueError(f"{path}: no column {name!r} (mapped to {role}); its columns: "
                          f"{', '.join(table.colnames)}")
     column = table[name]
-    if role == "id":
-        return np.asarray(column).astype(str)
+    if role == "id":  # an empty cell stays empty (astropy would fill it with "0" or "N/A")
+        return np.array(["" if value is np.ma.masked else str(value) for value in column],
+                        dtype=object)
     try:
         values = np.ma.filled(np.ma.asarray(column, dtype=np.float64), np.nan)
     except (TypeError, ValueError):
@@ -310,7 +364,8 @@ def _column(table, path: Path, name: str, role: str) -> np.ndarray:
 # What a photo-z contract's ``columns`` may hold (written by the photoz kind's
 # contract_details: the column names and datasets/photoz.py's CLEANING settings).
 PHOTOZ_COLUMNS = {"magnitudes": list[str], "errors": list[str], "cleaning": dict,
-                  "layout": str, "sample": str, "magnitude_range": dict[str, tuple[float, float]]}
+                  "layout": str, "sample": str, "magnitude_range": dict[str, tuple[float, float]],
+                  "error_range": dict[str, tuple[float, float]]}
 PHOTOZ_CLEANING = {"max_error": float, "error_bands": list[str], "z_max": float}
 
 
@@ -335,10 +390,10 @@ def _checked_photoz_columns(contract, model: str) -> dict:
         if key in columns and len(columns[key]) != len(contract.bands):
             raise ValueError(f"{model}: contract field 'columns.{key}': expected one name per "
                              f"band of {', '.join(contract.bands)}, got {columns[key]!r}")
-    if set(columns.get("magnitude_range", contract.bands)) != set(contract.bands):
-        raise ValueError(f"{model}: contract field 'columns.magnitude_range': expected the "
-                         f"bands {', '.join(contract.bands)}, got "
-                         f"{sorted(columns['magnitude_range'])}")
+    for key in ("magnitude_range", "error_range"):
+        if set(columns.get(key, contract.bands)) != set(contract.bands):
+            raise ValueError(f"{model}: contract field 'columns.{key}': expected the bands "
+                             f"{', '.join(contract.bands)}, got {sorted(columns[key])}")
     unknown = set(cleaning.get("error_bands", ())) - set(contract.bands)
     if unknown:
         raise ValueError(f"{model}: contract field 'columns.cleaning.error_bands': expected "
@@ -394,61 +449,94 @@ def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
               else None)
     cleaning = {k: tuple(v) if isinstance(v, list) else v
                 for k, v in named.get("cleaning", {}).items()}
-    reasons = drop_reasons(mags, errs, z_spec, bands=tuple(bands), **cleaning)
+    # A galaxy's photometry decides whether it gets a photo-z; its spec-z (where mapped) only
+    # whether it enters metrics.json: the usual catalogue has spec-z for a few of its galaxies.
+    reasons = drop_reasons(mags, errs, None, bands=tuple(bands), **cleaning)
     kept = np.flatnonzero(reasons == "")
-    outside = _outside_training(mags[kept], bands, named.get("magnitude_range"), mapping, path)
-    X = np.hstack([mags[kept], errs[kept]])
-    z_phot = np.asarray(predict(X), dtype=np.float64) if len(kept) else np.zeros(0)
-    sigma = (np.sqrt(np.asarray(method.predict_variance(X), dtype=np.float64))
-             if hasattr(method, "predict_variance") and len(kept) else None)
+    outside = _outside_training(mags[kept], errs[kept], bands, named, mapping, path)
     label = (lambda row: ids[row]) if ids is not None else (lambda row: "")
     stem = stem_of(out)
-    files = {"out": atomic_write_csv(out, ["row", "id", "z_phot", "z_phot_sigma",
-                                           "outside_training"], (
-        [int(row), label(row), _number(z_phot[k]), _number(None if sigma is None else sigma[k]),
-         outside[k]] for k, row in enumerate(kept)))}
+    has_pdf = hasattr(method, "predict_pdf")
+    z_phot = np.zeros(len(kept))
+    files = {"out": out, **({"pdf": out.with_name(stem + SIDE_FILES["pdf"])} if has_pdf
+                            else {})}
+    ensemble = (_QpWriter(out.with_name(stem + SIDE_FILES["pdf_qp"]), len(kept))
+                if has_pdf and len(kept) else None)
+    # Chunk by chunk, both tables written as they go: memory stays that of one chunk whatever
+    # the catalogue's length (a whole catalogue's p(z) took 2.4 kB a galaxy at once).
+    with contextlib.ExitStack() as files_open:
+        tables = {name: csv.writer(files_open.enter_context(
+            atomic_open(path, "w", newline="", encoding="utf-8"))) for name, path in files.items()}
+        if ensemble is not None:
+            files_open.enter_context(ensemble)
+        tables["out"].writerow(["row", "id", "z_phot", "z_phot_sigma", "outside_training"])
+        if has_pdf:
+            from lensbench.baselines.photoz import PDF_GRID
+
+            tables["pdf"].writerow(["row", "id", *(f"{z:.3f}" for z in PDF_GRID)])
+        for start in range(0, len(kept), CATALOGUE_CHUNK):
+            rows = kept[start:start + CATALOGUE_CHUNK]
+            X = np.hstack([mags[rows], errs[rows]])
+            z = z_phot[start:start + len(rows)] = np.asarray(predict(X), dtype=np.float64)
+            sigma = (np.sqrt(np.asarray(method.predict_variance(X), dtype=np.float64))
+                     if hasattr(method, "predict_variance") else np.full(len(rows), np.nan))
+            tables["out"].writerows(
+                [int(row), label(row), _number(z[k]), _number(sigma[k]), outside[start + k]]
+                for k, row in enumerate(rows))
+            if has_pdf:
+                pdf = np.asarray(method.predict_pdf(X), dtype=np.float64)
+                tables["pdf"].writerows([int(row), label(row), *(repr(float(p)) for p in pdf[k])]
+                                        for k, row in enumerate(rows))
+                ensemble.write(start, pdf, {"row": rows, "id": [label(row) for row in rows],
+                                            "z_phot": z})
+    if ensemble is not None:
+        files["pdf_qp"] = ensemble.path
     dropped = np.flatnonzero(reasons != "")
     files["dropped"] = atomic_write_csv(out.with_name(stem + ".dropped.csv"),
                                         ["row", "id", "reason"],
                                         ([int(row), label(row), reasons[row]] for row in dropped))
-    if hasattr(method, "predict_pdf"):
-        from lensbench.baselines.photoz import PDF_GRID
-
-        pdf = np.asarray(method.predict_pdf(X), dtype=np.float64) if len(kept) else np.zeros(
-            (0, len(PDF_GRID)))
-        files["pdf"] = atomic_write_csv(out.with_name(stem + ".pdf.csv"),
-                                        ["row", "id", *(f"{z:.3f}" for z in PDF_GRID)],
-                                        ([int(row), label(row), *(repr(float(p)) for p in pdf[k])]
-                                         for k, row in enumerate(kept)))
     metrics = {}
-    if z_spec is not None and len(kept):
+    with_spec_z = (drop_reasons(mags[kept], errs[kept], z_spec[kept], bands=tuple(bands),
+                                **cleaning) == "") if z_spec is not None else np.zeros(0, bool)
+    if with_spec_z.any():
         from lensbench.bench.photoz_metrics import photoz_metrics
 
-        metrics = photoz_metrics(z_phot, z_spec[kept])
-        files["metrics"] = atomic_write_text(out.with_name(stem + ".metrics.json"),
+        metrics = photoz_metrics(z_phot[with_spec_z], z_spec[kept][with_spec_z])
+        files["metrics"] = atomic_write_text(out.with_name(stem + SIDE_FILES["metrics"]),
                                              json.dumps(metrics, indent=1, sort_keys=True))
+    _remove_stale(out, files, ("pdf", "pdf_qp", "metrics"))
     summary = PredictSummary(out, len(table), len(kept), len(dropped), files,
                              _counted(reasons[dropped]), metrics)
     summary.outside_training = sum(1 for bands_outside in outside if bands_outside)
+    summary.with_spec_z = int(with_spec_z.sum()) if z_spec is not None else None
     return summary
 
 
-def _outside_training(mags: np.ndarray, bands: list[str], ranges: dict | None,
+def _outside_training(mags: np.ndarray, errs: np.ndarray, bands: list[str], named: dict,
                       mapping: dict[str, str], path: Path) -> list[str]:
-    """Per galaxy, the bands whose magnitude lies beyond the training set's (the contract's
-    ``magnitude_range``; none for a model saved without it): a prediction there extrapolates.
-    A band whose median lies beyond it is not magnitudes as the model knows them (fluxes, or
-    another zero point): ValueError naming the column."""
-    if not ranges or not len(mags):
+    """Per galaxy, the bands whose magnitude (``g``) or error (``err_g``) lies beyond the
+    training set's (the contract's ``magnitude_range`` and ``error_range``; none for a model
+    saved without them): a prediction there extrapolates. A band whose median magnitude lies
+    beyond it is not magnitudes as the model knows them (fluxes, or another zero point):
+    ValueError naming the column."""
+    beyond, names = np.zeros((len(mags), 0), bool), []
+    for values, key, prefix in ((mags, "magnitude_range", ""), (errs, "error_range", "err_")):
+        ranges = named.get(key)
+        if not ranges or not len(mags):
+            continue
+        low = np.array([ranges[b][0] for b in bands])
+        high = np.array([ranges[b][1] for b in bands])
+        beyond = np.hstack([beyond, (values < low) | (values > high)])
+        names += [prefix + band for band in bands]
+        if prefix:
+            continue
+        for k, band in enumerate(bands):
+            median = float(np.median(values[:, k]))
+            if not low[k] <= median <= high[k]:
+                raise ValueError(
+                    f"{path}: column {mapping[band]!r} (band {band}) has median {median:.4g}, "
+                    f"beyond the model's training magnitudes {low[k]:.4g}-{high[k]:.4g}: the "
+                    "model takes AB magnitudes (are these fluxes, or of another zero point?)")
+    if not names:
         return [""] * len(mags)
-    low = np.array([ranges[b][0] for b in bands])
-    high = np.array([ranges[b][1] for b in bands])
-    for k, band in enumerate(bands):
-        median = float(np.median(mags[:, k]))
-        if not low[k] <= median <= high[k]:
-            raise ValueError(
-                f"{path}: column {mapping[band]!r} (band {band}) has median {median:.4g}, "
-                f"beyond the model's training magnitudes {low[k]:.4g}-{high[k]:.4g}: the model "
-                "takes AB magnitudes (are these fluxes, or of another zero point?)")
-    beyond = (mags < low) | (mags > high)
-    return [",".join(b for b, out in zip(bands, row, strict=True) if out) for row in beyond]
+    return [",".join(name for name, out in zip(names, row, strict=True) if out) for row in beyond]
