@@ -354,7 +354,7 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
     status = "FINISHED"
     try:
         if done < trials:
-            with _quiet_interrupts():
+            with _quiet_failures():
                 study.optimize(
                     recorded, timeout=timeout, n_jobs=n_jobs,
                     catch=(Exception,),  # a failed trial is recorded as FAIL; the study goes on
@@ -384,21 +384,39 @@ def tune(suite: Suite, task_name: str, method_name: str, *, trials: int, workdir
 
 
 @contextmanager
-def _quiet_interrupts():
-    """Optuna logs a trial ended by Ctrl-C as a failed trial with its whole traceback; the
-    command says 'interrupted' itself. Other failures keep Optuna's warning."""
-    def not_an_interrupt(record: logging.LogRecord) -> bool:
-        return not (record.exc_info and isinstance(record.exc_info[1], KeyboardInterrupt))
+def _quiet_failures():
+    """Optuna logs every failed trial with its whole traceback, a trial ended by Ctrl-C too. The
+    command says 'interrupted' itself and gives each failure's reason in one line (log_trial),
+    so Optuna's traceback is kept for the first failure of each kind only: a bug shows where it
+    is once, and a bad fixed parameter does not print it again for every trial."""
+    seen = set()
+
+    def decide(record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, KeyboardInterrupt):
+            return False
+        if error is not None:
+            kind = (type(error).__name__, str(error))
+            if kind in seen:
+                return False
+            seen.add(kind)
+        return True
+
+    def first_of_its_kind(record: logging.LogRecord) -> bool:
+        # once per record: every handler asks, and the first to ask would mark it seen
+        if not hasattr(record, "lensbench_shown"):
+            record.lensbench_shown = decide(record)
+        return record.lensbench_shown
 
     # On the handlers: a logger's own filters do not see what its child loggers log.
     handlers = logging.getLogger("optuna").handlers
     for handler in handlers:
-        handler.addFilter(not_an_interrupt)
+        handler.addFilter(first_of_its_kind)
     try:
         yield
     finally:
         for handler in handlers:
-            handler.removeFilter(not_an_interrupt)
+            handler.removeFilter(first_of_its_kind)
 
 
 def _write_outcome(study: optuna.Study, method_name: str, fixed: dict, metric: str,

@@ -452,3 +452,25 @@ def test_a_damaged_journal_is_named(tmp_path, lines):
     with pytest.raises(ValueError, match=rf"{journal}: not an Optuna journal .* move it aside"):
         tune.tune(get_suite("smoke"), "ground", "pixel-logreg", trials=1, workdir=tmp_path,
                   tracker=None, log=lambda _: None)
+
+
+def test_a_failure_repeated_in_every_trial_prints_its_traceback_once(tmp_path, loaded_splits):
+    import logging
+
+    records = []
+
+    class Collect(logging.Handler):
+        def emit(self, record):
+            records.append(record)
+
+    handler = Collect()
+    logging.getLogger("optuna").addHandler(handler)  # beside Optuna's own stderr handler
+    try:
+        with pytest.raises(ValueError, match="no trial completed"):
+            tune.tune(get_suite("smoke"), "ground", "pixel-logreg", trials=3, workdir=tmp_path,
+                      fixed_params={"C": -1.0}, tracker=None, log=lambda _: None)
+    finally:
+        logging.getLogger("optuna").removeHandler(handler)
+    failed = [r for r in records if "failed" in r.getMessage()]
+    assert len({r.getMessage().split(" failed")[0] for r in failed}) == 3  # three trials failed
+    assert len([r for r in records if r.exc_info]) == 1  # one traceback
