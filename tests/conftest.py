@@ -95,16 +95,46 @@ def real_data() -> RealData:
     return RealData()
 
 
+class RealLensSplits:
+    """``real_lens_splits(task)``: the task's split of real known lenses and non-lenses, as
+    `bench run` makes it (bench.splits.ensure_real_lens_split), made once per session in one
+    workdir (seconds each: the COSMOS and SLACS images degraded to the survey).
+    ``real_lens_splits.copy_into(workdir, *tasks)``: those splits copied into ``workdir``'s
+    splits folder, where `bench run` finds them by their key instead of making them again."""
+
+    def __init__(self, workdir: Path, real_data: RealData):
+        self.workdir, self.real_data = workdir, real_data
+
+    def __call__(self, task):
+        from lensbench.bench.splits import ensure_real_lens_split
+
+        self.real_data("cosmos", "slacs")
+        return ensure_real_lens_split(task, self.workdir)
+
+    def copy_into(self, workdir: Path, *tasks) -> None:
+        import shutil
+
+        for task in tasks:
+            path = self(task).path
+            shutil.copytree(path, Path(workdir) / "splits" / path.name)
+
+
 @pytest.fixture(scope="session")
-def real_suite_smoke(tmp_path_factory, real_data):
+def real_lens_splits(tmp_path_factory, real_data) -> RealLensSplits:
+    return RealLensSplits(tmp_path_factory.mktemp("real-lens-splits"), real_data)
+
+
+@pytest.fixture(scope="session")
+def real_suite_smoke(tmp_path_factory, real_data, real_lens_splits):
     """(workdir, results): the real suite's smoke profile run once with pixel-logreg, seed 0,
     for the tests that only read it (test_harness checks its scores and data files,
-    test_real_diagnosis its report)."""
+    test_real_diagnosis its report, test_degrade takes its splits)."""
     from lensbench.bench.runner import run_suite
     from lensbench.bench.tasks import get_suite
 
     real_data("cosmos", "slacs")
     workdir = tmp_path_factory.mktemp("real-suite") / "work"
+    real_lens_splits.copy_into(workdir, *get_suite("real").tasks)
     results = run_suite(get_suite("real"), profile="smoke", seed=0, workdir=workdir,
                         methods=["pixel-logreg"], log=lambda _: None)
     return workdir, tuple(results)

@@ -7,6 +7,7 @@ from __future__ import annotations
 import csv
 import dataclasses
 import math
+import shutil
 
 import numpy as np
 import pytest
@@ -178,14 +179,13 @@ def band_files(root, name):
                 "rms": root / "bands" / f"{name}_{b}.rms.fits"} for b in "griz"}
 
 
-def test_bench_degrade_reproduces_the_real_suites_slacs_pixels(slacs_hsc, tmp_path):
+def test_bench_degrade_reproduces_the_real_suites_slacs_pixels(slacs_hsc, real_lens_splits):
     """The real suite renders SLACS with the same public function: the command line given the
     same images, noise and seed writes exactly the pixels of the real-hsc split's lenses."""
-    from lensbench.bench.splits import ensure_real_lens_split
     from lensbench.datasets import known_lenses
 
     root, names = slacs_hsc
-    split = ensure_real_lens_split(real_hsc(), tmp_path)
+    split = real_lens_splits(real_hsc())  # ensure_real_lens_split, once per session (conftest)
     rows = np.flatnonzero(split.truth["kind"] == 1)
     assert len(rows) == len(names) >= 5
     for row in rows:
@@ -228,7 +228,8 @@ def test_slacs_files_from_bench_degrade_prepare_in_every_layout(slacs_hsc, tmp_p
                            atol=1e-3 * np.abs(written).sum(axis=(1, 2)).max())
 
 
-def test_scanning_the_degraded_slacs_files_gives_the_suites_scores(slacs_hsc, tmp_path):
+def test_scanning_the_degraded_slacs_files_gives_the_suites_scores(slacs_hsc, tmp_path,
+                                                                   real_suite_smoke):
     """End to end: the real suite (real-hsc, smoke) fits xgboost and a one-epoch committee and
     saves them; `bench scan` of the per-band files with rms maps written by `bench degrade`,
     prepared to each saved model's contract, scores every SLACS lens as the suite did."""
@@ -237,6 +238,10 @@ def test_scanning_the_degraded_slacs_files_gives_the_suites_scores(slacs_hsc, tm
 
     root, names = slacs_hsc
     suite = dataclasses.replace(get_suite("real"), tasks=(real_hsc(),))
+    # The workdir starts with the real-hsc splits the shared real-suite run made (conftest):
+    # the run finds them by their keys rather than simulating and degrading them again.
+    shutil.copytree(real_suite_smoke[0] / "splits", tmp_path / "w" / "splits",
+                    ignore=lambda folder, names: [n for n in names if n.startswith("real-vis")])
     results = run_suite(suite, profile="smoke", seed=0, workdir=tmp_path / "w",
                         methods=["xgboost", "committee"],
                         params={"xgboost": {"n_estimators": 100, "n_jobs": 1},

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import shutil
 from functools import cache
 
 import numpy as np
@@ -275,11 +276,14 @@ def test_statement_ranks_variants_by_their_changes():
     assert design_statement(rows[1:])[0].startswith("No statement")
 
 
-def test_design_suite_through_the_cli(tmp_path, real_data):
+def test_design_suite_through_the_cli(tmp_path, real_data, real_lens_splits):
     real_data("cosmos", "slacs")
     from mlflow.tracking import MlflowClient
 
     workdir, out = tmp_path / "work", tmp_path / "reports"
+    # The split of real lenses as ensure_real_lens_split made it once this session (conftest;
+    # test_golden_hashes pins its bytes), found by its key: the simulated splits are made here.
+    real_lens_splits.copy_into(workdir, DESIGN_HSC)
     uri = f"sqlite:///{tmp_path / 'mlflow.db'}"
     assert cli.main(["run", "--suite", "design", "--profile", "smoke", "--workdir",
                      str(workdir), "--tracking-uri", uri, "--strict"]) == 0
@@ -339,8 +343,12 @@ def test_design_suite_through_the_cli(tmp_path, real_data):
     assert [r.params["variant"] for r in declined] == ["stretch-sqrt"]
     assert "stretch" in declined[0].error
 
-    # --variants runs the named variants only, here one outside the smoke profile's.
+    # --variants runs the named variants only, here one outside the smoke profile's. Its
+    # workdir starts with the splits made above (a workdir reuses a split by its key): the test
+    # and real splits are found there only if the variant asks for the same ones; its own
+    # training set (another key) is simulated.
     other = tmp_path / "other"
+    shutil.copytree(workdir / "splits", other / "splits")
     assert cli.main(["run", "--suite", "design", "--profile", "smoke", "--workdir", str(other),
                      "--methods", "random", "--variants", "lens-population",
                      "--no-tracking"]) == 0

@@ -20,7 +20,7 @@ import pytest
 from lensbench.bench import cli, tasks
 from lensbench.bench.report import simulated, write_report
 from lensbench.bench.runner import run_suite
-from lensbench.bench.splits import ensure_real_lens_split, ensure_split
+from lensbench.bench.splits import ensure_split
 from lensbench.bench.tasks import all_tasks, get_suite
 from lensbench.datasets import simulate
 from lensbench.datasets.simulate import SIMULATOR_VERSION
@@ -178,8 +178,10 @@ def needs_cosmos(config) -> bool:
     return config.source_model != "sersic" or bool((config.negatives or {}).get("cosmos"))
 
 
-def split_hashes(task, workdir, real_data) -> dict[str, str]:
-    """The content hashes of a small split of ``task``, made the way `bench run` makes it."""
+def split_hashes(task, workdir, real_data, real_lens_splits) -> dict[str, str]:
+    """The content hashes of a small split of ``task``, made the way `bench run` makes it (the
+    split of real lenses, which has one size, by ensure_real_lens_split once per session:
+    conftest.real_lens_splits, which the suites' tests share)."""
     if not simulated(task):
         from lensbench.bench.suites.photoz import load_task_data
 
@@ -192,14 +194,14 @@ def split_hashes(task, workdir, real_data) -> dict[str, str]:
               for role in ("train", "test")}
     if task.real_lenses:
         real_data("cosmos", "slacs")
-        hashes["real"] = ensure_real_lens_split(task, workdir).content_hash
+        hashes["real"] = real_lens_splits(task).content_hash
     return hashes
 
 
 @pytest.mark.parametrize("task", TASKS, ids=[task.name for task in TASKS])
-def test_a_task_version_pins_its_bytes(task, tmp_path, real_data):
+def test_a_task_version_pins_its_bytes(task, tmp_path, real_data, real_lens_splits):
     key = golden_key(task)
-    hashes = split_hashes(task, tmp_path, real_data)
+    hashes = split_hashes(task, tmp_path, real_data, real_lens_splits)
     assert key in GOLDEN_HASHES, (
         f"no golden hashes for {key} (task, version, simulator version): a new task or a bumped "
         f"version; add {key!r}: {hashes!r} to GOLDEN_HASHES in {__file__}")

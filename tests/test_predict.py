@@ -16,7 +16,7 @@ import pytest
 from astropy.io import fits
 from lensbench.bench.cli import main
 from lensbench.bench.results import read_results
-from lensbench.bench.tasks import SUITES
+from lensbench.bench.tasks import SUITES, get_suite
 
 BANDS = ("u", "g", "r", "i", "z")
 COLUMNS = ",".join([*(f"{b}=MAG_{b.upper()}" for b in BANDS),
@@ -246,10 +246,12 @@ def test_a_photoz_model_given_cutouts_says_what_it_is(photoz_run, tmp_path, caps
 
 
 @pytest.fixture(scope="module")
-def modeling_run(tmp_path_factory, real_data):
-    """xgboost-modeling trained by `bench run` on the modeling smoke profile."""
+def modeling_run(tmp_path_factory, real_data, real_lens_splits):
+    """xgboost-modeling trained by `bench run` on the modeling smoke profile (its split of real
+    lenses made once this session: conftest.real_lens_splits)."""
     real_data("cosmos", "slacs")
     workdir = tmp_path_factory.mktemp("modeling")
+    real_lens_splits.copy_into(workdir, *get_suite("modeling").tasks)
     assert main(["run", "--suite", "modeling", "--profile", "smoke", "--methods",
                  "xgboost-modeling", "--no-tracking", "--workdir", str(workdir)]) == 0
     [result] = read_results(workdir / "results.jsonl")
