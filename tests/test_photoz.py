@@ -4,6 +4,7 @@ CNN learning, and `bench run --suite photoz --profile smoke` through the CLI."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -191,6 +192,12 @@ def test_photoz_report_sets_runners_up_against_the_leader(tmp_path):
                                         "`narrow`")
     assert with_intervals[-1].startswith("95% bootstrap intervals of its figures")
     assert goal_lines(runs[:3], goal) == with_intervals[:1]  # no predictions, no intervals
+    assert "beats `wide` in sigma_NMAD (0." in with_intervals[0] and \
+        with_intervals[0].endswith(": yes")
+    # the best method is the reference itself: not a comparison, and not a failed one
+    itself = goal_lines(runs[:3], {**goal, "reference": "narrow"})[0]
+    assert re.search(r"beats `narrow` in sigma_NMAD \(0\.\d+\): n/a, it is the reference$",
+                     itself)
     assert leader_change_lines(runs[:1], predictions) == []
 
 
