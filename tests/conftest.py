@@ -119,6 +119,31 @@ class RealLensSplits:
             shutil.copytree(path, Path(workdir) / "splits" / path.name)
 
 
+class SimulatedSplits:
+    """``simulated_splits.copy_into(workdir, task, profile, roles)``: the task's simulated
+    splits of ``profile`` (bench.splits.ensure_split), made once per session in one workdir
+    and copied into ``workdir``'s splits folder, where `bench run` and `bench tune` find them
+    by their key instead of simulating them again (the modeling smoke profile's 400 training
+    lenses take about 6 s)."""
+
+    def __init__(self, workdir: Path):
+        self.workdir = workdir
+
+    def copy_into(self, workdir: Path, task, profile: str, roles=("train", "test")) -> None:
+        import shutil
+
+        from lensbench.bench.splits import ensure_split
+
+        for role in roles:
+            path = ensure_split(task, role, profile, self.workdir, quiet=True).path
+            shutil.copytree(path, Path(workdir) / "splits" / path.name)
+
+
+@pytest.fixture(scope="session")
+def simulated_splits(tmp_path_factory) -> SimulatedSplits:
+    return SimulatedSplits(tmp_path_factory.mktemp("simulated-splits"))
+
+
 @pytest.fixture(scope="session")
 def real_lens_splits(tmp_path_factory, real_data) -> RealLensSplits:
     return RealLensSplits(tmp_path_factory.mktemp("real-lens-splits"), real_data)

@@ -363,12 +363,16 @@ def test_a_run_from_a_changed_checkout_is_marked_dirty_in_the_report():
 
 
 @pytest.mark.slow
-def test_modeling_suite_end_to_end(tmp_path, real_data):
+def test_modeling_suite_end_to_end(tmp_path, real_data, real_lens_splits, simulated_splits):
     real_data("cosmos", "slacs")
     from lensbench.bench import cli
     from lensbench.bench.results import read_results
+    from lensbench.bench.tasks import get_suite
 
     workdir = tmp_path / "work"
+    for task in get_suite("modeling").tasks:  # made once this session (conftest)
+        real_lens_splits.copy_into(workdir, task)
+        simulated_splits.copy_into(workdir, task, "smoke")
     args = ["run", "--workdir", str(workdir), "--suite", "modeling", "--profile", "smoke",
             "--no-tracking", "--methods", "prior-median,xgboost-modeling,resnet-regressor",
             "--param", "resnet-regressor.max_epochs=1", "--param", "resnet-regressor.width=8",

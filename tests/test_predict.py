@@ -246,12 +246,14 @@ def test_a_photoz_model_given_cutouts_says_what_it_is(photoz_run, tmp_path, caps
 
 
 @pytest.fixture(scope="module")
-def modeling_run(tmp_path_factory, real_data, real_lens_splits):
-    """xgboost-modeling trained by `bench run` on the modeling smoke profile (its split of real
-    lenses made once this session: conftest.real_lens_splits)."""
+def modeling_run(tmp_path_factory, real_data, real_lens_splits, simulated_splits):
+    """xgboost-modeling trained by `bench run` on the modeling smoke profile (its splits made
+    once this session: conftest.real_lens_splits, conftest.simulated_splits)."""
     real_data("cosmos", "slacs")
     workdir = tmp_path_factory.mktemp("modeling")
     real_lens_splits.copy_into(workdir, *get_suite("modeling").tasks)
+    for task in get_suite("modeling").tasks:
+        simulated_splits.copy_into(workdir, task, "smoke")
     assert main(["run", "--suite", "modeling", "--profile", "smoke", "--methods",
                  "xgboost-modeling", "--no-tracking", "--workdir", str(workdir)]) == 0
     [result] = read_results(workdir / "results.jsonl")

@@ -15,7 +15,7 @@ from lensbench.baselines.contract import Method
 from lensbench.baselines.registry import METHODS, resolve_method
 from lensbench.bench import cli, tune
 from lensbench.bench.results import read_results
-from lensbench.bench.tasks import get_suite
+from lensbench.bench.tasks import find_task, get_suite
 from lensbench.bench.tracking import read_suite_runs
 
 
@@ -228,10 +228,13 @@ KIND_STUDIES = {
 @pytest.mark.slow
 @pytest.mark.parametrize("kind", list(KIND_STUDIES))
 def test_every_kind_tunes_on_validation_only_and_hands_params_to_run(
-        kind, tmp_path, loaded_splits, monkeypatch, real_data, capsys):
+        kind, tmp_path, loaded_splits, monkeypatch, real_data, capsys, simulated_splits):
     suite, task, method, fixed, data, metric, direction = KIND_STUDIES[kind]
     if data:
         real_data(*data)
+    if kind == "modeling":  # its training lenses, simulated once this session (conftest)
+        simulated_splits.copy_into(tmp_path, find_task(get_suite(suite), task), "smoke",
+                                   roles=("train",))
     fixed_args = [arg for value in fixed for arg in ("--param", value)]
     assert cli.main(["tune", "--suite", suite, "--task", task, "--method", method, "--trials",
                      "2", "--profile", "smoke", "--no-tracking", "--workdir", str(tmp_path),
