@@ -22,8 +22,8 @@ MLflow run that logged it) to a user's own data.
   lies beyond the training set's range);
   ``<stem>.dropped.csv`` with each dropped row and its reason; ``<stem>.pdf.csv`` with p(z) on
   the method's grid (one column per grid value, ``baselines.photoz.PDF_GRID``) and the same as a
-  qp ensemble in ``<stem>.pdf.hdf5`` when the method has ``predict_pdf``; with ``z_spec`` mapped, the suite's scalar metrics in
-  ``<stem>.metrics.json``.
+  qp ensemble in ``<stem>.pdf.hdf5`` when the method has ``predict_pdf``; with ``z_spec``
+  mapped, the suite's scalar metrics in ``<stem>.metrics.json``.
 
 Every file is written to a temporary file and renamed: an interrupted run leaves no torn table.
 """
