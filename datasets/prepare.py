@@ -605,11 +605,6 @@ def cutout_seed(cutout_id: str, seed: int = 0) -> int:
     return int.from_bytes(digest[:8], "little")
 
 
-def border_sigma(image: np.ndarray, width: int = BORDER_WIDTH) -> float:
-    """Sky sigma of a cutout from its border: the 3-sigma-clipped standard deviation."""
-    return _clipped_border(image, width)[2]
-
-
 def _fit_to_stamp(image: np.ndarray, shape: tuple[int, int]
                   ) -> tuple[np.ndarray, tuple[tuple[int, int], tuple[int, int]],
                              tuple[float, float]]:
