@@ -432,10 +432,9 @@ class Photoz(SuiteKind):
         cleaning the task's split had (datasets/photoz.py ``drop_reasons``)."""
         from lensbench.datasets.photoz import CLEANING
 
-        magnitudes = splits.X["train"][:, :len(splits.bands)]
-        low, high = np.percentile(magnitudes, TRAINING_RANGE_PERCENTILES, axis=0)
-        errors = np.percentile(splits.X["train"][:, len(splits.bands):],
-                               TRAINING_RANGE_PERCENTILES, axis=0)
+        # per column of X: the magnitudes, then their errors
+        low, high = np.percentile(splits.X["train"], TRAINING_RANGE_PERCENTILES, axis=0)
+        n = len(splits.bands)
         return {"columns": {
             "magnitudes": [f"mag_{band}" for band in splits.bands],
             "errors": [f"err_{band}" for band in splits.bands],
@@ -444,10 +443,12 @@ class Photoz(SuiteKind):
             # what the model has seen: bench predict flags galaxies beyond it and refuses a
             # column whose median lies beyond it (fluxes given for magnitudes)
             "magnitude_range": {band: [round(float(lo), 4), round(float(hi), 4)]
-                                for band, lo, hi in zip(splits.bands, low, high, strict=True)},
+                                for band, lo, hi in zip(splits.bands, low[:n], high[:n],
+                                                        strict=True)},
             # and its errors: a catalogue's 0 for "no error" moved a z from 0.60 to 0.50
             "error_range": {band: [round(float(lo), 5), round(float(hi), 5)]
-                            for band, lo, hi in zip(splits.bands, *errors, strict=True)}}}
+                            for band, lo, hi in zip(splits.bands, low[n:], high[n:],
+                                                    strict=True)}}}
 
     def fit_kwargs(self, accepted, splits: PhotozData) -> dict:
         if "validation" in accepted:
