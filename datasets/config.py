@@ -40,6 +40,10 @@ LABELLINGS = ("metcalf", "clean")
 PSF_MODELS = ("survey", "moffat", "gaussian", "pixelised")
 MAX_STAMP_SIZE = 1024  # pixels a side; survey lens cutouts are 44-200
 MAX_SUPERSAMPLE = 16
+# SimConfig.core_refinement: each level splits the cells around a Sersic centre 4 x 4 again
+# (render.CORE_SPLIT), so 3 levels resolve the core at 64 x supersample cells a pixel side.
+CORE_REFINEMENT = 3
+MAX_CORE_REFINEMENT = 6
 SOURCE_MODELS = ("sersic", "cosmos", "mix")
 # How a lens galaxy's half-light radius is drawn: "uniform" in ``lens_r_eff_range`` whatever its
 # luminosity and redshift, or "size-luminosity": the early-type size-luminosity relation of Shen
@@ -70,7 +74,7 @@ ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
                 "field_mag_range": [18.0, 25.0], "correlated_noise": 0.0,
                 "lens_isophote_twist": 0.0, "lens_isophote_dq": 0.0,
                 "lens_isophote_a4_range": [0.0, 0.0], "lens_companion_fraction": 0.0,
-                "correlated_noise_kernel": "psf"}
+                "correlated_noise_kernel": "psf", "core_refinement": 0}
 
 
 @dataclass(frozen=True)
@@ -82,6 +86,10 @@ class SimConfig:
     bands: tuple[str, ...] | None = None  # None: all bands of the survey
     stamp_size: int | None = None  # None: the survey's default
     supersample: int = 2
+    # Nested refinements of the subpixels around each Sersic centre (render.Grid.integrate_core):
+    # a core narrower than a subpixel is integrated, not sampled. 0: samples at subpixel centres
+    # only (simulator version 1, which the suites' tasks keep until their reports are remade).
+    core_refinement: int = CORE_REFINEMENT
     lens_fraction: float = 0.5
     reference_band: str | None = None
     # Lens population
@@ -253,6 +261,10 @@ class SimConfig:
             raise ValueError(f"SimConfig: supersample must lie in [1, {MAX_SUPERSAMPLE}] and "
                              f"stamp_size in [8, {MAX_STAMP_SIZE}] pixels, got supersample "
                              f"{self.supersample} and stamp_size {self.stamp_size}")
+        if not (isinstance(self.core_refinement, int)
+                and 0 <= self.core_refinement <= MAX_CORE_REFINEMENT):
+            raise ValueError(f"SimConfig.core_refinement must be an integer in "
+                             f"[0, {MAX_CORE_REFINEMENT}], got {self.core_refinement!r}")
         if self.shard_size < 1:
             raise ValueError(f"SimConfig.shard_size must be >= 1 cutouts, got {self.shard_size}")
         if self.psf_model == "pixelised" and not self.psf_file:
@@ -313,11 +325,14 @@ class SimConfig:
 
     @classmethod
     def from_dict(cls, record: dict) -> SimConfig:
+        """The config a record (``to_dict``) describes; a field added after version 1 that it
+        lacks takes its version-1 value (ADDED_FIELDS), which may not be the field's default."""
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(record) - known)
         if unknown:
             raise ValueError(f"unknown SimConfig fields {unknown}; known fields: {sorted(known)}")
-        return cls(**record)
+        return cls(**{**{name: value for name, value in ADDED_FIELDS.items() if name not in record},
+                      **record})
 
     def replace(self, **changes) -> SimConfig:
         return dataclasses.replace(self, **changes)

@@ -40,6 +40,45 @@ RENDER_CHUNK = 32  # systems per batch of noise draws and truth (fixes the rando
 RENDER_SUBCHUNK = 8
 
 
+# Sersic cores (n = 3-5.5 for early types) are far narrower than a subpixel: sampled at subpixel
+# centres, a centre falling on one added up to 10x the profile's flux (n = 5.4, r_eff 0.97",
+# supersample 2), or missed a few per cent falling between them. ``Grid.integrate_core`` takes the
+# CORE_BLOCK x CORE_BLOCK subpixels around a centre to the profile's mean over each, splitting
+# cells CORE_SPLIT x CORE_SPLIT, and the block of cells around the centre again at each further
+# level (SimConfig.core_refinement levels in all). Measured against adaptive quadrature
+# (tests/test_negatives.py): blocks of 4 cells left the central pixels up to 0.4% short (sampled
+# beyond them), blocks of 8 leave them within 0.15%; HSC splits render ~15% slower than sampled.
+CORE_BLOCK = 8
+CORE_SPLIT = 4
+
+
+def core_means(profile, node_x, node_y, cx, cy, cell: float, levels: int,
+               dtype: torch.dtype) -> torch.Tensor:
+    """(n, CORE_BLOCK, CORE_BLOCK) means of ``profile`` over the cells of side ``cell`` (arcsec)
+    around each node (``node_x``, ``node_y``, float64 (n,)), each the mean of CORE_SPLIT^2
+    samples at its sub-cells' centres, with the block around the centre (``cx``, ``cy``) refined
+    again, ``levels`` times in all."""
+    m, w, n = CORE_SPLIT, CORE_BLOCK // 2, len(node_x)
+    fine = cell / m
+    offsets = ((torch.arange(CORE_BLOCK * m, dtype=torch.float64, device=node_x.device) + 0.5)
+               * fine - w * cell)
+    x0, y0 = node_x - w * cell, node_y - w * cell  # the block's lower-left corner
+    values = profile((node_x[:, None] + offsets)[:, None, :].to(dtype),
+                     (node_y[:, None] + offsets)[:, :, None].to(dtype))
+    if levels > 1:
+        # The centre lies within half a cell of the node, so the sub-cells' node nearest it
+        # leaves room for the next block inside this one.
+        j_x = torch.round((cx - x0) / fine).long().clamp(w, CORE_BLOCK * m - w)
+        j_y = torch.round((cy - y0) / fine).long().clamp(w, CORE_BLOCK * m - w)
+        inner = core_means(profile, x0 + j_x * fine, y0 + j_y * fine, cx, cy, fine,
+                           levels - 1, dtype)
+        span = torch.arange(-w, w, device=values.device)
+        values = values.clone()
+        values[torch.arange(n, device=values.device)[:, None, None],
+               (j_y[:, None] + span)[:, :, None], (j_x[:, None] + span)[:, None, :]] = inner
+    return values.reshape(n, CORE_BLOCK, m, CORE_BLOCK, m).mean(dim=(2, 4))
+
+
 @dataclass(frozen=True)
 class Grid:
     """The stamp's supersampled image-plane grid: what the renderers of the hard negatives
@@ -54,10 +93,11 @@ class Grid:
     supersample: int  # subpixels per pixel side
     dtype: torch.dtype
     device: torch.device
+    core_levels: int = 0  # SimConfig.core_refinement
 
     @classmethod
     def build(cls, size: int, pixel_scale: float, supersample: int, dtype: torch.dtype,
-              device: torch.device) -> Grid:
+              device: torch.device, core_levels: int = 0) -> Grid:
         fine = (torch.arange(size * supersample, dtype=torch.float64) + 0.5) / supersample
         axis = ((fine - size / 2.0) * pixel_scale).to(dtype).to(device)
         y_fine, x_fine = torch.meshgrid(axis, axis, indexing="ij")
@@ -65,7 +105,33 @@ class Grid:
         # rotations cost O(H + W) per system, not O(H W), with the same floating-point
         # operations on every element (identical results).
         return cls(x_fine, y_fine, axis[None, :], axis[:, None], size, pixel_scale, supersample,
-                   dtype, device)
+                   dtype, device, core_levels)
+
+    def integrate_core(self, values: torch.Tensor, profile, cx, cy) -> torch.Tensor:
+        """``values`` (n, kH, kW), a cuspy profile sampled at subpixel centres, with the
+        CORE_BLOCK x CORE_BLOCK subpixels around each system's centre (``cx``, ``cy``, arcsec)
+        replaced by the profile's means over them (``core_means``, ``core_levels`` nested
+        refinements), in place. ``profile(x, y)`` is the map's kernel for its n systems: x
+        (n, 1, m) and y (n, m, 1) -> (n, m, m). A centre whose block would leave the grid keeps
+        its samples."""
+        if self.core_levels < 1:
+            return values
+        side, half_width = self.subpixel_side, self.size * self.pixel_scale / 2
+        w, cells = CORE_BLOCK // 2, values.shape[-1]
+        cx = torch.as_tensor(np.asarray(cx), dtype=torch.float64, device=self.device)
+        cy = torch.as_tensor(np.asarray(cy), dtype=torch.float64, device=self.device)
+        # the subpixel corner (node) nearest each centre, as an index into the subpixel grid
+        node_x = torch.round((cx + half_width) / side).long()
+        node_y = torch.round((cy + half_width) / side).long()
+        inside = (node_x >= w) & (node_x <= cells - w) & (node_y >= w) & (node_y <= cells - w)
+        node_x, node_y = node_x.clamp(w, cells - w), node_y.clamp(w, cells - w)
+        means = core_means(profile, node_x * side - half_width, node_y * side - half_width, cx,
+                           cy, side, self.core_levels, values.dtype)
+        rows = torch.nonzero(inside).flatten()
+        span = torch.arange(-w, w, device=values.device)
+        values[rows[:, None, None], (node_y[rows, None] + span)[:, :, None],
+               (node_x[rows, None] + span)[:, None, :]] = means[rows]
+        return values
 
     @property
     def subpixel_side(self) -> float:
@@ -100,7 +166,7 @@ class Renderer:
         self.extended = extended
         self.kernels = self._psf_kernels()
         self.grid = Grid.build(self.size, self.pixel_scale, config.supersample, self.dtype,
-                               self.device)
+                               self.device, config.core_refinement)
         self._build_fft()
         # A fourth component only when lenses may carry a PSF-convolved artefact (stars,
         # trails); a non-lens artefact uses the elliptical's free slot 1.

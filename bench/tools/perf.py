@@ -13,8 +13,10 @@ from dataclasses import dataclass
 import numpy as np
 from lensbench.datasets.config import SimConfig
 
+# Sersic cores sampled at subpixel centres (core_refinement 0), as lenstronomy samples them with
+# the same supersampling: the two render the same images (tests/test_simulate.py).
 PERF_CONFIG = SimConfig(survey="hsc", stamp_size=64, supersample=2, psf_model="gaussian",
-                        lens_fraction=1.0, mean_clumps=0.0, max_clumps=0)
+                        lens_fraction=1.0, mean_clumps=0.0, max_clumps=0, core_refinement=0)
 
 
 @dataclass
