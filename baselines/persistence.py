@@ -206,7 +206,8 @@ class ModelContract:
     ``zero_point``), with ``preprocessing`` done first. Photo-z models take no stamps
     (``stamp_shape`` None, ``pixel_scale`` None): their inputs are the catalogue ``columns``
     (the magnitudes then the errors of ``bands``, in AB magnitudes) after the cleaning recorded
-    there. Modeling regressors predict ``targets`` (in that order)."""
+    there. Modeling regressors predict ``targets`` (in that order); ``target_ranges`` holds each
+    target's [min, max] over the training set (empty for models saved before stop 47)."""
 
     kind: str
     method: str
@@ -218,6 +219,7 @@ class ModelContract:
     zero_point: float = NANOMAGGY_ZERO_POINT
     preprocessing: dict = field(default_factory=dict)
     targets: tuple[str, ...] = ()
+    target_ranges: dict = field(default_factory=dict)
     columns: dict = field(default_factory=dict)
     task: str = ""
     task_version: int | None = None
@@ -260,6 +262,9 @@ class ModelContract:
             "preprocessing": (lambda v: isinstance(v, dict) and is_plain(v), "a dict"),
             "targets": (lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v),
                         "a list of target names"),
+            "target_ranges": (lambda v: isinstance(v, dict) and all(
+                isinstance(r, list) and len(r) == 2 and all(map(_number, r)) and r[0] <= r[1]
+                for r in v.values()), "a dict of target -> [min, max]"),
             "columns": (lambda v: isinstance(v, dict) and is_plain(v), "a dict"),
             "task": (lambda v: isinstance(v, str), "a str"),
             "task_version": (lambda v: v is None or (isinstance(v, int)
@@ -297,7 +302,8 @@ def _number(value) -> bool:
 
 def make_contract(method, info, *, task_version: int | None = None,
                   split_hashes: dict | None = None, preprocessing: dict | None = None,
-                  columns: dict | None = None, git_commit: str | None = None,
+                  columns: dict | None = None, target_ranges: dict | None = None,
+                  git_commit: str | None = None,
                   lensbench_version: str | None = None) -> ModelContract:
     """The contract of ``method`` fitted on a task described by ``info`` (a TaskInfo)."""
     name = registered_name(type(method))
@@ -319,6 +325,7 @@ def make_contract(method, info, *, task_version: int | None = None,
         stamp_shape=None if catalogue else tuple(int(s) for s in info.image_shape),
         units="AB magnitudes" if catalogue else NANOMAGGY_UNITS,
         preprocessing=_plain(preprocessing or {}), targets=tuple(info.targets),
+        target_ranges=_plain(target_ranges or {}),
         columns=_plain(columns or {}), task=info.name, task_version=task_version,
         split_hashes=dict(split_hashes or {}), lensbench_version=lensbench_version,
         git_commit=git_commit, created=datetime.now(UTC).isoformat(timespec="seconds"))

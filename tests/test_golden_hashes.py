@@ -160,6 +160,10 @@ GOLDEN_HASHES = {
         "train": "5fe70657d44cfd3f07e52be90a822e14a4aea9dc4ea43fca3f54b0be4be47e7e",
         "test": "0187130dbd919a0f65e91ae66e25aac0945d064ae3c8cd62c5b0c4108621b9b3",
         "real": "d8d4817dbfbf07edeeb4e6638d2ecc343491d9820196a2e796f2638980d68bd3"},
+    ("modeling-hsc", 2, 1): {
+        "train": "b23596128779f976683aa987750c15c42b21b2523b287dbdaf45b1714d198731",
+        "test": "0bcf58754c8f94a7ca44f3b9be69aad48b4bf230746bee00be1031908be335de",
+        "real": "d10af2ad694772cf2e317df4fedb4a2f097132bccb013ce117b5fca00f1e7abf"},
     ("smoke-ground", 1, 1): {
         "train": "d5de1feb8af3077aa20b85c76d7bb578aed46ac6df9726fc7e67d471fc02392e",
         "test": "5d7b841343c4fd9cec52fef3d0ffc3c558556411ec7e73bfc20b4c7705c302df"},

@@ -179,6 +179,10 @@ def test_parameter_metrics_on_a_hand_worked_case():
     # |error| / sigma = 2, 1.6, 0, 0.5, 4: two within 1 sigma, three within 1.96 sigma.
     assert m["theta_e/coverage_68"] == pytest.approx(2 / 5)
     assert m["theta_e/coverage_95"] == pytest.approx(3 / 5)
+    # NLL: the mean of 0.5 (ln(2 pi sigma^2) + (error / sigma)^2), (error / sigma)^2 as above
+    assert m["nll"] == pytest.approx(np.mean(0.5 * (np.log(2 * np.pi * sigma ** 2)
+                                                    + np.array([4, 2.56, 0, 0.25, 16]))))
+    assert "nll" not in parameter_metrics(pred, true, names)  # no variance, no NLL
     failed = parameter_metrics(np.vstack([pred, [[np.nan]]]), np.zeros((6, 1)), names)
     assert failed["n"] == 5 and failed["n_failed"] == 1
     assert failed["theta_e/half_width_68"] == pytest.approx(m["theta_e/half_width_68"])
@@ -186,8 +190,8 @@ def test_parameter_metrics_on_a_hand_worked_case():
                                       np.r_[np.full(5, 0.6), np.full(5, 2.0)], (0.5, 1.0, 3.0),
                                       "theta_e")
     assert binned["binned/theta_e/0.5-1/n"] == 5 and binned["binned/theta_e/1-3/n"] == 5
-    assert binned["binned/theta_e/1-3/theta_e/half_width_68"] == pytest.approx(
-        m["theta_e/half_width_68"])
+    for key in ("half_width_68", "bias_median", "rmse"):
+        assert binned[f"binned/theta_e/1-3/theta_e/{key}"] == pytest.approx(m[f"theta_e/{key}"])
 
 
 @pytest.fixture(scope="module")

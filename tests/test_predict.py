@@ -262,7 +262,7 @@ def modeling_run(tmp_path_factory, real_data, real_lens_splits, simulated_splits
 
 def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_run, tmp_path):
     workdir, result = modeling_run
-    [test_split] = (workdir / "splits").glob("modeling-hsc-v1-test-*")
+    [test_split] = (workdir / "splits").glob("modeling-hsc-v2-test-*")
     out = tmp_path / "params.csv"
     assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--cutouts",
                  str(test_split), "--out", str(out)]) == 0
@@ -271,8 +271,22 @@ def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_r
     targets = list(saved["targets"])
     assert list(rows[0]) == ["id", *(c for t in targets for c in (t, f"{t}_sigma")), "east",
                              "east_sigma", "north", "north_sigma", "pa", "pa_sigma",
-                             "shear_pa", "shear_pa_sigma"]
+                             "shear_pa", "shear_pa_sigma", "outside_training"]
     assert {row["east"] for row in rows} == {""}  # a split has no WCS: no position on the sky
+    # the contract holds the training targets' ranges; a prediction beyond one is flagged
+    from lensbench.baselines.persistence import load_model
+    from lensbench.bench.suites.modeling import targets_of
+    from lensbench.datasets.storage import load_split
+
+    _, contract = load_model(workdir / result.artifacts["model"])
+    [train_split] = (workdir / "splits").glob("modeling-hsc-v2-train-*")
+    truth = targets_of(load_split(train_split), tuple(targets))
+    assert contract.target_ranges == {t: [truth[:, k].min(), truth[:, k].max()]
+                                      for k, t in enumerate(targets)}
+    expected = [",".join(t for k, t in enumerate(targets) if not (
+        contract.target_ranges[t][0] <= saved["pred"][row, k] <= contract.target_ranges[t][1]))
+        for row in range(len(rows))]
+    assert [row["outside_training"] for row in rows] == expected
     for k, target in enumerate(targets):
         np.testing.assert_array_equal([float(r[target]) for r in rows], saved["pred"][:, k])
         np.testing.assert_array_equal([float(r[f"{target}_sigma"]) for r in rows],
@@ -282,7 +296,7 @@ def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_r
 def test_an_edited_regressor_state_is_named_before_any_cutout_is_read(modeling_run, tmp_path,
                                                                       capsys):
     workdir, result = modeling_run
-    [test_split] = (workdir / "splits").glob("modeling-hsc-v1-test-*")
+    [test_split] = (workdir / "splits").glob("modeling-hsc-v2-test-*")
 
     def edit(state):
         state["items"]["scale_"] = "x"  # a string where the target scales belong
@@ -307,7 +321,7 @@ def test_a_saved_regressor_predicts_theta_e_of_real_slacs_lenses_from_band_files
 
     workdir, result = modeling_run
     saved = np.load(workdir / result.artifacts["predictions"])
-    [real] = (workdir / "splits").glob("modeling-hsc-v1-real-*")
+    [real] = (workdir / "splits").glob("modeling-hsc-v2-real-*")
     split = load_split(real)
     lenses = np.flatnonzero(np.asarray(split.truth["label"]) == 1)
     images = split.images(lenses)
@@ -338,7 +352,7 @@ def test_positions_are_given_from_the_cutouts_own_centre(modeling_run, tmp_path)
 
     workdir, result = modeling_run
     saved = np.load(workdir / result.artifacts["predictions"])
-    [test_split] = (workdir / "splits").glob("modeling-hsc-v1-test-*")
+    [test_split] = (workdir / "splits").glob("modeling-hsc-v2-test-*")
     images = load_split(test_split).images(np.arange(3))
     cutouts = tmp_path / "odd"
     cutouts.mkdir()
@@ -418,7 +432,7 @@ def test_the_lens_model_is_also_given_on_the_sky_through_each_cutouts_wcs(modeli
     workdir, result = modeling_run
     saved = np.load(workdir / result.artifacts["predictions"])
     targets = list(saved["targets"])
-    [test_split] = (workdir / "splits").glob("modeling-hsc-v1-test-*")
+    [test_split] = (workdir / "splits").glob("modeling-hsc-v2-test-*")
     images = load_split(test_split).images(np.arange(3))
     cutouts = tmp_path / "sky"
     cutouts.mkdir()
@@ -566,3 +580,15 @@ def test_the_pdfs_are_also_a_qp_ensemble_as_rail_writes_them(photoz_run, tmp_pat
     written = np.array([[float(v) for k, v in row.items() if k not in ("row", "id")]
                         for row in pdf])
     np.testing.assert_allclose(ensemble.pdf(PDF_GRID), written, rtol=1e-12, atol=1e-12)
+
+
+def test_an_undetermined_position_angle_has_the_sigma_of_a_uniform_axis():
+    """Linear propagation gives (1/2) s / |c| radians: 2.9 degrees for |c| = 0.1 +- 0.01, but
+    286 degrees for |c| = 0.01 +- 0.1, where the axis is undetermined: at most 180 / sqrt(12)."""
+    from lensbench.bench.tools.predict import _position_angle
+
+    north, east = np.array([0.0, 1.0]), np.array([-1.0, 0.0])
+    assert _position_angle(0.1, 0.0, 0.01, 0.01, north, east)[1] == pytest.approx(
+        np.degrees(0.5 * 0.01 / 0.1))
+    assert _position_angle(0.01, 0.0, 0.1, 0.1, north, east)[1] == pytest.approx(
+        180 / np.sqrt(12))

@@ -60,8 +60,10 @@ CHANGE_COLUMNS = (("theta_E 68% half width", "half_width_68", 4),
 def parameter_metrics(pred: np.ndarray, true: np.ndarray, names: tuple[str, ...],
                       variance: np.ndarray | None = None, prefix: str = "") -> dict[str, float]:
     """Per parameter: median bias, 68% half width and RMSE of the error and, with a variance,
-    the coverage of the 68% and 95% Gaussian intervals. Rows with a NaN prediction (a failed
-    fit) are left out and counted in ``<prefix>n_failed``."""
+    the coverage of the 68% and 95% Gaussian intervals, and over all parameters the Gaussian
+    NLL (``<prefix>nll``, what ``bench tune --metric nll`` minimises on validation lenses).
+    Rows with a NaN prediction (a failed fit) are left out and counted in
+    ``<prefix>n_failed``."""
     pred, true = np.asarray(pred, dtype=np.float64), np.asarray(true, dtype=np.float64)
     ok = np.isfinite(pred).all(axis=1)
     metrics = {f"{prefix}n": float(ok.sum()), f"{prefix}n_failed": float((~ok).sum())}
@@ -78,6 +80,8 @@ def parameter_metrics(pred: np.ndarray, true: np.ndarray, names: tuple[str, ...]
             within = np.abs(error[:, j]) / np.maximum(sigma[:, j], 1e-300)
             metrics[f"{prefix}{name}/coverage_68"] = float(np.mean(within <= 1.0))
             metrics[f"{prefix}{name}/coverage_95"] = float(np.mean(within <= 1.959964))
+    if sigma is not None and np.isfinite(sigma).all():
+        metrics[f"{prefix}nll"] = gaussian_nll(pred[ok], true[ok], sigma ** 2)
     return metrics
 
 
@@ -86,7 +90,7 @@ def bin_label(lo: float, hi: float) -> str:
 
 
 def binned_parameter_metrics(pred, true, names, values, edges, prop: str) -> dict[str, float]:
-    """``parameter_metrics`` (bias and half width) in bins [lo, hi) of ``values``."""
+    """``parameter_metrics`` (bias, half width and RMSE) in bins [lo, hi) of ``values``."""
     metrics = {}
     for lo, hi in zip(edges[:-1], edges[1:], strict=True):
         rows = (values >= lo) & (values < hi)
@@ -95,7 +99,7 @@ def binned_parameter_metrics(pred, true, names, values, edges, prop: str) -> dic
         if rows.sum() < 5:
             continue
         for key, value in parameter_metrics(pred[rows], true[rows], names).items():
-            if key.endswith(("bias_median", "half_width_68")):
+            if key.endswith(tuple(ERROR_STATISTICS)):
                 metrics[label + key] = value
     return metrics
 
@@ -512,6 +516,14 @@ class Modeling(SuiteKind):
     def training_data(self, task: Task, splits: ModelingData):
         return splits.train.images(), splits.Y_train
 
+    def contract_details(self, task: Task, splits: ModelingData) -> dict:
+        """The default, and each target's range over the training lenses: `bench predict`
+        flags a prediction beyond it (the network extrapolates there)."""
+        Y = np.asarray(splits.Y_train, dtype=np.float64)
+        return {**super().contract_details(task, splits), "target_ranges": {
+            name: [float(Y[:, j].min()), float(Y[:, j].max())]
+            for j, name in enumerate(splits.targets)}}
+
     def evaluate(self, method, task: Task, splits: ModelingData, name: str) -> Evaluation:
         """The test lenses (the fit subset only for a lens-by-lens fitter) and the known real
         lenses."""
@@ -602,10 +614,7 @@ class Modeling(SuiteKind):
     def validation_metrics(self, method, study: StudyData) -> dict[str, float]:
         pred, variance = predict(method, study.X_val)
         targets = study.info.targets
-        metrics = parameter_metrics(pred, study.y_val, targets, variance)
-        if variance is not None:
-            metrics["nll"] = gaussian_nll(pred, study.y_val, variance)
-        return metrics
+        return parameter_metrics(pred, study.y_val, targets, variance)
 
     # ------------------------------------------------------------------ report
     def report_notes(self, suite: Suite, profile: str) -> list[str]:

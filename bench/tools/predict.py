@@ -33,6 +33,7 @@ from __future__ import annotations
 import contextlib
 import csv
 import json
+import math
 import os
 import re
 from collections.abc import Iterable
@@ -140,12 +141,16 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
                         noise_seed) if prepare else None
     targets = list(contract.targets)
     on_sky_names = sky_columns(targets)
+    # a network's training sky sigma sets the plausible pixel range, as in bench scan
+    preprocessor = getattr(method, "preprocessor_", None)
     rows, bad, records = [], [], []
     for start in range(0, len(items), batch_size):
         batch_records: list = []  # this batch's preparation, looked up by id below
         images, good, rejected = load_batch(items[start:start + batch_size],
-                                            contract.stamp_shape, prepare=preparer,
-                                            records=batch_records,
+                                            contract.stamp_shape,
+                                            getattr(preprocessor, "noise", None),
+                                            getattr(preprocessor, "mask_value", None),
+                                            prepare=preparer, records=batch_records,
                                             as_is=None if preparer else inputs)
         records += batch_records
         bad += [(item.id, reason) for item, reason in rejected]
@@ -153,16 +158,17 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
             continue
         mean, variance = predict(method, images)
         sigma = np.sqrt(variance) if variance is not None else np.full_like(mean, np.nan)
+        outside = _beyond_training(mean, targets, contract.target_ranges)
         _from_cutout_centre(mean, good, batch_records, targets, contract.pixel_scale)
         on_sky = _on_the_sky(mean, sigma, good, batch_records, targets)
         for k, item in enumerate(good):
             rows.append([item.id, *(value for t in range(len(targets)) for value in (
                 _number(mean[k, t]), _number(sigma[k, t]))),
-                *map(_number, on_sky[k])])
+                *map(_number, on_sky[k]), outside[k]])
     stem = stem_of(out)
     files = {"out": atomic_write_csv(out, ["id", *(name for t in targets
                                                    for name in (t, f"{t}_sigma")),
-                                           *on_sky_names], rows)}
+                                           *on_sky_names, "outside_training"], rows)}
     files["bad"] = atomic_write_csv(out.with_name(stem + ".bad.csv"), ["id", "reason"], bad)
     if records:
         columns = list(records[0].row())
@@ -285,16 +291,37 @@ def _on_the_sky(mean: np.ndarray, sigma: np.ndarray, good: list, records: list,
     return out
 
 
+# The standard deviation of an axis spread evenly over 180 degrees: a position angle with a
+# larger (linearly propagated) sigma is undetermined, and its sigma is given as this.
+UNDETERMINED_ANGLE_SIGMA = 180.0 / math.sqrt(12.0)
+
+
 def _position_angle(c1: float, c2: float, s1: float, s2: float, north: np.ndarray,
                     east: np.ndarray) -> tuple[float, float]:
     """(degrees East of North in [0, 180), its sigma) of the axis of a spin-2 quantity
     (c1, c2) = |c| (cos 2 phi, sin 2 phi), phi counter-clockwise from +x (docs/references.md,
-    "Lens model"), with sigmas s1, s2 of independent components."""
+    "Lens model"), with sigmas s1, s2 of independent components; the sigma is at most
+    UNDETERMINED_ANGLE_SIGMA (|c| below its own sigma: the linear propagation fails there)."""
     phi = 0.5 * np.arctan2(c2, c1)
     axis = np.array([np.cos(phi), np.sin(phi)])
     angle = np.degrees(np.arctan2(axis @ east, axis @ north)) % 180.0
     spread = np.degrees(0.5 * np.hypot(c1 * s2, c2 * s1) / (c1 ** 2 + c2 ** 2))
-    return float(angle), float(spread)
+    return float(angle), float(min(spread, UNDETERMINED_ANGLE_SIGMA))
+
+
+def _beyond_training(mean: np.ndarray, targets: list[str], ranges: dict) -> list[str]:
+    """Per cutout, the targets whose prediction lies beyond the training set's range (the
+    contract's ``target_ranges``; none for a model saved without them), comma-separated: a
+    network extrapolates there, and its sigma does not say so."""
+    names = [t for t in targets if t in ranges]
+    if not names:
+        return [""] * len(mean)
+    columns = [targets.index(t) for t in names]
+    low = np.array([ranges[t][0] for t in names])
+    high = np.array([ranges[t][1] for t in names])
+    beyond = (mean[:, columns] < low) | (mean[:, columns] > high)
+    return [",".join(name for name, out in zip(names, row, strict=True) if out)
+            for row in beyond]
 
 
 # --------------------------------------------------------------------------- catalogues
