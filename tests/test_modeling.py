@@ -402,3 +402,39 @@ def test_modeling_suite_end_to_end(tmp_path, real_data, real_lens_splits, simula
         assert needle in text
     assert (out / "modeling-smoke-modeling-hsc-slacs.png").stat().st_size > 1000
     assert "### Rotation equivariance" in text
+    # Every bin shows the bias beside the half width (a constant guess looks narrow in a bin),
+    # from the run's own metrics.
+    m = results["prior-median"].metrics
+    label = next(k.split("/")[2] for k in m if k.startswith("binned/theta_e/")
+                 and k.endswith("theta_e/rmse"))
+    cell = (f"{m[f'binned/theta_e/{label}/theta_e/half_width_68']:.3f} / "
+            f"{m[f'binned/theta_e/{label}/theta_e/bias_median']:+.3f} / "
+            f"{m[f'binned/theta_e/{label}/theta_e/rmse']:.3f}")
+    assert f"`{results['prior-median'].run_id}` |" in text and cell in text
+    # each known lens names where its published theta_E comes from
+    assert "SIE b, Auger+2010 / Shajib+2021" in text
+    assert "R_Einstein, slacs-match (GLASS)" in text
+    assert f"| {results['resnet-regressor'].metrics['nll']:.3f} |" in text
+
+
+def test_the_fit_subset_table_shows_theta_e_bias_and_rmse_beside_the_half_widths():
+    """A narrow error spread far from zero is not accuracy: the table of the traditional
+    fitter's lenses gives each method's theta_E median bias and RMSE too."""
+    from lensbench.bench.results import Result
+    from lensbench.bench.suites.modeling import subset_lines
+
+    def run(method, n, bias, rmse, half_width, ms):
+        metrics = {"n": n, "n_failed": 0, "subset/n": 2, "subset/n_failed": 0,
+                   "subset/theta_e/bias_median": bias, "subset/theta_e/rmse": rmse,
+                   "subset/theta_e/half_width_68": half_width, "time_per_lens_ms": ms,
+                   "theta_e/half_width_68": half_width}
+        return Result(run_id=method, method=method, task="modeling-hsc", suite="modeling",
+                      profile="smoke", params={}, split_hashes={}, seed=1, status="ok",
+                      n_test=100, metrics=metrics)
+
+    lines = subset_lines([run("committee-regressor", 100, 0.144, 0.145, 0.008, 2.0),
+                          run("lenstronomy-fit", 2, 0.036, 0.056, 0.029, 18000.0)])
+    assert lines[0].startswith("| method | lenses (failed) | theta_e median bias | theta_e RMSE |")
+    for row in ("| `committee-regressor` | 2 (0) | +0.144 | 0.145 | 0.008 |",
+                "| `lenstronomy-fit` | 2 (0) | +0.036 | 0.056 | 0.029 |"):
+        assert any(line.startswith(row) for line in lines), (row, lines)

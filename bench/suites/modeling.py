@@ -246,30 +246,41 @@ def plot_predicted_vs_true(pred: np.ndarray, true: np.ndarray, names: tuple[str,
 
 def plot_binned(results: list[Result], prop: str, path: Path, xlabel: str,
                 names=("theta_e", "x", "e1", "gamma1")) -> Path:
-    """68% half width of the error of ``names`` in bins of ``prop``, one line per method."""
-    fig = _new_figure((3.6 * len(names), 3.3))
+    """68% half width (top row) and median bias (bottom row) of the error of ``names`` in bins
+    of ``prop``, one line per method."""
+    fig = _new_figure((3.6 * len(names), 6.2))
     for j, name in enumerate(names):
-        ax = fig.add_subplot(1, len(names), j + 1)
-        for r in results:
-            bins = sorted({k.split("/")[2] for k in r.metrics
-                           if k.startswith(f"binned/{prop}/") and k.endswith("/n")},
-                          key=lambda label: float(label.split("-")[0]))
-            centres, values = [], []
-            for label in bins:
-                value = r.metrics.get(f"binned/{prop}/{label}/{name}/half_width_68")
-                if value is None:
-                    continue
-                lo, hi = (float(v) for v in label.split("-"))
-                centres.append(np.sqrt(lo * hi) if np.isfinite(hi) else 1.5 * lo)
-                values.append(value)
-            ax.plot(centres, values, "o-", ms=3, label=r.run_id)
-        ax.set_xscale("log")
-        ax.set_xlabel(xlabel)
-        ax.set_title(f"{name}: 68% half width {UNITS.get(name, '')}".strip(), fontsize=9)
-        if name in GOAL_HALF_WIDTH:
-            ax.axhline(GOAL_HALF_WIDTH[name], color="grey", ls="--", lw=0.7)
+        for row, (key, title) in enumerate((("half_width_68", "68% half width"),
+                                            ("bias_median", "median bias"))):
+            ax = fig.add_subplot(2, len(names), row * len(names) + j + 1)
+            for r in results:
+                centres, values = _binned_curve(r, prop, f"{name}/{key}")
+                ax.plot(centres, values, "o-", ms=3, label=r.run_id)
+            ax.set_xscale("log")
+            ax.set_xlabel(xlabel)
+            ax.set_title(f"{name}: {title} {UNITS.get(name, '')}".strip(), fontsize=9)
+            if key == "bias_median":
+                ax.axhline(0, color="grey", lw=0.7)
+            elif name in GOAL_HALF_WIDTH:
+                ax.axhline(GOAL_HALF_WIDTH[name], color="grey", ls="--", lw=0.7)
     fig.axes[0].legend(fontsize=7)
     return _save(fig, path)
+
+
+def _binned_curve(result: Result, prop: str, key: str) -> tuple[list[float], list[float]]:
+    """(bin centres, values of ``key``) of a run's bins of ``prop`` that hold it."""
+    bins = sorted({k.split("/")[2] for k in result.metrics
+                   if k.startswith(f"binned/{prop}/") and k.endswith("/n")},
+                  key=lambda label: float(label.split("-")[0]))
+    centres, values = [], []
+    for label in bins:
+        value = result.metrics.get(f"binned/{prop}/{label}/{key}")
+        if value is None:
+            continue
+        lo, hi = (float(v) for v in label.split("-"))
+        centres.append(np.sqrt(lo * hi) if np.isfinite(hi) else 1.5 * lo)
+        values.append(value)
+    return centres, values
 
 
 def plot_real_theta_e(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray]], path: Path
@@ -313,14 +324,16 @@ def metric_table(results: list[Result], key: str, prefix: str = "", signed: bool
 
 
 def coverage_table(results: list[Result]) -> list[str]:
+    """Per method with uncertainties: each parameter's 68% / 95% coverage, and the test NLL."""
     names = LENS_MODEL_TARGETS
-    lines = ["| method | " + " | ".join(names) + " |", "|" + "---|" * (len(names) + 1)]
+    lines = ["| method | " + " | ".join(names) + " | NLL |", "|" + "---|" * (len(names) + 2)]
     for r in results:
         if f"{names[0]}/coverage_68" not in r.metrics:
             continue
         cells = [f"{_f(r.metrics.get(f'{n}/coverage_68'), 2)} / "
                  f"{_f(r.metrics.get(f'{n}/coverage_95'), 2)}" for n in names]
-        lines.append(f"| `{r.run_id}` | " + " | ".join(cells) + " |")
+        lines.append(f"| `{r.run_id}` | " + " | ".join(cells)
+                     + f" | {_f(r.metrics.get('nll'))} |")
     return lines
 
 
@@ -406,15 +419,18 @@ def subset_lines(results: list[Result]) -> list[str]:
         return []
     fitter = fitters[0]
     names = ("theta_e", "x", "y", "e1", "e2", "gamma1", "gamma2")
-    header = ["method", "lenses (failed)", *(f"{n} 68% half width" for n in names),
-              "time per lens"]
+    header = ["method", "lenses (failed)", "theta_e median bias", "theta_e RMSE",
+              *(f"{n} 68% half width" for n in names), "time per lens"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for r in results:
         m = r.metrics
         ms = m["time_per_lens_ms"]
         when = f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.2f} ms"
+        bias = m.get("subset/theta_e/bias_median", np.nan)
         lines.append(f"| `{r.run_id}` | {int(m.get('subset/n', 0))} "
                      f"({int(m.get('subset/n_failed', 0))}) | "
+                     + (f"{bias:+.3f}" if np.isfinite(bias) else "–")
+                     + f" | {_f(m.get('subset/theta_e/rmse'))} | "
                      + " | ".join(_f(m.get(f"subset/{n}/half_width_68")) for n in names)
                      + f" | {when} |")
     net = best_network(results)
@@ -427,6 +443,9 @@ def subset_lines(results: list[Result]) -> list[str]:
 
 
 def binned_table(results: list[Result], prop: str, name: str) -> list[str]:
+    """Per method and bin of ``prop``: the 68% half width, median bias and RMSE of ``name``'s
+    error (the half width alone is the spread about the median: a constant guess that is right
+    for the bin's middle looks narrow there however far off it is)."""
     ok = [r for r in results if any(k.startswith(f"binned/{prop}/") for k in r.metrics)]
     if not ok:
         return []
@@ -439,11 +458,26 @@ def binned_table(results: list[Result], prop: str, name: str) -> list[str]:
              "|" + "---|" * (len(labels) + 1)]
     for r in ok:
         lines.append(f"| `{r.run_id}` | " + " | ".join(
-            _f(r.metrics.get(f"binned/{prop}/{b}/{name}/half_width_68")) for b in labels) + " |")
+            _binned_cell(r.metrics, f"binned/{prop}/{b}/{name}/") for b in labels) + " |")
     return lines
 
 
-def real_lines(results: list[Result], workdir: Path) -> tuple[list[str], dict]:
+def _binned_cell(metrics: dict, prefix: str) -> str:
+    """"half width / median bias / RMSE" of one bin."""
+    bias = metrics.get(prefix + "bias_median")
+    return (f"{_f(metrics.get(prefix + 'half_width_68'))} / "
+            + (f"{bias:+.3f}" if bias is not None and np.isfinite(bias) else "–")
+            + f" / {_f(metrics.get(prefix + 'rmse'))}")
+
+
+# Where each known lens's published theta_E comes from (datasets.known_lenses' theta_e_ref).
+THETA_E_SOURCES = {1: "SIE b, Auger+2010 / Shajib+2021", 2: "R_Einstein, slacs-match (GLASS)"}
+
+
+def real_lines(results: list[Result], workdir: Path, theta_e_range: tuple[float, float]
+               ) -> tuple[list[str], dict]:
+    """The known lenses' table (published theta_E, its source, each method's prediction, marked
+    † beyond the simulated ``theta_e_range``) and the figure's panels."""
     from lensbench.datasets.known_lenses import load_slacs
 
     panels, columns = {}, {}
@@ -460,15 +494,18 @@ def real_lines(results: list[Result], workdir: Path) -> tuple[list[str], dict]:
     if not panels:
         return [], {}
     lenses = load_slacs("198x198")
-    names = [lenses[int(k)].name for k in index]
+    known = [lenses[int(k)] for k in index]
     published = next(iter(panels.values()))[0]
-    lines = ["| lens | published theta_E (\") | " + " | ".join(f"`{n}`" for n in columns)
-             + " |", "|" + "---|" * (len(columns) + 2)]
-    for i, lens in enumerate(names):
+    lo, hi = theta_e_range
+    lines = ["| lens | published theta_E (\") | from | " + " | ".join(
+        f"`{n}`" for n in columns) + " |", "|" + "---|" * (len(columns) + 3)]
+    for i, lens in enumerate(known):
         cells = []
         for pred, sigma in columns.values():
-            cells.append(_f(pred[i], 2) + (f" ± {sigma[i]:.2f}" if np.isfinite(sigma[i]) else ""))
-        lines.append(f"| {lens} | {published[i]:.2f} | " + " | ".join(cells) + " |")
+            cells.append(_f(pred[i], 2) + (f" ± {sigma[i]:.2f}" if np.isfinite(sigma[i]) else "")
+                         + (" †" if not lo <= pred[i] <= hi else ""))
+        lines.append(f"| {lens.name} | {published[i]:.2f} | "
+                     f"{THETA_E_SOURCES.get(lens.theta_e_ref, '?')} | " + " | ".join(cells) + " |")
     return lines, panels
 
 
@@ -653,7 +690,9 @@ def modeling_section(task: Task, results: list[Result], *, workdir: Path, out_di
            *leader_change_lines(full, workdir), "",
            "Median bias:", "", *metric_table(full, "bias_median", signed=True), "",
            "RMSE:", "", *metric_table(full, "rmse"), "",
-           "Coverage of the 68% / 95% intervals:", "", *coverage_table(full), "",
+           "Coverage of the 68% / 95% intervals, and the Gaussian NLL of the truth under "
+           "the predicted means and sigmas (mean over lenses and parameters; lower is better; "
+           "a too-narrow sigma costs more than a wide one):", "", *coverage_table(full), "",
            "Time per lens (inference, CPU) and fit time: " + "; ".join(
                f"`{r.run_id}` {r.metrics['time_per_lens_ms']:.2f} ms, fit "
                f"{r.fit_time_s:.0f} s" for r in full) + ".", ""]
@@ -674,11 +713,12 @@ def modeling_section(task: Task, results: list[Result], *, workdir: Path, out_di
                "test lenses)", "", *sub, ""]
     for prop, xlabel, tag in (("theta_e", "true theta_E (arcsec)", "theta-e"),
                               ("arc_snr", "arc S/N", "arc-snr")):
-        md += [f"theta_E 68% half width (arcsec) in bins of {xlabel}:", "",
+        md += [f"theta_E error in bins of {xlabel}: 68% half width / median bias / RMSE "
+               "(arcsec):", "",
                *binned_table(full, prop, "theta_e"), ""]
         figure = plot_binned(full, prop, out_dir / f"{stem}-{task.name}-binned-{tag}.png",
                              xlabel)
-        md += [f"![68% half widths in bins of {prop}]({figure.name})", ""]
+        md += [f"![68% half widths and median biases in bins of {prop}]({figure.name})", ""]
         figures.append(figure)
     for r in full:
         data = (None if r.method == "prior-median" else
@@ -690,12 +730,17 @@ def modeling_section(task: Task, results: list[Result], *, workdir: Path, out_di
             out_dir / f"{stem}-{task.name}-{r.method}-predicted-vs-true.png")
         md += [f"![predicted against true, {r.method}]({figure.name})", ""]
         figures.append(figure)
-    lines, panels = real_lines([r for r in ok if r.method != "prior-median"], workdir)
+    theta_e_range = task.config.theta_e_range
+    lines, panels = real_lines([r for r in ok if r.method != "prior-median"], workdir,
+                               theta_e_range)
     if lines:
         md += ["### Known SLACS lenses (HST F814W degraded to the survey)", "",
                "Predicted theta_E (± 1 sigma where the method gives one) against the "
-               "published SIE Einstein radius (Auger et al. 2010 / Shajib et al. 2021):", "",
-               *lines, ""]
+               "published Einstein radius: the SIE b of Auger et al. (2010) / Shajib et al. "
+               "(2021) where they list the lens, else the R_Einstein of the slacs-match "
+               "(GLASS) free-form model. † marks a prediction beyond the simulated theta_E "
+               f"range ({theta_e_range[0]:g}-{theta_e_range[1]:g}\"): the network "
+               "extrapolates there, and its sigma does not say so.", "", *lines, ""]
         figure = plot_real_theta_e(panels, out_dir / f"{stem}-{task.name}-slacs.png")
         md += [f"![SLACS theta_E]({figure.name})", ""]
         figures.append(figure)
