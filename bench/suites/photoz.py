@@ -551,7 +551,8 @@ class Photoz(SuiteKind):
                 "(u (1 - u)) du, ~1 when calibrated; not RAIL's k-sample form); PIT outliers: "
                 "PIT < 1e-4 or > 0.9999; CDE loss (Izbicki & Lee 2017): E[int p^2] - "
                 "2 E[p(z_spec)], lower is better; point_bias = median dz. Beck et al. "
-                "(2016)'s sigma(dz) is the standard deviation of dz, their 3-sigma outliers |dz - mean dz| > 3 sigma(dz).",
+                "(2016)'s sigma(dz) is the standard deviation of dz, their 3-sigma outliers "
+                "|dz - mean dz| > 3 sigma(dz).",
                 ""]
 
     def report_section(self, suite: Suite, task: Task, results: list[Result], *, workdir: Path,
