@@ -244,7 +244,9 @@ class Population:
             low, high = cfg.lens_r_eff_range
             quantile = (p["lens_r_eff"] - low) / (high - low) if high > low else np.full(n, 0.5)
             p["lens_r_eff"] = early_type_r_eff(absolute_i, p["z_lens"], special.ndtri(quantile))
-        # 2.5 log10(1+z): the bandwidth term of the K-correction.
+        # +2.5 log10(1+z) (0.28 mag at z = 0.3) stands in for an early type's K-correction, which
+        # is positive in red bands: its red spectrum shifted through the band outweighs the AB
+        # bandwidth term, -2.5 log10(1+z) (Hogg et al. 2002). Not a template K-correction.
         lens_mag_i = absolute_i + distance_modulus(p["z_lens"]) + 2.5 * np.log10(1 + p["z_lens"])
         scatter = rng.normal(0, cfg.colour_scatter, (n_bands, n))
         for b, name in enumerate(self.band_names):

@@ -29,7 +29,7 @@ class Band:
     exposure_s: float  # total exposure time, s
     n_exposures: int  # exposures co-added (read noise enters once per exposure)
     read_noise: float  # e- per exposure
-    gain: float  # e- / ADU
+    gain: float  # e- / ADU: recorded with the preset; images are in nanomaggies, noise in e-
     depth_5sigma: float  # published 5-sigma point-source depth, AB mag
 
     def counts(self, mag):
