@@ -32,6 +32,7 @@ from __future__ import annotations
 
 import contextlib
 import csv
+import gc
 import json
 import math
 import os
@@ -212,6 +213,9 @@ class _QpWriter:
             self._groups, self._file = chunk.initializeHdf5Write(str(self._tmp), self.n)
         chunk.writeHdf5Chunk(self._groups, start, start + len(pdf))
         self._last = chunk
+        # A qp ensemble lives in reference cycles: uncollected, one per chunk piled up to 2.4 GB
+        # in a 600,000-galaxy run (peak RSS, measured); collected here it stays one chunk's.
+        gc.collect()
 
     def __exit__(self, *error):
         if self._file is not None:
