@@ -145,7 +145,11 @@ def test_bad_column_maps_are_one_line_errors(photoz_run, tmp_path, capsys, argv,
     assert err.count("\n") == 1 and not (tmp_path / "z.csv").exists()
 
 
-def test_a_missing_catalogue_or_a_text_cell_is_named_with_its_row(photoz_run, tmp_path, capsys):
+def test_a_missing_catalogue_or_a_text_cell_is_named_with_its_row(photoz_run, tmp_path, capsys,
+                                                                  monkeypatch):
+    from lensbench.bench.tools import predict
+
+    monkeypatch.setattr(predict, "CATALOGUE_CHUNK", 1)  # the text cell's row counts over chunks
     workdir, _, result = photoz_run
     catalogue = _write_catalogue(tmp_path / "c.csv", np.full((3, 10), 20.0))
     lines = catalogue.read_text().splitlines()
@@ -155,10 +159,14 @@ def test_a_missing_catalogue_or_a_text_cell_is_named_with_its_row(photoz_run, tm
     catalogue.write_text("\n".join(lines) + "\n")
     base = ["predict", "--model", str(workdir / result.artifacts["model"]), "--columns", COLUMNS,
             "--out", str(tmp_path / "z.csv")]
+    empty = tmp_path / "empty.csv"
+    empty.write_text("")
     for where, message in ((catalogue, f"{catalogue}: column 'MAG_R' (mapped to r) is not "
                                        "numeric: data row 2 holds 'abc'; expected numbers"),
                            (tmp_path / "nope.csv", f"--catalog {tmp_path / 'nope.csv'}: no such "
-                                                   "file")):
+                                                   "file"),
+                           (empty, f"{empty}: not a readable CSV table: 'No columns to parse "
+                                   "from file'")):
         assert main([*base, "--catalog", str(where)]) == 2
         err = capsys.readouterr().err
         assert err == f"bench: error: {message}\n"

@@ -402,7 +402,8 @@ def read_table_chunks(path: Path, names: dict[str, str], rows: int
             start = index * rows
             yield start, {role: _column(frame[name].to_numpy(dtype=object), path, name, role,
                                         start) for role, name in names.items()}
-    except (pd.errors.ParserError, UnicodeDecodeError, EOFError, OSError) as error:
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, EOFError,
+            OSError) as error:
         raise _unreadable(path, fmt, error) from None
 
 
