@@ -26,12 +26,13 @@ from lensbench.deep import train
 ON_GPU_MACHINE = ("torch", "numpy", "scipy", "h5py", "scikit-learn", "scikit-image",
                   "matplotlib", "tqdm")
 MISSING_ON_GPU_MACHINE = ("astropy", "pooch", "mlflow", "optuna", "xgboost", "photutils",
-                          "astroscrappy", "qp", "dask", "distributed")
+                          "astroscrappy", "qp", "dask", "distributed", "pandas")
 # A sitecustomize that makes those packages unimportable, as on that machine, in every Python
 # process the command starts (its runs at once too): a meta-path finder ahead of every other
-# one raises the error a missing package gives.
+# one raises the error a missing package gives, and a probe by importlib.util.find_spec (torch's
+# dynamo probes pandas) finds nothing, as it would there.
 BLOCKER = f"""
-import importlib.abc, sys
+import importlib.abc, importlib.util, sys
 MISSING = {MISSING_ON_GPU_MACHINE!r}
 assert not [m for m in sys.modules if m.split(".")[0] in MISSING], "imported before the blocker"
 class Missing(importlib.abc.MetaPathFinder):
@@ -39,6 +40,9 @@ class Missing(importlib.abc.MetaPathFinder):
         if name.split(".")[0] in MISSING:
             raise ModuleNotFoundError(f"No module named {{name!r}}", name=name)
 sys.meta_path.insert(0, Missing())
+probe = importlib.util.find_spec
+importlib.util.find_spec = lambda name, package=None: (
+    None if name.split(".")[0] in MISSING else probe(name, package))
 """
 
 
