@@ -709,10 +709,12 @@ def cmd_predict(args) -> int:
     print(f"{summary.n_predicted} of {summary.n_total} {what} predicted, {summary.n_skipped} "
           f"{skipped}: {summary.out}{extra}{metrics}")
     if summary.outside_training:
-        print(f"note: {summary.outside_training} of them have a magnitude or error beyond the "
-              "model's training set's (column outside_training names them): their z "
-              "extrapolates",
-              file=sys.stderr)
+        beyond = ("a magnitude or error beyond the model's training set's", "their z")
+        if what == "cutouts":
+            beyond = ("a parameter predicted beyond its range in the model's training set",
+                      "the model")
+        print(f"note: {summary.outside_training} of them have {beyond[0]} (column "
+              f"outside_training names them): {beyond[1]} extrapolates", file=sys.stderr)
     _say_unread_subfolders(args, summary.layout, summary.n_total)
     return 0
 

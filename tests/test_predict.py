@@ -268,7 +268,8 @@ def modeling_run(tmp_path_factory, real_data, real_lens_splits, simulated_splits
     return workdir, result
 
 
-def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_run, tmp_path):
+def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_run, tmp_path,
+                                                                      capsys):
     workdir, result = modeling_run
     [test_split] = (workdir / "splits").glob("modeling-hsc-v2-test-*")
     out = tmp_path / "params.csv"
@@ -295,6 +296,9 @@ def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_r
         contract.target_ranges[t][0] <= saved["pred"][row, k] <= contract.target_ranges[t][1]))
         for row in range(len(rows))]
     assert [row["outside_training"] for row in rows] == expected
+    flagged, err = sum(map(bool, expected)), capsys.readouterr().err
+    assert (f"note: {flagged} of them have a parameter predicted beyond its range" in err
+            if flagged else "note:" not in err), err
     for k, target in enumerate(targets):
         np.testing.assert_array_equal([float(r[target]) for r in rows], saved["pred"][:, k])
         np.testing.assert_array_equal([float(r[f"{target}_sigma"]) for r in rows],

@@ -9,8 +9,9 @@ MLflow run that logged it) to a user's own data.
   the predicted mean and its standard deviation ``<target>_sigma`` (empty when the method has
   no uncertainty), x and y from the cutout's own centre, and, for a cutout with a celestial
   WCS, the lens model on the sky (:func:`sky_columns`: the centre's east and north offsets,
-  the position angles of the ellipticity and the shear, with sigmas); unreadable or unusable
-  cutouts in ``<stem>.bad.csv`` with the reason.
+  the position angles of the ellipticity and the shear, with sigmas) and ``outside_training``
+  (the parameters predicted beyond their training range, the contract's ``target_ranges``);
+  unreadable or unusable cutouts in ``<stem>.bad.csv`` with the reason.
 - A photo-z model (kind "photoz") on a catalogue (:func:`predict_catalogue`, a CSV or FITS
   table): the model's bands are mapped to columns (``u=MAG_U,...,err_u=MAGERR_U,...``;
   optionally ``id=`` and the spectroscopic redshift ``z_spec=``), rows are cleaned as the suite
@@ -57,7 +58,9 @@ class PredictSummary:
     reasons: dict[str, int] = field(default_factory=dict)  # why rows were skipped, commonest first
     metrics: dict[str, float] = field(default_factory=dict)
     layout: str = ""  # of the cutouts (bench.tools.scan.list_items); "" for a catalogue
-    outside_training: int = 0  # galaxies with a magnitude or error beyond the training set's
+    # galaxies with a magnitude or error beyond the training set's; cutouts with a parameter
+    # predicted beyond its training range
+    outside_training: int = 0
     with_spec_z: int | None = None  # predicted galaxies with a usable spec-z (metrics.json's)
 
 
@@ -176,8 +179,10 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
         files["prepared"] = atomic_write_csv(out.with_name(stem + SIDE_FILES["prepared"]), columns,
                                              ([r.row()[c] for c in columns] for r in records))
     _remove_stale(out, files, ("prepared",))
-    return PredictSummary(out, len(items), len(rows), len(bad), files,
-                          _counted(reason for _, reason in bad), layout=layout)
+    summary = PredictSummary(out, len(items), len(rows), len(bad), files,
+                             _counted(reason for _, reason in bad), layout=layout)
+    summary.outside_training = sum(1 for row in rows if row[-1])
+    return summary
 
 
 CATALOGUE_CHUNK = 20_000  # galaxies predicted and written at a time by bench predict --catalog
