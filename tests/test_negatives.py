@@ -445,9 +445,10 @@ def _sersic_pixel_flux(x0, x1, y0, y1, r_eff, n, q, phi, cx, cy):
 @pytest.mark.parametrize("n, offset", [(4.0, 0.25), (5.5, 0.25), (5.5, 0.0), (3.0, 0.13)])
 def test_sersic_core_pixels_hold_the_integrated_flux(n, offset):
     """An early type's core is far narrower than a subpixel. Sampled at subpixel centres, a
-    centre on one (offset 0.25 of a pixel at supersample 2) put 1.5x (n = 4) to 18x (n = 5.5) the
-    profile's flux into its pixel; integrated (core_refinement 3) the central pixels hold the
-    quadrature's flux to 0.2% (measured: 0.15% at most, float32 maps)."""
+    centre on one (offset 0.25 of a pixel at supersample 2) made a 24-pixel stamp's flux 1.9x
+    (n = 4) to 18x (n = 5.5) what it is, the excess all in its pixel; integrated
+    (core_refinement 3) the central pixels hold the quadrature's flux to 0.2% (measured: 0.15% at
+    most, float32 maps)."""
     from lensbench.datasets.render import Grid, _bin
 
     pixel, size, r_eff, q, phi = 0.168, 16, 0.97, 0.8, 0.3
