@@ -162,7 +162,9 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
             continue
         mean, variance = predict(method, images)
         sigma = np.sqrt(variance) if variance is not None else np.full_like(mean, np.nan)
-        outside = _beyond_training(mean, targets, contract.target_ranges)
+        # the targets predicted beyond the training set's range (none for a model saved
+        # without target_ranges): a network extrapolates there, and its sigma does not say so
+        outside = _beyond_ranges(mean, targets, contract.target_ranges)
         _from_cutout_centre(mean, good, batch_records, targets, contract.pixel_scale)
         on_sky = _on_the_sky(mean, sigma, good, batch_records, targets)
         for k, item in enumerate(good):
@@ -318,18 +320,16 @@ def _position_angle(c1: float, c2: float, s1: float, s2: float, north: np.ndarra
     return float(angle), float(min(spread, UNDETERMINED_ANGLE_SIGMA))
 
 
-def _beyond_training(mean: np.ndarray, targets: list[str], ranges: dict) -> list[str]:
-    """Per cutout, the targets whose prediction lies beyond the training set's range (the
-    contract's ``target_ranges``; none for a model saved without them), comma-separated: a
-    network extrapolates there, and its sigma does not say so."""
-    names = [t for t in targets if t in ranges]
-    if not names:
-        return [""] * len(mean)
-    columns = [targets.index(t) for t in names]
-    low = np.array([ranges[t][0] for t in names])
-    high = np.array([ranges[t][1] for t in names])
-    beyond = (mean[:, columns] < low) | (mean[:, columns] > high)
-    return [",".join(name for name, out in zip(names, row, strict=True) if out)
+def _beyond_ranges(values: np.ndarray, names: list[str], ranges: dict) -> list[str]:
+    """Per row of ``values`` (one column per name), the names whose value lies beyond its
+    [low, high] in ``ranges`` (a name without one is never flagged), comma-separated."""
+    checked = [k for k, name in enumerate(names) if name in ranges]
+    if not checked:
+        return [""] * len(values)
+    low = np.array([ranges[names[k]][0] for k in checked])
+    high = np.array([ranges[names[k]][1] for k in checked])
+    beyond = (values[:, checked] < low) | (values[:, checked] > high)
+    return [",".join(names[k] for k, out in zip(checked, row, strict=True) if out)
             for row in beyond]
 
 
@@ -379,7 +379,6 @@ def read_table_chunks(path: Path, names: dict[str, str], rows: int
     FITS table is memory-mapped by astropy and sliced. ValueError naming the file and the
     column for a missing or non-numeric column (with its data row)."""
     fmt = _table_format(path)
-    wanted = sorted(set(names.values()))
     if fmt == "fits":
         from astropy.table import Table
 
@@ -389,9 +388,8 @@ def read_table_chunks(path: Path, names: dict[str, str], rows: int
             raise _unreadable(path, fmt, error) from None
         _check_columns(path, table.colnames, names)
         for start in range(0, len(table), rows):
-            chunk = {name: table[name][start:start + rows] for name in wanted}
-            yield start, {role: _column(chunk[name], path, name, role, start)
-                          for role, name in names.items()}
+            yield start, {role: _column(table[name][start:start + rows], path, name, role,
+                                        start) for role, name in names.items()}
         return
     import pandas as pd
 
@@ -402,7 +400,8 @@ def read_table_chunks(path: Path, names: dict[str, str], rows: int
     try:
         header = list(pd.read_csv(path, nrows=0, **options).columns)
         _check_columns(path, header, names)
-        reader = pd.read_csv(path, usecols=wanted, chunksize=rows, **options)
+        reader = pd.read_csv(path, usecols=sorted(set(names.values())), chunksize=rows,
+                             **options)
         for index, frame in enumerate(reader):
             start = index * rows
             yield start, {role: _column(frame[name].to_numpy(dtype=object), path, name, role,
@@ -588,11 +587,11 @@ def predict_catalogue(model: str | os.PathLike, catalogue: str | os.PathLike,
             sigma = (np.sqrt(np.asarray(method.predict_variance(X), dtype=np.float64))
                      if hasattr(method, "predict_variance") else np.full(len(kept), np.nan))
             tables["out"].writerows(
-                [int(first + k), labels[k], _number(z[j]), _number(sigma[j]), outside[j]]
+                [int(rows[j]), labels[k], _number(z[j]), _number(sigma[j]), outside[j]]
                 for j, k in enumerate(kept))
             if has_pdf:
                 pdf = np.asarray(method.predict_pdf(X), dtype=np.float64)
-                tables["pdf"].writerows([int(first + k), labels[k],
+                tables["pdf"].writerows([int(rows[j]), labels[k],
                                          *(repr(float(p)) for p in pdf[j])]
                                         for j, k in enumerate(kept))
                 ensemble.write(written, pdf, {"row": rows, "id": list(labels[kept]),
@@ -651,15 +650,7 @@ def _outside_training(mags: np.ndarray, errs: np.ndarray, bands: list[str],
     """Per galaxy, the bands whose magnitude (``g``) or error (``err_g``) lies beyond the
     training set's (the contract's ``magnitude_range`` and ``error_range``; none for a model
     saved without them), comma-separated: a prediction there extrapolates."""
-    beyond, names = np.zeros((len(mags), 0), bool), []
-    for values, key, prefix in ((mags, "magnitude_range", ""), (errs, "error_range", "err_")):
-        ranges = named.get(key)
-        if not ranges or not len(mags):
-            continue
-        low = np.array([ranges[b][0] for b in bands])
-        high = np.array([ranges[b][1] for b in bands])
-        beyond = np.hstack([beyond, (values < low) | (values > high)])
-        names += [prefix + band for band in bands]
-    if not names:
-        return [""] * len(mags)
-    return [",".join(name for name, out in zip(names, row, strict=True) if out) for row in beyond]
+    ranges = {**named.get("magnitude_range", {}),
+              **{f"err_{band}": span for band, span in named.get("error_range", {}).items()}}
+    return _beyond_ranges(np.hstack([mags, errs]), [*bands, *(f"err_{b}" for b in bands)],
+                          ranges)
