@@ -69,8 +69,10 @@ ARCSEC_PER_DEG = 3600.0
 # cutouts; the deeper 4-exposure images have NCOMBINE = 4): the Poisson part of the noise model
 # of the cosmic-ray detection at that exposure.
 SNAPSHOT_EXPOSURE_S = 420.0
-# theta_e_ref codes in the real-lenses truth
+# theta_e_ref codes in the real-lenses truth, and what each names (the reports' column)
 THETA_E_FROM_AUGER_SHAJIB, THETA_E_FROM_SLACS_MATCH = 1, 2
+THETA_E_SOURCES = {THETA_E_FROM_AUGER_SHAJIB: "SIE b, Auger+2010 / Shajib+2021",
+                   THETA_E_FROM_SLACS_MATCH: "R_Einstein, slacs-match (GLASS)"}
 # The sky of a SLACS cutout (9.9" wide, its border 4.4-7" from a lens of R_e 1.7-2.8") is fitted
 # with the lens's de Vaucouleurs halo in the annuli between these radii (arcsec): outside the
 # arcs (theta_E <= 1.6") and out to the cutout's corners.

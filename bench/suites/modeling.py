@@ -303,10 +303,10 @@ def plot_real_theta_e(panels: dict[str, tuple[np.ndarray, np.ndarray, np.ndarray
 
 
 # ----------------------------------------------------------------------------- report
-def _f(value, digits=3) -> str:
+def _f(value, digits=3, signed: bool = False) -> str:
     if value is None or not np.isfinite(value):
         return "–"
-    return f"{value:.{digits}f}"
+    return f"{value:+.{digits}f}" if signed else f"{value:.{digits}f}"
 
 
 def metric_table(results: list[Result], key: str, prefix: str = "", signed: bool = False,
@@ -314,11 +314,7 @@ def metric_table(results: list[Result], key: str, prefix: str = "", signed: bool
     lines = ["| method | " + " | ".join(f"{n} {UNITS[n]}".strip() for n in names) + " |",
              "|" + "---|" * (len(names) + 1)]
     for r in results:
-        cells = []
-        for n in names:
-            value = r.metrics.get(f"{prefix}{n}/{key}")
-            cells.append(f"{value:+.3f}" if signed and value is not None and np.isfinite(value)
-                         else _f(value))
+        cells = [_f(r.metrics.get(f"{prefix}{n}/{key}"), signed=signed) for n in names]
         lines.append(f"| `{r.run_id}` | " + " | ".join(cells) + " |")
     return lines
 
@@ -426,11 +422,10 @@ def subset_lines(results: list[Result]) -> list[str]:
         m = r.metrics
         ms = m["time_per_lens_ms"]
         when = f"{ms / 1000:.1f} s" if ms >= 1000 else f"{ms:.2f} ms"
-        bias = m.get("subset/theta_e/bias_median", np.nan)
         lines.append(f"| `{r.run_id}` | {int(m.get('subset/n', 0))} "
                      f"({int(m.get('subset/n_failed', 0))}) | "
-                     + (f"{bias:+.3f}" if np.isfinite(bias) else "–")
-                     + f" | {_f(m.get('subset/theta_e/rmse'))} | "
+                     f"{_f(m.get('subset/theta_e/bias_median'), signed=True)} | "
+                     f"{_f(m.get('subset/theta_e/rmse'))} | "
                      + " | ".join(_f(m.get(f"subset/{n}/half_width_68")) for n in names)
                      + f" | {when} |")
     net = best_network(results)
@@ -464,21 +459,15 @@ def binned_table(results: list[Result], prop: str, name: str) -> list[str]:
 
 def _binned_cell(metrics: dict, prefix: str) -> str:
     """"half width / median bias / RMSE" of one bin."""
-    bias = metrics.get(prefix + "bias_median")
-    return (f"{_f(metrics.get(prefix + 'half_width_68'))} / "
-            + (f"{bias:+.3f}" if bias is not None and np.isfinite(bias) else "–")
-            + f" / {_f(metrics.get(prefix + 'rmse'))}")
-
-
-# Where each known lens's published theta_E comes from (datasets.known_lenses' theta_e_ref).
-THETA_E_SOURCES = {1: "SIE b, Auger+2010 / Shajib+2021", 2: "R_Einstein, slacs-match (GLASS)"}
+    return " / ".join(_f(metrics.get(prefix + key), signed=key == "bias_median")
+                      for key in ("half_width_68", "bias_median", "rmse"))
 
 
 def real_lines(results: list[Result], workdir: Path, theta_e_range: tuple[float, float]
                ) -> tuple[list[str], dict]:
     """The known lenses' table (published theta_E, its source, each method's prediction, marked
     † beyond the simulated ``theta_e_range``) and the figure's panels."""
-    from lensbench.datasets.known_lenses import load_slacs
+    from lensbench.datasets.known_lenses import THETA_E_SOURCES, load_slacs
 
     panels, columns = {}, {}
     for r in results:
