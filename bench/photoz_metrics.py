@@ -15,12 +15,12 @@ z_spec) and its KS and CvM statistics against the uniform distribution come from
 ``qp.metrics.pit.PIT`` (the AD statistic is its definition, ``anderson_darling_uniform``: qp's
 is the k-sample form); the CDE loss (Izbicki & Lee 2017) from ``CDELossMetric`` on the same
 grid; ``point_bias`` (median dz), ``point_stats_iqr``, ``point_stats_sigma_mad`` and
-``point_outlier_rate`` from qp's point-estimate classes. One exception, the PIT outlier rate:
-RAIL reads it off a quantile ensemble fitted to the PIT values, whose CDF qp 1.1.4 extrapolates
-wildly when many PIT values pile up near 0 or 1 (a rate of 1487 for a Gaussian ensemble 4 times
-too narrow); here it is its definition, the fraction of PIT values below 1e-4 or above 0.9999,
-counted on qp's PIT values. Beck et al. (2016)'s figures (``beck_metrics``): the mean and the
-standard deviation of dz and the fraction of |dz - mean| > 3 sigma.
+``point_outlier_rate`` from qp's point-estimate classes. The other exception, the PIT outlier
+rate: RAIL reads it off a quantile ensemble fitted to the PIT values, whose CDF qp 1.1.4
+extrapolates wildly when many PIT values pile up near 0 or 1 (a rate of 1487 for a Gaussian
+ensemble 4 times too narrow); here it is its definition, the fraction of PIT values below 1e-4
+or above 0.9999, counted on qp's PIT values. Beck et al. (2016)'s figures (``beck_metrics``):
+the mean and the standard deviation of dz and the fraction of |dz - mean| > 3 sigma.
 """
 
 from __future__ import annotations
