@@ -17,15 +17,19 @@ Data model. Each band gets the survey preset's PSF as a PIXEL kernel
 (:func:`lensbench.datasets.psf.psf_kernel`, as the simulator makes it), its background rms
 sqrt(N_exp RN^2 + sky) / (e- per nanomaggy), and ``exposure_time`` = e- per nanomaggy, so
 lenstronomy's variance bkg^2 + model / exposure_time is the simulator's noise in nanomaggies.
-Pixels within 0.8" of the starting centre are rendered with ``supersampling`` x
-``supersampling`` sub-pixels (2, as the simulator does), the others at their centres: at one
-sample per pixel the steep Sersic core of the lens made the log-likelihood of the TRUE
-parameters worse by 80, 2e3 and 2e5 on three test lenses, enough to pull a fit away; the
-core-only supersampling costs 10-25% more time than none, against 120-150% for supersampling every
-pixel. Bands are fitted with lenstronomy's "multi-linear" likelihood: shared non-linear
-parameters, Sersic amplitudes solved linearly in each band (the lens is red, the source blue).
-Its "joint-linear" would force one set of amplitudes on all bands (it is meant for exposures of
-one band).
+Pixels within 0.4" of the starting centre are rendered with ``supersampling`` x
+``supersampling`` sub-pixels (16), the others at their centres. The simulator integrates the lens
+light's steep Sersic core (``render.Grid.integrate_core``); a model that samples it does not fit
+it: at the true parameters of 16 noiseless modeling-hsc v2 lenses
+(`python scripts/lensfit_core.py`), 2 x 2 sub-pixels within 0.8" (the set-up before, matching
+the simulator's version-1 sampling) left residuals up to 128 sky sigma (median worst pixel 3.2),
+16 x 16 within 0.4" up to 3.2 (median 0.68), at 4.9 against 3.7 ms per 4-band model image on
+one thread (16 x 16 within 0.8": up to 2.1, 9.6 ms). At one sample per pixel everywhere the core
+made the log-likelihood of the TRUE parameters worse by 80, 2e3 and 2e5 on three test lenses,
+enough to pull a fit away; supersampling every pixel 2 x 2 cost 120-150% more time than none.
+Bands are fitted with lenstronomy's "multi-linear" likelihood: shared non-linear parameters, Sersic
+amplitudes solved linearly in each band (the lens is red, the source blue). Its "joint-linear"
+would force one set of amplitudes on all bands (it is meant for exposures of one band).
 
 Search, in three stages; the SIE centre is the lens light's throughout
 (``joint_lens_with_light``): on these stamps the light pins it.
@@ -45,15 +49,15 @@ settled in wrong modes more often: theta_E off by 0.9" to 1.9" on 3 of the 12 se
 below at ~10 s of CPU, against 1 of 12 here.
 
 Measured (24 simulated HSC lenses as in the tests: Sersic sources with clumps, clean cuts, lens
-offsets of 0.15"; seeds 0 and 1, arc S/N 11-186; one core): ~17 s of CPU per 4-band 64x64 lens
-at the defaults. theta_E error: median +0.04", median |error| 0.07", 68% half width 0.10", 22 of
-24 within 0.15" and one off by 1.1" (a second mode; other seeds find the right one). Centre:
-median error 0.006", at most 0.14". The ellipticity is less certain (median |e error| 0.12): the
-sources carry clumps a Sersic cannot follow, and SIE ellipticity trades with shear. The swarms
-draw from numpy's global random state (lenstronomy's choice): it is seeded with ``random_state``
-+ the lens's index in the call and restored afterwards, so a rerun reproduces every fit. A fit
-that raises leaves NaN for that lens (the harness counts those as failed fits, and times the fits);
-scoring keeps no state."""
+offsets of 0.15"; seeds 0 and 1, arc S/N 11-186; one core) with the defaults of that time (cores
+sampled 2 x 2 in simulator and model): ~17 s of CPU per 4-band 64x64 lens. theta_E error: median
++0.04", median |error| 0.07", 68% half width 0.10", 22 of 24 within 0.15" and one off by 1.1"
+(a second mode; other seeds find the right one). Centre: median error 0.006", at most 0.14".
+The ellipticity is less certain (median |e error| 0.12): the sources carry clumps a Sersic cannot
+follow, and SIE ellipticity trades with shear. The swarms draw from numpy's global random state
+(lenstronomy's choice): it is seeded with ``random_state`` + the lens's index in the call and
+restored afterwards, so a rerun reproduces every fit. A fit that raises leaves NaN for that lens
+(the harness counts those as failed fits, and times the fits); scoring keeps no state."""
 
 from __future__ import annotations
 
@@ -78,7 +82,7 @@ LENS_KEYS = {"x": "center_x", "y": "center_y", "e1": "e1", "e2": "e2", "theta_e"
 THETA_E_START = 1.2  # arcsec, without training targets
 CENTRE_SIGMA = 0.05  # arcsec, the swarm's initial spread about the starting centre
 CENTRE_BOUND = 0.6  # arcsec, lens centre about the stamp centre
-SUPERSAMPLED_RADIUS = 0.8  # arcsec about the starting centre: the lens core
+SUPERSAMPLED_RADIUS = 0.4  # arcsec about the starting centre: the lens core
 ORIGIN = {"ra_0": 0.0, "dec_0": 0.0}  # the shear's centre
 # {parameter: (default start, swarm width, lower, upper)}; arcsec for radii and centres. The
 # simulator draws light and source axis ratios down to 0.3 (|e| <= 0.54) and places sources up to
@@ -188,7 +192,7 @@ class LenstronomyFitter(Method):
 
     def __init__(self, n_particles: int = 40, n_iterations: int = 60,
                  simplex_iterations: int = 200, n_starts: int = 3, bands=None,
-                 supersampling: int = 2, random_state: int = 0, num_threads: int = 1):
+                 supersampling: int = 16, random_state: int = 0, num_threads: int = 1):
         self.n_particles = n_particles
         self.n_iterations = n_iterations
         self.simplex_iterations = simplex_iterations
@@ -259,14 +263,19 @@ class LenstronomyFitter(Method):
             np.random.set_state(state)
         return out
 
+    def data_bands(self, image, x0: float, y0: float) -> list:
+        """lenstronomy's ``multi_band_list`` of one cutout (bands of ``bands_``, H, W), its lens
+        core taken to be at (``x0``, ``y0``) arcsec: supersampled within SUPERSAMPLED_RADIUS."""
+        x, y = pixel_grid(*image.shape[1:], self.pixel_scale_)
+        core = np.hypot(x - x0, y - y0) <= SUPERSAMPLED_RADIUS
+        return multi_band_list(image, self.kernels_, self.background_rms_, self.exposure_times_,
+                               self.pixel_scale_, self.supersampling, core)
+
     def fit_lens(self, image) -> dict[str, float]:
         """Best-fit targets (name -> value) of one cutout (bands of ``bands_``, H, W) in the
         three stages of the module docstring."""
         x0, y0 = brightest_centre(image, self.pixel_scale_)
-        x, y = pixel_grid(*image.shape[1:], self.pixel_scale_)
-        core = np.hypot(x - x0, y - y0) <= SUPERSAMPLED_RADIUS
-        bands = multi_band_list(image, self.kernels_, self.background_rms_, self.exposure_times_,
-                                self.pixel_scale_, self.supersampling, core)
+        bands = self.data_bands(image, x0, y0)
         centre = {"center_x": x0, "center_y": y0}
         light = _optimise([bands[self.red_]], LIGHT_MODEL, {},
                           {"lens_light_model": _params([LENS_LIGHT], [centre])},

@@ -30,7 +30,7 @@ from pathlib import Path
 import numpy as np
 import torch
 from lensbench.baselines.contract import Method, TaskInfo
-from lensbench.baselines.modeling import gaussian_nll, half_width_68
+from lensbench.baselines.modeling import gaussian_nll, half_width_68, interval_scale
 from lensbench.baselines.persistence import placed_params
 from lensbench.baselines.registry import registered_name
 from lensbench.baselines.transforms import dihedral, inverse_dihedral
@@ -241,8 +241,8 @@ class ResNetRegressor(Method):
         self.variance_scale_ = np.ones(len(self.targets_))
         if self.calibrate and len(val_idx) >= 20:
             out = self.predict_with_uncertainty(X[val_idx])
-            ratio = np.abs(out["mean"] - Y[val_idx]) / np.sqrt(out["variance"])
-            self.variance_scale_ = np.quantile(ratio, 0.682689, axis=0) ** 2
+            self.variance_scale_ = interval_scale(out["mean"] - Y[val_idx],
+                                                  np.sqrt(out["variance"])) ** 2
         if self.checkpoint_dir:
             self.checkpoint_path_ = str(self.save(Path(self.checkpoint_dir)
                                             / f"{type(self).__name__}.pt"))

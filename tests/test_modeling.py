@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import torch
 from lensbench.baselines.contract import LENS_MODEL_TARGETS, TaskInfo
+from lensbench.baselines.modeling import GradientBoostingModeling, interval_scale
 from lensbench.bench.suites.modeling import binned_parameter_metrics, parameter_metrics
 from lensbench.deep.preprocess import dihedral
 from lensbench.deep.regression import (
@@ -271,6 +272,25 @@ def test_variances_are_calibrated_on_the_validation_split(trained):
     within = np.abs(out["mean"] - Y[val]) <= np.sqrt(out["variance"]) * (1 + 1e-9)
     assert np.allclose(within.mean(axis=0), 0.7, atol=0.035)  # 21 of 30: the 68.27% quantile
     assert not np.allclose(method.variance_scale_, 1.0)
+
+
+def test_interval_scale_on_a_hand_worked_case():
+    error = np.array([[1.0, 0.1], [-2.0, 0.2], [3.0, -0.3], [-4.0, 0.4]])
+    # |error| / sigma: (1, 2, 3, 4) and (0.5, 1, 1.5, 2); their medians 2.5 and 1.25
+    np.testing.assert_allclose(interval_scale(error, np.array([1.0, 0.2]), coverage=0.5),
+                               [2.5, 1.25])
+
+
+def test_xgboost_modeling_sigmas_cover_68_percent_of_its_held_out_lenses():
+    X, Y = toy_lens_models(200, seed=2)
+    method = GradientBoostingModeling(n_estimators=30, n_jobs=1, validation_fraction=0.3)
+    method.fit(X, Y, INFO)
+    held_out = np.random.default_rng(0).permutation(200)[:60]  # fit's early-stopping rows
+    error = method.predict_score(X[held_out]) - Y[held_out]
+    within = np.abs(error) <= np.sqrt(method.predict_variance(X[held_out])) * (1 + 1e-9)
+    np.testing.assert_allclose(within.mean(axis=0), 41 / 60, atol=1e-9)  # the 68.27% quantile
+    # not the residuals' variance (the sigma before), which their tails inflate
+    assert not np.allclose(method.variance_, error.var(axis=0), rtol=0.05)
 
 
 def test_the_regression_net_learns_positions_shapes_and_sizes(trained):
