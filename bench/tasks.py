@@ -97,11 +97,13 @@ def find_task(suite: Suite, name: str) -> Task:
 
 # Metcalf et al. (2019): ground set KiDS-like u,g,r,i 0.2"/px 101x101 with ~50% lenses; space set
 # VIS 0.1"/px, Gaussian PSF 0.18", 40% lenses. No cut on magnification or brightness.
-# Every task but modeling-hsc v2 samples Sersic cores at subpixel centres, as simulator version 1
-# did (SimConfig.core_refinement 0), until its committed reports are remade. Integrated cores (the
-# default of every other config) change a pixel by more than 3 noise sigma in 18% of
-# metcalf-ground's cutouts and 53% of hsc-holismokes' (`python scripts/core_effect.py TASK`), so
-# they make other splits and other figures; remaking every report takes some 8 hours here.
+# Every task but modeling-hsc v2 and metcalf-space v3 samples Sersic cores at subpixel centres, as
+# simulator version 1 did (SimConfig.core_refinement 0), until its committed reports are remade.
+# Integrated cores (the default of every other config) change a pixel by more than 3 noise sigma
+# in 18% of metcalf-ground's cutouts, 53% of hsc-holismokes' and 66% of metcalf-space's (`python
+# scripts/core_effect.py TASK`), so they make other splits and other figures; remaking every
+# report takes some 8 hours here. metcalf-ground stays until the compare profile's report (issue
+# 27's CPU baseline) is remade with it.
 VERSION_1_CORES = {"core_refinement": 0}
 # Version 2: same config, but version 1's bytes depended on the torch thread count (the
 # simulator before commit 3eec770): reports/metcalf.md came from 2-thread bytes (ground test split
@@ -114,12 +116,14 @@ METCALF_GROUND = Task(
                      lens_fraction=0.5, labelling="metcalf", **VERSION_1_CORES),
     sizes={"smoke": (300, 300), "default": (3000, 3000), "challenge": (20_000, 100_000),
            "compare": (12_000, 3000)})
+# Version 3: the lens light's and the negatives' Sersic cores integrated (SimConfig
+# .core_refinement); at VIS's 0.1" pixels and 0.18" PSF sampled cores moved a pixel by a median
+# 8 noise sigma per cutout (at most 800; `python scripts/core_effect.py metcalf-space --n 256`).
 METCALF_SPACE = Task(
-    name="metcalf-space", version=2,
+    name="metcalf-space", version=3,
     description="Metcalf challenge space set: Euclid VIS, 0.1\"/px, Gaussian PSF 0.18\", 101x101",
     config=SimConfig(survey="euclid-vis", stamp_size=101, lens_fraction=0.4,
-                     psf_model="gaussian", psf_fwhm_override=0.18, labelling="metcalf",
-                     **VERSION_1_CORES),
+                     psf_model="gaussian", psf_fwhm_override=0.18, labelling="metcalf"),
     sizes={"smoke": (300, 300), "default": (3000, 3000), "challenge": (20_000, 100_000)})
 # HOLISMOKES (Canameras et al. 2021; Schuldt et al. 2021): HSC g,r,i,z 64x64 cutouts, lensed
 # sources with magnification >= 3 and visible arcs.

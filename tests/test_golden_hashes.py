@@ -67,6 +67,10 @@ GOLDEN_HASHES = {
     ("metcalf-space", 2, 1): {
         "train": "9e3ad2411a28fc956f3980580fe8e2f9fa05827fea4d0881ec673c7cb42620f4",
         "test": "2b62247b842ae0fb10b41d8cdea0d3ab8ed9d13909428e787edc42357d6ff259"},
+    # v3: Sersic cores integrated (SimConfig.core_refinement), as modeling-hsc v2.
+    ("metcalf-space", 3, 1): {
+        "train": "84c5a89dfe0a03019aac6a62767c819a090623e1c6551353b6b2800986292727",
+        "test": "57c5b6ca98347262b870130e5e53f91e6702992e33c23872aea148544dff4f04"},
     ("modeling-hsc", 1, 1): {
         "train": "874eb29d3dbf2030f3bea3d002009c885eacdaac364542fea6ddae196a12b7b2",
         "test": "0af12bdcbd25568631ac6f547f4b2b92fdbb1b025396163d4c4628306fb58079",
