@@ -715,12 +715,13 @@ def cmd_predict(args) -> int:
                       "the model")
         print(f"note: {summary.outside_training} of them have {beyond[0]} (column "
               f"outside_training names them): {beyond[1]} extrapolates", file=sys.stderr)
+    _say_sky_not_subtracted(summary.sky_not_subtracted, summary.files.get("prepared"))
     _say_unread_subfolders(args, summary.layout, summary.n_total)
     return 0
 
 
 def cmd_scan(args) -> int:
-    from lensbench.bench.tools.scan import scan
+    from lensbench.bench.tools.scan import ScanFiles, scan
     from lensbench.datasets.prepare import parse_band_map
 
     check_output_file(Path(args.out), "--out")
@@ -749,8 +750,22 @@ def cmd_scan(args) -> int:
     print(f"{summary.n_scored} of {summary.n_total} cutouts scored ({summary.layout}; "
           f"{summary.n_scored_now} now at {summary.rate:,.0f}/s), {summary.n_bad} bad "
           f"(listed in {summary.bad_file}); ranked table {summary.out}")
+    _say_sky_not_subtracted(summary.sky_not_subtracted,
+                            ScanFiles.for_output(args.out).prepared)
     _say_unread_subfolders(args, summary.layout, summary.n_total)
     return 0
+
+
+def _say_sky_not_subtracted(n_cutouts: int, prepared) -> None:
+    """Say how many prepared cutouts still hold their sky (datasets/prepare.py:
+    SKY_LEVEL_LIMIT): the models were trained on sky-subtracted images."""
+    from lensbench.datasets.prepare import SKY_LEVEL_LIMIT
+
+    if n_cutouts:
+        print(f"note: {n_cutouts} cutout(s) have a band whose border lies more than "
+              f"{SKY_LEVEL_LIMIT:g} sky sigmas from 0 (column sky_not_subtracted of {prepared}): "
+              "their sky is not subtracted, and the model was trained on sky-subtracted images",
+              file=sys.stderr)
 
 
 def _say_unread_subfolders(args, layout: str, n_read: int) -> None:

@@ -77,6 +77,12 @@ MAX_SCALE_FACTOR = 8.0
 # masked pixels (a 3x3 cutout padded to 101x101 would be scored as if it were a cutout).
 MIN_DATA_FRACTION = 0.5
 BORDER_WIDTH = 4  # pixels of the border that give the sky sigma without an rms map
+# A sky-subtracted cutout's border median lies within a sky sigma or so of 0 (the SLACS lenses'
+# halos raised their snapshots' border by 0.7-1.5 HST sigma per pixel: known_lenses
+# .sky_level_beside_halo). A level beyond SKY_LEVEL_LIMIT sky sigmas is sky left in the image,
+# which no model saw in training: prepared.csv's ``sky_not_subtracted`` names such bands, and
+# bench scan and bench predict say how many cutouts have one. Set on these grounds, not fitted.
+SKY_LEVEL_LIMIT = 3.0
 ARCSEC_PER_DEG = 3600.0
 AB_ZERO_POINT_JY = 3631.0  # the AB system's zero-point flux density (Oke & Gunn 1983)
 
@@ -137,6 +143,7 @@ class Preparation:
     centre_dx: float = 0.0
     centre_dy: float = 0.0
     sky_level: str = ""  # per band, the border's clipped median in sky sigmas (~0: sky-subtracted)
+    sky_not_subtracted: str = ""  # the bands whose |sky_level| exceeds SKY_LEVEL_LIMIT
     north_angle: float = math.nan  # degrees from +y (rows) towards +x of North, from the WCS
     east_left: str = ""  # "True": East at -x (North up, East left as on the sky), from the WCS
 
@@ -755,6 +762,9 @@ def prepare_cutout(cutout, model: ModelInputs, *, cutout_id: str = "",
         record.noise_source = "border sigma-clipped std"
     record.sky_level = ",".join(f"{b}={level / s:.3g}" if s > 0 else f"{b}=nan"
                                 for b, level, s in zip(bands, sky, sigmas, strict=True))
+    record.sky_not_subtracted = ",".join(
+        b for b, level, s in zip(bands, sky, sigmas, strict=True)
+        if s > 0 and abs(level / s) > SKY_LEVEL_LIMIT)
     if any(sum(p) for p in pads) or record.masked_pixels:
         rng = np.random.default_rng(record.seed)
         out = np.empty((len(bands), *model.stamp_shape), dtype=np.float64)

@@ -354,6 +354,8 @@ def test_a_saved_regressor_predicts_theta_e_of_real_slacs_lenses_from_band_files
                                   saved["real_pred"][:, theta])
     prepared = _rows(tmp_path / "theta.prepared.csv")
     assert len(prepared) == len(lenses)
+    # their sky is subtracted (levels 0-0.44 sky sigma): none is flagged
+    assert all(r["sky_not_subtracted"] == "" for r in prepared)
 
 
 def test_positions_are_given_from_the_cutouts_own_centre(modeling_run, tmp_path):

@@ -236,7 +236,8 @@ def test_bench_scan_prepares_band_files_and_records_it(finder, tmp_path, capsys)
                 continue  # a missing band: one bad cutout, named
             header = wcs_header(0.1, 24)
             header["MAGZPT"] = 27.0
-            fits.PrimaryHDU(rng.normal(0, 3, (24, 24)), header).writeto(
+            sky = 30.0 if (oid, band) == ("2", "g") else 0.0  # 10 sigma of sky left in
+            fits.PrimaryHDU(rng.normal(sky, 3, (24, 24)), header).writeto(
                 folder / f"obj{oid}_{band}.fits")
             fits.PrimaryHDU(np.full((24, 24), 3.0), header).writeto(
                 folder / f"obj{oid}_{band}.rms.fits")
@@ -258,6 +259,10 @@ def test_bench_scan_prepares_band_files_and_records_it(finder, tmp_path, capsys)
     assert records["1"]["zero_point_from"] == "g=MAGZPT,r=MAGZPT"
     assert records["1"]["noise_source"] == "rms map" and int(records["1"]["padding_pixels"]) \
         == 16 * 16 - 12 * 12
+    # the sky left in obj2's g band is named, and counted on stderr
+    assert (records["1"]["sky_not_subtracted"], records["2"]["sky_not_subtracted"]) == ("", "g")
+    assert "note: 1 cutout(s) have a band whose border lies more than 3 sky sigmas" \
+        in capsys.readouterr().err
     # a rerun reproduces the table (the padding noise is seeded by the id)
     first = read_csv(out)
     assert cli.main([*argv, "--model-pixel-scale", "0.2", "--restart"]) == 0
@@ -471,6 +476,11 @@ def test_the_sky_orientation_and_the_border_sky_level_are_recorded(tmp_path):
                                                                     abs=1e-3)
     levels = {band: float(v) for band, v in (p.split("=") for p in record.sky_level.split(","))}
     assert abs(levels["g"]) < 0.5 and levels["r"] == pytest.approx(3.0, abs=0.5)
+    cube[1] += 2.0  # 5 sigma: beyond SKY_LEVEL_LIMIT, named
+    fits.PrimaryHDU(cube, header).writeto(tmp_path / "sky5.fits")
+    assert prepare_cutout(tmp_path / "sky5.fits", GR, cutout_id="s5")[1].sky_not_subtracted \
+        == "r"
+    assert record.sky_not_subtracted == ""  # 3 sigma is not beyond it
     mirrored = wcs_header(0.2, 16)
     mirrored["CD1_1"] = -mirrored["CD1_1"]  # East to the right: a mirror image of the sky
     mirrored["BUNIT"], mirrored["BANDS"] = "nanomaggy", "g,r"

@@ -61,6 +61,7 @@ class PredictSummary:
     # galaxies with a magnitude or error beyond the training set's; cutouts with a parameter
     # predicted beyond its training range
     outside_training: int = 0
+    sky_not_subtracted: int = 0  # prepared cutouts with a band's sky left in (prepare.py)
     with_spec_z: int | None = None  # predicted galaxies with a usable spec-z (metrics.json's)
 
 
@@ -184,6 +185,7 @@ def predict_cutouts(model: str | os.PathLike, cutouts: str | os.PathLike,
     summary = PredictSummary(out, len(items), len(rows), len(bad), files,
                              _counted(reason for _, reason in bad), layout=layout)
     summary.outside_training = sum(1 for row in rows if row[-1])
+    summary.sky_not_subtracted = sum(1 for record in records if record.sky_not_subtracted)
     return summary
 
 

@@ -69,7 +69,8 @@ from lensbench.datasets.readers import (
 COLUMNS = ("rank", "id", "score", "spread", "source")
 BAD_COLUMNS = ("id", "source", "reason")
 _PARTIAL_COLUMNS = ("index", "id", "score", "spread", "source")
-STATE_FORMAT = "lensbench-scan/2"  # 2: prepared.csv records masked pixels, centre, sky, North
+# 2: prepared.csv records masked pixels, centre, sky, North; 3: and bands with sky not subtracted
+STATE_FORMAT = "lensbench-scan/3"
 _FITS = re.compile(r"\.fits?(\.gz|\.fz)?$", re.IGNORECASE)  # .fz: tile-compressed (fpack)
 
 
@@ -778,6 +779,7 @@ class ScanSummary:
     layout: str
     complete: bool = True  # False: interrupted, ``out`` is the partial file
     bad_reasons: dict[str, int] = field(default_factory=dict)  # reason -> cutouts, commonest first
+    sky_not_subtracted: int = 0  # prepared cutouts with a band's sky left in (prepare.py)
 
     def nothing_scored(self) -> str | None:
         """The error of a finished scan in which every cutout was bad (the reasons counted),
@@ -940,9 +942,11 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     if complete:
         finish(files, rows, bads, prepared=preparer is not None)
     reasons = Counter({row["id"]: _reason_without_source(row) for row in bads}.values())
+    sky_left = sum(1 for row in _read_rows(files.prepared, PREPARATION_COLUMNS)
+                   if row["sky_not_subtracted"]) if complete and preparer is not None else 0
     return ScanSummary(files.out if complete else files.partial, files.bad, len(items),
                        n_scored, n_bad, scored_rows, seconds, layout, complete,
-                       dict(reasons.most_common()))
+                       dict(reasons.most_common()), sky_left)
 
 
 def _reason_without_source(bad_row: dict) -> str:
