@@ -261,7 +261,7 @@ def test_bench_scan_prepares_band_files_and_records_it(finder, tmp_path, capsys)
         == 16 * 16 - 12 * 12
     # the sky left in obj2's g band is named, and counted on stderr
     assert (records["1"]["sky_not_subtracted"], records["2"]["sky_not_subtracted"]) == ("", "g")
-    assert "note: 1 cutout(s) have a band whose border lies more than 3 sky sigmas" \
+    assert "note: 1 cutout(s) have a band whose border lies more than 5 sky sigmas" \
         in capsys.readouterr().err
     # a rerun reproduces the table (the padding noise is seeded by the id)
     first = read_csv(out)
@@ -476,9 +476,9 @@ def test_the_sky_orientation_and_the_border_sky_level_are_recorded(tmp_path):
                                                                     abs=1e-3)
     levels = {band: float(v) for band, v in (p.split("=") for p in record.sky_level.split(","))}
     assert abs(levels["g"]) < 0.5 and levels["r"] == pytest.approx(3.0, abs=0.5)
-    cube[1] += 2.0  # 5 sigma: beyond SKY_LEVEL_LIMIT, named
-    fits.PrimaryHDU(cube, header).writeto(tmp_path / "sky5.fits")
-    assert prepare_cutout(tmp_path / "sky5.fits", GR, cutout_id="s5")[1].sky_not_subtracted \
+    cube[1] += 4.0  # 7 sigma: beyond SKY_LEVEL_LIMIT, named
+    fits.PrimaryHDU(cube, header).writeto(tmp_path / "sky7.fits")
+    assert prepare_cutout(tmp_path / "sky7.fits", GR, cutout_id="s7")[1].sky_not_subtracted \
         == "r"
     assert record.sky_not_subtracted == ""  # 3 sigma is not beyond it
     mirrored = wcs_header(0.2, 16)
