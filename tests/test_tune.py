@@ -211,8 +211,11 @@ def test_two_workers_share_a_study_on_postgresql(postgres_url, tmp_path):
 KIND_STUDIES = {
     "lens-finding": ("smoke", "ground", "pixel-logreg", [], (), "auroc", "maximize"),
     "photoz": ("photoz", "boss", "knn-photoz", [], ("photoz",), "sigma_nmad", "minimize"),
+    # max_depth 3 and one thread: a depth-10 draw on 2 threads took 15 s a trial (7 targets,
+    # 121 features), most of this test's 69 s
     "modeling": ("modeling", "hsc", "xgboost-modeling",
-                 ["xgboost-modeling.n_estimators=20"], ("cosmos", "slacs"),
+                 ["xgboost-modeling.n_estimators=20", "xgboost-modeling.max_depth=3",
+                  "xgboost-modeling.n_jobs=1"], ("cosmos", "slacs"),
                  "theta_e/half_width_68", "minimize"),
     # num_threads=1: with torch 2.13's CPU build on 2 threads one of these trials segfaulted in
     # oneDNN (jit_avx512_common_1x1_convolution_bwd_weights_t inside a GOMP parallel region,
