@@ -37,6 +37,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.datasets import registry
+from lensbench.datasets.config import CORE_REFINEMENT
 from lensbench.datasets.files import atomic_write_text
 from lensbench.datasets.storage import arrays_sha256, sha256_file
 from lensbench.datasets.typecheck import fits_type, short_repr, type_text
@@ -434,6 +435,9 @@ class ImageConfig:
     sersic_n_range: tuple[float, float] = (1.0, 4.0)
     q_range: tuple[float, float] = (0.4, 1.0)
     centre_sigma: float = 0.1  # arcsec
+    # Sersic cores integrated as the simulator's (render.Grid.integrate_core; 0: sampled at
+    # subpixel centres, as before stop 48)
+    core_refinement: int = CORE_REFINEMENT
 
 
 def render_photoz_images(mags: np.ndarray, catalogue_bands: tuple[str, ...], seed: int,
@@ -443,13 +447,15 @@ def render_photoz_images(mags: np.ndarray, catalogue_bands: tuple[str, ...], see
 
     Each galaxy is an elliptical Sersic (``lensing.sersic_profile``) of total flux
     ``10^(-0.4 (m_b - 22.5))`` nanomaggies in band b (its catalogue magnitude), supersampled,
-    convolved with the band's PSF (``psf.psf_kernel``), with Gaussian noise of variance
-    source electrons + sky electrons + N_exp RN^2 (``surveys.Band``). r_eff is log-normal with a
-    median that shrinks with the r magnitude; n, q, phi uniform. None of it depends on z."""
+    its core integrated (``render.Grid.integrate_core``), convolved with the band's PSF
+    (``psf.psf_kernel``), with Gaussian noise of variance source electrons + sky electrons +
+    N_exp RN^2 (``surveys.Band``). r_eff is log-normal with a median that shrinks with the r
+    magnitude; n, q, phi uniform. None of it depends on z."""
     import torch
     import torch.nn.functional as F
     from lensbench.datasets.lensing import sersic_flux_to_amplitude, sersic_profile
     from lensbench.datasets.psf import psf_kernel
+    from lensbench.datasets.render import Grid
     from lensbench.datasets.surveys import get_survey
 
     survey = get_survey(config.survey).select(config.bands)
@@ -467,8 +473,8 @@ def render_photoz_images(mags: np.ndarray, catalogue_bands: tuple[str, ...], see
     centre = rng.normal(0, config.centre_sigma, (n, 2))
     noise_seed = int(rng.integers(2**31))
     pixel = survey.pixel_scale
-    fine = (torch.arange(size * ss, dtype=torch.float32) - (size * ss - 1) / 2) * pixel / ss
-    gy, gx = torch.meshgrid(fine, fine, indexing="ij")
+    grid = Grid.build(size, pixel, ss, torch.float32, torch.device("cpu"),
+                      config.core_refinement)
     kernels = [torch.as_tensor(psf_kernel(survey.psf_model, band.psf_fwhm, pixel,
                                           survey.moffat_beta), dtype=torch.float32)
                for band in survey.bands]
@@ -485,8 +491,12 @@ def render_photoz_images(mags: np.ndarray, catalogue_bands: tuple[str, ...], see
               ("cx", centre[:, 0]), ("cy", centre[:, 1]))}
         unit = sersic_flux_to_amplitude(1.0, r_eff[sl], sersic_n[sl])
         amplitude = torch.as_tensor(unit, dtype=torch.float32)[:, None, None]
-        shape = sersic_profile(gx[None], gy[None], amplitude,
-                               t["r"], t["n"], t["q"], t["phi"], t["cx"], t["cy"])
+        def profile(x, y, t=t, amplitude=amplitude):
+            return sersic_profile(x, y, amplitude, t["r"], t["n"], t["q"], t["phi"], t["cx"],
+                                  t["cy"])
+
+        shape = grid.integrate_core(profile(grid.x_fine[None], grid.y_fine[None]), profile,
+                                    centre[sl, 0], centre[sl, 1])
         # Integrate over sub-pixels, then normalise to unit flux inside the stamp's light.
         shape = shape.reshape(k, size, ss, size, ss).mean(dim=(2, 4)) * (pixel ** 2)
         shape = shape / shape.sum(dim=(1, 2), keepdim=True).clamp(min=1e-12)
