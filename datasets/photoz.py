@@ -436,7 +436,7 @@ class ImageConfig:
     q_range: tuple[float, float] = (0.4, 1.0)
     centre_sigma: float = 0.1  # arcsec
     # Sersic cores integrated as the simulator's (render.Grid.integrate_core; 0: sampled at
-    # subpixel centres, as before stop 48)
+    # subpixel centres, as the photo-z runs made before 2026-12-07 did)
     core_refinement: int = CORE_REFINEMENT
 
 
