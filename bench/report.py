@@ -5,6 +5,7 @@ section as its kind writes it (bench/suites/), with figures."""
 from __future__ import annotations
 
 import base64
+import dataclasses
 import html
 import math
 import re
@@ -108,7 +109,15 @@ def provenance_lines(suite: str, profile: str, results: list[Result], store: Pat
             f"- produced by: `{run_command(suite, profile, results, seeds)}`{seed_note}",
             f"- lensbench commit(s) of the runs: {', '.join(map(short_commit, commits))}; "
             f"report commit {short_commit(git_commit() or 'unknown')}",
-            software_line(results), versions_line(get_suite(suite))]
+            software_line(results), versions_line(reported_tasks(get_suite(suite), results))]
+
+
+def reported_tasks(suite: Suite, results: list[Result]) -> Suite:
+    """``suite`` with the tasks that ``results`` ran (all of them when none did): a profile
+    without a size for a task (the metcalf compare profile has no metcalf-space) neither runs
+    nor reports it, so its version does not pin the report's bytes."""
+    ran = tuple(task for task in suite.tasks if any(r.task == task.name for r in results))
+    return dataclasses.replace(suite, tasks=ran or suite.tasks)
 
 
 # The packages a report header names (keys of Result.versions), in this order.
@@ -286,15 +295,26 @@ def stale_reason(path: Path) -> str | None:
         return f"suite {title['suite']!r} no longer exists"
     stated = next((line for line in lines if line.startswith(VERSIONS_LABEL)), None)
     if stated is not None:
-        return stale_by_version(stated)
+        sections = {match[1] for line in lines if (match := TASK_SECTION.match(line))}
+        return stale_by_version(stated, sections)
     return stale_by_hash(suite, title["profile"], lines)
 
 
-def stale_by_version(line: str) -> str | None:
+# A task's section heading in a report: "## metcalf-ground (v2)".
+TASK_SECTION = re.compile(r"^## (\S+) \(v(\d+)\)$")
+
+
+def stale_by_version(line: str, sections: set[str] = frozenset()) -> str | None:
+    """Why the versions a header ``line`` states are not the current ones, or None. Where the
+    report has task sections (``sections``, their names), only their tasks count: headers
+    written before the line named only the tasks a report covers listed every task of its
+    suite (reports/metcalf-compare.md names metcalf-space, which the compare profile never
+    runs)."""
     from lensbench.datasets.simulate import SIMULATOR_VERSION
 
     tasks_part, _, simulator_part = line[len(VERSIONS_LABEL):].split(" (")[0].partition(";")
-    stated = {name: int(version) for name, version in re.findall(r"(\S+) v(\d+)", tasks_part)}
+    stated = {name: int(version) for name, version in re.findall(r"(\S+) v(\d+)", tasks_part)
+              if not sections or name in sections}
     if not stated:
         return "its task versions line names no task"
     current = all_tasks()

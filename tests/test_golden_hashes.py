@@ -302,6 +302,37 @@ def test_report_check_lists_the_reports_made_from_splits_the_code_no_longer_make
                                   f"now v{SIMULATOR_VERSION + 1}")
 
 
+def test_a_header_states_and_check_reads_only_the_tasks_the_report_covers(tmp_path,
+                                                                          monkeypatch):
+    """The metcalf compare profile runs metcalf-ground only: its report's versions line names
+    that task alone, and a header that also names a task without a section (as written before)
+    is not made stale by that task's version."""
+    workdir, reports = tmp_path / "work", tmp_path / "reports"
+    ground, other = get_suite("smoke").tasks[0], dataclasses.replace(
+        get_suite("metcalf").tasks[1], version=1)
+    two_tasks = dataclasses.replace(get_suite("smoke"), tasks=(ground, other))
+    monkeypatch.setitem(tasks.SUITES, "smoke", two_tasks)
+    run_suite(dataclasses.replace(two_tasks, tasks=(ground,)), profile="smoke", seed=0,
+              workdir=workdir, methods=["random"], log=lambda _: None)
+    report = next(path for path in write_report("smoke", workdir=workdir, out_dir=reports,
+                                                profile="smoke") if path.suffix == ".md")
+    text = report.read_text()
+    assert f"- task versions: {ground.name} v{ground.version}; simulator" in text
+    assert f"## {other.name}" not in text
+    assert check(reports) == (0, {report.name: "current"})
+    # the header of before: every task of the suite, the unreported one at an old version
+    old_header = text.replace(f"- task versions: {ground.name} v{ground.version};",
+                              f"- task versions: {ground.name} v{ground.version}, "
+                              f"{other.name} v{other.version - 1};")
+    report.write_text(old_header)
+    assert check(reports) == (0, {report.name: "current"})
+    # its own task's version still counts
+    report.write_text(old_header.replace(f"{ground.name} v{ground.version},",
+                                         f"{ground.name} v{ground.version - 1},", 1))
+    assert check(reports) == (1, {report.name: f"stale: {ground.name} v{ground.version - 1}, "
+                                                f"now v{ground.version}"})
+
+
 def test_report_check_counts_a_report_it_cannot_verify_as_stale(tmp_path):
     """A header without versions whose splits are too large to remake for a check."""
     reports = tmp_path / "reports"
