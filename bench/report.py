@@ -295,13 +295,9 @@ def stale_reason(path: Path) -> str | None:
         return f"suite {title['suite']!r} no longer exists"
     stated = next((line for line in lines if line.startswith(VERSIONS_LABEL)), None)
     if stated is not None:
-        sections = {match[1] for line in lines if (match := TASK_SECTION.match(line))}
+        sections = {match["task"] for line in lines if (match := SECTION.match(line))}
         return stale_by_version(stated, sections)
     return stale_by_hash(suite, title["profile"], lines)
-
-
-# A task's section heading in a report: "## metcalf-ground (v2)".
-TASK_SECTION = re.compile(r"^## (\S+) \(v(\d+)\)$")
 
 
 def stale_by_version(line: str, sections: set[str] = frozenset()) -> str | None:

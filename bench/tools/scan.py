@@ -939,11 +939,10 @@ def _scan(files: ScanFiles, model, cutouts, *, batch_size, workers, scheduler,
     n_bad = len({row["id"] for row in bads})
     n_scored = len({row["id"] for row in rows})
     complete = n_scored + n_bad >= len(items)
-    if complete:
-        finish(files, rows, bads, prepared=preparer is not None)
+    prepared_records = finish(files, rows, bads, prepared=preparer is not None) \
+        if complete else []
     reasons = Counter({row["id"]: _reason_without_source(row) for row in bads}.values())
-    sky_left = sum(1 for row in _read_rows(files.prepared, PREPARATION_COLUMNS)
-                   if row["sky_not_subtracted"]) if complete and preparer is not None else 0
+    sky_left = sum(1 for record in prepared_records if record["sky_not_subtracted"])
     return ScanSummary(files.out if complete else files.partial, files.bad, len(items),
                        n_scored, n_bad, scored_rows, seconds, layout, complete,
                        dict(reasons.most_common()), sky_left)
@@ -956,12 +955,12 @@ def _reason_without_source(bad_row: dict) -> str:
 
 
 def finish(files: ScanFiles, rows: list[dict], bads: list[dict], prepared: bool = False
-           ) -> None:
+           ) -> list[dict]:
     """Write the ranked table (score descending, ties in input order), the sorted bad list
     and (``prepared``) the preparation records, one per id, atomically, then drop the resume
-    files."""
+    files. Returns the preparation records written (none without ``prepared``)."""
+    records: dict[str, dict] = {}
     if prepared:
-        records = {}
         for row in _read_rows(files.prepared, PREPARATION_COLUMNS):
             records[row["id"]] = row  # a batch redone after an interrupt: its last record
         atomic_write_csv(files.prepared, PREPARATION_COLUMNS,
@@ -976,6 +975,7 @@ def finish(files: ScanFiles, rows: list[dict], bads: list[dict], prepared: bool 
                                               sorted(bads, key=lambda r: _sort_key(r["id"]))))
     files.partial.unlink(missing_ok=True)
     files.state.unlink(missing_ok=True)
+    return list(records.values())
 
 
 def _progress(total: int, initial: int, enabled: bool):
