@@ -97,23 +97,26 @@ def find_task(suite: Suite, name: str) -> Task:
 
 # Metcalf et al. (2019): ground set KiDS-like u,g,r,i 0.2"/px 101x101 with ~50% lenses; space set
 # VIS 0.1"/px, Gaussian PSF 0.18", 40% lenses. No cut on magnification or brightness.
-# Every task but modeling-hsc v2 and metcalf-space v3 samples Sersic cores at subpixel centres, as
-# simulator version 1 did (SimConfig.core_refinement 0), until its committed reports are remade.
+# hsc-holismokes (hence real-hsc, real-vis), the smoke task and the photo-z tasks (which simulate
+# no cutouts) sample Sersic cores at subpixel centres, as simulator version 1 did
+# (SimConfig.core_refinement 0), until their committed reports are remade; modeling-hsc v2,
+# metcalf-space v3 and metcalf-ground v3 integrate them.
 # Integrated cores (the default of every other config) change a pixel by more than 3 noise sigma
 # in 18% of metcalf-ground's cutouts, 53% of hsc-holismokes' and 66% of metcalf-space's (`python
 # scripts/core_effect.py TASK`), so they make other splits and other figures; remaking every
-# report takes some 8 hours here. metcalf-ground stays until the compare profile's report (issue
-# 27's CPU baseline) is remade with it.
+# report takes some 8 hours here.
 VERSION_1_CORES = {"core_refinement": 0}
 # Version 2: same config, but version 1's bytes depended on the torch thread count (the
 # simulator before commit 3eec770): reports/metcalf.md came from 2-thread bytes (ground test split
 # ff8f48e2c324, reproduced with that code and 2 threads); today's code gives 889c0ac6b8ff with any
 # thread count. Version 2 is those thread-independent bytes (tests/test_golden_hashes.py).
+# Version 3: the Sersic cores integrated, as metcalf-space v3 (a pixel moved by more than 3 noise
+# sigma in 18% of the cutouts; `python scripts/core_effect.py metcalf-ground`).
 METCALF_GROUND = Task(
-    name="metcalf-ground", version=2,
+    name="metcalf-ground", version=3,
     description="Metcalf challenge ground set: KiDS-like u,g,r,i, 0.2\"/px, 101x101",
     config=SimConfig(survey="kids", bands=("u", "g", "r", "i"), stamp_size=101,
-                     lens_fraction=0.5, labelling="metcalf", **VERSION_1_CORES),
+                     lens_fraction=0.5, labelling="metcalf"),
     sizes={"smoke": (300, 300), "default": (3000, 3000), "challenge": (20_000, 100_000),
            "compare": (12_000, 3000)})
 # Version 3: the lens light's and the negatives' Sersic cores integrated (SimConfig

@@ -64,6 +64,10 @@ GOLDEN_HASHES = {
     ("metcalf-ground", 2, 1): {
         "train": "fab571cfd6cc02ffb1d180f9ba377d2c1defabfaa8bf61a05fd43309d892f9e5",
         "test": "4a33fb1c316789ae1d5efdcefe6e384cf9a8489842b6fa674a5bace6fefa9c83"},
+    # v3: Sersic cores integrated, as metcalf-space v3.
+    ("metcalf-ground", 3, 1): {
+        "train": "d8c8f504da7a41bf7bf209e1f676ed9db8dcf76c63c484a2d33d0c4370713a3e",
+        "test": "bf4d74a8469d649062bd7bc7547445ab011ca8f8f3049195671cdc05e541b34c"},
     ("metcalf-space", 2, 1): {
         "train": "9e3ad2411a28fc956f3980580fe8e2f9fa05827fea4d0881ec673c7cb42620f4",
         "test": "2b62247b842ae0fb10b41d8cdea0d3ab8ed9d13909428e787edc42357d6ff259"},
