@@ -18,7 +18,9 @@ A model file (``*.lbmodel``) is a zip archive holding
                     models (xgboost's own JSON), torch modules (weights-only state dicts plus the
                     name of the builder and its plain keyword arguments), a few lensbench helper
                     objects (a fixed table below, restored as attribute dicts) and nested methods
-                    (TwoStep: a model archive inside the archive);
+                    (TwoStep: a model archive inside the archive); a method whose state
+                    holds settings checks them as they are read (``check_restored_state``:
+                    NetZ's recorded image rendering);
   ``None``          nothing to save (the method fits each lens when it predicts).
 
 What a model file is trusted to do: nothing but hold numbers. It is never unpickled. The method
@@ -520,6 +522,10 @@ def restore_fitted_state(method, state: dict, path="model") -> None:
         if not _is_fitted_name(key):  # nothing else is set: a method's own names stay its own
             raise refuse(path, f"state.{key}", "a fitted attribute (a name ending in _)", key)
         setattr(method, key, value)
+    # a method whose state holds settings (not only numbers) checks them now, naming the file
+    check = getattr(method, "check_restored_state", None)
+    if check is not None:
+        check(path)
 
 
 def _full_name(obj) -> str:

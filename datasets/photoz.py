@@ -440,6 +440,34 @@ class ImageConfig:
     core_refinement: int = CORE_REFINEMENT
 
 
+def image_config_from(recorded, stamp_size: int, where: str) -> ImageConfig:
+    """The :class:`ImageConfig` a saved model recorded (``dataclasses.asdict`` of it), checked
+    field by field against its type hints, and its survey and stamp size (the model's own)."""
+    from lensbench.datasets.surveys import survey_names
+    from lensbench.datasets.typecheck import field_hints, fits_type, short_repr, type_text
+
+    if not isinstance(recorded, dict):
+        raise ValueError(f"{where}: expected a dict of ImageConfig fields, got "
+                         f"{short_repr(recorded)}")
+    hints = field_hints(ImageConfig)
+    for key, value in recorded.items():
+        if key not in hints:
+            raise ValueError(f"{where}.{key}: not a field of ImageConfig (expected one of "
+                             f"{', '.join(hints)})")
+        if fits_type(value, hints[key]) is False:
+            raise ValueError(f"{where}.{key}={short_repr(value)}: expected "
+                             f"{type_text(hints[key])}")
+    config = ImageConfig(**{key: tuple(value) if isinstance(value, list) else value
+                            for key, value in recorded.items()})
+    if config.survey not in survey_names():
+        raise ValueError(f"{where}.survey={config.survey!r}: expected one of "
+                         f"{', '.join(survey_names())}")
+    if config.stamp_size != int(stamp_size):
+        raise ValueError(f"{where}.stamp_size={config.stamp_size}: expected the model's "
+                         f"stamp_size {int(stamp_size)}")
+    return config
+
+
 def render_photoz_images(mags: np.ndarray, catalogue_bands: tuple[str, ...], seed: int,
                          config: ImageConfig = ImageConfig(), batch: int = 512
                          ) -> tuple[np.ndarray, dict[str, np.ndarray]]:

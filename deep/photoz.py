@@ -20,6 +20,7 @@ from __future__ import annotations
 import contextlib
 import hashlib
 import math
+import warnings
 from dataclasses import asdict, dataclass
 
 import numpy as np
@@ -134,6 +135,30 @@ class NetZPhotoz(Method):
 
     # ------------------------------------------------------------------ inputs
     def _image_config(self):
+        """How this model paints its galaxies: as recorded at fit (``image_config_``, saved with
+        the model, so that a model predicts on images painted as its training images were, when
+        the defaults have changed since), else the current defaults at ``stamp_size``."""
+        from lensbench.datasets.photoz import image_config_from
+
+        if hasattr(self, "image_config_"):
+            return image_config_from(self.image_config_, self.stamp_size,
+                                     f"{type(self).__name__}.image_config_")
+        if hasattr(self, "net_"):  # saved before the rendering was recorded
+            warnings.warn(f"this {type(self).__name__} model does not record how its training "
+                          "images were painted (saved before lensbench recorded it): its "
+                          "galaxies are painted with today's defaults, whose Sersic cores are "
+                          "integrated; a model trained before commit 7f07877 (2026-12-07) saw "
+                          "sampled cores: refit it", stacklevel=3)
+        return self._default_image_config()
+
+    def check_restored_state(self, path) -> None:
+        """A loaded model's recorded rendering, checked as it is read (persistence.py)."""
+        from lensbench.datasets.photoz import image_config_from
+
+        if hasattr(self, "image_config_"):
+            image_config_from(self.image_config_, self.stamp_size, f"{path}: state.image_config_")
+
+    def _default_image_config(self):
         from lensbench.datasets.photoz import ImageConfig
 
         return ImageConfig(stamp_size=int(self.stamp_size))
@@ -167,6 +192,7 @@ class NetZPhotoz(Method):
         self.bands_ = tuple(info.bands) if info is not None else BANDS
         self.features_ = PhotozFeatures().fit(X)
         self.z_mean_, self.z_scale_ = float(y.mean()), float(y.std() + 1e-9)
+        self.image_config_ = asdict(self._default_image_config())
         device = torch.device("cuda" if self.device == "auto" and torch.cuda.is_available()
                               else ("cpu" if self.device == "auto" else self.device))
         with seeded(self.random_state, self.num_threads):

@@ -376,6 +376,37 @@ def test_netz_cnn_learns_on_a_tiny_set(boss_small):
         np.testing.assert_array_equal(z, net.predict(Xt[200:600]))  # same rows, same images
 
 
+def test_netz_records_how_it_paints_and_a_saved_model_paints_so(boss_small, tmp_path):
+    """A saved NetZ paints its galaxies as it did in training (``image_config_``), not with
+    whatever the defaults have become; a file whose record is wrong is refused by name."""
+    from dataclasses import asdict
+
+    from lensbench.baselines.persistence import load_model, save_model
+    from lensbench.deep.photoz import NetZPhotoz
+
+    X, y, Xt, _ = boss_small
+    net = NetZPhotoz(epochs=1, stamp_size=12, channels=(4, 8), num_threads=1,
+                     random_state=2).fit(X[:300], y[:300], info=_info())
+    assert net.image_config_ == asdict(P.ImageConfig(stamp_size=12))
+    loaded, _ = load_model(save_model(net, tmp_path / "netz.lbmodel"))
+    z = net.predict_variance(Xt[:64])
+    np.testing.assert_array_equal(loaded.predict_variance(Xt[:64]), z)
+    # the record, not the defaults, decides: sampled cores paint other images
+    loaded.image_config_ = {**loaded.image_config_, "core_refinement": 0}
+    assert not np.array_equal(loaded.predict_variance(Xt[:64]), z)
+    # a model saved before the record existed: today's defaults, with a warning
+    del loaded.image_config_
+    with pytest.warns(UserWarning, match="does not record how its training images were painted"):
+        np.testing.assert_array_equal(loaded.predict_variance(Xt[:64]), z)
+    net.image_config_ = {**net.image_config_, "survey": "sdss"}
+    with pytest.raises(ValueError, match=r"bad\.lbmodel: state\.image_config_\.survey='sdss': "
+                                         r"expected one of des"):
+        load_model(save_model(net, tmp_path / "bad.lbmodel"))
+    net.image_config_ = {**net.image_config_, "survey": "des", "psf": "gaussian"}
+    with pytest.raises(ValueError, match=r"image_config_\.psf: not a field of ImageConfig"):
+        load_model(save_model(net, tmp_path / "bad2.lbmodel"))
+
+
 def test_images_carry_the_catalogue_flux():
     mags = np.array([[21.0, 19.0, 18.0, 17.5, 17.2], [21.0, 20.0, 19.0, 18.5, 18.2]])
     config = P.ImageConfig(stamp_size=32)
