@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 from lensbench.baselines.contract import LENS_MODEL_TARGETS, TaskInfo
-from lensbench.baselines.modeling import GradientBoostingModeling, interval_scale
+from lensbench.baselines.modeling import GradientBoostingModeling, gaussian_nll, interval_scale
 from lensbench.bench.suites.modeling import binned_parameter_metrics, parameter_metrics
 from lensbench.deep.preprocess import dihedral
 from lensbench.deep.regression import (
@@ -283,7 +283,8 @@ def test_interval_scale_on_a_hand_worked_case():
 
 def test_xgboost_modeling_sigmas_cover_68_percent_of_its_held_out_lenses():
     X, Y = toy_lens_models(200, seed=2)
-    method = GradientBoostingModeling(n_estimators=30, n_jobs=1, validation_fraction=0.3)
+    method = GradientBoostingModeling(n_estimators=30, n_jobs=1, validation_fraction=0.3,
+                                      uncertainty="constant")
     method.fit(X, Y, INFO)
     held_out = np.random.default_rng(0).permutation(200)[:60]  # fit's early-stopping rows
     error = method.predict_score(X[held_out]) - Y[held_out]
@@ -291,6 +292,41 @@ def test_xgboost_modeling_sigmas_cover_68_percent_of_its_held_out_lenses():
     np.testing.assert_allclose(within.mean(axis=0), 41 / 60, atol=1e-9)  # the 68.27% quantile
     # not the residuals' variance (the sigma before), which their tails inflate
     assert not np.allclose(method.variance_, error.var(axis=0), rtol=0.05)
+
+
+def test_xgboost_modeling_per_lens_sigmas_follow_the_noise_and_stay_calibrated():
+    """Residuals whose spread grows with a feature (as a faint arc's theta_E error does): the
+    per-lens sigmas follow it and cover 68% of new lenses; the constant one covers 68% only on
+    average, too wide for some lenses and too narrow for others, so its NLL is worse."""
+    rng = np.random.default_rng(0)
+
+    def lenses(n):
+        features = rng.uniform(0.0, 1.0, (n, 3))
+        spread = 0.05 + features[:, :1] ** 2  # parameter 0 and 1 alike; feature 0 sets it
+        return features, rng.normal(0.0, 1.0, (n, 2)) * spread, spread
+
+    held_out, residual, _ = lenses(2000)
+    new, new_residual, spread = lenses(4000)
+    nll = {}
+    for uncertainty in ("constant", "per-lens"):
+        method = GradientBoostingModeling(uncertainty=uncertainty, n_jobs=1, random_state=3)
+        method.fit_uncertainty(held_out, residual)
+        variance = method.variance_of_features(new)
+        assert variance.shape == (4000, 2) and np.all(variance > 0)
+        within = np.abs(new_residual) <= np.sqrt(variance)
+        np.testing.assert_allclose(within.mean(axis=0), 0.6827, atol=0.025)
+        nll[uncertainty] = gaussian_nll(new_residual, 0.0, variance)
+        if uncertainty == "per-lens":
+            sigma = np.sqrt(variance[:, 0])
+            assert np.corrcoef(sigma, spread[:, 0])[0, 1] > 0.9
+            # the faintest-spread tenth: within 68% there too, where a constant sigma is 100%
+            low = spread[:, 0] < np.quantile(spread[:, 0], 0.1)
+            assert 0.55 < within[low, 0].mean() < 0.85
+        else:
+            np.testing.assert_allclose(variance[0], interval_scale(residual, 1.0) ** 2)
+    assert nll["per-lens"] < nll["constant"] - 0.3
+    with pytest.raises(ValueError, match="uncertainty='wide': expected one of per-lens"):
+        GradientBoostingModeling(uncertainty="wide").fit_uncertainty(held_out, residual)
 
 
 def test_the_regression_net_learns_positions_shapes_and_sizes(trained):
