@@ -459,6 +459,10 @@ def image_config_from(recorded, stamp_size: int, where: str) -> ImageConfig:
                              f"{type_text(hints[key])}")
     config = ImageConfig(**{key: tuple(value) if isinstance(value, list) else value
                             for key, value in recorded.items()})
+    # a file asks for work, not code: bounded so that it cannot ask for hours per galaxy
+    for key, low, high in (("supersample", 1, 8), ("core_refinement", 0, 5)):
+        if not low <= getattr(config, key) <= high:
+            raise ValueError(f"{where}.{key}={getattr(config, key)}: expected {low} to {high}")
     if config.survey not in survey_names():
         raise ValueError(f"{where}.survey={config.survey!r}: expected one of "
                          f"{', '.join(survey_names())}")

@@ -402,7 +402,10 @@ def test_netz_records_how_it_paints_and_a_saved_model_paints_so(boss_small, tmp_
     with pytest.raises(ValueError, match=r"bad\.lbmodel: state\.image_config_\.survey='sdss': "
                                          r"expected one of des"):
         load_model(save_model(net, tmp_path / "bad.lbmodel"))
-    net.image_config_ = {**net.image_config_, "survey": "des", "psf": "gaussian"}
+    net.image_config_ = {**net.image_config_, "survey": "des", "supersample": 10**6}
+    with pytest.raises(ValueError, match=r"image_config_\.supersample=1000000: expected 1 to 8"):
+        load_model(save_model(net, tmp_path / "slow.lbmodel"))
+    net.image_config_ = {**net.image_config_, "supersample": 2, "psf": "gaussian"}
     with pytest.raises(ValueError, match=r"image_config_\.psf: not a field of ImageConfig"):
         load_model(save_model(net, tmp_path / "bad2.lbmodel"))
 
