@@ -155,7 +155,7 @@ class GradientBoostingModeling(Method):
                         verbose=False)
         self.best_iteration_ = int(self.model_.best_iteration)
         self.history_ = {"val_rmse": list(self.model_.evals_result()["validation_0"]["rmse"])}
-        residual = self._unscale(self.model_.predict(features[val])) - Y[val]
+        residual = self.mean_of_features(features[val]) - Y[val]
         self.fit_uncertainty(features[val], residual)
         return self
 
@@ -170,14 +170,14 @@ class GradientBoostingModeling(Method):
         if self.uncertainty not in UNCERTAINTIES:
             raise ValueError(f"xgboost-modeling.uncertainty={self.uncertainty!r}: expected one "
                              f"of {', '.join(UNCERTAINTIES)}")
-        self.sigma_ = interval_scale(residual, 1.0)
+        sigma = interval_scale(residual, 1.0)
         self.sigma_models_ = []
         if self.uncertainty == "per-lens":
             from xgboost import XGBRegressor
 
             half = np.random.default_rng(self.random_state + 1).permutation(len(residual))
             halves = (half[:len(half) // 2], half[len(half) // 2:])
-            relative = np.abs(residual) / self.sigma_
+            relative = np.abs(residual) / sigma
             out_of_half = np.empty_like(relative)
             for fit_rows, other in (halves, halves[::-1]):
                 model = XGBRegressor(n_estimators=self.sigma_trees, max_depth=self.sigma_depth,
@@ -187,8 +187,8 @@ class GradientBoostingModeling(Method):
                 model.fit(features[fit_rows], relative[fit_rows], verbose=False)
                 out_of_half[other] = self._relative_sigma([model], features[other])
                 self.sigma_models_.append(model)
-            self.sigma_ = self.sigma_ * interval_scale(residual, out_of_half * self.sigma_)
-        self.variance_ = self.sigma_ ** 2
+            sigma = sigma * interval_scale(residual, out_of_half * sigma)
+        self.variance_ = sigma ** 2  # per-lens: the square of the sigma the models scale
 
     def _relative_sigma(self, models, features) -> np.ndarray:
         """(n, P) mean of ``models``' |residual| / sigma, at least SIGMA_FLOOR."""
@@ -196,12 +196,8 @@ class GradientBoostingModeling(Method):
                              for m in models], axis=0)
         return np.maximum(predicted, SIGMA_FLOOR)
 
-    def _unscale(self, Z):
-        return np.asarray(Z, dtype=np.float64).reshape(-1, len(self.targets_)) * self.scale_ \
-            + self.mean_
-
     def predict_score(self, X):
-        return self._unscale(self.model_.predict(self._features(X)))
+        return self.mean_of_features(self._features(X))
 
     def predict_variance(self, X):
         return self.variance_of_features(self._features(X))
@@ -209,14 +205,19 @@ class GradientBoostingModeling(Method):
     def predict_with_uncertainty(self, X) -> dict[str, np.ndarray]:
         """mean (n, P) and variance (n, P), from one computation of the features."""
         features = self._features(X)
-        return {"mean": self._unscale(self.model_.predict(features)),
+        return {"mean": self.mean_of_features(features),
                 "variance": self.variance_of_features(features)}
+
+    def mean_of_features(self, features: np.ndarray) -> np.ndarray:
+        """(n, P) predicted parameters of lenses given by their image features (``_features``)."""
+        Z = np.asarray(self.model_.predict(features), dtype=np.float64)
+        return Z.reshape(-1, len(self.targets_)) * self.scale_ + self.mean_
 
     def variance_of_features(self, features: np.ndarray) -> np.ndarray:
         """(n, P) variances of lenses given by their image features (``_features``)."""
         if not getattr(self, "sigma_models_", None):  # "constant" (or saved before per-lens)
             return np.tile(self.variance_, (len(features), 1))
-        return (self._relative_sigma(self.sigma_models_, features) * self.sigma_) ** 2
+        return self._relative_sigma(self.sigma_models_, features) ** 2 * self.variance_
 
     def diagnostics(self) -> dict[str, float]:
         return {"best_iteration": float(self.best_iteration_)}

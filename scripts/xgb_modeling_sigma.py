@@ -58,10 +58,10 @@ def main() -> None:
     fit_rows, val_rows = order[:n_fit], order[n_fit:]
     method = GradientBoostingModeling(uncertainty="constant", n_jobs=args.n_jobs)
     method.fit_features(features[fit_rows], Y[fit_rows], info)
-    pred = method._unscale(method.model_.predict(features[val_rows]))
+    pred = method.mean_of_features(features[val_rows])
     error = pred - Y[val_rows]
     held_out = method.held_out_rows(n_fit)[0]
-    held_out_residual = (method._unscale(method.model_.predict(features[fit_rows][held_out]))
+    held_out_residual = (method.mean_of_features(features[fit_rows][held_out])
                          - Y[fit_rows][held_out])
     print(f"fitted on {n_fit - len(held_out)}, sigmas on {len(held_out)}, scored on "
           f"{len(val_rows)} validation lenses ({time.perf_counter() - start:.0f} s)\n")
