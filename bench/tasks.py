@@ -97,10 +97,10 @@ def find_task(suite: Suite, name: str) -> Task:
 
 # Metcalf et al. (2019): ground set KiDS-like u,g,r,i 0.2"/px 101x101 with ~50% lenses; space set
 # VIS 0.1"/px, Gaussian PSF 0.18", 40% lenses. No cut on magnification or brightness.
-# real-hsc and real-vis (REAL_TRAINING_CONFIG), the smoke task and the photo-z tasks (which
-# simulate no cutouts) sample Sersic cores at subpixel centres, as simulator version 1 did
-# (SimConfig.core_refinement 0), until their committed reports are remade; modeling-hsc v2,
-# metcalf-space v3, metcalf-ground v3 and hsc-holismokes v8 integrate them.
+# The smoke task and the photo-z tasks (which simulate no cutouts) sample Sersic cores at
+# subpixel centres, as simulator version 1 did (SimConfig.core_refinement 0); modeling-hsc v2,
+# metcalf-space v3, metcalf-ground v3, hsc-holismokes v8, real-hsc v10 and real-vis v10
+# integrate them.
 # Integrated cores (the default of every other config) change a pixel by more than 3 noise sigma
 # in 18% of metcalf-ground's cutouts, 53% of hsc-holismokes' and 66% of metcalf-space's (`python
 # scripts/core_effect.py TASK`), so they make other splits and other figures; remaking every
@@ -204,7 +204,7 @@ LENS_ENVIRONMENT = {"lens_companion_fraction": HSC_NEGATIVES["group"]}
 # Version 7: group companions around lenses as around group non-lenses (LENS_ENVIRONMENT).
 # Version 8: the Sersic cores integrated (SimConfig.core_refinement), as metcalf-ground v3; a
 # pixel moved by more than 3 noise sigma in 53% of v7's cutouts (`python scripts/core_effect.py
-# hsc-holismokes --n 384`). The real tasks keep v7's sampled cores (REAL_TRAINING_CONFIG).
+# hsc-holismokes --n 384`). real-hsc v10 and real-vis v10 likewise.
 HSC_LENSES = Task(
     name="hsc-holismokes", version=8,
     description="HSC Wide g,r,i,z 0.168\"/px 64x64, clean labels (mu >= 3, arc S/N >= 10), "
@@ -215,11 +215,6 @@ HSC_LENSES = Task(
                                  **LENS_ENVIRONMENT, correlated_noise=HSC_CORRELATED_NOISE,
                                  core_refinement=CORE_REFINEMENT),
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)})
-# The simulated training and test splits of real-hsc (and, in VIS, real-vis): hsc-holismokes v7,
-# whose Sersic cores are sampled at subpixel centres, until the real report is remade (some
-# 2.5 hours of this 2-core machine: its two VIS committees train 40 min each). Integrating them
-# alone does not change real-vis's SLACS count (1 of 5, `python scripts/probe_real_vis_cores.py`).
-REAL_TRAINING_CONFIG = HSC_LENSES.config.replace(**VERSION_1_CORES)
 # Version 3 (issue 22.4): the real split also holds the 20 most luminous early-type COSMOS
 # galaxies rendered as seen at z = 0.2 (datasets/cosmos.py: bright_early_types), real non-lenses
 # as bright as the SLACS lenses.
@@ -233,16 +228,17 @@ REAL_TRAINING_CONFIG = HSC_LENSES.config.replace(**VERSION_1_CORES)
 # the lens's halo (known_lenses.sky_level_beside_halo): the cutout border's median, the sky
 # before, held 0.7-1.5 HST sigma per pixel of the lens's own halo, which left every SLACS
 # cutout short of 3.4-6.0 VIS sky sigma per VIS pixel (4.6-8.2 in HSC i) all over.
+# Version 10: the Sersic cores integrated (hsc-holismokes v8); the real split as v9's.
 REAL_NONLENSES = {"n_nonlenses": 100, "n_bright_early_types": 20, "seed": 3,
                   "clean_cosmic_rays": True}
 REAL_HSC = Task(
-    name="real-hsc", version=9,
+    name="real-hsc", version=10,
     description="Trained on simulated HSC g,r,i,z 64x64 (clean labels, early types with "
                 "isophote structure, lenses with group companions, field galaxies, correlated "
                 "noise); also "
                 "scores the SLACS lenses, COSMOS field galaxies and bright COSMOS early types "
                 "degraded to HSC",
-    config=REAL_TRAINING_CONFIG,
+    config=HSC_LENSES.config,
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)},
     real_lenses={"survey": "hsc", "bands": ("g", "r", "i", "z"), "stamp_size": 64,
                  "match_native_psf": True, "sky_beside_halo": True, **REAL_NONLENSES})
@@ -271,6 +267,9 @@ REAL_HSC = Task(
 # to VIS (SimConfig.correlated_noise_kernel; its field's correlations 0.38, -0.05 as the real
 # cutouts'). real-hsc's HST-matched noise keeps its v6 form: the same correlations (0.92, 0.70
 # in i) and levels within 7% of its maxima (i 0.45 against 0.42).
+# Version 10: the Sersic cores integrated (hsc-holismokes v8, real-hsc v10); the real split as
+# v9's. Before it, the same committee on v10's splits (`python scripts/probe_real_vis_cores.py`
+# at f038e84, the run reports/real.md takes for it) had found 1 of 5 SLACS lenses, as on v9.
 REAL_VIS_CORRELATED_NOISE = 2.3
 # The VIS committee trains as the compare profile's (5 members, 40 epochs, no early stopping),
 # chosen on the validation part of the real-vis v4 training split: with 3 members x 20 epochs
@@ -287,13 +286,13 @@ REAL_VIS_CORRELATED_NOISE = 2.3
 REAL_VIS_COMMITTEE = {"members": 5, "max_epochs": 40, "patience": None,
                       "lens_light_profile": "sersic-clipped"}
 REAL_VIS = Task(
-    name="real-vis", version=9,
+    name="real-vis", version=10,
     description="Trained on simulated Euclid VIS 0.1\"/px 101x101 (clean labels, early types "
                 "with isophote structure, lenses with group companions, field galaxies, "
                 "correlated noise as an HST image's degraded to VIS); also scores the "
                 "SLACS lenses, COSMOS field galaxies and bright COSMOS early types degraded to "
                 "VIS (F814W flux as VIS, no colours)",
-    config=REAL_TRAINING_CONFIG.replace(survey="euclid-vis", bands=("VIS",), stamp_size=101,
+    config=HSC_LENSES.config.replace(survey="euclid-vis", bands=("VIS",), stamp_size=101,
                                      correlated_noise=REAL_VIS_CORRELATED_NOISE,
                                      correlated_noise_kernel="acs-f814w-matched"),
     sizes={"smoke": (300, 300), "default": REAL_DEFAULT_SIZES, "challenge": (20_000, 100_000)},

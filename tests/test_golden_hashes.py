@@ -128,6 +128,11 @@ GOLDEN_HASHES = {
         "train": "8ec45e2c5d25758a287e90992326e5da8ba489cd16558158aa2cc8b6a253af8b",
         "test": "a48f57f7d6e78319463eb9d21ce39486c84ddca8aea0ecbf6272c2d5da8dd51b",
         "real": "e0adf304f48c12f88628ac43db5d3abedd65e47cd42c2ca8c46b1f576ac829f2"},
+    # v10: hsc-holismokes v8's integrated cores; the real split as v9's.
+    ("real-hsc", 10, 1): {
+        "train": "3b895d6e9b5d4d3c99c45163aecce9d27760cdabc25001bb1d6922824019f40e",
+        "test": "3b4c76e423ff8379fe7be59fe6661669ba818b882b2616593a350aa5c2c7dab1",
+        "real": "e0adf304f48c12f88628ac43db5d3abedd65e47cd42c2ca8c46b1f576ac829f2"},
     # Issue 22.3: Euclid VIS, the SLACS lenses and non-lenses with F814W flux as VIS.
     ("real-vis", 1, 1): {
         "train": "4ab23dc3781db84a17bda2ba77f4cc57c1aab3ad5808300d52b5a7c6bbd26017",
@@ -171,6 +176,11 @@ GOLDEN_HASHES = {
     ("real-vis", 9, 1): {
         "train": "5fe70657d44cfd3f07e52be90a822e14a4aea9dc4ea43fca3f54b0be4be47e7e",
         "test": "0187130dbd919a0f65e91ae66e25aac0945d064ae3c8cd62c5b0c4108621b9b3",
+        "real": "d8d4817dbfbf07edeeb4e6638d2ecc343491d9820196a2e796f2638980d68bd3"},
+    # v10: integrated cores, as real-hsc v10; the real split as v9's.
+    ("real-vis", 10, 1): {
+        "train": "a82078250ad4f208b3fefbe2172ca5fa34015c9a77284e9aa88a84513a450f7f",
+        "test": "13c3835bedb8299752ac7721029e553e4b57c201b968b63c0e0244383b18d120",
         "real": "d8d4817dbfbf07edeeb4e6638d2ecc343491d9820196a2e796f2638980d68bd3"},
     ("modeling-hsc", 2, 1): {
         "train": "b23596128779f976683aa987750c15c42b21b2523b287dbdaf45b1714d198731",
