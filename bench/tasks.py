@@ -97,14 +97,13 @@ def find_task(suite: Suite, name: str) -> Task:
 
 # Metcalf et al. (2019): ground set KiDS-like u,g,r,i 0.2"/px 101x101 with ~50% lenses; space set
 # VIS 0.1"/px, Gaussian PSF 0.18", 40% lenses. No cut on magnification or brightness.
-# The smoke task and the photo-z tasks (which simulate no cutouts) sample Sersic cores at
-# subpixel centres, as simulator version 1 did (SimConfig.core_refinement 0); modeling-hsc v2,
-# metcalf-space v3, metcalf-ground v3, hsc-holismokes v8, real-hsc v10 and real-vis v10
-# integrate them.
-# Integrated cores (the default of every other config) change a pixel by more than 3 noise sigma
-# in 18% of metcalf-ground's cutouts, 53% of hsc-holismokes' and 66% of metcalf-space's (`python
-# scripts/core_effect.py TASK`), so they make other splits and other figures; remaking every
-# report takes some 8 hours here.
+# The smoke task, design-hsc and the photo-z tasks (which simulate no cutouts) sample Sersic
+# cores at subpixel centres, as simulator version 1 did (SimConfig.core_refinement 0);
+# modeling-hsc v2, metcalf-space v3, metcalf-ground v3, hsc-holismokes v8, real-hsc v10 and
+# real-vis v10 integrate them (the default of every other config). Integrating changes a pixel
+# by more than 3 noise sigma in 18% of metcalf-ground's cutouts, 53% of hsc-holismokes' and 66%
+# of metcalf-space's (`python scripts/core_effect.py TASK`), so it makes other splits and other
+# figures.
 VERSION_1_CORES = {"core_refinement": 0}
 # Version 2: same config, but version 1's bytes depended on the torch thread count (the
 # simulator before commit 3eec770): reports/metcalf.md came from 2-thread bytes (ground test split
