@@ -3,11 +3,11 @@
     python scripts/core_effect.py TASK [--n 512] [--seed 11]
 
 Simulates the first --n cutouts of TASK (a task name of bench/tasks.py) twice with the same seed,
-its cores sampled at subpixel centres (core_refinement 0, simulator version 1, what the real
-tasks keep) and integrated (the default, config.CORE_REFINEMENT), both noiseless, and prints per
-cutout the largest pixel change in units of the band's sky-plus-read-noise sigma, and the change
-of the stamp's flux. Then it times both with noise (cutouts/s, one torch thread). bench/tasks.py
-quotes its figures for metcalf-ground and hsc-holismokes.
+its cores sampled at subpixel centres (core_refinement 0, simulator version 1, what the smoke
+and design tasks keep) and integrated (the default, config.CORE_REFINEMENT), both noiseless,
+and prints per cutout the largest pixel change in units of the band's sky-plus-read-noise sigma,
+and the change of the stamp's flux. Then it times both with noise (cutouts/s, one torch
+thread). bench/tasks.py quotes its figures for metcalf-ground and hsc-holismokes.
 """
 
 from __future__ import annotations

@@ -61,7 +61,7 @@ GOLDEN_HASHES = {
     ("hsc-holismokes", 7, 1): {
         "train": "8ec45e2c5d25758a287e90992326e5da8ba489cd16558158aa2cc8b6a253af8b",
         "test": "a48f57f7d6e78319463eb9d21ce39486c84ddca8aea0ecbf6272c2d5da8dd51b"},
-    # v8: Sersic cores integrated, as metcalf-ground v3 (the real tasks keep v7's).
+    # v8: Sersic cores integrated, as metcalf-ground v3 (real-hsc and real-vis since v10).
     ("hsc-holismokes", 8, 1): {
         "train": "3b895d6e9b5d4d3c99c45163aecce9d27760cdabc25001bb1d6922824019f40e",
         "test": "3b4c76e423ff8379fe7be59fe6661669ba818b882b2616593a350aa5c2c7dab1"},
