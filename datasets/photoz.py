@@ -440,6 +440,13 @@ class ImageConfig:
     core_refinement: int = CORE_REFINEMENT
 
 
+# A model file asks for work, not code: its painting is bounded more tightly than a user's
+# SimConfig (config.MAX_SUPERSAMPLE, MAX_CORE_REFINEMENT), because predict paints every galaxy
+# it is given, so that a file cannot ask for hours per galaxy.
+MODEL_FILE_MAX_SUPERSAMPLE = 8
+MODEL_FILE_MAX_CORE_REFINEMENT = 5
+
+
 def image_config_from(recorded, stamp_size: int, where: str) -> ImageConfig:
     """The :class:`ImageConfig` a saved model recorded (``dataclasses.asdict`` of it), checked
     field by field against its type hints, and its survey and stamp size (the model's own)."""
@@ -459,8 +466,8 @@ def image_config_from(recorded, stamp_size: int, where: str) -> ImageConfig:
                              f"{type_text(hints[key])}")
     config = ImageConfig(**{key: tuple(value) if isinstance(value, list) else value
                             for key, value in recorded.items()})
-    # a file asks for work, not code: bounded so that it cannot ask for hours per galaxy
-    for key, low, high in (("supersample", 1, 8), ("core_refinement", 0, 5)):
+    for key, low, high in (("supersample", 1, MODEL_FILE_MAX_SUPERSAMPLE),
+                           ("core_refinement", 0, MODEL_FILE_MAX_CORE_REFINEMENT)):
         if not low <= getattr(config, key) <= high:
             raise ValueError(f"{where}.{key}={getattr(config, key)}: expected {low} to {high}")
     if config.survey not in survey_names():

@@ -405,7 +405,13 @@ def test_netz_records_how_it_paints_and_a_saved_model_paints_so(boss_small, tmp_
     net.image_config_ = {**net.image_config_, "survey": "des", "supersample": 10**6}
     with pytest.raises(ValueError, match=r"image_config_\.supersample=1000000: expected 1 to 8"):
         load_model(save_model(net, tmp_path / "slow.lbmodel"))
-    net.image_config_ = {**net.image_config_, "supersample": 2, "psf": "gaussian"}
+    # a core refinement a user's SimConfig may ask for, but more than a file may
+    net.image_config_ = {**net.image_config_, "supersample": 2,
+                         "core_refinement": P.MODEL_FILE_MAX_CORE_REFINEMENT + 1}
+    with pytest.raises(ValueError, match=r"image_config_\.core_refinement=6: expected 0 to 5"):
+        load_model(save_model(net, tmp_path / "slow2.lbmodel"))
+    net.image_config_ = {**net.image_config_, "core_refinement": P.CORE_REFINEMENT,
+                         "psf": "gaussian"}
     with pytest.raises(ValueError, match=r"image_config_\.psf: not a field of ImageConfig"):
         load_model(save_model(net, tmp_path / "bad2.lbmodel"))
 
