@@ -7,11 +7,20 @@ patience=None]". The members' best epochs are those training kept (lowest valida
 deep/train.py); their validation AUROC is what the adoption rules of the real suite compare
 (docs/real-lenses.md, "Why VIS still falls short"). Reads the latest finished run of that
 method on that task.
+
+    python scripts/member_validation.py WORKDIR TASK METHOD_ID --recompute
+
+scores the run's saved model (model.lbmodel) on the validation part of its training split
+instead, one member at a time without test-time augmentation, as training scored it: for a run
+whose curves are not in the store (tracking off, or a record brought in by ``--resume``). On a
+run whose curves are there it gives the same figures to the printed 4 decimals (checked on the
+real-vis keep-image committee of 2026-12-07).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 from pathlib import Path
 
 import numpy as np
@@ -35,32 +44,81 @@ def member_curves(client, run_id: str) -> dict[int, dict[str, list[float]]]:
     return curves
 
 
-def main(argv=None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("workdir", type=Path)
-    parser.add_argument("task")
-    parser.add_argument("method")
-    parser.add_argument("--suite", default="real")
-    args = parser.parse_args(argv)
+def stored_aurocs(workdir: Path, suite: str, task: str, method_id: str) -> list[float]:
+    """Each member's validation AUROC at its best epoch, from the store's per-epoch curves of
+    the latest finished run."""
     from mlflow.tracking import MlflowClient
 
-    client = MlflowClient(tracking_uri=default_tracking_uri(args.workdir))
-    experiment = client.get_experiment_by_name(f"lensbench-{args.suite}")
+    client = MlflowClient(tracking_uri=default_tracking_uri(workdir))
+    experiment = client.get_experiment_by_name(f"lensbench-{suite}")
     if experiment is None:
-        raise SystemExit(f"{args.workdir}: no experiment lensbench-{args.suite} in its store")
-    escaped = args.method.replace("'", "''")
+        raise SystemExit(f"{workdir}: no experiment lensbench-{suite} in its store")
+    escaped = method_id.replace("'", "''")
     runs = client.search_runs(
         [experiment.experiment_id], order_by=["attributes.start_time DESC"],
-        filter_string=(f"attributes.run_name = '{escaped} @ {args.task}' and "
+        filter_string=(f"attributes.run_name = '{escaped} @ {task}' and "
                        "tags.`lensbench.status` = 'ok'"))
     if not runs:
-        raise SystemExit(f"{args.workdir}: no finished run of {args.method} on {args.task}")
+        raise SystemExit(f"{workdir}: no finished run of {method_id} on {task}")
     aurocs = []
     for m, curve in sorted(member_curves(client, runs[0].info.run_id).items()):
         best = int(np.argmin(curve["val_loss"]))
         aurocs.append(curve["val_auroc"][best])
         print(f"member {m + 1}: best epoch {best + 1} of {len(curve['val_loss'])}, "
               f"validation AUROC {aurocs[-1]:.4f}")
+    return aurocs
+
+
+def recomputed_aurocs(workdir: Path, task: str, method_id: str) -> list[float]:
+    """Each member's validation AUROC, scored anew from the latest finished run's model file
+    and the training split (found under ``WORKDIR/splits`` by its content hash)."""
+    from lensbench.baselines.persistence import load_model
+    from lensbench.datasets.storage import load_split
+    from lensbench.deep.train import stratified_split
+    from sklearn.metrics import roc_auc_score
+
+    records = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()
+               if line.strip()]
+    records = [r for r in records if r.get("task") == task and r.get("run_id") == method_id
+               and r.get("status") == "ok" and (r.get("artifacts") or {}).get("model")]
+    if not records:
+        raise SystemExit(f"{workdir / 'results.jsonl'}: no finished run of {method_id} on "
+                         f"{task} with a saved model")
+    record = records[-1]
+    train_hash = record["split_hashes"]["train"]
+    for manifest in sorted((workdir / "splits").glob("*/manifest.json")):
+        if json.loads(manifest.read_text()).get("content_hash") == train_hash:
+            split = load_split(manifest.parent)
+            break
+    else:
+        raise SystemExit(f"{workdir / 'splits'}: no split with content hash {train_hash[:12]} "
+                         f"(the run's training split)")
+    method, _ = load_model(workdir / record["artifacts"]["model"])
+    labels = np.asarray(split.truth["label"], np.float32)
+    _, val_idx = stratified_split(labels, float(method.validation_fraction),
+                                  int(method.random_state))
+    val_idx = np.sort(val_idx)
+    method.tta = "none"  # training's validation passes are plain
+    logits = method.member_logits(method.preprocessor_.normalise(split.images(val_idx)))
+    return [float(roc_auc_score(labels[val_idx], z)) for z in logits]
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("task")
+    parser.add_argument("method")
+    parser.add_argument("--suite", default="real")
+    parser.add_argument("--recompute", action="store_true",
+                        help="score the saved model on the validation split instead of reading "
+                             "the store's curves")
+    args = parser.parse_args(argv)
+    if args.recompute:
+        aurocs = recomputed_aurocs(args.workdir, args.task, args.method)
+        for m, auroc in enumerate(aurocs):
+            print(f"member {m + 1}: validation AUROC {auroc:.4f} (its kept, best epoch)")
+    else:
+        aurocs = stored_aurocs(args.workdir, args.suite, args.task, args.method)
     print(f"{args.method} on {args.task}: {len(aurocs)} members, validation AUROC "
           f"{min(aurocs):.3f}-{max(aurocs):.3f}, mean {np.mean(aurocs):.4f}")
 
