@@ -282,8 +282,13 @@ REAL_VIS_CORRELATED_NOISE = 2.3
 # at their best epochs, 0.9590 against the median profile's 0.9585 on the same v9 splits
 # (`python scripts/member_validation.py WORKDIR real-vis RUN_ID`). real-hsc keeps the medians:
 # there the red model scaled to g leaves the blue arcs (0.57-0.76 kept at any ring cover).
+# The nets see the image beside that residual (lens_light_keep_image, two channels): adopted by
+# the rule fixed before its run (1c0a7f8), the members' mean validation AUROC at their best
+# epochs, 0.9610 against the residual alone's 0.9608 on the same v10 training split (`python
+# scripts/member_validation.py WORKDIR real-vis RUN_ID --recompute`); the margin is well inside
+# the members' spread (0.955-0.965).
 REAL_VIS_COMMITTEE = {"members": 5, "max_epochs": 40, "patience": None,
-                      "lens_light_profile": "sersic-clipped"}
+                      "lens_light_profile": "sersic-clipped", "lens_light_keep_image": True}
 REAL_VIS = Task(
     name="real-vis", version=10,
     description="Trained on simulated Euclid VIS 0.1\"/px 101x101 (clean labels, early types "

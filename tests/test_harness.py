@@ -390,7 +390,8 @@ def test_list_shows_suites_tasks_and_methods(capsys):
     lines = out.splitlines()
     [own] = [n for n, line in enumerate(lines) if "its own params:" in line]
     assert lines[own].strip() == "its own params: committee members=5, max_epochs=40, " \
-                                 "patience=None, lens_light_profile=sersic-clipped"
+                                 "patience=None, lens_light_profile=sersic-clipped, " \
+                                 "lens_light_keep_image=True"
     assert lines[own - 1].strip().startswith(f"task real-vis v{REAL_VIS.version}")
     assert "params: committee lens_light=True" in out
 
