@@ -267,8 +267,9 @@ REAL_HSC = Task(
 # cutouts'). real-hsc's HST-matched noise keeps its v6 form: the same correlations (0.92, 0.70
 # in i) and levels within 7% of its maxima (i 0.45 against 0.42).
 # Version 10: the Sersic cores integrated (hsc-holismokes v8, real-hsc v10); the real split as
-# v9's. Before it, the same committee on v10's splits (`python scripts/probe_real_vis_cores.py`
-# at f038e84, the run reports/real.md takes for it) had found 1 of 5 SLACS lenses, as on v9.
+# v9's. The committee of v9 (the residual alone) on v10's splits (`python
+# scripts/probe_real_vis_cores.py` at f038e84, the run reports/real.md takes for its row) found
+# 1 of 5 SLACS lenses, as on v9.
 REAL_VIS_CORRELATED_NOISE = 2.3
 # The VIS committee trains as the compare profile's (5 members, 40 epochs, no early stopping),
 # chosen on the validation part of the real-vis v4 training split: with 3 members x 20 epochs

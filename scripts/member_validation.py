@@ -20,7 +20,6 @@ real-vis keep-image committee of 2026-12-07).
 from __future__ import annotations
 
 import argparse
-import json
 from pathlib import Path
 
 import numpy as np
@@ -69,31 +68,29 @@ def stored_aurocs(workdir: Path, suite: str, task: str, method_id: str) -> list[
     return aurocs
 
 
-def recomputed_aurocs(workdir: Path, task: str, method_id: str) -> list[float]:
+def recomputed_aurocs(workdir: Path, suite: str, task: str, method_id: str) -> list[float]:
     """Each member's validation AUROC, scored anew from the latest finished run's model file
-    and the training split (found under ``WORKDIR/splits`` by its content hash)."""
+    and its training split (found under ``WORKDIR/splits`` by its content hash)."""
     from lensbench.baselines.persistence import load_model
-    from lensbench.datasets.storage import load_split
+    from lensbench.bench.results import read_results
+    from lensbench.bench.runner import RESULTS_FILE
+    from lensbench.bench.suites.real_diagnosis import find_split
+    from lensbench.bench.tasks import find_task, get_suite
     from lensbench.deep.train import stratified_split
     from sklearn.metrics import roc_auc_score
 
-    records = [json.loads(line) for line in (workdir / "results.jsonl").read_text().splitlines()
-               if line.strip()]
-    records = [r for r in records if r.get("task") == task and r.get("run_id") == method_id
-               and r.get("status") == "ok" and (r.get("artifacts") or {}).get("model")]
-    if not records:
-        raise SystemExit(f"{workdir / 'results.jsonl'}: no finished run of {method_id} on "
-                         f"{task} with a saved model")
-    record = records[-1]
-    train_hash = record["split_hashes"]["train"]
-    for manifest in sorted((workdir / "splits").glob("*/manifest.json")):
-        if json.loads(manifest.read_text()).get("content_hash") == train_hash:
-            split = load_split(manifest.parent)
-            break
-    else:
-        raise SystemExit(f"{workdir / 'splits'}: no split with content hash {train_hash[:12]} "
-                         f"(the run's training split)")
-    method, _ = load_model(workdir / record["artifacts"]["model"])
+    runs = [r for r in read_results(workdir / RESULTS_FILE) if r.task == task
+            and r.run_id == method_id and r.status == "ok" and r.artifacts.get("model")]
+    if not runs:
+        raise SystemExit(f"{workdir / RESULTS_FILE}: no finished run of {method_id} on {task} "
+                         "with a saved model")
+    run = runs[-1]
+    split = find_split(workdir, find_task(get_suite(suite), task), "train",
+                       run.split_hashes["train"])
+    if split is None:
+        raise SystemExit(f"{workdir / 'splits'}: no {task} training split with content hash "
+                         f"{run.split_hashes['train'][:12]} (the run's)")
+    method, _ = load_model(workdir / run.artifacts["model"])
     labels = np.asarray(split.truth["label"], np.float32)
     _, val_idx = stratified_split(labels, float(method.validation_fraction),
                                   int(method.random_state))
@@ -114,7 +111,7 @@ def main(argv=None) -> None:
                              "the store's curves")
     args = parser.parse_args(argv)
     if args.recompute:
-        aurocs = recomputed_aurocs(args.workdir, args.task, args.method)
+        aurocs = recomputed_aurocs(args.workdir, args.suite, args.task, args.method)
         for m, auroc in enumerate(aurocs):
             print(f"member {m + 1}: validation AUROC {auroc:.4f} (its kept, best epoch)")
     else:
