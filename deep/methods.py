@@ -71,6 +71,7 @@ class NetFinder(Method):
     lens_light_shape = "weighted"
     lens_light_keep_image = False
     lens_light_profile = "median"
+    stem_pool = False
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
@@ -78,7 +79,9 @@ class NetFinder(Method):
 
     def _net_kwargs(self, arch: str) -> dict:
         if arch == "resnet":
-            return {"width": int(self.width), "depth": int(self.depth)}
+            # stem_pool only where asked: the configs (and so the files) of other nets unchanged
+            pool = {"stem_pool": True} if self.stem_pool else {}
+            return {"width": int(self.width), "depth": int(self.depth), **pool}
         return {}
 
     def _train_config(self) -> TrainConfig:
@@ -256,7 +259,7 @@ class ResNetFinder(NetFinder):
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
                  lens_light_shape: str = "weighted", lens_light_keep_image: bool = False,
-                 lens_light_profile: str = "median"):
+                 lens_light_profile: str = "median", stem_pool: bool = False):
         self.arch = arch
         self.width = width
         self.depth = depth
@@ -290,6 +293,8 @@ class ResNetFinder(NetFinder):
         # preprocess.py): in one band the subtraction takes a ring with the lens.
         self.lens_light_keep_image = lens_light_keep_image
         self.lens_light_profile = lens_light_profile
+        # A max-pool after the stem (deep/nets.py: ResNet): twice the receptive field in sky.
+        self.stem_pool = stem_pool
 
 
 class CommitteeFinder(ResNetFinder):
@@ -313,7 +318,7 @@ class CommitteeFinder(ResNetFinder):
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
                  lens_light_shape: str = "weighted", lens_light_keep_image: bool = False,
-                 lens_light_profile: str = "median"):
+                 lens_light_profile: str = "median", stem_pool: bool = False):
         super().__init__(arch=arch, width=width, depth=depth, members=members, combine=combine,
                          tta=tta, calibrate=calibrate, crop=crop, stretch=stretch,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr,
@@ -324,7 +329,7 @@ class CommitteeFinder(ResNetFinder):
                          memory_format=memory_format, lens_light=lens_light,
                          lens_light_shape=lens_light_shape,
                          lens_light_keep_image=lens_light_keep_image,
-                         lens_light_profile=lens_light_profile)
+                         lens_light_profile=lens_light_profile, stem_pool=stem_pool)
 
 
 class DeepLensFinder(NetFinder):

@@ -203,6 +203,35 @@ def test_resnet_depth_and_width_are_parameters():
         build_net("resnett", 4)
 
 
+def receptive_field(net) -> int:
+    """Input rows that reach the central unit of the last stage (by its gradient)."""
+    x = torch.randn(1, 1, 201, 201, requires_grad=True)
+    features = net.blocks(net.pool(net.stem(x)))
+    h, w = features.shape[-2:]
+    features[0, :, h // 2, w // 2].sum().backward()
+    rows = torch.nonzero(x.grad[0, 0].abs().sum(dim=1))
+    return int(rows.max() - rows.min() + 1)
+
+
+def test_stem_pool_doubles_the_receptive_field_with_the_same_weights():
+    # closed form: stem 3, stage 1 +8, stage 2 +4 +8, stage 3 +8 +16 = 47 pixels; the pool
+    # doubles every later step (3 + 4 + 16 + 8 + 16 + 16 + 32 = 95)
+    plain, pooled = build_net("resnet", 1).eval(), build_net("resnet", 1, stem_pool=True).eval()
+    assert (receptive_field(plain), receptive_field(pooled)) == (47, 95)
+    assert ({k: v.shape for k, v in plain.state_dict().items()}
+            == {k: v.shape for k, v in pooled.state_dict().items()})
+
+
+def test_stem_pool_is_saved_with_the_nets_and_only_where_asked(toy, tmp_path):
+    X, y = toy
+    pooled = ResNetFinder(**FAST, stem_pool=True).fit(X[:96], y[:96], info=INFO)
+    assert pooled.net_configs_[0]["stem_pool"] is True
+    assert "stem_pool" not in ResNetFinder(**FAST).fit(X[:96], y[:96], info=INFO).net_configs_[0]
+    again = load_checkpoint(save_checkpoint(pooled, tmp_path / "pooled.pt"))
+    assert again.stem_pool is True and again.net_configs_ == pooled.net_configs_
+    assert np.array_equal(again.predict_score(X[96:]), pooled.predict_score(X[96:]))
+
+
 # ----------------------------------------------------------------------------- training
 
 
