@@ -72,6 +72,7 @@ class NetFinder(Method):
     lens_light_keep_image = False
     lens_light_profile = "median"
     stem_pool = False
+    stages = 3
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
@@ -79,9 +80,12 @@ class NetFinder(Method):
 
     def _net_kwargs(self, arch: str) -> dict:
         if arch == "resnet":
-            # stem_pool only where asked: the configs (and so the files) of other nets unchanged
-            pool = {"stem_pool": True} if self.stem_pool else {}
-            return {"width": int(self.width), "depth": int(self.depth), **pool}
+            # stages and stem_pool only where asked: the configs (and so the files) of the
+            # default nets stay as they were
+            extra = {"stages": int(self.stages)} if int(self.stages) != 3 else {}
+            if self.stem_pool:
+                extra["stem_pool"] = True
+            return {"width": int(self.width), "depth": int(self.depth), **extra}
         return {}
 
     def _train_config(self) -> TrainConfig:
@@ -245,6 +249,8 @@ class ResNetFinder(NetFinder):
         **_COMMON_SPACE,
         "width": {"type": "int", "low": 8, "high": 48},
         "depth": {"type": "int", "low": 1, "high": 3},
+        "stages": {"type": "int", "low": 3, "high": 4},
+        "stem_pool": {"type": "categorical", "choices": [False, True]},
         "crop": {"type": "categorical", "choices": [32, 48, 64, 101], "at_most": "stamp"},
         "max_epochs": {"type": "int", "low": 10, "high": 60},
     }
@@ -259,7 +265,8 @@ class ResNetFinder(NetFinder):
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
                  lens_light_shape: str = "weighted", lens_light_keep_image: bool = False,
-                 lens_light_profile: str = "median", stem_pool: bool = False):
+                 lens_light_profile: str = "median", stem_pool: bool = False,
+                 stages: int = 3):
         self.arch = arch
         self.width = width
         self.depth = depth
@@ -293,8 +300,10 @@ class ResNetFinder(NetFinder):
         # preprocess.py): in one band the subtraction takes a ring with the lens.
         self.lens_light_keep_image = lens_light_keep_image
         self.lens_light_profile = lens_light_profile
-        # A max-pool after the stem (deep/nets.py: ResNet): twice the receptive field in sky.
+        # A max-pool after the stem, or a fourth stage (deep/nets.py: ResNet): either doubles
+        # the receptive field in pixels, for stamps sampled finer than the nets were sized for.
         self.stem_pool = stem_pool
+        self.stages = stages
 
 
 class CommitteeFinder(ResNetFinder):
@@ -318,7 +327,8 @@ class CommitteeFinder(ResNetFinder):
                  random_state: int = 0, precision: str = "float32",
                  memory_format: str = "auto", lens_light: bool = False,
                  lens_light_shape: str = "weighted", lens_light_keep_image: bool = False,
-                 lens_light_profile: str = "median", stem_pool: bool = False):
+                 lens_light_profile: str = "median", stem_pool: bool = False,
+                 stages: int = 3):
         super().__init__(arch=arch, width=width, depth=depth, members=members, combine=combine,
                          tta=tta, calibrate=calibrate, crop=crop, stretch=stretch,
                          max_epochs=max_epochs, batch_size=batch_size, lr=lr,
@@ -329,7 +339,8 @@ class CommitteeFinder(ResNetFinder):
                          memory_format=memory_format, lens_light=lens_light,
                          lens_light_shape=lens_light_shape,
                          lens_light_keep_image=lens_light_keep_image,
-                         lens_light_profile=lens_light_profile, stem_pool=stem_pool)
+                         lens_light_profile=lens_light_profile, stem_pool=stem_pool,
+                         stages=stages)
 
 
 class DeepLensFinder(NetFinder):

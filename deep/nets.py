@@ -98,10 +98,11 @@ class ResNet(nn.Module):
     of ``depth`` basic units with widths width * 2**s (stride 2 at the start of stages >= 2),
     global average pool, one logit (or ``outputs`` values, e.g. regression means and log
     variances). width=16, depth=1, stages=3: ~0.08 M parameters, a receptive field of 47 input
-    pixels. ``stem_pool`` adds a 3x3 stride-2 max-pool after the stem (as He et al. 2016's
-    ImageNet ResNets): the same weights see twice the sky (receptive field 95 pixels) at a
-    quarter of the arithmetic, for stamps sampled finer than the nets were sized for (Euclid
-    VIS's 0.1"/px against HSC's 0.168")."""
+    pixels. For stamps sampled finer than that was sized for (Euclid VIS's 0.1"/px against
+    HSC's 0.168") either of two changes doubles it to 95 pixels: ``stem_pool``, a 3x3 stride-2
+    max-pool after the stem (as He et al. 2016's ImageNet ResNets: the same weights, a quarter
+    of the arithmetic), or ``stages=4`` (a stage of width * 8 at an eighth of the stem's
+    resolution: ~0.31 M parameters, a fifth more arithmetic)."""
 
     def __init__(self, in_channels: int, width: int = 16, depth: int = 1, stages: int = 3,
                  outputs: int = 1, stem_pool: bool = False):

@@ -213,23 +213,28 @@ def receptive_field(net) -> int:
     return int(rows.max() - rows.min() + 1)
 
 
-def test_stem_pool_doubles_the_receptive_field_with_the_same_weights():
+def test_stem_pool_or_a_fourth_stage_doubles_the_receptive_field():
     # closed form: stem 3, stage 1 +8, stage 2 +4 +8, stage 3 +8 +16 = 47 pixels; the pool
-    # doubles every later step (3 + 4 + 16 + 8 + 16 + 16 + 32 = 95)
+    # doubles every later step (3 + 4 + 16 + 8 + 16 + 16 + 32 = 95); a fourth stage adds
+    # +16 +32 = 95
     plain, pooled = build_net("resnet", 1).eval(), build_net("resnet", 1, stem_pool=True).eval()
-    assert (receptive_field(plain), receptive_field(pooled)) == (47, 95)
+    deeper = build_net("resnet", 1, stages=4).eval()
+    assert [receptive_field(net) for net in (plain, pooled, deeper)] == [47, 95, 95]
     assert ({k: v.shape for k, v in plain.state_dict().items()}
             == {k: v.shape for k, v in pooled.state_dict().items()})
 
 
-def test_stem_pool_is_saved_with_the_nets_and_only_where_asked(toy, tmp_path):
+@pytest.mark.parametrize("option", [{"stem_pool": True}, {"stages": 4}])
+def test_receptive_field_options_are_saved_with_the_nets_and_only_where_asked(
+        option, toy, tmp_path):
     X, y = toy
-    pooled = ResNetFinder(**FAST, stem_pool=True).fit(X[:96], y[:96], info=INFO)
-    assert pooled.net_configs_[0]["stem_pool"] is True
-    assert "stem_pool" not in ResNetFinder(**FAST).fit(X[:96], y[:96], info=INFO).net_configs_[0]
-    again = load_checkpoint(save_checkpoint(pooled, tmp_path / "pooled.pt"))
-    assert again.stem_pool is True and again.net_configs_ == pooled.net_configs_
-    assert np.array_equal(again.predict_score(X[96:]), pooled.predict_score(X[96:]))
+    wider = ResNetFinder(**FAST, **option).fit(X[:96], y[:96], info=INFO)
+    assert {k: wider.net_configs_[0][k] for k in option} == option
+    plain = ResNetFinder(**FAST).fit(X[:96], y[:96], info=INFO).net_configs_[0]
+    assert not set(option) & set(plain)
+    again = load_checkpoint(save_checkpoint(wider, tmp_path / "wider.pt"))
+    assert again.get_params() == wider.get_params() and again.net_configs_ == wider.net_configs_
+    assert np.array_equal(again.predict_score(X[96:]), wider.predict_score(X[96:]))
 
 
 # ----------------------------------------------------------------------------- training
