@@ -391,7 +391,7 @@ def test_list_shows_suites_tasks_and_methods(capsys):
     [own] = [n for n, line in enumerate(lines) if "its own params:" in line]
     assert lines[own].strip() == "its own params: committee members=5, max_epochs=40, " \
                                  "patience=None, lens_light_profile=sersic-clipped, " \
-                                 "lens_light_keep_image=True"
+                                 "lens_light_keep_image=True, stages=4"
     assert lines[own - 1].strip().startswith(f"task real-vis v{REAL_VIS.version}")
     assert "params: committee lens_light=True" in out
 
