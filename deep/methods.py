@@ -71,8 +71,6 @@ class NetFinder(Method):
     lens_light_shape = "weighted"
     lens_light_keep_image = False
     lens_light_profile = "median"
-    stem_pool = False
-    stages = 3
 
     # ----------------------------------------------------------------- hooks
     def _archs(self) -> list[str]:
