@@ -35,7 +35,7 @@ def neighbour_mask(light: np.ndarray, sigma: float, radius: np.ndarray,
     (H, W), widened by 4 pixels."""
     window = int(round(1.5 / pixel_scale)) | 1
     excess = light - median_filter(light, size=window)
-    segments = detect_sources(excess, 3 * sigma, npixels=8)
+    segments = detect_sources(excess, 3 * sigma, n_pixels=8)
     mask = np.zeros(light.shape, dtype=bool)
     if segments is not None:
         for label in segments.labels:

@@ -312,3 +312,43 @@ def test_the_report_says_what_correlated_noise_the_simulations_carry():
     per_band = SimConfig(survey="hsc", bands=("g", "i"), correlated_noise=(0.06, 0.42))
     sentence = real_diagnosis.simulated_noise_sentence(per_band)
     assert "the band's PSF" in sentence and "g 0.06, i 0.42 sky sigma" in sentence
+
+
+def test_hst_noise_with_photons_adds_the_objects_poisson_variance_and_only_where_it_shines():
+    """``degraded_hst_noise(photon_exposure_s=...)``: near a bright object an HST snapshot's
+    noise is mostly the object's own photons, which the border's sky variance leaves out."""
+    size, scale, zeropoint = 160, 0.05, 25.9
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    # A galaxy wide against the degradation's kernels, so its variance is flat across them.
+    width = 20.0  # native pixels, 1"
+    image = 2.0 * np.exp(-(x**2 + y**2) / (2 * width**2))  # nMgy per 0.05" pixel
+    lens = known_lenses.SlacsLens(
+        name="synthetic", file="", image=image, pixel_scale=scale, zeropoint_ab=zeropoint,
+        background=0.0, noise_variance=1e-4, correlation_factor=1.0, theta_e=1.0,
+        theta_e_ref=0, z_lens=0.2, z_source=1.0, arcs=np.zeros_like(image))
+    survey = "euclid-vis"
+    rng = np.random.default_rng(3)
+    exposure = 420.0
+
+    def variance(photon_exposure_s):
+        draws = np.stack([real_diagnosis.degraded_hst_noise(
+            lens, survey, rng, photon_exposure_s, seed=None, stamp_size=41)[0]
+            for _ in range(300)])
+        per_pixel = draws.var(axis=0)
+        # The central 5 x 5 survey pixels, and 5 x 3 at the middle of the left edge (1.8-2").
+        return per_pixel[18:23, 18:23].mean(), per_pixel[18:23, :3].mean()
+
+    centre_sky, edge_sky = variance(None)
+    centre, edge = variance(exposure)
+    assert centre_sky == pytest.approx(edge_sky, rel=0.1)  # the border's variance everywhere
+    electrons_per_nmgy = 10 ** (0.4 * (zeropoint - 22.5)) * exposure
+    # At the centre the native variance grows by the object's photons: I / (e- per nMgy).
+    expected = (1e-4 + image.max() / electrons_per_nmgy) / 1e-4
+    assert centre / centre_sky == pytest.approx(expected, rel=0.1)
+    # At the edge, 1.8-2" out (1.6-2" with the PSF's and the rebinning's reach), the galaxy is
+    # at 13-28% of its peak and adds that much less.
+    def ratio_at(native_pixels):
+        peak_share = np.exp(-native_pixels**2 / (2 * width**2))
+        return (1e-4 + image.max() * peak_share / electrons_per_nmgy) / 1e-4
+
+    assert ratio_at(40) < edge / edge_sky < ratio_at(32)

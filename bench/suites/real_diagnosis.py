@@ -160,13 +160,22 @@ def simulated_noise_sentence(config) -> str:
             f"{maxima} sky sigma per pixel (`python scripts/slacs_noise.py` compares the two)")
 
 
-def degraded_hst_noise(lens, survey, rng: np.random.Generator, **degrade_args) -> np.ndarray:
+def degraded_hst_noise(lens, survey, rng: np.random.Generator,
+                       photon_exposure_s: float | None = None, **degrade_args) -> np.ndarray:
     """The HST image's own noise as a degraded cutout carries it, smoothed by the rebinning and
-    the survey PSF: one white realisation of it (the image's noise variance per pixel), degraded
-    as the image is (``degrade_args``: ``degrade``'s keywords), (B, H, W)."""
+    the survey PSF: one white realisation of it (the image's noise variance per pixel, from its
+    border), degraded as the image is (``degrade_args``: ``degrade``'s keywords), (B, H, W).
+
+    photon_exposure_s: with it, the noise also has the object's own photon noise in an exposure
+        of that many seconds (the border's variance has only the sky's); near a bright lens it
+        is most of an HST snapshot's noise."""
     from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, degrade
 
-    white = rng.normal(size=lens.image.shape) * np.sqrt(lens.noise_variance)
+    variance = lens.noise_variance
+    if photon_exposure_s is not None:
+        electrons_per_nmgy = 10 ** (0.4 * (lens.zeropoint_ab - 22.5)) * photon_exposure_s
+        variance = variance + np.clip(lens.image, 0, None) / electrons_per_nmgy
+    white = rng.normal(size=lens.image.shape) * np.sqrt(variance)
     return degrade(white, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey, **degrade_args)
 
 
