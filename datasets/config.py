@@ -74,7 +74,8 @@ ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,
                 "field_mag_range": [18.0, 25.0], "correlated_noise": 0.0,
                 "lens_isophote_twist": 0.0, "lens_isophote_dq": 0.0,
                 "lens_isophote_a4_range": [0.0, 0.0], "lens_companion_fraction": 0.0,
-                "correlated_noise_kernel": "psf", "core_refinement": 0}
+                "correlated_noise_kernel": "psf", "core_refinement": 0,
+                "correlated_noise_electrons_per_nanomaggy": 0.0}
 
 
 @dataclass(frozen=True)
@@ -166,6 +167,13 @@ class SimConfig:
     # images are (exact where the survey pixel is a whole number of HST pixels, as VIS's 0.1" is
     # of the SLACS images' 0.05"; elsewhere the rebinning's own slight correlation is left out).
     correlated_noise_kernel: str = "psf"
+    # The deep image's photon noise from the objects themselves, beside its sky's: with E, its
+    # electrons per nanomaggy (its exposure), a pixel of noise-free flux I (nMgy) adds I / E to
+    # the deep image's variance, which the kernel smooths as it does the sky's (by the kernel's
+    # sum of squares), as a degraded HST snapshot's noise grows near a bright lens (the variance
+    # of its border, the sky's alone, leaves that out; docs/real-lenses.md). 0: none, the
+    # correlated field is stationary.
+    correlated_noise_electrons_per_nanomaggy: float = 0.0
     shard_size: int = 1024
     extra: dict = field(default_factory=dict)  # free-form tags recorded in the manifest
 
@@ -240,6 +248,13 @@ class SimConfig:
         if self.correlated_noise_kernel not in CORRELATED_NOISE_KERNELS:
             raise ValueError(f"SimConfig.correlated_noise_kernel must be one of "
                              f"{CORRELATED_NOISE_KERNELS}, got {self.correlated_noise_kernel!r}")
+        photons = self.correlated_noise_electrons_per_nanomaggy
+        if not (math.isfinite(photons) and photons >= 0):
+            raise ValueError(f"SimConfig.correlated_noise_electrons_per_nanomaggy must be a "
+                             f"finite number >= 0, got {photons}")
+        if photons > 0 and not any(levels):
+            raise ValueError("SimConfig.correlated_noise_electrons_per_nanomaggy shapes the "
+                             "correlated noise: it needs correlated_noise > 0")
         if not (0 <= self.lens_isophote_twist <= 90 and 0 <= self.lens_isophote_dq < 0.7
                 and -0.2 < self.lens_isophote_a4_range[0] and self.lens_isophote_a4_range[1] < 0.2):
             raise ValueError(

@@ -403,7 +403,9 @@ class Renderer:
         """``add_noise`` with part of the noise correlated on the PSF scale: a white field
         convolved with each band's PSF or HST-matching kernel (``correlated_noise_kernel``;
         circularly on the FFT grid: a stationary field), scaled to ``levels`` ((n,) for every
-        band, or (n, B)) times the sky's sigma per pixel, and
+        band, or (n, B)) times the sky's sigma per pixel (with
+        ``correlated_noise_electrons_per_nanomaggy``, the deep image's photon noise from the
+        objects added to its variance), and
         Gaussian white noise with the rest of the variance of source + sky + read noise (none
         where the correlated part exceeds it). Gaussian throughout: at these sky levels
         (hundreds of electrons and more) Poisson noise is Gaussian to well under a percent."""
@@ -415,6 +417,13 @@ class Renderer:
             background = float(self.sky_counts[b]) + float(self.read_variance[b])
             image = expected[:, b]
             correlated_sigma = level * math.sqrt(background)
+            deep_electrons = self.config.correlated_noise_electrons_per_nanomaggy
+            if deep_electrons > 0:  # the deep image's photons from the objects (SimConfig)
+                # I / E nMgy^2 of variance, in this band's electrons^2, through the kernel
+                per_electron = (float(self.electrons_per_nanomaggy[b]) / deep_electrons
+                                / self.noise_n_eff_pixels[b])
+                correlated_sigma = torch.sqrt(correlated_sigma**2
+                                              + image.clamp(min=0) * per_electron)
             white_sigma = (image.clamp(min=0) + background - correlated_sigma**2).clamp(
                 min=0).sqrt()
             white = torch.randn(image.shape, generator=generator, dtype=self.dtype,

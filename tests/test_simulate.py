@@ -393,6 +393,49 @@ def test_correlated_noise_through_the_acs_matching_kernel_correlates_as_degraded
     assert lag(hst, 1) < 0.5 and abs(lag(hst, 2)) < 0.1  # unlike the PSF's 0.65 and 0.19
 
 
+def test_correlated_noise_photons_add_the_objects_own_to_the_correlated_field():
+    """``correlated_noise_electrons_per_nanomaggy`` E: at a pixel of noise-free flux I the
+    correlated field's variance is level^2 sky + I / E through the kernel (its sum of squares),
+    as a degraded HST snapshot's near a bright lens; the total is the larger of that and the
+    survey's own (the white part tops it up). In the corners, where I ~ 0, it is as without."""
+    base = SimConfig(survey="euclid-vis", stamp_size=61, lens_fraction=1.0, field_density=0.0,
+                     correlated_noise=2.0, z_lens_range=(0.1, 0.2))
+    band = get_survey("euclid-vis").bands[0]
+    epn = band.electrons_per_nanomaggy
+    background = band.sky_counts + band.n_exposures * band.read_noise**2
+    kernel = psf_kernel(get_survey("euclid-vis").psf_model, band.psf_fwhm, band.pixel_scale,
+                        get_survey("euclid-vis").moffat_beta)
+    # A tenth of a 420 s ACS F814W snapshot's electrons per nanomaggy, so that through the VIS
+    # PSF (which smooths far more than the ACS-to-VIS kernel does) the photons stand out.
+    deep_electrons = 1.0e3
+    with_photons = base.replace(correlated_noise_electrons_per_nanomaggy=deep_electrons)
+    assert "correlated_noise_electrons_per_nanomaggy" not in base.to_dict()
+    assert SimConfig.from_dict(with_photons.to_dict()) == with_photons
+    clean, _ = Simulator(base.replace(noise=False)).simulate(300, seed=4)
+    noisy, truth = Simulator(with_photons).simulate(300, seed=4)
+    level = truth["correlated_noise"].astype(np.float64)[:, None, None]
+    flux = np.clip(clean[:, 0].astype(np.float64), 0, None)  # nMgy per pixel
+    sky_part = level**2 * background / epn**2  # nMgy^2
+    correlated = sky_part + flux / deep_electrons * np.sum(kernel**2)
+    survey_total = (flux * epn + background) / epn**2
+    expected = np.maximum(correlated, survey_total)
+    noise2 = (noisy[:, 0] - clean[:, 0]).astype(np.float64) ** 2
+    centre = (slice(None), slice(27, 34), slice(27, 34))
+    bright = np.broadcast_to(level > 1.0, flux.shape)[centre] & (flux[centre] > 0.05)
+    assert bright.sum() > 1000
+    assert noise2[centre][bright].mean() / expected[centre][bright].mean() == pytest.approx(
+        1.0, rel=0.06)
+    # There the objects' photons are most of it: without them it would be far lower.
+    stationary = np.maximum(sky_part, survey_total)
+    assert noise2[centre][bright].mean() > 1.5 * stationary[centre][bright].mean()
+    corners = (slice(None), slice(0, 12), slice(0, 12))
+    assert noise2[corners].mean() / expected[corners].mean() == pytest.approx(1.0, rel=0.05)
+    with pytest.raises(ValueError, match="must be a finite number >= 0"):
+        base.replace(correlated_noise_electrons_per_nanomaggy=-1.0)
+    with pytest.raises(ValueError, match="needs correlated_noise > 0"):
+        base.replace(correlated_noise=0.0, correlated_noise_electrons_per_nanomaggy=1e4)
+
+
 def test_bad_correlated_noise_kernel_is_refused():
     with pytest.raises(ValueError, match="correlated_noise_kernel must be one of"):
         SimConfig(survey="euclid-vis", correlated_noise=1.0, correlated_noise_kernel="gauss")
