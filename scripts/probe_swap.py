@@ -45,6 +45,9 @@ one with simulated lens light stays near the first; if the real arcs are, the ot
 if the Sersic fit brings the share back, it is the real light's departure from a Sersic profile,
 and the two annulus columns say whether that departure lies where the arcs are (what the arc
 split left of them) or elsewhere (the core, the isophotes, the neighbours).
+Per real lens it also prints the fine-scale scatter (MAD of the fine part, as in the fine-part
+column) 2-4.5" out, neighbours left out, of the real lens light and of the HST noise model,
+the border's variance alone and with the lens's photons in one 420 s snapshot.
 Each fit's residual (real light - fit) is printed in noise sigma per pixel within 3", and its sum
 within 0.6-1.5 theta_E beside the flux the arc split took for arcs (what the split's running
 median left of the arcs in the lens light shows there, with the fit's own misfit). The real
@@ -80,6 +83,7 @@ from lensbench.bench.suites.real_diagnosis import (
 from lensbench.bench.tasks import all_tasks
 from lensbench.datasets.known_lenses import SNAPSHOT_EXPOSURE_S
 from lensbench.datasets.psf import psf_kernel
+from lensbench.datasets.robust import mad_sigma
 from lensbench.datasets.simulate import Simulator
 from lensbench.datasets.surveys import get_survey
 from probe_common import fitted_run, scored_real_split
@@ -105,6 +109,7 @@ REGIONS = ((0.0, 0.6), (0.6, 1.5), (1.5, np.inf))
 REGION_EDGE = 0.1  # arcsec over which a region blends into its surroundings
 SMOOTH_SIGMA = 0.5  # arcsec: a departure smoother than this is a halo's or the sky's
 HST_NOISE_DRAWS = 4  # realisations of the HST noise its variance is estimated from
+SCATTER_RING = (2.0, 4.5)  # arcsec: beyond the arcs, within the stamp's inscribed circle
 
 
 def main() -> None:
@@ -172,8 +177,9 @@ def main() -> None:
     in_region = np.empty((len(parts.names), len(REGIONS), size, size))
     without_neighbours = parts.lens_light.astype(np.float64)
     sky = float(np.sqrt(np.sum(survey_sigma(survey, np.zeros((1, len(survey.bands), 1, 1))) ** 2)))
-    for real_lens_light in without_neighbours:  # views: edited in place
-        mask = neighbour_mask(real_lens_light.sum(axis=0), sky, radius, survey.pixel_scale)
+    neighbours = [neighbour_mask(lens_light.sum(axis=0), sky, radius, survey.pixel_scale)
+                  for lens_light in without_neighbours]
+    for real_lens_light, mask in zip(without_neighbours, neighbours, strict=True):  # in place
         real_lens_light[:, mask] = real_lens_light[:, ::-1, ::-1][:, mask]
     within = radius < 3.0
     for i, name in enumerate(parts.names):
@@ -201,8 +207,26 @@ def main() -> None:
                                     noise_rng, **degrade_args).var(axis=(1, 2))
                  for _ in range(HST_NOISE_DRAWS)], axis=0)[:, None, None]
         for row in parts.rows])
+    smoothing = SMOOTH_SIGMA / survey.pixel_scale  # pixels
     smooth_departure = gaussian_filter(without_neighbours - fits,
-                                       sigma=(0, 0, *(2 * [SMOOTH_SIGMA / survey.pixel_scale])))
+                                       sigma=(0, 0, smoothing, smoothing))
+    # How much fine-scale scatter the real light carries beyond the arcs, against what the HST
+    # noise model gives it: the border's variance (the sky's alone), and that with the lens's
+    # own photons in one snapshot (MAD of the fine part, neighbours left out; nMgy per pixel).
+    scatter_ring = (radius > SCATTER_RING[0]) & (radius < SCATTER_RING[1])
+    for i, row in enumerate(parts.rows):
+        lens = lenses[int(real.truth["object_index"][row])]
+        pixels = scatter_ring & ~neighbours[i]
+        fine = without_neighbours[i] - fits[i] - smooth_departure[i]
+        modelled = [np.mean([
+            mad_sigma(fine_part(degraded_hst_noise(lens, survey, noise_rng, exposure,
+                                                   **degrade_args), smoothing)[:, pixels],
+                      axis=1)
+            for _ in range(HST_NOISE_DRAWS)], axis=0) for exposure in (None, SNAPSHOT_EXPOSURE_S)]
+        print(f"{parts.names[i]}: fine-scale scatter {SCATTER_RING[0]:g}-{SCATTER_RING[1]:g}\" "
+              f"out, per band: real light {_format(mad_sigma(fine[:, pixels], axis=1))}; "
+              f"HST noise model, sky alone {_format(modelled[0])}, with the lens's photons "
+              f"{_format(modelled[1])} nMgy")
     print(f"{task.name} {args.run_id}: threshold {threshold:.4g} (FPR 1e-3 on the simulated "
           f"test split); {args.k} look-alikes of each real lens among {args.n} simulated lenses;"
           " share above the threshold")
@@ -240,6 +264,15 @@ def main() -> None:
         totals += shares
         print(f"| {name} | " + " | ".join(f"{s:.2f}" for s in shares) + " |")
     print("| all | " + " | ".join(f"{s / len(parts.names):.2f}" for s in totals) + " |")
+
+
+def fine_part(image: np.ndarray, smoothing: float) -> np.ndarray:
+    """``image`` (B, H, W) less its Gaussian smoothing (``smoothing``: sigma, pixels)."""
+    return image - gaussian_filter(image, sigma=(0, smoothing, smoothing))
+
+
+def _format(values) -> str:
+    return " ".join(f"{v:.2e}" for v in values)
 
 
 def region_weight(radius: np.ndarray, inner: float, outer: float) -> np.ndarray:
