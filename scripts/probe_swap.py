@@ -223,10 +223,11 @@ def main() -> None:
                                                    **degrade_args), smoothing)[:, pixels],
                       axis=1)
             for _ in range(HST_NOISE_DRAWS)], axis=0) for exposure in (None, SNAPSHOT_EXPOSURE_S)]
+        survey_noise = np.median(survey_sigma(survey, fits[i][None])[0][:, pixels], axis=1)
         print(f"{parts.names[i]}: fine-scale scatter {SCATTER_RING[0]:g}-{SCATTER_RING[1]:g}\" "
               f"out, per band: real light {_format(mad_sigma(fine[:, pixels], axis=1))}; "
               f"HST noise model, sky alone {_format(modelled[0])}, with the lens's photons "
-              f"{_format(modelled[1])} nMgy")
+              f"{_format(modelled[1])}; the survey's own sigma {_format(survey_noise)} nMgy")
     print(f"{task.name} {args.run_id}: threshold {threshold:.4g} (FPR 1e-3 on the simulated "
           f"test split); {args.k} look-alikes of each real lens among {args.n} simulated lenses;"
           " share above the threshold")
