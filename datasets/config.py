@@ -66,6 +66,12 @@ FIELD_MAX_GALAXIES = 8
 # Kinds of artefact; ``artefact_kind`` in the truth indexes this tuple (-1 for none).
 ARTEFACT_KINDS = ("cosmic-ray", "saturated-star", "satellite-trail", "mask")
 CORRELATED_NOISE_KERNELS = ("psf", "acs-f814w-matched")  # SimConfig.correlated_noise_kernel
+# SLACS snapshot images (HST programme 10587) are single 420 s F814W exposures (Bolton et al.
+# 2008, ApJ 682, 964), so their cosmic rays were never rejected (NCOMBINE = 1 in the shared
+# cutouts; the deeper 4-exposure images have NCOMBINE = 4): the Poisson part of the noise model
+# of the cosmic-ray detection (known_lenses.cosmic_rays) and of the photon noise the real-vis
+# simulations give their HST-like noise (bench/tasks.py) at that exposure.
+SNAPSHOT_EXPOSURE_S = 420.0
 # Fields added after simulator version 1, with their defaults (JSON types): at these values the
 # simulator's output is that of version 1, and ``SimConfig.to_dict`` omits them.
 ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,

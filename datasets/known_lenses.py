@@ -34,7 +34,7 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.datasets import registry
-from lensbench.datasets.config import LENS_COLOURS, SOURCE_COLOURS
+from lensbench.datasets.config import LENS_COLOURS, SNAPSHOT_EXPOSURE_S, SOURCE_COLOURS
 from lensbench.datasets.cosmos import (
     ANALOGUE_Z,
     CosmosSources,
@@ -64,11 +64,6 @@ SLACS_CUTOUTS = ("99x99", "198x198")
 ACS_F814W_PSF = f"{SLACS_DIR}/tinytim_ACS.fits"
 ACS_F814W_PSF_SCALE = 0.0495
 ARCSEC_PER_DEG = 3600.0
-# SLACS snapshot images (HST programme 10587) are single 420 s F814W exposures (Bolton et al.
-# 2008, ApJ 682, 964), so their cosmic rays were never rejected (NCOMBINE = 1 in the shared
-# cutouts; the deeper 4-exposure images have NCOMBINE = 4): the Poisson part of the noise model
-# of the cosmic-ray detection at that exposure.
-SNAPSHOT_EXPOSURE_S = 420.0
 # theta_e_ref codes in the real-lenses truth, and what each names (the reports' column)
 THETA_E_FROM_AUGER_SHAJIB, THETA_E_FROM_SLACS_MATCH = 1, 2
 THETA_E_SOURCES = {THETA_E_FROM_AUGER_SHAJIB: "SIE b, Auger+2010 / Shajib+2021",

@@ -182,6 +182,12 @@ GOLDEN_HASHES = {
         "train": "a82078250ad4f208b3fefbe2172ca5fa34015c9a77284e9aa88a84513a450f7f",
         "test": "13c3835bedb8299752ac7721029e553e4b57c201b968b63c0e0244383b18d120",
         "real": "d8d4817dbfbf07edeeb4e6638d2ecc343491d9820196a2e796f2638980d68bd3"},
+    # v11: the HST-like noise carries the lens's photons (a 420 s snapshot's); the real split
+    # as v10's.
+    ("real-vis", 11, 1): {
+        "train": "566ea54822afb0ed2ea2eb823d0e74d8a2c914b738b2ad478af9df86df8aaba6",
+        "test": "0a6a776dc4c37aca11d35786eeedcf5d82baac8df2dfb7d3c3eed30a7ca8a9dc",
+        "real": "d8d4817dbfbf07edeeb4e6638d2ecc343491d9820196a2e796f2638980d68bd3"},
     ("modeling-hsc", 2, 1): {
         "train": "b23596128779f976683aa987750c15c42b21b2523b287dbdaf45b1714d198731",
         "test": "0bcf58754c8f94a7ca44f3b9be69aad48b4bf230746bee00be1031908be335de",
