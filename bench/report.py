@@ -33,6 +33,25 @@ def latest_results(results: list[Result], suite: str, profile: str, seed: int) -
     return list(latest.values())
 
 
+def current_split_hashes(workdir: Path, task: Task) -> set[str]:
+    """Content hashes of the splits of ``task``'s current version in ``workdir/splits``."""
+    from lensbench.datasets.storage import load_split, split_is_complete
+
+    return {load_split(path, verify=False).content_hash
+            for path in sorted((workdir / "splits").glob(f"{task.name}-v{task.version}-*"))
+            if split_is_complete(path)}
+
+
+def on_current_splits(results: list[Result], workdir: Path, tasks: list[Task]) -> list[Result]:
+    """The records of ``results`` whose test split is one of their task's current version in
+    ``workdir``: a workdir reused across a version bump holds runs on both versions' splits,
+    and a report's section is of one test set. A task with no current split in the workdir
+    (records read without their splits) keeps its records."""
+    current = {task.name: current_split_hashes(workdir, task) for task in tasks}
+    return [r for r in results
+            if not current.get(r.task) or r.split_hashes.get("test") in current[r.task]]
+
+
 def stored_seeds(results: list[Result], suite: str, profile: str) -> list[int]:
     """The suite seeds the records of ``suite`` and ``profile`` were run at (those that say)."""
     return sorted({r.suite_seed for r in results if r.suite == suite and r.profile == profile
@@ -70,7 +89,8 @@ def write_report(suite_name: str, *, workdir: Path, out_dir: Path,
     store = workdir / RESULTS_FILE
     stored = read_results(store)
     seed = report_seed(stored, suite.name, profile, store, seed)
-    results = latest_results(stored, suite.name, profile, seed)
+    results = latest_results(on_current_splits(stored, workdir, suite.tasks), suite.name,
+                             profile, seed)
     if not results and any(r.suite == suite.name and r.profile == profile for r in stored):
         raise ValueError(f"{store}: no results for suite {suite.name!r} and profile {profile!r} "
                          f"at --seed {seed}")

@@ -326,6 +326,28 @@ def test_report_check_lists_the_reports_made_from_splits_the_code_no_longer_make
                                   f"now v{SIMULATOR_VERSION + 1}")
 
 
+def test_a_report_of_a_workdir_reused_across_a_version_bump_shows_only_the_current_runs(
+        tmp_path, monkeypatch):
+    """A version bump makes new splits; the runs on the old ones stay in results.jsonl, and the
+    report's section (one test set, one "Splits" line) must not mix them with the new."""
+    workdir, reports = tmp_path / "work", tmp_path / "reports"
+    suite = get_suite("smoke")
+    run_suite(suite, profile="smoke", seed=0, workdir=workdir, methods=["random", "pca"],
+              log=lambda _: None)
+    task = suite.tasks[0]
+    bumped = dataclasses.replace(task, version=task.version + 1,
+                                 config=task.config.replace(source_mag_range=(21.5, 23.0)))
+    monkeypatch.setitem(tasks.SUITES, "smoke", dataclasses.replace(suite, tasks=(bumped,)))
+    run_suite(get_suite("smoke"), profile="smoke", seed=0, workdir=workdir, methods=["random"],
+              log=lambda _: None)
+    new_test = ensure_split(bumped, "test", "smoke", workdir, quiet=True).content_hash
+    report = next(path for path in write_report("smoke", workdir=workdir, out_dir=reports,
+                                                profile="smoke") if path.suffix == ".md")
+    text = report.read_text()
+    assert f"test `{new_test[:12]}`" in text
+    assert "`random`" in text and "`pca`" not in text  # pca ran on the old splits only
+
+
 def test_a_header_states_and_check_reads_only_the_tasks_the_report_covers(tmp_path,
                                                                           monkeypatch):
     """The metcalf compare profile runs metcalf-ground only: its report's versions line names
