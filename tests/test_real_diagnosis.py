@@ -309,6 +309,10 @@ def test_the_report_says_what_correlated_noise_the_simulations_carry():
     matched = white.replace(correlated_noise=2.3, correlated_noise_kernel="acs-f814w-matched")
     sentence = real_diagnosis.simulated_noise_sentence(matched)
     assert "matches HST ACS F814W's PSF" in sentence and "up to 2.3 sky sigma" in sentence
+    with_photons = matched.replace(correlated_noise_electrons_per_nanomaggy=1.0e4)
+    assert "with the objects' own photon noise at 1e+04 electrons per nanomaggy" in (
+        real_diagnosis.simulated_noise_sentence(with_photons))
+    assert "photon" not in real_diagnosis.simulated_noise_sentence(matched)
     per_band = SimConfig(survey="hsc", bands=("g", "i"), correlated_noise=(0.06, 0.42))
     sentence = real_diagnosis.simulated_noise_sentence(per_band)
     assert "the band's PSF" in sentence and "g 0.06, i 0.42 sky sigma" in sentence

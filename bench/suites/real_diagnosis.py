@@ -156,8 +156,12 @@ def simulated_noise_sentence(config) -> str:
     maxima = (", ".join(f"{band} {level:g}" for band, level in
                         zip(config.band_names, levels, strict=True))
               if isinstance(levels, tuple) else f"{levels:g}")
+    photons = config.correlated_noise_electrons_per_nanomaggy
+    objects = (f", with the objects' own photon noise at {photons:.3g} electrons per nanomaggy "
+               "(the deep image's exposure)" if photons > 0 else "")
     return (f"the simulated cutouts carry a noise field through {kernel}, its rms uniform up to "
-            f"{maxima} sky sigma per pixel (`python scripts/slacs_noise.py` compares the two)")
+            f"{maxima} sky sigma per pixel{objects} (`python scripts/slacs_noise.py` compares "
+            "the two)")
 
 
 def degraded_hst_noise(lens, survey, rng: np.random.Generator,
