@@ -10,7 +10,12 @@ from __future__ import annotations
 import difflib
 from dataclasses import dataclass, field
 
-from lensbench.datasets.config import CORE_REFINEMENT, SNAPSHOT_EXPOSURE_S, SimConfig
+from lensbench.datasets.config import (
+    CORE_REFINEMENT,
+    SNAPSHOT_EXPOSURE_S,
+    SimConfig,
+    electrons_per_nanomaggy,
+)
 
 # "compare" (metcalf ground only): sized so that DeepLens trains in about an hour on 2 CPU cores,
 # with the same splits for every method. Its 12,000 training cutouts: one ResNet member (20 epochs)
@@ -279,7 +284,7 @@ REAL_VIS_CORRELATED_NOISE = 2.3
 # ACS/WFC F814W snapshot: AB zero point 25.95 for 1 e-/s (PHOTFLAM, PHOTPLAM of the SLACS
 # cutouts' headers) -> 10^(0.4 (25.95 - 22.5)) x 420 s = 1.0e4. From the HST headers and the
 # programme's exposure, not from any score.
-REAL_VIS_DEEP_ELECTRONS_PER_NANOMAGGY = 10 ** (0.4 * (25.95 - 22.5)) * SNAPSHOT_EXPOSURE_S
+REAL_VIS_DEEP_ELECTRONS_PER_NANOMAGGY = electrons_per_nanomaggy(25.95, SNAPSHOT_EXPOSURE_S)
 # The VIS committee trains as the compare profile's (5 members, 40 epochs, no early stopping),
 # chosen on the validation part of the real-vis v4 training split: with 3 members x 20 epochs
 # each member still gained at the end of its cosine anneal (validation AUROC 0.950-0.951 at

@@ -72,6 +72,12 @@ CORRELATED_NOISE_KERNELS = ("psf", "acs-f814w-matched")  # SimConfig.correlated_
 # of the cosmic-ray detection (known_lenses.cosmic_rays) and of the photon noise the real-vis
 # simulations give their HST-like noise (bench/tasks.py) at that exposure.
 SNAPSHOT_EXPOSURE_S = 420.0
+
+
+def electrons_per_nanomaggy(zeropoint_ab: float, exposure_s: float) -> float:
+    """Electrons one nanomaggy gives in ``exposure_s`` seconds, for an AB zero point
+    ``zeropoint_ab`` (the magnitude of 1 e-/s)."""
+    return 10 ** (0.4 * (zeropoint_ab - 22.5)) * exposure_s
 # Fields added after simulator version 1, with their defaults (JSON types): at these values the
 # simulator's output is that of version 1, and ``SimConfig.to_dict`` omits them.
 ADDED_FIELDS = {"source_model": "sersic", "cosmos_fraction": 0.5,

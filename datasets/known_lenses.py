@@ -34,7 +34,12 @@ from pathlib import Path
 
 import numpy as np
 from lensbench.datasets import registry
-from lensbench.datasets.config import LENS_COLOURS, SNAPSHOT_EXPOSURE_S, SOURCE_COLOURS
+from lensbench.datasets.config import (
+    LENS_COLOURS,
+    SNAPSHOT_EXPOSURE_S,
+    SOURCE_COLOURS,
+    electrons_per_nanomaggy,
+)
 from lensbench.datasets.cosmos import (
     ANALOGUE_Z,
     CosmosSources,
@@ -194,7 +199,7 @@ def cosmic_rays(image: np.ndarray, zeropoint_ab: float, noise_variance: float) -
     object's Poisson variance."""
     import astroscrappy
 
-    to_electrons = 10 ** (0.4 * (zeropoint_ab - 22.5)) * SNAPSHOT_EXPOSURE_S
+    to_electrons = electrons_per_nanomaggy(zeropoint_ab, SNAPSHOT_EXPOSURE_S)
     electrons = image * to_electrons
     variance = noise_variance * to_electrons**2 + np.clip(electrons, 0, None)
     mask, cleaned = astroscrappy.detect_cosmics(

@@ -173,12 +173,13 @@ def degraded_hst_noise(lens, survey, rng: np.random.Generator,
     photon_exposure_s: with it, the noise also has the object's own photon noise in an exposure
         of that many seconds (the border's variance has only the sky's); near a bright lens it
         is most of an HST snapshot's noise."""
+    from lensbench.datasets.config import electrons_per_nanomaggy
     from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, degrade
 
     variance = lens.noise_variance
     if photon_exposure_s is not None:
-        electrons_per_nmgy = 10 ** (0.4 * (lens.zeropoint_ab - 22.5)) * photon_exposure_s
-        variance = variance + np.clip(lens.image, 0, None) / electrons_per_nmgy
+        variance = variance + np.clip(lens.image, 0, None) / electrons_per_nanomaggy(
+            lens.zeropoint_ab, photon_exposure_s)
     white = rng.normal(size=lens.image.shape) * np.sqrt(variance)
     return degrade(white, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey, **degrade_args)
 
