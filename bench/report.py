@@ -35,10 +35,11 @@ def latest_results(results: list[Result], suite: str, profile: str, seed: int) -
 
 def current_split_hashes(workdir: Path, task: Task) -> set[str]:
     """Content hashes of the splits of ``task``'s current version in ``workdir/splits``."""
+    from lensbench.bench.splits import version_prefix
     from lensbench.datasets.storage import load_split, split_is_complete
 
     return {load_split(path, verify=False).content_hash
-            for path in sorted((workdir / "splits").glob(f"{task.name}-v{task.version}-*"))
+            for path in sorted((workdir / "splits").glob(f"{version_prefix(task)}*"))
             if split_is_complete(path)}
 
 

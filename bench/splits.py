@@ -29,6 +29,11 @@ def split_key(task: Task, role: str, n: int, seed: int) -> str:
     return hashlib.sha256(payload.encode()).hexdigest()[:12]
 
 
+def version_prefix(task: Task) -> str:
+    """How the names of the task's current version's split folders begin."""
+    return f"{task.name}-v{task.version}-"
+
+
 def ensure_split(task: Task, role: str, profile: str, workdir: Path, *, quiet: bool = False
                  ) -> Split:
     """The task's train or test split for ``profile``: loaded (hashes verified) if made before,
@@ -38,7 +43,7 @@ def ensure_split(task: Task, role: str, profile: str, workdir: Path, *, quiet: b
     n_train, n_test = task.size(profile)
     n, seed = (n_train, task.train_seed) if role == "train" else (n_test, task.test_seed)
     key = split_key(task, role, n, seed)
-    path = workdir / "splits" / f"{task.name}-v{task.version}-{role}-{n}-{key}"
+    path = workdir / "splits" / f"{version_prefix(task)}{role}-{n}-{key}"
     if not split_is_complete(path):
         from tqdm.auto import tqdm
 
@@ -76,7 +81,7 @@ def ensure_real_lens_split(task: Task, workdir: Path) -> Split:
 
     spec = dict(task.real_lenses)
     key = hashlib.sha256(json.dumps(spec, sort_keys=True).encode()).hexdigest()[:12]
-    path = workdir / "splits" / f"{task.name}-v{task.version}-real-{key}"
+    path = workdir / "splits" / f"{version_prefix(task)}real-{key}"
     if not split_is_complete(path):
         make_real_lens_split(spec["survey"], spec["bands"], spec["stamp_size"], path,
                              seed=spec["seed"], n_nonlenses=spec["n_nonlenses"],

@@ -26,6 +26,7 @@ import numpy as np
 from lensbench.baselines.contract import LENS_MODEL_TARGETS
 from lensbench.baselines.features import all_features
 from lensbench.baselines.modeling import GradientBoostingModeling, gaussian_nll
+from lensbench.bench.splits import version_prefix
 from lensbench.bench.suites.modeling import targets_of, task_info
 from lensbench.bench.tasks import MODELING_HSC
 from lensbench.datasets.storage import load_split
@@ -43,7 +44,7 @@ def main() -> None:
     parser.add_argument("--n-jobs", type=int, default=2)
     parser.add_argument("--seed", type=int, default=7)
     args = parser.parse_args()
-    name = f"{MODELING_HSC.name}-v{MODELING_HSC.version}-train-"
+    name = f"{version_prefix(MODELING_HSC)}train-"
     found = sorted((args.workdir / "splits").glob(name + "*"))
     if not found:
         raise SystemExit(f"{args.workdir / 'splits'}: no {name}* split")
