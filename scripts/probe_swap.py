@@ -145,6 +145,7 @@ def main() -> None:
     rng = np.random.default_rng(SEED)
     size = observed.shape[-1]
     lenses = real_split_lenses(real)
+    slacs = [lenses[int(real.truth["object_index"][row])] for row in parts.rows]  # per real lens
     degrade_args = real_lens_degrade_args(spec, size)
     radius = np.hypot(*(np.mgrid[:size, :size] - (size - 1) / 2)) * survey.pixel_scale
 
@@ -153,9 +154,8 @@ def main() -> None:
         variance = np.clip(survey_sigma(survey, expected) ** 2 - carried_variance, 0, None)
         return expected + rng.normal(size=expected.shape) * np.sqrt(variance)
 
-    def hst_noise(real, row: int, count: int, photon_exposure_s: float | None = None):
+    def hst_noise(lens, count: int, photon_exposure_s: float | None = None) -> np.ndarray:
         """``count`` realisations of the HST image's noise, degraded like the image."""
-        lens = lenses[int(real.truth["object_index"][row])]
         return np.stack([degraded_hst_noise(lens, survey, rng, photon_exposure_s, **degrade_args)
                          for _ in range(count)])
 
@@ -203,10 +203,9 @@ def main() -> None:
     # survey noise drawn for the columns is as before this estimate was made).
     noise_rng = np.random.default_rng(SEED + 1)
     hst_variance = np.stack([
-        np.mean([degraded_hst_noise(lenses[int(real.truth["object_index"][row])], survey,
-                                    noise_rng, **degrade_args).var(axis=(1, 2))
+        np.mean([degraded_hst_noise(lens, survey, noise_rng, **degrade_args).var(axis=(1, 2))
                  for _ in range(HST_NOISE_DRAWS)], axis=0)[:, None, None]
-        for row in parts.rows])
+        for lens in slacs])
     smoothing = SMOOTH_SIGMA / survey.pixel_scale  # pixels
     smooth_departure = gaussian_filter(without_neighbours - fits,
                                        sigma=(0, 0, smoothing, smoothing))
@@ -214,8 +213,7 @@ def main() -> None:
     # noise model gives it: the border's variance (the sky's alone), and that with the lens's
     # own photons in one snapshot (MAD of the fine part, neighbours left out; nMgy per pixel).
     scatter_ring = (radius > SCATTER_RING[0]) & (radius < SCATTER_RING[1])
-    for i, row in enumerate(parts.rows):
-        lens = lenses[int(real.truth["object_index"][row])]
+    for i, lens in enumerate(slacs):
         pixels = scatter_ring & ~neighbours[i]
         fine = without_neighbours[i] - fits[i] - smooth_departure[i]
         modelled = [np.mean([
@@ -245,9 +243,9 @@ def main() -> None:
                   share_above(noisy(real_light + sim_arcs[alike], carried)),
                   share_above(noisy(fits[i][None] + sim_arcs[alike])),
                   share_above(with_hst_noise(fits[i][None] + sim_arcs[alike],
-                                             hst_noise(real, parts.rows[i], len(alike)))),
+                                             hst_noise(slacs[i], len(alike)))),
                   share_above(with_hst_noise(fits[i][None] + sim_arcs[alike],
-                                             hst_noise(real, parts.rows[i], len(alike),
+                                             hst_noise(slacs[i], len(alike),
                                                        SNAPSHOT_EXPOSURE_S))),
                   share_above(noisy(real_light + in_region[i, 1] * (fits[i] - real_light)
                                     + sim_arcs[alike], (1 - in_region[i, 1]) ** 2 * carried)),
