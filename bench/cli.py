@@ -787,6 +787,7 @@ def cmd_degrade(args) -> int:
     written = degrade_files(args.image, args.out, args.survey, bands,
                             pixel_scale=args.pixel_scale, zero_point=args.zeropoint,
                             arcs=args.arc, lens_lights=args.lens_light, rms=args.rms,
+                            effective_gain=args.effective_gain,
                             noise_correlation=args.noise_correlation,
                             subtract_sky=args.subtract_sky, seed=args.seed,
                             stamp_size=args.stamp_size, per_band_files=args.per_band_files,
@@ -1028,6 +1029,11 @@ def build_parser() -> argparse.ArgumentParser:
     degrade.add_argument("--rms", action="append", type=finite_float(),
                          help="the image's own per-pixel noise sigma, once per --image "
                               "(default: measured on its border)")
+    degrade.add_argument("--effective-gain", action="append", type=finite_float(0),
+                         help="electrons per unit of the image's values (an image in e-/s: its "
+                              "exposure in s), once per --image: its own photon noise then "
+                              "counts beside --rms, which is the sky's (default: none counted; "
+                              "near a bright object that can make the output too noisy)")
     degrade.add_argument("--noise-correlation", action="append", type=finite_float(0),
                          help="variance of 4x4 sums / 16 pixel variances of the image's noise, "
                               "once per --image (default: measured on its border)")

@@ -90,5 +90,6 @@ def ensure_real_lens_split(task: Task, workdir: Path) -> Split:
                              colours_from_f814w=spec.get("colours_from_f814w", False),
                              clean_cosmic_rays=spec.get("clean_cosmic_rays", False),
                              match_native_psf=spec.get("match_native_psf", False),
-                             sky_beside_halo=spec.get("sky_beside_halo", False))
+                             sky_beside_halo=spec.get("sky_beside_halo", False),
+                             own_photon_noise=spec.get("own_photon_noise", False))
     return load_split(path, verify=True)

@@ -184,8 +184,11 @@ class SimConfig:
     # the deep image's variance, which the kernel smooths as it does the sky's (by the kernel's
     # sum of squares), as a degraded HST snapshot's noise grows near a bright lens (the variance
     # of its border, the sky's alone, leaves that out; docs/real-lenses.md). 0: none, the
-    # correlated field is stationary.
-    correlated_noise_electrons_per_nanomaggy: float = 0.0
+    # correlated field is stationary. One number for every band, or one per band (in
+    # ``band_names`` order): a deep image in one band degraded to others carries, in band b,
+    # its own photon noise scaled by the colour factor c_b of band b to its band, variance
+    # c_b^2 I_deep / E = I_b / (E / c_b), so E / c_b is band b's number.
+    correlated_noise_electrons_per_nanomaggy: float | tuple[float, ...] = 0.0
     shard_size: int = 1024
     extra: dict = field(default_factory=dict)  # free-form tags recorded in the manifest
 
@@ -205,8 +208,9 @@ class SimConfig:
                                  f"got {value}")
         if self.bands is not None:
             object.__setattr__(self, "bands", tuple(self.bands))
-        if isinstance(self.correlated_noise, (list, tuple)):  # JSON gives a list
-            object.__setattr__(self, "correlated_noise", tuple(self.correlated_noise))
+        for name in ("correlated_noise", "correlated_noise_electrons_per_nanomaggy"):
+            if isinstance(getattr(self, name), (list, tuple)):  # JSON gives a list
+                object.__setattr__(self, name, tuple(getattr(self, name)))
         object.__setattr__(self, "negatives", dict(self.negatives))  # not the caller's dict
         self._validate()
 
@@ -261,10 +265,15 @@ class SimConfig:
             raise ValueError(f"SimConfig.correlated_noise_kernel must be one of "
                              f"{CORRELATED_NOISE_KERNELS}, got {self.correlated_noise_kernel!r}")
         photons = self.correlated_noise_electrons_per_nanomaggy
-        if not (math.isfinite(photons) and photons >= 0):
+        per_band = photons if isinstance(photons, tuple) else (photons,)
+        if isinstance(photons, tuple) and len(per_band) != len(self.band_names):
+            raise ValueError(f"SimConfig.correlated_noise_electrons_per_nanomaggy: one number "
+                             f"per band {self.band_names}, got {photons}")
+        if not all(isinstance(v, (int, float)) and math.isfinite(v) and v >= 0
+                   for v in per_band):
             raise ValueError(f"SimConfig.correlated_noise_electrons_per_nanomaggy must be a "
-                             f"finite number >= 0, got {photons}")
-        if photons > 0 and not any(levels):
+                             f"finite number >= 0 or one per band, got {photons!r}")
+        if any(per_band) and not any(levels):
             raise ValueError("SimConfig.correlated_noise_electrons_per_nanomaggy shapes the "
                              "correlated noise: it needs correlated_noise > 0")
         if not (0 <= self.lens_isophote_twist <= 90 and 0 <= self.lens_isophote_dq < 0.7

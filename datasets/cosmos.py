@@ -36,6 +36,10 @@ COSMOS_DIR = "cosmos_hst_f814w"
 COSMOS_CATALOGUE = f"{COSMOS_DIR}/real_galaxy_catalog_26_extension_example.fits"
 COSMOS_MAGS = f"{COSMOS_DIR}/real_galaxy_catalog_26_extension_example_fits.fits"
 COSMOS_NOISE_CF = f"{COSMOS_DIR}/acs_I_unrot_sci_20_cf.fits"
+# Each COSMOS ACS/WFC F814W tile is one orbit of 4 dithered 507 s exposures (Koekemoer et al.
+# 2007, ApJS 172, 196): the exposure a stamp's own photon noise comes from (its catalogue noise
+# variance is the sky's).
+COSMOS_EXPOSURE_S = 2028.0
 CATALOGUE_BANDS = ("g", "r", "i", "z", "y")  # HSC magnitudes in the COSMOS catalogue
 
 
@@ -75,6 +79,15 @@ class CosmosGalaxy:
     mags: dict[str, float]
     noise_variance: float
     z_phot: float
+
+    def variance_with_photons(self, image: np.ndarray | None = None) -> np.ndarray:
+        """The noise variance per pixel ((e-/s)^2) of ``image`` (this galaxy's stamp, e.g.
+        oriented; default: the stamp as it is): the sky's ``noise_variance`` and the galaxy's
+        own photon noise in COSMOS_EXPOSURE_S."""
+        from lensbench.datasets.degrade import noise_variance_with_photons
+
+        return noise_variance_with_photons(self.image if image is None else image,
+                                           math.sqrt(self.noise_variance), COSMOS_EXPOSURE_S)
 
 
 class CosmosSources:
@@ -332,9 +345,11 @@ class NearerAnalogue:
     size_factor: float  # D_A(z_phot) / D_A(ANALOGUE_Z)
 
 
-def nearer_analogue(sources: CosmosSources, index: int, z: float = ANALOGUE_Z
-                    ) -> NearerAnalogue:
-    """Galaxy ``index`` of ``sources`` rendered as seen at redshift ``z`` (see ANALOGUE_Z)."""
+def nearer_analogue(sources: CosmosSources, index: int, z: float = ANALOGUE_Z,
+                    own_photon_noise: bool = False) -> NearerAnalogue:
+    """Galaxy ``index`` of ``sources`` rendered as seen at redshift ``z`` (see ANALOGUE_Z);
+    with ``own_photon_noise`` its variance holds the stamp's own photon noise beside the sky's
+    (:meth:`CosmosGalaxy.variance_with_photons`), scaled as its flux is."""
     from astropy.cosmology import Planck18
 
     galaxy = sources.galaxies[index]
@@ -347,19 +362,22 @@ def nearer_analogue(sources: CosmosSources, index: int, z: float = ANALOGUE_Z
                   / Planck18.luminosity_distance(z)) ** 2 * (1 + z) / (1 + galaxy.z_phot))
     to_nmgy = 10 ** (-0.4 * (galaxy.f814w - 22.5)) / galaxy.image.sum() * flux
     cleaned = clean_stamp(galaxy.image, galaxy.noise_variance, sources.noise_correlation_factor)
-    variance = np.where(cleaned != 0, galaxy.noise_variance * to_nmgy**2, 0.0)
+    native = galaxy.variance_with_photons() if own_photon_noise else galaxy.noise_variance
+    variance = np.where(cleaned != 0, native * to_nmgy**2, 0.0)
     return NearerAnalogue(galaxy_index=index, ident=galaxy.ident, image=cleaned * to_nmgy,
                           pixel_scale=galaxy.pixel_scale * size, variance=variance,
                           mag_i=galaxy.f814w - 2.5 * math.log10(flux), z_phot=galaxy.z_phot,
                           size_factor=size)
 
 
-def bright_early_types(sources: CosmosSources, n: int, z: float = ANALOGUE_Z
-                       ) -> list[NearerAnalogue]:
+def bright_early_types(sources: CosmosSources, n: int, z: float = ANALOGUE_Z,
+                       own_photon_noise: bool = False) -> list[NearerAnalogue]:
     """The ``n`` most luminous early-type COSMOS galaxies (catalogue g - i >=
-    MIN_EARLY_TYPE_G_MINUS_I, 0 < photo-z <= MAX_EARLY_TYPE_Z), each rendered as seen at ``z``,
-    brightest first (fewer when fewer qualify). Chosen on catalogue photometry only."""
-    candidates = [nearer_analogue(sources, k, z) for k, g in enumerate(sources.galaxies)
+    MIN_EARLY_TYPE_G_MINUS_I, 0 < photo-z <= MAX_EARLY_TYPE_Z), each rendered as seen at ``z``
+    (``own_photon_noise``: :func:`nearer_analogue`), brightest first (fewer when fewer
+    qualify). Chosen on catalogue photometry only."""
+    candidates = [nearer_analogue(sources, k, z, own_photon_noise)
+                  for k, g in enumerate(sources.galaxies)
                   if g.mags["g"] - g.mags["i"] >= MIN_EARLY_TYPE_G_MINUS_I
                   and 0 < g.z_phot <= MAX_EARLY_TYPE_Z]
     return sorted(candidates, key=lambda a: (a.mag_i, a.ident))[:n]

@@ -25,6 +25,7 @@ pixel variances, :func:`border_noise`).
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -101,11 +102,29 @@ def _degraded_variance(variance: np.ndarray, in_scale: float, out_scale: float, 
                                                                          pad:pad + size]
 
 
+def _survey_electrons_variance(electrons: np.ndarray, band: Band) -> np.ndarray:
+    """The survey's noise variance (electrons^2) at ``electrons`` of noise-free signal: Poisson
+    of source + sky, read noise of each exposure."""
+    return np.clip(electrons, 0, None) + band.sky_counts + band.n_exposures * band.read_noise**2
+
+
+def noise_variance_with_photons(image: np.ndarray, sky_sigma: float, effective_gain: float
+                                ) -> np.ndarray:
+    """An image's own noise variance per pixel (its units squared): its sky's (``sky_sigma``,
+    e.g. from its border, :func:`border_noise`) and its objects' Poisson noise, with
+    ``effective_gain`` electrons per unit of the image (an image in e-/s: its exposure in
+    seconds); none where the image is negative (photutils.utils.calc_total_error)."""
+    from photutils.utils import calc_total_error
+
+    image = np.asarray(image, dtype=np.float64)
+    return calc_total_error(image, np.full(image.shape, sky_sigma), effective_gain) ** 2
+
+
 def _add_noise(expected_nmgy: np.ndarray, band: Band, rng: np.random.Generator,
                native_variance_nmgy: np.ndarray | None) -> np.ndarray:
     epn = band.electrons_per_nanomaggy
     electrons = expected_nmgy * epn
-    target = np.clip(electrons, 0, None) + band.sky_counts + band.n_exposures * band.read_noise**2
+    target = _survey_electrons_variance(electrons, band)
     if native_variance_nmgy is not None:
         target = np.clip(target - native_variance_nmgy * epn**2, 0, None)
     noisy = electrons + np.sqrt(target) * rng.standard_normal(electrons.shape)
@@ -180,12 +199,37 @@ def degrade_image(image: np.ndarray, pixel_scale: float, survey: str | Survey, *
         default ``pixel_scale``): the survey PSF is then reached by :func:`matching_kernel`
         instead of added on top of it. None: the input counts as unblurred.
     """
-    from scipy.signal import fftconvolve
-
     survey = get_survey(survey) if isinstance(survey, str) else survey
     if bands is not None:
         survey = survey.select(bands)
     size = stamp_size or survey.stamp_size
+    out = np.empty((len(survey.bands), size, size), dtype=np.float32)
+    for b, band, expected, carried in _observed_bands(
+            image, pixel_scale, survey, size, None if rng is None else native_variance,
+            correlation_factor, native_psf, native_psf_scale):
+        out[b] = expected if rng is None else _add_noise(expected, band, rng, carried)
+    return out
+
+
+@dataclass(frozen=True)
+class NoiseBudget:
+    """Per-pixel noise variances (nMgy^2, (B, H, W)) of a degraded image
+    (:func:`noise_budget`): ``survey`` the survey's own at the image's noise-free flux (Poisson
+    of source + sky, read noise), ``carried`` what the input's own noise leaves after the
+    degradation. The noise :func:`degrade` draws tops ``carried`` up to ``survey`` where it is
+    lower; where it is higher the degraded image is noisier than the survey's."""
+
+    survey: np.ndarray
+    carried: np.ndarray
+
+
+def _observed_bands(image: np.ndarray, pixel_scale: float, survey: Survey, size: int,
+                    native_variance, correlation_factor: float,
+                    native_psf: np.ndarray | None, native_psf_scale: float | None):
+    """Per band of ``survey``: (index, band, the noise-free degraded plane, the input's
+    variance as degraded or None without ``native_variance``); :func:`degrade_image`'s steps."""
+    from scipy.signal import fftconvolve
+
     image = np.asarray(image, dtype=np.float64)
     if image.ndim == 2:
         image = np.broadcast_to(image, (len(survey.bands), *image.shape))
@@ -200,9 +244,8 @@ def degrade_image(image: np.ndarray, pixel_scale: float, survey: str | Survey, *
     pad = max(k.shape[0] for k in kernels) // 2
     canvas = size + 2 * pad
     out_scale = survey.pixel_scale
-    out = np.empty((len(survey.bands), size, size), dtype=np.float32)
     variance_in = None
-    if rng is not None and native_variance is not None:
+    if native_variance is not None:
         variance_in = np.broadcast_to(
             np.asarray(native_variance, dtype=np.float64).reshape(
                 (-1, 1, 1) if np.ndim(native_variance) == 1 else np.shape(native_variance)),
@@ -210,13 +253,9 @@ def degrade_image(image: np.ndarray, pixel_scale: float, survey: str | Survey, *
     for b, (band, kernel) in enumerate(zip(survey.bands, kernels, strict=True)):
         binned = rebin_flux(image[b], pixel_scale, out_scale, (canvas, canvas))
         expected = fftconvolve(binned, kernel, mode="same")[pad:pad + size, pad:pad + size]
-        if rng is None:
-            out[b] = expected
-            continue
-        out[b] = _add_noise(expected, band, rng, None if variance_in is None else
-                            _degraded_variance(variance_in[b], pixel_scale, out_scale, canvas,
-                                               kernel, pad, size) * correlation_factor)
-    return out
+        yield b, band, expected, (None if variance_in is None else _degraded_variance(
+            variance_in[b], pixel_scale, out_scale, canvas, kernel, pad, size)
+            * correlation_factor)
 
 
 def colour_factor(colours: dict[str, float], band: str, reference: str = "i") -> float:
@@ -257,6 +296,46 @@ def degrade(image: np.ndarray | None, pixel_scale: float, zero_point: float,
     native_psf, native_psf_scale: the input's own PSF, matched to the survey's
         (:func:`degrade_image`).
     """
+    chosen, planes, variance = _survey_planes(
+        image, zero_point, survey, bands, arc_image, lens_light_image, native_variance,
+        image_band, lens_colours, source_colours)
+    rng = seed if isinstance(seed, np.random.Generator) or seed is None \
+        else np.random.default_rng(seed)
+    return degrade_image(planes, pixel_scale, chosen, stamp_size=stamp_size, rng=rng,
+                         native_variance=variance, correlation_factor=correlation_factor,
+                         native_psf=native_psf, native_psf_scale=native_psf_scale)
+
+
+def noise_budget(image: np.ndarray | None, pixel_scale: float, zero_point: float,
+                 survey: str | Survey, bands: Sequence[str] | None = None, *,
+                 native_variance, arc_image: np.ndarray | None = None,
+                 lens_light_image: np.ndarray | None = None, stamp_size: int | None = None,
+                 correlation_factor: float = 1.0, image_band: str = "i",
+                 lens_colours: dict[str, float] | None = None,
+                 source_colours: dict[str, float] | None = None,
+                 native_psf: np.ndarray | None = None,
+                 native_psf_scale: float | None = None) -> NoiseBudget:
+    """The noise variances of the image :func:`degrade` makes with these arguments (and any
+    seed): the survey's own and the one the input carries (:class:`NoiseBudget`)."""
+    chosen, planes, variance = _survey_planes(
+        image, zero_point, survey, bands, arc_image, lens_light_image, native_variance,
+        image_band, lens_colours, source_colours)
+    size = stamp_size or chosen.stamp_size
+    survey_part, carried = [], []
+    for _, band, expected, carried_variance in _observed_bands(
+            planes, pixel_scale, chosen, size, variance, correlation_factor, native_psf,
+            native_psf_scale):
+        epn = band.electrons_per_nanomaggy
+        survey_part.append(_survey_electrons_variance(expected * epn, band) / epn**2)
+        carried.append(carried_variance)
+    return NoiseBudget(np.stack(survey_part), np.stack(carried))
+
+
+def _survey_planes(image, zero_point: float, survey: str | Survey, bands, arc_image,
+                   lens_light_image, native_variance, image_band: str, lens_colours,
+                   source_colours) -> tuple[Survey, np.ndarray, np.ndarray | None]:
+    """:func:`degrade`'s inputs as nanomaggy planes per band of the chosen survey bands, and the
+    input's variance likewise (module docstring: colours)."""
     preset = get_survey(survey) if isinstance(survey, str) else survey
     chosen = preset.select(bands) if bands is not None else preset
     band_names = list(chosen.band_names)
@@ -292,11 +371,7 @@ def degrade(image: np.ndarray | None, pixel_scale: float, zero_point: float,
         one_band = variance * scale**2
         variance = np.array([one_band * colour_factor(lens_colours, b, image_band) ** 2
                              for b in band_names])
-    rng = seed if isinstance(seed, np.random.Generator) or seed is None \
-        else np.random.default_rng(seed)
-    return degrade_image(planes, pixel_scale, chosen, stamp_size=stamp_size, rng=rng,
-                         native_variance=variance, correlation_factor=correlation_factor,
-                         native_psf=native_psf, native_psf_scale=native_psf_scale)
+    return chosen, planes, variance
 
 
 def _split(image, arc_image, lens_light_image) -> tuple[np.ndarray, np.ndarray]:
@@ -333,6 +408,7 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
                   *, pixel_scale: float | None = None, zero_point: float | None = None,
                   arcs: Sequence | None = None, lens_lights: Sequence | None = None,
                   rms: Sequence[float | None] | None = None,
+                  effective_gain: Sequence[float | None] | None = None,
                   noise_correlation: Sequence[float | None] | None = None,
                   subtract_sky: bool = False, seed: int = 0, stamp_size: int | None = None,
                   per_band_files: bool = False, image_band: str = "i",
@@ -345,7 +421,9 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
     :mod:`lensbench.datasets.prepare` reads them), optional arc and lens-light images of the
     same grid and units; its own noise sigma ``rms`` (in its units) and correlation factor, or
     both measured on its border (:func:`border_noise`), whose median is subtracted first with
-    ``subtract_sky``. Output: ``<stem>_<band>.fits`` (science) and ``<stem>_<band>.rms.fits``
+    ``subtract_sky``; with its ``effective_gain`` (electrons per unit of its values) its own
+    photon noise counts too (:func:`noise_variance_with_photons`). Output:
+    ``<stem>_<band>.fits`` (science) and ``<stem>_<band>.rms.fits``
     (noise sigma of the survey's model) per band with ``per_band_files``, else one cube
     ``<stem>.fits`` (HDU 0 science, HDU "RMS"); nanomaggies (BUNIT, MAGZERO 22.5), FILTER,
     SURVEY, PIXSCALE and, when the input has a celestial WCS, a WCS of the same orientation
@@ -371,13 +449,18 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
     n = len(images)
     arcs, lens_lights = list(arcs or [None] * n), list(lens_lights or [None] * n)
     rms, noise_correlation = list(rms or [None] * n), list(noise_correlation or [None] * n)
+    effective_gain = list(effective_gain or [None] * n)
     for name, values in (("--arc", arcs), ("--lens-light", lens_lights), ("--rms", rms),
+                         ("--effective-gain", effective_gain),
                          ("--noise-correlation", noise_correlation)):
         if len(values) != n:
             raise ValueError(f"{name} is given {len(values)} times for {n} --image files: give "
                              "it once per image, in the same order, or not at all")
     if any(value is not None and value < 0 for value in rms):
         raise ValueError(f"--rms must be >= 0 (a noise sigma), got {rms}")
+    if any(value is not None and not value > 0 for value in effective_gain):
+        raise ValueError(f"--effective-gain must be > 0 (electrons per unit of the image), "
+                         f"got {effective_gain}")
     stems = [Path(p).name.split(".")[0] for p in images]
     if len(set(stems)) != n:
         raise ValueError(f"--image: two images share a name ({stems}); outputs are named after "
@@ -409,7 +492,10 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
                                            f"{data.shape}")
                 parts[name] = plane * factor - (sky if subtract_sky and name == "lens_light_image"
                                                 else 0.0)
-        kwargs = dict(stamp_size=stamp_size, native_variance=sigma**2,
+        # Electrons per unit of the image after the unit conversion (data * factor).
+        variance = (sigma**2 if effective_gain[k] is None else noise_variance_with_photons(
+            data, sigma, effective_gain[k] / factor))
+        kwargs = dict(stamp_size=stamp_size, native_variance=variance,
                       correlation_factor=correlation, image_band=image_band,
                       native_psf=native_psf, native_psf_scale=psf_scale or scale, **parts)
         image = degrade(data, scale, zp, chosen, seed=rng, **kwargs)

@@ -418,9 +418,11 @@ class Renderer:
             image = expected[:, b]
             correlated_sigma = level * math.sqrt(background)
             deep_electrons = self.config.correlated_noise_electrons_per_nanomaggy
+            if isinstance(deep_electrons, tuple):  # one per band (SimConfig)
+                deep_electrons = deep_electrons[b]
             if deep_electrons > 0:  # the deep image's photons from the objects (SimConfig)
                 # I / E nMgy^2 of variance, in this band's electrons^2, through the kernel
-                per_electron = (float(self.electrons_per_nanomaggy[b]) / deep_electrons
+                per_electron = (float(self.electrons_per_nanomaggy[0, b, 0, 0]) / deep_electrons
                                 / self.noise_n_eff_pixels[b])
                 correlated_sigma = torch.sqrt(correlated_sigma**2
                                               + image.clamp(min=0) * per_electron)

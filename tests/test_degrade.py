@@ -68,6 +68,42 @@ def test_degrade_noise_is_the_surveys_and_reproducible_by_seed():
     assert not noisier.any()
 
 
+def test_noise_budget_is_the_variance_degrade_leaves_and_photons_keep_the_top_up_right():
+    """``noise_budget``: realisations of an input's own noise (sky plus its photons, variance V
+    per pixel), degraded with ``native_variance=V``, vary as the larger of the survey's
+    variance and the carried one, pixel by pixel. With the sky's variance alone as
+    ``native_variance`` the top-up adds what the photons already gave: noisier near the
+    object, as the real splits' SLACS lenses were before ``own_photon_noise``."""
+    from lensbench.datasets.degrade import noise_budget, noise_variance_with_photons
+
+    survey = get_survey("hsc").select(["i"])
+    # 4 x 4 input pixels to one HSC pixel: the rebinned noise stays white, so the variance
+    # degrade propagates (squared weights, then the PSF's squares) is the exact one.
+    scale = survey.pixel_scale / 4
+    galaxy = gaussian(192, 14.0, 4000.0)  # nMgy: bright, wide against HSC's PSF
+    sky_sigma, gain = 2e-3, 5000.0  # its photons beat HSC's own noise near the centre
+    variance = noise_variance_with_photons(galaxy, sky_sigma, gain)
+    np.testing.assert_allclose(variance, sky_sigma**2 + galaxy / gain)
+    args = dict(stamp_size=32, correlation_factor=1.0)
+    budget = noise_budget(galaxy, scale, 22.5, survey, native_variance=variance, **args)
+    sky_only = noise_budget(galaxy, scale, 22.5, survey, native_variance=sky_sigma**2, **args)
+    least = np.maximum(budget.survey, budget.carried)[0]
+    centre = (slice(13, 19), slice(13, 19))
+    assert (budget.carried[0][centre] > 1.3 * budget.survey[0][centre]).all()
+    expected = degrade(galaxy, scale, 22.5, survey, seed=None, **args)[0]
+    rng = np.random.default_rng(2)
+    for native, predicted in ((variance, least),
+                              (sky_sigma**2, budget.carried[0] + np.clip(
+                                  sky_only.survey[0] - sky_only.carried[0], 0, None))):
+        draws = np.stack([degrade(galaxy + rng.normal(size=galaxy.shape) * np.sqrt(variance),
+                                  scale, 22.5, survey, seed=rng, native_variance=native,
+                                  **args)[0] for _ in range(400)])
+        measured = ((draws - expected) ** 2).mean(axis=0)
+        assert measured[centre].mean() / predicted[centre].mean() == pytest.approx(1, rel=0.1)
+        assert measured[:4, :4].mean() / predicted[:4, :4].mean() == pytest.approx(1, rel=0.1)
+    assert predicted[centre].mean() > 1.3 * least[centre].mean()  # the sky-only top-up's excess
+
+
 def write_image(path, data, **keys):
     header = fits.Header()
     for key, value in keys.items():
@@ -120,7 +156,8 @@ def test_bench_degrade_writes_per_band_files_and_cubes_with_their_headers(tmp_pa
                      "--survey", "hsc", "--out", str(tmp_path / "x")]) == 2
     assert "--arc is given 1 times for 2 --image" in capsys.readouterr().err
     assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
-    for flag, value in (("--pixel-scale", "-0.05"), ("--zeropoint", "nan")):
+    for flag, value in (("--pixel-scale", "-0.05"), ("--zeropoint", "nan"),
+                        ("--effective-gain", "0")):
         with pytest.raises(SystemExit) as stop:  # argparse's usage error, naming the flag
             cli.main(["degrade", "--image", str(image), flag, value, "--survey", "hsc",
                       "--out", str(tmp_path / "x")])
@@ -158,6 +195,8 @@ def slacs_hsc(tmp_path_factory, real_data):
                  "--arc", str(root / f"{lens.name}.arc.fits"),
                  "--rms", repr(math.sqrt(lens.noise_variance)),
                  "--noise-correlation", repr(lens.correlation_factor)]
+        if spec.get("own_photon_noise", False):  # its own photons beside the border's sky
+            args += ["--effective-gain", repr(lens.effective_gain)]
     common = ["degrade", *args, "--survey", "hsc", "--bands", "g,r,i,z", "--stamp-size", "64",
               "--seed", str(real_hsc().real_lenses["seed"])]
     if real_hsc().real_lenses.get("match_native_psf", False):  # the PSF file as it is stored

@@ -133,6 +133,12 @@ GOLDEN_HASHES = {
         "train": "3b895d6e9b5d4d3c99c45163aecce9d27760cdabc25001bb1d6922824019f40e",
         "test": "3b4c76e423ff8379fe7be59fe6661669ba818b882b2616593a350aa5c2c7dab1",
         "real": "e0adf304f48c12f88628ac43db5d3abedd65e47cd42c2ca8c46b1f576ac829f2"},
+    # v11: the SLACS snapshots' photon noise, in the simulations' HST-like noise (per band)
+    # and in the real split's top-up (own_photon_noise).
+    ("real-hsc", 11, 1): {
+        "train": "d11970b2fa8b9eb56d4ccfe1ce0c67cea07758cbc4597381b52a94978ff14c4c",
+        "test": "f7b77cd573b12509f5dd502693018ce0d42d0c0537bc83062c76e6489d1a6f10",
+        "real": "dc5581483647ab330aa2e5de4aceb6c69281a3a8c1a1c769c37e2f18bfe2272f"},
     # Issue 22.3: Euclid VIS, the SLACS lenses and non-lenses with F814W flux as VIS.
     ("real-vis", 1, 1): {
         "train": "4ab23dc3781db84a17bda2ba77f4cc57c1aab3ad5808300d52b5a7c6bbd26017",

@@ -14,6 +14,7 @@ from astropy.io import fits
 from lensbench.datasets import known_lenses, registry
 from lensbench.datasets.cosmos import (
     COSMOS_CATALOGUE,
+    COSMOS_EXPOSURE_S,
     COSMOS_MAGS,
     CosmosSources,
     lensed_source_image,
@@ -176,6 +177,50 @@ def test_slacs_lenses_have_theta_e_and_degrade_conserving_flux(slacs):
     binned = known_lenses.rebin_flux(image, 0.05, 0.168, (11, 11))
     assert binned.sum() == pytest.approx(4.0)
     assert np.unravel_index(binned.argmax(), binned.shape) == (5, 5)
+
+
+def test_slacs_images_know_their_exposure_and_their_own_photon_noise(slacs):
+    """Each SLACS image's exposure is its NCOMBINE exposures of SNAPSHOT_EXPOSURE_S (the
+    4-exposure SDSSJ0029-0055: 1680 s); its noise with photons is the border's sky variance
+    plus its flux over its electrons per nanomaggy, and the sky's alone where it is negative."""
+    from lensbench.datasets.config import SNAPSHOT_EXPOSURE_S
+
+    exposures = {lens.name: lens.exposure_s for lens in slacs}
+    assert exposures["SDSSJ0029-0055"] == 4 * SNAPSHOT_EXPOSURE_S
+    assert sorted(exposures.values())[:4] == [SNAPSHOT_EXPOSURE_S] * 4
+    for lens in slacs:
+        gain = 10 ** (0.4 * (lens.zeropoint_ab - 22.5)) * lens.exposure_s
+        assert lens.effective_gain == pytest.approx(gain)
+        expected = lens.noise_variance + np.clip(lens.image, 0, None) / gain
+        np.testing.assert_allclose(lens.variance_with_photons(), expected, rtol=1e-12)
+        assert lens.variance_with_photons().max() > 10 * lens.noise_variance  # the lens's core
+        np.testing.assert_allclose(lens.variance_with_photons(420.0 * 4)[lens.image < 0],
+                                   lens.noise_variance, rtol=1e-12)
+
+
+def test_a_slacs_image_without_its_exposure_count_is_refused_by_name(tmp_path, monkeypatch,
+                                                                      real_data):
+    real_data("slacs")
+    name = f"{known_lenses.SLACS_DIR}/99x99/SDSSJ0737+3216.fits"
+    broken = tmp_path / "SDSSJ0737+3216.fits"
+    with fits.open(registry.fetch(name)) as hdul:
+        del hdul["SCI"].header["NCOMBINE"]
+        hdul.writeto(broken)
+    fetch = registry.fetch
+    monkeypatch.setattr(known_lenses.registry, "fetch",
+                        lambda wanted: broken if wanted == name else fetch(wanted))
+    with pytest.raises(ValueError, match=r"SDSSJ0737\+3216.fits: header SCI NCOMBINE must be"):
+        known_lenses.load_slacs("99x99")
+
+
+def test_cosmos_noise_with_photons_is_the_catalogues_sky_plus_the_stamps_own(cosmos):
+    galaxy = cosmos.galaxies[0]
+    np.testing.assert_allclose(
+        galaxy.variance_with_photons(),
+        galaxy.noise_variance + np.clip(galaxy.image, 0, None) / COSMOS_EXPOSURE_S, rtol=1e-12)
+    turned = np.rot90(galaxy.image)
+    np.testing.assert_allclose(galaxy.variance_with_photons(turned),
+                               np.rot90(galaxy.variance_with_photons()), rtol=1e-12)
 
 
 def test_sky_is_fitted_beside_the_lens_halo_not_taken_from_the_border():

@@ -316,6 +316,9 @@ def test_the_report_says_what_correlated_noise_the_simulations_carry():
     per_band = SimConfig(survey="hsc", bands=("g", "i"), correlated_noise=(0.06, 0.42))
     sentence = real_diagnosis.simulated_noise_sentence(per_band)
     assert "the band's PSF" in sentence and "g 0.06, i 0.42 sky sigma" in sentence
+    per_band = per_band.replace(correlated_noise_electrons_per_nanomaggy=(3.2e4, 1.0e4))
+    assert "photon noise at g 3.2e+04, i 1e+04 electrons per nanomaggy" in (
+        real_diagnosis.simulated_noise_sentence(per_band))
 
 
 def test_hst_noise_with_photons_adds_the_objects_poisson_variance_and_only_where_it_shines():

@@ -436,6 +436,43 @@ def test_correlated_noise_photons_add_the_objects_own_to_the_correlated_field():
         base.replace(correlated_noise=0.0, correlated_noise_electrons_per_nanomaggy=1e4)
 
 
+def test_correlated_noise_photons_per_band_use_each_bands_own_number():
+    """One electrons-per-nanomaggy number per band (a deep image in one band degraded to
+    several): each band's correlated variance near the lens grows by I_b / E_b through its
+    kernel, closed form as above; a list, as JSON gives it, is the same config."""
+    base = SimConfig(survey="hsc", bands=("g", "i"), stamp_size=41, lens_fraction=1.0,
+                     field_density=0.0, correlated_noise=(1.0, 1.0), z_lens_range=(0.1, 0.2),
+                     psf_model="gaussian", psf_fwhm_override=0.3)
+    survey = get_survey("hsc").select(("g", "i"))
+    # Small numbers, so that through the PSF the photons stand out in both bands; i's is a
+    # fifth of g's, so a config that took one number for both would miss one band by 5x.
+    per_band = (1.0e2, 2.0e1)
+    config = base.replace(correlated_noise_electrons_per_nanomaggy=list(per_band))
+    assert config.correlated_noise_electrons_per_nanomaggy == per_band
+    assert SimConfig.from_dict(config.to_dict()) == config
+    clean, _ = Simulator(base.replace(noise=False)).simulate(200, seed=6)
+    noisy, truth = Simulator(config).simulate(200, seed=6)
+    centre = (slice(None), slice(17, 24), slice(17, 24))
+    for b, band in enumerate(survey.bands):
+        epn = band.electrons_per_nanomaggy
+        background = band.sky_counts + band.n_exposures * band.read_noise**2
+        kernel = psf_kernel("gaussian", 0.3, band.pixel_scale, survey.moffat_beta)
+        level = truth[f"correlated_noise_{band.name}"].astype(np.float64)[:, None, None]
+        flux = np.clip(clean[:, b].astype(np.float64), 0, None)
+        correlated = level**2 * background / epn**2 + flux / per_band[b] * np.sum(kernel**2)
+        expected = np.maximum(correlated, (flux * epn + background) / epn**2)
+        noise2 = (noisy[:, b] - clean[:, b]).astype(np.float64) ** 2
+        bright = flux[centre] > np.quantile(flux[centre], 0.5)
+        assert noise2[centre][bright].mean() / expected[centre][bright].mean() == pytest.approx(
+            1.0, rel=0.08), band.name
+        stationary = np.maximum(level**2 * background / epn**2, (flux * epn + background) / epn**2)
+        assert noise2[centre][bright].mean() > 1.5 * stationary[centre][bright].mean(), band.name
+    for bad, message in (((1e4, 1e4, 1e4), "one number per band"),
+                         ((1e4, float("nan")), "finite number >= 0 or one per band")):
+        with pytest.raises(ValueError, match=message):
+            base.replace(correlated_noise_electrons_per_nanomaggy=bad)
+
+
 def test_bad_correlated_noise_kernel_is_refused():
     with pytest.raises(ValueError, match="correlated_noise_kernel must be one of"):
         SimConfig(survey="euclid-vis", correlated_noise=1.0, correlated_noise_kernel="gauss")

@@ -153,15 +153,22 @@ def simulated_noise_sentence(config) -> str:
         return "the simulated cutouts have none"
     kernel = ("the kernel that matches HST ACS F814W's PSF to the band's"
               if config.correlated_noise_kernel == "acs-f814w-matched" else "the band's PSF")
-    maxima = (", ".join(f"{band} {level:g}" for band, level in
-                        zip(config.band_names, levels, strict=True))
-              if isinstance(levels, tuple) else f"{levels:g}")
+    maxima = per_band_text(config.band_names, levels, "g")
     photons = config.correlated_noise_electrons_per_nanomaggy
-    objects = (f", with the objects' own photon noise at {photons:.3g} electrons per nanomaggy "
-               "(the deep image's exposure)" if photons > 0 else "")
+    objects = (f", with the objects' own photon noise at "
+               f"{per_band_text(config.band_names, photons, '.3g')} electrons per nanomaggy "
+               "(the deep image's exposure)" if np.any(np.asarray(photons) > 0) else "")
     return (f"the simulated cutouts carry a noise field through {kernel}, its rms uniform up to "
             f"{maxima} sky sigma per pixel{objects} (`python scripts/slacs_noise.py` compares "
             "the two)")
+
+
+def per_band_text(band_names, values, spec: str) -> str:
+    """A SimConfig field that is one number or one per band, as text ("g 0.06, i 0.42")."""
+    if isinstance(values, tuple):
+        return ", ".join(f"{band} {value:{spec}}"
+                         for band, value in zip(band_names, values, strict=True))
+    return f"{values:{spec}}"
 
 
 def degraded_hst_noise(lens, survey, rng: np.random.Generator,
@@ -173,13 +180,10 @@ def degraded_hst_noise(lens, survey, rng: np.random.Generator,
     photon_exposure_s: with it, the noise also has the object's own photon noise in an exposure
         of that many seconds (the border's variance has only the sky's); near a bright lens it
         is most of an HST snapshot's noise."""
-    from lensbench.datasets.config import electrons_per_nanomaggy
     from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, degrade
 
-    variance = lens.noise_variance
-    if photon_exposure_s is not None:
-        variance = variance + np.clip(lens.image, 0, None) / electrons_per_nanomaggy(
-            lens.zeropoint_ab, photon_exposure_s)
+    variance = (lens.noise_variance if photon_exposure_s is None
+                else lens.variance_with_photons(photon_exposure_s))
     white = rng.normal(size=lens.image.shape) * np.sqrt(variance)
     return degrade(white, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey, **degrade_args)
 
