@@ -102,7 +102,7 @@ def _degraded_variance(variance: np.ndarray, in_scale: float, out_scale: float, 
                                                                          pad:pad + size]
 
 
-def _survey_electrons_variance(electrons: np.ndarray, band: Band) -> np.ndarray:
+def survey_variance_electrons(electrons: np.ndarray, band: Band) -> np.ndarray:
     """The survey's noise variance (electrons^2) at ``electrons`` of noise-free signal: Poisson
     of source + sky, read noise of each exposure."""
     return np.clip(electrons, 0, None) + band.sky_counts + band.n_exposures * band.read_noise**2
@@ -124,7 +124,7 @@ def _add_noise(expected_nmgy: np.ndarray, band: Band, rng: np.random.Generator,
                native_variance_nmgy: np.ndarray | None) -> np.ndarray:
     epn = band.electrons_per_nanomaggy
     electrons = expected_nmgy * epn
-    target = _survey_electrons_variance(electrons, band)
+    target = survey_variance_electrons(electrons, band)
     if native_variance_nmgy is not None:
         target = np.clip(target - native_variance_nmgy * epn**2, 0, None)
     noisy = electrons + np.sqrt(target) * rng.standard_normal(electrons.shape)
@@ -326,7 +326,7 @@ def noise_budget(image: np.ndarray | None, pixel_scale: float, zero_point: float
             planes, pixel_scale, chosen, size, variance, correlation_factor, native_psf,
             native_psf_scale):
         epn = band.electrons_per_nanomaggy
-        survey_part.append(_survey_electrons_variance(expected * epn, band) / epn**2)
+        survey_part.append(survey_variance_electrons(expected * epn, band) / epn**2)
         carried.append(carried_variance)
     return NoiseBudget(np.stack(survey_part), np.stack(carried))
 
@@ -398,9 +398,7 @@ def survey_sigma(expected: np.ndarray, survey: Survey) -> np.ndarray:
     out = np.empty(expected.shape, dtype=np.float32)
     for b, band in enumerate(survey.bands):
         epn = band.electrons_per_nanomaggy
-        variance = (np.clip(expected[b] * epn, 0, None) + band.sky_counts
-                    + band.n_exposures * band.read_noise**2)
-        out[b] = np.sqrt(variance) / epn
+        out[b] = np.sqrt(survey_variance_electrons(expected[b] * epn, band)) / epn
     return out
 
 

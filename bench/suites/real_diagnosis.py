@@ -199,12 +199,12 @@ def cosmic_ray_image(lens) -> np.ndarray:
 def survey_sigma(survey, expected: np.ndarray) -> np.ndarray:
     """Per-pixel noise sigma (nMgy) of the survey at the noise-free image ``expected``
     (n, B, H, W): Poisson of source + sky and read noise, as the simulator draws it."""
+    from lensbench.datasets.degrade import survey_variance_electrons
+
     sigma = np.empty_like(expected, dtype=np.float64)
     for b, band in enumerate(survey.bands):
         epn = band.electrons_per_nanomaggy
-        variance = (np.clip(expected[:, b], 0, None) * epn + band.sky_counts
-                    + band.n_exposures * band.read_noise**2)
-        sigma[:, b] = np.sqrt(variance) / epn
+        sigma[:, b] = np.sqrt(survey_variance_electrons(expected[:, b] * epn, band)) / epn
     return sigma
 
 
