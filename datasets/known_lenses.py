@@ -104,7 +104,7 @@ class SlacsLens:
     # The image's exposure: NCOMBINE x SNAPSHOT_EXPOSURE_S (load_slacs). For SDSSJ0029-0055's
     # 4-exposure image that gives a fine-scale scatter 2-4.5" out of 0.52e-3 nMgy per VIS pixel
     # (sky 0.46e-3, one snapshot's photons 0.68e-3), where its real light has 0.53e-3
-    # (`python scripts/probe_swap.py`, stop 53's note).
+    # (`python scripts/probe_swap.py`; docs/real-lenses.md, cause 13).
     exposure_s: float = SNAPSHOT_EXPOSURE_S
 
     @property
