@@ -194,6 +194,12 @@ GOLDEN_HASHES = {
         "train": "566ea54822afb0ed2ea2eb823d0e74d8a2c914b738b2ad478af9df86df8aaba6",
         "test": "0a6a776dc4c37aca11d35786eeedcf5d82baac8df2dfb7d3c3eed30a7ca8a9dc",
         "real": "d8d4817dbfbf07edeeb4e6638d2ecc343491d9820196a2e796f2638980d68bd3"},
+    # v12: the real split's top-up counts the HST images' photons (own_photon_noise, as
+    # real-hsc v11); train and test as v11's.
+    ("real-vis", 12, 1): {
+        "train": "566ea54822afb0ed2ea2eb823d0e74d8a2c914b738b2ad478af9df86df8aaba6",
+        "test": "0a6a776dc4c37aca11d35786eeedcf5d82baac8df2dfb7d3c3eed30a7ca8a9dc",
+        "real": "f5a45f115e7992bdff949b1808a58d556b607954c2ff5a851e25b540dbfe864d"},
     ("modeling-hsc", 2, 1): {
         "train": "b23596128779f976683aa987750c15c42b21b2523b287dbdaf45b1714d198731",
         "test": "0bcf58754c8f94a7ca44f3b9be69aad48b4bf230746bee00be1031908be335de",
