@@ -70,6 +70,7 @@ def top_up(task) -> None:
     size = spec["stamp_size"]
     args = {k: v for k, v in real_lens_degrade_args(spec, size).items() if k != "seed"}
     radius = np.hypot(*(np.mgrid[:size, :size] - (size - 1) / 2)) * survey.pixel_scale
+    regions = [(radius >= lo) & (radius < hi) for lo, hi in TOP_UP_REGIONS]
     print(f"{task.name} v{task.version} (own_photon_noise "
           f"{spec.get('own_photon_noise', False)}): sigma with the sky-only top-up / the least "
           f"it can be; the least / the survey's own; medians within "
@@ -79,16 +80,14 @@ def top_up(task) -> None:
         sky_only = noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
                                 native_variance=lens.noise_variance, **common)
         full = noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
-                            native_variance=lens.variance_with_photons(),
-                            **common)
+                            native_variance=lens.variance_with_photons(), **common)
         least = np.maximum(full.survey, full.carried)
         sky_only_top_up = full.carried + np.clip(sky_only.survey - sky_only.carried, 0, None)
         excess, hst_over_survey = np.sqrt(sky_only_top_up / least), np.sqrt(least / full.survey)
         cells = []
         for b, band in enumerate(survey.band_names):
-            pairs = [f"{np.median(excess[b][(radius >= lo) & (radius < hi)]):.2f}/"
-                     f"{np.median(hst_over_survey[b][(radius >= lo) & (radius < hi)]):.2f}"
-                     for lo, hi in TOP_UP_REGIONS]
+            pairs = [f"{np.median(excess[b][region]):.2f}/"
+                     f"{np.median(hst_over_survey[b][region]):.2f}" for region in regions]
             cells.append(f"{band} {' '.join(pairs)}")
         print(f"  {lens.name} ({lens.exposure_s:g} s): " + "; ".join(cells))
 
