@@ -542,6 +542,15 @@ def cmd_data_make(args) -> int:
     return 0
 
 
+def cmd_data_probe(args) -> int:
+    """Which arithmetic this machine's simulator has: whether the splits it makes have the
+    reports' bytes (bench/splits.py: the probe)."""
+    from lensbench.bench.splits import probe_hashes, probe_lines
+
+    print(probe_lines(probe_hashes())[0])
+    return 0
+
+
 def cmd_data_show(args) -> int:
     """A gallery of the split. When its truth names the classes of non-lenses (splits made with
     hard negatives or artefacts), one row per class (and artefact kind), ``--per-class`` each;
@@ -921,6 +930,9 @@ def build_parser() -> argparse.ArgumentParser:
     show.add_argument("--per-class", type=int_at_least(1), default=6,
                       help="cutouts per class when the split names its non-lens classes")
     show.set_defaults(func=cmd_data_show)
+    probe = data_sub.add_parser("probe", help="whether this machine's CPU makes the reports' "
+                                "split bytes (simulates 8 systems)")
+    probe.set_defaults(func=cmd_data_probe)
 
     perf = sub.add_parser("perf", help="throughput benchmarks")
     perf_sub = perf.add_subparsers(dest="perf_command", required=True)

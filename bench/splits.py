@@ -93,3 +93,77 @@ def ensure_real_lens_split(task: Task, workdir: Path) -> Split:
                              sky_beside_halo=spec.get("sky_beside_halo", False),
                              own_photon_noise=spec.get("own_photon_noise", False))
     return load_split(path, verify=True)
+
+
+# ------------------------------------------------------------------ the machine's arithmetic
+# The simulator makes the same bytes at any thread count, but not on every CPU. torch's
+# elementwise exp, log, sqrt, erf, tanh, atan and acos on the CPU go through MKL's vector math
+# (VML), and MKL picks its code path by CPU: on one machine MKL_CBWR=AVX2, AVX512 and COMPATIBLE
+# gave three different last bits for each of them. A last bit that moves a system across the
+# arc S/N or magnification cut changes every draw after it, so the splits' content hashes
+# differ. The probe tells a machine's arithmetic from the first systems it simulates.
+
+def probe_hashes(systems: int = 8) -> dict[str, str]:
+    """sha256 prefixes of the first ``systems`` metcalf-ground systems simulated on this
+    machine's CPU: the truth table (the random draws and the lens geometry), the noiseless
+    images (the rendering's float32 arithmetic) and the images with noise (the noise draws)."""
+    from lensbench.bench.tasks import METCALF_GROUND
+    from lensbench.datasets.simulate import Simulator
+    from lensbench.datasets.storage import arrays_sha256
+
+    def digest(*arrays) -> str:
+        return arrays_sha256(*arrays)[:16]
+
+    noisy, truth = Simulator(METCALF_GROUND.config).simulate(systems, seed=0)
+    noiseless, _ = Simulator(METCALF_GROUND.config.replace(noise=False)).simulate(systems, seed=0)
+    return {"truth table": digest(*(truth[key] for key in sorted(truth))),
+            "noiseless images": digest(noiseless), "images with noise": digest(noisy)}
+
+
+# The arithmetics met so far: probe_hashes() on each, with torch 2.13.0+cpu (MKL 2024.2), numpy
+# 2.4.6 and Python 3.11. tests/test_golden_hashes.py holds each one's split hashes.
+MACHINE_ARITHMETICS = {
+    "reports": {"truth table": "6dd09cf30e866305", "noiseless images": "81d368d1ccdae726",
+                "images with noise": "a52af22d8d5dfb13"},
+    "avx512-fp16": {"truth table": "1045f4c1b8d27c3b", "noiseless images": "bcb8e69aadf0d4c8",
+                    "images with noise": "ac5ddae3f09e6442"},
+}
+MACHINE_DESCRIPTIONS = {
+    "reports": "the machines where the committed reports were made and CI ran",
+    "avx512-fp16": "an Intel Xeon with AVX512_FP16 (Sapphire Rapids class, first met on "
+                   "2026-12-07); with MKL_CBWR=AVX2, AVX512 or COMPATIBLE, with MKL_ENABLE_"
+                   "INSTRUCTIONS=AVX2, or emulated as a Haswell or AMD EPYC CPU (qemu-x86_64 "
+                   "-cpu), it gives yet other bytes, never the reports'",
+}
+PROBE_HASHES = MACHINE_ARITHMETICS["reports"]
+WHY_PROBE_DIFFERS = {
+    "truth table": "the random draws or the lens geometry (numpy's or torch's random streams, "
+                   "or their float arithmetic: MKL's vector math in torch differs by CPU)",
+    "noiseless images": "the rendering's float32 arithmetic (vectorised kernels, the FFT "
+                        "convolution: rounding-level differences, within the simulator tests' "
+                        "1e-5 of the peak)",
+    "images with noise": "the noise draws"}
+
+
+def machine_arithmetic(here: dict[str, str]) -> str | None:
+    """The name in MACHINE_ARITHMETICS of the arithmetic :func:`probe_hashes` found, or None."""
+    return next((name for name, known in MACHINE_ARITHMETICS.items() if known == here), None)
+
+
+def probe_lines(here: dict[str, str], reference: dict[str, str] = PROBE_HASHES) -> list[str]:
+    """Why the splits' bytes differ from the reports', from :func:`probe_hashes`: the first
+    stage whose hash differs from the reference machine's, and the arithmetic, where known."""
+    differ = [stage for stage in reference if here[stage] != reference[stage]]
+    shown = ", ".join(f"{stage} `{here[stage]}`" for stage in reference)
+    if not differ:
+        return [f"Probe (the first metcalf-ground systems on this CPU: {shown}): the same as "
+                "where the reports were made, so splits made here should have their bytes; where "
+                "they do not, the difference lies further in (later systems, or how the splits "
+                "are stored)."]
+    known = machine_arithmetic(here)
+    return [f"Probe (the first metcalf-ground systems on this CPU: {shown}): {differ[0]} "
+            f"differs from where the reports were made, so the difference starts in "
+            f"{WHY_PROBE_DIFFERS[differ[0]]}" + (f"; {', '.join(differ[1:])} follow"
+                                                 if differ[1:] else "") + "."
+            + (f" It is the arithmetic `{known}`: {MACHINE_DESCRIPTIONS[known]}." if known
+               else "")]

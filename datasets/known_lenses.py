@@ -211,16 +211,18 @@ def split_arcs(image: np.ndarray, pixel_scale: float, theta_e: float, sigma: flo
     return np.where(mask, residual, 0.0)
 
 
-def cosmic_rays(image: np.ndarray, zeropoint_ab: float, noise_variance: float) -> np.ndarray:
+def cosmic_rays(image: np.ndarray, zeropoint_ab: float, noise_variance: float,
+                exposure_s: float = SNAPSHOT_EXPOSURE_S) -> np.ndarray:
     """The cosmic rays of a SLACS HST image (nMgy per pixel, 0 elsewhere): astroscrappy's
-    L.A.Cosmic (van Dokkum 2001) at its default thresholds, in electrons of one
-    SNAPSHOT_EXPOSURE_S exposure with the noise variance of the cutout's border plus the
-    object's Poisson variance."""
+    L.A.Cosmic (van Dokkum 2001) at its default thresholds, in electrons of the image's
+    ``exposure_s`` (``SlacsLens.exposure_s``) with the image's own noise variance, the border's
+    ``noise_variance`` plus the object's photons (:func:`noise_variance_with_photons`)."""
     import astroscrappy
 
-    to_electrons = electrons_per_nanomaggy(zeropoint_ab, SNAPSHOT_EXPOSURE_S)
+    to_electrons = electrons_per_nanomaggy(zeropoint_ab, exposure_s)
     electrons = image * to_electrons
-    variance = noise_variance * to_electrons**2 + np.clip(electrons, 0, None)
+    variance = noise_variance_with_photons(image, math.sqrt(noise_variance),
+                                           to_electrons) * to_electrons**2
     mask, cleaned = astroscrappy.detect_cosmics(
         electrons.astype(np.float32), invar=variance.astype(np.float32), gain=1.0,
         readnoise=0.0, satlevel=np.inf)
@@ -269,12 +271,13 @@ def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False,
                  - 5.0 * math.log10(float(header["PHOTPLAM"])) - 2.408)
         to_nmgy = 10 ** (-0.4 * (zp_ab - 22.5))
         background, sigma, factor = border_noise(wide)
+        exposure_s = n_combined * SNAPSHOT_EXPOSURE_S
         entry = params[lens]
         if sky_beside_halo:
             background = slacs_sky_beside_halo(wide, scale, lens, entry)
         image = (data - background) * to_nmgy
         if clean_cosmic_rays:
-            image = image - cosmic_rays(image, zp_ab, (sigma * to_nmgy) ** 2)
+            image = image - cosmic_rays(image, zp_ab, (sigma * to_nmgy) ** 2, exposure_s)
         arcs = split_arcs(image, scale, entry["theta_e"], sigma * to_nmgy)
         lenses.append(SlacsLens(
             name=lens, file=name, image=image, pixel_scale=scale, zeropoint_ab=zp_ab,
@@ -282,7 +285,7 @@ def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False,
             correlation_factor=factor, theta_e=entry["theta_e"],
             theta_e_ref=int(entry["theta_e_ref"]), z_lens=entry["z_lens"],
             z_source=entry["z_source"], arcs=arcs,
-            exposure_s=n_combined * SNAPSHOT_EXPOSURE_S))
+            exposure_s=exposure_s))
     return lenses
 
 

@@ -1,12 +1,13 @@
 """Shared fixtures: what tests need from outside the repository (real-data files, Chromium,
-PostgreSQL, a real MLflow tracking server on loopback, a CUDA device).
+PostgreSQL, a real MLflow tracking server on loopback, a CUDA device, a CPU whose arithmetic the
+golden split hashes know).
 
 A test that needs something outside gets it from one fixture here (``real_data``, ``chromium``,
-``postgres_url``, ``cuda``). When it is missing the test is skipped with one line naming what is
-missing and how to get it; with ``LENSBENCH_REQUIRE_ALL=1`` (CI sets it) that line is a failure
-instead. A GPU is the exception: no package install brings one, so CI cannot ask for it;
-``LENSBENCH_REQUIRE_GPU=1`` (scripts/gpu-run.sh sets it on the GPU machine) makes its absence a
-failure.
+``postgres_url``, ``cuda``, ``machine_arithmetic``). When it is missing the test is skipped with
+one line naming what is missing and how to get it; with ``LENSBENCH_REQUIRE_ALL=1`` (CI sets it)
+that line is a failure instead. A GPU is the exception: no package install brings one, so CI
+cannot ask for it; ``LENSBENCH_REQUIRE_GPU=1`` (scripts/gpu-run.sh sets it on the GPU machine)
+makes its absence a failure.
 """
 
 from __future__ import annotations
@@ -213,6 +214,21 @@ def cuda():
         missing("needs a CUDA device (torch.cuda.is_available() is False): scripts/gpu-run.sh",
                 switch="LENSBENCH_REQUIRE_GPU")
     return torch.device("cuda")
+
+
+@pytest.fixture(scope="session")
+def machine_arithmetic() -> str:
+    """The name of this machine's arithmetic in ``bench.splits.MACHINE_ARITHMETICS``: the golden
+    split hashes are known per arithmetic (tests/test_golden_hashes.py), since the simulator's
+    bytes differ by CPU (torch's vectorised math through MKL)."""
+    from lensbench.bench import splits
+
+    here = splits.probe_hashes()
+    name = splits.machine_arithmetic(here)
+    if name is None:
+        missing(f"needs a machine whose arithmetic the golden hashes know (probe {here}; known: "
+                f"{', '.join(splits.MACHINE_ARITHMETICS)}): `bench data probe` says more")
+    return name
 
 
 def free_port() -> int:

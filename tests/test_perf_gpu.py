@@ -286,20 +286,6 @@ def test_both_at_once_only_where_the_short_runs_measure_it_faster():
     assert "Not measured" in "\n".join(perf_gpu.together_lines(None, False, "auto", "cpu"))
 
 
-def test_the_probe_hashes_are_this_machines_and_name_the_stage_that_differs():
-    """The probe that says why another machine's splits differ: its reference hashes are the
-    ones this machine (where the reports are made) computes, and its verdict names the first
-    stage that differs."""
-    here = perf_gpu.probe_hashes()
-    assert here == perf_gpu.PROBE_HASHES
-    assert "the same as where the CPU report was made" in perf_gpu.probe_lines(here)[0]
-    other = {**here, "noiseless images": "0" * 16, "images with noise": "1" * 16}
-    verdict = perf_gpu.probe_lines(other)[0]
-    assert "noiseless images differs" in verdict and "float32 arithmetic" in verdict
-    assert "images with noise follow" in verdict
-    assert "truth table differs" in perf_gpu.probe_lines({**here, "truth table": "x"})[0]
-
-
 def test_the_compare_profile_gives_deeplens_its_published_schedule():
     from lensbench.bench.tasks import COMPARE_PARAMS
 

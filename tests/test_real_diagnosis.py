@@ -137,6 +137,23 @@ def test_cosmic_rays_are_found_and_the_lens_is_not(real_data):
     assert np.all(rays[h // 2 - 10:h // 2 + 10, w // 2 - 10:w // 2 + 10] == 0)
 
 
+def test_cosmic_rays_are_judged_against_the_images_own_exposure(real_data):
+    """SDSSJ0029-0055 combines 4 snapshots: beside its lens, a ray 10 sigma above that image's
+    own noise (sky and photons in 1680 s) is found whole, while one snapshot's photon noise,
+    twice as large there, would hide it."""
+    real_data("slacs")
+    lens = next(lens for lens in known_lenses.load_slacs() if lens.name == "SDSSJ0029-0055")
+    assert lens.exposure_s == 4 * known_lenses.SNAPSHOT_EXPOSURE_S
+    h, w = lens.image.shape
+    row, cols = h // 2 + 12, slice(w // 2, w // 2 + 6)  # 0.6" from the centre
+    hit = dataclasses.replace(lens, image=lens.image.copy())
+    hit.image[row, cols] += 10 * np.sqrt(lens.variance_with_photons()[row, cols])
+    assert np.all(real_diagnosis.cosmic_ray_image(hit)[row, cols] > 0)
+    one_snapshot = known_lenses.cosmic_rays(hit.image, lens.zeropoint_ab, lens.noise_variance,
+                                            known_lenses.SNAPSHOT_EXPOSURE_S)
+    assert np.all(one_snapshot[row, cols] == 0)
+
+
 def test_cleaned_slacs_images_lose_their_cosmic_rays_before_the_arc_split(real_data):
     real_data("slacs")
     raw = {lens.name: lens for lens in known_lenses.load_slacs()}

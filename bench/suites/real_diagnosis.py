@@ -193,7 +193,7 @@ def cosmic_ray_image(lens) -> np.ndarray:
     was made from cleaned images)."""
     from lensbench.datasets.known_lenses import cosmic_rays
 
-    return cosmic_rays(lens.image, lens.zeropoint_ab, lens.noise_variance)
+    return cosmic_rays(lens.image, lens.zeropoint_ab, lens.noise_variance, lens.exposure_s)
 
 
 def survey_sigma(survey, expected: np.ndarray) -> np.ndarray:

@@ -103,51 +103,6 @@ def stated_split_hashes(report: Path = COMPARE_REPORT, task: str = METCALF_GROUN
     return {"train": found.group(1), "test": found.group(2)} if found else None
 
 
-def probe_hashes(systems: int = 8) -> dict[str, str]:
-    """sha256 prefixes of the first ``systems`` metcalf-ground systems simulated on this
-    machine's CPU: the truth table (the random draws and the lens geometry), the noiseless
-    images (the rendering's float32 arithmetic) and the images with noise (the noise draws)."""
-    from lensbench.datasets.simulate import Simulator
-    from lensbench.datasets.storage import arrays_sha256
-
-    def digest(*arrays) -> str:
-        return arrays_sha256(*arrays)[:16]
-
-    noisy, truth = Simulator(METCALF_GROUND.config).simulate(systems, seed=0)
-    noiseless, _ = Simulator(METCALF_GROUND.config.replace(noise=False)).simulate(systems, seed=0)
-    return {"truth table": digest(*(truth[key] for key in sorted(truth))),
-            "noiseless images": digest(noiseless), "images with noise": digest(noisy)}
-
-
-# probe_hashes() where the committed reports were made (torch 2.13.0+cpu, numpy 2.4.6, Python
-# 3.11; tests/test_perf_gpu.py checks them there, as test_golden_hashes does the splits). On a
-# machine whose split hashes differ, they say which stage differs.
-PROBE_HASHES = {"truth table": "6dd09cf30e866305", "noiseless images": "81d368d1ccdae726",
-                "images with noise": "a52af22d8d5dfb13"}
-WHY_PROBE_DIFFERS = {
-    "truth table": "the random draws or the lens geometry (numpy's or torch's random streams, "
-                   "or their float arithmetic)",
-    "noiseless images": "the rendering's float32 arithmetic (vectorised kernels, the FFT "
-                        "convolution: rounding-level differences, within the simulator tests' "
-                        "1e-5 of the peak)",
-    "images with noise": "the noise draws"}
-
-
-def probe_lines(here: dict[str, str], reference: dict[str, str] = PROBE_HASHES) -> list[str]:
-    """Why the splits' bytes differ from the CPU report's, from :func:`probe_hashes`: the first
-    stage whose hash differs from the reference machine's."""
-    differ = [stage for stage in reference if here[stage] != reference[stage]]
-    shown = ", ".join(f"{stage} `{here[stage]}`" for stage in reference)
-    if not differ:
-        return [f"Probe (the first metcalf-ground systems on this CPU: {shown}): the same as "
-                "where the CPU report was made, so the difference lies further in (later "
-                "systems, or how the splits are stored)."]
-    return [f"Probe (the first metcalf-ground systems on this CPU: {shown}): {differ[0]} "
-            f"differs from where the CPU report was made, so the difference starts in "
-            f"{WHY_PROBE_DIFFERS[differ[0]]}" + (f"; {', '.join(differ[1:])} follow"
-                                                 if differ[1:] else "") + "."]
-
-
 def hash_lines(actual: dict[str, str], stated: dict[str, str] | None, profile: str) -> list[str]:
     """What the split hashes say, plainly."""
     shown = ", ".join(f"{role} `{actual[role][:12]}`" for role in ("train", "test"))
@@ -569,6 +524,8 @@ def gpu_compare(profile: str = "compare", device: str = "auto", seed: int = 0,
         f"test {actual['test'][:12]}")
     hashes = hash_lines(actual, stated_split_hashes(), profile)
     if "DIFFERENT" in hashes[0]:
+        from lensbench.bench.splits import probe_hashes, probe_lines
+
         hashes += ["", *probe_lines(probe_hashes())]
     log("\n".join(hashes))
     # The title and versions line `bench report --check` reads (bench/report.py).
