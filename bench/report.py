@@ -146,17 +146,20 @@ REPORTED_PACKAGES = ("python", "numpy", "torch", "scikit-learn", "xgboost", "ast
 
 
 def software_line(results: list[Result]) -> str:
-    """The header line naming the versions the runs used (each value, where runs differ) and
-    torch's thread count in their processes: with another count a torch run can differ in its
-    last digits (README, Reproducibility)."""
+    """The header line naming the versions the runs used (each value, where runs differ), torch's
+    thread count in their processes (with another count a torch run can differ in its last
+    digits) and the machines' arithmetic (on another, the simulated splits have other bytes:
+    README, Reproducibility)."""
     packages = []
     for name in REPORTED_PACKAGES:
         values = sorted({r.versions[name] for r in results if name in r.versions})
         if values:
             packages.append(f"{name} {' / '.join(values)}")
     threads = sorted({r.threads["torch"] for r in results if "torch" in r.threads})
+    arithmetics = sorted({r.versions.get("arithmetic", "not recorded") for r in results})
     return (f"- software of the runs: {', '.join(packages) or 'not recorded'}; torch threads "
-            f"{' / '.join(map(str, threads)) if threads else 'not recorded'}")
+            f"{' / '.join(map(str, threads)) if threads else 'not recorded'}; arithmetic "
+            f"{' / '.join(arithmetics) if arithmetics else 'not recorded'} (`bench data probe`)")
 
 
 VERSIONS_LABEL = "- task versions: "

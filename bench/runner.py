@@ -155,12 +155,17 @@ def find_run_folder(workdir: Path, task: str, run_id: str) -> Path | None:
 
 def start_record(case: RunCase, *, suite: str, profile: str, seed: int) -> dict:
     """The fields every Result of one run shares, fixed when it starts (run id, the method's
-    seed derived from the suite seed, versions, commit, start time); the run adds the status
-    and what it measured."""
+    seed derived from the suite seed, versions and the machine's arithmetic, commit, start
+    time); the run adds the status and what it measured."""
+    from lensbench.bench.splits import this_machine_arithmetic
+
+    # The arithmetic: simulated splits' bytes, and so a run's figures, differ by CPU (README,
+    # Reproducibility).
+    versions = {**package_versions(), "arithmetic": this_machine_arithmetic()}
     return dict(run_id=case.run_id, method=case.method, task=case.task.name, suite=suite,
                 profile=profile, params=case.record_params, split_hashes=case.split_hashes,
                 seed=derive_seed(seed, case.method, case.task.name), suite_seed=seed,
-                versions=package_versions(), git_commit=git_commit(), started_at=now(),
+                versions=versions, git_commit=git_commit(), started_at=now(),
                 n_train=case.n_train, n_test=case.n_test, data_files=case.data_files)
 
 

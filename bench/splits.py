@@ -4,6 +4,7 @@ Used by the kinds whose splits are simulated (lens finding, modeling, the design
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 from collections.abc import Callable
@@ -123,19 +124,19 @@ def probe_hashes(systems: int = 8) -> dict[str, str]:
 # The arithmetics met so far: probe_hashes() on each, with torch 2.13.0+cpu (MKL 2024.2), numpy
 # 2.4.6 and Python 3.11. tests/test_golden_hashes.py holds each one's split hashes.
 MACHINE_ARITHMETICS = {
-    "reports": {"truth table": "6dd09cf30e866305", "noiseless images": "81d368d1ccdae726",
+    "reference": {"truth table": "6dd09cf30e866305", "noiseless images": "81d368d1ccdae726",
                 "images with noise": "a52af22d8d5dfb13"},
     "avx512-fp16": {"truth table": "1045f4c1b8d27c3b", "noiseless images": "bcb8e69aadf0d4c8",
                     "images with noise": "ac5ddae3f09e6442"},
 }
 MACHINE_DESCRIPTIONS = {
-    "reports": "the machines where the committed reports were made and CI ran",
+    "reference": "the machines where the committed reports were made and CI ran",
     "avx512-fp16": "an Intel Xeon with AVX512_FP16 (Sapphire Rapids class, first met on "
                    "2026-12-07); with MKL_CBWR=AVX2, AVX512 or COMPATIBLE, with MKL_ENABLE_"
                    "INSTRUCTIONS=AVX2, or emulated as a Haswell or AMD EPYC CPU (qemu-x86_64 "
                    "-cpu), it gives yet other bytes, never the reports'",
 }
-PROBE_HASHES = MACHINE_ARITHMETICS["reports"]
+PROBE_HASHES = MACHINE_ARITHMETICS["reference"]
 WHY_PROBE_DIFFERS = {
     "truth table": "the random draws or the lens geometry (numpy's or torch's random streams, "
                    "or their float arithmetic: MKL's vector math in torch differs by CPU)",
@@ -148,6 +149,17 @@ WHY_PROBE_DIFFERS = {
 def machine_arithmetic(here: dict[str, str]) -> str | None:
     """The name in MACHINE_ARITHMETICS of the arithmetic :func:`probe_hashes` found, or None."""
     return next((name for name, known in MACHINE_ARITHMETICS.items() if known == here), None)
+
+
+@functools.cache
+def this_machine_arithmetic() -> str:
+    """This process's arithmetic: its name in MACHINE_ARITHMETICS, or "unknown" with the probe's
+    truth-table hash (probed once per process: 0.1 s once the simulator's imports are loaded)."""
+    try:
+        here = probe_hashes()
+    except ImportError as error:  # a machine that runs no simulation (bench perf gpu's, unaided)
+        return f"not probed (the simulator needs {error.name or error})"
+    return machine_arithmetic(here) or f"unknown (probe truth table {here['truth table']})"
 
 
 def probe_lines(here: dict[str, str], reference: dict[str, str] = PROBE_HASHES) -> list[str]:

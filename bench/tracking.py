@@ -429,6 +429,8 @@ class MlflowTracker:
             tags["mlflow.source.git.commit"] = result.git_commit
         if "torch" in result.threads:
             tags["lensbench.torch_threads"] = str(result.threads["torch"])
+        if "arithmetic" in result.versions:  # the CPU's arithmetic: README, Reproducibility
+            tags["lensbench.arithmetic"] = result.versions["arithmetic"]
         if "variant" in result.params:  # the design suite: one run per training-set variant
             tags["lensbench.variant"] = str(result.params["variant"])
         if self.parent_run_id:

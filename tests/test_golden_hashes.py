@@ -292,7 +292,7 @@ def test_the_probe_names_this_machines_arithmetic_and_the_stage_that_differs(mac
     here = splits.probe_hashes()
     assert here == splits.MACHINE_ARITHMETICS[machine_arithmetic]
     assert verdict.strip() == splits.probe_lines(here)[0]
-    if machine_arithmetic == "reports":
+    if machine_arithmetic == "reference":
         assert "the same as where the reports were made" in verdict
     else:
         assert f"It is the arithmetic `{machine_arithmetic}`" in verdict
@@ -309,7 +309,7 @@ def golden_hashes(key, arithmetic: str, simulated_task: bool) -> dict[str, str] 
     """role -> content hash of ``key`` on a machine of ``arithmetic`` (the reports' table for the
     tasks the simulator does not make, and for the roles it does not make); None where that
     arithmetic's table lacks the key."""
-    if arithmetic == "reports" or not simulated_task:
+    if arithmetic == "reference" or not simulated_task:
         return GOLDEN_HASHES.get(key)
     elsewhere = GOLDEN_HASHES_ELSEWHERE.get(arithmetic, {})
     return {**GOLDEN_HASHES.get(key, {}), **elsewhere[key]} if key in elsewhere else None
@@ -320,7 +320,7 @@ def test_a_task_version_pins_its_bytes(task, tmp_path, real_data, real_lens_spli
                                        machine_arithmetic):
     key = golden_key(task)
     golden = golden_hashes(key, machine_arithmetic, simulated(task))
-    table = ("GOLDEN_HASHES" if machine_arithmetic == "reports"
+    table = ("GOLDEN_HASHES" if machine_arithmetic == "reference"
              else f"GOLDEN_HASHES_ELSEWHERE[{machine_arithmetic!r}]")
     if golden is None and any(key in tables for tables in (GOLDEN_HASHES,
                                                            *GOLDEN_HASHES_ELSEWHERE.values())):

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 from lensbench.baselines.contract import Method, TaskInfo
 from lensbench.baselines.registry import METHODS, resolve_method
-from lensbench.bench import cli
+from lensbench.bench import cli, splits
 from lensbench.bench.results import Result, read_results
 from lensbench.bench.runner import derive_seed, run_suite
 from lensbench.bench.tasks import COMPARE_GOAL, REAL_VIS, SUITES, get_suite
@@ -131,17 +131,25 @@ def test_a_run_records_torch_s_thread_count_and_the_report_states_it(tmp_path):
         torch.set_num_threads(previous)
     [stored] = read_results(tmp_path / "results.jsonl")
     assert result.threads == stored.threads == {"torch": 1}
+    # the machine's arithmetic, which the simulated splits' bytes follow (bench data probe)
+    arithmetic = stored.versions["arithmetic"]
+    assert arithmetic == splits.this_machine_arithmetic()
+    assert (arithmetic in splits.MACHINE_ARITHMETICS
+            or arithmetic.startswith("unknown (probe truth table "))
 
     older = Result(**{**asdict(stored), "threads": {}, "versions": {
-        **stored.versions, "numpy": "0.1"}})
+        key: value for key, value in {**stored.versions, "numpy": "0.1"}.items()
+        if key != "arithmetic"}})
     later = Result(**{**asdict(stored), "threads": {"torch": 3}})
     line = next(line for line in provenance_lines("smoke", "default", [stored, older, later],
                                                   tmp_path, None) if "software" in line)
     assert f"numpy 0.1 / {stored.versions['numpy']}," in line
-    assert line.endswith("; torch threads 1 / 3")
+    both = " / ".join(sorted([arithmetic, "not recorded"]))
+    assert line.endswith(f"; torch threads 1 / 3; arithmetic {both} (`bench data probe`)")
     [line] = [line for line in provenance_lines("smoke", "default", [older], tmp_path, None)
               if "software" in line]
-    assert line.endswith("; torch threads not recorded")
+    assert line.endswith("; torch threads not recorded; arithmetic not recorded "
+                         "(`bench data probe`)")
     # The reproducing command sets the count where its runs recorded one.
     base = "bench run --suite smoke --profile default --seed 5 --methods random"
     assert run_command("smoke", "default", [stored, older], [5]) == f"OMP_NUM_THREADS=1 {base}"

@@ -36,7 +36,8 @@ def make_result(method, status="ok", **metrics):
                   profile="smoke", params={"C": 0.1}, split_hashes={"train": "a", "test": "b"},
                   seed=3, status=status, metrics=metrics, fit_time_s=1.5,
                   error="Traceback: boom" if status == "failed" else None,
-                  git_commit="c" * 40, threads={"torch": 2} if status == "ok" else {})
+                  git_commit="c" * 40, threads={"torch": 2} if status == "ok" else {},
+                  versions={"arithmetic": "reference"} if status == "ok" else {})
 
 
 @pytest.fixture(scope="module")
@@ -86,6 +87,8 @@ def test_suite_is_a_parent_run_with_a_child_per_result(tmp_path, sqlite_store, s
     assert runs[ok]["tags"]["mlflow.source.git.commit"] == "c" * 40
     assert runs[ok]["tags"]["lensbench.torch_threads"] == "2"
     assert "lensbench.torch_threads" not in runs[failed]["tags"]
+    assert runs[ok]["tags"]["lensbench.arithmetic"] == "reference"
+    assert "lensbench.arithmetic" not in runs[failed]["tags"]
     assert "boom" in runs[failed]["tags"]["lensbench.error"]
     client = MlflowClient(uri)
     history = client.get_metric_history(ok, "epoch/loss")
