@@ -132,9 +132,8 @@ MACHINE_ARITHMETICS = {
 MACHINE_DESCRIPTIONS = {
     "reference": "the machines where the committed reports were made and CI ran",
     "avx512-fp16": "an Intel Xeon with AVX512_FP16 (Sapphire Rapids class, first met on "
-                   "2026-12-07); with MKL_CBWR=AVX2, AVX512 or COMPATIBLE, with MKL_ENABLE_"
-                   "INSTRUCTIONS=AVX2, or emulated as a Haswell or AMD EPYC CPU (qemu-x86_64 "
-                   "-cpu), it gives yet other bytes, never the reports'",
+                   "2026-12-07); forced onto MKL's other code paths (MKL_CBWR=AVX2, AVX512 or "
+                   "COMPATIBLE) it gives yet other bytes, never the reports'",
 }
 PROBE_HASHES = MACHINE_ARITHMETICS["reference"]
 WHY_PROBE_DIFFERS = {
