@@ -794,6 +794,31 @@ def test_a_split_in_the_folder_of_another_is_refused(tmp_path):
         ensure_split(SMOKE_TASK, "train", "smoke", tmp_path)
 
 
+
+def test_splits_copied_from_another_workdir_are_used_as_they_are(tmp_path, monkeypatch):
+    """How a machine of another arithmetic runs on the reports' bytes (README,
+    Reproducibility): the `splits/` folder of a workdir made elsewhere, copied into its own, is
+    found by key, verified and used, never simulated again."""
+    import shutil
+
+    from lensbench.bench.splits import ensure_split
+    from lensbench.bench.tasks import SMOKE_TASK
+    from lensbench.datasets import simulate
+
+    elsewhere, here = tmp_path / "elsewhere", tmp_path / "here"
+    made = {role: ensure_split(SMOKE_TASK, role, "smoke", elsewhere, quiet=True).content_hash
+            for role in ("train", "test")}
+    shutil.copytree(elsewhere / "splits", here / "splits")
+
+    def no_simulation(*args, **kwargs):
+        raise AssertionError("a copied split was simulated again")
+
+    monkeypatch.setattr(simulate, "make_split", no_simulation)
+    used = {role: ensure_split(SMOKE_TASK, role, "smoke", here, quiet=True)
+            for role in ("train", "test")}
+    assert {role: split.content_hash for role, split in used.items()} == made
+    assert all(split.path.parent == here / "splits" for split in used.values())
+
 def test_a_lens_finding_run_records_the_hash_of_the_real_lenses_it_scored():
     from types import SimpleNamespace
 
