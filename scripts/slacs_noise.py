@@ -2,6 +2,7 @@
 
     python scripts/slacs_noise.py [--realisations 10]
     python scripts/slacs_noise.py --top-up
+    python scripts/slacs_noise.py --correlation [--realisations 10]
 
 For each task with a real split (real-hsc, real-vis) and each SLACS lens of the data registry
 (needs LENSBENCH_DATA_DIR), degrades white realisations of the HST image's own noise (its noise
@@ -18,6 +19,18 @@ noise only tops up), per band and within 1", 1-2" and 2-4.5" of its centre (medi
 pixels of the ratio of sigmas), where the top-up counts the HST image's noise as its border's
 sky alone (every real split before ``own_photon_noise``), and how far the HST image's own noise
 exceeds the survey's there. Exact variances (``degrade.noise_budget``), no realisations.
+
+``--correlation``: the HST images' noise is not white (drizzled: neighbouring pixels correlate),
+which both the real splits' top-up and the simulations' HST-like noise levels stand on. Per lens:
+the correlation of the border's noise with its neighbours (the border with its smooth structure,
+a median over 5 x 25 pixels along each strip, taken out and 4-sigma outliers, faint sources,
+clipped); the block-sum factor (variance of b x b sums over b**2 pixel variances) that this
+correlation gives, against the one ``degrade.border_noise`` measures from raw block sums (which
+the real splits multiply the carried variance by, at b = 4), which also counts the border's
+structure; and, per task, the rms of a degraded field with the noise's own correlation (a
+Gaussian field with the measured correlations, lags up to 4) over that of a white one, the
+factor the degraded HST noise's variance has over the white model that
+``real_diagnosis.degraded_hst_noise`` and the simulations' levels use.
 """
 
 from __future__ import annotations
@@ -37,6 +50,11 @@ from lensbench.datasets.simulate import Simulator
 from lensbench.datasets.surveys import get_survey
 
 LAGS = (1, 2, 3)
+CORRELATION_LAGS = 4  # the noise's correlation is measured to this lag in each direction
+# and modelled to this one: drizzling onto the detector's own 0.05" pixels couples a pixel with
+# its neighbours only (the border's correlation two or more pixels apart is 0.00 +- 0.03, each
+# lag's measurement noise; summed over the 72 lags of 2-4 pixels it would add its noise up).
+DRIZZLE_REACH = 1
 
 
 def row_correlations(noise: np.ndarray) -> np.ndarray:
@@ -92,11 +110,109 @@ def top_up(task) -> None:
         print(f"  {lens.name} ({lens.exposure_s:g} s): " + "; ".join(cells))
 
 
+def noise_correlation(image: np.ndarray) -> np.ndarray:
+    """(2 L + 1, 2 L + 1) correlation of the noise of ``image``'s 12-pixel border with its
+    neighbours at lags -L..L (L = CORRELATION_LAGS; [L, L] = 1): each strip's smooth structure
+    (a median over 5 x 25 pixels) taken out and its 4-sigma outliers set to 0."""
+    from lensbench.datasets.degrade import _border
+    from lensbench.datasets.robust import mad_sigma
+    from scipy.ndimage import median_filter
+
+    lag = CORRELATION_LAGS
+    sums, counts = np.zeros((2 * lag + 1,) * 2), np.zeros((2 * lag + 1,) * 2)
+    for strip in _border(image, 12):
+        noise = strip - median_filter(strip, size=(5, 25), mode="nearest")
+        noise = np.where(np.abs(noise) > 4 * mad_sigma(noise.ravel()), 0.0, noise)
+        h, w = noise.shape
+        for dy in range(-lag, lag + 1):
+            for dx in range(-lag, lag + 1):
+                a = noise[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+                b = noise[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+                sums[dy + lag, dx + lag] += (a * b).sum()
+                counts[dy + lag, dx + lag] += a.size
+    covariance = sums / counts
+    return covariance / covariance[lag, lag]
+
+
+def block_factor(correlation: np.ndarray, block: int) -> float:
+    """Variance of ``block`` x ``block`` sums over block**2 pixel variances, for noise of this
+    correlation (pixels further apart than DRIZZLE_REACH taken as uncorrelated)."""
+    lag, reach = CORRELATION_LAGS, min(DRIZZLE_REACH, block - 1)
+    offsets = range(-reach, reach + 1)
+    return sum((block - abs(dy)) * (block - abs(dx)) * correlation[dy + lag, dx + lag]
+               for dy in offsets for dx in offsets) / block**2
+
+
+def correlated_field(shape: tuple[int, int], correlation: np.ndarray,
+                     rng: np.random.Generator) -> np.ndarray:
+    """A unit-variance Gaussian field of ``shape`` with ``correlation`` up to DRIZZLE_REACH
+    (periodic)."""
+    lag = CORRELATION_LAGS
+    acf = np.zeros(shape)
+    for dy in range(-DRIZZLE_REACH, DRIZZLE_REACH + 1):
+        for dx in range(-DRIZZLE_REACH, DRIZZLE_REACH + 1):
+            acf[dy % shape[0], dx % shape[1]] = correlation[dy + lag, dx + lag]
+    power = np.clip(np.fft.fft2(acf).real, 0, None)
+    field = np.fft.ifft2(np.fft.fft2(rng.standard_normal(shape)) * np.sqrt(power)).real
+    return field / np.sqrt(power.mean())
+
+
+def correlation_table(realisations: int) -> None:
+    """``--correlation`` (module docstring)."""
+    from astropy.io import fits
+    from lensbench.datasets import registry
+    from lensbench.datasets.degrade import border_noise, degrade
+    from lensbench.datasets.known_lenses import SLACS_DIR
+
+    lag = CORRELATION_LAGS
+    lenses = load_slacs("198x198", True)
+    correlations = {}
+    print("SLACS border noise: correlation with the pixel to the right, below, diagonal, two to "
+          "the right, and summed over the lags of 2-4 pixels; block-sum factor at b = 2, 3, 4 "
+          "from that correlation / from raw block sums (degrade.border_noise)")
+    for lens in lenses:
+        with fits.open(registry.fetch(f"{SLACS_DIR}/198x198/{lens.name}.fits")) as hdul:
+            wide = np.asarray(hdul["SCI"].data, dtype=np.float64)
+        correlation = correlations[lens.name] = noise_correlation(wide)
+        pairs = " ".join(f"{block_factor(correlation, b):.2f}/{border_noise(wide, block=b)[2]:.2f}"
+                         for b in (2, 3, 4))
+        near = correlation[lag - 1:lag + 2, lag - 1:lag + 2].sum()
+        print(f"  {lens.name}: {correlation[lag, lag + 1]:.2f} {correlation[lag + 1, lag]:.2f} "
+              f"{correlation[lag + 1, lag + 1]:.2f} {correlation[lag, lag + 2]:.2f} "
+              f"{correlation.sum() - near:+.2f}; {pairs}")
+    rng = np.random.default_rng(0)
+    for name in ("real-hsc", "real-vis"):
+        task = all_tasks()[name]
+        spec = task.real_lenses
+        survey = get_survey(spec["survey"]).select(list(spec["bands"]))
+        degrade_args = real_lens_degrade_args(spec, spec["stamp_size"])
+        print(f"{name} v{task.version}: rms of the degraded HST noise with its correlation / "
+              f"white, per band")
+        for lens in lenses:
+            sigma = np.sqrt(lens.noise_variance)
+            white, correlated = [
+                np.stack([degrade(field * sigma, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
+                                  **degrade_args) for field in fields])
+                for fields in ([rng.standard_normal(lens.image.shape)
+                                for _ in range(realisations)],
+                               [correlated_field(lens.image.shape, correlations[lens.name], rng)
+                                for _ in range(realisations)])]
+            ratio = correlated.std(axis=(0, 2, 3)) / white.std(axis=(0, 2, 3))
+            print(f"  {lens.name}: " + ", ".join(
+                f"{band} {r:.2f}" for band, r in zip(survey.band_names, ratio, strict=True)))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--realisations", type=int, default=10)
     parser.add_argument("--top-up", action="store_true", help="the top-up's excess noise instead")
+    parser.add_argument("--correlation", action="store_true",
+                        help="the HST noise's own correlation and what it does to the degraded "
+                             "noise instead")
     args = parser.parse_args()
+    if args.correlation:
+        correlation_table(args.realisations)
+        return
     if args.top_up:
         for name in ("real-hsc", "real-vis"):
             top_up(all_tasks()[name])
