@@ -245,6 +245,13 @@ GOLDEN_HASHES_ELSEWHERE = {
         ("smoke-ground", 1, 1): {
             "train": "c79a0c2d3f97d006187920d4ebb5f5075af4ba04e6bd05ea2e12878e291ed279",
             "test": "bce5d30f1369f14b3d46bcd2f06d8ddef22b0770584800a64cf3be09b7f363ca"},
+        # v13 (cause 14): the simulated HST-like noise with the drizzled noise's correlation
+        # (up to 3.0 sky sigma, photons 1.75x); the real split is v12's. Made on this arithmetic
+        # only: the reference machines' train and test hashes are to be added there.
+        ("real-vis", 13, 1): {
+            "train": "b02cff004415a2f8b7c2315ce91e13a9da12a1cdcec3be219a37d4f6d42d213c",
+            "test": "16910fa8f23c0f1e69457ab6d465624984bdaa4d2f43d878a412f954f9aa42be",
+            "real": "f5a45f115e7992bdff949b1808a58d556b607954c2ff5a851e25b540dbfe864d"},
     },
 }
 
