@@ -41,6 +41,15 @@ def test_split(workdir: Path, task, run: Path) -> Split:
     return split
 
 
+def split_metrics(model, split: Split) -> tuple[float, float]:
+    """AUROC and TPR at FPR 1e-3 of ``model`` on ``split``, scored BATCH cutouts at a time."""
+    scores = np.concatenate([
+        np.asarray(model.predict_score(split.images(np.arange(lo, min(split.n, lo + BATCH)))))
+        for lo in range(0, split.n, BATCH)])
+    labels = split.truth["label"]
+    return auroc(labels, scores), tpr_at_fpr(labels, scores, 1e-3)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("workdir_a", type=Path)
@@ -57,14 +66,10 @@ def main() -> None:
         for run, trained_in in zip(runs, workdirs, strict=True):
             model, _ = load_model(run / "model.lbmodel")
             for split, tested_in in zip(splits, workdirs, strict=True):
-                scores = np.concatenate([
-                    np.asarray(model.predict_score(split.images(np.arange(lo, min(split.n,
-                                                                                   lo + BATCH)))))
-                    for lo in range(0, split.n, BATCH)])
-                labels = split.truth["label"]
+                area, tpr = split_metrics(model, split)
                 print(f"{run_id} trained in {trained_in} on the test split of {tested_in} "
-                      f"({split.content_hash[:12]}): AUROC {auroc(labels, scores):.4f}, TPR at "
-                      f"FPR 1e-3 {tpr_at_fpr(labels, scores, 1e-3):.3f}", flush=True)
+                      f"({split.content_hash[:12]}): AUROC {area:.4f}, TPR at FPR 1e-3 "
+                      f"{tpr:.3f}", flush=True)
 
 
 if __name__ == "__main__":

@@ -17,10 +17,8 @@ import dataclasses
 import json
 from pathlib import Path
 
-import numpy as np
-from cross_score import BATCH, run_dir, test_split
+from cross_score import run_dir, split_metrics, test_split
 from lensbench.baselines.persistence import load_model
-from lensbench.bench.metrics import auroc, tpr_at_fpr
 from lensbench.bench.splits import ensure_split
 from lensbench.bench.tasks import all_tasks
 
@@ -50,13 +48,10 @@ def main() -> None:
               f"v{args.version}": ensure_split(older, "test", "default",
                                                args.workdir / "older-splits")}
     for version, split in splits.items():
-        scores = np.concatenate([
-            np.asarray(model.predict_score(split.images(np.arange(lo, min(split.n, lo + BATCH)))))
-            for lo in range(0, split.n, BATCH)])
-        labels = split.truth["label"]
+        area, tpr = split_metrics(model, split)
         print(f"{args.run_id} of {task.name} v{task.version} on the {version} test split "
-              f"({split.content_hash[:12]}): AUROC {auroc(labels, scores):.4f}, TPR at FPR 1e-3 "
-              f"{tpr_at_fpr(labels, scores, 1e-3):.3f}", flush=True)
+              f"({split.content_hash[:12]}): AUROC {area:.4f}, TPR at FPR 1e-3 {tpr:.3f}",
+              flush=True)
 
 
 if __name__ == "__main__":
