@@ -80,6 +80,18 @@ def finite_float(minimum: float | None = None):
     return parse
 
 
+def number_or_path(text: str) -> float | Path:
+    """An argparse ``type``: a finite number > 0, or else a file's path (read later, where a
+    bad file gets its own error)."""
+    try:
+        return finite_float(0)(text)
+    except argparse.ArgumentTypeError:
+        if Path(text).is_file():
+            return Path(text)
+        raise argparse.ArgumentTypeError(f"expected a finite number > 0 or an existing file, "
+                                         f"got {text!r}") from None
+
+
 def check_output_folder(path: Path, flag: str) -> None:
     """Before any work: ``path`` (given by ``flag``) can be a folder to write in, with no file
     in the way and, where it exists, write permission; else a ValueError naming the flag."""
@@ -1046,9 +1058,13 @@ def build_parser() -> argparse.ArgumentParser:
                               "exposure in s), once per --image: its own photon noise then "
                               "counts beside --rms, which is the sky's (default: none counted; "
                               "near a bright object that can make the output too noisy)")
-    degrade.add_argument("--noise-correlation", action="append", type=finite_float(0),
-                         help="variance of 4x4 sums / 16 pixel variances of the image's noise, "
-                              "once per --image (default: measured on its border)")
+    degrade.add_argument("--noise-correlation", action="append", type=number_or_path,
+                         metavar="FACTOR|FITS",
+                         help="the image's noise correlation, once per --image: a FITS image of "
+                              "its correlation at each pixel lag (odd square, centred; e.g. a "
+                              "GalSim correlation function), carried exactly through the "
+                              "degradation, or the factor its degraded variance has over white "
+                              "noise's (default: measured on its border, neighbours only)")
     degrade.add_argument("--subtract-sky", action="store_true",
                          help="subtract the median of the image border first")
     degrade.add_argument("--image-band", default="i",

@@ -92,7 +92,9 @@ def ensure_real_lens_split(task: Task, workdir: Path) -> Split:
                              clean_cosmic_rays=spec.get("clean_cosmic_rays", False),
                              match_native_psf=spec.get("match_native_psf", False),
                              sky_beside_halo=spec.get("sky_beside_halo", False),
-                             own_photon_noise=spec.get("own_photon_noise", False))
+                             own_photon_noise=spec.get("own_photon_noise", False),
+                             measured_noise_correlation=spec.get("measured_noise_correlation",
+                                                                 False))
     return load_split(path, verify=True)
 
 

@@ -110,6 +110,9 @@ class CosmosSources:
         with fits.open(paths[COSMOS_NOISE_CF]) as hdul:
             cf = np.asarray(hdul[0].data, dtype=np.float64)
         centre = cf[cf.shape[0] // 2, cf.shape[1] // 2]
+        # The noise's correlation at each pixel lag (GalSim's correlation function of the COSMOS
+        # F814W noise, centre 1): degrade carries it through each survey's degradation.
+        self.noise_correlation = cf / centre if centre > 0 else np.ones((1, 1))
         # Variance of large-scale sums relative to white noise of the same pixel variance.
         self.noise_correlation_factor = float(cf.sum() / centre) if centre > 0 else 1.0
 

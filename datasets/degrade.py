@@ -18,8 +18,8 @@ Noise. The input carries its own noise, which after degradation is NOT negligibl
 orbit reaches about the surface-brightness depth of a ground survey). The ground noise is
 therefore matched: only the variance missing to the survey's (Poisson of source + sky, read
 noise) is added, per pixel; the input's variance is propagated through rebinning and PSF
-convolution as white noise times a correlation factor (e.g. variance of 4x4 block sums over 16
-pixel variances, :func:`border_noise`).
+convolution as white noise times a factor for its correlation, exact for the input noise's
+measured correlation (:func:`border_correlation`, :func:`degraded_correlation_factor`).
 """
 
 from __future__ import annotations
@@ -72,25 +72,100 @@ def _border(image: np.ndarray, width: int) -> list[np.ndarray]:
     return [image[:width], image[-width:], image[:, :width].T, image[:, -width:].T]
 
 
-def border_noise(image: np.ndarray, width: int = 12, block: int = 4
-                 ) -> tuple[float, float, float]:
-    """Median, robust per-pixel sigma (1.4826 MAD) and block-sum correlation factor (variance
-    of ``block`` x ``block`` sums over block**2 pixel variances, clipped to 1-10) of the
-    ``width``-pixel border of ``image``: the sky level and noise of a cutout whose border is
-    blank sky."""
-    strips = _border(image, width)
-    pixels = np.concatenate([s.ravel() for s in strips])
+def border_noise(image: np.ndarray, width: int = 12) -> tuple[float, float, np.ndarray]:
+    """Median, robust per-pixel sigma (1.4826 MAD) and noise correlation
+    (:func:`border_correlation`) of the ``width``-pixel border of ``image``: the sky level and
+    noise of a cutout whose border is blank sky."""
+    pixels = np.concatenate([s.ravel() for s in _border(image, width)])
     median = float(np.median(pixels))
     sigma = float(mad_sigma(pixels))
+    return median, sigma, border_correlation(image, width)
+
+
+def block_sum_factor(image: np.ndarray, width: int = 12, block: int = 4) -> float:
+    """The variance of ``block`` x ``block`` sums of ``image``'s raw ``width``-pixel border
+    (its median subtracted) over block**2 pixel variances, clipped to 1-10: what the real splits
+    before real-hsc v12 and real-vis v14 took for the noise's correlation factor. It also counts
+    the border's structure (:func:`border_correlation`), so those tasks keep it for their
+    bytes."""
+    strips = _border(image, width)
+    pixels = np.concatenate([s.ravel() for s in strips])
+    median, sigma = float(np.median(pixels)), float(mad_sigma(pixels))
     sums = []
     for s in strips:
         s = s - median
         h, w = (s.shape[0] // block) * block, (s.shape[1] // block) * block
         sums.append(s[:h, :w].reshape(h // block, block, w // block, block).sum((1, 3)).ravel())
-    sums = np.concatenate(sums)
-    block_sigma = mad_sigma(sums)
-    factor = (block_sigma / (block * sigma)) ** 2 if sigma > 0 else 1.0
-    return median, sigma, float(np.clip(factor, 1.0, 10.0))
+    factor = (mad_sigma(np.concatenate(sums)) / (block * sigma)) ** 2 if sigma > 0 else 1.0
+    return float(np.clip(factor, 1.0, 10.0))
+
+
+# A drizzled HST image couples each pixel with its neighbours only: on the SLACS cutouts'
+# borders neighbours correlate 0.20-0.25, diagonals 0.01-0.07, pixels two apart 0.00 +- 0.03
+# (`python scripts/slacs_noise.py --correlation`); beyond one pixel a measured lag would add
+# its measurement noise only.
+CORRELATION_REACH = 1
+# The smooth structure a border strip holds (a halo's wing, a neighbour's light), taken out by
+# a running median this many pixels across and along the strip before its noise is correlated.
+STRUCTURE_MEDIAN = (5, 25)
+
+
+def border_correlation(image: np.ndarray, width: int = 12, reach: int = CORRELATION_REACH
+                       ) -> np.ndarray:
+    """(2 reach + 1, 2 reach + 1) correlation of the noise of ``image``'s ``width``-pixel
+    border with its neighbours at lags -reach..reach ([reach, reach] = 1): each strip's smooth
+    structure (a running median, STRUCTURE_MEDIAN) taken out and its 4-sigma outliers (faint
+    sources, cosmic rays) set to 0. Block sums of the raw border, the measure before, also count
+    that structure: on the SLACS cutouts they gave 3.8-7.7 for 4 x 4 sums where this correlation
+    gives 1.7-1.9."""
+    from scipy.ndimage import median_filter
+
+    sums, counts = np.zeros((2 * reach + 1,) * 2), np.zeros((2 * reach + 1,) * 2)
+    for strip in _border(np.asarray(image, dtype=np.float64), width):
+        noise = strip - median_filter(strip, size=STRUCTURE_MEDIAN, mode="nearest")
+        noise = np.where(np.abs(noise) > 4 * mad_sigma(noise.ravel()), 0.0, noise)
+        h, w = noise.shape
+        for dy in range(-reach, reach + 1):
+            for dx in range(-reach, reach + 1):
+                a = noise[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
+                b = noise[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
+                sums[dy + reach, dx + reach] += (a * b).sum()
+                counts[dy + reach, dx + reach] += a.size
+    covariance = sums / counts
+    if not covariance[reach, reach] > 0:
+        return _no_correlation()
+    return covariance / covariance[reach, reach]
+
+
+def _no_correlation() -> np.ndarray:
+    return np.ones((1, 1))
+
+
+def correlated_noise_field(shape: tuple[int, int], correlation: np.ndarray,
+                           rng: np.random.Generator) -> np.ndarray:
+    """A unit-variance Gaussian field of ``shape`` whose pixels correlate as ``correlation``
+    (odd square, centre 1, lags in pixels; periodic across the field's edges)."""
+    correlation = _checked_correlation(correlation)
+    reach = correlation.shape[0] // 2
+    acf = np.zeros(shape)
+    for dy in range(-reach, reach + 1):
+        for dx in range(-reach, reach + 1):
+            acf[dy % shape[0], dx % shape[1]] += correlation[dy + reach, dx + reach]
+    power = np.clip(np.fft.fft2(acf).real, 0, None)
+    field = np.fft.ifft2(np.fft.fft2(rng.standard_normal(shape)) * np.sqrt(power)).real
+    return field / np.sqrt(power.mean())
+
+
+def _checked_correlation(correlation) -> np.ndarray:
+    correlation = np.asarray(correlation, dtype=np.float64)
+    if (correlation.ndim != 2 or correlation.shape[0] != correlation.shape[1]
+            or correlation.shape[0] % 2 == 0 or not np.all(np.isfinite(correlation))):
+        raise ValueError("a noise correlation must be a finite odd square map of the "
+                         f"correlation at each pixel lag, centred; got shape {correlation.shape}")
+    centre = correlation[correlation.shape[0] // 2, correlation.shape[1] // 2]
+    if not centre > 0:
+        raise ValueError(f"a noise correlation's centre (lag 0) must be > 0, got {centre}")
+    return correlation / centre
 
 
 def _degraded_variance(variance: np.ndarray, in_scale: float, out_scale: float, canvas: int,
@@ -100,6 +175,52 @@ def _degraded_variance(variance: np.ndarray, in_scale: float, out_scale: float, 
     binned = rebin_flux(variance, in_scale, out_scale, (canvas, canvas), variance=True)
     return np.clip(fftconvolve(binned, kernel**2, mode="same"), 0, None)[pad:pad + size,
                                                                          pad:pad + size]
+
+
+# Output pixels the factor is averaged over (a square this many across, at the stamp's centre):
+# where the survey pixel is not a whole number of input pixels each output pixel cuts the
+# input grid at another phase, and the white model's shortfall differs by phase (HSC from
+# HST's 0.05": 0.78-0.87 of the white noise's variance, centre pixel against whole stamps).
+FACTOR_PIXELS = 5
+
+
+def degraded_correlation_factor(correlation, native_shape: tuple[int, int], in_scale: float,
+                                out_scale: float, canvas: int, kernel: np.ndarray) -> float:
+    """What the input noise's ``correlation`` (odd square map at the input's pixel lags,
+    centre 1) does to a degraded pixel's variance: the variance survey pixels get from noise of
+    unit variance with that correlation, over the white model's (:func:`_degraded_variance`,
+    which rebins squared weights and convolves with the squared kernel, so it also leaves out
+    the covariance of survey pixels that share an input pixel). Exact for stationary noise: sum
+    over lags l of correlation(l) times the autocorrelation at l of a pixel's weights on the
+    input grid (rebinning and ``kernel`` on a ``canvas`` of survey pixels, as
+    :func:`degrade_image` renders), over the FACTOR_PIXELS x FACTOR_PIXELS pixels at the
+    centre."""
+    from scipy.signal import fftconvolve
+
+    correlation = _checked_correlation(correlation)
+    my = _overlap_matrix(native_shape[0], in_scale, canvas, out_scale)
+    mx = _overlap_matrix(native_shape[1], in_scale, canvas, out_scale)
+    reach = min(correlation.shape[0] // 2, min(native_shape) - 1)
+    centre = correlation.shape[0] // 2
+    correlation = correlation[centre - reach:centre + reach + 1, centre - reach:centre + reach + 1]
+    squared_rebin = np.outer((my**2).sum(1), (mx**2).sum(1))
+    flipped = kernel[::-1, ::-1]
+    exact = white_model = 0.0
+    offsets = range(-(FACTOR_PIXELS // 2), FACTOR_PIXELS // 2 + 1)
+    for oy in offsets:
+        for ox in offsets:
+            # The pixel's weights on the canvas (the 'same' convolution's adjoint: the flipped
+            # kernel at the pixel), then on the input grid (the rebinning's adjoint).
+            on_canvas = np.zeros((canvas, canvas))
+            on_canvas[canvas // 2 + oy, canvas // 2 + ox] = 1.0
+            on_canvas = fftconvolve(on_canvas, flipped, mode="same")
+            weights = my.T @ on_canvas @ mx
+            white_model += float(np.sum(on_canvas**2 * squared_rebin))
+            autocorrelation = fftconvolve(weights, weights[::-1, ::-1], mode="full")
+            cy, cx = weights.shape[0] - 1, weights.shape[1] - 1
+            exact += float(np.sum(correlation * autocorrelation[cy - reach:cy + reach + 1,
+                                                                cx - reach:cx + reach + 1]))
+    return exact / white_model if white_model > 0 else 1.0
 
 
 def survey_variance_electrons(electrons: np.ndarray, band: Band) -> np.ndarray:
@@ -182,7 +303,8 @@ def matching_kernel(native_psf: np.ndarray, native_scale: float, target: np.ndar
 def degrade_image(image: np.ndarray, pixel_scale: float, survey: str | Survey, *,
                   bands: Sequence[str] | None = None, stamp_size: int | None = None,
                   rng: np.random.Generator | None = None, native_variance=None,
-                  correlation_factor: float = 1.0, native_psf: np.ndarray | None = None,
+                  noise_correlation: float | np.ndarray = 1.0,
+                  native_psf: np.ndarray | None = None,
                   native_psf_scale: float | None = None) -> np.ndarray:
     """Observe per-band nanomaggy planes as a ground survey does: (B, H, W) float32 nanomaggies.
 
@@ -193,8 +315,11 @@ def degrade_image(image: np.ndarray, pixel_scale: float, survey: str | Survey, *
     (``scipy.signal.fftconvolve``), crop to ``stamp_size``. With ``rng``: noise as in the
     simulator, in electrons of the total exposure (Poisson of source + sky as a Gaussian, read
     noise per exposure), minus the variance the input already carries: ``native_variance`` per
-    input pixel (nMgy^2, scalar or (B,) or (B, h, w)), propagated as white noise times
-    ``correlation_factor``. Without ``rng`` the noise-free expectation is returned.
+    input pixel (nMgy^2, scalar or (B,) or (B, h, w)), propagated as white noise times a factor
+    for its correlation: ``noise_correlation``, either the input noise's correlation map (odd
+    square at the input's pixel lags, e.g. :func:`border_correlation`), from which each band's
+    factor follows exactly (:func:`degraded_correlation_factor`), or the factor itself. Without
+    ``rng`` the noise-free expectation is returned.
     native_psf: the input's own PSF (odd side, centred; pixel side ``native_psf_scale``,
         default ``pixel_scale``): the survey PSF is then reached by :func:`matching_kernel`
         instead of added on top of it. None: the input counts as unblurred.
@@ -206,7 +331,7 @@ def degrade_image(image: np.ndarray, pixel_scale: float, survey: str | Survey, *
     out = np.empty((len(survey.bands), size, size), dtype=np.float32)
     for b, band, expected, carried in _observed_bands(
             image, pixel_scale, survey, size, None if rng is None else native_variance,
-            correlation_factor, native_psf, native_psf_scale):
+            noise_correlation, native_psf, native_psf_scale):
         out[b] = expected if rng is None else _add_noise(expected, band, rng, carried)
     return out
 
@@ -224,7 +349,7 @@ class NoiseBudget:
 
 
 def _observed_bands(image: np.ndarray, pixel_scale: float, survey: Survey, size: int,
-                    native_variance, correlation_factor: float,
+                    native_variance, noise_correlation: float | np.ndarray,
                     native_psf: np.ndarray | None, native_psf_scale: float | None):
     """Per band of ``survey``: (index, band, the noise-free degraded plane, the input's
     variance as degraded or None without ``native_variance``); :func:`degrade_image`'s steps."""
@@ -253,9 +378,14 @@ def _observed_bands(image: np.ndarray, pixel_scale: float, survey: Survey, size:
     for b, (band, kernel) in enumerate(zip(survey.bands, kernels, strict=True)):
         binned = rebin_flux(image[b], pixel_scale, out_scale, (canvas, canvas))
         expected = fftconvolve(binned, kernel, mode="same")[pad:pad + size, pad:pad + size]
-        yield b, band, expected, (None if variance_in is None else _degraded_variance(
-            variance_in[b], pixel_scale, out_scale, canvas, kernel, pad, size)
-            * correlation_factor)
+        if variance_in is None:
+            yield b, band, expected, None
+            continue
+        factor = (float(noise_correlation) if np.ndim(noise_correlation) == 0
+                  else degraded_correlation_factor(noise_correlation, image.shape[-2:],
+                                                   pixel_scale, out_scale, canvas, kernel))
+        yield b, band, expected, _degraded_variance(
+            variance_in[b], pixel_scale, out_scale, canvas, kernel, pad, size) * factor
 
 
 def colour_factor(colours: dict[str, float], band: str, reference: str = "i") -> float:
@@ -271,7 +401,8 @@ def degrade(image: np.ndarray | None, pixel_scale: float, zero_point: float,
             survey: str | Survey, bands: Sequence[str] | None = None, *,
             arc_image: np.ndarray | None = None, lens_light_image: np.ndarray | None = None,
             seed: int | np.random.Generator | None, stamp_size: int | None = None,
-            native_variance=None, correlation_factor: float = 1.0, image_band: str = "i",
+            native_variance=None, noise_correlation: float | np.ndarray = 1.0,
+            image_band: str = "i",
             lens_colours: dict[str, float] | None = None,
             source_colours: dict[str, float] | None = None,
             native_psf: np.ndarray | None = None,
@@ -290,8 +421,8 @@ def degrade(image: np.ndarray | None, pixel_scale: float, zero_point: float,
     seed: an int or a Generator for the survey noise; None gives the noise-free expectation.
     native_variance: the input's own noise variance per pixel, in its units squared: a scalar
         or an (h, w) map for one plane (scaled to each band as the lens light is), or per band
-        for (B, h, w); with ``correlation_factor`` (:func:`border_noise`) only the variance
-        missing to the survey's is added.
+        for (B, h, w); with ``noise_correlation`` (its correlation: :func:`degrade_image`) only
+        the variance missing to the survey's is added.
     stamp_size: output side in pixels (default: the preset's).
     native_psf, native_psf_scale: the input's own PSF, matched to the survey's
         (:func:`degrade_image`).
@@ -302,7 +433,7 @@ def degrade(image: np.ndarray | None, pixel_scale: float, zero_point: float,
     rng = seed if isinstance(seed, np.random.Generator) or seed is None \
         else np.random.default_rng(seed)
     return degrade_image(planes, pixel_scale, chosen, stamp_size=stamp_size, rng=rng,
-                         native_variance=variance, correlation_factor=correlation_factor,
+                         native_variance=variance, noise_correlation=noise_correlation,
                          native_psf=native_psf, native_psf_scale=native_psf_scale)
 
 
@@ -310,7 +441,7 @@ def noise_budget(image: np.ndarray | None, pixel_scale: float, zero_point: float
                  survey: str | Survey, bands: Sequence[str] | None = None, *,
                  native_variance, arc_image: np.ndarray | None = None,
                  lens_light_image: np.ndarray | None = None, stamp_size: int | None = None,
-                 correlation_factor: float = 1.0, image_band: str = "i",
+                 noise_correlation: float | np.ndarray = 1.0, image_band: str = "i",
                  lens_colours: dict[str, float] | None = None,
                  source_colours: dict[str, float] | None = None,
                  native_psf: np.ndarray | None = None,
@@ -323,7 +454,7 @@ def noise_budget(image: np.ndarray | None, pixel_scale: float, zero_point: float
     size = stamp_size or chosen.stamp_size
     survey_part, carried = [], []
     for _, band, expected, carried_variance in _observed_bands(
-            planes, pixel_scale, chosen, size, variance, correlation_factor, native_psf,
+            planes, pixel_scale, chosen, size, variance, noise_correlation, native_psf,
             native_psf_scale):
         epn = band.electrons_per_nanomaggy
         survey_part.append(survey_variance_electrons(expected * epn, band) / epn**2)
@@ -407,7 +538,7 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
                   arcs: Sequence | None = None, lens_lights: Sequence | None = None,
                   rms: Sequence[float | None] | None = None,
                   effective_gain: Sequence[float | None] | None = None,
-                  noise_correlation: Sequence[float | None] | None = None,
+                  noise_correlation: Sequence[float | str | Path | None] | None = None,
                   subtract_sky: bool = False, seed: int = 0, stamp_size: int | None = None,
                   per_band_files: bool = False, image_band: str = "i",
                   psf: str | Path | None = None, psf_scale: float | None = None) -> list[Path]:
@@ -417,8 +548,9 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
 
     Per image: zero point and pixel scale from the flags or the header (as
     :mod:`lensbench.datasets.prepare` reads them), optional arc and lens-light images of the
-    same grid and units; its own noise sigma ``rms`` (in its units) and correlation factor, or
-    both measured on its border (:func:`border_noise`), whose median is subtracted first with
+    same grid and units; its own noise sigma ``rms`` (in its units) and its noise correlation's
+    factor (:func:`degrade_image`), or its sigma and its correlation measured on its border
+    (:func:`border_noise`), whose median is subtracted first with
     ``subtract_sky``; with its ``effective_gain`` (electrons per unit of its values) its own
     photon noise counts too (:func:`noise_variance_with_photons`). Output:
     ``<stem>_<band>.fits`` (science) and ``<stem>_<band>.rms.fits``
@@ -454,6 +586,9 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
         if len(values) != n:
             raise ValueError(f"{name} is given {len(values)} times for {n} --image files: give "
                              "it once per image, in the same order, or not at all")
+    # Read before any output is written: a bad file stops the run with nothing half done.
+    noise_correlation = [None if value is None else _noise_correlation_arg(value)
+                         for value in noise_correlation]
     if any(value is not None and value < 0 for value in rms):
         raise ValueError(f"--rms must be >= 0 (a noise sigma), got {rms}")
     if any(value is not None and not value > 0 for value in effective_gain):
@@ -479,8 +614,8 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
         if subtract_sky:
             data = data - sky
         sigma = sigma if rms[k] is None else float(rms[k]) * factor
-        correlation = correlation if noise_correlation[k] is None else float(
-            noise_correlation[k])
+        if noise_correlation[k] is not None:
+            correlation = noise_correlation[k]
         parts = {}
         for name, part in (("arc_image", arcs[k]), ("lens_light_image", lens_lights[k])):
             if part is not None:
@@ -494,7 +629,7 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
         variance = (sigma**2 if effective_gain[k] is None else noise_variance_with_photons(
             data, sigma, effective_gain[k] / factor))
         kwargs = dict(stamp_size=stamp_size, native_variance=variance,
-                      correlation_factor=correlation, image_band=image_band,
+                      noise_correlation=correlation, image_band=image_band,
                       native_psf=native_psf, native_psf_scale=psf_scale or scale, **parts)
         image = degrade(data, scale, zp, chosen, seed=rng, **kwargs)
         sigma_map = survey_sigma(degrade(data, scale, zp, chosen, seed=None, **kwargs), chosen)
@@ -502,6 +637,29 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
         written += _write_outputs(fits, out_dir, stems[k], image, sigma_map, chosen,
                                   header_out, per_band_files)
     return written
+
+
+def _noise_correlation_arg(value) -> float | np.ndarray:
+    """``--noise-correlation``: a factor, or the correlation map in a FITS file's first image."""
+    from astropy.io import fits
+    from lensbench.datasets.prepare import PreparationError
+
+    if not isinstance(value, (str, Path)):
+        return float(value)
+    try:
+        with fits.open(value) as hdul:
+            data = next((hdu.data for hdu in hdul if hdu.data is not None and hdu.data.ndim == 2),
+                        None)
+    except OSError as error:
+        raise PreparationError(f"--noise-correlation {value}: not a readable FITS file "
+                               f"({error})") from None
+    if data is None:
+        raise PreparationError(f"--noise-correlation {value}: no 2-D image HDU (expected the "
+                               "noise's correlation at each pixel lag)")
+    try:
+        return _checked_correlation(data)
+    except ValueError as error:
+        raise PreparationError(f"--noise-correlation {value}: {error}") from None
 
 
 def _output_header(header, in_scale: float, survey: Survey, size: int, zero_point: float):

@@ -48,6 +48,7 @@ from lensbench.datasets.cosmos import (
 )
 from lensbench.datasets.degrade import (
     NANOMAGGY_ZEROPOINT,
+    block_sum_factor,
     border_noise,
     centred_psf,
     colour_factor,
@@ -95,7 +96,12 @@ class SlacsLens:
     zeropoint_ab: float  # AB magnitude of 1 e-/s (from PHOTFLAM, PHOTPLAM)
     background: float  # subtracted, nMgy per pixel
     noise_variance: float  # per native pixel, nMgy^2
-    correlation_factor: float  # variance of 4x4 block sums / 16 pixel variances (border)
+    # Its noise's correlation with the neighbouring pixels (3 x 3, centre 1; the border's:
+    # degrade.border_correlation): the snapshots are drizzled.
+    noise_correlation: np.ndarray
+    # The variance of its raw border's 4 x 4 block sums over 16 pixel variances, which the real
+    # splits before real-hsc v12 and real-vis v14 took for the noise's correlation.
+    block_sum_factor: float
     theta_e: float
     theta_e_ref: int  # THETA_E_FROM_AUGER_SHAJIB or THETA_E_FROM_SLACS_MATCH
     z_lens: float
@@ -270,7 +276,7 @@ def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False,
         zp_ab = (-2.5 * math.log10(float(header["PHOTFLAM"]))
                  - 5.0 * math.log10(float(header["PHOTPLAM"])) - 2.408)
         to_nmgy = 10 ** (-0.4 * (zp_ab - 22.5))
-        background, sigma, factor = border_noise(wide)
+        background, sigma, correlation = border_noise(wide)
         exposure_s = n_combined * SNAPSHOT_EXPOSURE_S
         entry = params[lens]
         if sky_beside_halo:
@@ -282,7 +288,8 @@ def load_slacs(cutout: str = "198x198", clean_cosmic_rays: bool = False,
         lenses.append(SlacsLens(
             name=lens, file=name, image=image, pixel_scale=scale, zeropoint_ab=zp_ab,
             background=background * to_nmgy, noise_variance=(sigma * to_nmgy) ** 2,
-            correlation_factor=factor, theta_e=entry["theta_e"],
+            noise_correlation=correlation, block_sum_factor=block_sum_factor(wide),
+            theta_e=entry["theta_e"],
             theta_e_ref=int(entry["theta_e_ref"]), z_lens=entry["z_lens"],
             z_source=entry["z_source"], arcs=arcs,
             exposure_s=exposure_s))
@@ -403,7 +410,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
                          clean_cosmic_rays: bool = False,
                          match_native_psf: bool = False,
                          sky_beside_halo: bool = False,
-                         own_photon_noise: bool = False) -> Path:
+                         own_photon_noise: bool = False,
+                         measured_noise_correlation: bool = False) -> Path:
     """Write the ``real-lenses`` test split: degraded SLACS lenses (label 1, theta_e from the
     tables) and degraded COSMOS galaxies (label 0, randomly oriented; drawn without replacement
     while there are enough) observed with the preset ``survey`` (its ``bands`` or all, at
@@ -434,6 +442,14 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         (``SlacsLens.variance_with_photons``, ``CosmosGalaxy.variance_with_photons``). Without
         it the top-up counted the sky's alone and left the degraded SLACS lenses 15-26% too
         noisy in HSC i within 1" of their centres (`python scripts/slacs_noise.py --top-up`).
+    measured_noise_correlation: the HST images' noise carried through the degradation with its
+        own correlation, exactly (``degrade.degraded_correlation_factor``): a SLACS image's as
+        its border measures it with the border's structure taken out
+        (``degrade.border_correlation``), a COSMOS stamp's from its correlation function.
+        Without it the carried variance was multiplied by the variance of 4 x 4 block sums of
+        the raw border (``degrade.block_sum_factor``), which also counts the border's structure
+        and took the SLACS noise for 2-4x what it is in HSC and VIS, and by the COSMOS
+        correlation function's sum (6.1; 4.3 is its effect in VIS).
     """
     from lensbench.datasets.storage import SplitWriter
 
@@ -445,6 +461,8 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
     lenses = load_slacs(cutout, clean_cosmic_rays, sky_beside_halo)
     sources = CosmosSources()
     lens_colours, source_colours = real_split_colours(band_names, colours_from_f814w)
+    cosmos_correlation = (sources.noise_correlation if measured_noise_correlation
+                          else sources.noise_correlation_factor)
     images, rows = [], []
     psf = native_psf_args(match_native_psf)
     for k, lens in enumerate(lenses):
@@ -454,7 +472,9 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
                               arc_image=lens.arcs, seed=rng, stamp_size=size,
                               native_variance=(lens.variance_with_photons()
                                                if own_photon_noise else lens.noise_variance),
-                              correlation_factor=lens.correlation_factor,
+                              noise_correlation=(lens.noise_correlation
+                                                 if measured_noise_correlation
+                                                 else lens.block_sum_factor),
                               lens_colours=lens_colours, source_colours=source_colours, **psf))
         rows.append({"label": 1, "theta_e": lens.theta_e, "theta_e_ref": lens.theta_e_ref,
                      "z_lens": lens.z_lens, "z_source": lens.z_source, "z_phot": math.nan,
@@ -471,7 +491,7 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         variance = np.array([unit_var * 10 ** (-0.8 * (mags[b] - 22.5)) for b in band_names])
         images.append(degrade(planes, scale, NANOMAGGY_ZEROPOINT, chosen, seed=rng,
                               stamp_size=size, native_variance=variance,
-                              correlation_factor=sources.noise_correlation_factor, **psf))
+                              noise_correlation=cosmos_correlation, **psf))
         rows.append({"label": 0, "theta_e": math.nan, "theta_e_ref": 0, "z_lens": math.nan,
                      "z_source": math.nan, "z_phot": galaxy.z_phot, "arc_fraction": 0.0,
                      "kind": 2, "object_index": int(k), **_mags(planes, band_names)})
@@ -484,7 +504,7 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         analogue_psf = {**psf, "native_psf_scale": ACS_F814W_PSF_SCALE * enlarged} if psf else {}
         images.append(degrade(image, analogue.pixel_scale, NANOMAGGY_ZEROPOINT, chosen, seed=rng,
                               stamp_size=size, native_variance=variance,
-                              correlation_factor=sources.noise_correlation_factor,
+                              noise_correlation=cosmos_correlation,
                               lens_colours=lens_colours, source_colours=source_colours,
                               **analogue_psf))
         planes = np.stack([image * colour_factor(lens_colours, b) for b in band_names])

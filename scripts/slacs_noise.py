@@ -22,15 +22,16 @@ exceeds the survey's there. Exact variances (``degrade.noise_budget``), no reali
 
 ``--correlation``: the HST images' noise is not white (drizzled: neighbouring pixels correlate),
 which both the real splits' top-up and the simulations' HST-like noise levels stand on. Per lens:
-the correlation of the border's noise with its neighbours (the border with its smooth structure,
-a median over 5 x 25 pixels along each strip, taken out and 4-sigma outliers, faint sources,
-clipped); the block-sum factor (variance of b x b sums over b**2 pixel variances) that this
-correlation gives, against the one ``degrade.border_noise`` measures from raw block sums (which
-the real splits multiply the carried variance by, at b = 4), which also counts the border's
-structure; and, per task, the rms of a degraded field with the noise's own correlation (a
-Gaussian field with the measured correlations, lags up to 4) over that of a white one, the
-factor the degraded HST noise's variance has over the white model that
-``real_diagnosis.degraded_hst_noise`` and the simulations' levels use.
+the correlation of the border's noise with its neighbours (``degrade.border_correlation``: the
+border with its smooth structure, a median over 5 x 25 pixels along each strip, taken out and
+4-sigma outliers, faint sources, clipped); the block-sum factor (variance of b x b sums over
+b**2 pixel variances) that this correlation gives, against the one the raw border's block sums
+give (``degrade.block_sum_factor``, the real splits' factor at b = 4 before real-hsc v12 and
+real-vis v14), which also counts the border's structure. Per task and lens: the rms of a
+degraded field with the noise's own correlation over that of a white one (Monte Carlo); the
+exact factor on the white model's variance that the real split now carries
+(``degrade.degraded_correlation_factor``); and that factor for white noise, the white model's
+own shortfall (survey pixels that share an HST pixel covary).
 """
 
 from __future__ import annotations
@@ -50,11 +51,9 @@ from lensbench.datasets.simulate import Simulator
 from lensbench.datasets.surveys import get_survey
 
 LAGS = (1, 2, 3)
-CORRELATION_LAGS = 4  # the noise's correlation is measured to this lag in each direction
-# and modelled to this one: drizzling onto the detector's own 0.05" pixels couples a pixel with
-# its neighbours only (the border's correlation two or more pixels apart is 0.00 +- 0.03, each
-# lag's measurement noise; summed over the 72 lags of 2-4 pixels it would add its noise up).
-DRIZZLE_REACH = 1
+# The noise's correlation is measured here to this lag in each direction; lensbench models it
+# to degrade.CORRELATION_REACH (one pixel), which this table is the measurement for.
+CORRELATION_LAGS = 4
 
 
 def row_correlations(noise: np.ndarray) -> np.ndarray:
@@ -94,7 +93,9 @@ def top_up(task) -> None:
           f"it can be; the least / the survey's own; medians within "
           + ", ".join(f'{lo:g}-{hi:g}"' for lo, hi in TOP_UP_REGIONS))
     for lens in load_slacs("198x198", True, spec.get("sky_beside_halo", False)):
-        common = dict(arc_image=lens.arcs, correlation_factor=lens.correlation_factor, **args)
+        common = dict(arc_image=lens.arcs, noise_correlation=(
+            lens.noise_correlation if spec.get("measured_noise_correlation")
+            else lens.block_sum_factor), **args)
         sky_only = noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
                                 native_variance=lens.noise_variance, **common)
         full = noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
@@ -110,73 +111,44 @@ def top_up(task) -> None:
         print(f"  {lens.name} ({lens.exposure_s:g} s): " + "; ".join(cells))
 
 
-def noise_correlation(image: np.ndarray) -> np.ndarray:
-    """(2 L + 1, 2 L + 1) correlation of the noise of ``image``'s 12-pixel border with its
-    neighbours at lags -L..L (L = CORRELATION_LAGS; [L, L] = 1): each strip's smooth structure
-    (a median over 5 x 25 pixels) taken out and its 4-sigma outliers set to 0."""
-    from lensbench.datasets.degrade import _border
-    from lensbench.datasets.robust import mad_sigma
-    from scipy.ndimage import median_filter
-
-    lag = CORRELATION_LAGS
-    sums, counts = np.zeros((2 * lag + 1,) * 2), np.zeros((2 * lag + 1,) * 2)
-    for strip in _border(image, 12):
-        noise = strip - median_filter(strip, size=(5, 25), mode="nearest")
-        noise = np.where(np.abs(noise) > 4 * mad_sigma(noise.ravel()), 0.0, noise)
-        h, w = noise.shape
-        for dy in range(-lag, lag + 1):
-            for dx in range(-lag, lag + 1):
-                a = noise[max(dy, 0):h + min(dy, 0), max(dx, 0):w + min(dx, 0)]
-                b = noise[max(-dy, 0):h + min(-dy, 0), max(-dx, 0):w + min(-dx, 0)]
-                sums[dy + lag, dx + lag] += (a * b).sum()
-                counts[dy + lag, dx + lag] += a.size
-    covariance = sums / counts
-    return covariance / covariance[lag, lag]
-
-
 def block_factor(correlation: np.ndarray, block: int) -> float:
     """Variance of ``block`` x ``block`` sums over block**2 pixel variances, for noise of this
-    correlation (pixels further apart than DRIZZLE_REACH taken as uncorrelated)."""
-    lag, reach = CORRELATION_LAGS, min(DRIZZLE_REACH, block - 1)
+    correlation ((2 r + 1)^2 map, r < block)."""
+    reach = correlation.shape[0] // 2
     offsets = range(-reach, reach + 1)
-    return sum((block - abs(dy)) * (block - abs(dx)) * correlation[dy + lag, dx + lag]
+    return sum((block - abs(dy)) * (block - abs(dx)) * correlation[dy + reach, dx + reach]
                for dy in offsets for dx in offsets) / block**2
-
-
-def correlated_field(shape: tuple[int, int], correlation: np.ndarray,
-                     rng: np.random.Generator) -> np.ndarray:
-    """A unit-variance Gaussian field of ``shape`` with ``correlation`` up to DRIZZLE_REACH
-    (periodic)."""
-    lag = CORRELATION_LAGS
-    acf = np.zeros(shape)
-    for dy in range(-DRIZZLE_REACH, DRIZZLE_REACH + 1):
-        for dx in range(-DRIZZLE_REACH, DRIZZLE_REACH + 1):
-            acf[dy % shape[0], dx % shape[1]] = correlation[dy + lag, dx + lag]
-    power = np.clip(np.fft.fft2(acf).real, 0, None)
-    field = np.fft.ifft2(np.fft.fft2(rng.standard_normal(shape)) * np.sqrt(power)).real
-    return field / np.sqrt(power.mean())
 
 
 def correlation_table(realisations: int) -> None:
     """``--correlation`` (module docstring)."""
     from astropy.io import fits
     from lensbench.datasets import registry
-    from lensbench.datasets.degrade import border_noise, degrade
-    from lensbench.datasets.known_lenses import SLACS_DIR
+    from lensbench.datasets.degrade import (
+        CORRELATION_REACH,
+        block_sum_factor,
+        border_correlation,
+        correlated_noise_field,
+        degrade,
+        degraded_correlation_factor,
+        matching_kernel,
+        survey_psf_kernels,
+    )
+    from lensbench.datasets.known_lenses import SLACS_DIR, native_psf_args
 
-    lag = CORRELATION_LAGS
+    lag, reach = CORRELATION_LAGS, CORRELATION_REACH
     lenses = load_slacs("198x198", True)
-    correlations = {}
     print("SLACS border noise: correlation with the pixel to the right, below, diagonal, two to "
           "the right, and summed over the lags of 2-4 pixels; block-sum factor at b = 2, 3, 4 "
-          "from that correlation / from raw block sums (degrade.border_noise)")
+          f"from that correlation to lag {reach} (degrade.border_correlation) / from raw block "
+          "sums (degrade.block_sum_factor, the real splits' before real-hsc v12, real-vis v14)")
     for lens in lenses:
         with fits.open(registry.fetch(f"{SLACS_DIR}/198x198/{lens.name}.fits")) as hdul:
             wide = np.asarray(hdul["SCI"].data, dtype=np.float64)
-        correlation = correlations[lens.name] = noise_correlation(wide)
-        pairs = " ".join(f"{block_factor(correlation, b):.2f}/{border_noise(wide, block=b)[2]:.2f}"
-                         for b in (2, 3, 4))
-        near = correlation[lag - 1:lag + 2, lag - 1:lag + 2].sum()
+        correlation = border_correlation(wide, reach=lag)
+        pairs = " ".join(f"{block_factor(lens.noise_correlation, b):.2f}/"
+                         f"{block_sum_factor(wide, block=b):.2f}" for b in (2, 3, 4))
+        near = correlation[lag - reach:lag + reach + 1, lag - reach:lag + reach + 1].sum()
         print(f"  {lens.name}: {correlation[lag, lag + 1]:.2f} {correlation[lag + 1, lag]:.2f} "
               f"{correlation[lag + 1, lag + 1]:.2f} {correlation[lag, lag + 2]:.2f} "
               f"{correlation.sum() - near:+.2f}; {pairs}")
@@ -185,9 +157,19 @@ def correlation_table(realisations: int) -> None:
         task = all_tasks()[name]
         spec = task.real_lenses
         survey = get_survey(spec["survey"]).select(list(spec["bands"]))
-        degrade_args = real_lens_degrade_args(spec, spec["stamp_size"])
-        print(f"{name} v{task.version}: rms of the degraded HST noise with its correlation / "
-              f"white, per band")
+        size = spec["stamp_size"]
+        degrade_args = real_lens_degrade_args(spec, size)
+        kernels = survey_psf_kernels(survey)
+        if spec.get("match_native_psf"):
+            psf = native_psf_args(True)
+            kernels = [matching_kernel(psf["native_psf"], psf["native_psf_scale"], kernel,
+                                       band.pixel_scale)
+                       for band, kernel in zip(survey.bands, kernels, strict=True)]
+        canvas = size + 2 * (max(k.shape[0] for k in kernels) // 2)
+        print(f"{name} v{task.version}, per band: rms of the degraded HST noise with its "
+              f"correlation / white ({realisations} realisations each); the exact factor on the "
+              "white model's variance (degrade.degraded_correlation_factor, what the real split "
+              "carries); the same for white noise (the white model's shortfall)")
         for lens in lenses:
             sigma = np.sqrt(lens.noise_variance)
             white, correlated = [
@@ -195,11 +177,17 @@ def correlation_table(realisations: int) -> None:
                                   **degrade_args) for field in fields])
                 for fields in ([rng.standard_normal(lens.image.shape)
                                 for _ in range(realisations)],
-                               [correlated_field(lens.image.shape, correlations[lens.name], rng)
+                               [correlated_noise_field(lens.image.shape, lens.noise_correlation,
+                                                       rng)
                                 for _ in range(realisations)])]
             ratio = correlated.std(axis=(0, 2, 3)) / white.std(axis=(0, 2, 3))
+            exact, white_factor = ([degraded_correlation_factor(
+                correlation, lens.image.shape, lens.pixel_scale, survey.pixel_scale, canvas,
+                kernel) for kernel in kernels] for correlation in (lens.noise_correlation,
+                                                                   np.ones((1, 1))))
             print(f"  {lens.name}: " + ", ".join(
-                f"{band} {r:.2f}" for band, r in zip(survey.band_names, ratio, strict=True)))
+                f"{band} {r:.2f} {f:.2f} {w:.2f}" for band, r, f, w in
+                zip(survey.band_names, ratio, exact, white_factor, strict=True)))
 
 
 def main() -> None:

@@ -84,7 +84,7 @@ def test_noise_budget_is_the_variance_degrade_leaves_and_photons_keep_the_top_up
     sky_sigma, gain = 2e-3, 5000.0  # its photons beat HSC's own noise near the centre
     variance = noise_variance_with_photons(galaxy, sky_sigma, gain)
     np.testing.assert_allclose(variance, sky_sigma**2 + galaxy / gain)
-    args = dict(stamp_size=32, correlation_factor=1.0)
+    args = dict(stamp_size=32, noise_correlation=1.0)
     budget = noise_budget(galaxy, scale, 22.5, survey, native_variance=variance, **args)
     sky_only = noise_budget(galaxy, scale, 22.5, survey, native_variance=sky_sigma**2, **args)
     least = np.maximum(budget.survey, budget.carried)[0]
@@ -165,6 +165,134 @@ def test_bench_degrade_writes_per_band_files_and_cubes_with_their_headers(tmp_pa
         assert f"argument {flag}: expected a finite number" in capsys.readouterr().err
 
 
+# ------------------------------------------------------------------------------ correlated noise
+# A drizzled HST image's noise: neighbours correlate 0.20-0.25, diagonals up to 0.07 (the SLACS
+# cutouts' borders, scripts/slacs_noise.py --correlation).
+DRIZZLED = np.array([[0.05, 0.24, 0.05], [0.22, 1.0, 0.22], [0.05, 0.24, 0.05]])
+
+
+def block_factor(correlation: np.ndarray, block: int) -> float:
+    """Closed form: the variance of ``block`` x ``block`` sums of noise with this (3 x 3)
+    correlation over block**2 pixel variances."""
+    return sum((block - abs(dy)) * (block - abs(dx)) * correlation[dy + 1, dx + 1]
+               for dy in (-1, 0, 1) for dx in (-1, 0, 1)) / block**2
+
+
+def test_the_correlation_factor_of_whole_blocks_is_the_block_sum_closed_form():
+    """4 x 4 input pixels to a survey pixel and no PSF: each survey pixel is a 4 x 4 block sum,
+    so the factor is the closed form's; white noise keeps the white model exact through any
+    PSF (the blocks are disjoint)."""
+    from lensbench.datasets.degrade import degraded_correlation_factor
+
+    args = dict(native_shape=(64, 64), in_scale=0.042, out_scale=0.168, canvas=16)
+    assert degraded_correlation_factor(DRIZZLED, kernel=np.ones((1, 1)), **args) == \
+        pytest.approx(block_factor(DRIZZLED, 4), rel=1e-9)
+    psf = gaussian(9, 1.2, 1.0)
+    assert degraded_correlation_factor(np.ones((1, 1)), kernel=psf, **args) == \
+        pytest.approx(1.0, rel=1e-9)
+    with pytest.raises(ValueError, match="odd square"):
+        degraded_correlation_factor(np.ones((2, 2)), kernel=psf, **args)
+
+
+def test_the_carried_variance_of_correlated_noise_is_what_degrading_its_realisations_gives():
+    """HST's 0.05" pixels to HSC's 0.168" through HSC's PSF: the variance ``noise_budget``
+    carries for noise of a drizzled image's correlation is the one its realisations have after
+    ``degrade`` (Monte Carlo, 600 fields). The white model alone (a factor of 1) falls short even
+    for white noise: survey pixels that share an input pixel covary."""
+    from lensbench.datasets.degrade import (
+        correlated_noise_field,
+        degraded_correlation_factor,
+        noise_budget,
+    )
+
+    survey = get_survey("hsc").select(["i"])
+    size, native, scale = 36, 160, 0.05
+    canvas = size + 2 * (survey_psf_kernel(survey).shape[0] // 2)  # as degrade renders
+    rng = np.random.default_rng(4)
+    centre = (slice(8, 28), slice(8, 28))  # 3.4" across, well inside the input's 8"
+    blank = np.zeros((native, native))
+    for correlation in (DRIZZLED, np.ones((1, 1))):
+        carried = noise_budget(blank, scale, 22.5, survey, native_variance=1.0,
+                               noise_correlation=correlation, stamp_size=size).carried[0]
+        draws = np.stack([degrade(correlated_noise_field(blank.shape, correlation, rng), scale,
+                                  22.5, survey, seed=None, stamp_size=size)[0]
+                          for _ in range(600)])
+        # 600 fields: the mean variance of these strongly correlated pixels to about 1.5%.
+        assert draws[(slice(None), *centre)].var(axis=0).mean() == pytest.approx(
+            carried[centre].mean(), rel=0.05)
+    white_model = noise_budget(blank, scale, 22.5, survey, native_variance=1.0,
+                               stamp_size=size).carried[0]
+    assert (carried / white_model)[centre] == pytest.approx(degraded_correlation_factor(
+        np.ones((1, 1)), blank.shape, scale, survey.pixel_scale, canvas,
+        survey_psf_kernel(survey)), rel=1e-6)
+    assert (carried / white_model)[centre].min() > 1.1
+
+
+def survey_psf_kernel(survey):
+    from lensbench.datasets.degrade import survey_psf_kernels
+
+    (kernel,) = survey_psf_kernels(survey)
+    return kernel
+
+
+def test_the_border_correlation_sees_the_noise_not_the_borders_structure():
+    """A drizzled-like noise field (``correlated_noise_field``) under a galaxy's halo and a sky
+    gradient: the border's correlation is the field's within the measurement's noise, where the
+    raw border's block sums (``block_sum_factor``, the real splits' measure before real-hsc v12)
+    also count the structure and read it as correlation."""
+    from lensbench.datasets.degrade import (
+        block_sum_factor,
+        border_correlation,
+        border_noise,
+        correlated_noise_field,
+    )
+
+    size, sigma = 198, 0.01
+    noise = sigma * correlated_noise_field((size, size), DRIZZLED, np.random.default_rng(5))
+    y, x = np.mgrid[:size, :size] - (size - 1) / 2
+    structure = 40 * sigma * np.exp(-np.hypot(x, y) / 25.0) + 1e-4 * x
+    np.testing.assert_allclose(border_correlation(noise), DRIZZLED, atol=0.03)
+    np.testing.assert_allclose(border_correlation(noise + structure), DRIZZLED, atol=0.03)
+    assert block_sum_factor(noise) == pytest.approx(block_factor(DRIZZLED, 4), rel=0.15)
+    assert block_sum_factor(noise + structure) > 1.5 * block_factor(DRIZZLED, 4)
+    _, measured_sigma, correlation = border_noise(noise)
+    assert measured_sigma == pytest.approx(sigma, rel=0.1)
+    np.testing.assert_array_equal(correlation, border_correlation(noise))
+
+
+def test_bench_degrade_takes_a_noise_correlation_map_from_fits(tmp_path, capsys):
+    """``--noise-correlation`` with a FITS map gives the pixels ``degrade`` gives with that
+    map; a map that is not an odd square is refused, naming the file, before anything is
+    written."""
+    from lensbench.datasets.degrade import degrade_files
+
+    image = write_image(tmp_path / "lens.fits", gaussian(120, 5.0, 2000.0), MAGZERO=26.0,
+                        PIXSCALE=0.05)
+    cf = tmp_path / "cf.fits"
+    fits.PrimaryHDU(DRIZZLED * 3.0).writeto(cf)  # any normalisation: the centre is lag 0
+    args = ["degrade", "--image", str(image), "--survey", "hsc", "--bands", "i",
+            "--stamp-size", "24", "--rms", "0.02", "--noise-correlation"]
+    assert cli.main([*args, str(cf), "--out", str(tmp_path / "map")]) == 0
+    direct = degrade_files([image], tmp_path / "direct", "hsc", ["i"], stamp_size=24,
+                           rms=[0.02], noise_correlation=[None])
+    with_map = fits.getdata(tmp_path / "map" / "lens.fits")
+    data, header = fits.getdata(image), fits.getheader(image)
+    expected = degrade(data, 0.05, header["MAGZERO"], "hsc", ["i"], seed=0, stamp_size=24,
+                       native_variance=0.02**2, noise_correlation=DRIZZLED)
+    np.testing.assert_allclose(with_map, expected, rtol=1e-6)
+    assert not np.allclose(fits.getdata(direct[0]), expected, rtol=1e-3)  # its border: no noise
+    capsys.readouterr()
+    even = tmp_path / "even.fits"
+    fits.PrimaryHDU(np.ones((2, 2))).writeto(even)
+    assert cli.main([*args, str(even), "--out", str(tmp_path / "x")]) == 2
+    (line,) = capsys.readouterr().err.splitlines()
+    assert f"--noise-correlation {even}" in line and "odd square" in line
+    assert not (tmp_path / "x").exists() or not any((tmp_path / "x").iterdir())
+    with pytest.raises(SystemExit):
+        cli.main([*args, str(tmp_path / "missing.fits"), "--out", str(tmp_path / "x")])
+    assert "expected a finite number > 0 or an existing file" in capsys.readouterr().err
+
+
 # ------------------------------------------------------------------------------ real files
 
 
@@ -193,8 +321,12 @@ def slacs_hsc(tmp_path_factory, real_data):
         fits.PrimaryHDU(lens.arcs, header).writeto(root / f"{lens.name}.arc.fits")
         args += ["--image", str(root / f"{lens.name}.fits"),
                  "--arc", str(root / f"{lens.name}.arc.fits"),
-                 "--rms", repr(math.sqrt(lens.noise_variance)),
-                 "--noise-correlation", repr(lens.correlation_factor)]
+                 "--rms", repr(math.sqrt(lens.noise_variance))]
+        if spec.get("measured_noise_correlation", False):  # the map, as a FITS file
+            fits.PrimaryHDU(lens.noise_correlation).writeto(root / f"{lens.name}.cf.fits")
+            args += ["--noise-correlation", str(root / f"{lens.name}.cf.fits")]
+        else:
+            args += ["--noise-correlation", repr(lens.block_sum_factor)]
         if spec.get("own_photon_noise", False):  # its own photons beside the border's sky
             args += ["--effective-gain", repr(lens.effective_gain)]
     common = ["degrade", *args, "--survey", "hsc", "--bands", "g,r,i,z", "--stamp-size", "64",

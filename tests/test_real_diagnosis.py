@@ -348,7 +348,8 @@ def test_hst_noise_with_photons_adds_the_objects_poisson_variance_and_only_where
     image = 2.0 * np.exp(-(x**2 + y**2) / (2 * width**2))  # nMgy per 0.05" pixel
     lens = known_lenses.SlacsLens(
         name="synthetic", file="", image=image, pixel_scale=scale, zeropoint_ab=zeropoint,
-        background=0.0, noise_variance=1e-4, correlation_factor=1.0, theta_e=1.0,
+        background=0.0, noise_variance=1e-4, noise_correlation=np.ones((1, 1)),
+        block_sum_factor=1.0, theta_e=1.0,
         theta_e_ref=0, z_lens=0.2, z_source=1.0, arcs=np.zeros_like(image))
     survey = "euclid-vis"
     rng = np.random.default_rng(3)

@@ -174,18 +174,20 @@ def per_band_text(band_names, values, spec: str) -> str:
 def degraded_hst_noise(lens, survey, rng: np.random.Generator,
                        photon_exposure_s: float | None = None, **degrade_args) -> np.ndarray:
     """The HST image's own noise as a degraded cutout carries it, smoothed by the rebinning and
-    the survey PSF: one white realisation of it (the image's noise variance per pixel, from its
-    border), degraded as the image is (``degrade_args``: ``degrade``'s keywords), (B, H, W).
+    the survey PSF: one realisation of it (the image's noise variance per pixel and its
+    correlation, both from its border: the snapshots are drizzled), degraded as the image is
+    (``degrade_args``: ``degrade``'s keywords), (B, H, W).
 
     photon_exposure_s: with it, the noise also has the object's own photon noise in an exposure
         of that many seconds (the border's variance has only the sky's); near a bright lens it
         is most of an HST snapshot's noise."""
-    from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, degrade
+    from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, correlated_noise_field, degrade
 
     variance = (lens.noise_variance if photon_exposure_s is None
                 else lens.variance_with_photons(photon_exposure_s))
-    white = rng.normal(size=lens.image.shape) * np.sqrt(variance)
-    return degrade(white, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey, **degrade_args)
+    noise = correlated_noise_field(lens.image.shape, lens.noise_correlation, rng)
+    return degrade(noise * np.sqrt(variance), lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
+                   **degrade_args)
 
 
 def cosmic_ray_image(lens) -> np.ndarray:
