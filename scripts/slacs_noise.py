@@ -18,7 +18,10 @@ larger of the survey's own noise and the HST image's own, its photons included: 
 noise only tops up), per band and within 1", 1-2" and 2-4.5" of its centre (median over the
 pixels of the ratio of sigmas), where the top-up counts the HST image's noise as its border's
 sky alone (every real split before ``own_photon_noise``), and how far the HST image's own noise
-exceeds the survey's there. Exact variances (``degrade.noise_budget``), no realisations.
+exceeds the survey's there; then how noisy each degraded SLACS lens is against the survey with
+the top-up that takes the HST noise's correlation from the raw border's block sums (before
+real-hsc v12 and real-vis v14) and with the one that measures it (now). Exact variances
+(``degrade.noise_budget``), no realisations; the HST noise with its measured correlation.
 
 ``--correlation``: the HST images' noise is not white (drizzled: neighbouring pixels correlate),
 which both the real splits' top-up and the simulations' HST-like noise levels stand on. Per lens:
@@ -93,9 +96,7 @@ def top_up(task) -> None:
           f"it can be; the least / the survey's own; medians within "
           + ", ".join(f'{lo:g}-{hi:g}"' for lo, hi in TOP_UP_REGIONS))
     for lens in load_slacs("198x198", True, spec.get("sky_beside_halo", False)):
-        common = dict(arc_image=lens.arcs, noise_correlation=(
-            lens.noise_correlation if spec.get("measured_noise_correlation")
-            else lens.block_sum_factor), **args)
+        common = dict(arc_image=lens.arcs, noise_correlation=lens.noise_correlation, **args)
         sky_only = noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
                                 native_variance=lens.noise_variance, **common)
         full = noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
@@ -109,6 +110,25 @@ def top_up(task) -> None:
                      f"{np.median(hst_over_survey[b][region]):.2f}" for region in regions]
             cells.append(f"{band} {' '.join(pairs)}")
         print(f"  {lens.name} ({lens.exposure_s:g} s): " + "; ".join(cells))
+    print(f"{task.name} v{task.version}: the degraded lens's noise sigma over the survey's (the "
+          "HST noise with its measured correlation and photons, plus the top-up), with the "
+          "top-up from the raw border's block sums (before real-hsc v12, real-vis v14) / from "
+          "the measured correlation; medians within "
+          + ", ".join(f'{lo:g}-{hi:g}"' for lo, hi in TOP_UP_REGIONS))
+    for lens in load_slacs("198x198", True, spec.get("sky_beside_halo", False)):
+        measured, raw = (noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
+                                      native_variance=lens.variance_with_photons(),
+                                      arc_image=lens.arcs, noise_correlation=correlation, **args)
+                         for correlation in (lens.noise_correlation, lens.block_sum_factor))
+        cells = []
+        for b, band in enumerate(survey.band_names):
+            ratios = [np.sqrt((measured.carried[b] + np.clip(budget.survey[b] - budget.carried[b],
+                                                            0, None)) / measured.survey[b])
+                      for budget in (raw, measured)]
+            cells.append(f"{band} " + " / ".join(
+                " ".join(f"{np.median(ratio[region]):.2f}" for region in regions)
+                for ratio in ratios))
+        print(f"  {lens.name}: " + "; ".join(cells))
 
 
 def block_factor(correlation: np.ndarray, block: int) -> float:
