@@ -255,10 +255,10 @@ SLACS_SNAPSHOT_ELECTRONS_PER_NANOMAGGY = electrons_per_nanomaggy(25.95, SNAPSHOT
 # maps, not from any score) it reaches g 0.10, r 0.29, i 0.67, z 0.29 HSC sky sigma
 # (SDSSJ0753+3416): the simulated HST-like noise's maxima. Its photon term's variance grows by
 # the mean of the five images' factor in i, 2.10 (`python scripts/slacs_noise.py
-# --correlation`: the exact factor over the white noise's, 2.44-2.63 / 1.20). And the real
+# --correlation`: the exact factor over the white noise's, 2.33-2.63 / 1.20). And the real
 # split carries each HST image's noise with its measured correlation
 # (measured_noise_correlation: datasets/known_lenses.py), not the raw border's block sums,
-# which took it for 1.5-3x what it is here. hsc-holismokes keeps v5's levels: its correlated
+# which took it for 1.5-3.2x what it is here. hsc-holismokes keeps v5's levels: its correlated
 # noise stands for an HSC coadd's own, not for any HST image's.
 REAL_HSC_CORRELATED_NOISE = (0.10, 0.29, 0.67, 0.29)
 REAL_HSC_DRIZZLE_VARIANCE_FACTOR = 2.10
@@ -319,7 +319,7 @@ REAL_HSC = Task(
 # neighbours correlate 0.44 (0.39 white): the ACS-to-VIS kernel (0.38) is kept.
 # Version 14: the real split carries each HST image's noise with its measured correlation, as
 # real-hsc v12 (measured_noise_correlation). The raw border's 4 x 4 block sums (3.8-7.7) had
-# taken it for 2.3-4.5x what it is in VIS (1.65-1.81, `python scripts/slacs_noise.py
+# taken it for 2.1-4.5x what it is in VIS (1.65-1.81, `python scripts/slacs_noise.py
 # --correlation`); the COSMOS stamps' correlation function's sum (6.1) for 1.4x (4.3). Train and
 # test as v13's.
 REAL_VIS_CORRELATED_NOISE = 3.0
