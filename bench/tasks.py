@@ -320,7 +320,7 @@ REAL_HSC = Task(
 # Version 14: the real split carries each HST image's noise with its measured correlation, as
 # real-hsc v12 (measured_noise_correlation). The raw border's 4 x 4 block sums (3.8-7.7) had
 # taken it for 2.1-4.5x what it is in VIS (1.65-1.81, `python scripts/slacs_noise.py
-# --correlation`); the COSMOS stamps' correlation function's sum (6.1) for 1.4x (4.3). Train and
+# --correlation`); the COSMOS stamps' correlation function's sum (6.1) for 1.5x (4.0). Train and
 # test as v13's.
 REAL_VIS_CORRELATED_NOISE = 3.0
 REAL_VIS_DRIZZLE_VARIANCE_FACTOR = 1.75

@@ -449,7 +449,7 @@ def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: i
         Without it the carried variance was multiplied by the variance of 4 x 4 block sums of
         the raw border (``degrade.block_sum_factor``), which also counts the border's structure
         and took the SLACS noise for 1.5-4.5x what it is in HSC and VIS, and by the COSMOS
-        correlation function's sum (6.1; 4.3 is its effect in VIS).
+        correlation function's sum (6.1; 4.0 is its effect in VIS).
     """
     from lensbench.datasets.storage import SplitWriter
 

@@ -48,12 +48,14 @@ from lensbench.bench.suites.real_diagnosis import (
     survey_sigma,
 )
 from lensbench.bench.tasks import all_tasks
+from lensbench.datasets.cosmos import CosmosSources
 from lensbench.datasets.degrade import NANOMAGGY_ZEROPOINT, noise_budget
 from lensbench.datasets.known_lenses import load_slacs
 from lensbench.datasets.simulate import Simulator
 from lensbench.datasets.surveys import get_survey
 
 LAGS = (1, 2, 3)
+COSMOS_SAMPLE = 30  # COSMOS stamps whose factor --correlation computes
 # The noise's correlation is measured here to this lag in each direction; lensbench models it
 # to degrade.CORRELATION_REACH (one pixel), which this table is the measurement for.
 CORRELATION_LAGS = 4
@@ -208,6 +210,19 @@ def correlation_table(realisations: int) -> None:
             print(f"  {lens.name}: " + ", ".join(
                 f"{band} {r:.2f} {f:.2f} {w:.2f}" for band, r, f, w in
                 zip(survey.band_names, ratio, exact, white_factor, strict=True)))
+        # The COSMOS stamps (the real split's field galaxies and bright early types): their
+        # noise's correlation function, on each stamp's own grid.
+        sources = CosmosSources()
+        picks = np.random.default_rng(0).choice(len(sources.galaxies), COSMOS_SAMPLE,
+                                                replace=False)
+        factors = np.array([[degraded_correlation_factor(
+            sources.noise_correlation, galaxy.image.shape, galaxy.pixel_scale,
+            survey.pixel_scale, canvas, kernel) for kernel in kernels]
+            for galaxy in (sources.galaxies[int(k)] for k in picks)])
+        print(f"  {COSMOS_SAMPLE} COSMOS stamps: the exact factor "
+              + ", ".join(f"{band} {np.median(f):.2f} ({f.min():.2f}-{f.max():.2f})"
+                          for band, f in zip(survey.band_names, factors.T, strict=True))
+              + f"; the correlation function's sum {sources.noise_correlation_factor:.2f}")
 
 
 def main() -> None:
