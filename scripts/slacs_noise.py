@@ -83,6 +83,7 @@ def simulated_field(task, count: int) -> np.ndarray:
 
 
 TOP_UP_REGIONS = ((0.0, 1.0), (1.0, 2.0), (2.0, 4.5))  # arcsec from the stamp's centre
+EDGE_PIXELS = 2  # the stamp's edge: baselines.features.border_noise's width
 
 
 def top_up(task) -> None:
@@ -116,7 +117,11 @@ def top_up(task) -> None:
           "HST noise with its measured correlation and photons, plus the top-up), with the "
           "top-up from the raw border's block sums (before real-hsc v12, real-vis v14) / from "
           "the measured correlation; medians within "
-          + ", ".join(f'{lo:g}-{hi:g}"' for lo, hi in TOP_UP_REGIONS))
+          + ", ".join(f'{lo:g}-{hi:g}"' for lo, hi in TOP_UP_REGIONS)
+          + f" and on the stamp's outer {EDGE_PIXELS} pixels (where the border features take "
+          "their noise)")
+    edge = np.ones((size, size), dtype=bool)
+    edge[EDGE_PIXELS:-EDGE_PIXELS, EDGE_PIXELS:-EDGE_PIXELS] = False
     for lens in load_slacs("198x198", True, spec.get("sky_beside_halo", False)):
         measured, raw = (noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
                                       native_variance=lens.variance_with_photons(),
@@ -128,7 +133,7 @@ def top_up(task) -> None:
                                                             0, None)) / measured.survey[b])
                       for budget in (raw, measured)]
             cells.append(f"{band} " + " / ".join(
-                " ".join(f"{np.median(ratio[region]):.2f}" for region in regions)
+                " ".join(f"{np.median(ratio[region]):.2f}" for region in [*regions, edge])
                 for ratio in ratios))
         print(f"  {lens.name}: " + "; ".join(cells))
 

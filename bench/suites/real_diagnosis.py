@@ -769,9 +769,10 @@ def report_lines(task, results, *, workdir: Path, out_dir: Path, stem: str, prof
                    f"{name} {share:.1%}; {arc_share:.1%}" for name, share, arc_share in
                    zip(parts.names, parts.cosmic_ray_share, parts.cosmic_ray_arc_share,
                        strict=True))]
-        md += ["", "The HST images' own noise, degraded as the images were (one white "
-               "realisation of each image's noise level), in units of the survey's sky sigma per "
-               "pixel, correlated on the scale of the survey PSF; "
+        md += ["", "The HST images' own noise, degraded as the images were (one realisation "
+               "of each image's noise level with its measured correlation: the snapshots are "
+               "drizzled), in units of the survey's sky sigma per pixel, correlated on the scale "
+               "of the survey PSF; "
                + simulated_noise_sentence(task.config) + ": " + ", ".join(
                    f"{name} " + " ".join(f"{band} {ratio:.2f}" for band, ratio in
                                          zip(real.bands, ratios, strict=True))
