@@ -637,25 +637,17 @@ def degrade_files(images: Sequence, out_dir, survey: str, bands: Sequence[str] |
 
 def _noise_correlation_arg(value) -> float | np.ndarray:
     """``--noise-correlation``: a factor, or the correlation map in a FITS file's first image."""
-    from astropy.io import fits
-    from lensbench.datasets.prepare import PreparationError
+    from lensbench.datasets.prepare import PreparationError, read_plane
 
     if not isinstance(value, (str, Path)):
         return float(value)
     try:
-        with fits.open(value) as hdul:
-            data = next((hdu.data for hdu in hdul if hdu.data is not None and hdu.data.ndim == 2),
-                        None)
-    except OSError as error:
-        raise PreparationError(f"--noise-correlation {value}: not a readable FITS file "
-                               f"({error})") from None
-    if data is None:
-        raise PreparationError(f"--noise-correlation {value}: no 2-D image HDU (expected the "
-                               "noise's correlation at each pixel lag)")
-    try:
+        data, _ = read_plane(value, what="noise correlation")
         return _checked_correlation(data)
-    except ValueError as error:
-        raise PreparationError(f"--noise-correlation {value}: {error}") from None
+    except ValueError as error:  # PreparationError is one; it names the file already
+        text = str(error)
+        raise PreparationError(f"--noise-correlation {value}: "
+                               f"{text.removeprefix(f'{value}: ')}") from None
 
 
 def _output_header(header, in_scale: float, survey: Survey, size: int, zero_point: float):

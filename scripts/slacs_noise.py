@@ -98,7 +98,8 @@ def top_up(task) -> None:
           f"{spec.get('own_photon_noise', False)}): sigma with the sky-only top-up / the least "
           f"it can be; the least / the survey's own; medians within "
           + ", ".join(f'{lo:g}-{hi:g}"' for lo, hi in TOP_UP_REGIONS))
-    for lens in load_slacs("198x198", True, spec.get("sky_beside_halo", False)):
+    lenses = load_slacs("198x198", True, spec.get("sky_beside_halo", False))
+    for lens in lenses:
         common = dict(arc_image=lens.arcs, noise_correlation=lens.noise_correlation, **args)
         sky_only = noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
                                 native_variance=lens.noise_variance, **common)
@@ -122,7 +123,7 @@ def top_up(task) -> None:
           "their noise)")
     edge = np.ones((size, size), dtype=bool)
     edge[EDGE_PIXELS:-EDGE_PIXELS, EDGE_PIXELS:-EDGE_PIXELS] = False
-    for lens in load_slacs("198x198", True, spec.get("sky_beside_halo", False)):
+    for lens in lenses:
         measured, raw = (noise_budget(lens.image, lens.pixel_scale, NANOMAGGY_ZEROPOINT, survey,
                                       native_variance=lens.variance_with_photons(),
                                       arc_image=lens.arcs, noise_correlation=correlation, **args)
@@ -180,6 +181,8 @@ def correlation_table(realisations: int) -> None:
               f"{correlation[lag + 1, lag + 1]:.2f} {correlation[lag, lag + 2]:.2f} "
               f"{correlation.sum() - near:+.2f}; {pairs}")
     rng = np.random.default_rng(0)
+    sources = CosmosSources()
+    picks = np.random.default_rng(0).choice(len(sources.galaxies), COSMOS_SAMPLE, replace=False)
     for name in ("real-hsc", "real-vis"):
         task = all_tasks()[name]
         spec = task.real_lenses
@@ -217,9 +220,6 @@ def correlation_table(realisations: int) -> None:
                 zip(survey.band_names, ratio, exact, white_factor, strict=True)))
         # The COSMOS stamps (the real split's field galaxies and bright early types): their
         # noise's correlation function, on each stamp's own grid.
-        sources = CosmosSources()
-        picks = np.random.default_rng(0).choice(len(sources.galaxies), COSMOS_SAMPLE,
-                                                replace=False)
         factors = np.array([[degraded_correlation_factor(
             sources.noise_correlation, galaxy.image.shape, galaxy.pixel_scale,
             survey.pixel_scale, canvas, kernel) for kernel in kernels]
