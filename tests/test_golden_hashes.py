@@ -267,6 +267,12 @@ GOLDEN_HASHES_ELSEWHERE = {
             "train": "b02cff004415a2f8b7c2315ce91e13a9da12a1cdcec3be219a37d4f6d42d213c",
             "test": "16910fa8f23c0f1e69457ab6d465624984bdaa4d2f43d878a412f954f9aa42be",
             "real": "0849ee4f43e8defb6f0b754293bcc81a7288a6a861fbc6947be61c2322c5bdf3"},
+        # modeling-hsc v3: real-hsc v12's lenses (its config with every cutout a lens) and its
+        # real split's SLACS lenses alone. The reference machines' hashes are to be added there.
+        ("modeling-hsc", 3, 1): {
+            "train": "f9206b64f938fa2532bf9e86eb73213def089c40ab166806a063fba00b5b9f9e",
+            "test": "9ac7a72a7713cf91df548cd4aea9e5f132ad74567bcf6bc5ab79020b126e8013",
+            "real": "14c0908dc6be1d8ff092b9076cac25e5d7be9e16c05a5746e3d4c07ac41ee7b1"},
     },
 }
 

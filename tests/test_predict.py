@@ -16,6 +16,7 @@ import pytest
 from astropy.io import fits
 from lensbench.bench.cli import main
 from lensbench.bench.results import read_results
+from lensbench.bench.splits import version_prefix
 from lensbench.bench.tasks import SUITES, get_suite
 
 BANDS = ("u", "g", "r", "i", "z")
@@ -251,6 +252,7 @@ def test_a_photoz_model_given_cutouts_says_what_it_is(photoz_run, tmp_path, caps
 
 
 # --------------------------------------------------------------------------- lens modeling
+MODELING_PREFIX = version_prefix(get_suite("modeling").tasks[0])  # its split folders' names
 
 
 @pytest.fixture(scope="module")
@@ -271,7 +273,7 @@ def modeling_run(tmp_path_factory, real_data, real_lens_splits, simulated_splits
 def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_run, tmp_path,
                                                                       capsys):
     workdir, result = modeling_run
-    [test_split] = (workdir / "splits").glob("modeling-hsc-v2-test-*")
+    [test_split] = (workdir / "splits").glob(f"{MODELING_PREFIX}test-*")
     out = tmp_path / "params.csv"
     assert main(["predict", "--model", str(workdir / result.artifacts["model"]), "--cutouts",
                  str(test_split), "--out", str(out)]) == 0
@@ -288,7 +290,7 @@ def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_r
     from lensbench.datasets.storage import load_split
 
     _, contract = load_model(workdir / result.artifacts["model"])
-    [train_split] = (workdir / "splits").glob("modeling-hsc-v2-train-*")
+    [train_split] = (workdir / "splits").glob(f"{MODELING_PREFIX}train-*")
     truth = targets_of(load_split(train_split), tuple(targets))
     assert contract.target_ranges == {t: [truth[:, k].min(), truth[:, k].max()]
                                       for k, t in enumerate(targets)}
@@ -308,7 +310,7 @@ def test_a_saved_regressor_predicts_the_test_cutouts_as_the_suite_did(modeling_r
 def test_an_edited_regressor_state_is_named_before_any_cutout_is_read(modeling_run, tmp_path,
                                                                       capsys):
     workdir, result = modeling_run
-    [test_split] = (workdir / "splits").glob("modeling-hsc-v2-test-*")
+    [test_split] = (workdir / "splits").glob(f"{MODELING_PREFIX}test-*")
 
     def edit(state):
         state["items"]["scale_"] = "x"  # a string where the target scales belong
@@ -333,7 +335,7 @@ def test_a_saved_regressor_predicts_theta_e_of_real_slacs_lenses_from_band_files
 
     workdir, result = modeling_run
     saved = np.load(workdir / result.artifacts["predictions"])
-    [real] = (workdir / "splits").glob("modeling-hsc-v2-real-*")
+    [real] = (workdir / "splits").glob(f"{MODELING_PREFIX}real-*")
     split = load_split(real)
     lenses = np.flatnonzero(np.asarray(split.truth["label"]) == 1)
     images = split.images(lenses)
@@ -366,7 +368,7 @@ def test_positions_are_given_from_the_cutouts_own_centre(modeling_run, tmp_path)
 
     workdir, result = modeling_run
     saved = np.load(workdir / result.artifacts["predictions"])
-    [test_split] = (workdir / "splits").glob("modeling-hsc-v2-test-*")
+    [test_split] = (workdir / "splits").glob(f"{MODELING_PREFIX}test-*")
     images = load_split(test_split).images(np.arange(3))
     cutouts = tmp_path / "odd"
     cutouts.mkdir()
@@ -446,7 +448,7 @@ def test_the_lens_model_is_also_given_on_the_sky_through_each_cutouts_wcs(modeli
     workdir, result = modeling_run
     saved = np.load(workdir / result.artifacts["predictions"])
     targets = list(saved["targets"])
-    [test_split] = (workdir / "splits").glob("modeling-hsc-v2-test-*")
+    [test_split] = (workdir / "splits").glob(f"{MODELING_PREFIX}test-*")
     images = load_split(test_split).images(np.arange(3))
     cutouts = tmp_path / "sky"
     cutouts.mkdir()
