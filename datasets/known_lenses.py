@@ -402,6 +402,34 @@ def real_split_colours(bands: Sequence[str], colours_from_f814w: bool
     return LENS_COLOURS, SOURCE_COLOURS
 
 
+# How a real split's HST images were prepared, per flag of ``make_real_lens_split`` (the task
+# spec's ``real_lenses``): (what it sets, with the flag, without it). The reports state them, so
+# that a reader of a figure on real lenses knows how its cutouts were made.
+PREPARATION_STEPS = {
+    "clean_cosmic_rays": ("SLACS cosmic rays", "cleaned (astroscrappy)", "kept"),
+    "sky_beside_halo": ("SLACS sky", "fitted beside the lens's de Vaucouleurs halo",
+                        "the cutout border's median, which holds the lens's halo"),
+    "match_native_psf": ("PSF", "their ACS F814W PSF matched to the survey's",
+                         "the survey's on top of their own"),
+    "own_photon_noise": ("noise", "the survey's tops up theirs, counted with the objects' photons",
+                         "the survey's tops up theirs, counted as the sky's alone"),
+    "measured_noise_correlation": ("their noise's correlation",
+                                   "measured, carried exactly through the rebinning and the PSF",
+                                   "taken as the raw border's 4 x 4 block sums"),
+    "colours_from_f814w": ("bands", "each the F814W flux as it is",
+                           "the simulator's lens and source colours from F814W"),
+}
+
+
+def preparation_sentence(spec: dict) -> str:
+    """One sentence saying how a real split of ``spec`` (a task's ``real_lenses``) prepared its
+    HST images, each step of ``PREPARATION_STEPS`` with or without its flag."""
+    steps = [f"{topic}: {with_flag if spec.get(flag, False) else without}"
+             for flag, (topic, with_flag, without) in PREPARATION_STEPS.items()]
+    return ("How the real split's HST images were degraded to the survey "
+            "(datasets/known_lenses.py: make_real_lens_split): " + "; ".join(steps) + ".")
+
+
 def make_real_lens_split(survey: str, bands: Sequence[str] | None, stamp_size: int | None,
                          out_dir, seed: int = 0, n_nonlenses: int = 100, *,
                          cutout: str = "198x198", created_by: str = "lensbench",

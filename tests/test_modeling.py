@@ -458,6 +458,11 @@ def test_modeling_suite_end_to_end(tmp_path, real_data, real_lens_splits, simula
         assert needle in text
     assert (out / "modeling-smoke-modeling-hsc-slacs.png").stat().st_size > 1000
     assert "### Rotation equivariance" in text
+    # how the SLACS lenses were degraded, from the task's own spec
+    from lensbench.datasets.known_lenses import preparation_sentence
+
+    [task] = get_suite("modeling").tasks
+    assert preparation_sentence(task.real_lenses) in text.split("### Known SLACS lenses")[1]
     # Every bin shows the bias beside the half width (a constant guess looks narrow in a bin),
     # from the run's own metrics.
     m = results["prior-median"].metrics

@@ -261,6 +261,22 @@ def test_degraded_noise_matches_the_survey_background():
     assert np.abs(out).max() < 1e-3 * sigma_nmgy
 
 
+def test_every_flag_of_a_real_split_is_stated_by_the_reports_sentence():
+    """A flag of make_real_lens_split that changes how the HST images are prepared is named in
+    the reports' sentence (PREPARATION_STEPS), with its phrase for on and for off."""
+    import inspect
+
+    flags = {name for name, parameter in
+             inspect.signature(known_lenses.make_real_lens_split).parameters.items()
+             if parameter.default is False}
+    assert flags == set(known_lenses.PREPARATION_STEPS)
+    for flag, (topic, with_flag, without) in known_lenses.PREPARATION_STEPS.items():
+        on = known_lenses.preparation_sentence({flag: True})
+        off = known_lenses.preparation_sentence({})
+        assert f"{topic}: {with_flag}" in on and f"{topic}: {without}" not in on
+        assert f"{topic}: {without}" in off and f"{topic}: {with_flag}" not in off
+
+
 def test_real_lens_split_pairs_slacs_with_cosmos(tmp_path, real_data):
     real_data("slacs", "cosmos")
     out = known_lenses.make_real_lens_split("hsc", ["g", "r", "i"], 48, tmp_path / "real",

@@ -11,6 +11,7 @@ import re
 import numpy as np
 import pytest
 from lensbench.baselines.contract import Method
+from lensbench.bench import tasks
 from lensbench.bench.report import write_report
 from lensbench.bench.suites import lens_finding, real_diagnosis
 from lensbench.datasets import cosmos, known_lenses
@@ -189,6 +190,8 @@ def test_real_suite_report_names_every_real_object_and_diagnoses_the_lenses(tmp_
         for name in names:
             assert f"| {name} |" in section
         assert "5 real lenses; real non-lenses: 20 bright COSMOS early types" in section
+        spec = tasks.all_tasks()[task].real_lenses
+        assert known_lenses.preparation_sentence(spec) in section
         assert "SLACS lenses" in section and "/ 5;" in section and "/ 20;" in section
         lens_names = [n for n, k in zip(names, real.truth["kind"], strict=True) if k == 1]
         probe_rows = [line for line in section.splitlines()

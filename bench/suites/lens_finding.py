@@ -346,12 +346,15 @@ class LensFinding(SuiteKind):
         if goal:
             md += compare_goal_lines(results, workdir, suite.params_for(profile, task), goal)
         if task.real_lenses:
+            from lensbench.datasets.known_lenses import preparation_sentence
+
             md += ["", "Known real lenses: SLACS HST lenses degraded to the survey, scored "
                    "against the threshold that gives FPR 1e-3 on the simulated test set. The "
                    "real non-lenses are COSMOS field galaxies, much fainter than the SLACS "
                    "lenses, so brightness alone separates them: read the recovered count, not "
                    "an AUROC; and, where the task has them, bright COSMOS early types rendered "
-                   "as seen at the SLACS lenses' redshift (datasets/cosmos.py), which are not."]
+                   "as seen at the SLACS lenses' redshift (datasets/cosmos.py), which are not. "
+                   + preparation_sentence(task.real_lenses)]
             md += known_lens_score_lines(results)
             if task.real_lenses.get("n_bright_early_types"):
                 from lensbench.bench.suites.real_diagnosis import report_lines

@@ -723,13 +723,16 @@ def modeling_section(task: Task, results: list[Result], *, workdir: Path, out_di
     lines, panels = real_lines([r for r in ok if r.method != "prior-median"], workdir,
                                theta_e_range)
     if lines:
+        from lensbench.datasets.known_lenses import preparation_sentence
+
         md += ["### Known SLACS lenses (HST F814W degraded to the survey)", "",
                "Predicted theta_E (± 1 sigma where the method gives one) against the "
                "published Einstein radius: the SIE b of Auger et al. (2010) / Shajib et al. "
                "(2021) where they list the lens, else the R_Einstein of the slacs-match "
                "(GLASS) free-form model. † marks a prediction beyond the simulated theta_E "
                f"range ({theta_e_range[0]:g}-{theta_e_range[1]:g}\"): the network "
-               "extrapolates there, and its sigma does not say so.", "", *lines, ""]
+               "extrapolates there, and its sigma does not say so. "
+               + preparation_sentence(task.real_lenses), "", *lines, ""]
         figure = plot_real_theta_e(panels, out_dir / f"{stem}-{task.name}-slacs.png")
         md += [f"![SLACS theta_E]({figure.name})", ""]
         figures.append(figure)
