@@ -159,7 +159,7 @@ class ResNetRegressor(Method):
                  patience: int | None = 8, stretch: str = "asinh", tta: str = "mean",
                  calibrate: bool = True, validation_fraction: float = 0.1,
                  device: str = "auto", num_threads: int | None = None, random_state: int = 0,
-                 checkpoint_dir: str | None = None):
+                 checkpoint_dir: str | None = None, lens_light: bool = False):
         self.width = width
         self.depth = depth
         self.members = members
@@ -176,6 +176,7 @@ class ResNetRegressor(Method):
         self.num_threads = num_threads
         self.random_state = random_state
         self.checkpoint_dir = checkpoint_dir
+        self.lens_light = lens_light
 
     def decline(self, info: TaskInfo) -> str | None:
         reason = super().decline(info)
@@ -208,7 +209,15 @@ class ResNetRegressor(Method):
         self.image_shape_ = tuple(int(s) for s in X.shape[1:])
         self.target_mean_ = Y.mean(axis=0)
         self.target_scale_ = Y.std(axis=0) + 1e-12
-        self.preprocessor_ = Preprocessor(stretch=self.stretch)
+        # lens_light: the smooth lens-light model subtracted first, as the real suite's finders
+        # do (deep/preprocess.py); it needs the bands and the pixel scale of the task.
+        if self.lens_light and info is None:
+            raise ValueError(f"{type(self).__name__}(lens_light=True) needs the task's bands and "
+                             "pixel scale (a TaskInfo) to model the lens light")
+        self.preprocessor_ = (Preprocessor(stretch=self.stretch, lens_light=True,
+                                           bands=tuple(info.bands),
+                                           pixel_scale=float(info.pixel_scale))
+                              if self.lens_light else Preprocessor(stretch=self.stretch))
         Xn = self.preprocessor_.fit_normalise(X)
         rng = np.random.default_rng(int(self.random_state))
         order = rng.permutation(len(X))
@@ -399,10 +408,10 @@ class CommitteeRegressor(ResNetRegressor):
                  patience: int | None = None, stretch: str = "asinh", tta: str = "none",
                  calibrate: bool = True, validation_fraction: float = 0.1,
                  device: str = "auto", num_threads: int | None = None, random_state: int = 0,
-                 checkpoint_dir: str | None = None):
+                 checkpoint_dir: str | None = None, lens_light: bool = False):
         super().__init__(width=width, depth=depth, members=members, max_epochs=max_epochs,
                          batch_size=batch_size, lr=lr, weight_decay=weight_decay,
                          patience=patience, stretch=stretch, tta=tta, calibrate=calibrate,
                          validation_fraction=validation_fraction, device=device,
                          num_threads=num_threads, random_state=random_state,
-                         checkpoint_dir=checkpoint_dir)
+                         checkpoint_dir=checkpoint_dir, lens_light=lens_light)

@@ -365,6 +365,28 @@ def test_checkpoints_reload_identically_and_refuse_other_bands(trained, tmp_path
         ResNetRegressor.load(path, info=other)
 
 
+def test_a_regressor_can_see_the_lens_light_subtracted_and_reloads_so(tmp_path):
+    """lens_light=True: the nets see the residual of the smooth lens-light model (the
+    preprocessing of the real suite's finders), and a saved regressor predicts so again."""
+    from lensbench.deep.preprocess import Preprocessor
+
+    X, Y = toy_lens_models(80, seed=3)
+    method = ResNetRegressor(width=8, max_epochs=1, batch_size=16, num_threads=1,
+                             lens_light=True).fit(X, Y, info=INFO)
+    assert method.preprocessor_.lens_light and method.preprocessor_.bands == INFO.bands
+    # the nets' input is the residual: the blob (a smooth elliptical light) mostly gone
+    plain = Preprocessor(stretch="asinh")
+    plain.fit_normalise(X)
+    assert (np.abs(method.preprocessor_.normalise(X[:8])).sum()
+            < 0.5 * np.abs(plain.normalise(X[:8])).sum())
+    path = method.save(tmp_path / "regressor.pt")
+    again = ResNetRegressor.load(path, info=INFO)
+    assert again.preprocessor_.lens_light and again.lens_light
+    np.testing.assert_array_equal(again.predict_score(X[:10]), method.predict_score(X[:10]))
+    with pytest.raises(ValueError, match=r"lens_light=True\) needs the task's bands"):
+        ResNetRegressor(max_epochs=1, lens_light=True).fit(X, Y)
+
+
 def test_targets_must_match_the_named_parameters():
     X, Y = toy_lens_models(20)
     with pytest.raises(ValueError, match="expected targets of shape"):

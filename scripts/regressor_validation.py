@@ -1,0 +1,76 @@
+"""One committee-regressor member per variant, scored on validation lenses of the modeling task's
+TRAINING split (its test split and the real lenses are never read).
+
+    python scripts/regressor_validation.py WORKDIR [--variant lens_light=True ...] [--seed 0]
+        [--max-epochs 50]
+
+WORKDIR holds the modeling suite's splits (`bench run --suite modeling` made them). Each variant
+(the suite's committee-regressor with members=1 and the given parameters; "default" with none)
+is fitted on the whole training split from the same --seed, so every variant holds out the same
+10% as its validation lenses and starts its net from the same weights. Printed per variant: at
+the best epoch (chosen on the validation loss, as the suite chooses it), the validation theta_E
+68% half width and RMSE and the Gaussian NLL over all parameters, and the fitting time.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+
+import numpy as np
+from lensbench.baselines.contract import LENS_MODEL_TARGETS
+from lensbench.bench.splits import version_prefix
+from lensbench.bench.suites.modeling import targets_of, task_info
+from lensbench.bench.tasks import MODELING_HSC
+from lensbench.datasets.storage import load_split
+from lensbench.deep.regression import CommitteeRegressor
+
+
+def parse_variant(text: str) -> dict:
+    """"name=value,name=value" -> params, each value read as JSON where it parses."""
+    params = {}
+    for item in filter(None, text.split(",")):
+        name, _, value = item.partition("=")
+        try:
+            params[name] = json.loads(value)
+        except json.JSONDecodeError:
+            params[name] = value
+    return params
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("workdir", type=Path)
+    parser.add_argument("--variant", action="append", default=[],
+                        help="parameters of one variant, e.g. lens_light=true")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--max-epochs", type=int, default=50)
+    args = parser.parse_args()
+    found = sorted((args.workdir / "splits").glob(f"{version_prefix(MODELING_HSC)}train-*"))
+    if len(found) != 1:
+        raise SystemExit(f"{args.workdir}/splits: expected one training split of "
+                         f"{MODELING_HSC.name} v{MODELING_HSC.version}, found {len(found)}")
+    split = load_split(found[0])
+    X, Y = split.images(np.arange(split.n)), targets_of(split, LENS_MODEL_TARGETS)
+    info = task_info(MODELING_HSC, split, LENS_MODEL_TARGETS)
+    print(f"{found[0].name}: {split.n} lenses; one member per variant, seed {args.seed}, "
+          f"{args.max_epochs} epochs; validation: the regressor's own held-out 10%")
+    for text in ["", *args.variant]:
+        params = parse_variant(text)
+        method = CommitteeRegressor(members=1, max_epochs=args.max_epochs,
+                                    random_state=args.seed, **params)
+        start = time.perf_counter()
+        method.fit(X, Y, info=info)
+        seconds = time.perf_counter() - start
+        history, best = method.history_, method.best_epochs_[0]
+        figures = {key: history[f"member0/val_{key}"][best]
+                   for key in ("theta_e/half_width_68", "theta_e/rmse", "nll")}
+        print(f"{text or 'default'}: best epoch {best + 1}; validation theta_E half width "
+              f"{figures['theta_e/half_width_68']:.4f}\", RMSE {figures['theta_e/rmse']:.4f}\", "
+              f"NLL {figures['nll']:.3f}; fitted in {seconds / 60:.1f} min", flush=True)
+
+
+if __name__ == "__main__":
+    main()
