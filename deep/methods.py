@@ -22,7 +22,7 @@ from lensbench.deep.committee import (
     fit_temperature,
 )
 from lensbench.deep.nets import build_net
-from lensbench.deep.preprocess import Augment, Preprocessor, dihedral
+from lensbench.deep.preprocess import Augment, Preprocessor, dihedral, lens_light_preprocessor
 from lensbench.deep.progress import Progress
 from lensbench.deep.train import (
     Objective,
@@ -98,14 +98,10 @@ class NetFinder(Method):
         if not self.lens_light:  # (lens_light_keep_image=True alone is refused there)
             return Preprocessor(stretch=self.stretch, crop=self.crop,
                                 lens_light_keep_image=bool(self.lens_light_keep_image))
-        if info is None:
-            raise ValueError(f"{type(self).__name__}(lens_light=True) needs the task's bands and "
-                             "pixel scale (a TaskInfo) to model the lens light")
-        return Preprocessor(stretch=self.stretch, crop=self.crop, lens_light=True,
-                            bands=tuple(info.bands), pixel_scale=float(info.pixel_scale),
-                            lens_light_shape=self.lens_light_shape,
-                            lens_light_keep_image=bool(self.lens_light_keep_image),
-                            lens_light_profile=self.lens_light_profile)
+        return lens_light_preprocessor(type(self).__name__, info, stretch=self.stretch,
+                                       crop=self.crop, lens_light_shape=self.lens_light_shape,
+                                       lens_light_keep_image=bool(self.lens_light_keep_image),
+                                       lens_light_profile=self.lens_light_profile)
 
     # ----------------------------------------------------------------- fit
     def fit(self, X, y, info: TaskInfo | None = None, epoch_callback=None):

@@ -164,6 +164,17 @@ class Preprocessor:
         return asdict(self)
 
 
+def lens_light_preprocessor(owner: str, info, **options) -> Preprocessor:
+    """The Preprocessor of a net that subtracts the lens light (``lens_light=True``): the model
+    needs the task's bands and pixel scale, from ``info`` (a TaskInfo); ``owner`` names the
+    method in the error without one. ``options``: the Preprocessor's other fields."""
+    if info is None:
+        raise ValueError(f"{owner}(lens_light=True) needs the task's bands and pixel scale (a "
+                         "TaskInfo) to model the lens light")
+    return Preprocessor(lens_light=True, bands=tuple(info.bands),
+                        pixel_scale=float(info.pixel_scale), **options)
+
+
 def _as_stamps(X, bands: int | None = None) -> np.ndarray:
     """``X`` as an array (n, bands, H, W), else ValueError."""
     X = np.asarray(X)

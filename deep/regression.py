@@ -37,7 +37,13 @@ from lensbench.baselines.transforms import dihedral, inverse_dihedral
 from lensbench.deep import checkpoint
 from lensbench.deep.methods import as_images, member_seeds
 from lensbench.deep.nets import build_net
-from lensbench.deep.preprocess import Augment, Preprocessor, dihedral_each, host_to
+from lensbench.deep.preprocess import (
+    Augment,
+    Preprocessor,
+    dihedral_each,
+    host_to,
+    lens_light_preprocessor,
+)
 from lensbench.deep.progress import Progress
 from lensbench.deep.train import (
     Objective,
@@ -210,13 +216,9 @@ class ResNetRegressor(Method):
         self.target_mean_ = Y.mean(axis=0)
         self.target_scale_ = Y.std(axis=0) + 1e-12
         # lens_light: the smooth lens-light model subtracted first, as the real suite's finders
-        # do (deep/preprocess.py); it needs the bands and the pixel scale of the task.
-        if self.lens_light and info is None:
-            raise ValueError(f"{type(self).__name__}(lens_light=True) needs the task's bands and "
-                             "pixel scale (a TaskInfo) to model the lens light")
-        self.preprocessor_ = (Preprocessor(stretch=self.stretch, lens_light=True,
-                                           bands=tuple(info.bands),
-                                           pixel_scale=float(info.pixel_scale))
+        # do (deep/preprocess.py)
+        self.preprocessor_ = (lens_light_preprocessor(type(self).__name__, info,
+                                                      stretch=self.stretch)
                               if self.lens_light else Preprocessor(stretch=self.stretch))
         Xn = self.preprocessor_.fit_normalise(X)
         rng = np.random.default_rng(int(self.random_state))
