@@ -5,6 +5,7 @@ headless Chromium."""
 from __future__ import annotations
 
 import csv
+import json
 import time
 from pathlib import Path
 
@@ -312,17 +313,21 @@ def test_inspect_page_grades_with_the_keyboard_in_headless_chromium(data, tmp_pa
                 page.keyboard.press("e")
             grades_file = tmp_path / "grades.csv"
             download_info.value.save_as(grades_file)
-            # grades survive a reload (localStorage). Chromium passes a write to its storage
-            # service asynchronously; a reload under load may read the store before the write
-            # lands (CI saw 0 / 12 once), so reload until the grades are there, for up to 10 s.
+            # grades survive a reload (localStorage). Chromium passes a page's writes to its
+            # storage service asynchronously, and reloading a page whose writes were still
+            # queued lost them twice in CI (0 / 12 after 10 s of reloads). So wait, with the
+            # page still open, until another page of the browser reads the grades from the
+            # service (up to 10 s), then reload the first: it must show them.
+            key = page.evaluate("DATA.storageKey")
+            reader = context.new_page()
+            reader.goto(page_file.as_uri())
             deadline = time.monotonic() + 10
-            while True:
-                page.reload()
-                count = page.locator("#count").inner_text()
-                if count.startswith("5 / 12") or time.monotonic() > deadline:
-                    break
+            while (len(json.loads(reader.evaluate("k => localStorage.getItem(k) || '{}'", key)))
+                   < 5 and time.monotonic() < deadline):
                 time.sleep(0.25)
-            assert count.startswith("5 / 12")
+            reader.close()
+            page.reload()
+            assert page.locator("#count").inner_text().startswith("5 / 12")
             assert errors == []
         finally:
             browser.close()
