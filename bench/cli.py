@@ -115,7 +115,8 @@ def check_output_file(path: Path, flag: str) -> None:
 PYTHON_LITERALS = {"None": None, "True": True, "False": False}
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
+    """A ``--param`` value: a Python literal name, JSON where it parses, else the string."""
     if text in PYTHON_LITERALS:
         return PYTHON_LITERALS[text]
     try:
@@ -146,7 +147,7 @@ def _parse_params(items: list[str]) -> dict[str, dict]:
         if not (sep and dot and method and key):
             raise ValueError(f"--param {item!r}: expected METHOD.KEY=VALUE, e.g. "
                              "pixel-logreg.C=0.1")
-        params.setdefault(method, {})[key] = _parse_value(value)
+        params.setdefault(method, {})[key] = parse_value(value)
     return params
 
 
@@ -508,7 +509,7 @@ def make_config(args):
         key, sep, value = item.partition("=")
         if not sep:
             raise SystemExit(f"--set {item!r}: expected KEY=VALUE (a SimConfig field)")
-        record[key] = _parse_value(value)
+        record[key] = parse_value(value)
         given[key] = f"--set {key}"
     try:
         return SimConfig.from_dict(record)

@@ -18,11 +18,10 @@ from pathlib import Path
 import numpy as np
 from lensbench.baselines.persistence import load_model
 from lensbench.bench.results import read_results
-from lensbench.bench.splits import version_prefix
+from lensbench.bench.splits import ensure_real_lens_split
 from lensbench.bench.suites.modeling import predict
 from lensbench.bench.suites.real_diagnosis import EDITS, edited_cutouts, real_lens_parts
 from lensbench.bench.tasks import MODELING_HSC
-from lensbench.datasets.storage import load_split
 
 
 def main() -> None:
@@ -36,8 +35,9 @@ def main() -> None:
     if result is None or "model" not in result.artifacts:
         raise SystemExit(f"{args.workdir}: no saved {args.method} run of {MODELING_HSC.name}")
     method, _ = load_model(args.workdir / result.artifacts["model"])
-    [real_path] = sorted((args.workdir / "splits").glob(f"{version_prefix(MODELING_HSC)}real-*"))
-    real = load_split(real_path)
+    real = ensure_real_lens_split(MODELING_HSC, args.workdir)
+    if result.split_hashes.get("real") != real.content_hash:
+        raise SystemExit(f"{args.workdir}: the {args.method} run scored another real split")
     parts = real_lens_parts(MODELING_HSC.real_lenses, real)
     edits = edited_cutouts(real.images(parts.rows), parts)
     theta = list(method.targets_).index("theta_e")

@@ -4,7 +4,8 @@ TRAINING split (its test split and the real lenses are never read).
     python scripts/regressor_validation.py WORKDIR [--variant lens_light=True ...] [--seed 0]
         [--max-epochs 50]
 
-WORKDIR holds the modeling suite's splits (`bench run --suite modeling` made them). Each variant
+WORKDIR holds the modeling suite's splits (`bench run --suite modeling` made them; the
+training split of --profile, simulated there if it is missing). Each variant
 (the suite's committee-regressor with members=1 and the given parameters; "default" with none)
 is fitted on the whole training split from the same --seed, so every variant holds out the same
 10% as its validation lenses and starts its net from the same weights. Printed per variant: at
@@ -20,29 +21,22 @@ width 0.1335", RMSE 0.2091", NLL -1.741 (7.5 min); lens_light=true 0.1363", 0.20
 from __future__ import annotations
 
 import argparse
-import json
 import time
 from pathlib import Path
 
 import numpy as np
 from lensbench.baselines.contract import LENS_MODEL_TARGETS
-from lensbench.bench.splits import version_prefix
+from lensbench.bench.cli import parse_value
+from lensbench.bench.splits import ensure_split
 from lensbench.bench.suites.modeling import targets_of, task_info
 from lensbench.bench.tasks import MODELING_HSC
-from lensbench.datasets.storage import load_split
 from lensbench.deep.regression import CommitteeRegressor
 
 
 def parse_variant(text: str) -> dict:
-    """"name=value,name=value" -> params, each value read as JSON where it parses."""
-    params = {}
-    for item in filter(None, text.split(",")):
-        name, _, value = item.partition("=")
-        try:
-            params[name] = json.loads(value)
-        except json.JSONDecodeError:
-            params[name] = value
-    return params
+    """"name=value,name=value" -> params, each value read as `bench run --param` reads it."""
+    return {name: parse_value(value) for name, _, value in
+            (item.partition("=") for item in filter(None, text.split(",")))}
 
 
 def main() -> None:
@@ -52,15 +46,12 @@ def main() -> None:
                         help="parameters of one variant, e.g. lens_light=true")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--max-epochs", type=int, default=50)
+    parser.add_argument("--profile", default="default", help="the suite profile of the split")
     args = parser.parse_args()
-    found = sorted((args.workdir / "splits").glob(f"{version_prefix(MODELING_HSC)}train-*"))
-    if len(found) != 1:
-        raise SystemExit(f"{args.workdir}/splits: expected one training split of "
-                         f"{MODELING_HSC.name} v{MODELING_HSC.version}, found {len(found)}")
-    split = load_split(found[0])
+    split = ensure_split(MODELING_HSC, "train", args.profile, args.workdir)
     X, Y = split.images(np.arange(split.n)), targets_of(split, LENS_MODEL_TARGETS)
     info = task_info(MODELING_HSC, split, LENS_MODEL_TARGETS)
-    print(f"{found[0].name}: {split.n} lenses; one member per variant, seed {args.seed}, "
+    print(f"{split.path.name}: {split.n} lenses; one member per variant, seed {args.seed}, "
           f"{args.max_epochs} epochs; validation: the regressor's own held-out 10%")
     for text in ["", *args.variant]:
         params = parse_variant(text)

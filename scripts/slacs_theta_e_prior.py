@@ -2,7 +2,8 @@
 
     python scripts/slacs_theta_e_prior.py WORKDIR [--dmag 0.5] [--dz 0.1] [--lookalikes]
 
-WORKDIR holds the modeling suite's splits (`bench run --suite modeling` made them). For each SLACS
+WORKDIR holds the modeling suite's splits (`bench run --suite modeling` made them; those of
+--profile, simulated there if missing). For each SLACS
 lens of the real split, the training lenses whose lens light is within --dmag of the lens's i
 magnitude (the real split's total i: lens light and arcs, the arcs a few per cent of it) and
 whose lens redshift is within --dz of its z_l: how many, and the median and 16-84th percentiles
@@ -29,18 +30,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from lensbench.bench.splits import version_prefix
+from lensbench.bench.splits import ensure_real_lens_split, ensure_split
 from lensbench.bench.tasks import MODELING_HSC
 from lensbench.datasets.known_lenses import load_slacs
-from lensbench.datasets.storage import load_split
-
-
-def only_split(workdir: Path, role: str):
-    found = sorted((workdir / "splits").glob(f"{version_prefix(MODELING_HSC)}{role}-*"))
-    if len(found) != 1:
-        raise SystemExit(f"{workdir}/splits: expected one {version_prefix(MODELING_HSC)}{role}-* "
-                         f"folder, found {len(found)}: run `bench run --suite modeling` there")
-    return load_split(found[0])
 
 
 def main() -> None:
@@ -52,9 +44,12 @@ def main() -> None:
                         help="also the methods' errors on simulated test look-alikes")
     parser.add_argument("--dtheta", type=float, default=0.2,
                         help="theta_E half window of a look-alike (arcsec)")
+    parser.add_argument("--profile", default="default", help="the suite profile of the splits")
     args = parser.parse_args()
-    train = {k: np.asarray(v) for k, v in only_split(args.workdir, "train").truth.items()}
-    real = {k: np.asarray(v) for k, v in only_split(args.workdir, "real").truth.items()}
+    train = {k: np.asarray(v) for k, v in
+             ensure_split(MODELING_HSC, "train", args.profile, args.workdir).truth.items()}
+    real = {k: np.asarray(v) for k, v in
+            ensure_real_lens_split(MODELING_HSC, args.workdir).truth.items()}
     lenses = load_slacs("198x198")
     print(f"{MODELING_HSC.name} v{MODELING_HSC.version}: training lenses within {args.dmag} mag "
           f"in i and {args.dz} in z_l of each SLACS lens")
@@ -80,7 +75,8 @@ def lookalike_errors(args, real: dict, lenses) -> None:
     beside its error on the real lens."""
     from lensbench.bench.results import read_results
 
-    test = {k: np.asarray(v) for k, v in only_split(args.workdir, "test").truth.items()}
+    test = {k: np.asarray(v) for k, v in
+            ensure_split(MODELING_HSC, "test", args.profile, args.workdir).truth.items()}
     runs = {}
     for result in read_results(args.workdir / "results.jsonl"):
         if result.status != "ok" or result.method == "prior-median":
